@@ -1,0 +1,40 @@
+# Two environments, both inside the project:
+#   .venv          the toolkit (trainer, export, CLI) with the runtime installed beside it
+#   .venv-runtime  the runtime alone (onnxruntime + numpy), as on a hub: its tests prove
+#                  that nothing heavier is needed or imported.
+PY ?= python3.11
+VENV := .venv
+RVENV := .venv-runtime
+PIP_FLAGS := --quiet --disable-pip-version-check
+RUNTIME_SOURCES := runtime/pyproject.toml $(shell find runtime/edgecast_runtime -name '*.py' 2>/dev/null)
+
+.PHONY: demo test test-runtime test-toolkit bench clean
+
+$(VENV)/.installed: pyproject.toml runtime/pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e ./runtime -e '.[dev]'
+	touch $@
+
+# Not editable: the runtime tests run against the installed wheel, as a hub would.
+$(RVENV)/.installed: $(RUNTIME_SOURCES)
+	$(PY) -m venv $(RVENV)
+	$(RVENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
+	$(RVENV)/bin/pip install $(PIP_FLAGS) --force-reinstall --no-deps ./runtime
+	$(RVENV)/bin/pip install $(PIP_FLAGS) './runtime[mqtt]' pytest hypothesis
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/edgecast demo
+
+test: test-runtime test-toolkit
+
+test-runtime: $(RVENV)/.installed
+	bash tests/runtime/setup.sh
+	$(RVENV)/bin/python -m pytest tests/runtime -q
+
+test-toolkit: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests/toolkit -q
+
+clean:
+	rm -rf $(VENV) $(RVENV) build *.egg-info runtime/build runtime/*.egg-info
