@@ -1,0 +1,248 @@
+"""The `edgecast` command: a thin typer layer over trainer/ and export/.
+
+Heavy imports (TensorFlow, tf2onnx) happen inside the commands, so `--help` is quick.
+Every EdgecastError reaches the user as one line and exit code 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgecast.trainer.errors import EdgecastError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+app = typer.Typer(
+    help="Train a Keras LSTM forecaster on a sensor series, export it with its scaler to ONNX and TFLite, prove parity.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
+
+
+def main() -> None:
+    # typer handles usage errors itself (exit 2); our own errors propagate out of it.
+    try:
+        app()
+    except EdgecastError as exc:
+        err.print(f"edgecast: error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:
+        err.print(f"edgecast: error: {exc}", markup=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def _split_list(values: list[str]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def _split_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers") from None
+    if len(parts) != 3:
+        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers")
+    return parts
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="CSV with a timestamp column or year,month,day,hour columns.")],
+    target: Annotated[str, typer.Option(help="Column to forecast.")],
+    features: Annotated[list[str], typer.Option(help="Extra input columns (repeat, or comma-separated).")] = [],
+    time_column: Annotated[Optional[str], typer.Option(help="Timestamp column (default: detected).")] = None,
+    look_back: Annotated[int, typer.Option(help="Input steps per window.")] = 24,
+    horizon: Annotated[int, typer.Option(help="Steps predicted at once.")] = 1,
+    units: Annotated[int, typer.Option(help="LSTM units.")] = 32,
+    epochs: Annotated[int, typer.Option(help="Most epochs; early stopping may end sooner.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 64,
+    patience: Annotated[int, typer.Option(help="Epochs without validation improvement before stopping.")] = 5,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Same seed, same data, same numbers.")] = 0,
+    max_gap: Annotated[int, typer.Option(help="Longest run of missing steps to interpolate.")] = 6,
+    split: Annotated[str, typer.Option(help="Train,validation,test fractions (chronological).")] = "0.7,0.15,0.15",
+    name: Annotated[Optional[str], typer.Option(help="Bundle name (default: from the CSV file name).")] = None,
+    models_dir: Annotated[Path, typer.Option(help="Where bundles live.")] = Path("models"),
+) -> None:
+    """Train an LSTM forecaster on a CSV and write the bundle models/NAME."""
+    from edgecast.trainer.data import load_csv
+    from edgecast.trainer.pipeline import TrainConfig
+
+    config = TrainConfig(
+        look_back=look_back, horizon=horizon, units=units, epochs=epochs, batch_size=batch_size,
+        patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
+        split=_split_fractions(split),
+    )
+    series = load_csv(data, target, _split_list(features), time_column, max_gap)
+    bundle_name = name or _slug(data.stem)
+    _train_and_report(series, config, models_dir / bundle_name)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "model"
+
+
+def _train_and_report(series, config, out_dir: Path):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgecast.trainer.pipeline import train as run_training
+
+    err.print(
+        f"training on {series.source}: {len(series.frame)} steps, features {', '.join(series.features)}, "
+        f"{series.values_interpolated} values interpolated, {series.values_missing} left missing"
+    )
+    with Progress(
+        TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), console=err, transient=False,
+    ) as progress:
+        task = progress.add_task("", total=config.epochs)
+
+        def on_epoch(epoch: int, logs: dict) -> None:
+            progress.update(task, completed=epoch, description=f"loss {logs.get('loss', 0):.5f}  val {logs.get('val_loss', 0):.5f}")
+
+        result = run_training(series, config, out_dir, on_epoch)
+    _print_training_summary(result)
+    return result
+
+
+def _print_training_summary(result) -> None:
+    history, split = result.training["history"], result.training["split"]
+    out.print(
+        f"wrote {result.path}: {history['epochs_run']} epochs (best {history['best_epoch']}), "
+        f"{result.training['train_seconds']:.1f} s; windows train/val/test "
+        f"{split['windows']['train']}/{split['windows']['val']}/{split['windows']['test']}"
+    )
+    out.print(metrics_table(result.metrics))
+
+
+def metrics_table(metrics: dict) -> Table:
+    table = Table(title=f"test split ({metrics['windows']} windows), {metrics['units']}")
+    table.add_column("step")
+    for name in ("model", "persistence", "ridge"):
+        table.add_column(f"{name} RMSE", justify="right")
+        table.add_column(f"{name} MAE", justify="right")
+    for i, step in enumerate(metrics["horizon_steps"]):
+        cells = [f"+{step}"]
+        for name in ("model", "persistence", "ridge"):
+            cells += [f"{metrics[name]['rmse'][i]:.3f}", f"{metrics[name]['mae'][i]:.3f}"]
+        table.add_row(*cells)
+    return table
+
+
+@app.command()
+def export(
+    bundle: BundleArg,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    tflite: Annotated[bool, typer.Option(help="Also export TFLite float32 (static batch 1).")] = True,
+) -> None:
+    """Export ONNX and TFLite with the scaler in the graph; fail unless parity holds."""
+    from edgecast.export.errors import ParityError
+    from edgecast.export.pipeline import export_bundle
+
+    try:
+        manifest = export_bundle(bundle, opset=opset, tflite=tflite, progress=lambda m: err.print(m))
+    except ParityError as exc:
+        out.print(parity_table(exc.report))
+        raise
+    out.print(parity_table(manifest["parity"]))
+    for name, entry in manifest["artifacts"].items():
+        out.print(f"{bundle / name}  {entry['bytes']} bytes  sha256 {entry['sha256'][:16]}…")
+    out.print(f"wrote {bundle / 'manifest.json'}")
+
+
+@app.command()
+def verify(
+    bundle: BundleArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Recompute parity of the exported artifacts against scaler + Keras + inverse."""
+    from edgecast.export.pipeline import verify_bundle
+
+    report = verify_bundle(bundle)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        out.print(parity_table(report))
+        for problem in report["integrity"]["problems"]:
+            err.print(f"integrity: {problem}", markup=False)
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
+def parity_table(report: dict) -> Table:
+    verdict = "passed" if report["passed"] else "FAILED"
+    table = Table(title=f"parity against {report['reference']}: {verdict} (tolerance {report['tolerance_abs']:g} {report['units']})")
+    for column in ("artifact", "windows", "n", "batch", "max abs error", "max rel error", "ok"):
+        table.add_column(column, justify="right" if column not in ("artifact", "windows") else "left")
+    for check in report["checks"]:
+        table.add_row(
+            check["artifact"], check["windows"], str(check["n"]), str(check["batch"]),
+            f"{check['max_abs']:.3e}", f"{check['max_rel']:.3e}", "yes" if check["passed"] else "NO",
+        )
+    return table
+
+
+@app.command()
+def demo(
+    models_dir: Annotated[Path, typer.Option(help="Where to write the bundle.")] = Path("models"),
+    name: Annotated[str, typer.Option(help="Bundle name.")] = "demo",
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+) -> None:
+    """Train the tutorial's model on the embedded series, export, verify, and forecast 70 72 75 80."""
+    from edgecast import tutorial
+    from edgecast.trainer.data import series_from_values
+    from edgecast.trainer.pipeline import TrainConfig
+
+    series = series_from_values(
+        tutorial.series_values(), tutorial.SERIES_NAME, "edgecast/data/tutorial_series.txt", tutorial.series_sha256()
+    )
+    config = TrainConfig(
+        look_back=4, horizon=1, units=4, epochs=200, batch_size=1, patience=50, learning_rate=0.01, seed=seed, max_gap=0
+    )
+    out_dir = models_dir / name
+    _train_and_report(series, config, out_dir)
+    export(out_dir)
+    _print_demo_forecasts(out_dir, tutorial.DEMO_WINDOW)
+
+
+def _print_demo_forecasts(bundle_dir: Path, window: list[float]) -> None:
+    import numpy as np
+    from edgecast_runtime import Forecaster
+
+    from edgecast.export.parity import reference_forecast, tflite_forecast
+    from edgecast.trainer.bundle import read_bundle
+    from edgecast.tutorial import TUTORIAL_FORECAST
+
+    bundle = read_bundle(bundle_dir)
+    x = np.asarray(window, np.float32).reshape(1, len(window), 1)
+    forecasts = {
+        "Keras (scaler + model + inverse)": float(reference_forecast(bundle.load_model(), bundle.spec, x)[0, 0]),
+        "ONNX Runtime (edgecast-runtime)": float(Forecaster(bundle_dir / "model.onnx").predict(window)[0]),
+        "TFLite (LiteRT)": float(tflite_forecast(bundle_dir / "model.tflite", x)[0, 0]),
+    }
+    table = Table(title=f"forecast for the window {' '.join(f'{v:g}' for v in window)} (tutorial reported about {TUTORIAL_FORECAST})")
+    table.add_column("backend")
+    table.add_column("forecast", justify="right")
+    for backend, value in forecasts.items():
+        table.add_row(backend, f"{value:.6f}")
+    out.print(table)
+    spread = max(forecasts.values()) - min(forecasts.values())
+    out.print(f"largest difference between backends: {spread:.2e} ({'within' if spread <= 1e-3 else 'OUTSIDE'} 1e-3)")
+    if spread > 1e-3:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""ONNX through tf2onnx's `from_function` (its `from_keras` fails on Keras 3 models)."""
+from __future__ import annotations
+
+import json
+import logging
+
+import onnx
+
+from .errors import ExportError
+from .graph import INPUT_NAME, OUTPUT_NAME, raw_units_function
+
+DEFAULT_OPSET = 17
+SCHEMA_KEY = "edgecast.schema_version"
+SPEC_KEY = "edgecast.spec"
+NAME_KEY = "edgecast.model_name"
+
+
+def supported_opsets() -> range:
+    from tf2onnx import constants
+
+    return range(min(constants.OPSET_TO_IR_VERSION), max(constants.OPSET_TO_IR_VERSION) + 1)
+
+
+def to_onnx(model, spec: dict, model_name: str, opset: int = DEFAULT_OPSET) -> bytes:
+    """Serialized ONNX model: dynamic batch, scaling as graph ops, spec in metadata_props."""
+    opsets = supported_opsets()
+    if opset not in opsets:
+        raise ExportError(f"opset {opset} is not supported by tf2onnx: choose {opsets.start}..{opsets.stop - 1}")
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    function = raw_units_function(model, spec, batch=None)
+    try:
+        proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset)
+    except Exception as exc:  # tf2onnx raises bare exceptions of many kinds
+        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {exc}") from None
+    _name_dimensions(proto, spec)
+    _attach_metadata(proto, spec, model_name)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the converted ONNX model fails onnx.checker: {exc}") from None
+    return proto.SerializeToString()
+
+
+def _name_dimensions(proto: onnx.ModelProto, spec: dict) -> None:
+    """Replace tf2onnx's `unk__N` batch dimension with a readable `batch`."""
+    (window,) = [i for i in proto.graph.input if i.name == INPUT_NAME]
+    (forecast,) = [o for o in proto.graph.output if o.name == OUTPUT_NAME]
+    expected = {INPUT_NAME: [spec["look_back"], len(spec["features"])], OUTPUT_NAME: [spec["horizon"]]}
+    for tensor in (window, forecast):
+        dims = tensor.type.tensor_type.shape.dim
+        dims[0].ClearField("dim_value")
+        dims[0].dim_param = "batch"
+        for dim, size in zip(dims[1:], expected[tensor.name]):
+            dim.dim_value = size
+
+
+def _attach_metadata(proto: onnx.ModelProto, spec: dict, model_name: str) -> None:
+    del proto.metadata_props[:]
+    for key, value in (
+        (SCHEMA_KEY, str(spec["schema_version"])),
+        (SPEC_KEY, json.dumps(spec, separators=(",", ":"), ensure_ascii=False)),
+        (NAME_KEY, model_name),
+    ):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = (
+        f"edgecast forecaster '{model_name}': window [batch, {spec['look_back']}, {len(spec['features'])}] "
+        f"in raw units -> forecast [batch, {spec['horizon']}] of {spec['target']} in raw units"
+    )

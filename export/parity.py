@@ -1,0 +1,103 @@
+"""Parity: every export against the trainer's own pipeline (scaler, Keras, inverse).
+
+Windows: held-out test windows and random windows that reach half a training range
+beyond both ends of every feature, at batch 1 and at a larger batch (TFLite: batch 1,
+its only batch). Float32 exports must agree within TOLERANCE in raw target units.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgecast.trainer.bundle import scaler_from_spec
+from edgecast.trainer.windows import scale_windows, unscale_target
+
+TOLERANCE = 1e-3
+WINDOWS_PER_SET = 256
+LARGE_BATCH = 256
+REFERENCE = "MinMaxScaler.transform (float64) -> Keras predict -> inverse_transform (float64)"
+
+
+def parity_windows(held_out_x: np.ndarray, spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    picks = np.linspace(0, len(held_out_x) - 1, num=min(WINDOWS_PER_SET, len(held_out_x))).round().astype(int)
+    return {"held-out": held_out_x[np.unique(picks)].astype(np.float32), "random": random_windows(spec, seed)}
+
+
+def random_windows(spec: dict, seed: int = 0) -> np.ndarray:
+    """Uniform windows over [min - range/2, max + range/2]; the first two sit wholly outside."""
+    low = np.asarray(spec["scaler"]["data_min"], np.float64)
+    high = np.asarray(spec["scaler"]["data_max"], np.float64)
+    reach = np.where(high > low, (high - low) / 2, 1.0)
+    shape = (WINDOWS_PER_SET, spec["look_back"], len(low))
+    windows = np.random.default_rng(seed).uniform(low - reach, high + reach, size=shape)
+    windows[0] = high + reach * 0.9
+    windows[1] = low - reach * 0.9
+    return windows.astype(np.float32)
+
+
+def reference_forecast(model, spec: dict, x: np.ndarray) -> np.ndarray:
+    scaler = scaler_from_spec(spec)
+    predicted = model.predict(scale_windows(scaler, x), batch_size=LARGE_BATCH, verbose=0)
+    return unscale_target(scaler, predicted)
+
+
+def onnx_forecast(path: Path, x: np.ndarray, batch: int) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    chunks = [session.run(["forecast"], {"window": x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(chunks).astype(np.float64)
+
+
+def tflite_forecast(path: Path, x: np.ndarray) -> np.ndarray:
+    from .tflite_export import tflite_interpreter
+
+    interpreter = tflite_interpreter(path)
+    (window,) = interpreter.get_input_details()
+    (forecast,) = interpreter.get_output_details()
+    rows = []
+    for single in x:
+        interpreter.set_tensor(window["index"], single[np.newaxis])
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(forecast["index"])[0].copy())
+    return np.asarray(rows, np.float64)
+
+
+def compare(predicted: np.ndarray, reference: np.ndarray) -> dict:
+    error = np.abs(predicted - reference)
+    relative = error / np.maximum(np.abs(reference), 1e-6)
+    max_abs = float(error.max())
+    return {"max_abs": max_abs, "max_rel": float(relative.max()), "passed": bool(max_abs <= TOLERANCE)}
+
+
+def check_parity(model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> dict:
+    """`artifacts` maps file names to paths (possibly temporary); kinds by extension."""
+    window_sets = parity_windows(held_out_x, spec)
+    references = {name: reference_forecast(model, spec, x) for name, x in window_sets.items()}
+    checks = []
+    for artifact, path in artifacts.items():
+        for set_name, x in window_sets.items():
+            for batch, predicted in _runs(Path(path), artifact, x):
+                result = compare(predicted, references[set_name])
+                checks.append({"artifact": artifact, "windows": set_name, "n": len(x), "batch": batch, **result})
+    return {
+        "reference": REFERENCE,
+        "tolerance_abs": TOLERANCE,
+        "units": f"raw units of {spec['target']}",
+        "passed": all(check["passed"] for check in checks),
+        "checks": checks,
+    }
+
+
+def _runs(path: Path, artifact: str, x: np.ndarray):
+    if artifact.endswith(".onnx"):
+        yield 1, onnx_forecast(path, x, 1)
+        yield min(LARGE_BATCH, len(x)), onnx_forecast(path, x, LARGE_BATCH)
+    elif artifact.endswith(".tflite"):
+        yield 1, tflite_forecast(path, x)
+    else:
+        raise ValueError(f"no parity runner for {artifact}")

@@ -1,0 +1,188 @@
+"""Load a sensor CSV into a regular, gap-marked time series.
+
+Time comes from a timestamp column or from `year, month, day, hour` columns; rows are
+sorted, a regular interval is detected and missing timestamps become explicit NaN rows.
+Short gaps are interpolated, long ones stay NaN so that no window crosses them.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+TIMESTAMP_NAMES = ("timestamp", "datetime", "date_time", "time", "date")
+TIME_PARTS = ("year", "month", "day", "hour")
+FIRST_DATA_ROW = 2  # a CSV's first data row is line 2: messages use file line numbers
+
+
+@dataclass
+class Series:
+    """A regular series: `frame` columns are the features, target first."""
+
+    frame: pd.DataFrame
+    target: str
+    interval_seconds: float | None
+    time_columns: list[str]
+    source: str
+    sha256: str
+    rows_read: int
+    values_interpolated: int
+    values_missing: int
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.frame.columns)
+
+    def values(self) -> np.ndarray:
+        return self.frame.to_numpy(dtype=np.float64)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_csv(
+    path: str | Path,
+    target: str,
+    features: list[str] | tuple[str, ...] = (),
+    time_column: str | None = None,
+    max_gap: int = 6,
+) -> Series:
+    path = Path(path)
+    raw = _read_table(path)
+    columns = _ordered_columns(target, features)
+    _require_columns(path, raw, columns + ([time_column] if time_column else []))
+    times, time_columns = _parse_time(path, raw, time_column)
+    frame = pd.DataFrame({name: _numeric_column(path, raw, name) for name in columns})
+    frame, interval = _regularise(path, frame, times)
+    if frame[target].isna().all():
+        raise DataError(f"{path}: column '{target}' has no numeric values")
+    return _fill_gaps(frame, target, max_gap, interval, time_columns, path, len(raw))
+
+
+def series_from_values(values: list[float], name: str, source: str, sha256: str) -> Series:
+    """A series without timestamps (the embedded tutorial data): one step per value."""
+    frame = pd.DataFrame({name: np.asarray(values, dtype=np.float64)})
+    return Series(frame, name, None, [], source, sha256, len(frame), 0, 0)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        raw = pd.read_csv(path, na_values=["NA", "NaN", "nan", ""], keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    if raw.empty:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def _ordered_columns(target: str, features) -> list[str]:
+    ordered = [target]
+    for name in features:
+        if name not in ordered:
+            ordered.append(name)
+    return ordered
+
+
+def _require_columns(path: Path, raw: pd.DataFrame, names: list[str]) -> None:
+    missing = [n for n in names if n not in raw.columns]
+    if missing:
+        shown = ", ".join(raw.columns[:20])
+        hint = " (is the delimiter a comma?)" if len(raw.columns) == 1 else ""
+        raise DataError(f"{path}: no column {', '.join(repr(m) for m in missing)}; columns are: {shown}{hint}")
+
+
+def _parse_time(path: Path, raw: pd.DataFrame, time_column: str | None):
+    if time_column is None:
+        lowered = {c.lower(): c for c in raw.columns}
+        time_column = next((lowered[n] for n in TIMESTAMP_NAMES if n in lowered), None)
+    if time_column is not None:
+        times = pd.to_datetime(raw[time_column], errors="coerce")
+        _reject_bad_times(path, raw[time_column], times, time_column)
+        return times, [time_column]
+    if all(part in raw.columns for part in TIME_PARTS):
+        parts = raw[list(TIME_PARTS)].apply(pd.to_numeric, errors="coerce")
+        times = pd.to_datetime(parts, errors="coerce")
+        _reject_bad_times(path, raw["year"], times, "year/month/day/hour")
+        return times, list(TIME_PARTS)
+    return None, []
+
+
+def _reject_bad_times(path: Path, source: pd.Series, times: pd.Series, label: str) -> None:
+    bad = np.flatnonzero(times.isna().to_numpy())
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: '{source.iloc[row]}' in {label} is not a valid time")
+
+
+def _numeric_column(path: Path, raw: pd.DataFrame, name: str) -> pd.Series:
+    original = raw[name]
+    numbers = pd.to_numeric(original, errors="coerce")
+    bad = np.flatnonzero((numbers.isna() & original.notna()).to_numpy())
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(
+            f"{path}: column '{name}' row {row + FIRST_DATA_ROW}: '{original.iloc[row]}' is not a number"
+            f" ({len(bad)} such value{'s' if len(bad) > 1 else ''})"
+        )
+    # Infinities are readings a sensor could not have made: treat them as missing.
+    return numbers.astype(np.float64).replace([np.inf, -np.inf], np.nan)
+
+
+def _regularise(path: Path, frame: pd.DataFrame, times) -> tuple[pd.DataFrame, float | None]:
+    if times is None:
+        return frame.reset_index(drop=True), None
+    frame = frame.set_axis(pd.DatetimeIndex(times.to_numpy(), name="time"))
+    duplicated = frame.index.duplicated()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: timestamp {frame.index[row]} appears more than once")
+    frame = frame.sort_index(kind="stable")
+    if len(frame) < 2:
+        return frame, None
+    steps = frame.index.to_series().diff().dropna()
+    step = steps.mode().iloc[0]
+    off_grid = ((frame.index - frame.index[0]) % step) != pd.Timedelta(0)
+    if off_grid.any():
+        at = frame.index[np.flatnonzero(off_grid)[0]]
+        raise DataError(f"{path}: timestamp {at} is off the detected sampling interval of {step}")
+    grid = pd.date_range(frame.index[0], frame.index[-1], freq=step, name="time")
+    return frame.reindex(grid), step.total_seconds()
+
+
+def _fill_gaps(frame, target, max_gap, interval, time_columns, path, rows_read) -> Series:
+    before = int(frame.isna().sum().sum())
+    filled = frame.apply(lambda column: fill_short_gaps(column, max_gap))
+    after = int(filled.isna().sum().sum())
+    return Series(filled, target, interval, time_columns, str(path), file_sha256(path), rows_read, before - after, after)
+
+
+def fill_short_gaps(column: pd.Series, max_gap: int) -> pd.Series:
+    """Interpolate runs of at most `max_gap` missing values; longer runs stay missing.
+
+    pandas' `limit=` would fill the first `max_gap` values of a long gap too, which
+    invents data; here a run is filled whole or not at all.
+    """
+    missing = column.isna()
+    if not missing.any() or max_gap <= 0:
+        return column
+    run_id = (missing != missing.shift()).cumsum()
+    run_length = missing.groupby(run_id).transform("sum")
+    interpolated = column.reset_index(drop=True).interpolate(method="linear", limit_area="inside")
+    interpolated.index = column.index
+    fillable = missing & (run_length <= max_gap) & interpolated.notna()
+    return column.where(~fillable, interpolated)

@@ -1,0 +1,37 @@
+"""Keep TensorFlow's and LiteRT's C++ start-up chatter off the user's terminal.
+
+TensorFlow 2.21 logs oneDNN and CUDA notices through absl before its log level is
+read, so TF_CPP_MIN_LOG_LEVEL cannot hide them; they are written to file descriptor
+2 directly, so only redirecting that descriptor does.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def silenced_stderr():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow():
+    if "tensorflow" not in sys.modules:
+        with silenced_stderr():
+            import tensorflow  # noqa: F401
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    return sys.modules["tensorflow"]
