@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgecast.trainer.errors import EdgecastError
+from edgecast.trainer.settings import DEFAULTS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -65,25 +66,35 @@ def train(
     time_column: Annotated[Optional[str], typer.Option(help="Timestamp column (default: detected).")] = None,
     look_back: Annotated[int, typer.Option(help="Input steps per window.")] = 24,
     horizon: Annotated[int, typer.Option(help="Steps predicted at once.")] = 1,
-    units: Annotated[int, typer.Option(help="LSTM units.")] = 32,
-    epochs: Annotated[int, typer.Option(help="Most epochs; early stopping may end sooner.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 64,
-    patience: Annotated[int, typer.Option(help="Epochs without validation improvement before stopping.")] = 5,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    units: Annotated[int, typer.Option(help="LSTM units.")] = DEFAULTS.units,
+    layers: Annotated[int, typer.Option(help="Stacked LSTM layers.")] = DEFAULTS.layers,
+    dropout: Annotated[float, typer.Option(help="Dropout after each LSTM layer (training only).")] = DEFAULTS.dropout,
+    formulation: Annotated[str, typer.Option(help="What the network predicts: change_from_last or level.")] = DEFAULTS.formulation,
+    linear_skip: Annotated[bool, typer.Option(help="Add a ridge-initialised linear map of the window to the LSTM's output.")] = DEFAULTS.linear_skip,
+    target_units: Annotated[Optional[str], typer.Option(help="Units of the target for tables and plots, e.g. µg/m³.")] = None,
+    epochs: Annotated[int, typer.Option(help="Most epochs; early stopping may end sooner.")] = DEFAULTS.epochs,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = DEFAULTS.batch_size,
+    patience: Annotated[int, typer.Option(help="Epochs without validation improvement before stopping.")] = DEFAULTS.patience,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = DEFAULTS.learning_rate,
     seed: Annotated[int, typer.Option(help="Same seed, same data, same numbers.")] = 0,
     max_gap: Annotated[int, typer.Option(help="Longest run of missing steps to interpolate.")] = 6,
     split: Annotated[str, typer.Option(help="Train,validation,test fractions (chronological).")] = "0.7,0.15,0.15",
     name: Annotated[Optional[str], typer.Option(help="Bundle name (default: from the CSV file name).")] = None,
     models_dir: Annotated[Path, typer.Option(help="Where bundles live.")] = Path("models"),
 ) -> None:
-    """Train an LSTM forecaster on a CSV and write the bundle models/NAME."""
+    """Train an LSTM forecaster on a CSV and write the bundle models/NAME.
+
+    --features takes numeric columns, compass wind directions (N ... NNW, calm `cv`) and
+    the calendar features hour_of_day and day_of_week, derived from the timestamps.
+    """
     from edgecast.trainer.data import load_csv
     from edgecast.trainer.pipeline import TrainConfig
 
     config = TrainConfig(
         look_back=look_back, horizon=horizon, units=units, epochs=epochs, batch_size=batch_size,
         patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
-        split=_split_fractions(split),
+        split=_split_fractions(split), layers=layers, dropout=dropout, formulation=formulation,
+        linear_skip=linear_skip, target_units=target_units,
     )
     series = load_csv(data, target, _split_list(features), time_column, max_gap)
     bundle_name = name or _slug(data.stem)
@@ -97,8 +108,10 @@ def _slug(text: str) -> str:
 def _train_and_report(series, config, out_dir: Path):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from edgecast.trainer.pipeline import prepare
     from edgecast.trainer.pipeline import train as run_training
 
+    prepare(series, config)  # fails on bad settings before TensorFlow loads
     err.print(
         f"training on {series.source}: {len(series.frame)} steps, features {', '.join(series.features)}, "
         f"{series.values_interpolated} values interpolated, {series.values_missing} left missing"
@@ -130,12 +143,13 @@ def _print_training_summary(result) -> None:
 def metrics_table(metrics: dict) -> Table:
     table = Table(title=f"test split ({metrics['windows']} windows), {metrics['units']}")
     table.add_column("step")
-    for name in ("model", "persistence", "ridge"):
+    names = [name for name in ("model", "persistence", "seasonal_persistence", "ridge") if name in metrics]
+    for name in names:
         table.add_column(f"{name} RMSE", justify="right")
         table.add_column(f"{name} MAE", justify="right")
     for i, step in enumerate(metrics["horizon_steps"]):
         cells = [f"+{step}"]
-        for name in ("model", "persistence", "ridge"):
+        for name in names:
             cells += [f"{metrics[name]['rmse'][i]:.3f}", f"{metrics[name]['mae'][i]:.3f}"]
         table.add_row(*cells)
     return table
@@ -146,20 +160,36 @@ def export(
     bundle: BundleArg,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     tflite: Annotated[bool, typer.Option(help="Also export TFLite float32 (static batch 1).")] = True,
+    quantize: Annotated[list[str], typer.Option(
+        help="Also write a quantized artifact (repeat, or comma-separated): onnx-int8, tflite-fp16, "
+        "tflite-dynamic-int8, tflite-int8, tflite-int16x8.")] = [],
+    builtin_ops: Annotated[bool, typer.Option(
+        help="Also write model.builtin.tflite: builtin ops only, LSTM unrolled (no Flex ops, control flow or "
+        "variables), for TFLite Micro and minimal interpreters.")] = False,
 ) -> None:
     """Export ONNX and TFLite with the scaler in the graph; fail unless parity holds."""
     from edgecast.export.errors import ParityError
     from edgecast.export.pipeline import export_bundle
+    from edgecast.export.quantize import QuantizationError
 
     try:
-        manifest = export_bundle(bundle, opset=opset, tflite=tflite, progress=lambda m: err.print(m))
+        manifest = export_bundle(
+            bundle, opset=opset, tflite=tflite, progress=lambda m: err.print(m, markup=False),
+            quantize=_split_list(quantize), builtin_ops=builtin_ops,
+        )
     except ParityError as exc:
         out.print(parity_table(exc.report))
         raise
     out.print(parity_table(manifest["parity"]))
+    if "quantization" in manifest:
+        out.print(accuracy_table(manifest["quantization"]["accuracy"]))
     for name, entry in manifest["artifacts"].items():
         out.print(f"{bundle / name}  {entry['bytes']} bytes  sha256 {entry['sha256'][:16]}…")
     out.print(f"wrote {bundle / 'manifest.json'}")
+    refused = manifest.get("quantization", {}).get("refused", {})
+    if refused:
+        raise QuantizationError(f"{len(refused)} --quantize mode(s) refused, the other artifacts were written: "
+                                + "; ".join(refused.values()))
 
 
 @app.command()
@@ -175,10 +205,43 @@ def verify(
         print(json.dumps(report, indent=2))
     else:
         out.print(parity_table(report))
+        out.print(accuracy_table(report["accuracy"]))
+        for name, row in report["accuracy"]["artifacts"].items():
+            out.print(f"{name} ops: {_op_counts(row['ops'])}{_float_ops_note(row)}", markup=False)
         for problem in report["integrity"]["problems"]:
             err.print(f"integrity: {problem}", markup=False)
     if not report["passed"]:
         raise typer.Exit(1)
+
+
+def accuracy_table(report: dict) -> Table:
+    """Size and test-split error of every artifact next to the float (Keras) model."""
+    reference = report["float_model"]
+    table = Table(title=(
+        f"{report['split']} split ({report['windows']} windows), {report['units']}; "
+        f"float model (Keras): RMSE {reference['rmse']:.3f}, MAE {reference['mae']:.3f}"
+    ))
+    for column in ("artifact", "bytes", "of float32", "RMSE", "MAE", "RMSE change", "max abs dev from float"):
+        table.add_column(column, justify="left" if column == "artifact" else "right", no_wrap=column == "artifact")
+    for name, row in report["artifacts"].items():
+        ratio = f"{100 * row['size_vs_float32']:.1f}%" if row.get("size_vs_float32") else "-"
+        table.add_row(
+            name, str(row["bytes"]), ratio, f"{row['rmse']:.3f}", f"{row['mae']:.3f}",
+            f"{row['rmse_change_pct']:+.2f}%", f"{row['max_abs_deviation']:.3g}",
+        )
+    return table
+
+
+def _op_counts(ops: dict) -> str:
+    return ", ".join(f"{op}×{count}" for op, count in sorted(ops.items()))
+
+
+def _float_ops_note(row: dict) -> str:
+    if "float_ops" in row:
+        return f" (computing in float: {_op_counts(row['float_ops']) or 'none'})"
+    if "quantized_ops" in row and row["quantized_ops"]:
+        return f" (integer: {_op_counts(row['quantized_ops'])})"
+    return ""
 
 
 def parity_table(report: dict) -> Table:
@@ -192,6 +255,86 @@ def parity_table(report: dict) -> Table:
             f"{check['max_abs']:.3e}", f"{check['max_rel']:.3e}", "yes" if check["passed"] else "NO",
         )
     return table
+
+
+@app.command()
+def evaluate(
+    bundle: BundleArg,
+    data: Annotated[Path, typer.Argument(help="CSV to evaluate on (split with the training fractions).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    backtest: Annotated[int, typer.Option(help="Also score K consecutive blocks of the test split (rolling origins).")] = 0,
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: forecast vs actual, error by horizon step.")] = None,
+    plot_size: Annotated[str, typer.Option(help="PNG size in pixels, WIDTHxHEIGHT.")] = "1200x800",
+    plot_start: Annotated[Optional[int], typer.Option(help="First test window of the forecast-vs-actual stretch (default: the first one without a gap).")] = None,
+    plot_steps: Annotated[int, typer.Option(help="Length of that stretch in steps.")] = 168,
+) -> None:
+    """RMSE and MAE per horizon step on the test split: model, persistence, seasonal persistence, ridge."""
+    from edgecast.plots import draw_evaluation, first_unbroken_start, forecast_stretch, parse_size
+    from edgecast.trainer.bundle import read_bundle
+    from edgecast.trainer.evaluation import evaluate_bundle_on_csv
+
+    try:
+        size = parse_size(plot_size) if plot else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    model_bundle = read_bundle(bundle)
+    result = evaluate_bundle_on_csv(model_bundle, data, backtest)
+    report = {key: result[key] for key in ("data", "metrics", "backtest") if key in result}
+    if plot:
+        times = result["times"]
+        test = result["test"]
+        if plot_start is None:
+            plot_start = first_unbroken_start(test.end, plot_steps)
+        if not 0 <= plot_start < len(test):
+            raise typer.BadParameter(f"--plot-start must be in 0..{len(test) - 1}")
+        stretch = forecast_stretch(
+            test.end, test.y, result["model_forecast"], plot_start, plot_steps,
+            (lambda row: times[row]) if times else (lambda row: row),
+        )
+        spec = model_bundle.spec
+        draw_evaluation(plot, result["metrics"], stretch, spec["target"], f"{model_bundle.name} on {data.name}", size)
+        report["plot"] = str(plot)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    out.print(metrics_table(result["metrics"]))
+    if "backtest" in report:
+        out.print(backtest_table(report["backtest"]))
+    if not result["data"]["same_as_training"]:
+        err.print(f"note: {data} is not the file the model was trained on (sha256 differs)")
+    if plot:
+        out.print(f"wrote {plot}")
+
+
+def backtest_table(backtest: dict) -> Table:
+    """RMSE per fold and method at the first, a middle and the last horizon step."""
+    first = backtest["results"][0]
+    count = len(first["horizon_steps"])
+    steps = sorted({0, min(5, count - 1), count - 1})
+    methods = [m for m in ("model", "persistence", "seasonal_persistence", "ridge") if m in first]
+    table = Table(title=f"backtest: {backtest['folds']} rolling origins in the test split, RMSE ({first['units']}); "
+                        f"ridge {backtest['ridge']}")
+    for column in ("origin row", "windows", "method"):
+        table.add_column(column)
+    for i in steps:
+        table.add_column(f"+{first['horizon_steps'][i]}", justify="right")
+    for fold in backtest["results"] + [{"first_target_row": "mean", "windows": "", **backtest["mean"]}]:
+        for k, method in enumerate(methods):
+            head = [str(fold["first_target_row"]), str(fold["windows"])] if k == 0 else ["", ""]
+            table.add_row(*head, method, *(f"{fold[method]['rmse'][i]:.3f}" for i in steps), end_section=k == len(methods) - 1)
+    return table
+
+
+@app.command()
+def report(
+    bundle: BundleArg,
+    output: Annotated[Optional[Path], typer.Option("--out", help="Markdown file (default: BUNDLE/report.md).")] = None,
+) -> None:
+    """Write a Markdown model card: data, features, split, settings, metrics vs baselines, parity, sizes, plots."""
+    from edgecast.report import write_report
+
+    path = write_report(bundle, output)
+    out.print(f"wrote {path}")
 
 
 @app.command()
@@ -209,7 +352,8 @@ def demo(
         tutorial.series_values(), tutorial.SERIES_NAME, "edgecast/data/tutorial_series.txt", tutorial.series_sha256()
     )
     config = TrainConfig(
-        look_back=4, horizon=1, units=4, epochs=200, batch_size=1, patience=50, learning_rate=0.01, seed=seed, max_gap=0
+        look_back=4, horizon=1, units=4, epochs=200, batch_size=1, patience=50, learning_rate=0.01, seed=seed, max_gap=0,
+        layers=1, dropout=0.0, formulation="level", linear_skip=False,  # the tutorial's model, whatever the defaults
     )
     out_dir = models_dir / name
     _train_and_report(series, config, out_dir)
@@ -242,6 +386,26 @@ def _print_demo_forecasts(bundle_dir: Path, window: list[float]) -> None:
     out.print(f"largest difference between backends: {spread:.2e} ({'within' if spread <= 1e-3 else 'OUTSIDE'} 1e-3)")
     if spread > 1e-3:
         raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    bundles: Annotated[list[Path], typer.Argument(help="Exported model bundle folder(s), e.g. models/NAME.")],
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="Write the JSON report here.")] = None,
+    quick: Annotated[bool, typer.Option(help="Tiny counts: checks that everything runs, the figures mean little.")] = False,
+    runtime_python: Annotated[Optional[Path], typer.Option(help="Interpreter of the runtime-only environment (default: .venv-runtime when present).")] = None,
+) -> None:
+    """Runtime vs bare onnxruntime vs LiteRT vs Keras predict/call: latency, throughput, cold start, memory, size."""
+    from edgecast import bench as benchmark
+
+    try:
+        report = benchmark.run(bundles, out_file, quick=quick, runtime_python=runtime_python,
+                               progress=lambda m: err.print(m, markup=False))
+    except benchmark.BenchError as exc:
+        raise EdgecastError(str(exc)) from None
+    out.print(benchmark.markdown(report), markup=False, soft_wrap=True)
+    if out_file is not None:
+        out.print(f"wrote {out_file}")
 
 
 if __name__ == "__main__":

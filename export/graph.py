@@ -1,17 +1,25 @@
 """The raw-units forecasting function that every export is converted from.
 
-Scaling lives in the graph, so a hub needs neither scikit-learn nor a JSON sidecar:
-    scaled   = window * scale + min            (MinMaxScaler.transform)
-    forecast = (model(scaled) - min_t) / scale_t   (MinMaxScaler.inverse_transform, target column)
+Encoding and scaling live in the graph, so a hub needs neither scikit-learn nor a JSON sidecar:
+    encoded  = encode(window)                  (trainer/features.py: sin/cos of directions
+                                                and calendar values, calm -> 0)
+    scaled   = encoded * scale + min           (MinMaxScaler.transform)
+    forecast = (model(scaled) - min_t) / scale_t   (level: MinMaxScaler.inverse_transform)
+    forecast = window[:, -1, 0] + model(scaled) * step_scale   (change_from_last)
 `scale` and `min` come from scikit-learn's own fitted scaler, so its handling of a
 zero-range feature (range treated as 1) is reproduced exactly rather than re-derived.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from edgecast.trainer import features
 from edgecast.trainer.bundle import scaler_from_spec
+from edgecast.trainer.forecast import spec_encodings, spec_formulation
 from edgecast.trainer.quiet import import_tensorflow
+from edgecast.trainer.settings import CHANGE
 
 tf = import_tensorflow()
 
@@ -34,13 +42,40 @@ def raw_units_function(model, spec: dict, batch: int | None):
     constants = scaling_constants(spec)
     signature = tf.TensorSpec([batch, spec["look_back"], len(spec["features"])], tf.float32, name=INPUT_NAME)
 
+    encodings, formulation = spec_encodings(spec), spec_formulation(spec)
+
     # Constants are created inside the function: captured tensors would become extra
     # graph inputs in tf2onnx.
     @tf.function(input_signature=[signature])
     def forecast(window):
-        scaled = window * tf.constant(constants["scale"]) + tf.constant(constants["offset"])
+        encoded = encoded_window(window, encodings)
+        scaled = encoded * tf.constant(constants["scale"]) + tf.constant(constants["offset"])
         predicted = model(scaled, training=False)
-        raw = (predicted - tf.constant(constants["target_offset"])) / tf.constant(constants["target_scale"])
+        if formulation["kind"] == CHANGE:
+            step_scale = tf.constant(np.asarray(formulation["step_scale"], np.float32))
+            raw = window[:, -1, 0:1] + predicted * step_scale
+        else:
+            raw = (predicted - tf.constant(constants["target_offset"])) / tf.constant(constants["target_scale"])
         return {OUTPUT_NAME: raw}
 
     return forecast
+
+
+def encoded_window(window, encodings: list[dict]):
+    """The graph twin of trainer/features.py `encode`; plain readings pass through untouched."""
+    if not features.needs_hub_knowledge(encodings):
+        return window
+    parts = []
+    for index, encoding in enumerate(encodings):
+        value = window[:, :, index]
+        if encoding["kind"] == features.NUMERIC:
+            parts.append(value)
+            continue
+        if encoding["kind"] == features.DIRECTION:
+            angle = value * tf.constant(math.pi / 180, tf.float32)
+            blowing = tf.cast(value >= 0, tf.float32)  # calm (negative) -> (0, 0)
+            parts += [tf.sin(angle) * blowing, tf.cos(angle) * blowing]
+        else:
+            angle = value * tf.constant(2 * math.pi / encoding["period"], tf.float32)
+            parts += [tf.sin(angle), tf.cos(angle)]
+    return tf.stack(parts, axis=-1)

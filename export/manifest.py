@@ -33,7 +33,8 @@ def artifact_entry(path: Path, **details) -> dict:
     return {"sha256": sha256_of(path), "bytes": Path(path).stat().st_size, **details}
 
 
-def write_manifest(bundle, artifacts: dict[str, dict], parity: dict) -> dict:
+def write_manifest(bundle, artifacts: dict[str, dict], parity: dict, extra: dict | None = None) -> dict:
+    """`extra`: further top-level sections (e.g. "quantization"); readers ignore unknown keys."""
     manifest = {
         "schema_version": MANIFEST_SCHEMA,
         "model_name": bundle.name,
@@ -45,6 +46,7 @@ def write_manifest(bundle, artifacts: dict[str, dict], parity: dict) -> dict:
             "source": bundle.training["data"]["source"],
             "sha256": bundle.training["data"]["sha256"],
         },
+        **(extra or {}),
     }
     write_json_atomic(bundle.path / MANIFEST_FILE, manifest)
     return manifest
@@ -54,7 +56,14 @@ def read_manifest(bundle_path: Path) -> dict:
     path = Path(bundle_path) / MANIFEST_FILE
     if not path.is_file():
         raise BundleError(f"{bundle_path}: no {MANIFEST_FILE}; run `edgecast export {bundle_path}` first")
-    return read_json(path)
+    manifest = read_json(path)
+    artifacts = manifest.get("artifacts") if isinstance(manifest, dict) else None
+    if not isinstance(artifacts, dict) or not all(isinstance(entry, dict) for entry in artifacts.values()):
+        raise BundleError(
+            f"{path}: not an edgecast manifest (expected an object whose 'artifacts' maps file names to entries); "
+            f"run `edgecast export {bundle_path}` again"
+        )
+    return manifest
 
 
 def integrity_problems(bundle_path: Path, manifest: dict) -> list[str]:
@@ -62,7 +71,9 @@ def integrity_problems(bundle_path: Path, manifest: dict) -> list[str]:
     problems = []
     for name, entry in manifest.get("artifacts", {}).items():
         path = Path(bundle_path) / name
-        if not path.is_file():
+        if Path(name).name != name or name in (".", ".."):
+            problems.append(f"{bundle_path}/manifest.json: artifact name {name!r} is not a file in the bundle")
+        elif not path.is_file():
             problems.append(f"{path}: listed in the manifest but missing")
         elif sha256_of(path) != entry.get("sha256"):
             problems.append(f"{path}: sha256 differs from the manifest")

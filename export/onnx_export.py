@@ -8,6 +8,7 @@ import onnx
 
 from .errors import ExportError
 from .graph import INPUT_NAME, OUTPUT_NAME, raw_units_function
+from .onnx_clean import clean_graph
 
 DEFAULT_OPSET = 17
 SCHEMA_KEY = "edgecast.schema_version"
@@ -15,10 +16,15 @@ SPEC_KEY = "edgecast.spec"
 NAME_KEY = "edgecast.model_name"
 
 
+# tf2onnx 1.17 is tested from opset 13 on; older opsets convert some graphs and fail
+# others deep inside the converter, so they are refused up front.
+OLDEST_OPSET = 13
+
+
 def supported_opsets() -> range:
     from tf2onnx import constants
 
-    return range(min(constants.OPSET_TO_IR_VERSION), max(constants.OPSET_TO_IR_VERSION) + 1)
+    return range(OLDEST_OPSET, max(constants.OPSET_TO_IR_VERSION) + 1)
 
 
 def to_onnx(model, spec: dict, model_name: str, opset: int = DEFAULT_OPSET) -> bytes:
@@ -28,19 +34,25 @@ def to_onnx(model, spec: dict, model_name: str, opset: int = DEFAULT_OPSET) -> b
         raise ExportError(f"opset {opset} is not supported by tf2onnx: choose {opsets.start}..{opsets.stop - 1}")
     import tf2onnx
 
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)  # failures reach the user as ExportError
     function = raw_units_function(model, spec, batch=None)
     try:
         proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset)
     except Exception as exc:  # tf2onnx raises bare exceptions of many kinds
-        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {exc}") from None
+        raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {_first_line(exc)}") from None
+    clean_graph(proto)  # exact rewrites only: see onnx_clean.py and benchmarks/README.md
     _name_dimensions(proto, spec)
     _attach_metadata(proto, spec, model_name)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the converted ONNX model fails onnx.checker: {exc}") from None
+        raise ExportError(f"the converted ONNX model fails onnx.checker: {_first_line(exc)}") from None
     return proto.SerializeToString()
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _name_dimensions(proto: onnx.ModelProto, spec: dict) -> None:

@@ -1,7 +1,8 @@
-"""Parity: every export against the trainer's own pipeline (scaler, Keras, inverse).
+"""Parity: every export against the trainer's own pipeline (encoding, scaler, Keras, inverse).
 
 Windows: held-out test windows and random windows that reach half a training range
-beyond both ends of every feature, at batch 1 and at a larger batch (TFLite: batch 1,
+beyond both ends of every feature (directions over several turns and calm codes,
+calendar values beyond one period), at batch 1 and at a larger batch (TFLite: batch 1,
 its only batch). Float32 exports must agree within TOLERANCE in raw target units.
 """
 from __future__ import annotations
@@ -10,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecast.trainer import features
 from edgecast.trainer.bundle import scaler_from_spec
-from edgecast.trainer.windows import scale_windows, unscale_target
+from edgecast.trainer.forecast import predict_raw, spec_encodings
 
 TOLERANCE = 1e-3
 WINDOWS_PER_SET = 256
 LARGE_BATCH = 256
-REFERENCE = "MinMaxScaler.transform (float64) -> Keras predict -> inverse_transform (float64)"
+REFERENCE = "encode + MinMaxScaler.transform (float64) -> Keras predict -> back to raw units (float64)"
 
 
 def parity_windows(held_out_x: np.ndarray, spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
@@ -26,8 +28,7 @@ def parity_windows(held_out_x: np.ndarray, spec: dict, seed: int = 0) -> dict[st
 
 def random_windows(spec: dict, seed: int = 0) -> np.ndarray:
     """Uniform windows over [min - range/2, max + range/2]; the first two sit wholly outside."""
-    low = np.asarray(spec["scaler"]["data_min"], np.float64)
-    high = np.asarray(spec["scaler"]["data_max"], np.float64)
+    low, high = raw_ranges(spec)
     reach = np.where(high > low, (high - low) / 2, 1.0)
     shape = (WINDOWS_PER_SET, spec["look_back"], len(low))
     windows = np.random.default_rng(seed).uniform(low - reach, high + reach, size=shape)
@@ -36,10 +37,28 @@ def random_windows(spec: dict, seed: int = 0) -> np.ndarray:
     return windows.astype(np.float32)
 
 
-def reference_forecast(model, spec: dict, x: np.ndarray) -> np.ndarray:
+def raw_ranges(spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per raw feature: the training range of a reading; one turn (with calm just below)
+    for a direction; one period for a calendar value."""
     scaler = scaler_from_spec(spec)
-    predicted = model.predict(scale_windows(scaler, x), batch_size=LARGE_BATCH, verbose=0)
-    return unscale_target(scaler, predicted)
+    low, high, column = [], [], 0
+    for encoding in spec_encodings(spec):
+        if encoding["kind"] == features.NUMERIC:
+            low.append(scaler.data_min_[column])
+            high.append(scaler.data_max_[column])
+        elif encoding["kind"] == features.DIRECTION:
+            low.append(features.CALM_DEGREES - 90.0)
+            high.append(360.0)
+        else:
+            low.append(0.0)
+            high.append(float(encoding["period"]))
+        column += len(encoding["columns"])
+    return np.asarray(low, np.float64), np.asarray(high, np.float64)
+
+
+def reference_forecast(model, spec: dict, x: np.ndarray) -> np.ndarray:
+    """The trainer's own pipeline (trainer/forecast.py), the one its metrics were measured with."""
+    return predict_raw(model, spec, x)
 
 
 def onnx_forecast(path: Path, x: np.ndarray, batch: int) -> np.ndarray:

@@ -14,20 +14,27 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import features as feature_encodings
 from .errors import BundleError
 
-SCHEMA_VERSION = 1
+# Schema 1: every input is a plain reading. Schema 2: some input has an encoding the hub
+# must know about (degrees with a calm code, calendar values); see docs/graph-contract.md.
+SCHEMA_VERSION = 2
+PLAIN_SCHEMA_VERSION = 1
+READABLE_SCHEMA_VERSIONS = (PLAIN_SCHEMA_VERSION, SCHEMA_VERSION)
 MODEL_FILE = "model.keras"
 SPEC_FILE = "preprocessing.json"
 METRICS_FILE = "metrics.json"
 TRAINING_FILE = "training.json"
 WINDOWS_FILE = "windows.npz"
 TRAINER_FILES = (MODEL_FILE, SPEC_FILE, METRICS_FILE, TRAINING_FILE, WINDOWS_FILE)
+FILE_MODE, FOLDER_MODE = 0o644, 0o755
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -35,6 +42,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would hide a model from a service user
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -67,10 +75,16 @@ def make_spec(
     time_columns: list[str],
     scaler,
     max_gap: int,
+    encodings: list[dict] | None = None,
+    formulation: dict | None = None,
+    target_units: str | None = None,
 ) -> dict:
-    """The preprocessing spec of the graph contract, from a fitted MinMaxScaler."""
+    """The preprocessing spec of the graph contract, from a MinMaxScaler fitted on the encoded columns."""
+    encodings = encodings or [feature_encodings.numeric(name) for name in features]
+    schema = SCHEMA_VERSION if feature_encodings.needs_hub_knowledge(encodings) else PLAIN_SCHEMA_VERSION
+    held = [e["feature"] for e in encodings if e["kind"] == feature_encodings.DIRECTION]
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": schema,
         "target": target,
         "features": list(features),
         "look_back": int(look_back),
@@ -83,9 +97,13 @@ def make_spec(
             "data_min": [float(v) for v in scaler.data_min_],
             "data_max": [float(v) for v in scaler.data_max_],
         },
-        "gap_policy": {"max_gap": int(max_gap), "method": "linear"},
+        "gap_policy": {"max_gap": int(max_gap), "method": "linear", "hold_last": held},
         "input": {"name": "window", "dtype": "float32", "shape": ["batch", look_back, len(features)], "units": "raw"},
         "output": {"name": "forecast", "dtype": "float32", "shape": ["batch", horizon], "units": "raw"},
+        "encodings": encodings,
+        "encoded_features": feature_encodings.encoded_columns(encodings),
+        "target_formulation": formulation or {"kind": "level"},
+        "target_units": target_units,
     }
 
 
@@ -99,6 +117,7 @@ def write_bundle(out_dir: Path, model, spec: dict, metrics: dict, training: dict
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
+        staging.chmod(FOLDER_MODE)
         model.save(staging / MODEL_FILE)
         write_json_atomic(staging / SPEC_FILE, spec)
         write_json_atomic(staging / METRICS_FILE, metrics)
@@ -133,6 +152,9 @@ class Bundle:
         return self.path.name
 
     def load_model(self):
+        from .quiet import import_tensorflow
+
+        import_tensorflow()  # before keras, so TensorFlow's start-up chatter stays off the terminal
         import keras
 
         try:
@@ -144,7 +166,7 @@ class Bundle:
         try:
             with np.load(self.path / WINDOWS_FILE) as data:
                 return {key: data[key] for key in data.files}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz is a BadZipFile
             raise BundleError(f"{self.path / WINDOWS_FILE}: cannot read the held-out windows ({exc})") from None
 
     def scaler(self):
@@ -167,12 +189,58 @@ def read_bundle(path: str | Path) -> Bundle:
     missing = [name for name in TRAINER_FILES if not (path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: not an edgecast bundle, missing {', '.join(missing)}")
-    spec = read_json(path / SPEC_FILE)
-    if spec.get("schema_version") != SCHEMA_VERSION:
+    spec = _read_object(path / SPEC_FILE)
+    if spec.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_SCHEMA_VERSIONS)
         raise BundleError(
-            f"{path / SPEC_FILE}: schema version {spec.get('schema_version')!r}, this edgecast reads {SCHEMA_VERSION}"
+            f"{path / SPEC_FILE}: schema version {spec.get('schema_version')!r}, this edgecast reads {readable}"
         )
     for key in ("target", "features", "look_back", "horizon", "scaler"):
         if key not in spec:
             raise BundleError(f"{path / SPEC_FILE}: missing key '{key}'")
-    return Bundle(path, spec, read_json(path / METRICS_FILE), read_json(path / TRAINING_FILE))
+    _check_spec(path / SPEC_FILE, spec)
+    metrics, training = _read_object(path / METRICS_FILE), _read_object(path / TRAINING_FILE)
+    data = training.get("data")
+    if not isinstance(data, dict) or not all(isinstance(data.get(key), str) for key in ("source", "sha256")):
+        raise BundleError(f"{path / TRAINING_FILE}: missing the training data's 'source' and 'sha256' under 'data'")
+    return Bundle(path, spec, metrics, training)
+
+
+def _read_object(path: Path) -> dict:
+    payload = read_json(path)
+    if not isinstance(payload, dict):
+        raise BundleError(f"{path}: expected a JSON object, got a JSON {type(payload).__name__}")
+    return payload
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_numbers(value, length: int) -> bool:
+    return (
+        isinstance(value, list) and len(value) == length
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)
+    )
+
+
+def _check_spec(path: Path, spec: dict) -> None:
+    """Types and lengths a reader relies on, so a damaged spec fails here and not deep in a converter."""
+    features = spec["features"]
+    if not isinstance(spec["target"], str) or not (
+        isinstance(features, list) and features and all(isinstance(f, str) for f in features)
+    ):
+        raise BundleError(f"{path}: 'target' must be a column name and 'features' a non-empty list of names")
+    for key in ("look_back", "horizon"):
+        if not _is_count(spec[key]):
+            raise BundleError(f"{path}: '{key}' must be a whole number of at least 1, got {spec[key]!r}")
+    encoded = spec.get("encoded_features")
+    columns = len(encoded) if isinstance(encoded, list) else len(features)
+    scaler = spec["scaler"]
+    if not isinstance(scaler, dict):
+        raise BundleError(f"{path}: 'scaler' must be an object, got {scaler!r}")
+    for key, length in (("data_min", columns), ("data_max", columns), ("feature_range", 2)):
+        if not _is_numbers(scaler.get(key), length):
+            raise BundleError(
+                f"{path}: 'scaler.{key}' must be a list of {length} finite numbers, got {scaler.get(key)!r}"
+            )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import features as encodings_of
 from .errors import DataError
 
 TIMESTAMP_NAMES = ("timestamp", "datetime", "date_time", "time", "date")
@@ -33,6 +34,11 @@ class Series:
     rows_read: int
     values_interpolated: int
     values_missing: int
+    encodings: list[dict] | None = None  # one per feature (trainer/features.py); None: all numeric
+
+    def __post_init__(self):
+        if self.encodings is None:
+            self.encodings = [encodings_of.numeric(name) for name in self.frame.columns]
 
     @property
     def features(self) -> list[str]:
@@ -60,13 +66,22 @@ def load_csv(
     path = Path(path)
     raw = _read_table(path)
     columns = _ordered_columns(target, features)
-    _require_columns(path, raw, columns + ([time_column] if time_column else []))
+    derived = [n for n in columns if n in encodings_of.CALENDAR_PERIODS and n not in raw.columns and n != target]
+    read = [n for n in columns if n not in derived]
+    _require_columns(path, raw, read + ([time_column] if time_column else []))
     times, time_columns = _parse_time(path, raw, time_column)
-    frame = pd.DataFrame({name: _numeric_column(path, raw, name) for name in columns})
-    frame, interval = _regularise(path, frame, times)
-    if frame[target].isna().all():
-        raise DataError(f"{path}: column '{target}' has no numeric values")
-    return _fill_gaps(frame, target, max_gap, interval, time_columns, path, len(raw))
+    if derived and times is None:
+        raise DataError(f"{path}: {', '.join(derived)} come from timestamps, but the file has no time column")
+    parsed = {name: _feature_column(path, raw, name, name == target) for name in read}
+    frame, interval = _regularise(path, pd.DataFrame({name: parsed[name][0] for name in read}), times)
+    for name in derived:
+        frame[name] = encodings_of.calendar_values(name, frame.index)
+    frame = frame[columns]
+    for name in read:  # a column with no value at all would leave no window, and a misleading message
+        if frame[name].isna().all():
+            raise DataError(f"{path}: column '{name}' has no numeric values")
+    encodings = [parsed[n][1] if n in parsed else encodings_of.calendar(n) for n in columns]
+    return _fill_gaps(frame, target, max_gap, interval, time_columns, path, len(raw), encodings)
 
 
 def series_from_values(values: list[float], name: str, source: str, sha256: str) -> Series:
@@ -111,13 +126,25 @@ def _parse_time(path: Path, raw: pd.DataFrame, time_column: str | None):
         lowered = {c.lower(): c for c in raw.columns}
         time_column = next((lowered[n] for n in TIMESTAMP_NAMES if n in lowered), None)
     if time_column is not None:
-        times = pd.to_datetime(raw[time_column], errors="coerce")
+        try:
+            times = pd.to_datetime(raw[time_column], errors="coerce")
+        except (ValueError, TypeError) as exc:  # e.g. offsets that change mid-file (daylight saving)
+            raise DataError(
+                f"{path}: column '{time_column}': timestamps cannot be put on one time line "
+                f"({str(exc).splitlines()[0]}); write them all in one offset or in UTC"
+            ) from None
         _reject_bad_times(path, raw[time_column], times, time_column)
         return times, [time_column]
     if all(part in raw.columns for part in TIME_PARTS):
         parts = raw[list(TIME_PARTS)].apply(pd.to_numeric, errors="coerce")
         times = pd.to_datetime(parts, errors="coerce")
-        _reject_bad_times(path, raw["year"], times, "year/month/day/hour")
+        # pandas adds the hour as a duration, so hour 25 would silently become 1 o'clock the next day.
+        times = times.where(parts["hour"].between(0, 23) & (parts["hour"] % 1 == 0))
+        bad = np.flatnonzero(times.isna().to_numpy())
+        if len(bad):
+            row = int(bad[0])
+            shown = "/".join(str(value) for value in raw[list(TIME_PARTS)].iloc[row])
+            raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: '{shown}' in year/month/day/hour is not a valid time")
         return times, list(TIME_PARTS)
     return None, []
 
@@ -127,6 +154,14 @@ def _reject_bad_times(path: Path, source: pd.Series, times: pd.Series, label: st
     if len(bad):
         row = int(bad[0])
         raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: '{source.iloc[row]}' in {label} is not a valid time")
+
+
+def _feature_column(path: Path, raw: pd.DataFrame, name: str, is_target: bool) -> tuple[pd.Series, dict]:
+    """A column as float64 with its encoding: compass points become degrees (calm < 0)."""
+    degrees = None if is_target else encodings_of.compass_degrees(raw[name])
+    if degrees is not None:
+        return degrees, encodings_of.direction(name)
+    return _numeric_column(path, raw, name), encodings_of.numeric(name)
 
 
 def _numeric_column(path: Path, raw: pd.DataFrame, name: str) -> pd.Series:
@@ -164,25 +199,34 @@ def _regularise(path: Path, frame: pd.DataFrame, times) -> tuple[pd.DataFrame, f
     return frame.reindex(grid), step.total_seconds()
 
 
-def _fill_gaps(frame, target, max_gap, interval, time_columns, path, rows_read) -> Series:
+def _fill_gaps(frame, target, max_gap, interval, time_columns, path, rows_read, encodings) -> Series:
     before = int(frame.isna().sum().sum())
-    filled = frame.apply(lambda column: fill_short_gaps(column, max_gap))
+    # Angles and calm codes do not interpolate linearly (350 and 10 degrees are neighbours).
+    hold = {e["feature"] for e in encodings if e["kind"] == encodings_of.DIRECTION}
+    filled = frame.apply(lambda column: fill_short_gaps(column, max_gap, hold=column.name in hold))
     after = int(filled.isna().sum().sum())
-    return Series(filled, target, interval, time_columns, str(path), file_sha256(path), rows_read, before - after, after)
+    return Series(
+        filled, target, interval, time_columns, str(path), file_sha256(path), rows_read, before - after, after, encodings
+    )
 
 
-def fill_short_gaps(column: pd.Series, max_gap: int) -> pd.Series:
+def fill_short_gaps(column: pd.Series, max_gap: int, hold: bool = False) -> pd.Series:
     """Interpolate runs of at most `max_gap` missing values; longer runs stay missing.
 
     pandas' `limit=` would fill the first `max_gap` values of a long gap too, which
-    invents data; here a run is filled whole or not at all.
+    invents data; here a run is filled whole or not at all. `hold` repeats the last
+    value before the run instead of interpolating (for directions).
     """
     missing = column.isna()
     if not missing.any() or max_gap <= 0:
         return column
     run_id = (missing != missing.shift()).cumsum()
     run_length = missing.groupby(run_id).transform("sum")
-    interpolated = column.reset_index(drop=True).interpolate(method="linear", limit_area="inside")
+    positional = column.reset_index(drop=True)
+    if hold:
+        interpolated = positional.ffill().where(positional.bfill().notna())
+    else:
+        interpolated = positional.interpolate(method="linear", limit_area="inside")
     interpolated.index = column.index
     fillable = missing & (run_length <= max_gap) & interpolated.notna()
     return column.where(~fillable, interpolated)

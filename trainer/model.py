@@ -1,4 +1,4 @@
-"""The Keras forecaster: LSTM(units) then Dense(horizon), in scaled space."""
+"""The Keras forecaster: LSTM(units) (stacked `layers` deep), dropout, Dense(horizon), in scaled space."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,17 +17,53 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def build_model(look_back: int, n_features: int, horizon: int, units: int, learning_rate: float) -> keras.Model:
-    model = keras.Sequential(
-        [
-            keras.Input((look_back, n_features), name="window"),
-            keras.layers.LSTM(units, name="lstm"),
-            keras.layers.Dense(horizon, name="forecast"),
-        ],
-        name="edgecast_lstm",
-    )
+def build_model(
+    look_back: int,
+    n_features: int,
+    horizon: int,
+    units: int,
+    learning_rate: float,
+    layers: int = 1,
+    dropout: float = 0.0,
+    linear_skip: bool = False,
+) -> keras.Model:
+    """`n_features` counts the encoded input columns. Dropout acts in training only, so
+    the exported graph (training=False) is the same function as Keras predict.
+
+    With `linear_skip` the output is a linear map of the whole window (layer "linear",
+    meant to start from a ridge fit, see `start_from_linear`) plus the LSTM's correction,
+    whose output layer starts at zero: training begins at the linear model's forecast
+    and the LSTM only has to learn what a linear model cannot.
+    """
+    window = keras.Input((look_back, n_features), name="window")
+    hidden = window
+    for depth in range(layers):
+        last = depth == layers - 1
+        name = "lstm" if depth == 0 else f"lstm_{depth + 1}"
+        hidden = keras.layers.LSTM(units, return_sequences=not last, name=name)(hidden)
+        if dropout > 0:
+            hidden = keras.layers.Dropout(dropout, name=f"dropout_{depth + 1}")(hidden)
+    if linear_skip:
+        correction = keras.layers.Dense(horizon, kernel_initializer="zeros", name="lstm_correction")(hidden)
+        linear = keras.layers.Dense(horizon, name="linear")(keras.layers.Flatten(name="lags")(window))
+        output = keras.layers.Add(name="forecast")([linear, correction])
+    else:
+        output = keras.layers.Dense(horizon, name="forecast")(hidden)
+    model = keras.Model(window, output, name="edgecast_lstm")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
     return model
+
+
+def start_from_linear(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> None:
+    """Set the "linear" layer to ridge regression of the targets on the flattened window."""
+    from sklearn.linear_model import Ridge
+
+    targets = targets.reshape(len(targets), -1)
+    ridge = Ridge(alpha=alpha).fit(inputs.reshape(len(inputs), -1), targets)
+    # scikit-learn drops the target axis of coef_ for a single target; restore [features, horizon].
+    kernel = ridge.coef_.reshape(targets.shape[1], -1).T
+    bias = np.reshape(ridge.intercept_, targets.shape[1])
+    model.get_layer("linear").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
 
 
 class EpochReporter(keras.callbacks.Callback):

@@ -2,40 +2,19 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from . import baselines
 from .bundle import make_spec, write_bundle
 from .data import Series
-from .errors import DataError
-from .windows import scale_target, scale_windows, split_windows, unscale_target
+from .evaluation import evaluate_split
+from .settings import CHANGE, LEVEL, TrainConfig  # noqa: F401  (TrainConfig is part of this module's API)
+from .windows import change_formulation, model_inputs, model_targets, split_windows
 
 CALIBRATION_SAMPLE = 512  # training windows kept for int8 calibration
-
-
-@dataclass
-class TrainConfig:
-    look_back: int = 24
-    horizon: int = 1
-    units: int = 32
-    epochs: int = 30
-    batch_size: int = 64
-    patience: int = 5
-    learning_rate: float = 1e-3
-    seed: int = 0
-    max_gap: int = 6
-    split: tuple[float, float, float] = field(default=(0.7, 0.15, 0.15))
-
-    def check(self) -> None:
-        for name in ("look_back", "horizon", "units", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.max_gap < 0:
-            raise DataError(f"--max-gap must be 0 or more, got {self.max_gap}")
 
 
 @dataclass
@@ -45,54 +24,52 @@ class TrainResult:
     training: dict
 
 
+def prepare(series: Series, config: TrainConfig):
+    """Windows and split, checked before TensorFlow loads: bad settings fail in a blink."""
+    config.check()
+    return split_windows(
+        series.values(), config.look_back, config.horizon, config.split, series.source, series.encodings
+    )
+
+
 def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None) -> TrainResult:
     from . import model as keras_model  # TensorFlow loads only when training starts
 
-    config.check()
-    data = split_windows(series.values(), config.look_back, config.horizon, config.split, series.source)
-    scaler = data.scaler
-    keras_model.seed_everything(config.seed)
-    net = keras_model.build_model(
-        config.look_back, len(series.features), config.horizon, config.units, config.learning_rate
-    )
-    started = time.perf_counter()
-    history = keras_model.fit(
-        net,
-        (scale_windows(scaler, data.train.x), scale_target(scaler, data.train.y)),
-        (scale_windows(scaler, data.val.x), scale_target(scaler, data.val.y)),
-        config.epochs,
-        config.batch_size,
-        config.patience,
-        on_epoch,
-    )
-    seconds = time.perf_counter() - started
-    metrics = evaluate_split(net, scaler, data, config.horizon)
+    data = prepare(series, config)
+    values = series.values()
+    formulation = change_formulation(data.train) if config.formulation == CHANGE else {"kind": LEVEL}
     spec = make_spec(
         series.target, series.features, config.look_back, config.horizon,
-        series.interval_seconds, series.time_columns, scaler, config.max_gap,
+        series.interval_seconds, series.time_columns, data.scaler, config.max_gap,
+        encodings=series.encodings, formulation=formulation, target_units=config.target_units,
     )
+    keras_model.seed_everything(config.seed)
+    net = keras_model.build_model(
+        config.look_back, len(spec["encoded_features"]), config.horizon, config.units, config.learning_rate,
+        layers=config.layers, dropout=config.dropout, linear_skip=config.linear_skip,
+    )
+    started = time.perf_counter()
+    train_pair = _network_pair(data.train, data.scaler, spec)
+    if config.linear_skip:
+        keras_model.start_from_linear(net, *train_pair)
+    history = keras_model.fit(
+        net, train_pair, _network_pair(data.val, data.scaler, spec),
+        config.epochs, config.batch_size, config.patience, on_epoch,
+    )
+    seconds = time.perf_counter() - started
+    metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0])
     training = _training_record(series, config, data, history, seconds)
     windows = _kept_windows(data, config.seed)
     write_bundle(out_dir, net, spec, metrics, training, windows)
     return TrainResult(Path(out_dir), metrics, training)
 
 
-def evaluate_split(net, scaler, data, horizon: int) -> dict:
-    """Test-split errors in raw units for the model and both baselines."""
-    from .model import predict_scaled
-
-    test_scaled = scale_windows(scaler, data.test.x)
-    model_pred = unscale_target(scaler, predict_scaled(net, test_scaled))
-    ridge = baselines.fit_ridge(scale_windows(scaler, data.train.x), data.train.y)
-    return {
-        "split": "test",
-        "windows": int(len(data.test)),
-        "horizon_steps": list(range(1, horizon + 1)),
-        "units": "raw target units",
-        "model": baselines.rmse_mae(data.test.y, model_pred),
-        "persistence": baselines.rmse_mae(data.test.y, baselines.persistence(data.test.x, horizon)),
-        "ridge": baselines.rmse_mae(data.test.y, baselines.ridge_predict(ridge, test_scaled)),
-    }
+def _network_pair(windows, scaler, spec: dict) -> tuple:
+    """(inputs, targets) as the network sees them."""
+    return (
+        model_inputs(scaler, spec["encodings"], windows.x),
+        model_targets(scaler, spec["target_formulation"], windows.x, windows.y),
+    )
 
 
 def _training_record(series: Series, config: TrainConfig, data, history: dict, seconds: float) -> dict:
@@ -129,5 +106,6 @@ def _kept_windows(data, seed: int) -> dict[str, np.ndarray]:
     return {
         "test_x": data.test.x,
         "test_y": data.test.y,
+        "test_end": data.test.end,
         "calibration_x": data.train.x[np.sort(sample)],
     }

@@ -8,6 +8,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.preprocessing import MinMaxScaler
 
 from .errors import DataError
+from .features import encode
+
+from .settings import CHANGE
 
 SPLITS = ("train", "val", "test")
 
@@ -66,7 +69,12 @@ def split_rows(n_rows: int, fractions: tuple[float, float, float]) -> tuple[int,
 
 
 def split_windows(
-    values: np.ndarray, look_back: int, horizon: int, fractions=(0.7, 0.15, 0.15), source: str = "data"
+    values: np.ndarray,
+    look_back: int,
+    horizon: int,
+    fractions=(0.7, 0.15, 0.15),
+    source: str = "data",
+    encodings: list[dict] | None = None,
 ) -> SplitData:
     """Chronological split by each window's last target row; scaler fitted on train rows only.
 
@@ -89,7 +97,8 @@ def split_windows(
             f"and the {'/'.join(f'{f:g}' for f in fractions)} split: no {' or '.join(empty)} window "
             f"(need about {need} gap-free rows)"
         )
-    scaler = fit_scaler(values[:first_val], source)
+    train_rows = values[:first_val] if encodings is None else encode(values[:first_val], encodings)
+    scaler = fit_scaler(train_rows, source)
     return SplitData(parts["train"], parts["val"], parts["test"], (first_val, first_test), scaler)
 
 
@@ -105,6 +114,41 @@ def fit_scaler(train_rows: np.ndarray, source: str) -> MinMaxScaler:
 def scale_windows(scaler: MinMaxScaler, x: np.ndarray) -> np.ndarray:
     flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
     return scaler.transform(flat).reshape(x.shape).astype(np.float32)
+
+
+def model_inputs(scaler: MinMaxScaler, encodings: list[dict], x: np.ndarray) -> np.ndarray:
+    """Raw windows to what the network reads: encoded, then MinMax-scaled."""
+    return scale_windows(scaler, encode(x, encodings))
+
+
+def change_formulation(train: Windows) -> dict:
+    """Predict the change from the window's last value, each step divided by its training spread.
+
+    Starting from "no change" puts the untrained network at persistence instead of having
+    it learn to copy the last reading through the LSTM; dividing by each step's spread
+    weighs the loss evenly over the horizon, so the near steps are not drowned out by the
+    far ones, whose changes are several times larger.
+    """
+    change = train.y.astype(np.float64) - train.x[:, -1, :1].astype(np.float64)
+    spread = change.std(axis=0)
+    return {"kind": CHANGE, "step_scale": [float(s) if s > 0 else 1.0 for s in spread]}
+
+
+def model_targets(scaler: MinMaxScaler, formulation: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """What the network learns for raw targets `y`: see `forecasts_from_outputs` for the inverse."""
+    if formulation["kind"] == CHANGE:
+        change = np.asarray(y, np.float64) - x[:, -1, :1].astype(np.float64)
+        return (change / np.asarray(formulation["step_scale"])).astype(np.float32)
+    return scale_target(scaler, y)
+
+
+def forecasts_from_outputs(scaler: MinMaxScaler, formulation: dict, x: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Network outputs to raw target units, float64: last value + output * step_scale, or the
+    scaler's inverse for the level formulation."""
+    outputs = np.asarray(outputs, np.float64)
+    if formulation["kind"] == CHANGE:
+        return x[:, -1, :1].astype(np.float64) + outputs * np.asarray(formulation["step_scale"])
+    return unscale_target(scaler, outputs)
 
 
 def scale_target(scaler: MinMaxScaler, y: np.ndarray) -> np.ndarray:

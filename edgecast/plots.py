@@ -1,0 +1,129 @@
+"""Pictures of a model's test-split forecasts: forecast against actual, error by horizon step.
+
+Drawn with matplotlib's object API on an Agg canvas (no pyplot, no display), saved at an
+exact pixel size and written atomically.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecast.trainer.bundle import write_bytes_atomic
+
+DPI = 100
+DEFAULT_SIZE = (1200, 800)
+LABELS = {
+    "model": "LSTM model",
+    "persistence": "persistence",
+    "seasonal_persistence": "seasonal persistence (a day earlier)",
+    "ridge": "ridge on the same lags",
+}
+
+
+@dataclass
+class Stretch:
+    """Consecutive target times of the test split, the actual values, and the model's
+    forecast of each time made `lead` steps earlier, per lead."""
+
+    times: list
+    actual: np.ndarray
+    forecasts: dict[int, np.ndarray]  # lead (steps) -> values aligned with `times`
+
+
+def forecast_stretch(ends: np.ndarray, y: np.ndarray, predicted: np.ndarray, start: int, length: int, time_of_row) -> Stretch:
+    """Target rows [r0, r0 + length) from the test window `start` on (cut at the split's end);
+    NaN where a gap left no window."""
+    if not 0 <= start < len(ends):
+        raise ValueError(f"stretch start {start} is outside the test split's {len(ends)} windows")
+    horizon = y.shape[1]
+    origins = np.asarray(ends) - horizon  # row of each window's last input
+    first_row = int(origins[start]) + 1
+    length = min(length, int(np.max(ends)) - first_row + 1)  # no further than the last target
+    rows = np.arange(first_row, first_row + length)
+    actual = np.full(length, np.nan)
+    leads = sorted({1, min(6, horizon), horizon})
+    forecasts = {lead: np.full(length, np.nan) for lead in leads}
+    for step in range(1, horizon + 1):
+        position = origins + step - first_row
+        inside = (position >= 0) & (position < length)
+        actual[position[inside]] = y[inside, step - 1]
+        if step in forecasts:
+            forecasts[step][position[inside]] = predicted[inside, step - 1]
+    return Stretch([time_of_row(int(r)) for r in rows], actual, forecasts)
+
+
+def first_unbroken_start(ends: np.ndarray, length: int) -> int:
+    """The first test window from which `length` consecutive windows exist (no gap), else 0."""
+    ends = np.asarray(ends)
+    if len(ends) < length:
+        return 0
+    unbroken = np.flatnonzero(ends[length - 1 :] - ends[: len(ends) - length + 1] == length - 1)
+    return int(unbroken[0]) if len(unbroken) else 0
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"plot size '{text}' is not WIDTHxHEIGHT in pixels, e.g. 1200x800") from None
+    if not (200 <= width <= 6000 and 200 <= height <= 6000):
+        raise ValueError(f"plot size {width}x{height} is outside 200..6000 pixels per side")
+    return width, height
+
+
+def draw_evaluation(
+    path: Path,
+    metrics: dict,
+    stretch: Stretch | None,
+    target: str,
+    title: str,
+    size: tuple[int, int] = DEFAULT_SIZE,
+) -> Path:
+    """A PNG of exactly `size` pixels: forecast vs actual (when a stretch is given) above
+    RMSE by horizon step for the model and every baseline."""
+    from matplotlib.figure import Figure
+
+    units = metrics.get("units") or "raw units"
+    figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
+    axes = figure.subplots(2 if stretch is not None else 1, 1, squeeze=False)[:, 0]
+    if stretch is not None:
+        _draw_stretch(axes[0], stretch, target, units, metrics.get("step_hours"))
+    _draw_error_by_step(axes[-1], metrics, target, units)
+    figure.suptitle(title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    write_bytes_atomic(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def _lead_label(lead: int, step_hours: list[float] | None) -> str:
+    return f"{step_hours[lead - 1]:g} h ahead" if step_hours else f"{lead} step{'s' if lead > 1 else ''} ahead"
+
+
+def _draw_stretch(ax, stretch: Stretch, target: str, units: str, step_hours) -> None:
+    ax.plot(stretch.times, stretch.actual, color="black", linewidth=1.6, label="actual")
+    for lead, values in stretch.forecasts.items():
+        ax.plot(stretch.times, values, linewidth=1.1, label=f"model, {_lead_label(lead, step_hours)}")
+    ax.set_ylabel(f"{target} ({units})")
+    ax.set_xlabel("time of the forecast value" if not isinstance(stretch.times[0], (int, np.integer)) else "row")
+    ax.set_title("forecast against actual, test split")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    for label in ax.get_xticklabels():
+        label.set_rotation(20)
+
+
+def _draw_error_by_step(ax, metrics: dict, target: str, units: str) -> None:
+    hours = metrics.get("step_hours")
+    x = hours if hours else metrics["horizon_steps"]
+    for method, label in LABELS.items():
+        if method in metrics:
+            ax.plot(x, metrics[method]["rmse"], marker="o", markersize=3, label=label)
+    ax.set_xlabel("forecast lead (hours)" if hours else "forecast lead (steps)")
+    ax.set_ylabel(f"RMSE of {target} ({units})")
+    ax.set_title(f"test-split error by horizon step ({metrics['windows']} windows)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")

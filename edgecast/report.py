@@ -1,0 +1,189 @@
+"""`edgecast report`: a Markdown model card from a bundle alone (no CSV needed).
+
+It reads what the trainer and export recorded (preprocessing.json, training.json,
+metrics.json, manifest.json) and draws the evaluation picture from the held-out
+windows kept in the bundle.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from edgecast.export.manifest import MANIFEST_FILE
+from edgecast.trainer.bundle import read_bundle, read_json, write_bytes_atomic
+from edgecast.trainer.evaluation import METHODS
+from edgecast.trainer.forecast import predict_raw, spec_encodings
+
+from .plots import LABELS, draw_evaluation, first_unbroken_start, forecast_stretch
+
+REPORT_FILE = "report.md"
+PLOT_FILE = "report.png"
+STRETCH_DAYS = 7
+
+
+def write_report(bundle_dir: Path, out: Path | None = None) -> Path:
+    bundle = read_bundle(bundle_dir)
+    out = Path(out) if out is not None else bundle.path / REPORT_FILE
+    plot = out.with_suffix(".png") if out.name != REPORT_FILE else bundle.path / PLOT_FILE
+    draw_evaluation(plot, bundle.metrics, _stretch(bundle), bundle.spec["target"], f"{bundle.name}: test split")
+    manifest_path = bundle.path / MANIFEST_FILE
+    manifest = read_json(manifest_path) if manifest_path.is_file() else None
+    text = "\n".join(_sections(bundle, manifest, _relative(plot, out.parent)))
+    write_bytes_atomic(out, text.encode())
+    return out
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def _stretch(bundle):
+    """The first unbroken week (or 168 steps) of the test split, from the windows kept in the bundle."""
+    windows = bundle.windows()
+    if "test_end" not in windows:  # bundles from before the row index was kept
+        return None
+    predicted = predict_raw(bundle.load_model(), bundle.spec, windows["test_x"])
+    interval = bundle.spec.get("interval_seconds")
+    length = int(STRETCH_DAYS * 86400 // interval) if interval else 168
+    start = first_unbroken_start(windows["test_end"], length)
+    return forecast_stretch(windows["test_end"], windows["test_y"], predicted, start, length, _row_clock(bundle))
+
+
+def _row_clock(bundle):
+    split, interval = bundle.training["split"], bundle.spec.get("interval_seconds")
+    if not interval:
+        return lambda row: row
+    first_row, first_time = split["first_test_row"], pd.Timestamp(split["first_test_time"])
+    return lambda row: first_time + pd.Timedelta(seconds=interval * (row - first_row))
+
+
+def _sections(bundle, manifest: dict | None, plot: str) -> list[str]:
+    spec, training, metrics = bundle.spec, bundle.training, bundle.metrics
+    return [
+        f"# Model card: {bundle.name}",
+        "",
+        f"Forecasts **{spec['target']}** {spec['horizon']} step(s) ahead from the last {spec['look_back']} "
+        f"readings (interval {_interval(spec)}). Created {training['created']}.",
+        "",
+        *_data_section(training),
+        *_features_section(spec),
+        *_split_section(training),
+        *_settings_section(training, spec),
+        *_metrics_section(metrics),
+        *_parity_section(manifest),
+        *_artifacts_section(bundle.path),
+        "## Plots",
+        "",
+        f"![forecast against actual and error by horizon step]({plot})",
+        "",
+    ]
+
+
+def _interval(spec: dict) -> str:
+    seconds = spec.get("interval_seconds")
+    return f"{seconds:g} s" if seconds else "unknown (no timestamps)"
+
+
+def _data_section(training: dict) -> list[str]:
+    data = training["data"]
+    return [
+        "## Data",
+        "",
+        f"- source: `{data['source']}`",
+        f"- sha256: `{data['sha256']}`",
+        f"- rows read {data['rows_read']}, on the regular grid {data['rows_regular']}; "
+        f"{data['values_interpolated']} values filled, {data['values_missing']} left missing (long gaps)",
+        "",
+    ]
+
+
+def _features_section(spec: dict) -> list[str]:
+    lines = ["## Features (the raw inputs a hub sends, in this order)", "", "| # | feature | kind | raw input | model columns |",
+             "| --- | --- | --- | --- | --- |"]
+    for index, encoding in enumerate(spec_encodings(spec)):
+        raw = encoding.get("raw", "the reading in its own units")
+        lines.append(f"| {index} | {encoding['feature']} | {encoding['kind']} | {raw} | {', '.join(encoding['columns'])} |")
+    formulation = spec.get("target_formulation", {"kind": "level"})["kind"]
+    return lines + ["", f"Target formulation: `{formulation}`; schema version {spec['schema_version']}.", ""]
+
+
+def _split_section(training: dict) -> list[str]:
+    split = training["split"]
+    windows = split["windows"]
+    return [
+        "## Split (chronological, by each window's last target)",
+        "",
+        f"- fractions train/validation/test: {'/'.join(f'{f:g}' for f in split['fractions'])}",
+        f"- validation from {split['first_val_time']}, test from {split['first_test_time']}",
+        f"- windows: train {windows['train']}, validation {windows['val']}, test {windows['test']}",
+        "",
+    ]
+
+
+def _settings_section(training: dict, spec: dict) -> list[str]:
+    config, history = training["config"], training["history"]
+    shown = ", ".join(f"{key} {value}" for key, value in config.items() if key not in ("split", "target_units"))
+    return [
+        "## Training settings",
+        "",
+        f"- {shown}",
+        f"- {history['epochs_run']} epochs run, best epoch {history['best_epoch']} "
+        f"(validation loss {history['best_val_loss']:.5f}), {training['train_seconds']:.1f} s",
+        "",
+    ]
+
+
+def _metrics_section(metrics: dict) -> list[str]:
+    methods = [m for m in METHODS if m in metrics]
+    hours = metrics.get("step_hours")
+    header = ["step", "lead"] + [f"{LABELS[m]} {measure}" for m in methods for measure in ("RMSE", "MAE")]
+    lines = [
+        f"## Metrics against baselines (test split, {metrics['windows']} windows, {metrics['units']})",
+        "",
+        "Metrics: RMSE (root mean squared error) and MAE (mean absolute error) per horizon step, for "
+        + ", ".join(LABELS[m] for m in methods) + "."
+        + ("" if "seasonal_persistence" in metrics else
+           " Seasonal persistence needs a sampling interval that divides a day; this data has none."),
+        "",
+        "| " + " | ".join(header) + " |",
+        "| " + " | ".join("---" for _ in header) + " |",
+    ]
+    for i, step in enumerate(metrics["horizon_steps"]):
+        lead = f"{hours[i]:g} h" if hours else f"{step} step{'s' if step > 1 else ''}"
+        cells = [f"+{step}", lead] + [f"{metrics[m][measure][i]:.3f}" for m in methods for measure in ("rmse", "mae")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _parity_section(manifest: dict | None) -> list[str]:
+    if manifest is None:
+        return ["## Parity", "", "Not exported yet: run `edgecast export` for ONNX/TFLite parity figures.", ""]
+    parity = manifest["parity"]
+    lines = [
+        "## Parity",
+        "",
+        f"Against {parity['reference']}: **{'passed' if parity['passed'] else 'FAILED'}** "
+        f"(tolerance {parity['tolerance_abs']:g} {parity['units']}).",
+        "",
+        "| artifact | windows | n | batch | max abs error | max rel error |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for check in parity["checks"]:
+        lines.append(
+            f"| {check['artifact']} | {check['windows']} | {check['n']} | {check['batch']} "
+            f"| {check['max_abs']:.2e} | {check['max_rel']:.2e} |"
+        )
+    return lines + [""]
+
+
+def _artifacts_section(folder: Path) -> list[str]:
+    lines = ["## Artifact sizes", "", "| file | bytes |", "| --- | --- |"]
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.name not in (REPORT_FILE, PLOT_FILE):
+            lines.append(f"| {path.name} | {path.stat().st_size} |")
+    return lines + [""]
+

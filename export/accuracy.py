@@ -1,0 +1,76 @@
+"""What each artifact costs and saves: size, test-split error in raw units next to the
+float model's, deviation from the float model, and its op list.
+
+The float model is the trainer's own pipeline (scaler, Keras, inverse), the same
+reference parity uses. Errors pool every horizon step of every test window.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .oplist import onnx_summary, tflite_summary
+from .parity import LARGE_BATCH, onnx_forecast, reference_forecast, tflite_forecast
+
+
+def errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    difference = np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)
+    return {"rmse": float(np.sqrt(np.mean(difference**2))), "mae": float(np.mean(np.abs(difference)))}
+
+
+def artifact_forecast(path: Path, x: np.ndarray) -> np.ndarray:
+    if path.suffix == ".onnx":
+        return onnx_forecast(path, x, LARGE_BATCH)
+    if path.suffix == ".tflite":
+        return tflite_forecast(path, x)
+    raise ValueError(f"no forecaster for {path.name}")
+
+
+def batch_effect(path: Path, x: np.ndarray, batched: np.ndarray) -> float:
+    """Max |forecast at batch 1 - forecast at batch LARGE_BATCH|. Dynamic quantization
+    picks its activation scale from the whole input tensor, so a quantized ONNX
+    forecast depends on the other windows in its batch; float32 models stay at ~1e-5."""
+    return float(np.max(np.abs(onnx_forecast(path, x, 1) - batched)))
+
+
+def op_summary(path: Path) -> dict:
+    return onnx_summary(path) if path.suffix == ".onnx" else tflite_summary(path)
+
+
+def accuracy_report(model, spec: dict, windows: dict, artifacts: dict[str, Path]) -> dict:
+    """One row per artifact (file name -> path), next to the float model on the same windows."""
+    test_x, test_y = windows["test_x"], windows["test_y"]
+    reference = reference_forecast(model, spec, test_x)
+    float_errors = errors(reference, test_y)
+    rows = {}
+    for name, path in artifacts.items():
+        path = Path(path)
+        predicted = artifact_forecast(path, test_x)
+        measured = errors(predicted, test_y)
+        rows[name] = {
+            "bytes": path.stat().st_size,
+            **measured,
+            "rmse_change_pct": 100 * (measured["rmse"] / float_errors["rmse"] - 1),
+            "max_abs_deviation": float(np.max(np.abs(predicted - reference))),
+            "p99_abs_deviation": float(np.percentile(np.abs(predicted - reference), 99)),
+            **op_summary(path),
+        }
+        if path.suffix == ".onnx":
+            rows[name]["batch_effect"] = batch_effect(path, test_x, predicted)
+    _add_size_ratios(rows)
+    return {
+        "split": "test",
+        "windows": int(len(test_x)),
+        "units": f"raw units of {spec['target']}, all horizon steps pooled",
+        "float_model": float_errors,
+        "artifacts": rows,
+    }
+
+
+def _add_size_ratios(rows: dict[str, dict]) -> None:
+    """Each artifact's size as a fraction of the float32 file of its format, when measured too."""
+    float_bytes = {name.rsplit(".", 1)[-1]: rows[name]["bytes"] for name in ("model.onnx", "model.tflite") if name in rows}
+    for name, row in rows.items():
+        reference = float_bytes.get(name.rsplit(".", 1)[-1])
+        row["size_vs_float32"] = row["bytes"] / reference if reference else None

@@ -1,0 +1,211 @@
+"""Quantized exports: smaller files for smaller hubs, each its own artifact.
+
+Every mode keeps the graph contract (float32 raw-unit `window` in, float32 raw-unit
+`forecast` out, scaling inside the graph); only the weights (and, for the
+full-integer modes, the activations) change precision. Quantized artifacts are not
+held to the 1e-3 parity gate: their cost is reported as the change in test RMSE.
+
+Modes and the graph each starts from:
+  onnx-int8            model.onnx through onnxruntime's quantize_dynamic: the LSTM node
+                       becomes DynamicQuantizeLSTM, the Dense MatMul becomes MatMulInteger
+  tflite-fp16          the WHILE-loop TFLite graph, float16 weights
+  tflite-dynamic-int8  the WHILE-loop TFLite graph, int8 weights, float activations
+  tflite-int8          the unrolled graph (export/unrolled.py), int8 weights and activations
+  tflite-int16x8       the unrolled graph, int8 weights and int16 activations
+The full-integer modes use the unrolled graph because calibrating the WHILE loop
+crashes TF 2.21's converter (segmentation fault in its calibrator). Their input and
+output stay float32 (the contract), converted by one QUANTIZE and one DEQUANTIZE op.
+In int8, ops without an integer kernel stay float: the SIN/COS encodings of direction
+and calendar features (and the CAST/PACK/ADD around them); the LSTM is integer
+throughout. The 16x8 quantizer does not support those ops (it names COS or
+GREATER_EQUAL), so models with encoded features are refused in that mode.
+The op list of every artifact names what computes in float (export/oplist.py).
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecast.trainer.quiet import silenced_stderr
+
+from .errors import ExportError
+from .graph import tf
+
+
+class QuantizationError(ExportError):
+    """A quantization mode cannot be produced for this model; says why."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    file: str
+    kind: str
+    precision: str
+    description: str
+
+
+MODES = {
+    mode.name: mode
+    for mode in (
+        Mode("onnx-int8", "model.int8.onnx", "onnx", "int8",
+             "int8 weights, activations quantized to uint8 at run time (onnxruntime quantize_dynamic)"),
+        Mode("tflite-fp16", "model.fp16.tflite", "tflite", "float16",
+             "float16 weights, dequantized to float32 at load; WHILE-loop graph"),
+        Mode("tflite-dynamic-int8", "model.dynamic-int8.tflite", "tflite", "dynamic-int8",
+             "int8 weights, float32 activations (dynamic range); WHILE-loop graph"),
+        Mode("tflite-int8", "model.int8.tflite", "tflite", "int8",
+             "int8 weights and activations, float32 input/output; unrolled builtin-ops graph"),
+        Mode("tflite-int16x8", "model.int16x8.tflite", "tflite", "int16x8",
+             "int8 weights, int16 activations, float32 input/output; unrolled builtin-ops graph"),
+    )
+}
+# Constant windows spread over the training range, added to the calibration sample:
+# 512 random training windows rarely reach the top of the range, and an output range
+# calibrated on them alone clips every larger forecast (seen: 342 of 581 µg/m³).
+RANGE_WINDOWS = 16
+
+
+def check_modes(names: list[str]) -> list[str]:
+    """Known mode names, duplicates dropped; an unknown name is a usage error."""
+    unknown = [name for name in names if name not in MODES]
+    if unknown:
+        raise QuantizationError(
+            f"unknown --quantize mode {', '.join(repr(n) for n in unknown)}: choose from {', '.join(MODES)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def quantize(mode: Mode, model, spec: dict, float_onnx: Path, calibration_x: np.ndarray | None) -> bytes:
+    """The quantized artifact's bytes, or QuantizationError saying why not."""
+    if mode.name == "onnx-int8":
+        return onnx_dynamic_int8(float_onnx)
+    if mode.name in ("tflite-int8", "tflite-int16x8"):
+        return tflite_full_integer(model, spec, calibration_x, int16_activations=mode.name == "tflite-int16x8")
+    return tflite_weights_only(model, spec, float16=mode.name == "tflite-fp16")
+
+
+def onnx_dynamic_int8(float_onnx: Path) -> bytes:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        quantized_path = Path(folder) / "model.int8.onnx"
+        try:
+            with silenced_stderr():
+                quantize_dynamic(float_onnx, quantized_path, weight_type=QuantType.QInt8)
+        except Exception as exc:  # onnxruntime.quantization raises bare exceptions of many kinds
+            raise QuantizationError(f"onnx-int8: onnxruntime's quantize_dynamic failed: {exc}") from None
+        proto = onnx.load(str(quantized_path))
+    quantized = [n.op_type for n in proto.graph.node if n.domain == "com.microsoft" or "Integer" in n.op_type]
+    if not quantized:
+        raise QuantizationError("onnx-int8: quantize_dynamic found no LSTM, MatMul or Gather node to quantize")
+    compact_onnx_names(proto)
+    return proto.SerializeToString()
+
+
+def compact_onnx_names(proto) -> None:
+    """Drop value_info and shorten internal tensor and node names.
+
+    Names are debugging aid only; in a 32-unit model they are a third of the quantized
+    file. The graph's input/output names and metadata_props (the contract) are kept.
+    """
+    graph = proto.graph
+    del graph.value_info[:]
+    kept = {tensor.name for tensor in list(graph.input) + list(graph.output)}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if not name or name in kept:
+            return name
+        return short.setdefault(name, f"t{len(short)}")
+
+    for initializer in graph.initializer:
+        initializer.name = rename(initializer.name)
+    for index, node in enumerate(graph.node):
+        node.name = f"n{index}"
+        node.doc_string = ""
+        node.input[:] = [rename(name) for name in node.input]
+        node.output[:] = [rename(name) for name in node.output]
+
+
+def tflite_weights_only(model, spec: dict, float16: bool) -> bytes:
+    """fp16 or dynamic-range int8 weights on the same WHILE-loop graph as model.tflite."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from .graph import raw_units_function
+    from .tflite_export import TFLITE_BATCH
+
+    function = raw_units_function(model, spec, batch=TFLITE_BATCH)
+    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if float16:
+        converter.target_spec.supported_types = [tf.float16]
+    return compact_tflite_names(_convert(converter, "tflite-fp16" if float16 else "tflite-dynamic-int8"))
+
+
+def tflite_full_integer(model, spec: dict, calibration_x: np.ndarray | None, int16_activations: bool) -> bytes:
+    """Every op integer; the converter refuses (and so do we) if any op cannot be."""
+    from .unrolled import unrolled_converter
+
+    name = "tflite-int16x8" if int16_activations else "tflite-int8"
+    samples = calibration_windows(calibration_x, spec, name)
+    converter = unrolled_converter(model, spec)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([window[np.newaxis]] for window in samples)
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        if int16_activations else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+    ]
+    return compact_tflite_names(_convert(converter, name))
+
+
+def compact_tflite_names(data: bytes) -> bytes:
+    """Drop tensor names except the main graph's inputs and outputs (as compact_onnx_names).
+
+    Signatures refer to tensors by index, so `window` and the output keep resolving.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    for index, subgraph in enumerate(model.subgraphs):
+        kept = set(subgraph.inputs) | set(subgraph.outputs) if index == 0 else set()
+        for position, tensor in enumerate(subgraph.tensors):
+            if position not in kept:
+                tensor.name = None
+    builder = flatbuffers.Builder(len(data))
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def calibration_windows(calibration_x: np.ndarray | None, spec: dict, mode_name: str) -> np.ndarray:
+    """The bundle's raw-unit training windows plus constant windows across the training range."""
+    shape = (spec["look_back"], len(spec["features"]))
+    if calibration_x is None or len(calibration_x) == 0:
+        raise QuantizationError(
+            f"{mode_name}: the bundle's windows.npz has no calibration_x (training windows) to calibrate on; "
+            "retrain the bundle with this edgecast"
+        )
+    if calibration_x.shape[1:] != shape:
+        raise QuantizationError(
+            f"{mode_name}: calibration_x windows have shape {calibration_x.shape[1:]}, the model reads {shape}"
+        )
+    from .parity import raw_ranges  # per raw feature, encoded ones (directions, calendar) included
+
+    low, high = (bound.astype(np.float32) for bound in raw_ranges(spec))
+    levels = np.linspace(0.0, 1.0, RANGE_WINDOWS, dtype=np.float32)[:, None]
+    constant = np.broadcast_to((low + levels * (high - low))[:, None, :], (RANGE_WINDOWS, *shape))
+    return np.concatenate([calibration_x.astype(np.float32), constant])
+
+
+def _convert(converter, mode_name: str) -> bytes:
+    try:
+        with silenced_stderr():
+            return converter.convert()
+    except Exception as exc:  # the converter raises ConverterError and plain Exceptions
+        raise QuantizationError(f"{mode_name}: the TFLite converter refused: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,66 @@
+"""Writing the quantized artifacts of `edgecast export --quantize MODE`.
+
+Each mode is its own file, written atomically after the float artifacts passed parity.
+A mode that cannot be produced is refused with its reason; the others, and the float
+artifacts, are still written and listed in the manifest.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecast.trainer.bundle import write_bytes_atomic
+
+from .accuracy import accuracy_report
+from .manifest import artifact_entry
+from .quantize import MODES, QuantizationError, quantize
+from .unrolled import BUILTIN_FILE
+
+# Files only some exports write; one left from an earlier export would no longer be
+# listed in the manifest (and the runtime refuses unlisted models), so it is removed.
+OPTIONAL_FILES = (BUILTIN_FILE, *(mode.file for mode in MODES.values()))
+
+
+def export_quantized(bundle, model, mode_names: list[str], float_files: dict[str, Path], progress) -> dict:
+    """{"entries": manifest entries, "refused": {mode: reason}, "accuracy": test-split report}.
+
+    `float_files` (file name -> path, model.onnx among them) are measured beside the
+    quantized ones, so the report compares sizes and errors in one place.
+    """
+    windows = bundle.windows()
+    written, refused = {}, {}
+    for name in mode_names:
+        mode = MODES[name]
+        try:
+            data = quantize(mode, model, bundle.spec, float_files["model.onnx"], windows.get("calibration_x"))
+        except QuantizationError as exc:
+            refused[name] = str(exc)
+            progress(f"refused --quantize {name}: {exc}")
+            continue
+        write_bytes_atomic(bundle.path / mode.file, data)
+        written[name] = bundle.path / mode.file
+        progress(f"wrote {mode.file} ({mode.description}), {len(data)} bytes")
+    measured = {**float_files, **{MODES[n].file: p for n, p in written.items()}}
+    accuracy = accuracy_report(model, bundle.spec, windows, measured)
+    return {"entries": _entries(written, accuracy), "refused": refused, "accuracy": accuracy}
+
+
+def _entries(written: dict[str, Path], accuracy: dict) -> dict:
+    entries = {}
+    for name, path in written.items():
+        mode = MODES[name]
+        row = accuracy["artifacts"][mode.file]
+        entries[mode.file] = artifact_entry(
+            path, kind=mode.kind, precision=mode.precision, mode=name, description=mode.description,
+            batch="dynamic" if mode.kind == "onnx" else 1,
+            test_rmse=row["rmse"], test_rmse_change_pct=row["rmse_change_pct"],
+            max_abs_deviation=row["max_abs_deviation"],
+        )
+    return entries
+
+
+def remove_stale(folder: Path, current: set[str], progress) -> None:
+    for name in OPTIONAL_FILES:
+        path = Path(folder) / name
+        if name not in current and path.is_file():
+            path.unlink()
+            progress(f"removed {name} from an earlier export (not requested this time)")

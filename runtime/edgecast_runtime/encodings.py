@@ -1,0 +1,219 @@
+"""What a hub sends for each feature of a schema-2 model (docs/graph-contract.md,
+*Input encodings*): the graph encodes, the runtime only fills the raw columns.
+
+  numeric    the reading in its own units
+  direction  degrees clockwise from north (where the wind comes from); calm is any
+             negative value (-1 by convention). Compass points (N, NNE, ... NNW) and
+             calm codes (cv, calm, c) are turned into degrees here.
+  cyclic     a calendar value of the row's own timestamp in the data's clock:
+             hour_of_day (0..23) and day_of_week (0..6, Monday 0); the runtime fills
+             them from a reading's timestamp.
+"""
+
+import re
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import List, Optional
+
+from .errors import EdgecastRuntimeError, InputValueError
+
+NUMERIC, DIRECTION, CYCLIC = "numeric", "direction", "cyclic"
+KINDS = (NUMERIC, DIRECTION, CYCLIC)
+COMPASS_POINTS = ("N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE",
+                  "S", "SSW", "SW", "WSW", "W", "WNW", "NW", "NNW")
+COMPASS_DEGREES = {point: index * 22.5 for index, point in enumerate(COMPASS_POINTS)}
+CALM_CODES = ("cv", "calm", "c")  # `cv` ("calm and variable") in the Beijing data
+CALM_DEGREES = -1.0
+# The calendar features this runtime can derive from a timestamp, with their period.
+CALENDAR_PERIODS = {"hour_of_day": 24, "day_of_week": 7}
+UTC = timezone.utc
+_OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
+
+
+class InputLayout:
+    """The raw columns of a model's `window`, from its spec: which features are
+    directions, which are calendar values, which are held over a missing value."""
+
+    def __init__(self, features: List[str], kinds: Optional[List[str]] = None,
+                 hold_last=()):
+        self.features = list(features)
+        self.kinds = list(kinds) if kinds is not None else [NUMERIC] * len(self.features)
+        self.hold_last = [name for name in hold_last if name in self.features]
+        self.directions = [i for i, kind in enumerate(self.kinds) if kind == DIRECTION]
+        self.calendar = [i for i, kind in enumerate(self.kinds) if kind == CYCLIC]
+        self.calendar_names = [self.features[i] for i in self.calendar]
+        self.hold_indices = [self.features.index(name) for name in self.hold_last]
+
+    @property
+    def plain(self) -> bool:
+        return not self.directions and not self.calendar
+
+    def is_direction(self, index: int) -> bool:
+        return self.kinds[index] == DIRECTION
+
+    def is_calendar(self, index: int) -> bool:
+        return self.kinds[index] == CYCLIC
+
+    # --- directions ---------------------------------------------------------------
+
+    def directions_to_degrees(self, data, what: str):
+        """Nested lists of windows ([look_back][n_features] or a batch of them) with
+        compass strings in direction columns turned into degrees; anything else is
+        returned as it is (the numeric checks come later)."""
+        if not self.directions or not isinstance(data, list):
+            return data
+        return self._convert(data, what, ())
+
+    def _convert(self, data, what, position):
+        if data and all(isinstance(item, list) for item in data):
+            if all(len(item) == len(self.features) and not any(isinstance(v, list) for v in item)
+                   for item in data):
+                return [self._convert_row(row, what, position + (index,))
+                        for index, row in enumerate(data)]
+            return [self._convert(item, what, position + (index,)) if isinstance(item, list)
+                    else item for index, item in enumerate(data)]
+        return data
+
+    def _convert_row(self, row, what, position):
+        converted = list(row)
+        for index in self.directions:
+            if isinstance(converted[index], str):
+                where = list(position + (index,))
+                converted[index] = direction_degrees(converted[index],
+                                                     f"{what} at {where} ({self.features[index]})")
+        return converted
+
+    # --- calendar -----------------------------------------------------------------
+
+    def calendar_row(self, seconds: float, clock: Optional[tzinfo]) -> dict:
+        """{feature index: value} for the calendar features at `seconds` (epoch) in
+        the data's clock."""
+        moment = to_clock(seconds, clock)
+        return {index: calendar_value(self.features[index], moment) for index in self.calendar}
+
+
+def direction_degrees(value: str, what: str) -> float:
+    """A compass point, calm code or number (as text) as degrees; calm is -1."""
+    token = value.strip()
+    upper = token.upper()
+    if upper in COMPASS_DEGREES:
+        return COMPASS_DEGREES[upper]
+    if token.lower() in CALM_CODES:
+        return CALM_DEGREES
+    try:
+        return float(token)
+    except ValueError:
+        raise InputValueError(
+            f"{what}: {token[:20]!r} is not a wind direction (degrees, a compass point "
+            f"N, NNE, ... NNW, or cv for calm)") from None
+
+
+def calendar_value(name: str, moment: datetime) -> float:
+    if name == "hour_of_day":
+        return float(moment.hour)
+    if name == "day_of_week":
+        return float(moment.weekday())
+    raise EdgecastRuntimeError(f"unknown calendar feature {name!r}")
+
+
+def to_clock(seconds: float, clock: Optional[tzinfo]) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, clock or UTC)
+    except (OverflowError, OSError, ValueError):
+        raise InputValueError(f"timestamp {seconds!r} is out of range for a calendar") from None
+
+
+def parse_clock(text: str) -> tzinfo:
+    """The data's clock for calendar features: UTC, a fixed offset (+08:00, -0530,
+    UTC+8) or an IANA zone name (Asia/Shanghai; needs the system's zone files)."""
+    stripped = text.strip()
+    if stripped.upper() in ("UTC", "Z", "GMT"):
+        return UTC
+    match = _OFFSET.match(stripped)
+    if match:
+        sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
+        if hours > 23 or minutes > 59:
+            raise EdgecastRuntimeError(f"clock {text!r}: offset out of range")
+        delta = timedelta(hours=hours, minutes=minutes)
+        return timezone(-delta if sign == "-" else delta)
+    try:
+        from zoneinfo import ZoneInfo
+        return ZoneInfo(stripped)
+    except Exception:  # ZoneInfoNotFoundError, ValueError, ImportError on old Pythons
+        raise EdgecastRuntimeError(
+            f"clock {text!r} is not UTC, an offset like +08:00, or a time zone name "
+            f"known to this system") from None
+
+
+def clock_name(clock: Optional[tzinfo]) -> str:
+    if clock is None or clock is UTC:
+        return "UTC"
+    key = getattr(clock, "key", None)
+    return key or str(clock)
+
+
+def layout_from_spec(spec: dict, version: str, fail) -> InputLayout:
+    """The input layout of a validated spec; `fail(problem)` raises a ModelError."""
+    features = spec["features"]
+    encodings = spec.get("encodings")
+    if encodings is None:
+        if version == "2":
+            fail("is schema 2 but has no 'encodings'")
+        kinds = [NUMERIC] * len(features)
+    else:
+        kinds = _kinds(encodings, features, fail)
+    if version == "1" and any(kind != NUMERIC for kind in kinds):
+        fail("declares direction or calendar encodings, which need schema version 2")
+    columns = sum(1 if kind == NUMERIC else 2 for kind in kinds)
+    encoded = spec.get("encoded_features")
+    if encoded is not None:
+        if not isinstance(encoded, list) or not all(isinstance(c, str) for c in encoded):
+            fail("has 'encoded_features' that is not a list of names")
+        if len(encoded) != columns:
+            fail(f"lists {len(encoded)} encoded_features, but its encodings make {columns} columns")
+    scaler = spec.get("scaler")
+    if isinstance(scaler, dict):
+        for key in ("data_min", "data_max"):
+            values = scaler.get(key)
+            if isinstance(values, list) and len(values) != columns:
+                fail(f"has scaler.{key} of {len(values)} values for {columns} model columns")
+    formulation = spec.get("target_formulation")
+    if formulation is not None and not (isinstance(formulation, dict)
+                                        and isinstance(formulation.get("kind"), str)):
+        fail("has a malformed 'target_formulation' (expected an object with a 'kind')")
+    units = spec.get("target_units")
+    if units is not None and not isinstance(units, str):
+        fail(f"has 'target_units' {units!r}; expected text or null")
+    gap = spec.get("gap_policy")
+    hold = gap.get("hold_last", []) if isinstance(gap, dict) else []
+    if not isinstance(hold, list) or not all(isinstance(n, str) for n in hold):
+        fail("has a malformed gap_policy.hold_last (expected a list of feature names)")
+    unknown = [name for name in hold if name not in features]
+    if unknown:
+        fail(f"has gap_policy.hold_last {unknown} that are not features")
+    return InputLayout(features, kinds, hold)
+
+
+def _kinds(encodings, features, fail) -> List[str]:
+    if not isinstance(encodings, list) or len(encodings) != len(features):
+        fail(f"needs 'encodings', one per feature ({len(features)})")
+    kinds = []
+    for index, (entry, name) in enumerate(zip(encodings, features)):
+        if not isinstance(entry, dict) or entry.get("feature") != name:
+            fail(f"encodings[{index}] must describe feature {name!r} (features order)")
+        kind = entry.get("kind")
+        if kind not in KINDS:
+            fail(f"encodings[{index}] ({name}) has kind {kind!r}; this runtime knows {list(KINDS)}")
+        if kind == CYCLIC:
+            period = CALENDAR_PERIODS.get(name)
+            if period is None:
+                fail(f"encodings[{index}]: calendar feature {name!r} is unknown to this runtime "
+                     f"(it derives {', '.join(CALENDAR_PERIODS)})")
+            if entry.get("period") != period:
+                fail(f"encodings[{index}] ({name}) has period {entry.get('period')!r}, "
+                     f"expected {period}")
+        if kind == DIRECTION:
+            calm = entry.get("calm_value", CALM_DEGREES)
+            if isinstance(calm, bool) or not isinstance(calm, (int, float)) or not calm < 0:
+                fail(f"encodings[{index}] ({name}) has calm_value {calm!r}; expected a negative number")
+        kinds.append(kind)
+    return kinds

@@ -1,0 +1,35 @@
+"""Typed errors: every failure the runtime reports is one of these, with a message
+that names the file, field or shape involved, so a CLI can print it on one line
+and a server can map it to a status code."""
+
+
+class EdgecastRuntimeError(Exception):
+    """Base of every error the runtime raises on purpose."""
+
+
+class ModelError(EdgecastRuntimeError):
+    """The model file is missing, unreadable, not ONNX, or breaks the graph contract."""
+
+
+class SchemaVersionError(ModelError):
+    """The model carries an `edgecast.schema_version` this runtime does not know."""
+
+
+class IntegrityError(ModelError):
+    """The model's sha256 disagrees with the manifest beside it (or the manifest is unusable)."""
+
+
+class InputError(EdgecastRuntimeError):
+    """Bad input from a caller: a window, a reading, a request body."""
+
+
+class InputShapeError(InputError):
+    """A window or reading has the wrong shape; the message says expected vs got."""
+
+
+class InputValueError(InputError):
+    """A window or reading holds non-numeric or non-finite values, or a bad timestamp."""
+
+
+class StateError(EdgecastRuntimeError):
+    """The streaming state file is corrupt, belongs to another model, or cannot be written."""

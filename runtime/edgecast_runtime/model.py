@@ -1,0 +1,328 @@
+"""`Forecaster`: one exported edgecast model, loaded, checked against the graph
+contract (docs/graph-contract.md) and its manifest, ready to predict."""
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import (
+    EdgecastRuntimeError,
+    InputShapeError,
+    InputValueError,
+    IntegrityError,
+    ModelError,
+    SchemaVersionError,
+)
+from .encodings import layout_from_spec
+from .inputs import require_finite, shape_text, to_float32
+
+SUPPORTED_SCHEMA_VERSIONS = ("1", "2")
+SCHEMA_KEY = "edgecast.schema_version"
+SPEC_KEY = "edgecast.spec"
+NAME_KEY = "edgecast.model_name"
+MANIFEST_NAME = "manifest.json"
+FLOAT_TENSOR = "tensor(float)"
+BATCH_CHUNK = 1024  # windows per onnxruntime call in predict_batch
+
+
+class Forecaster:
+    """Load `path`, validate it, and predict with it.
+
+    `threads` is onnxruntime's intra-op thread count; 1 (the default) with
+    sequential execution suits a small hub and keeps latency predictable.
+    `check_manifest=False` skips the sha256 check against a manifest.json beside
+    the model (it is on by default and a mismatch raises IntegrityError).
+    """
+
+    def __init__(self, path, threads: int = 1, check_manifest: bool = True):
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise EdgecastRuntimeError(f"threads must be a positive integer, got {threads!r}")
+        self.path = Path(path)
+        self.threads = threads
+        data = _read_model_bytes(self.path)
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.size_bytes = len(data)
+        self.manifest_path = _check_manifest(self.path, self.sha256) if check_manifest else None
+        self._session = _open_session(self.path, data, threads)
+        metadata = self._session.get_modelmeta().custom_metadata_map
+        self.schema_version, self.spec, self.layout = _read_metadata(self.path, metadata)
+        self.model_name = metadata.get(NAME_KEY) or self.path.stem
+        self._bind_spec()
+        self._check_tensors()
+        self.loaded_at = time.time()
+
+    # --- loading ---------------------------------------------------------------
+
+    def _bind_spec(self) -> None:
+        spec = self.spec
+        self.features = list(spec["features"])
+        self.target = spec.get("target", self.features[0])
+        self.look_back = spec["look_back"]
+        self.horizon = spec["horizon"]
+        self.n_features = len(self.features)
+        self.interval_seconds = spec.get("interval_seconds")
+        self.input_name = spec.get("input", {}).get("name", "window")
+        self.output_name = spec.get("output", {}).get("name", "forecast")
+        self.window_shape = (self.look_back, self.n_features)
+        self._output_names = [self.output_name]
+        self.feature_kinds = list(self.layout.kinds)
+        self.encoded_features = spec.get("encoded_features")
+        self.target_formulation = spec.get("target_formulation")
+        self.target_units = spec.get("target_units")
+        self.hold_last = list(self.layout.hold_last)
+
+    def _check_tensors(self) -> None:
+        """The spec must describe the graph's real tensors, or predictions would be
+        fed or read wrongly without any error."""
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != self.input_name:
+            names = [i.name for i in inputs]
+            raise ModelError(f"{self.path}: expected one input named '{self.input_name}', "
+                             f"the graph has {names}")
+        self._check_tensor(inputs[0], "input", [None, self.look_back, self.n_features])
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        if self.output_name not in outputs:
+            raise ModelError(f"{self.path}: the graph has no output named '{self.output_name}' "
+                             f"(outputs: {sorted(outputs)})")
+        self._check_tensor(outputs[self.output_name], "output", [None, self.horizon])
+
+    def _check_tensor(self, tensor, role: str, expected) -> None:
+        if tensor.type != FLOAT_TENSOR:
+            raise ModelError(f"{self.path}: {role} '{tensor.name}' is {tensor.type}, "
+                             f"the contract needs float32")
+        shape = list(tensor.shape)
+        wanted = ["batch"] + expected[1:]
+        if len(shape) != len(expected):
+            raise ModelError(f"{self.path}: {role} '{tensor.name}' has shape {shape}, "
+                             f"the spec says {wanted}")
+        if isinstance(shape[0], int) and shape[0] > 0:
+            raise ModelError(f"{self.path}: {role} '{tensor.name}' has a fixed batch of "
+                             f"{shape[0]}; the contract needs a dynamic batch")
+        for axis, want in enumerate(expected[1:], start=1):
+            if isinstance(shape[axis], int) and shape[axis] > 0 and shape[axis] != want:
+                raise ModelError(f"{self.path}: {role} '{tensor.name}' has shape {shape}, "
+                                 f"inconsistent with the spec's {wanted}")
+
+    @property
+    def session(self):
+        """The onnxruntime InferenceSession (for inspection; predict() is the way in)."""
+        return self._session
+
+    # --- predicting --------------------------------------------------------------
+
+    def predict(self, window) -> np.ndarray:
+        """Forecast from one window of shape [look_back, n_features] (or a flat
+        [look_back] sequence for a one-feature model): `horizon` float32 values.
+        Direction features may be given as compass points (N ... NNW) or cv (calm)."""
+        array = to_float32(self.layout.directions_to_degrees(window, "window"), "window")
+        if array.shape == self.window_shape:
+            batch = array.reshape((1,) + self.window_shape)
+        elif self.n_features == 1 and array.shape == (self.look_back,):
+            batch = array.reshape(1, self.look_back, 1)
+        else:
+            raise InputShapeError(f"expected a window of shape {self._window_text()}, "
+                                  f"got shape {shape_text(array.shape)}")
+        require_finite(array, "window")
+        return self._run(batch)[0]
+
+    def predict_batch(self, windows) -> np.ndarray:
+        """Forecast from windows of shape [batch, look_back, n_features] (or
+        [batch, look_back] for a one-feature model): float32 [batch, horizon]."""
+        array = to_float32(self.layout.directions_to_degrees(windows, "windows"), "windows")
+        if array.ndim == 3 and array.shape[1:] == self.window_shape:
+            batch = array
+        elif self.n_features == 1 and array.ndim == 2 and array.shape[1] == self.look_back:
+            batch = array.reshape(array.shape[0], self.look_back, 1)
+        else:
+            raise InputShapeError(f"expected windows of shape [batch, {self.look_back}, "
+                                  f"{self.n_features}], got shape {shape_text(array.shape)}")
+        if batch.shape[0] == 0:
+            raise InputShapeError("expected at least one window, got an empty batch")
+        require_finite(array, "windows")
+        if batch.shape[0] <= BATCH_CHUNK:
+            return self._run(batch)
+        # onnxruntime's LSTM keeps a [look_back, batch, 4*units] workspace: gigabytes for
+        # 100,000 windows. Chunks along axis 0 of a C-contiguous array are views.
+        forecast = np.empty((batch.shape[0], self.horizon), dtype=np.float32)
+        for start in range(0, batch.shape[0], BATCH_CHUNK):
+            forecast[start:start + BATCH_CHUNK] = self._run(batch[start:start + BATCH_CHUNK])
+        return forecast
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        forecast = self._session.run(self._output_names, {self.input_name: batch})[0]
+        if forecast.shape != (batch.shape[0], self.horizon):
+            raise ModelError(f"{self.path}: the model returned shape "
+                             f"{shape_text(forecast.shape)}, expected "
+                             f"{shape_text((batch.shape[0], self.horizon))}")
+        if not np.isfinite(forecast).all():
+            raise InputValueError("the model produced a non-finite forecast "
+                                  "(inputs far outside the range it was trained on?)")
+        return forecast
+
+    def _window_text(self) -> str:
+        text = shape_text(self.window_shape) + " (look_back, n_features)"
+        if self.n_features == 1:
+            text += f" or {self.look_back} flat values"
+        return text
+
+    # --- describing --------------------------------------------------------------
+
+    def describe(self) -> dict:
+        """What `info --json` and GET /v1/model report."""
+        return {
+            "model_name": self.model_name,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "bytes": self.size_bytes,
+            "schema_version": self.schema_version,
+            "target": self.target,
+            "features": self.features,
+            "encodings": [{"feature": name, "kind": kind}
+                          for name, kind in zip(self.features, self.feature_kinds)],
+            "encoded_features": self.encoded_features,
+            "hold_last": self.hold_last,
+            "target_formulation": self.target_formulation,
+            "target_units": self.target_units,
+            "look_back": self.look_back,
+            "horizon": self.horizon,
+            "interval_seconds": self.interval_seconds,
+            "input": {"name": self.input_name, "dtype": "float32",
+                      "shape": ["batch", self.look_back, self.n_features]},
+            "output": {"name": self.output_name, "dtype": "float32",
+                       "shape": ["batch", self.horizon]},
+            "manifest": str(self.manifest_path) if self.manifest_path else None,
+            "threads": self.threads,
+            "onnxruntime": ort.__version__,
+        }
+
+    def __repr__(self) -> str:
+        return (f"Forecaster({str(self.path)!r}, model_name={self.model_name!r}, "
+                f"look_back={self.look_back}, n_features={self.n_features}, "
+                f"horizon={self.horizon}, sha256={self.sha256[:12]!r})")
+
+
+def _read_model_bytes(path: Path) -> bytes:
+    """The model is read once into memory: the sha256 check and the session then
+    see the very same bytes, even if the file is replaced meanwhile."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"model file not found: {path}") from None
+    except IsADirectoryError:
+        raise ModelError(f"{path} is a folder, not a model file") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise ModelError(f"{path}: the file is empty, not an ONNX model")
+    return data
+
+
+def _check_manifest(path: Path, digest: str):
+    """With a manifest.json beside the model, the model must be listed in it with
+    this sha256; without one there is nothing to check against."""
+    manifest_path = path.parent / MANIFEST_NAME
+    if not manifest_path.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise IntegrityError(f"{manifest_path}: cannot read the manifest ({exc})") from None
+    artifacts = manifest.get("artifacts") if isinstance(manifest, dict) else None
+    entry = artifacts.get(path.name) if isinstance(artifacts, dict) else None
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    if not isinstance(expected, str):
+        raise IntegrityError(f"{manifest_path} has no sha256 for {path.name} "
+                             f"(artifacts['{path.name}'].sha256); refusing an unlisted model")
+    if expected.strip().lower() != digest:
+        raise IntegrityError(f"{path}: sha256 {digest[:16]}... does not match "
+                             f"{manifest_path} ({expected.strip().lower()[:16]}...); "
+                             f"the file was changed or corrupted")
+    return manifest_path
+
+
+def _open_session(path: Path, data: bytes, threads: int):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning worker threads burn a small hub's CPU between requests.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(data, sess_options=options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several unrelated exception types
+        raise ModelError(f"{path}: not a loadable ONNX model ({_ort_message(exc)})") from None
+
+
+def _ort_message(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _read_metadata(path: Path, metadata: dict):
+    version = metadata.get(SCHEMA_KEY)
+    if version is None:
+        raise ModelError(f"{path}: no edgecast metadata ({SCHEMA_KEY} is missing); "
+                         f"was it exported by 'edgecast export'?")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise SchemaVersionError(f"{path}: schema version {version!r} is not supported by "
+                                 f"this runtime (it knows {', '.join(SUPPORTED_SCHEMA_VERSIONS)}); "
+                                 f"upgrade edgecast-runtime or re-export the model")
+    text = metadata.get(SPEC_KEY)
+    if text is None:
+        raise ModelError(f"{path}: the {SPEC_KEY} metadata is missing")
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise ModelError(f"{path}: {SPEC_KEY} is not valid JSON ({exc})") from None
+    layout = _validate_spec(path, spec, version)
+    return version, spec, layout
+
+
+def _validate_spec(path: Path, spec, version: str):
+    """Raises ModelError naming the problem; returns the input layout."""
+    def fail(problem: str):
+        raise ModelError(f"{path}: {SPEC_KEY} {problem}")
+
+    if not isinstance(spec, dict):
+        fail("is not a JSON object")
+    features = spec.get("features")
+    if (not isinstance(features, list) or not features
+            or not all(isinstance(f, str) and f for f in features)):
+        fail("needs 'features', a non-empty list of names")
+    if "target" in spec and spec["target"] != features[0]:
+        fail(f"has target {spec['target']!r} but features[0] is {features[0]!r}")
+    for key in ("look_back", "horizon"):
+        value = spec.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fail(f"needs '{key}', a positive integer (got {value!r})")
+    interval = spec.get("interval_seconds")
+    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
+                                 or not math.isfinite(interval) or interval <= 0):
+        fail(f"has 'interval_seconds' {interval!r}; expected a positive number or null")
+    for role in ("input", "output"):
+        block = spec.get(role, {})
+        if not isinstance(block, dict) or not isinstance(block.get("name", ""), str):
+            fail(f"has a malformed '{role}' block")
+    _validate_declared_shape(fail, spec.get("input", {}).get("shape"), "input",
+                             [spec["look_back"], len(features)])
+    _validate_declared_shape(fail, spec.get("output", {}).get("shape"), "output",
+                             [spec["horizon"]])
+    return layout_from_spec(spec, version, fail)
+
+
+def _validate_declared_shape(fail, shape, role: str, expected_tail) -> None:
+    """The spec's own declared shape (when present) must agree with its look_back,
+    feature count and horizon."""
+    if shape is None:
+        return
+    if not isinstance(shape, list) or list(shape[1:]) != expected_tail:
+        fail(f"declares {role} shape {shape!r}, inconsistent with "
+             f"{['batch'] + expected_tail} from its look_back, features and horizon")

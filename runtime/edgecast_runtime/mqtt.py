@@ -1,0 +1,159 @@
+"""`edgecast-runtime mqtt`: readings from one topic, answers to another (JSON), with
+paho-mqtt 2.x (the `[mqtt]` extra).
+
+A reading arrives with QoS 1 and is acknowledged to the broker (PUBACK) only after
+its state is on disk and its answer is queued for publishing (QoS 1 too), so a
+crash before that makes the broker deliver it again; a re-delivered reading with a
+timestamp is recognised and answered as before, without being counted twice. The
+broker keeps this client's session (clean_session=False), so readings published
+while the runtime is down wait for it; paho reconnects with a doubling back-off."""
+
+import json
+import socket
+import threading
+
+from .errors import EdgecastRuntimeError
+from .logs import log_event
+from .readings import Header, LineParser
+from .service import on_signals, open_holder, warn_if_memory_only
+
+DEFAULT_PORT = 1883
+
+
+def parse_broker(text: str):
+    """HOST, HOST:PORT, [IPv6] or [IPv6]:PORT."""
+    host, port = text.strip(), DEFAULT_PORT
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            raise EdgecastRuntimeError(f"--broker {text!r}: missing ']'")
+        host, rest = host[1:end], host[end + 1:]
+        if rest.startswith(":"):
+            port = _broker_port(text, rest[1:])
+        elif rest:
+            raise EdgecastRuntimeError(f"--broker {text!r}: expected [HOST]:PORT")
+    elif host.count(":") == 1:
+        host, port_text = host.split(":")
+        port = _broker_port(text, port_text)
+    if not host:
+        raise EdgecastRuntimeError(f"--broker {text!r}: missing host")
+    return host, port
+
+
+def _broker_port(text: str, port_text: str) -> int:
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise EdgecastRuntimeError(f"--broker {text!r}: bad port {port_text!r}")
+    return int(port_text)
+
+
+def _import_paho():
+    try:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+    except ImportError:
+        raise EdgecastRuntimeError("the mqtt command needs paho-mqtt 2.x: "
+                                   "pip install 'edgecast-runtime[mqtt]'") from None
+    return paho, CallbackAPIVersion
+
+
+class MqttBridge:
+    def __init__(self, holder, streamer, host, port, subscribe, publish, client_id,
+                 keepalive=30, reconnect_max=30):
+        paho, api = _import_paho()
+        self.holder, self.streamer = holder, streamer
+        self.host, self.port, self.keepalive = host, port, keepalive
+        self.subscribe_topic, self.publish_topic = subscribe, publish
+        self.client = paho.Client(api.VERSION2, client_id=client_id, clean_session=False,
+                                  manual_ack=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=reconnect_max)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        """Connect (retrying until the broker answers) and handle readings until
+        `stop()`; paho's network thread reconnects on its own."""
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
+        self.client.loop_start()
+        try:
+            while not self.stopped.wait(1.0):
+                pass
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log_event({"event": "mqtt_refused", "reason": str(reason_code)})
+            return
+        # Subscribing again is harmless when the broker kept the session, and
+        # needed when it did not (a broker restarted without persistence).
+        client.subscribe(self.subscribe_topic, qos=1)
+        log_event({"event": "mqtt_connected", "broker": f"{self.host}:{self.port}",
+                   "session_present": bool(flags.session_present),
+                   "subscribe": self.subscribe_topic, "publish": self.publish_topic})
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        log_event({"event": "mqtt_subscribe_refused" if refused else "mqtt_subscribed",
+                   "topic": self.subscribe_topic, "reasons": [str(c) for c in reason_codes]})
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        log_event({"event": "mqtt_disconnected", "reason": str(reason_code)})
+
+    def _on_connect_fail(self, client, userdata):
+        log_event({"event": "mqtt_connect_failed", "broker": f"{self.host}:{self.port}"})
+
+    def _on_message(self, client, userdata, message):
+        """Runs on paho's network thread; an exception here would stop the loop,
+        so every failure becomes an error answer."""
+        try:
+            answer = self._answer(message.payload)
+        except Exception as exc:
+            log_event({"event": "internal_error", "error": f"{type(exc).__name__}: {exc}"})
+            answer = {"status": "error", "error": "internal error"}
+        answer["topic"] = message.topic
+        answer["model_sha256"] = self.streamer.forecaster.sha256
+        client.publish(self.publish_topic, json.dumps(answer, separators=(",", ":")), qos=1)
+        client.ack(message.mid, message.qos)
+
+    def _answer(self, payload: bytes) -> dict:
+        try:
+            parser = LineParser(self.streamer.forecaster.layout, self.streamer.clock)
+            parsed = parser.parse(payload.decode("utf-8"))
+            if isinstance(parsed, Header):
+                return {"status": "error", "error": "a CSV header is not a reading"}
+            return self.streamer.observe_reading(parsed)
+        except UnicodeDecodeError:
+            return {"status": "error", "error": "payload is not UTF-8 text"}
+        except EdgecastRuntimeError as exc:
+            return {"status": "error", "error": str(exc)}
+
+
+def run_mqtt(args) -> int:
+    host, port = parse_broker(args.broker)
+    _import_paho()
+    holder, streamer, watcher = open_holder(args)
+    client_id = args.client_id or f"edgecast-runtime-{socket.gethostname()}"
+    try:
+        bridge = MqttBridge(holder, streamer, host, port, args.subscribe, args.publish,
+                            client_id, keepalive=args.keepalive,
+                            reconnect_max=args.reconnect_max)
+        on_signals({"SIGTERM": bridge.stop, "SIGINT": bridge.stop,
+                    "SIGHUP": watcher.request_reload})
+        log_event({"event": "mqtt_starting", "broker": f"{host}:{port}", "client_id": client_id,
+                   "model_name": holder.current.model_name, "sha256": holder.current.sha256,
+                   "state": args.state})
+        warn_if_memory_only(args)
+        bridge.run()
+    finally:
+        watcher.stop()
+        streamer.close()
+        log_event({"event": "stopped"})
+    return 0

@@ -1,0 +1,134 @@
+"""Hot reload: watch the model file (and the manifest beside it), load a replaced
+model beside the running one, validate it, and swap it in with one reference
+assignment. A request that already took `holder.current` finishes on that model;
+a bad new model is refused and the old one keeps serving."""
+
+import os
+import threading
+from pathlib import Path
+
+from .errors import EdgecastRuntimeError
+from .model import MANIFEST_NAME, Forecaster
+
+
+def file_signature(path: Path):
+    """What changes when a file is replaced or rewritten: inode, size, mtime."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+class ModelHolder:
+    """The model currently in use, and the means to replace it.
+
+    `on_swap(new, old)` callbacks run after a swap (under the reload lock, so two
+    reloads never interleave); `log(event_dict)` receives reload events."""
+
+    def __init__(self, path, threads: int = 1, log=None):
+        self.path = Path(path)
+        self.threads = threads
+        self._log = log or (lambda event: None)
+        self._reload_lock = threading.Lock()
+        self._listeners = []
+        self.reloads = 0
+        self.refused = 0
+        self.last_error = None
+        self._signature = self.signatures()
+        self._current = Forecaster(self.path, threads=threads)
+
+    @property
+    def current(self) -> Forecaster:
+        return self._current
+
+    def on_swap(self, callback) -> None:
+        self._listeners.append(callback)
+
+    def signatures(self):
+        return (file_signature(self.path), file_signature(self.path.parent / MANIFEST_NAME))
+
+    def changed(self) -> bool:
+        return self.signatures() != self._signature
+
+    def reload(self, reason: str) -> bool:
+        """Load the file now; swap it in when valid. True when a new model is in use.
+        The same bytes (same sha256) count as unchanged."""
+        with self._reload_lock:
+            # Taken before reading: a write that lands during the load changes the
+            # signature again, so the next check retries.
+            signature = self.signatures()
+            self._signature = signature
+            old = self._current
+            try:
+                new = Forecaster(self.path, threads=self.threads)
+                if new.sha256 == old.sha256:
+                    return False
+                for callback in self._listeners:
+                    callback(new, old)
+            except EdgecastRuntimeError as exc:
+                self.refused += 1
+                self.last_error = str(exc)
+                self._log({"event": "reload_refused", "reason": reason, "error": str(exc),
+                           "serving_sha256": old.sha256})
+                return False
+            self._current = new
+            self.reloads += 1
+            self.last_error = None
+            self._log({"event": "reloaded", "reason": reason, "model_name": new.model_name,
+                       "sha256": new.sha256, "previous_sha256": old.sha256})
+            return True
+
+
+class ModelWatcher:
+    """A daemon thread that polls the model's files every `interval` seconds and
+    reloads once a change has held still for one poll (so a file still being
+    copied in place is not read half-written); `request_reload()` (SIGHUP) forces
+    a reload at the next wake-up. With `interval=None` it only serves requests."""
+
+    def __init__(self, holder: ModelHolder, interval=2.0):
+        self.holder = holder
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._forced = False
+        self._pending = None
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+
+    def start(self) -> "ModelWatcher":
+        self._thread.start()
+        return self
+
+    def request_reload(self) -> None:
+        """Safe to call from a signal handler: it only sets flags."""
+        self._forced = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self._forced:
+                self._forced = False
+                self._pending = None
+                self.holder.reload("signal")
+            elif self.interval:
+                self._poll()
+
+    def _poll(self) -> None:
+        if not self.holder.changed():
+            self._pending = None
+            return
+        signature = self.holder.signatures()
+        if signature == self._pending and signature[0] is not None:
+            self._pending = None
+            self.holder.reload("file changed")
+        else:
+            self._pending = signature  # it must hold still until the next poll

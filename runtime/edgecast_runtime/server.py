@@ -1,0 +1,364 @@
+"""`edgecast-runtime serve`: JSON over HTTP on the standard library's threading
+server. Every answer is JSON, every request gets one access-log line on stderr."""
+
+import io
+import json
+import socket
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from . import __version__
+from .errors import InputError, ModelError, StateError
+from .logs import log_event
+from .readings import reading_from_json
+from .streaming import float_list
+
+DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_MAX_BATCH = 1024
+DEFAULT_REQUEST_TIMEOUT = 10.0
+
+ROUTES = {
+    "/v1/predict": {"POST": "predict"},
+    "/v1/observe": {"POST": "observe"},
+    "/v1/model": {"GET": "model_info"},
+    "/healthz": {"GET": "health"},
+}
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers=None, close: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.close = close
+
+
+class ForecastServer(ThreadingHTTPServer):
+    """The HTTP server, holding the model holder and the streaming forecaster that
+    the request handlers share. Counts requests in flight so shutdown can drain."""
+
+    daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when a few dozen clients
+    # connect at once (found by the load test: 32 connections, resets and 1 s SYN retries).
+    request_queue_size = 128
+    # Shutdown waits for requests in flight (wait_idle), not for idle keep-alive
+    # connections, which the standard library would join for up to the timeout.
+    block_on_close = False
+
+    def __init__(self, address, holder, streamer, max_body=DEFAULT_MAX_BODY,
+                 max_batch=DEFAULT_MAX_BATCH, request_timeout=DEFAULT_REQUEST_TIMEOUT):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.holder = holder
+        self.streamer = streamer
+        self.max_body = max_body
+        self.max_batch = max_batch
+        self.request_timeout = request_timeout
+        self.started = time.monotonic()
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        super().__init__(address, ForecastHandler)
+
+    def request_started(self) -> None:
+        with self._idle:
+            self._in_flight += 1
+
+    def request_finished(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+    def handle_error(self, request, client_address):
+        """An exception that escaped a handler: one JSON log line, not a traceback."""
+        import sys
+        kind, exc = sys.exc_info()[:2]
+        log_event({"event": "internal_error", "client": client_address[0],
+                   "error": f"{kind.__name__ if kind else 'error'}: {exc}"})
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+
+class ForecastHandler(BaseHTTPRequestHandler):
+    server_version = f"edgecast-runtime/{__version__}"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self):
+        return self.server_version
+
+    def setup(self):
+        # A per-read socket timeout drops idle keep-alive connections; the deadline
+        # reader below bounds a whole request (line, headers, body), so a client that
+        # trickles bytes (slow loris) cannot hold a thread for longer either.
+        self.timeout = self.server.request_timeout
+        super().setup()
+        self._deadline = None
+        self._deadline_hit = False
+        self.rfile = io.BufferedReader(_DeadlineReader(self), buffer_size=64 * 1024)
+
+    def handle_one_request(self):
+        """One request, whose bytes must all arrive within --request-timeout of its
+        first byte; one cut off before its body is read gets a 408 too."""
+        self._deadline = None
+        self._deadline_hit = False
+        self._answered = False
+        self.command = None  # set by parse_request, which a cut-off request never reaches
+        super().handle_one_request()
+        if self._deadline_hit and not self._answered:
+            self.close_connection = True
+            self.request_version = getattr(self, "request_version", None) or "HTTP/1.1"
+            if self.request_version == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"
+            self._send_json(408, _error_body(408, "the request did not arrive within "
+                                                  f"{self.server.request_timeout:g} s"), close=True)
+            self._access_log(getattr(self, "command", None) or "-", 408, None)
+
+    def do_GET(self):
+        self._dispatch("GET")
+
+    def do_POST(self):
+        self._dispatch("POST")
+
+    def do_PUT(self):
+        self._dispatch("PUT")
+
+    def do_DELETE(self):
+        self._dispatch("DELETE")
+
+    def do_PATCH(self):
+        self._dispatch("PATCH")
+
+    def do_HEAD(self):
+        self._dispatch("HEAD")
+
+    def do_OPTIONS(self):
+        self._dispatch("OPTIONS")
+
+    # --- dispatch ------------------------------------------------------------------
+
+    def _dispatch(self, method: str) -> None:
+        started = time.monotonic()
+        self.server.request_started()
+        self._body_read = False
+        self._model_sha = None
+        try:
+            status, body, headers, close = self._answer(method)
+            self._send_json(status, body, headers, close)
+            self._access_log(method, status, started)
+        finally:
+            self.server.request_finished()
+
+    def _answer(self, method: str):
+        path = urlsplit(self.path).path
+        try:
+            route = ROUTES.get(path)
+            if route is None:
+                raise HttpError(404, f"no such endpoint: {path} (endpoints: "
+                                     f"{', '.join(sorted(ROUTES))})")
+            action = route.get("GET" if method == "HEAD" else method)
+            if action is None:
+                allowed = ", ".join(sorted(route))
+                raise HttpError(405, f"{method} is not allowed on {path}; use {allowed}",
+                                headers={"Allow": allowed})
+            status, body = getattr(self, "_" + action)()
+            return status, body, {}, False
+        except HttpError as exc:
+            return exc.status, _error_body(exc.status, exc.message), exc.headers, exc.close
+        except InputError as exc:
+            return 422, _error_body(422, str(exc)), {}, False
+        except StateError as exc:
+            return 503, _error_body(503, str(exc)), {}, False
+        except ModelError as exc:
+            return 500, _error_body(500, str(exc)), {}, False
+        except (TimeoutError, socket.timeout):
+            return 408, _error_body(408, "timed out reading the request body"), {}, True
+        except Exception as exc:  # an answer, never a dropped connection with a traceback
+            log_event({"event": "internal_error", "path": path,
+                       "error": f"{type(exc).__name__}: {exc}"})
+            return 500, _error_body(500, "internal error"), {}, True
+
+    # --- endpoints -----------------------------------------------------------------
+
+    def _predict(self):
+        document = self._read_json()
+        if not isinstance(document, dict) or ("window" in document) == ("windows" in document):
+            raise HttpError(400, 'expected a JSON object with either "window" (one window) '
+                                 'or "windows" (a batch)')
+        model = self.server.holder.current  # this request runs on this model to the end
+        self._model_sha = model.sha256
+        if "window" in document:
+            body = {"forecast": float_list(model.predict(document["window"]))}
+        else:
+            windows = document["windows"]
+            if isinstance(windows, list) and len(windows) > self.server.max_batch:
+                raise HttpError(422, f"batch of {len(windows)} windows exceeds the limit of "
+                                     f"{self.server.max_batch}")
+            body = {"forecasts": [float_list(row) for row in model.predict_batch(windows)]}
+        body.update(horizon=model.horizon, model_name=model.model_name, model_sha256=model.sha256)
+        return 200, body
+
+    def _observe(self):
+        document = self._read_json()
+        streamer = self.server.streamer
+        reading = reading_from_json(document, streamer.forecaster.layout, streamer.clock)
+        answer = streamer.observe_reading(reading)
+        model = streamer.forecaster
+        self._model_sha = model.sha256
+        answer.update(model_name=model.model_name, model_sha256=model.sha256)
+        return 200, answer
+
+    def _model_info(self):
+        holder = self.server.holder
+        model = holder.current
+        self._model_sha = model.sha256
+        info = model.describe()
+        info.update(loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.loaded_at)),
+                    reloads=holder.reloads, refused_reloads=holder.refused,
+                    last_reload_error=holder.last_error)
+        return 200, info
+
+    def _health(self):
+        model = self.server.holder.current
+        self._model_sha = model.sha256
+        return 200, {"status": "ok", "model_name": model.model_name, "model_sha256": model.sha256,
+                     "uptime_seconds": round(time.monotonic() - self.server.started, 3),
+                     "stream": self.server.streamer.status()}
+
+    # --- request and response ----------------------------------------------------------
+
+    def _read_json(self):
+        if self.headers.get("Transfer-Encoding"):
+            raise HttpError(411, "chunked bodies are not supported; send Content-Length",
+                            close=True)
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            raise HttpError(411, "a Content-Length header is required", close=True)
+        try:
+            length = int(length_text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            raise HttpError(400, f"invalid Content-Length: {length_text[:40]!r}", close=True) from None
+        if length > self.server.max_body:
+            raise HttpError(413, f"request body of {length} bytes exceeds the limit of "
+                                 f"{self.server.max_body} bytes", close=True)
+        body = self.rfile.read(length)
+        self._body_read = True
+        if len(body) < length:
+            raise HttpError(400, f"request body ended after {len(body)} of {length} bytes",
+                            close=True)
+        return _decode_json(body)
+
+    def _send_json(self, status: int, body: dict, headers=None, close: bool = False) -> None:
+        try:
+            data = (json.dumps(body, separators=(",", ":"), allow_nan=False) + "\n").encode()
+        except (TypeError, ValueError) as exc:
+            log_event({"event": "internal_error", "error": f"unencodable answer: {exc}"})
+            status, data = 500, (json.dumps(_error_body(500, "internal error")) + "\n").encode()
+        # An unread body would be parsed as the next request: close the connection.
+        headers_in = getattr(self, "headers", None)
+        unread = (not getattr(self, "_body_read", True) and headers_in is not None
+                  and (headers_in.get("Content-Length", "0").strip() not in ("", "0")
+                       or headers_in.get("Transfer-Encoding") is not None))
+        if close or unread:
+            self.close_connection = True
+        try:
+            self.connection.settimeout(self.server.request_timeout)  # reads may have shortened it
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            self._sent_bytes = len(data)
+            self._answered = True
+        except OSError:
+            self.close_connection = True  # the client went away; nothing left to tell it
+            self._sent_bytes = 0
+
+    def send_error(self, code, message=None, explain=None):
+        """Errors raised by the standard library's request parsing, as JSON too."""
+        self.close_connection = True
+        if getattr(self, "request_version", None) == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # an unparsable request line still gets a status line
+        status = int(code)
+        self._send_json(status, _error_body(status, message or HTTPStatus(status).phrase),
+                        close=True)
+        self._access_log(getattr(self, "command", None) or "-", status, None)
+
+    def _access_log(self, method: str, status: int, started) -> None:
+        record = {"event": "access", "client": self.client_address[0], "method": method,
+                  "path": urlsplit(self.path).path if getattr(self, "path", None) else None,
+                  "status": status, "bytes": getattr(self, "_sent_bytes", 0)}
+        if started is not None:
+            record["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        if getattr(self, "_model_sha", None):
+            record["model_sha256"] = self._model_sha[:12]
+        log_event(record)
+
+    def log_request(self, code="-", size="-"):
+        pass  # replaced by _access_log, which knows the duration and the model
+
+    def log_message(self, format, *args):
+        log_event({"event": "http", "client": self.client_address[0], "message": format % args})
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's raw reads, each bounded by what is left of the current
+    request's deadline (set when its first bytes arrive); between requests a read
+    waits up to the request timeout, as an idle keep-alive connection may."""
+
+    def __init__(self, handler):
+        self._handler = handler
+        self._sock = handler.connection
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        handler = self._handler
+        limit = handler.server.request_timeout
+        if handler._deadline is not None:
+            remaining = handler._deadline - time.monotonic()
+            if remaining <= 0:
+                handler._deadline_hit = True
+                raise TimeoutError("request deadline passed")
+            limit = min(limit, remaining)
+        self._sock.settimeout(limit)
+        try:
+            count = self._sock.recv_into(buffer)
+        except socket.timeout:
+            if handler._deadline is not None:
+                handler._deadline_hit = True
+            raise TimeoutError("timed out reading the request") from None
+        if count and handler._deadline is None:
+            handler._deadline = time.monotonic() + handler.server.request_timeout
+        return count
+
+
+def _decode_json(body: bytes):
+    if not body.strip():
+        raise HttpError(400, "empty request body: expected JSON")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HttpError(400, "request body is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise HttpError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise HttpError(400, f"malformed JSON: {exc}") from None
+
+
+def _error_body(status: int, message: str) -> dict:
+    return {"error": message, "status": status}

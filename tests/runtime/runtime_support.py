@@ -1,0 +1,284 @@
+"""Shared helpers for the runtime tests (a uniquely named module, so that it never
+clashes with the toolkit tests' helpers): fixture paths, the installed console
+script, background processes (always killed in a finally), a loopback HTTP
+client and a Mosquitto broker started on a free loopback port."""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures"
+REPO = HERE.parents[1]
+SEED_MODEL = REPO / "models" / "pm25-seed" / "model.onnx"
+LOOPBACK = "127.0.0.1"
+
+# What the corpus, load and fault tests tried and measured, by test area; printed in
+# the terminal summary by conftest.py.
+FIGURES = {}
+
+
+def record(area: str, **figures) -> None:
+    FIGURES.setdefault(area, {}).update(figures)
+
+
+def add_count(area: str, key: str, amount: int = 1) -> None:
+    FIGURES.setdefault(area, {})
+    FIGURES[area][key] = FIGURES[area].get(key, 0) + amount
+
+
+ONE = FIXTURES / "one_feature.onnx"  # look_back 4, 1 feature, horizon 1, interval 3600 s
+ONE_V2 = FIXTURES / "one_feature_v2.onnx"  # the same with +1000 on every forecast
+THREE = FIXTURES / "three_features.onnx"  # look_back 6, 3 features, horizon 3, interval 60 s
+SCHEMA2 = FIXTURES / "schema2" / "model.onnx"  # a real export: PM2.5, TEMP, wd, hour, weekday
+
+
+def expected_forecast(window, offset=0.0):
+    """What the fixture models compute (see make_fixtures.py)."""
+    rows = [[v] if not isinstance(v, (list, tuple)) else list(v) for v in window]
+    target_mean = sum(row[0] for row in rows) / len(rows)
+    horizon = 3 if len(rows[0]) == 3 else 1
+    return [target_mean + step + offset for step in range(1, horizon + 1)]
+
+
+def cli_path() -> str:
+    """The console script of the installed wheel, beside the interpreter running pytest."""
+    candidate = Path(sys.executable).parent / "edgecast-runtime"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("edgecast-runtime")
+    if not found:
+        pytest.fail("the edgecast-runtime console script is not installed beside "
+                    f"{sys.executable}; run `make .venv-runtime/.installed`")
+    return found
+
+
+def run_cli(*args, stdin=None, timeout=60):
+    return subprocess.run([cli_path(), *map(str, args)], input=stdin, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, exit_code, *fragments):
+    """The CLI's promise: one line `edgecast-runtime: error: ...`, never a traceback."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == exit_code, (result.returncode, result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("edgecast-runtime: error: "), lines[0]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+class Background:
+    """A CLI command in the background. Its stderr is read by a thread; JSON lines
+    become `events`, which tests wait for. Use as a context manager: the process
+    is killed on the way out whatever happened."""
+
+    def __init__(self, *args, stdin=False, preexec_fn=None):
+        self.args = [cli_path(), *map(str, args)]
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True, preexec_fn=preexec_fn)
+        self.stderr_lines = []
+        self.events = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._changed:
+                self.stderr_lines.append(line)
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                if isinstance(event, dict):
+                    self.events.append(event)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_event(self, name, timeout=15.0, count=1, **fields):
+        """The `count`-th event called `name` whose fields match; fails after `timeout`."""
+        def matching():
+            return [e for e in self.events if e.get("event") == name
+                    and all(e.get(k) == v for k, v in fields.items())]
+
+        with self._changed:
+            found = self._changed.wait_for(
+                lambda: len(matching()) >= count or self.proc.poll() is not None, timeout)
+            hits = matching()
+        if len(hits) < count:
+            raise AssertionError(f"no {name!r} event (x{count}) within {timeout}s "
+                                 f"(running={self.proc.poll() is None}, found={bool(found)}); "
+                                 f"stderr:\n" + "\n".join(self.stderr_lines[-30:]))
+        return hits[count - 1]
+
+    def send_signal(self, signum):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    def stop(self, signum=signal.SIGTERM, timeout=15.0) -> int:
+        self.send_signal(signum)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self._reader.join(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+class Server(Background):
+    """`edgecast-runtime serve` on 127.0.0.1, port chosen by the OS."""
+
+    def __init__(self, model, *extra, preexec_fn=None):
+        super().__init__("serve", model, "--host", LOOPBACK, "--port", "0", *extra,
+                         preexec_fn=preexec_fn)
+        try:
+            event = self.wait_event("listening")
+        except BaseException:
+            self.kill()  # not yet inside a `with`: nobody else would
+            raise
+        self.host, self.port = event["host"], event["port"]
+
+    def request(self, method, path, body=None, headers=None, timeout=10.0):
+        """(status, decoded JSON body, response headers); `body` may be an object
+        (sent as JSON), bytes, or None."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            if body is not None and not isinstance(body, bytes):
+                body = json.dumps(body).encode()
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            data = response.read()
+            return response.status, (json.loads(data) if data else None), dict(response.getheaders())
+        finally:
+            connection.close()
+
+    def raw(self, data: bytes, timeout=10.0) -> bytes:
+        """Send raw bytes, return everything the server sends before closing."""
+        with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
+            sock.sendall(data)
+            chunks = []
+            try:
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            except socket.timeout:
+                pass
+            return b"".join(chunks)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def mosquitto_binary():
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+class Broker:
+    """A Mosquitto broker on 127.0.0.1 with a generated config, restartable on the
+    same port."""
+
+    def __init__(self, folder: Path):
+        self.binary = mosquitto_binary()
+        self.port = free_port()
+        self.config = folder / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} {LOOPBACK}\nallow_anonymous true\n")
+        self.log = folder / "mosquitto.log"
+        self.proc = None
+
+    def start(self):
+        log = open(self.log, "ab")
+        try:
+            self.proc = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
+            try:
+                socket.create_connection((LOOPBACK, self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"mosquitto did not listen on {self.port} within 10 s")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto is not installed (tests/runtime/setup.sh installs it)")
+    instance = Broker(tmp_path)
+    try:
+        yield instance.start()
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    """A private copy of the one-feature model that a test may replace."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    target = folder / "model.onnx"
+    shutil.copyfile(ONE, target)
+    return target
+
+
+def replace_atomically(source: Path, target: Path) -> None:
+    """How a model is deployed: copy beside, then rename over the old one."""
+    temporary = target.with_name(target.name + ".incoming")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)

@@ -1,0 +1,116 @@
+"""The installed `edgecast-runtime` console script, run as a hub would run it:
+answers on stdout, one error line on stderr, meaningful exit codes."""
+
+import json
+
+import pytest
+
+from runtime_support import FIXTURES, ONE, THREE, assert_one_line_error, expected_forecast, run_cli
+
+MODEL_ERROR, INPUT_ERROR, USAGE = 3, 4, 2
+
+
+def test_info_prints_the_validated_metadata():
+    result = run_cli("info", ONE)
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert fields["model"] == "fixture-one"
+    assert fields["look_back"] == "4" and fields["horizon"] == "1"
+    assert fields["features"] == "PM2.5"
+    assert fields["input"] == "window float32 [batch, 4, 1]"
+    assert "not checked" in fields["manifest"]
+    assert result.stderr == ""
+
+
+def test_info_json_reports_manifest_check():
+    result = run_cli("info", FIXTURES / "bundle" / "model.onnx", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["manifest"].endswith("bundle/manifest.json")
+    assert info["features"] == ["PM2.5"] and info["schema_version"] == "1"
+
+
+def test_predict_flat_values():
+    result = run_cli("predict", ONE, "70", "72", "75", "80")
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == pytest.approx(expected_forecast([70, 72, 75, 80])[0], rel=1e-6)
+    assert result.stderr == ""
+
+
+def test_predict_negative_values_are_values_not_options():
+    result = run_cli("predict", ONE, "-5", "-3", "2", "1")
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == pytest.approx(expected_forecast([-5, -3, 2, 1])[0], abs=1e-5)
+
+
+def test_predict_json_window_of_three_features():
+    window = [[10 * i, 5, 1000] for i in range(6)]
+    result = run_cli("predict", THREE, "--json", json.dumps(window))
+    assert result.returncode == 0, result.stderr
+    values = [float(v) for v in result.stdout.split()]
+    assert values == pytest.approx(expected_forecast(window), rel=1e-6)
+
+
+def test_predict_json_batch_prints_one_line_per_window_or_json():
+    windows = [[[float(i + j), 5, 1000] for i in range(6)] for j in range(3)]
+    text = run_cli("predict", THREE, "--json", json.dumps(windows))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert len(lines) == 3
+    for line, window in zip(lines, windows):
+        assert [float(v) for v in line.split()] == pytest.approx(expected_forecast(window), rel=1e-6)
+    as_json = run_cli("predict", THREE, "--json", json.dumps(windows), "--output", "json")
+    body = json.loads(as_json.stdout)
+    assert len(body["forecasts"]) == 3 and body["horizon"] == 3
+    assert body["model_name"] == "fixture-three"
+
+
+def test_predict_json_from_stdin():
+    result = run_cli("predict", ONE, "--json", "-", "--output", "json", stdin="[1, 2, 3, 4]")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["forecast"] == [3.5]
+
+
+@pytest.mark.parametrize("args, code, fragments", [
+    (["predict", ONE, "70", "72", "75"], INPUT_ERROR,
+     ["expected a window of shape [4, 1]", "got shape [3]"]),
+    (["predict", ONE, "70", "72", "abc", "80"], INPUT_ERROR,
+     ["value 3 of the window is not a number: 'abc'"]),
+    (["predict", ONE, "70", "72", "nan", "80"], INPUT_ERROR, ["non-finite value at [2]"]),
+    (["predict", ONE, "--json", "[1, 2, 3"], INPUT_ERROR, ["--json is not valid JSON"]),
+    (["predict", ONE, "--json", '[1, 2, "x", 4]'], INPUT_ERROR, ["non-numeric value 'x' at [2]"]),
+    (["predict", THREE, "1", "2", "3"], INPUT_ERROR, ["reads 3 features", "--json"]),
+    (["predict", THREE, "--json", "[[1, 2, 3]]"], INPUT_ERROR, ["[6, 3] or [batch, 6, 3]", "[1, 3]"]),
+    (["predict", FIXTURES / "schema_99.onnx", "1", "2", "3", "4"], MODEL_ERROR,
+     ["schema_99.onnx", "schema version '99' is not supported"]),
+    (["predict", FIXTURES / "no_metadata.onnx", "1", "2", "3", "4"], MODEL_ERROR,
+     ["no edgecast metadata"]),
+    (["info", FIXTURES / "spec_mismatch.onnx"], MODEL_ERROR, ["inconsistent with the spec"]),
+    (["info", FIXTURES / "truncated.onnx"], MODEL_ERROR, ["truncated.onnx", "not a loadable ONNX model"]),
+    (["info", FIXTURES / "absent.onnx"], MODEL_ERROR, ["model file not found", "absent.onnx"]),
+    (["predict", ONE], USAGE, ["give the window's values"]),
+    (["predict", ONE, "1", "2", "3", "4", "--json", "[1]"], USAGE, ["not both"]),
+    (["predict"], USAGE, ["the following arguments are required: MODEL.onnx"]),
+    (["frobnicate"], USAGE, ["invalid choice: 'frobnicate'"]),
+    ([], USAGE, ["choose a command"]),
+    (["predict", ONE, "--threads", "0", "1", "2", "3", "4"], USAGE, ["expected a positive integer"]),
+    (["serve", ONE, "--port", "70000"], USAGE, ["port number"]),
+])
+def test_errors_are_one_line_with_exit_code(args, code, fragments):
+    result = run_cli(*args)
+    assert_one_line_error(result, code, *fragments)
+    assert result.stdout == ""
+
+
+def test_integrity_mismatch_is_a_model_error(tmp_path):
+    (tmp_path / "model.onnx").write_bytes((FIXTURES / "one_feature_v2.onnx").read_bytes())
+    (tmp_path / "manifest.json").write_text((FIXTURES / "bundle" / "manifest.json").read_text())
+    result = run_cli("predict", tmp_path / "model.onnx", "1", "2", "3", "4")
+    assert_one_line_error(result, MODEL_ERROR, "does not match", "manifest.json")
+
+
+def test_version_and_help():
+    assert run_cli("--version").stdout.startswith("edgecast-runtime ")
+    help_text = run_cli("--help").stdout
+    for command in ("info", "predict", "stream", "serve", "mqtt"):
+        assert command in help_text

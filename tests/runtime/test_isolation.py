@@ -1,0 +1,88 @@
+"""The runtime runs where only `pip install ./runtime` happened: no TensorFlow, no
+onnx, nothing from the toolkit, and it imports none of the heavy libraries."""
+
+import ast
+import importlib
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime_support import ONE, SCHEMA2, SEED_MODEL, THREE
+
+FORBIDDEN = ("tensorflow", "keras", "sklearn", "pandas", "typer")
+
+
+@pytest.mark.parametrize("name", ["tensorflow", "onnx"])
+def test_heavy_libraries_are_not_installed(name):
+    with pytest.raises(ImportError):
+        importlib.import_module(name)
+
+
+def test_runtime_is_the_installed_wheel_not_the_source_tree():
+    import edgecast_runtime
+
+    location = Path(edgecast_runtime.__file__).resolve()
+    assert "site-packages" in location.parts, location
+
+
+def test_distribution_depends_on_onnxruntime_and_numpy_only():
+    requirements = importlib.metadata.requires("edgecast-runtime")
+    core = sorted(r.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+                  for r in requirements if "extra" not in r)
+    extras = [r for r in requirements if "extra" in r]
+    assert core == ["numpy", "onnxruntime"]
+    assert all(r.lower().startswith("paho-mqtt") and 'extra == "mqtt"' in r for r in extras), extras
+
+
+def test_sources_import_only_stdlib_numpy_onnxruntime_and_paho():
+    import edgecast_runtime
+
+    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "paho", "edgecast_runtime"}
+    package = Path(edgecast_runtime.__file__).parent
+    for source in sorted(package.glob("*.py")):
+        tree = ast.parse(source.read_text(), filename=str(source))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{source.name} imports {name}"
+
+
+SYS_MODULES_PROBE = """
+import json, sys
+import numpy as np
+from edgecast_runtime import Forecaster, StreamingForecaster
+import edgecast_runtime.cli, edgecast_runtime.server, edgecast_runtime.mqtt, edgecast_runtime.service
+model = Forecaster(sys.argv[1])
+window = np.ones(model.window_shape, dtype=np.float32)
+forecast = model.predict(window)
+model.predict_batch(np.stack([window, window]))
+stream = StreamingForecaster(model)
+for _ in range(model.look_back):
+    answer = stream.observe([1.0] * model.n_features)
+assert answer["status"] == "forecast", answer
+heavy = [m for m in sys.modules if m.split(".")[0] in {forbidden!r}]
+print(json.dumps({{"heavy": heavy, "forecast": [float(v) for v in forecast]}}))
+"""
+
+
+@pytest.mark.parametrize("model", [ONE, THREE, SCHEMA2, SEED_MODEL],
+                         ids=["one", "three", "schema2", "pm25-seed"])
+def test_predicting_imports_no_heavy_library(model):
+    if not model.exists():
+        pytest.skip(f"{model} is not there yet (the toolkit commits models/pm25-seed)")
+    probe = SYS_MODULES_PROBE.format(forbidden=set(FORBIDDEN))
+    result = subprocess.run([sys.executable, "-c", probe, str(model)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["heavy"] == []
+    assert report["forecast"]

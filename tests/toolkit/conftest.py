@@ -1,0 +1,67 @@
+"""Shared fixtures for the toolkit tests: tiny synthetic data, one trained bundle, the CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+CHANGPING = SHARED_DATA / "PRSA_Data_Changping_20130301-20170228.csv"
+EDGECAST = Path(sys.executable).parent / "edgecast"
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed `edgecast` console script the way a user does."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(
+        [str(EDGECAST), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+
+
+def hourly_frame(hours: int = 240, seed: int = 0) -> pd.DataFrame:
+    """A daily-cycle PM2.5-like series with temperature, in the UCI year/month/day/hour layout."""
+    rng = np.random.default_rng(seed)
+    time = pd.date_range("2024-01-01", periods=hours, freq="h")
+    daily = np.sin(2 * np.pi * np.arange(hours) / 24)
+    pm = 60 + 25 * daily + rng.normal(0, 3, hours)
+    temp = 5 + 8 * np.sin(2 * np.pi * (np.arange(hours) - 6) / 24) + rng.normal(0, 0.5, hours)
+    return pd.DataFrame(
+        {"year": time.year, "month": time.month, "day": time.day, "hour": time.hour, "PM2.5": pm.round(1), "TEMP": temp.round(2)}
+    )
+
+
+@pytest.fixture
+def tiny_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.csv"
+    hourly_frame().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory) -> Path:
+    """A small two-feature model, trained and exported once for the session."""
+    from edgecast.export.pipeline import export_bundle
+    from edgecast.trainer.data import load_csv
+    from edgecast.trainer.pipeline import TrainConfig, train
+
+    folder = tmp_path_factory.mktemp("bundles")
+    csv = folder / "hourly.csv"
+    hourly_frame(hours=300).to_csv(csv, index=False)
+    series = load_csv(csv, "PM2.5", ["TEMP"])
+    config = TrainConfig(look_back=6, horizon=2, units=8, epochs=3, batch_size=16, seed=1)
+    result = train(series, config, folder / "hourly")
+    export_bundle(result.path, progress=lambda _: None)
+    return result.path
+
+
+@pytest.fixture
+def shared_changping() -> Path:
+    if not CHANGPING.is_file():
+        pytest.skip(f"real data not available: {CHANGPING} is absent (it lives in ../shared/data beside the repo)")
+    return CHANGPING

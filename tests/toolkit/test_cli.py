@@ -1,0 +1,126 @@
+"""The `edgecast` command as a user runs it: happy paths and one-line errors."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from conftest import hourly_frame, run_cli
+
+
+def assert_one_line_error(result, *fragments: str, code: int = 2) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgecast: error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_file(tmp_path):
+    assert_one_line_error(run_cli("train", tmp_path / "absent.csv", "--target", "PM2.5"), "absent.csv", "no such file")
+
+
+def test_missing_target_column(tiny_csv):
+    assert_one_line_error(run_cli("train", tiny_csv, "--target", "PM10"), "tiny.csv", "no column 'PM10'", "PM2.5")
+
+
+def test_non_numeric_target_column(tmp_path):
+    frame = hourly_frame(hours=60)
+    frame["PM2.5"] = frame["PM2.5"].astype(object)
+    frame.loc[17, "PM2.5"] = "high"
+    path = tmp_path / "text.csv"
+    frame.to_csv(path, index=False)
+    assert_one_line_error(run_cli("train", path, "--target", "PM2.5"), "text.csv", "'PM2.5'", "row 19", "'high' is not a number")
+
+
+def test_too_few_rows(tmp_path):
+    path = tmp_path / "short.csv"
+    hourly_frame(hours=20).to_csv(path, index=False)
+    assert_one_line_error(run_cli("train", path, "--target", "PM2.5", "--look-back", "24"), "short.csv", "too few usable rows", "look-back 24")
+
+
+@pytest.mark.parametrize("command", ["export", "verify"])
+def test_folder_that_is_not_a_bundle(tmp_path, command):
+    (tmp_path / "notes.txt").write_text("not a model")
+    assert_one_line_error(run_cli(command, tmp_path), str(tmp_path), "not an edgecast bundle", "model.keras")
+    assert_one_line_error(run_cli(command, tmp_path / "nowhere"), "nowhere", "not a folder")
+
+
+def test_verify_before_export_says_what_to_run(trained_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "fresh"
+    shutil.copytree(trained_bundle, copy)
+    (copy / "manifest.json").unlink()
+    assert_one_line_error(run_cli("verify", copy), "no manifest.json", "edgecast export")
+
+
+def test_bad_opset_is_one_line(trained_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(trained_bundle, copy)
+    assert_one_line_error(run_cli("export", copy, "--opset", "99"), "opset 99")
+
+
+def test_train_export_verify_round_trip(tiny_csv, tmp_path):
+    trained = run_cli(
+        "train", tiny_csv, "--target", "PM2.5", "--features", "TEMP", "--look-back", "6", "--units", "4",
+        "--epochs", "2", "--models-dir", tmp_path / "models", "--name", "tiny",
+    )
+    assert trained.returncode == 0, trained.stderr
+    bundle = tmp_path / "models" / "tiny"
+    assert "epoch 2/2" in trained.stderr and "wrote" in trained.stdout and "persistence" in trained.stdout
+    exported = run_cli("export", bundle)
+    assert exported.returncode == 0, exported.stderr
+    assert "passed" in exported.stdout and (bundle / "model.onnx").is_file() and (bundle / "model.tflite").is_file()
+    verified = run_cli("verify", bundle, "--json")
+    assert verified.returncode == 0, verified.stderr
+    report = json.loads(verified.stdout)
+    assert report["passed"] and {c["artifact"] for c in report["checks"]} == {"model.onnx", "model.tflite"}
+    table = run_cli("verify", bundle)
+    assert table.returncode == 0 and "max abs error" in table.stdout
+
+
+def test_same_seed_same_numbers(tiny_csv, tmp_path):
+    from edgecast.trainer.data import load_csv
+    from edgecast.trainer.pipeline import TrainConfig, train
+
+    series = load_csv(tiny_csv, "PM2.5")
+    config = TrainConfig(look_back=6, units=4, epochs=2, batch_size=16, seed=7)
+    first = train(series, config, tmp_path / "a").metrics
+    second = train(series, config, tmp_path / "b").metrics
+    assert first["model"] == second["model"]
+
+
+def test_demo_prints_three_agreeing_forecasts(tmp_path):
+    result = run_cli("demo", "--models-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = dict(re.findall(r"│ (Keras|ONNX Runtime|TFLite)[^│]*│\s+([-\d.]+) │", result.stdout))
+    assert set(rows) == {"Keras", "ONNX Runtime", "TFLite"}, result.stdout
+    values = np.array([float(v) for v in rows.values()])
+    assert values.max() - values.min() <= 1e-3
+    assert "70 72 75 80" in result.stdout
+
+
+def test_real_station_train_export_verify(shared_changping, tmp_path):
+    """Issue 2's acceptance path on real data, with few epochs to keep CI short."""
+    trained = run_cli(
+        "train", shared_changping, "--target", "PM2.5", "--look-back", "24", "--epochs", "2",
+        "--models-dir", tmp_path, "--name", "changping",
+    )
+    assert trained.returncode == 0, trained.stderr
+    bundle = tmp_path / "changping"
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    assert {"model", "persistence", "ridge"} <= set(metrics) and metrics["windows"] > 5000
+    # The data README's baselines on the same split (1 h): persistence 19.95, ridge 19.57 µg/m³.
+    assert metrics["persistence"]["rmse"][0] == pytest.approx(19.95, abs=0.2)
+    assert metrics["ridge"]["rmse"][0] == pytest.approx(19.57, abs=0.3)
+    assert run_cli("export", bundle).returncode == 0
+    verified = run_cli("verify", bundle, "--json")
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0 and report["passed"]
+    assert max(c["max_abs"] for c in report["checks"]) <= 1e-3

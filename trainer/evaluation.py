@@ -1,0 +1,176 @@
+"""Test-split errors of the model and the forecasts it must beat, and rolling-origin backtests.
+
+Baselines, all in raw target units:
+  persistence           every step equals the last observed value
+  seasonal_persistence  each step equals the value one season (one day) earlier
+  ridge                 ridge regression on the same encoded, scaled lags the model reads
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import baselines
+from .errors import DataError
+from .forecast import predict_raw, spec_encodings
+from .windows import SplitData, Windows, model_inputs
+
+METHODS = ("model", "persistence", "seasonal_persistence", "ridge")
+SECONDS_PER_DAY = 86400
+
+
+def season_steps(interval_seconds: float | None) -> int | None:
+    """Steps per day (24 at hourly data); None when the interval is unknown or does not divide a day."""
+    if not interval_seconds or SECONDS_PER_DAY % interval_seconds:
+        return None
+    return int(SECONDS_PER_DAY // interval_seconds)
+
+
+def step_hours(interval_seconds: float | None, horizon: int) -> list[float] | None:
+    if not interval_seconds:
+        return None
+    return [round(step * interval_seconds / 3600, 6) for step in range(1, horizon + 1)]
+
+
+def seasonal_persistence(target: np.ndarray, windows: Windows, horizon: int, season: int) -> np.ndarray:
+    """Step h repeats the value `season` steps before its target time (whole seasons back
+    when h > season); NaN where that row lies before the series or in a gap."""
+    origin = windows.end - horizon  # row of each window's last input
+    steps = np.arange(1, horizon + 1)
+    back = season * np.ceil(steps / season).astype(int)
+    rows = origin[:, None] + steps[None, :] - back[None, :]
+    valid = rows >= 0
+    forecast = np.full(rows.shape, np.nan)
+    forecast[valid] = target[rows[valid]]
+    return forecast
+
+
+def forecasts(model, spec: dict, scaler, target: np.ndarray, windows: Windows, ridge) -> dict:
+    """Every method's forecasts for `windows`, raw units `[n, horizon]`."""
+    horizon = spec["horizon"]
+    predicted = {
+        "model": predict_raw(model, spec, windows.x, scaler),
+        "persistence": baselines.persistence(windows.x, horizon),
+        "ridge": baselines.ridge_predict(ridge, model_inputs(scaler, spec_encodings(spec), windows.x)),
+    }
+    season = season_steps(spec.get("interval_seconds"))
+    if season is not None:
+        predicted["seasonal_persistence"] = seasonal_persistence(target, windows, horizon, season)
+    return predicted
+
+
+def fit_ridge(spec: dict, scaler, windows: Windows):
+    return baselines.fit_ridge(model_inputs(scaler, spec_encodings(spec), windows.x), windows.y)
+
+
+def score(spec: dict, windows: Windows, predicted: dict) -> dict:
+    """RMSE and MAE per step, on the windows every method can forecast (seasonal
+    persistence needs the day before, which the first windows of a series lack)."""
+    usable = np.ones(len(windows), bool)
+    for forecast in predicted.values():
+        usable &= np.isfinite(forecast).all(axis=1)
+    if not usable.any():
+        raise DataError("no test window that every method can forecast")
+    horizon = spec["horizon"]
+    metrics = {
+        "split": "test",
+        "windows": int(usable.sum()),
+        "windows_dropped": int((~usable).sum()),
+        "horizon_steps": list(range(1, horizon + 1)),
+        "step_hours": step_hours(spec.get("interval_seconds"), horizon),
+        "units": spec.get("target_units") or "raw target units",
+    }
+    for method in METHODS:
+        if method in predicted:
+            metrics[method] = baselines.rmse_mae(windows.y[usable], predicted[method][usable])
+    return metrics
+
+
+def evaluate_split(model, spec: dict, scaler, split: SplitData, target: np.ndarray) -> dict:
+    """Test-split metrics of the model and every baseline; ridge is fitted on the training split."""
+    ridge = fit_ridge(spec, scaler, split.train)
+    return score(spec, split.test, forecasts(model, spec, scaler, target, split.test, ridge))
+
+
+def backtest(model, spec: dict, scaler, split: SplitData, target: np.ndarray, folds: int) -> dict:
+    """`folds` consecutive blocks of the test split, each a forecast origin.
+
+    Ridge is refitted on every window that ends before its block (an expanding window);
+    the LSTM is trained once and is not refitted, since that costs minutes per origin,
+    so the backtest shows how steady its lead is over time, not how it would retrain.
+    """
+    if folds < 1:
+        raise DataError(f"--backtest must be at least 1, got {folds}")
+    everything = _concatenate([split.train, split.val, split.test])
+    blocks = np.array_split(np.arange(len(split.test)), folds)
+    if min(len(block) for block in blocks) == 0:
+        raise DataError(f"--backtest {folds}: the test split has only {len(split.test)} windows")
+    results = []
+    for block in blocks:
+        windows = split.test.take(block)
+        origin_row = int(windows.end[0]) - spec["horizon"] + 1  # first target row of the block
+        ridge = fit_ridge(spec, scaler, everything.take(everything.end < origin_row))
+        metrics = score(spec, windows, forecasts(model, spec, scaler, target, windows, ridge))
+        results.append({"first_target_row": origin_row, **metrics})
+    return {"folds": folds, "ridge": "refitted on all windows before each origin", "results": results,
+            "mean": _mean_over_folds(results)}
+
+
+def _concatenate(parts: list[Windows]) -> Windows:
+    return Windows(
+        np.concatenate([p.x for p in parts]), np.concatenate([p.y for p in parts]), np.concatenate([p.end for p in parts])
+    )
+
+
+def _mean_over_folds(results: list[dict]) -> dict:
+    methods = [m for m in METHODS if m in results[0]]
+    return {
+        method: {
+            measure: np.mean([r[method][measure] for r in results], axis=0).round(6).tolist()
+            for measure in ("rmse", "mae")
+        }
+        for method in methods
+    }
+
+
+def evaluate_bundle_on_csv(bundle, csv_path, folds: int = 0) -> dict:
+    """Re-read a CSV the way the bundle was trained, split it with the training fractions,
+    and score the test split with the bundle's own scaler (the one in its graph).
+
+    Returns the metrics, the backtest (when `folds`), the test windows and the model's
+    forecasts for them, and the timestamp of every row (None without timestamps).
+    """
+    from .data import load_csv
+    from .windows import split_windows
+
+    spec = bundle.spec
+    series = _load_like_training(bundle, csv_path, load_csv)
+    config = bundle.training["config"]
+    split = split_windows(
+        series.values(), spec["look_back"], spec["horizon"], tuple(config["split"]), series.source, series.encodings
+    )
+    model, scaler, target = bundle.load_model(), bundle.scaler(), series.values()[:, 0]
+    ridge = fit_ridge(spec, scaler, split.train)
+    predicted = forecasts(model, spec, scaler, target, split.test, ridge)
+    result = {
+        "data": {"source": series.source, "sha256": series.sha256,
+                 "same_as_training": series.sha256 == bundle.training["data"]["sha256"]},
+        "metrics": score(spec, split.test, predicted),
+        "test": split.test,
+        "model_forecast": predicted["model"],
+        "times": list(series.frame.index) if series.interval_seconds else None,
+    }
+    if folds:
+        result["backtest"] = backtest(model, spec, scaler, split, target, folds)
+    return result
+
+
+def _load_like_training(bundle, csv_path, load_csv):
+    spec = bundle.spec
+    time_column = spec.get("time_columns", [None])[0] if len(spec.get("time_columns", [])) == 1 else None
+    series = load_csv(csv_path, spec["target"], spec["features"][1:], time_column, spec["gap_policy"]["max_gap"])
+    wanted = [e["kind"] for e in spec_encodings(spec)]
+    found = [e["kind"] for e in series.encodings]
+    for name, want, got in zip(spec["features"], wanted, found):
+        if want != got:
+            raise DataError(f"{csv_path}: column '{name}' reads as {got}, but the model was trained on it as {want}")
+    return series

@@ -1,0 +1,96 @@
+"""Input encodings: how a raw column a hub can read becomes the model's inputs.
+
+The exported graph takes every feature in raw units and encodes it itself (see
+export/graph.py), so a hub sends readings, never engineered features:
+
+  numeric    the reading as is                       -> 1 column
+  direction  degrees clockwise from north, the        -> sin, cos (both 0 when calm)
+             direction the wind blows from; calm is
+             any negative value (CALM_DEGREES)
+  cyclic     a calendar count with a period: hour of  -> sin, cos of 2*pi*value/period
+             day 0..23, day of week 0..6 (Monday 0)
+
+Sine and cosine keep neighbours neighbours (NNW is next to N, 23 h next to 0 h),
+which a one-hot code or the raw angle would not, and they are two cheap graph ops
+that ONNX and TFLite both have, so one float per reading is all a hub sends.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+COMPASS_POINTS = ("N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE", "S", "SSW", "SW", "WSW", "W", "WNW", "NW", "NNW")
+COMPASS_DEGREES = {point: index * 22.5 for index, point in enumerate(COMPASS_POINTS)}
+CALM_CODES = ("cv", "calm", "c")  # `cv` ("calm and variable") in the Beijing PM2.5 data
+CALM_DEGREES = -1.0
+# Calendar features derived from each row's timestamp, by name: the period of each.
+CALENDAR_PERIODS = {"hour_of_day": 24, "day_of_week": 7}
+
+NUMERIC, DIRECTION, CYCLIC = "numeric", "direction", "cyclic"
+
+
+def numeric(name: str) -> dict:
+    return {"feature": name, "kind": NUMERIC, "columns": [name]}
+
+
+def direction(name: str) -> dict:
+    return {
+        "feature": name,
+        "kind": DIRECTION,
+        "raw": "degrees clockwise from north (direction the wind comes from); any negative value means calm",
+        "calm_value": CALM_DEGREES,
+        "columns": [f"{name}_sin", f"{name}_cos"],
+    }
+
+
+def calendar(name: str) -> dict:
+    period = CALENDAR_PERIODS[name]
+    raw = "hour of day 0..23 of the row's timestamp" if name == "hour_of_day" else "day of week 0..6 of the row's timestamp, Monday 0"
+    return {"feature": name, "kind": CYCLIC, "period": period, "raw": raw, "columns": [f"{name}_sin", f"{name}_cos"]}
+
+
+def encoded_columns(encodings: list[dict]) -> list[str]:
+    return [column for encoding in encodings for column in encoding["columns"]]
+
+
+def needs_hub_knowledge(encodings: list[dict]) -> bool:
+    """True when some input is not a plain reading: a reader of schema 1 would feed it wrongly."""
+    return any(encoding["kind"] != NUMERIC for encoding in encodings)
+
+
+def encode(x: np.ndarray, encodings: list[dict]) -> np.ndarray:
+    """Raw `[..., n_features]` to encoded `[..., n_columns]`, float64 (the reference the graph matches)."""
+    x = np.asarray(x, np.float64)
+    parts = []
+    for index, encoding in enumerate(encodings):
+        value = x[..., index]
+        if encoding["kind"] == NUMERIC:
+            parts.append(value)
+        elif encoding["kind"] == DIRECTION:
+            angle = np.deg2rad(value)
+            blowing = (value >= 0).astype(np.float64)
+            parts += [np.sin(angle) * blowing, np.cos(angle) * blowing]
+        else:
+            angle = value * (2 * math.pi / encoding["period"])
+            parts += [np.sin(angle), np.cos(angle)]
+    return np.stack(parts, axis=-1)
+
+
+def compass_degrees(column: pd.Series) -> pd.Series | None:
+    """Degrees for a column of compass points (and calm codes), or None if it is not one."""
+    present = column.dropna()
+    if present.empty or pd.api.types.is_numeric_dtype(column):
+        return None
+    tokens = present.astype(str).str.strip()
+    upper = tokens.str.upper()
+    calm = tokens.str.lower().isin(CALM_CODES)
+    if not (upper.isin(COMPASS_DEGREES.keys()) | calm).all():
+        return None
+    degrees = upper.map(COMPASS_DEGREES).where(~calm, CALM_DEGREES).astype(np.float64)
+    return degrees.reindex(column.index)
+
+
+def calendar_values(name: str, times: pd.DatetimeIndex) -> np.ndarray:
+    return np.asarray(times.hour if name == "hour_of_day" else times.day_of_week, np.float64)

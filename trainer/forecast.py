@@ -1,0 +1,33 @@
+"""The trainer's own forecasting pipeline, from raw windows to raw forecasts.
+
+encode -> MinMaxScaler.transform (float64) -> Keras predict -> back to raw units.
+Training evaluation, `edgecast evaluate` and export parity all call `predict_raw`, so
+every exported graph is checked against exactly what the model was judged on.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import features
+from .bundle import scaler_from_spec
+from .settings import LEVEL
+from .windows import forecasts_from_outputs, model_inputs
+
+PREDICT_BATCH = 1024
+
+
+def spec_encodings(spec: dict) -> list[dict]:
+    """The spec's encodings; a spec from before encodings existed has only numeric features."""
+    return spec.get("encodings") or [features.numeric(name) for name in spec["features"]]
+
+
+def spec_formulation(spec: dict) -> dict:
+    return spec.get("target_formulation") or {"kind": LEVEL}
+
+
+def predict_raw(model, spec: dict, x: np.ndarray, scaler=None) -> np.ndarray:
+    """Raw windows `[n, look_back, n_features]` to raw forecasts `[n, horizon]`, float64."""
+    scaler = scaler if scaler is not None else scaler_from_spec(spec)
+    inputs = model_inputs(scaler, spec_encodings(spec), x)
+    outputs = model.predict(inputs, batch_size=PREDICT_BATCH, verbose=0)
+    return forecasts_from_outputs(scaler, spec_formulation(spec), x, outputs)

@@ -1,0 +1,45 @@
+"""Training settings and their defaults, importable without TensorFlow or scikit-learn
+(the CLI builds its option defaults from DEFAULTS, so there is one source of truth)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import DataError
+
+LEVEL, CHANGE = "level", "change_from_last"  # what the network's outputs mean (trainer/windows.py)
+
+
+@dataclass
+class TrainConfig:
+    """Defaults chosen on the Beijing stations (results/forecast_quality.md); the demo
+    passes the tutorial's own small settings explicitly."""
+
+    look_back: int = 24
+    horizon: int = 1
+    units: int = 64
+    epochs: int = 40
+    batch_size: int = 128
+    patience: int = 4
+    learning_rate: float = 5e-4
+    seed: int = 0
+    max_gap: int = 6
+    split: tuple[float, float, float] = field(default=(0.7, 0.15, 0.15))
+    layers: int = 1
+    dropout: float = 0.2
+    formulation: str = CHANGE
+    linear_skip: bool = True  # LSTM correction on top of a ridge-initialised linear map (trainer/model.py)
+    target_units: str | None = None
+
+    def check(self) -> None:
+        for name in ("look_back", "horizon", "units", "epochs", "batch_size", "layers"):
+            if getattr(self, name) < 1:
+                raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_gap < 0:
+            raise DataError(f"--max-gap must be 0 or more, got {self.max_gap}")
+        if not 0 <= self.dropout < 1:
+            raise DataError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.formulation not in (LEVEL, CHANGE):
+            raise DataError(f"--formulation must be {LEVEL} or {CHANGE}, got {self.formulation!r}")
+
+
+DEFAULTS = TrainConfig()
