@@ -36,5 +36,10 @@ test-runtime: $(RVENV)/.installed
 test-toolkit: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/toolkit -q
 
+# Speed, memory and size of every backend on three model sizes (about 9 minutes):
+# writes benchmarks/results.json and benchmarks/results.md.
+bench: $(VENV)/.installed $(RVENV)/.installed
+	$(VENV)/bin/python benchmarks/run.py
+
 clean:
 	rm -rf $(VENV) $(RVENV) build *.egg-info runtime/build runtime/*.egg-info

@@ -129,15 +129,17 @@ def test_bad_batches_name_expected_and_got_shapes():
 class _OverflowingSession:
     """Stands in for a graph whose arithmetic overflows on extreme inputs."""
 
-    def run(self, names, feeds):
+    def run(self, names, feeds, run_options=None):
         return [np.full((len(feeds["window"]), 1), np.inf, dtype=np.float32)]
 
 
 def test_a_non_finite_forecast_is_an_input_error(monkeypatch):
     model = Forecaster(ONE)
-    monkeypatch.setattr(model, "_session", _OverflowingSession())
+    monkeypatch.setattr(model, "_run_raw", _OverflowingSession().run)
     with pytest.raises(InputValueError, match="non-finite forecast"):
         model.predict([3e38, 3e38, 3e38, 3e38])
+    with pytest.raises(InputValueError, match="non-finite forecast"):
+        model.predict_batch([[3e38] * 4] * 3)
 
 
 @pytest.mark.parametrize("name, kind, fragment", [
