@@ -111,7 +111,7 @@ def _train_and_report(series, config, out_dir: Path):
     from edgecast.trainer.pipeline import prepare
     from edgecast.trainer.pipeline import train as run_training
 
-    prepare(series, config)  # fails on bad settings before TensorFlow loads
+    data = prepare(series, config)  # fails on bad settings before TensorFlow loads
     err.print(
         f"training on {series.source}: {len(series.frame)} steps, features {', '.join(series.features)}, "
         f"{series.values_interpolated} values interpolated, {series.values_missing} left missing"
@@ -125,7 +125,7 @@ def _train_and_report(series, config, out_dir: Path):
         def on_epoch(epoch: int, logs: dict) -> None:
             progress.update(task, completed=epoch, description=f"loss {logs.get('loss', 0):.5f}  val {logs.get('val_loss', 0):.5f}")
 
-        result = run_training(series, config, out_dir, on_epoch)
+        result = run_training(series, config, out_dir, on_epoch, data)
     _print_training_summary(result)
     return result
 
@@ -353,7 +353,7 @@ def demo(
     )
     config = TrainConfig(
         look_back=4, horizon=1, units=4, epochs=200, batch_size=1, patience=50, learning_rate=0.01, seed=seed, max_gap=0,
-        layers=1, dropout=0.0, formulation="level", linear_skip=False,  # the tutorial's model, whatever the defaults
+        layers=1, dropout=0.0, formulation="level", linear_skip=False, standardise=False,  # the tutorial's model, whatever the defaults
     )
     out_dir = models_dir / name
     _train_and_report(series, config, out_dir)

@@ -3,7 +3,7 @@
 Encoding and scaling live in the graph, so a hub needs neither scikit-learn nor a JSON sidecar:
     encoded  = encode(window)                  (trainer/features.py: sin/cos of directions
                                                 and calendar values, calm -> 0)
-    scaled   = encoded * scale + min           (MinMaxScaler.transform)
+    scaled   = (encoded - shift) * scale + residual   (MinMaxScaler.transform, = encoded * scale + min)
     forecast = (model(scaled) - min_t) / scale_t   (level: MinMaxScaler.inverse_transform)
     forecast = window[:, -1, 0] + model(scaled) * step_scale   (change_from_last)
 `scale` and `min` come from scikit-learn's own fitted scaler, so its handling of a
@@ -32,9 +32,22 @@ def scaling_constants(spec: dict) -> dict[str, np.ndarray]:
     return {
         "scale": scaler.scale_.astype(np.float32),
         "offset": scaler.min_.astype(np.float32),
+        # x * scale + min == (x - shift) * scale + residual, where shift is -min / scale
+        # rounded to float32 and residual what that rounding lost. The graph computes this
+        # form: for a reading far from zero with a narrow range (pressure, ~1000 hPa over
+        # ~50 hPa) x * scale and min are both large and cancel, losing float32 digits that
+        # the ridge skip's large lag coefficients amplify into the forecast; x - shift is
+        # exact there, so the scaled input matches float64 scikit-learn to ~1e-7.
+        **_shifted_scaling(scaler),
         "target_scale": np.float32(scaler.scale_[0]),
         "target_offset": np.float32(scaler.min_[0]),
     }
+
+
+def _shifted_scaling(scaler) -> dict[str, np.ndarray]:
+    shift = -scaler.min_ / scaler.scale_
+    shift32 = shift.astype(np.float32)
+    return {"shift": shift32, "residual": ((shift32.astype(np.float64) - shift) * scaler.scale_).astype(np.float32)}
 
 
 def raw_units_function(model, spec: dict, batch: int | None):
@@ -49,7 +62,8 @@ def raw_units_function(model, spec: dict, batch: int | None):
     @tf.function(input_signature=[signature])
     def forecast(window):
         encoded = encoded_window(window, encodings)
-        scaled = encoded * tf.constant(constants["scale"]) + tf.constant(constants["offset"])
+        scaled = (encoded - tf.constant(constants["shift"])) * tf.constant(constants["scale"]) + tf.constant(
+            constants["residual"])
         predicted = model(scaled, training=False)
         if formulation["kind"] == CHANGE:
             step_scale = tf.constant(np.asarray(formulation["step_scale"], np.float32))

@@ -133,7 +133,9 @@ def main() -> None:
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "train_defaults": f"LSTM {DEFAULTS.units} x{DEFAULTS.layers}, dropout {DEFAULTS.dropout}, "
                           f"{DEFAULTS.formulation}, look-back {DEFAULTS.look_back}, epochs {DEFAULTS.epochs}, "
-                          f"batch {DEFAULTS.batch_size}, patience {DEFAULTS.patience}",
+                          f"batch {DEFAULTS.batch_size}, patience {DEFAULTS.patience}, learning rate {DEFAULTS.learning_rate:g}, "
+                          f"linear skip {'frozen at ridge' if DEFAULTS.freeze_linear else 'trainable'}, "
+                          f"LSTM inputs {'standardised' if DEFAULTS.standardise else 'min-max only'}",
         "limits": LIMITS,
         "stations": [],
     }

@@ -26,6 +26,8 @@ def build_model(
     layers: int = 1,
     dropout: float = 0.0,
     linear_skip: bool = False,
+    input_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    freeze_linear: bool = False,
 ) -> keras.Model:
     """`n_features` counts the encoded input columns. Dropout acts in training only, so
     the exported graph (training=False) is the same function as Keras predict.
@@ -33,10 +35,28 @@ def build_model(
     With `linear_skip` the output is a linear map of the whole window (layer "linear",
     meant to start from a ridge fit, see `start_from_linear`) plus the LSTM's correction,
     whose output layer starts at zero: training begins at the linear model's forecast
-    and the LSTM only has to learn what a linear model cannot.
+    and the LSTM only has to learn what a linear model cannot. With `freeze_linear` the
+    linear map keeps its ridge weights and training fits the LSTM to the ridge residual
+    (left trainable, Adam drifts its hundreds of weights away from ridge faster than the
+    LSTM learns anything, and validation loss is best after one epoch).
+
+    `input_stats` (mean, variance per encoded feature, from the training split) puts a
+    fixed standardising layer ("standardise") in front of the LSTM: MinMax-scaled PM2.5 sits mostly in
+    [0, 0.2], where the LSTM's gates are nearly linear and it learns slowly. The linear
+    map reads the unstandardised window, so it stays exactly the ridge fit.
     """
     window = keras.Input((look_back, n_features), name="window")
     hidden = window
+    if input_stats is not None:
+        mean = np.asarray(input_stats[0], np.float64).reshape(-1)
+        variance = np.asarray(input_stats[1], np.float64).reshape(-1)
+        variance = np.where(variance > 0, variance, 1.0)  # a constant feature passes through shifted, not blown up
+        # A frozen Dense with a diagonal kernel, not keras' Normalization: its mean and
+        # variance are captured constants, which tf2onnx turns into extra graph inputs.
+        standardise = keras.layers.Dense(n_features, trainable=False, name="standardise")
+        hidden = standardise(hidden)
+        standardise.set_weights([np.diag(1 / np.sqrt(variance)).astype(np.float32),
+                                 (-mean / np.sqrt(variance)).astype(np.float32)])
     for depth in range(layers):
         last = depth == layers - 1
         name = "lstm" if depth == 0 else f"lstm_{depth + 1}"
@@ -45,13 +65,20 @@ def build_model(
             hidden = keras.layers.Dropout(dropout, name=f"dropout_{depth + 1}")(hidden)
     if linear_skip:
         correction = keras.layers.Dense(horizon, kernel_initializer="zeros", name="lstm_correction")(hidden)
-        linear = keras.layers.Dense(horizon, name="linear")(keras.layers.Flatten(name="lags")(window))
+        linear_map = keras.layers.Dense(horizon, name="linear", trainable=not freeze_linear)
+        linear = linear_map(keras.layers.Flatten(name="lags")(window))
         output = keras.layers.Add(name="forecast")([linear, correction])
     else:
         output = keras.layers.Dense(horizon, name="forecast")(hidden)
     model = keras.Model(window, output, name="edgecast_lstm")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
     return model
+
+
+def standardising_stats(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of each encoded feature over every step of the training windows."""
+    flat = np.asarray(inputs, np.float64).reshape(-1, inputs.shape[-1])
+    return flat.mean(axis=0), flat.var(axis=0)
 
 
 def start_from_linear(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> None:

@@ -32,10 +32,11 @@ def prepare(series: Series, config: TrainConfig):
     )
 
 
-def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None) -> TrainResult:
+def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, data=None) -> TrainResult:
+    """`data` is what prepare() returned for the same series and config, if the caller has it."""
     from . import model as keras_model  # TensorFlow loads only when training starts
 
-    data = prepare(series, config)
+    data = data if data is not None else prepare(series, config)
     values = series.values()
     formulation = change_formulation(data.train) if config.formulation == CHANGE else {"kind": LEVEL}
     spec = make_spec(
@@ -43,13 +44,15 @@ def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None) -> 
         series.interval_seconds, series.time_columns, data.scaler, config.max_gap,
         encodings=series.encodings, formulation=formulation, target_units=config.target_units,
     )
+    started = time.perf_counter()
+    train_pair = _network_pair(data.train, data.scaler, spec)
     keras_model.seed_everything(config.seed)
     net = keras_model.build_model(
         config.look_back, len(spec["encoded_features"]), config.horizon, config.units, config.learning_rate,
         layers=config.layers, dropout=config.dropout, linear_skip=config.linear_skip,
+        input_stats=keras_model.standardising_stats(train_pair[0]) if config.standardise else None,
+        freeze_linear=config.linear_skip and config.freeze_linear,
     )
-    started = time.perf_counter()
-    train_pair = _network_pair(data.train, data.scaler, spec)
     if config.linear_skip:
         keras_model.start_from_linear(net, *train_pair)
     history = keras_model.fit(

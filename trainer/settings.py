@@ -19,15 +19,17 @@ class TrainConfig:
     units: int = 64
     epochs: int = 40
     batch_size: int = 128
-    patience: int = 4
-    learning_rate: float = 5e-4
+    patience: int = 6
+    learning_rate: float = 1e-3
     seed: int = 0
     max_gap: int = 6
     split: tuple[float, float, float] = field(default=(0.7, 0.15, 0.15))
     layers: int = 1
-    dropout: float = 0.2
+    dropout: float = 0.5
     formulation: str = CHANGE
     linear_skip: bool = True  # LSTM correction on top of a ridge-initialised linear map (trainer/model.py)
+    freeze_linear: bool = True  # the linear map keeps its ridge weights: the LSTM learns the ridge residual
+    standardise: bool = True  # the LSTM reads its inputs standardised on the training split (a fixed layer)
     target_units: str | None = None
 
     def check(self) -> None:
