@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+from edgecast_cli import edgecast  # noqa: E402  (scripts/ is on sys.path when run)
 STATIONS = {
     "Changping": "PRSA_Data_Changping_20130301-20170228.csv",
     "Dongsi": "PRSA_Data_Dongsi_20130301-20170228.csv",
@@ -28,14 +29,6 @@ REPORTED_STEPS = (1, 6, 24)
 # Done-when of issue 4: model RMSE against persistence and ridge at these steps.
 LIMITS = {"1h_vs_persistence": 0.97, "6h_vs_persistence": 0.88}
 TRAIN_BUDGET_SECONDS = 300
-
-
-def edgecast(*args: str) -> str:
-    command = [str(Path(sys.executable).with_name("edgecast")), *args]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr.strip()}")
-    return done.stdout
 
 
 def run_station(station: str, csv: Path, models_dir: Path, plot: Path) -> dict:

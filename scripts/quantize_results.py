@@ -16,26 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+from edgecast_cli import edgecast  # noqa: E402  (scripts/ is on sys.path when run)
 CSV_NAME = "PRSA_Data_Changping_20130301-20170228.csv"
 LOOK_BACK = 24
 # Done-when of issue 5, for the int8 artifacts.
 MAX_SIZE_RATIO = 0.40
 MAX_RMSE_CHANGE_PCT = 3.0
 INT8_FILES = ("model.int8.onnx", "model.dynamic-int8.tflite", "model.int8.tflite", "model.int16x8.tflite")
-
-
-def edgecast(*args: str) -> str:
-    command = [str(Path(sys.executable).with_name("edgecast")), *args]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr.strip()}")
-    return done.stdout
 
 
 def run(csv: Path, models_dir: Path, epochs: int) -> dict:
