@@ -31,7 +31,6 @@ def scaling_constants(spec: dict) -> dict[str, np.ndarray]:
     scaler = scaler_from_spec(spec)
     return {
         "scale": scaler.scale_.astype(np.float32),
-        "offset": scaler.min_.astype(np.float32),
         # x * scale + min == (x - shift) * scale + residual, where shift is -min / scale
         # rounded to float32 and residual what that rounding lost. The graph computes this
         # form: for a reading far from zero with a narrow range (pressure, ~1000 hPa over
