@@ -58,6 +58,16 @@ def tflite_summary(path: Path | bytes) -> dict:
     return summary
 
 
+def has_variable_state(source: Path | bytes) -> bool:
+    """True when a TFLite file keeps state in variable tensors between invokes (the fused
+    LSTM's h and c, export/fused_lstm.py): each window must start from reset variables."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    return any(tensor.isVariable for subgraph in model.subgraphs or [] for tensor in subgraph.tensors or [])
+
+
 def builtin_only_problems(path: Path | bytes) -> list[str]:
     """Why a TFLite file is not builtin-ops-only (empty when it is)."""
     problems = []

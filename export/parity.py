@@ -73,13 +73,17 @@ def onnx_forecast(path: Path, x: np.ndarray, batch: int) -> np.ndarray:
 
 
 def tflite_forecast(path: Path, x: np.ndarray) -> np.ndarray:
+    from .oplist import has_variable_state
     from .tflite_export import tflite_interpreter
 
     interpreter = tflite_interpreter(path)
     (window,) = interpreter.get_input_details()
     (forecast,) = interpreter.get_output_details()
+    stateful = has_variable_state(path)  # fused LSTM: each window starts from zero state
     rows = []
     for single in x:
+        if stateful:
+            interpreter.reset_all_variables()
         interpreter.set_tensor(window["index"], single[np.newaxis])
         interpreter.invoke()
         rows.append(interpreter.get_tensor(forecast["index"])[0].copy())

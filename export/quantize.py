@@ -10,15 +10,18 @@ Modes and the graph each starts from:
                        becomes DynamicQuantizeLSTM, the Dense MatMul becomes MatMulInteger
   tflite-fp16          the WHILE-loop TFLite graph, float16 weights
   tflite-dynamic-int8  the WHILE-loop TFLite graph, int8 weights, float activations
-  tflite-int8          the unrolled graph (export/unrolled.py), int8 weights and activations
-  tflite-int16x8       the unrolled graph, int8 weights and int16 activations
-The full-integer modes use the unrolled graph because calibrating the WHILE loop
-crashes TF 2.21's converter (segmentation fault in its calibrator). Their input and
-output stay float32 (the contract), converted by one QUANTIZE and one DEQUANTIZE op.
-In int8, ops without an integer kernel stay float: the SIN/COS encodings of direction
-and calendar features (and the CAST/PACK/ADD around them); the LSTM is integer
-throughout. The 16x8 quantizer does not support those ops (it names COS or
-GREATER_EQUAL), so models with encoded features are refused in that mode.
+  tflite-int8          TFLite's fused LSTM op (export/fused_lstm.py), int8 weights and
+                       activations, int16 cell state
+  tflite-int16x8       the unrolled graph (export/unrolled.py), int8 weights and int16
+                       activations: the 16x8 quantizer has no fused-LSTM kernel
+Neither starts from the WHILE loop: calibrating it crashes TF 2.21's converter
+(segmentation fault in its calibrator). Their input and output stay float32 (the
+contract), converted by one QUANTIZE and one DEQUANTIZE op. The fused int8 file keeps
+the LSTM state in variable tensors: interpreters reset them before each window
+(export/fused_lstm.py). In int8, ops without an integer kernel stay float: the SIN/COS
+encodings of direction and calendar features (and the CAST/PACK/ADD around them); the
+LSTM is integer throughout. The 16x8 quantizer does not support those ops (it names
+COS or GREATER_EQUAL), so models with encoded features are refused in that mode.
 The op list of every artifact names what computes in float (export/oplist.py).
 """
 from __future__ import annotations
@@ -58,7 +61,8 @@ MODES = {
         Mode("tflite-dynamic-int8", "model.dynamic-int8.tflite", "tflite", "dynamic-int8",
              "int8 weights, float32 activations (dynamic range); WHILE-loop graph"),
         Mode("tflite-int8", "model.int8.tflite", "tflite", "int8",
-             "int8 weights and activations, float32 input/output; unrolled builtin-ops graph"),
+             "int8 weights and activations, float32 input/output; fused LSTM op, "
+             "reset variables before each window"),
         Mode("tflite-int16x8", "model.int16x8.tflite", "tflite", "int16x8",
              "int8 weights, int16 activations, float32 input/output; unrolled builtin-ops graph"),
     )
@@ -150,18 +154,39 @@ def tflite_weights_only(model, spec: dict, float16: bool) -> bytes:
 
 def tflite_full_integer(model, spec: dict, calibration_x: np.ndarray | None, int16_activations: bool) -> bytes:
     """Every op integer; the converter refuses (and so do we) if any op cannot be."""
-    from .unrolled import unrolled_converter
-
     name = "tflite-int16x8" if int16_activations else "tflite-int8"
     samples = calibration_windows(calibration_x, spec, name)
-    converter = unrolled_converter(model, spec)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([window[np.newaxis]] for window in samples)
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-        if int16_activations else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-    ]
-    return compact_tflite_names(_convert(converter, name))
+
+    def calibrate(converter) -> bytes:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([window[np.newaxis]] for window in samples)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            if int16_activations else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        ]
+        return _convert(converter, name)
+
+    if int16_activations:
+        from .unrolled import unrolled_converter
+
+        return compact_tflite_names(calibrate(unrolled_converter(model, spec)))
+    return compact_tflite_names(_fused_int8(model, spec, calibrate))
+
+
+def _fused_int8(model, spec: dict, calibrate) -> bytes:
+    from .fused_lstm import FUSED_OP, fused_converter
+    from .oplist import tflite_ops
+
+    try:
+        with fused_converter(model, spec) as converter:
+            data = calibrate(converter)
+    except QuantizationError:
+        raise
+    except ExportError as exc:  # an LSTM the fused op cannot compute
+        raise QuantizationError(f"tflite-int8: {exc}") from None
+    if FUSED_OP not in {op["op"] for op in tflite_ops(data)}:  # the converter fuses silently or not at all
+        raise QuantizationError(f"tflite-int8: the TFLite converter did not fuse the LSTM into {FUSED_OP}")
+    return data
 
 
 def compact_tflite_names(data: bytes) -> bytes:

@@ -12,6 +12,7 @@ from edgecast.trainer.bundle import write_bytes_atomic
 
 from .accuracy import accuracy_report
 from .manifest import artifact_entry
+from .oplist import has_variable_state
 from .quantize import MODES, QuantizationError, quantize
 from .unrolled import BUILTIN_FILE
 
@@ -55,6 +56,9 @@ def _entries(written: dict[str, Path], accuracy: dict) -> dict:
             test_rmse=row["rmse"], test_rmse_change_pct=row["rmse_change_pct"],
             max_abs_deviation=row["max_abs_deviation"],
         )
+        if mode.kind == "tflite" and has_variable_state(path):
+            # The fused LSTM's state persists between invokes (export/fused_lstm.py).
+            entries[mode.file]["reset_variables_before_invoke"] = True
     return entries
 
 

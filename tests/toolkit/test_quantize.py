@@ -11,7 +11,8 @@ import onnxruntime as ort
 import pytest
 from conftest import hourly_frame, run_cli
 
-from edgecast.export.oplist import builtin_only_problems, onnx_summary, tflite_ops, tflite_summary
+from edgecast.export.fused_lstm import FUSED_OP
+from edgecast.export.oplist import builtin_only_problems, has_variable_state, onnx_summary, tflite_ops, tflite_summary
 from edgecast.export.parity import TOLERANCE, random_windows, reference_forecast, tflite_forecast
 from edgecast.export.pipeline import export_bundle, verify_bundle
 from edgecast.export.quantize import MODES, QuantizationError, calibration_windows, check_modes
@@ -131,22 +132,64 @@ def test_runtime_forecaster_serves_the_int8_onnx_model(quantized_bundle):
     np.testing.assert_allclose(forecaster.predict(x[0]), session.run(None, {"window": x[:1]})[0][0], atol=1e-4)
 
 
-# The arithmetic of the unrolled LSTM and the dense head. The converter has been seen
-# to leave a data-movement op (SPLIT) in float on some runs, which costs a
-# dequantize/quantize pair but no float arithmetic; verify lists such ops by name.
-INTEGER_COMPUTE_OPS = {"FULLY_CONNECTED", "TANH", "LOGISTIC", "MUL", "ADD"}
+# The arithmetic of the LSTM (fused, or unrolled for 16x8) and the dense head. The
+# converter has been seen to leave a data-movement op (SPLIT) in float on some runs,
+# which costs a dequantize/quantize pair but no float arithmetic; verify lists such
+# ops by name.
+INTEGER_COMPUTE_OPS = {"FULLY_CONNECTED", "TANH", "LOGISTIC", "MUL", "ADD", FUSED_OP}
 
 
 def test_full_integer_tflite_computes_in_integer_with_float_io(quantized_bundle):
-    for mode in ("tflite-int8", "tflite-int16x8"):
+    for mode, lstm_op, activation in (("tflite-int8", FUSED_OP, "INT8"), ("tflite-int16x8", "TANH", "INT16")):
         path = quantized_bundle / MODES[mode].file
         assert not INTEGER_COMPUTE_OPS & set(tflite_summary(path)["float_ops"]), mode
         assert builtin_only_problems(path) == [], mode
-        activations = {dtype for op in tflite_ops(path) if op["op"] == "TANH" for dtype in op["dtypes"]}
-        assert activations == ({"INT16"} if mode == "tflite-int16x8" else {"INT8"})
+        dtypes = {dtype for op in tflite_ops(path) if op["op"] == lstm_op for dtype in op["dtypes"]}
+        assert activation in dtypes and not dtypes & {"FLOAT32", "FLOAT16"}, (mode, dtypes)
         bundle = read_bundle(quantized_bundle)
         x = bundle.windows()["test_x"][:3]
         assert tflite_forecast(path, x).shape == (3, 2)  # float32 raw windows in, raw forecasts out
+
+
+def test_fused_int8_lstm_state_is_reset_before_each_window(quantized_bundle):
+    """The fused LSTM keeps h and c in variable tensors between invokes: the manifest
+    says to reset them, an invoke leaves them non-zero, and with the reset a window's
+    forecast does not depend on the window run before it."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = quantized_bundle / "model.int8.tflite"
+    assert has_variable_state(path) and not has_variable_state(quantized_bundle / BUILTIN_FILE)
+    artifacts = manifest_of(quantized_bundle)["artifacts"]
+    assert artifacts["model.int8.tflite"]["reset_variables_before_invoke"] is True
+    assert "reset_variables_before_invoke" not in artifacts["model.int16x8.tflite"]
+    (graph,) = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0).subgraphs
+    # Variable tensors and their zero points: a quantized zero state is the zero point.
+    state = {index: np.asarray(tensor.quantization.zeroPoint if tensor.quantization and
+                               tensor.quantization.zeroPoint is not None else 0)
+             for index, tensor in enumerate(graph.tensors) if tensor.isVariable}
+    windows = read_bundle(quantized_bundle).windows()["test_x"]
+    high, low, probe = windows[np.argmax(windows[:, :, 0].mean(1))], windows[np.argmin(windows[:, :, 0].mean(1))], windows[0]
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (window,), (forecast,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(window["index"], x[np.newaxis])
+        interpreter.invoke()
+        return interpreter.get_tensor(forecast["index"])[0].copy()
+
+    def probe_after(previous: np.ndarray) -> np.ndarray:
+        interpreter.reset_all_variables()
+        run(previous)
+        assert any((interpreter.get_tensor(i) != zero).any() for i, zero in state.items())  # carried over
+        interpreter.reset_all_variables()
+        assert all((interpreter.get_tensor(i) == zero).all() for i, zero in state.items())
+        return run(probe)
+
+    np.testing.assert_array_equal(probe_after(high), probe_after(low))
+    np.testing.assert_array_equal(tflite_forecast(path, probe[np.newaxis])[0], probe_after(high))
 
 
 def test_weight_only_tflite_modes_keep_float_compute_and_shrink(quantized_bundle):
@@ -249,8 +292,9 @@ def test_changping_int8_artifacts_meet_the_size_and_accuracy_targets(shared_chan
 
     series = load_csv(shared_changping, "PM2.5")
     result = train(series, TrainConfig(look_back=24, epochs=1), tmp_path / "changping")
-    manifest = export_bundle(result.path, progress=lambda _: None, quantize=["onnx-int8", "tflite-dynamic-int8"])
+    manifest = export_bundle(result.path, progress=lambda _: None,
+                             quantize=["onnx-int8", "tflite-dynamic-int8", "tflite-int8"])
     rows = manifest["quantization"]["accuracy"]["artifacts"]
-    for name in ("model.int8.onnx", "model.dynamic-int8.tflite"):
+    for name in ("model.int8.onnx", "model.dynamic-int8.tflite", "model.int8.tflite"):
         assert rows[name]["size_vs_float32"] <= 0.40, (name, rows[name]["bytes"])
         assert rows[name]["rmse_change_pct"] <= 3.0, (name, rows[name]["rmse"])
