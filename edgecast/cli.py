@@ -33,15 +33,35 @@ BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. model
 
 
 def main() -> None:
-    # typer handles usage errors itself (exit 2); our own errors propagate out of it.
+    # standalone_mode=False: usage errors reach us instead of typer's boxed panel, so
+    # they read like every other error, on one line.
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("edgecast: aborted", markup=False)
+        sys.exit(130)
     except EdgecastError as exc:
         err.print(f"edgecast: error: {exc}", markup=False, soft_wrap=True)
         sys.exit(2)
     except OSError as exc:
         err.print(f"edgecast: error: {exc}", markup=False, soft_wrap=True)
         sys.exit(1)
+    except Exception as exc:
+        if not _is_kind(exc, "UsageError"):
+            raise
+        if _is_kind(exc, "NoArgsIsHelpError"):  # bare `edgecast`: the help, as before
+            err.print(exc.ctx.get_help(), markup=False)
+        else:
+            command = exc.ctx.command_path if exc.ctx else "edgecast"
+            err.print(f"edgecast: error: {exc.format_message()} (see `{command} --help`)",
+                      markup=False, soft_wrap=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(n) comes back as n
+
+
+def _is_kind(exc: Exception, name: str) -> bool:
+    """By class name: typer bundles its own private copy of click's exceptions."""
+    return any(cls.__name__ == name for cls in type(exc).__mro__)
 
 
 def _split_list(values: list[str]) -> list[str]:
@@ -52,9 +72,9 @@ def _split_fractions(text: str) -> tuple[float, float, float]:
     try:
         parts = tuple(float(p) for p in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers") from None
+        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers", param_hint="'--split'") from None
     if len(parts) != 3:
-        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers")
+        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers", param_hint="'--split'")
     return parts
 
 

@@ -542,11 +542,21 @@ def test_cli_train_errors_are_one_line_and_leave_the_old_bundle(tmp_path):
         assert snapshot(old) == before and sorted(p.name for p in models.iterdir()) == ["station"]
 
 
-def test_cli_split_that_is_not_three_numbers_is_a_usage_error(tmp_path):
+def test_cli_usage_errors_are_one_line_too(tmp_path):
+    """typer's own usage errors (bad option value, missing argument, unknown command)
+    read like every other error, not as a boxed panel."""
     good = csv_file(tmp_path, "good.csv", text_of(stamped(80)))
-    result = run_cli("train", good, "--target", "PM2.5", "--split", "0.5,0.5", "--models-dir", tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
-    assert "'0.5,0.5' is not three comma-separated numbers" in result.stderr
+    cases = [
+        (("train", good, "--target", "PM2.5", "--split", "0.5,0.5", "--models-dir", tmp_path),
+         ("'--split'", "'0.5,0.5' is not three comma-separated numbers", "edgecast train --help")),
+        (("train", good, "--target", "PM2.5", "--look-back", "abc"), ("'--look-back'", "integer")),
+        (("train", "--target", "PM2.5"), ("Missing argument", "edgecast train --help")),
+        (("forecast-everything",), ("No such command 'forecast-everything'", "edgecast --help")),
+    ]
+    for args, fragments in cases:
+        result = run_cli(*args)
+        assert_one_line_error(result, *fragments)
+        assert "╭" not in result.stderr and "Usage:" not in result.stderr
 
 
 def test_cli_export_of_a_damaged_bundle_is_one_line(bundle_copy):
