@@ -91,6 +91,8 @@ def train(
     dropout: Annotated[float, typer.Option(help="Dropout after each LSTM layer (training only).")] = DEFAULTS.dropout,
     formulation: Annotated[str, typer.Option(help="What the network predicts: change_from_last or level.")] = DEFAULTS.formulation,
     linear_skip: Annotated[bool, typer.Option(help="Add a ridge-initialised linear map of the window to the LSTM's output.")] = DEFAULTS.linear_skip,
+    quadratic_skip: Annotated[bool, typer.Option(help="The linear map also reads products of recent readings, changes and means.")] = DEFAULTS.quadratic_skip,
+    linear_fit_with_val: Annotated[bool, typer.Option(help="Fit the linear map on training and validation windows (the test split stays unseen).")] = DEFAULTS.linear_fit_with_val,
     target_units: Annotated[Optional[str], typer.Option(help="Units of the target for tables and plots, e.g. µg/m³.")] = None,
     epochs: Annotated[int, typer.Option(help="Most epochs; early stopping may end sooner.")] = DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = DEFAULTS.batch_size,
@@ -114,7 +116,8 @@ def train(
         look_back=look_back, horizon=horizon, units=units, epochs=epochs, batch_size=batch_size,
         patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
         split=_split_fractions(split), layers=layers, dropout=dropout, formulation=formulation,
-        linear_skip=linear_skip, target_units=target_units,
+        linear_skip=linear_skip, quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val,
+        target_units=target_units,
     )
     series = load_csv(data, target, _split_list(features), time_column, max_gap)
     bundle_name = name or _slug(data.stem)

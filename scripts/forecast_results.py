@@ -127,7 +127,9 @@ def main() -> None:
         "train_defaults": f"LSTM {DEFAULTS.units} x{DEFAULTS.layers}, dropout {DEFAULTS.dropout}, "
                           f"{DEFAULTS.formulation}, look-back {DEFAULTS.look_back}, epochs {DEFAULTS.epochs}, "
                           f"batch {DEFAULTS.batch_size}, patience {DEFAULTS.patience}, learning rate {DEFAULTS.learning_rate:g}, "
-                          f"linear skip {'frozen at ridge' if DEFAULTS.freeze_linear else 'trainable'}, "
+                          f"linear skip {'frozen at ridge' if DEFAULTS.freeze_linear else 'trainable'}"
+                          f"{' on lags and products of a window summary' if DEFAULTS.quadratic_skip else ' on lags'}, "
+                          f"fitted on {'training and validation' if DEFAULTS.linear_fit_with_val else 'training'} windows, "
                           f"LSTM inputs {'standardised' if DEFAULTS.standardise else 'min-max only'}",
         "limits": LIMITS,
         "stations": [],

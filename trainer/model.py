@@ -1,4 +1,5 @@
-"""The Keras forecaster: LSTM(units) (stacked `layers` deep), dropout, Dense(horizon), in scaled space."""
+"""The Keras forecaster: LSTM(units) (stacked `layers` deep), dropout, Dense(horizon), in scaled space,
+by default on top of a frozen ridge map of the window and products of its summary (`build_model`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -28,6 +29,7 @@ def build_model(
     linear_skip: bool = False,
     input_stats: tuple[np.ndarray, np.ndarray] | None = None,
     freeze_linear: bool = False,
+    quadratic: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> keras.Model:
     """`n_features` counts the encoded input columns. Dropout acts in training only, so
     the exported graph (training=False) is the same function as Keras predict.
@@ -44,6 +46,13 @@ def build_model(
     fixed standardising layer ("standardise") in front of the LSTM: MinMax-scaled PM2.5 sits mostly in
     [0, 0.2], where the LSTM's gates are nearly linear and it learns slowly. The linear
     map reads the unstandardised window, so it stays exactly the ridge fit.
+
+    `quadratic` = (basis, low, high) adds pairwise products of a short summary of the
+    window (latest readings, recent changes, recent means; see `quadratic_basis` and
+    `_linear_parts`) to what the linear map reads: a ridge fit on them is what takes
+    the 6 h forecast clearly past persistence on the Beijing stations
+    (results/forecast_quality.md). Everything is fixed Dense, Cropping, ReLU and
+    Multiply layers, so every export computes it from the raw window.
     """
     window = keras.Input((look_back, n_features), name="window")
     hidden = window
@@ -65,14 +74,115 @@ def build_model(
             hidden = keras.layers.Dropout(dropout, name=f"dropout_{depth + 1}")(hidden)
     if linear_skip:
         correction = keras.layers.Dense(horizon, kernel_initializer="zeros", name="lstm_correction")(hidden)
-        linear_map = keras.layers.Dense(horizon, name="linear", trainable=not freeze_linear)
-        linear = linear_map(keras.layers.Flatten(name="lags")(window))
+        lags = keras.layers.Flatten(name="lags")(window)
+        if quadratic is None:
+            linear = keras.layers.Dense(horizon, name="linear", trainable=not freeze_linear)(lags)
+        else:
+            linear = _map_in_parts(_linear_parts(window, lags, *quadratic), horizon, not freeze_linear)
         output = keras.layers.Add(name="forecast")([linear, correction])
     else:
         output = keras.layers.Dense(horizon, name="forecast")(hidden)
     model = keras.Model(window, output, name="edgecast_lstm")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
     return model
+
+
+def _fixed_dense(inputs, kernel: np.ndarray, name: str, bias: np.ndarray | None = None):
+    layer = keras.layers.Dense(kernel.shape[1], use_bias=bias is not None, trainable=False, name=name)
+    outputs = layer(inputs)
+    layer.set_weights([kernel.astype(np.float32)] + ([] if bias is None else [bias.astype(np.float32)]))
+    return outputs
+
+
+# Inputs per Dense of the quadratic-skip linear map. One Dense over all ~800 inputs
+# (lags and products) sums terms that cancel heavily on off-range windows, and
+# XNNPACK's float32 kernel then drifts 2e-3 from exact, past parity; in parts of about
+# a hundred inputs every runtime stays within 3e-4.
+MAX_FAN_IN = 100
+
+
+def _linear_parts(window, lags, basis: np.ndarray, low: np.ndarray, high: np.ndarray) -> list:
+    """What the linear map reads, in parts of at most MAX_FAN_IN inputs: the lags, centred
+    on the middle of the scaled training range (0.5), in blocks of steps, then the
+    products u_i * u_j (i <= j) of u = clamp((lags @ basis - low) / (high - low), 0, 1) - 1/2.
+    Centring keeps the float32 terms small and the products less collinear with each
+    other and the lags; clamping makes a reading outside the fitted range extrapolate
+    linearly through the lags, not quadratically. The pairs are picked by fixed 0/1
+    matrices, so the graph is MatMul, Relu and Mul."""
+    look_back, n_encoded = window.shape[1], window.shape[2]
+    parts, step = [], max(1, MAX_FAN_IN // n_encoded)
+    for index, first_step in enumerate(range(0, look_back, step)):
+        last_step = min(first_step + step, look_back)
+        block = keras.layers.Cropping1D((first_step, look_back - last_step), name=f"lags_{index}")(window)
+        block = keras.layers.Flatten(name=f"lags_{index}_flat")(block)
+        parts.append(keras.layers.Rescaling(1.0, offset=-0.5, name=f"lags_{index}_centred")(block))
+    width = np.where(high > low, high - low, 1.0)
+    summary = _fixed_dense(lags, basis / width, "quad_basis", bias=-low / width)
+    summary = keras.layers.ReLU(max_value=1.0, name="quad_clamp")(summary)
+    first, second = np.triu_indices(basis.shape[1])
+    for index, pairs in enumerate(np.array_split(np.arange(len(first)), -(-len(first) // MAX_FAN_IN))):
+        factors = []
+        for side, rows in (("first", first[pairs]), ("second", second[pairs])):
+            pick = np.zeros((basis.shape[1], len(pairs)))
+            pick[rows, np.arange(len(pairs))] = 1
+            factors.append(_fixed_dense(summary, pick, f"quad_{side}_{index}", bias=np.full(len(pairs), -0.5)))
+        parts.append(keras.layers.Multiply(name=f"products_{index}")(factors))
+    return parts
+
+
+def _map_in_parts(parts: list, horizon: int, trainable: bool):
+    """One linear map written as a Dense per part ("linear_0" holds the bias), summed."""
+    outputs = [keras.layers.Dense(horizon, use_bias=index == 0, trainable=trainable, name=f"linear_{index}")(part)
+               for index, part in enumerate(parts)]
+    return keras.layers.Add(name="linear")(outputs)
+
+
+CHANGE_STEPS = (3, 6, 12)  # chosen on hourly data; in sampling intervals
+MEAN_STEPS = (6, 24)
+
+
+def quadratic_basis(look_back: int, widths: list[int], changing: list[bool]) -> np.ndarray:
+    """[look_back * n_encoded, m]: z = flattened window @ basis, where z is the latest
+    encoded row, the change over 3, 6 and 12 steps of every plain reading (`changing`
+    per raw feature; encoded directions and calendar values have no meaningful change)
+    and the mean target over the last 6 and 24 steps, each where the look-back allows."""
+    n_encoded = sum(widths)
+    starts = np.cumsum([0, *widths[:-1]])
+
+    def at(step: int, column: int) -> np.ndarray:
+        unit = np.zeros(look_back * n_encoded)
+        unit[(look_back - 1 - step) * n_encoded + column] = 1  # step 0 = the latest row
+        return unit
+
+    columns = [at(0, column) for column in range(n_encoded)]
+    plain = [int(start) for start, moving in zip(starts, changing) if moving]
+    columns += [at(0, c) - at(k, c) for k in CHANGE_STEPS if k < look_back for c in plain]
+    columns += [sum(at(j, 0) for j in range(k)) / k for k in MEAN_STEPS if k <= look_back]
+    return np.stack(columns, axis=1)
+
+
+def summary_range(basis: np.ndarray, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per summary entry, its smallest and largest value over these (scaled) windows."""
+    summary = inputs.reshape(len(inputs), -1).astype(np.float64) @ basis
+    return summary.min(axis=0), summary.max(axis=0)
+
+
+def _map_layers(model: keras.Model) -> list:
+    """The Dense layers of the linear map: "linear", or "linear_0", "linear_1", ... in parts."""
+    names = {layer.name for layer in model.layers}
+    if "linear_0" not in names:
+        return [model.get_layer("linear")]
+    return [model.get_layer(f"linear_{i}") for i in range(len(names)) if f"linear_{i}" in names]
+
+
+def linear_features(model: keras.Model, inputs: np.ndarray) -> np.ndarray:
+    """What the linear map reads, its parts side by side, for the ridge fit."""
+    layers = _map_layers(model)
+    if len(layers) == 1:
+        return inputs.reshape(len(inputs), -1)
+    reader = keras.Model(model.inputs, [layer.input for layer in layers])
+    parts = reader.predict(inputs, batch_size=4096, verbose=0)
+    return np.concatenate([np.asarray(part, np.float64) for part in parts], axis=1)
 
 
 def standardising_stats(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,15 +192,18 @@ def standardising_stats(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def start_from_linear(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, alpha: float = 1.0) -> None:
-    """Set the "linear" layer to ridge regression of the targets on the flattened window."""
+    """Set the linear map to ridge regression of the targets on what it reads."""
     from sklearn.linear_model import Ridge
 
     targets = targets.reshape(len(targets), -1)
-    ridge = Ridge(alpha=alpha).fit(inputs.reshape(len(inputs), -1), targets)
+    ridge = Ridge(alpha=alpha).fit(linear_features(model, inputs), targets)
     # scikit-learn drops the target axis of coef_ for a single target; restore [features, horizon].
-    kernel = ridge.coef_.reshape(targets.shape[1], -1).T
-    bias = np.reshape(ridge.intercept_, targets.shape[1])
-    model.get_layer("linear").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    kernel = ridge.coef_.reshape(targets.shape[1], -1).T.astype(np.float32)
+    bias = np.reshape(ridge.intercept_, targets.shape[1]).astype(np.float32)
+    layers = _map_layers(model)
+    rows = np.cumsum([0] + [layer.get_weights()[0].shape[0] for layer in layers])
+    for index, layer in enumerate(layers):
+        layer.set_weights([kernel[rows[index]:rows[index + 1]]] + ([bias] if index == 0 else []))
 
 
 class EpochReporter(keras.callbacks.Callback):

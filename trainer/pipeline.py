@@ -46,17 +46,21 @@ def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, dat
     )
     started = time.perf_counter()
     train_pair = _network_pair(data.train, data.scaler, spec)
+    val_pair = _network_pair(data.val, data.scaler, spec)
+    fit_on = [train_pair, val_pair] if config.linear_fit_with_val and len(data.val) else [train_pair]
+    linear_fit = [np.concatenate(part) for part in zip(*fit_on)]  # what the frozen map is fitted on
     keras_model.seed_everything(config.seed)
     net = keras_model.build_model(
         config.look_back, len(spec["encoded_features"]), config.horizon, config.units, config.learning_rate,
         layers=config.layers, dropout=config.dropout, linear_skip=config.linear_skip,
         input_stats=keras_model.standardising_stats(train_pair[0]) if config.standardise else None,
         freeze_linear=config.linear_skip and config.freeze_linear,
+        quadratic=_quadratic(config, spec, linear_fit[0]) if config.linear_skip and config.quadratic_skip else None,
     )
     if config.linear_skip:
-        keras_model.start_from_linear(net, *train_pair)
+        keras_model.start_from_linear(net, *linear_fit)
     history = keras_model.fit(
-        net, train_pair, _network_pair(data.val, data.scaler, spec),
+        net, train_pair, val_pair,
         config.epochs, config.batch_size, config.patience, on_epoch,
     )
     seconds = time.perf_counter() - started
@@ -65,6 +69,17 @@ def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, dat
     windows = _kept_windows(data, config.seed)
     write_bundle(out_dir, net, spec, metrics, training, windows)
     return TrainResult(Path(out_dir), metrics, training)
+
+
+def _quadratic(config: TrainConfig, spec: dict, fit_inputs: np.ndarray) -> tuple:
+    """(basis, low, high) of the linear map's quadratic terms, ranged on the fitted windows."""
+    from . import features
+    from .model import quadratic_basis, summary_range
+
+    encodings = spec["encodings"]
+    basis = quadratic_basis(config.look_back, [len(e["columns"]) for e in encodings],
+                            [e["kind"] == features.NUMERIC for e in encodings])
+    return (basis, *summary_range(basis, fit_inputs))
 
 
 def _network_pair(windows, scaler, spec: dict) -> tuple:

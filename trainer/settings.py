@@ -30,6 +30,11 @@ class TrainConfig:
     linear_skip: bool = True  # LSTM correction on top of a ridge-initialised linear map (trainer/model.py)
     freeze_linear: bool = True  # the linear map keeps its ridge weights: the LSTM learns the ridge residual
     standardise: bool = True  # the LSTM reads its inputs standardised on the training split (a fixed layer)
+    quadratic_skip: bool = True  # the linear map also reads pairwise products of a window summary (trainer/model.py)
+    # The frozen map is ridge with a fixed alpha, so nothing about it is chosen on the
+    # validation split: it is fitted on training and validation windows (the test split
+    # stays unseen); the LSTM correction still early-stops on validation.
+    linear_fit_with_val: bool = True
     target_units: str | None = None
 
     def check(self) -> None:

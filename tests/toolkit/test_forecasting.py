@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from conftest import hourly_frame
+
 from edgecast.cli import app
 from edgecast.trainer import features
 from edgecast.trainer.bundle import make_spec, read_bundle
@@ -196,6 +198,81 @@ def test_linear_skip_starts_training_at_the_ridge_forecast(horizon):
     start_from_linear(net, inputs, targets)
     expected = Ridge(alpha=1.0).fit(inputs.reshape(200, -1), targets).predict(inputs.reshape(200, -1))
     np.testing.assert_allclose(net.predict(inputs, verbose=0), expected.reshape(200, horizon), atol=1e-4)
+
+
+def test_quadratic_basis_picks_latest_rows_changes_and_means():
+    """z = flattened window @ basis: the latest encoded row, 3/6/12-step changes of the
+    plain readings only (not of sin/cos columns), and the 6- and 24-step target means."""
+    from edgecast.trainer.model import quadratic_basis
+
+    look_back, widths, changing = 24, [1, 1, 2], [True, True, False]  # PM2.5, TEMP, wd (sin, cos)
+    window = np.random.default_rng(0).uniform(0, 1, (look_back, 4))
+    z = window.reshape(-1) @ quadratic_basis(look_back, widths, changing)
+    latest = window[-1]
+    changes = [latest[c] - window[-1 - k, c] for k in (3, 6, 12) for c in (0, 1)]
+    np.testing.assert_allclose(z, [*latest, *changes, window[-6:, 0].mean(), window[:, 0].mean()])
+    short = quadratic_basis(4, [1], [True])  # only what a 4-step look-back holds
+    assert short.shape == (4, 2)  # latest value and its 3-step change
+
+
+def test_quadratic_skip_is_ridge_on_lags_and_clamped_products_in_small_parts():
+    """Before any epoch the network is ridge on [lags, products]; each Dense of the map
+    reads at most MAX_FAN_IN inputs; off the fitted range the products hold still (clamped)."""
+    from sklearn.linear_model import Ridge
+
+    from edgecast.trainer.model import (MAX_FAN_IN, build_model, linear_features, quadratic_basis,
+                                        start_from_linear, summary_range)
+
+    rng = np.random.default_rng(4)
+    inputs = rng.uniform(0, 1, (300, 24, 5)).astype(np.float32)
+    targets = (inputs[:, -1, :1] * inputs[:, -1, 1:2] + rng.normal(0, 0.01, (300, 2))).astype(np.float32)
+    basis = quadratic_basis(24, [1] * 5, [True] * 5)
+    net = build_model(24, 5, 2, units=4, learning_rate=1e-3, linear_skip=True, freeze_linear=True,
+                      quadratic=(basis, *summary_range(basis, inputs)))
+    start_from_linear(net, inputs, targets)
+    parts = [layer for layer in net.layers if layer.name.startswith("linear_")]
+    assert len(parts) > 2 and all(layer.get_weights()[0].shape[0] <= MAX_FAN_IN for layer in parts)
+    assert all(not layer.trainable for layer in parts)
+
+    lags = inputs.reshape(300, -1).astype(np.float64)
+    low, high = summary_range(basis, inputs)
+    u = np.clip((lags @ basis - low) / (high - low), 0, 1) - 0.5
+    first, second = np.triu_indices(basis.shape[1])
+    expected_features = np.concatenate([lags - 0.5, u[:, first] * u[:, second]], axis=1)
+    np.testing.assert_allclose(np.sort(linear_features(net, inputs), axis=1), np.sort(expected_features, axis=1), atol=1e-5)
+    ridge = Ridge(alpha=1.0).fit(expected_features, targets)
+    np.testing.assert_allclose(net.predict(inputs, verbose=0), ridge.predict(expected_features), atol=1e-4)
+
+    far = inputs[:1] + 10.0  # far beyond the fitted range: only the lags still move
+    farther = inputs[:1] + 20.0
+    products = lambda x: linear_features(net, x)[:, 24 * 5:]
+    np.testing.assert_allclose(products(far), products(farther), atol=1e-5)  # float32 rounding of x + 10, x + 20
+    assert np.abs(products(farther)).max() <= 0.25 + 1e-6
+
+
+def test_linear_map_is_fitted_on_training_and_validation_windows(tmp_path):
+    """linear_fit_with_val: the frozen ridge map sees validation windows too (the test
+    split never); with it off, training windows only."""
+    from sklearn.linear_model import Ridge
+
+    from edgecast.trainer.model import linear_features
+    from edgecast.trainer.pipeline import TrainConfig, _network_pair, prepare, train
+
+    csv = tmp_path / "hourly.csv"
+    hourly_frame(hours=300).to_csv(csv, index=False)
+    series = load_csv(csv, "PM2.5", ["TEMP"])
+    for with_val in (True, False):
+        config = TrainConfig(look_back=LOOK_BACK, horizon=2, units=4, epochs=1, batch_size=32, linear_fit_with_val=with_val)
+        bundle = read_bundle(train(series, config, tmp_path / f"val-{with_val}").path)
+        net, data = bundle.load_model(), prepare(series, config)
+        pairs = [_network_pair(data.train, data.scaler, bundle.spec)]
+        if with_val:
+            pairs.append(_network_pair(data.val, data.scaler, bundle.spec))
+        x, y = (np.concatenate(part) for part in zip(*pairs))
+        ridge = Ridge(alpha=1.0).fit(linear_features(net, x), y)
+        kernel = np.concatenate([net.get_layer(f"linear_{i}").get_weights()[0]
+                                 for i in range(len([l for l in net.layers if l.name.startswith("linear_")]))])
+        np.testing.assert_allclose(kernel, ridge.coef_.T, atol=2e-4)
 
 
 @pytest.mark.skipif(not CHANGPING.is_file(), reason=f"real data absent: {CHANGPING} (see ../shared/data/README.md)")
