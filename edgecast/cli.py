@@ -84,6 +84,7 @@ def train(
     target: Annotated[str, typer.Option(help="Column to forecast.")],
     features: Annotated[list[str], typer.Option(help="Extra input columns (repeat, or comma-separated).")] = [],
     time_column: Annotated[Optional[str], typer.Option(help="Timestamp column (default: detected).")] = None,
+    clock: Annotated[Optional[str], typer.Option(help="Clock of timestamps without a zone (UTC, +08:00, Asia/Shanghai); recorded for the runtime's calendar features.")] = None,
     look_back: Annotated[int, typer.Option(help="Input steps per window.")] = 24,
     horizon: Annotated[int, typer.Option(help="Steps predicted at once.")] = 1,
     units: Annotated[int, typer.Option(help="LSTM units.")] = DEFAULTS.units,
@@ -119,7 +120,7 @@ def train(
         linear_skip=linear_skip, quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val,
         target_units=target_units,
     )
-    series = load_csv(data, target, _split_list(features), time_column, max_gap)
+    series = load_csv(data, target, _split_list(features), time_column, max_gap, clock=clock)
     bundle_name = name or _slug(data.stem)
     _train_and_report(series, config, models_dir / bundle_name)
 

@@ -35,6 +35,7 @@ def run_station(station: str, csv: Path, models_dir: Path, plot: Path) -> dict:
     bundle = models_dir / station.lower()
     started = time.perf_counter()
     edgecast("train", str(csv), "--target", "PM2.5", "--features", WEATHER, "--horizon", str(HORIZON),
+             "--clock", "+08:00",  # the UCI Beijing timestamps are local time; the runtime reads hub times in it
              "--target-units", "µg/m³", "--name", bundle.name, "--models-dir", str(models_dir))
     wall = time.perf_counter() - started
     edgecast("export", str(bundle))

@@ -78,6 +78,7 @@ def make_spec(
     encodings: list[dict] | None = None,
     formulation: dict | None = None,
     target_units: str | None = None,
+    clock: str | None = None,
 ) -> dict:
     """The preprocessing spec of the graph contract, from a MinMaxScaler fitted on the encoded columns."""
     encodings = encodings or [feature_encodings.numeric(name) for name in features]
@@ -104,6 +105,7 @@ def make_spec(
         "encoded_features": feature_encodings.encoded_columns(encodings),
         "target_formulation": formulation or {"kind": "level"},
         "target_units": target_units,
+        "clock": clock,  # of the training timestamps; the runtime reads hub times in it
     }
 
 

@@ -35,6 +35,7 @@ class Series:
     values_interpolated: int
     values_missing: int
     encodings: list[dict] | None = None  # one per feature (trainer/features.py); None: all numeric
+    clock: str | None = None  # the timestamps' clock (UTC, +08:00, a zone name); None: not known
 
     def __post_init__(self):
         if self.encodings is None:
@@ -62,7 +63,11 @@ def load_csv(
     features: list[str] | tuple[str, ...] = (),
     time_column: str | None = None,
     max_gap: int = 6,
+    clock: str | None = None,
 ) -> Series:
+    """`clock`: the clock of timestamps written without a zone (the UCI Beijing data: +08:00),
+    recorded in the spec so the runtime reads hub timestamps in it; timestamps with a
+    zone are converted to it. Without it, zoned timestamps keep their own offset."""
     path = Path(path)
     raw = _read_table(path)
     columns = _ordered_columns(target, features)
@@ -70,6 +75,7 @@ def load_csv(
     read = [n for n in columns if n not in derived]
     _require_columns(path, raw, read + ([time_column] if time_column else []))
     times, time_columns = _parse_time(path, raw, time_column)
+    times, clock = _on_clock(path, times, clock)
     if derived and times is None:
         raise DataError(f"{path}: {', '.join(derived)} come from timestamps, but the file has no time column")
     parsed = {name: _feature_column(path, raw, name, name == target) for name in read}
@@ -81,7 +87,55 @@ def load_csv(
         if frame[name].isna().all():
             raise DataError(f"{path}: column '{name}' has no numeric values")
     encodings = [parsed[n][1] if n in parsed else encodings_of.calendar(n) for n in columns]
-    return _fill_gaps(frame, target, max_gap, interval, time_columns, path, len(raw), encodings)
+    series = _fill_gaps(frame, target, max_gap, interval, time_columns, path, len(raw), encodings)
+    series.clock = clock
+    return series
+
+
+def parse_clock(text: str):
+    """(name, tzinfo) of a clock: UTC, a fixed offset (+08:00, -0530, +8) or an IANA zone
+    name. The runtime accepts the same forms (edgecast_runtime.encodings.parse_clock);
+    the trainer may not import the runtime, hence this twin."""
+    from datetime import timedelta, timezone
+    import re
+
+    stripped = text.strip()
+    if stripped.upper() in ("UTC", "Z", "GMT"):
+        return "UTC", timezone.utc
+    match = re.fullmatch(r"(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?", stripped, re.IGNORECASE)
+    if match and int(match.group(2)) <= 23 and int(match.group(3) or 0) <= 59:
+        sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
+        offset = timedelta(hours=hours, minutes=minutes) * (-1 if sign == "-" else 1)
+        return _offset_name(offset), timezone(offset)
+    try:
+        from zoneinfo import ZoneInfo
+
+        return stripped, ZoneInfo(stripped)
+    except Exception:  # ZoneInfoNotFoundError, ValueError
+        raise DataError(f"--clock {text!r} is not UTC, an offset like +08:00, or a time zone name") from None
+
+
+def _offset_name(offset) -> str:
+    if not offset:
+        return "UTC"
+    minutes = int(abs(offset.total_seconds()) // 60)
+    return f"{'-' if offset.total_seconds() < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _on_clock(path: Path, times, clock: str | None):
+    """Timestamps in the data's clock, and its name (None when nothing says it)."""
+    if clock is None:
+        zone = None if times is None else getattr(times.dt, "tz", None)
+        if zone is None:
+            return times, None
+        offset = zone.utcoffset(None)
+        return times, getattr(zone, "key", None) or (_offset_name(offset) if offset is not None else str(zone))
+    if times is None:
+        raise DataError(f"{path}: --clock {clock!r} was given, but the file has no timestamps")
+    name, zone = parse_clock(clock)
+    if getattr(times.dt, "tz", None) is not None:
+        times = times.dt.tz_convert(zone)
+    return times, name
 
 
 def series_from_values(values: list[float], name: str, source: str, sha256: str) -> Series:

@@ -167,7 +167,8 @@ def evaluate_bundle_on_csv(bundle, csv_path, folds: int = 0) -> dict:
 def _load_like_training(bundle, csv_path, load_csv):
     spec = bundle.spec
     time_column = spec.get("time_columns", [None])[0] if len(spec.get("time_columns", [])) == 1 else None
-    series = load_csv(csv_path, spec["target"], spec["features"][1:], time_column, spec["gap_policy"]["max_gap"])
+    series = load_csv(csv_path, spec["target"], spec["features"][1:], time_column, spec["gap_policy"]["max_gap"],
+                      clock=spec.get("clock"))
     wanted = [e["kind"] for e in spec_encodings(spec)]
     found = [e["kind"] for e in series.encodings]
     for name, want, got in zip(spec["features"], wanted, found):

@@ -43,6 +43,7 @@ def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, dat
         series.target, series.features, config.look_back, config.horizon,
         series.interval_seconds, series.time_columns, data.scaler, config.max_gap,
         encodings=series.encodings, formulation=formulation, target_units=config.target_units,
+        clock=series.clock,
     )
     started = time.perf_counter()
     train_pair = _network_pair(data.train, data.scaler, spec)

@@ -185,8 +185,8 @@ def _stream_arguments(parser) -> None:
     group.add_argument("--clock", type=_clock, default=None, metavar="ZONE",
                        help="the clock of the training data's timestamps, for calendar "
                             "features (hour_of_day, day_of_week) and for ISO times without "
-                            "a zone: UTC (default), an offset like +08:00, or a zone name "
-                            "like Asia/Shanghai")
+                            "a zone: UTC, an offset like +08:00, or a zone name like "
+                            "Asia/Shanghai (default: the model's recorded clock, else UTC)")
 
 
 def _reload_arguments(parser) -> None:
@@ -272,6 +272,7 @@ def run_info(args) -> int:
         ("look_back", info["look_back"]),
         ("horizon", info["horizon"]),
         ("interval", f"{interval:g} s" if interval else "unknown (no timestamps in training)"),
+        ("clock", info["clock"] or "not recorded (UTC unless --clock)"),
         ("input", f"{info['input']['name']} float32 [batch, {model.look_back}, {model.n_features}]"),
         ("output", f"{info['output']['name']} float32 [batch, {model.horizon}]"),
         ("manifest", f"sha256 checked against {info['manifest']}" if info["manifest"]

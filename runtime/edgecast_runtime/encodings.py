@@ -144,6 +144,17 @@ def parse_clock(text: str) -> tzinfo:
             f"known to this system") from None
 
 
+def spec_clock(spec: dict) -> Optional[tzinfo]:
+    """The training data's clock the spec records (`clock`), or None when it records none
+    (older bundles, data without timestamps): then UTC unless --clock says otherwise."""
+    value = spec.get("clock")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise EdgecastRuntimeError("expected a string such as UTC, +08:00 or Asia/Shanghai")
+    return parse_clock(value)
+
+
 def clock_name(clock: Optional[tzinfo]) -> str:
     if clock is None or clock is UTC:
         return "UTC"

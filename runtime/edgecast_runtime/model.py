@@ -19,7 +19,7 @@ from .errors import (
     ModelError,
     SchemaVersionError,
 )
-from .encodings import layout_from_spec
+from .encodings import layout_from_spec, spec_clock
 from .inputs import require_finite, shape_text, to_float32
 
 SUPPORTED_SCHEMA_VERSIONS = ("1", "2")
@@ -81,6 +81,7 @@ class Forecaster:
         self.target_formulation = spec.get("target_formulation")
         self.target_units = spec.get("target_units")
         self.hold_last = list(self.layout.hold_last)
+        self.clock = spec_clock(spec)  # the training data's clock, None when the spec has none
 
     def _check_tensors(self) -> None:
         """The spec must describe the graph's real tensors, or predictions would be
@@ -215,6 +216,7 @@ class Forecaster:
             "look_back": self.look_back,
             "horizon": self.horizon,
             "interval_seconds": self.interval_seconds,
+            "clock": self.spec.get("clock"),
             "input": {"name": self.input_name, "dtype": "float32",
                       "shape": ["batch", self.look_back, self.n_features]},
             "output": {"name": self.output_name, "dtype": "float32",
@@ -339,6 +341,10 @@ def _validate_spec(path: Path, spec, version: str):
                              [spec["look_back"], len(features)])
     _validate_declared_shape(fail, spec.get("output", {}).get("shape"), "output",
                              [spec["horizon"]])
+    try:
+        spec_clock(spec)
+    except EdgecastRuntimeError as exc:
+        fail(f"has 'clock' {spec.get('clock')!r}: {exc}; pass --clock to override it")
     return layout_from_spec(spec, version, fail)
 
 

@@ -140,7 +140,9 @@ class StreamingForecaster:
     def __init__(self, forecaster, state_path=None, policy: Optional[StreamPolicy] = None,
                  clock=None):
         self.policy = policy or StreamPolicy()
-        self.clock = clock  # the data's clock for calendar features (None: UTC)
+        # The data's clock for calendar features: given, else the model's own (spec
+        # "clock"), else UTC (None).
+        self.clock = clock if clock is not None else getattr(forecaster, "clock", None)
         self.state_path = Path(state_path) if state_path else None
         self._forecaster = forecaster
         self._lock = threading.Lock()

@@ -181,6 +181,31 @@ def test_cli_bad_clock_is_a_usage_error():
 SPEC = json.loads(json.dumps(Forecaster(MODEL).spec))
 
 
+def test_the_models_recorded_clock_is_the_default(model, tmp_path):
+    """A spec with "clock" (edgecast train --clock) sets the streamer's clock; --clock
+    (the clock argument) still wins; without either it is UTC."""
+    from edgecast_runtime.encodings import spec_clock
+
+    assert spec_clock({**SPEC, "clock": "+08:00"}) == parse_clock("+08:00")
+    assert spec_clock(SPEC) is None and model.clock is None
+    _validate_spec(Path("m.onnx"), {**SPEC, "clock": "+08:00"}, "2")
+    for bad in ("Mars/Olympus", 8):
+        with pytest.raises(ModelError, match="'clock'.*pass --clock"):
+            _validate_spec(Path("m.onnx"), {**SPEC, "clock": bad}, "2")
+
+    class RecordedClock:  # the model as Forecaster binds it from a spec with "clock"
+        def __init__(self, inner, clock):
+            self._inner, self.clock = inner, clock
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+    beijing = RecordedClock(model, parse_clock("+08:00"))
+    assert StreamingForecaster(beijing, tmp_path / "a.json").clock == parse_clock("+08:00")
+    assert StreamingForecaster(beijing, tmp_path / "b.json", clock=parse_clock("UTC")).clock == parse_clock("UTC")
+    assert StreamingForecaster(model, tmp_path / "c.json").clock is None  # UTC
+
+
 @pytest.mark.parametrize("change, version, fragment", [
     (lambda s: s.pop("encodings"), "2", "schema 2 but has no 'encodings'"),
     (lambda s: s["encodings"].pop(), "2", "needs 'encodings', one per feature (5)"),

@@ -1,6 +1,8 @@
 """CSV loading, gap handling, windowing, the chronological split and the scaler."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -98,3 +100,52 @@ def test_zero_range_feature_is_scaled_like_scikit_learn():
     np.testing.assert_array_equal(rebuilt.scale_, fitted.scale_)
     np.testing.assert_array_equal(rebuilt.min_, fitted.min_)
     assert rebuilt.scale_[1] == 1.0  # sklearn treats a zero range as 1
+
+
+def test_clock_is_recorded_or_taken_from_zoned_timestamps(tmp_path):
+    """--clock names the clock of zone-less timestamps; zoned ones bring their own, or
+    are converted to the one given; calendar features follow it."""
+    from edgecast.trainer.data import parse_clock
+
+    stamps = pd.date_range("2024-01-01", periods=30, freq="h")
+    naive, zoned = tmp_path / "naive.csv", tmp_path / "zoned.csv"
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%S"), "PM2.5": range(30)}).to_csv(naive, index=False)
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%S+08:00"), "PM2.5": range(30)}).to_csv(zoned, index=False)
+
+    assert load_csv(naive, "PM2.5").clock is None
+    series = load_csv(naive, "PM2.5", ["hour_of_day"], clock="+8")
+    assert series.clock == "+08:00" and series.frame["hour_of_day"].iloc[0] == 0
+    series = load_csv(zoned, "PM2.5", ["hour_of_day"])
+    assert series.clock == "+08:00" and series.frame["hour_of_day"].iloc[0] == 0
+    series = load_csv(zoned, "PM2.5", ["hour_of_day"], clock="UTC")
+    assert series.clock == "UTC" and series.frame["hour_of_day"].iloc[0] == 16  # 00:00+08:00 is 16:00 UTC
+    assert [parse_clock(t)[0] for t in ("utc", "-0530", "UTC+8")] == ["UTC", "-05:30", "+08:00"]
+    with pytest.raises(DataError, match="--clock 'Mars/Olympus' is not UTC"):
+        parse_clock("Mars/Olympus")
+
+
+def test_recorded_clock_reaches_the_runtime(tmp_path):
+    """edgecast train --clock +08:00: the spec records it, and the runtime reads a hub's
+    UTC epoch timestamps in that clock for hour_of_day without being told."""
+    from datetime import datetime, timezone
+
+    from edgecast_runtime import Forecaster, StreamingForecaster
+
+    from conftest import run_cli
+
+    csv = tmp_path / "hourly.csv"
+    hourly_frame(hours=300).to_csv(csv, index=False)
+    assert run_cli("train", csv, "--target", "PM2.5", "--features", "TEMP,hour_of_day", "--clock", "+08:00",
+                   "--look-back", "6", "--units", "4", "--epochs", "1", "--name", "beijing",
+                   "--models-dir", tmp_path).returncode == 0
+    assert run_cli("export", tmp_path / "beijing").returncode == 0
+    model = Forecaster(tmp_path / "beijing" / "model.onnx")
+    assert model.spec["clock"] == "+08:00" and model.describe()["clock"] == "+08:00"
+    stream = StreamingForecaster(model, tmp_path / "state.json")
+    midnight_utc = datetime(2024, 3, 11, tzinfo=timezone.utc).timestamp()
+    stream.observe([50.0, 10.0], midnight_utc)
+    hour = json.loads((tmp_path / "state.json").read_text())["buffer"][0][2]
+    assert hour == 8.0  # 00:00 UTC is 08:00 in the data's clock
+
+    bad = run_cli("train", csv, "--target", "PM2.5", "--clock", "Mars/Olympus", "--models-dir", tmp_path)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("edgecast: error: --clock 'Mars/Olympus'")
