@@ -1,6 +1,7 @@
 """Train a Changping PM2.5 model (look-back 24, the `edgecast train` default units),
 export it in every quantization mode plus the builtin-ops-only TFLite graph, verify
-it, and write results/quantization.json and results/quantization.md.
+it, time one window through each file, and write results/quantization.json and
+results/quantization.md.
 
     .venv/bin/python scripts/quantize_results.py [--epochs 10] [--sweep-units 128,256] [--data-dir ../shared/data] [--models-dir build/quantization-results]
 
@@ -84,9 +85,55 @@ def stripped_float_sizes(bundle: Path) -> dict[str, int]:
     }
 
 
+LATENCY_WINDOWS = 300  # timed single windows per artifact, after 20 warm-up calls
+
+
+def latency_us(path: Path, windows) -> float:
+    """Median single-window latency, one thread: what a hub pays per forecast."""
+    import time
+
+    import numpy as np
+
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def run(window):
+            session.run(None, {"window": window[np.newaxis]})
+    else:
+        from edgecast.export.oplist import has_variable_state
+        from edgecast.export.tflite_export import tflite_interpreter
+
+        interpreter = tflite_interpreter(path)
+        (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
+        stateful = has_variable_state(path)
+
+        def run(window):
+            if stateful:  # the fused LSTM's state (export/fused_lstm.py); part of the cost
+                interpreter.reset_all_variables()
+            interpreter.set_tensor(source["index"], window[np.newaxis])
+            interpreter.invoke()
+            interpreter.get_tensor(result["index"])
+
+    for window in windows[:20]:
+        run(window)
+    seconds = []
+    for window in windows[:LATENCY_WINDOWS]:
+        started = time.perf_counter()
+        run(window)
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds) * 1e6)
+
+
 def summarise(bundle: Path, report: dict, manifest: dict, training: dict, csv: Path) -> dict:
+    import numpy as np
+
     accuracy = report["accuracy"]
     stripped = stripped_float_sizes(bundle)
+    windows = np.load(bundle / "windows.npz")["test_x"].astype(np.float32)
     rows = []
     for name, row in accuracy["artifacts"].items():
         entry = manifest["artifacts"][name]
@@ -106,6 +153,7 @@ def summarise(bundle: Path, report: dict, manifest: dict, training: dict, csv: P
             "ops": row["ops"],
             "float_ops": row.get("float_ops"),
             "meets_done_when": _meets(name, row),
+            "latency_us_median": latency_us(bundle / name, windows),
         })
     config = training["config"]
     return {
@@ -155,15 +203,16 @@ def markdown(results: dict) -> str:
         f"Produced by `{results['command']}` on {results['created']}.",
         "",
         "| file | mode | precision | bytes | of float32 | of float32, names stripped | RMSE | MAE | RMSE change "
-        "| abs dev from float: p99 / max | int8 done-when |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| abs dev from float: p99 / max | µs per window (median, 1 thread) | int8 done-when |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in results["artifacts"]:
         verdict = {True: "met", False: "**not met**", None: ""}[row["meets_done_when"]]
         lines.append(
             f"| {row['file']} | {row['mode']} | {row['precision']} | {row['bytes']} | {100 * row['size_vs_float32']:.1f}% "
             f"| {100 * row['size_vs_float32_names_stripped']:.1f}% | {row['rmse']:.3f} | {row['mae']:.3f} "
-            f"| {row['rmse_change_pct']:+.2f}% | {row['p99_abs_deviation']:.3g} / {row['max_abs_deviation']:.3g} | {verdict} |"
+            f"| {row['rmse_change_pct']:+.2f}% | {row['p99_abs_deviation']:.3g} / {row['max_abs_deviation']:.3g} "
+            f"| {row['latency_us_median']:.0f} | {verdict} |"
         )
     lines += ["", "Op lists (read from each file; TFLite: every subgraph):", ""]
     for row in results["artifacts"]:
@@ -195,7 +244,12 @@ NOTES = [
     "tensors 24 times, so these files are larger than the WHILE-loop `model.tflite`: at this model size the graph, "
     "not the weights, sets their size. The 16x8 quantizer has no fused-LSTM kernel. No full-integer mode starts "
     "from the WHILE-loop graph: TF 2.21's converter crashes (segmentation fault) calibrating it.",
-    "- ONNX figures are at batch 256. Dynamic quantization (`model.int8.onnx`) takes its activation scale from the "
+    "- Latency: one window at a time, one thread, median of 300 test windows after 20 warm-up calls, all files "
+    "in the same run on a shared 2-core machine (read the ratios, not the absolute values). ONNX through plain "
+    "onnxruntime, TFLite through LiteRT's default interpreter (XNNPACK takes the float ops). The full-integer "
+    "fused LSTM runs on TFLite's reference integer LSTM kernel, which is slower than the float one on an x86 CPU: "
+    "int8 here buys size, not speed.",
+    "- ONNX accuracy figures are at batch 256. Dynamic quantization (`model.int8.onnx`) takes its activation scale from the "
     "whole input tensor, so a window's forecast shifts slightly with the other windows in its batch (figures below).",
     "- Full-integer calibration uses the bundle's 512 training windows (`windows.npz` `calibration_x`) plus 16 "
     "constant windows across the training range; without those the calibrated output range stopped at the largest "
