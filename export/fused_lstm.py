@@ -71,7 +71,7 @@ def _fusable_clone(model):
         def __init__(self, source):
             super().__init__(name=source.name)
             self.units, self.return_sequences = source.units, source.return_sequences
-            self.weights_now = [np.asarray(w, np.float32) for w in source.get_weights()]
+            self.source_weights = [np.asarray(w, np.float32) for w in source.get_weights()]
 
         def compute_output_shape(self, shape):
             return (shape[0], shape[1], self.units) if self.return_sequences else (shape[0], self.units)
@@ -80,7 +80,7 @@ def _fusable_clone(model):
             zeros = tf.zeros(tf.stack([tf.shape(x)[0], self.units]), x.dtype)
             if x.shape[0] is not None:  # the fused op needs a static state shape
                 zeros = tf.zeros([x.shape[0], self.units], x.dtype)
-            last, sequence, *_ = lstm_function(x, zeros, zeros, *(tf.constant(w) for w in self.weights_now))
+            last, sequence, *_ = lstm_function(x, zeros, zeros, *(tf.constant(w) for w in self.source_weights))
             return sequence if self.return_sequences else last
 
     def clone_layer(layer):

@@ -7,7 +7,9 @@ Short gaps are interpolated, long ones stay NaN so that no window crosses them.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -96,9 +98,6 @@ def parse_clock(text: str):
     """(name, tzinfo) of a clock: UTC, a fixed offset (+08:00, -0530, +8) or an IANA zone
     name. The runtime accepts the same forms (edgecast_runtime.encodings.parse_clock);
     the trainer may not import the runtime, hence this twin."""
-    from datetime import timedelta, timezone
-    import re
-
     stripped = text.strip()
     if stripped.upper() in ("UTC", "Z", "GMT"):
         return "UTC", timezone.utc
