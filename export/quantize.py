@@ -184,6 +184,8 @@ def _fused_int8(model, spec: dict, calibrate) -> bytes:
         raise
     except ExportError as exc:  # an LSTM the fused op cannot compute
         raise QuantizationError(f"tflite-int8: {exc}") from None
+    except Exception as exc:  # saving the SavedModel it converts from; TF raises many kinds
+        raise QuantizationError(f"tflite-int8: building the fused-LSTM graph failed: {str(exc).splitlines()[0]}") from None
     if FUSED_OP not in {op["op"] for op in tflite_ops(data)}:  # the converter fuses silently or not at all
         raise QuantizationError(f"tflite-int8: the TFLite converter did not fuse the LSTM into {FUSED_OP}")
     return data
