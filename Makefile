@@ -8,7 +8,7 @@ RVENV := .venv-runtime
 PIP_FLAGS := --quiet --disable-pip-version-check
 RUNTIME_SOURCES := runtime/pyproject.toml $(shell find runtime/edgecast_runtime -name '*.py' 2>/dev/null)
 
-.PHONY: demo test test-runtime test-toolkit bench clean
+.PHONY: demo test lint test-runtime test-toolkit bench clean
 
 $(VENV)/.installed: pyproject.toml runtime/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,7 +27,10 @@ $(RVENV)/.installed: $(RUNTIME_SOURCES)
 demo: $(VENV)/.installed
 	$(VENV)/bin/edgecast demo
 
-test: test-runtime test-toolkit
+test: lint test-runtime test-toolkit
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 
 test-runtime: $(RVENV)/.installed
 	bash tests/runtime/setup.sh

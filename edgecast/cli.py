@@ -387,11 +387,11 @@ def demo(
 
 def _print_demo_forecasts(bundle_dir: Path, window: list[float]) -> None:
     import numpy as np
-    from edgecast_runtime import Forecaster
 
     from edgecast.export.parity import reference_forecast, tflite_forecast
     from edgecast.trainer.bundle import read_bundle
     from edgecast.tutorial import TUTORIAL_FORECAST
+    from edgecast_runtime import Forecaster
 
     bundle = read_bundle(bundle_dir)
     x = np.asarray(window, np.float32).reshape(1, len(window), 1)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, WINDOWS_FILE, read_bundle, write_bytes_atomic
 from edgecast.trainer.errors import BundleError
 
@@ -92,7 +94,7 @@ def verify_bundle(bundle_dir: Path) -> dict:
     return parity
 
 
-def held_out_windows(bundle, model) -> "np.ndarray":
+def held_out_windows(bundle, model) -> np.ndarray:
     """The test windows of windows.npz, checked against the spec and the Keras model's input."""
     spec = bundle.spec
     expected = (spec["look_back"], len(spec["features"]))

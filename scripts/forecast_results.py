@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from edgecast_cli import edgecast  # noqa: E402  (scripts/ is on sys.path when run)
+
 STATIONS = {
     "Changping": "PRSA_Data_Changping_20130301-20170228.csv",
     "Dongsi": "PRSA_Data_Dongsi_20130301-20170228.csv",

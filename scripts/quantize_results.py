@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 from edgecast_cli import edgecast  # noqa: E402  (scripts/ is on sys.path when run)
+
 CSV_NAME = "PRSA_Data_Changping_20130301-20170228.csv"
 LOOK_BACK = 24
 # Done-when of issue 5, for the int8 artifacts.

@@ -9,7 +9,6 @@ from sklearn.preprocessing import MinMaxScaler
 
 from .errors import DataError
 from .features import encode
-
 from .settings import CHANGE
 
 SPLITS = ("train", "val", "test")

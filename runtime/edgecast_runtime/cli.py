@@ -330,6 +330,7 @@ def _predict_document(model, document):
     """One window ([look_back][n_features], or [look_back] for one feature) or a
     batch ([batch][look_back][n_features], or [batch][look_back] for one feature)."""
     import numpy as np
+
     from .inputs import to_float32
 
     array = to_float32(model.layout.directions_to_degrees(document, "--json"), "--json")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .encodings import layout_from_spec, spec_clock
 from .errors import (
     EdgecastRuntimeError,
     InputShapeError,
@@ -19,7 +20,6 @@ from .errors import (
     ModelError,
     SchemaVersionError,
 )
-from .encodings import layout_from_spec, spec_clock
 from .inputs import require_finite, shape_text, to_float32
 
 SUPPORTED_SCHEMA_VERSIONS = ("1", "2")

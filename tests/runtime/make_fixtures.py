@@ -112,11 +112,11 @@ def write(path: Path, data: bytes) -> None:
 
 def main() -> None:
     one = spec_for(4, ["PM2.5"], 1, 3600, [10.0], [200.0])
-    one_args = dict(look_back=4, n_features=1, horizon=1, data_min=[10.0], data_max=[200.0])
+    one_args = {"look_back": 4, "n_features": 1, "horizon": 1, "data_min": [10.0], "data_max": [200.0]}
     three = spec_for(6, ["PM2.5", "TEMP", "PRES"], 3, 60,
                      [3.0, -20.0, 990.0], [500.0, 40.0, 1040.0])
-    three_args = dict(look_back=6, n_features=3, horizon=3,
-                      data_min=[3.0, -20.0, 990.0], data_max=[500.0, 40.0, 1040.0])
+    three_args = {"look_back": 6, "n_features": 3, "horizon": 3,
+                      "data_min": [3.0, -20.0, 990.0], "data_max": [500.0, 40.0, 1040.0]}
 
     one_model = build_model(**one_args, metadata=edgecast_metadata(one, "fixture-one"))
     files = {

@@ -4,7 +4,6 @@ answers on stdout, one error line on stderr, meaningful exit codes."""
 import json
 
 import pytest
-
 from runtime_support import FIXTURES, ONE, THREE, assert_one_line_error, expected_forecast, run_cli
 
 MODEL_ERROR, INPUT_ERROR, USAGE = 3, 4, 2

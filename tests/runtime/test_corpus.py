@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from runtime_support import (
     FIXTURES,
     ONE,

@@ -24,8 +24,8 @@ import threading
 import time
 
 import pytest
-
 from runtime_support import ONE, Server, add_count, cli_path, record
+
 from edgecast_runtime import Forecaster, StreamingForecaster
 from edgecast_runtime.readings import reading_from_json
 

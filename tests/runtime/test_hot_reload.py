@@ -10,8 +10,8 @@ import threading
 import time
 
 import pytest
-
 from runtime_support import FIXTURES, ONE, ONE_V2, Server, expected_forecast, replace_atomically
+
 from edgecast_runtime import Forecaster
 
 WINDOW = [70, 72, 75, 80]

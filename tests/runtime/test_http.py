@@ -7,7 +7,6 @@ import socket
 import time
 
 import pytest
-
 from runtime_support import (
     LOOPBACK,
     ONE,
@@ -18,6 +17,7 @@ from runtime_support import (
     expected_forecast,
     run_cli,
 )
+
 from edgecast_runtime import Forecaster
 
 MAX_BODY = 4096

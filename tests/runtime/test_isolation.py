@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from runtime_support import ONE, SCHEMA2, SEED_MODEL, THREE
 
 FORBIDDEN = ("tensorflow", "keras", "sklearn", "pandas", "typer")

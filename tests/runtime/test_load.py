@@ -13,8 +13,8 @@ import threading
 import time
 
 import pytest
-
 from runtime_support import ONE, ONE_V2, Server, expected_forecast, record, replace_atomically
+
 from edgecast_runtime import Forecaster
 
 REQUESTS = int(os.environ.get("EDGECAST_LOAD_REQUESTS", "2000"))

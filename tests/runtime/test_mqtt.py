@@ -8,12 +8,11 @@ import signal
 import uuid
 
 import pytest
-
 from runtime_support import (
     ONE,
-    add_count,
     ONE_V2,
     Background,
+    add_count,
     assert_one_line_error,
     expected_forecast,
     replace_atomically,

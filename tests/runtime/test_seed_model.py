@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-
 from runtime_support import SEED_MODEL, run_cli
+
 from edgecast_runtime import Forecaster
 
 pytestmark = pytest.mark.skipif(

@@ -13,9 +13,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from runtime_support import (ONE, ONE_V2, THREE, add_count, assert_one_line_error, cli_path,
-                             expected_forecast, run_cli)
+from runtime_support import ONE, ONE_V2, THREE, add_count, assert_one_line_error, cli_path, expected_forecast, run_cli
 
 
 def answers_of(stdout: str):

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 import pytest
-
 from runtime_support import ONE, ONE_V2, THREE, expected_forecast
+
 from edgecast_runtime import (
     EdgecastRuntimeError,
     Forecaster,
@@ -18,8 +18,8 @@ from edgecast_runtime import (
     StateError,
     StreamingForecaster,
     StreamPolicy,
+    durable,
 )
-from edgecast_runtime import durable
 
 HOUR = 3600.0
 
@@ -150,8 +150,8 @@ def test_a_resent_reading_gets_its_answer_again_without_counting_twice(one):
     assert stream.observe([None], 4 * HOUR) == dict(missing, duplicate=True)
 
 
-@pytest.mark.parametrize("kwargs", [dict(on_missing="drop"), dict(on_gap="refuse"),
-                                    dict(max_hold=-1), dict(interval_seconds=0)])
+@pytest.mark.parametrize("kwargs", [{"on_missing": "drop"}, {"on_gap": "refuse"},
+                                    {"max_hold": -1}, {"interval_seconds": 0}])
 def test_bad_policies_are_refused(kwargs):
     with pytest.raises(EdgecastRuntimeError):
         StreamPolicy(**kwargs)

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-
 from conftest import hourly_frame, run_cli
 
 

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,15 +20,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import hourly_frame, run_cli
+from test_cli import assert_one_line_error
 
 from edgecast.export.errors import ExportError  # no TensorFlow behind this import
 from edgecast.trainer.data import load_csv
 from edgecast.trainer.errors import BundleError, DataError, EdgecastError
 from edgecast.trainer.pipeline import TrainConfig, prepare
-
-from conftest import hourly_frame, run_cli
-from test_cli import assert_one_line_error
-
 
 # ---------------------------------------------------------------------------------------
 # Small hand-made CSV texts

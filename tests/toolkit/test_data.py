@@ -6,13 +6,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import hourly_frame
 from sklearn.preprocessing import MinMaxScaler
 
 from edgecast.trainer.data import fill_short_gaps, load_csv
 from edgecast.trainer.errors import DataError
 from edgecast.trainer.windows import make_windows, split_windows
-
-from conftest import hourly_frame
 
 
 def test_year_month_day_hour_layout_is_sorted_and_regular(tmp_path):
@@ -129,9 +128,9 @@ def test_recorded_clock_reaches_the_runtime(tmp_path):
     UTC epoch timestamps in that clock for hour_of_day without being told."""
     from datetime import datetime, timezone
 
-    from edgecast_runtime import Forecaster, StreamingForecaster
-
     from conftest import run_cli
+
+    from edgecast_runtime import Forecaster, StreamingForecaster
 
     csv = tmp_path / "hourly.csv"
     hourly_frame(hours=300).to_csv(csv, index=False)

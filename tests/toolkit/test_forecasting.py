@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
-
 from conftest import hourly_frame
+from typer.testing import CliRunner
 
 from edgecast.cli import app
 from edgecast.trainer import features
@@ -220,8 +219,14 @@ def test_quadratic_skip_is_ridge_on_lags_and_clamped_products_in_small_parts():
     reads at most MAX_FAN_IN inputs; off the fitted range the products hold still (clamped)."""
     from sklearn.linear_model import Ridge
 
-    from edgecast.trainer.model import (MAX_FAN_IN, build_model, linear_features, quadratic_basis,
-                                        start_from_linear, summary_range)
+    from edgecast.trainer.model import (
+        MAX_FAN_IN,
+        build_model,
+        linear_features,
+        quadratic_basis,
+        start_from_linear,
+        summary_range,
+    )
 
     rng = np.random.default_rng(4)
     inputs = rng.uniform(0, 1, (300, 24, 5)).astype(np.float32)
@@ -245,7 +250,8 @@ def test_quadratic_skip_is_ridge_on_lags_and_clamped_products_in_small_parts():
 
     far = inputs[:1] + 10.0  # far beyond the fitted range: only the lags still move
     farther = inputs[:1] + 20.0
-    products = lambda x: linear_features(net, x)[:, 24 * 5:]
+    def products(x):
+        return linear_features(net, x)[:, 24 * 5:]
     np.testing.assert_allclose(products(far), products(farther), atol=1e-5)  # float32 rounding of x + 10, x + 20
     assert np.abs(products(farther)).max() <= 0.25 + 1e-6
 

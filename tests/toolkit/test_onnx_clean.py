@@ -32,8 +32,8 @@ def run(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(
     "shape",
     [
-        dict(look_back=6, n_features=1, horizon=1, units=4, layers=1),
-        dict(look_back=5, n_features=2, horizon=3, units=3, layers=2, linear_skip=True),
+        {"look_back": 6, "n_features": 1, "horizon": 1, "units": 4, "layers": 1},
+        {"look_back": 5, "n_features": 2, "horizon": 3, "units": 3, "layers": 2, "linear_skip": True},
     ],
     ids=["one-layer", "two-layers-linear-skip"],
 )

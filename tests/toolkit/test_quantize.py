@@ -12,12 +12,12 @@ import pytest
 from conftest import hourly_frame, run_cli
 
 from edgecast.export.fused_lstm import FUSED_OP
+from edgecast.export.manifest import sha256_of
 from edgecast.export.oplist import builtin_only_problems, has_variable_state, onnx_summary, tflite_ops, tflite_summary
 from edgecast.export.parity import TOLERANCE, random_windows, reference_forecast, tflite_forecast
 from edgecast.export.pipeline import export_bundle, verify_bundle
 from edgecast.export.quantize import MODES, QuantizationError, calibration_windows, check_modes
 from edgecast.export.unrolled import BUILTIN_FILE
-from edgecast.export.manifest import sha256_of
 from edgecast.trainer.bundle import WINDOWS_FILE, read_bundle
 
 ALL_MODES = list(MODES)

@@ -5,14 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
 from edgecast.export.manifest import sha256_of
 from edgecast.export.parity import TOLERANCE, reference_forecast, tflite_forecast
 from edgecast.export.pipeline import verify_bundle
 from edgecast.trainer.bundle import read_bundle
 from edgecast.tutorial import DEMO_WINDOW, series_sha256
-
-from conftest import REPO_ROOT
 
 SEED = REPO_ROOT / "models" / "pm25-seed"
 
