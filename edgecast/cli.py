@@ -432,5 +432,12 @@ def bench(
         out.print(f"wrote {out_file}")
 
 
+# Signed releases (edgecast/release/): `edgecast keys new DIR`, `edgecast sign models/NAME --key KEY.pem`.
+from edgecast.release.cli import keys_app, sign  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
+app.command("sign")(sign)
+
+
 if __name__ == "__main__":
     main()

@@ -33,3 +33,23 @@ class InputValueError(InputError):
 
 class StateError(EdgecastRuntimeError):
     """The streaming state file is corrupt, belongs to another model, or cannot be written."""
+
+
+class SignatureError(EdgecastRuntimeError):
+    """Files are not what the trusted key signed: no or a malformed signature, another
+    key, a bad signature, or a file changed, added or missing. `reason` is a short code
+    for a hub's status message."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class ReleaseError(EdgecastRuntimeError):
+    """A release is refused: a malformed record, a version not above the running one, an
+    expired record, or a model that fails its self-test. `reason` is a short code for a
+    hub's status message."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason

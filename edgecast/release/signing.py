@@ -1,0 +1,177 @@
+"""Keys and OpenSSF model-signing signatures of a bundle's deployable files.
+
+What is signed: `manifest.json` and every artifact it lists with kind `onnx` or
+`tflite` (model.onnx, model.tflite and the quantized variants such as
+model.int8.onnx): every file a hub or a microcontroller loads. The toolkit's own files
+(model.keras, preprocessing.json, metrics.json, training.json, windows.npz, plots) are
+left out, as ignored paths recorded in the signature, so `model_signing verify` and the
+hub's slim verifier both check the bundle folder as it is. Any other file that appears
+later is "not covered by the signature" and refused, by both.
+
+The signature is `model.sig` in the bundle: a sigstore bundle made by the model-signing
+library in key mode (EC P-256), the file that `model_signing verify key` checks.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecast_runtime.durable import atomic_write, fsync_dir
+from edgecast_runtime.errors import SignatureError
+from edgecast_runtime.signature import SIGNATURE_NAME, key_id, sha256_file, verify_bundle
+
+from .errors import SigningError
+
+PRIVATE_KEY_NAME = "private.pem"
+PUBLIC_KEY_NAME = "public.pem"
+MANIFEST_NAME = "manifest.json"
+DEPLOYABLE_KINDS = ("onnx", "tflite")
+PRIMARY_MODEL = "model.onnx"
+
+
+@dataclass(frozen=True)
+class KeyFiles:
+    private: Path
+    public: Path
+
+
+@dataclass(frozen=True)
+class SignedBundle:
+    signature: Path
+    files: list[str]
+    key_id: str
+
+
+def new_keys(out_dir: Path) -> KeyFiles:
+    """A new EC P-256 key pair in `out_dir`: private.pem (PKCS#8, mode 0600) and
+    public.pem. Existing keys are never overwritten."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    out_dir = Path(out_dir)
+    files = KeyFiles(out_dir / PRIVATE_KEY_NAME, out_dir / PUBLIC_KEY_NAME)
+    for path in (files.private, files.public):
+        if path.exists():
+            raise SigningError(f"{path} already exists; refusing to overwrite a key (choose another folder)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SigningError(f"{out_dir} is not a folder")
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    _write_private(files.private, private_pem, 0o600)
+    _write_private(files.public, public_pem, 0o644)
+    return files
+
+
+def deployable_files(bundle_dir: Path) -> list[str]:
+    """The files `sign_bundle` signs, each checked against the manifest's sha256."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise SigningError(f"{bundle_dir} is not a bundle folder")
+    manifest_path = bundle_dir / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SigningError(f"{manifest_path} is missing; run `edgecast export {bundle_dir}` first") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SigningError(f"{manifest_path}: cannot read the manifest ({exc})") from None
+    artifacts = manifest.get("artifacts") if isinstance(manifest, dict) else None
+    if not isinstance(artifacts, dict):
+        raise SigningError(f"{manifest_path} has no 'artifacts' table")
+    names = sorted(name for name, entry in artifacts.items()
+                   if isinstance(entry, dict) and entry.get("kind") in DEPLOYABLE_KINDS)
+    if PRIMARY_MODEL not in names:
+        raise SigningError(f"{manifest_path} lists no {PRIMARY_MODEL}; run `edgecast export {bundle_dir}` first")
+    for name in names:
+        path = bundle_dir / name
+        if Path(name).name != name or not path.is_file() or path.is_symlink():
+            raise SigningError(f"{path}: listed in {MANIFEST_NAME} but not a file in the bundle")
+        if sha256_file(path) != str(artifacts[name].get("sha256", "")).lower():
+            raise SigningError(f"{path}: sha256 differs from {MANIFEST_NAME}; re-export before signing")
+    return [MANIFEST_NAME, *names]
+
+
+def sign_bundle(bundle_dir: Path, key_path: Path) -> SignedBundle:
+    """Sign the bundle's deployable files with the model-signing library (key mode),
+    writing `model.sig` atomically, then check it with the hub's own verifier."""
+    from model_signing import hashing, signing
+
+    bundle_dir = Path(bundle_dir)
+    files = deployable_files(bundle_dir)
+    public_key = load_private_key(key_path).public_key()
+    ignored = _ignored_entries(bundle_dir, files)
+    config = (signing.Config()
+              .use_elliptic_key_signer(private_key=Path(key_path))
+              .set_hashing_config(hashing.Config().set_ignored_paths(paths=ignored)))
+    with tempfile.TemporaryDirectory(prefix="edgecast-sign-") as scratch:
+        scratch_signature = Path(scratch) / SIGNATURE_NAME
+        try:
+            config.sign(bundle_dir, scratch_signature)
+        except (OSError, ValueError) as exc:
+            raise SigningError(f"cannot sign {bundle_dir}: {exc}") from None
+        atomic_write(bundle_dir / SIGNATURE_NAME, scratch_signature.read_bytes())
+    try:
+        signed = verify_bundle(bundle_dir, public_key)
+    except SignatureError as exc:  # the bundle changed while it was being signed
+        raise SigningError(f"the new signature does not verify: {exc}") from None
+    if sorted(signed.files) != sorted(files):
+        raise SigningError(f"{bundle_dir}: the signature covers {sorted(signed.files)}, expected {files}")
+    return SignedBundle(bundle_dir / SIGNATURE_NAME, files, key_id(public_key))
+
+
+def load_private_key(key_path: Path):
+    """An unencrypted EC P-256 private key from a PEM file, or a SigningError saying why not."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key_path = Path(key_path)
+    try:
+        pem = key_path.read_bytes()
+    except OSError as exc:
+        raise SigningError(f"cannot read the key {key_path}: {exc.strerror or exc}") from None
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:
+        raise SigningError(f"{key_path} is password-protected; use an unencrypted key "
+                           f"(`edgecast keys new` makes one, readable by its owner only)") from None
+    except ValueError:
+        raise SigningError(f"{key_path} is not a PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise SigningError(f"{key_path} is not an EC P-256 private key (`edgecast keys new` makes one)")
+    return key
+
+
+def _ignored_entries(bundle_dir: Path, files: list[str]) -> list[str]:
+    """Every top-level entry that is not signed, and the signature itself."""
+    entries = []
+    for entry in sorted(bundle_dir.iterdir()):
+        if entry.is_symlink():
+            raise SigningError(f"{entry} is a symbolic link; a signed bundle holds none")
+        if entry.name not in files:
+            entries.append(entry.name)
+    return sorted(set(entries) | {SIGNATURE_NAME})
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    """Write via a temporary file created with `mode`, so a private key is never
+    readable by others, not even half-written."""
+    tmp = path.parent / f".{path.name}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)  # a leftover temporary file keeps its old mode otherwise
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SigningError(f"cannot write {path}: {exc.strerror or exc}") from None
+    fsync_dir(path.parent)
