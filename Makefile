@@ -21,7 +21,7 @@ $(RVENV)/.installed: $(RUNTIME_SOURCES)
 	$(PY) -m venv $(RVENV)
 	$(RVENV)/bin/pip install $(PIP_FLAGS) --upgrade pip
 	$(RVENV)/bin/pip install $(PIP_FLAGS) --force-reinstall --no-deps ./runtime
-	$(RVENV)/bin/pip install $(PIP_FLAGS) './runtime[mqtt]' pytest hypothesis
+	$(RVENV)/bin/pip install $(PIP_FLAGS) './runtime[mqtt,releases]' pytest hypothesis
 	touch $@
 
 demo: $(VENV)/.installed
