@@ -53,3 +53,8 @@ class ReleaseError(EdgecastRuntimeError):
     def __init__(self, message: str, reason: str):
         super().__init__(message)
         self.reason = reason
+
+
+class BrokerSecurityError(EdgecastRuntimeError):
+    """The MQTT credentials or TLS files cannot be used: a missing or unreadable password
+    file or variable, a password without a user name, a bad CA or client certificate."""

@@ -7,6 +7,7 @@ and it is saved as runtime-figures.json in pytest's base temporary folder."""
 import json
 
 from runtime_support import FIGURES, broker, model_copy  # noqa: F401  (fixtures, found by name)
+from secure_broker import secure_broker  # noqa: F401  (a fixture, found by name)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
