@@ -125,11 +125,17 @@ def assemble_record(signed: dict, keyid: str, signature: bytes) -> bytes:
 
 
 def check_release(record_bytes: bytes, trusted_key: PublicKeySource, running_version: Optional[int],
-                  now: Optional[datetime] = None, clock_skew_allowance: timedelta = DEFAULT_CLOCK_SKEW, *,
+                  now: Optional[datetime] = None,
+                  clock_skew_allowance: Union[timedelta, float] = DEFAULT_CLOCK_SKEW, *,
                   files_dir=None, log: Callable[[dict], None] = log_event) -> Release:
     """Check a release record for a hub that runs `running_version` (None: no release
-    yet) at time `now` (default: the hub's clock). With `files_dir`, the staged files
-    are checked too (check_staged_files). Raises SignatureError or ReleaseError."""
+    yet) at time `now` (default: the hub's clock), allowing `clock_skew_allowance` (a
+    timedelta or seconds) of clock error. With `files_dir`, the staged files are
+    checked too (check_staged_files). Raises SignatureError or ReleaseError."""
+    if not isinstance(clock_skew_allowance, timedelta):
+        clock_skew_allowance = timedelta(seconds=float(clock_skew_allowance))
+    if clock_skew_allowance < timedelta(0):
+        raise ValueError(f"clock_skew_allowance must not be negative, got {clock_skew_allowance}")
     key = load_public_key(trusted_key)
     signed = verify_record_signature(record_bytes, key)
     release = parse_signed(signed, key_id(key))
@@ -231,7 +237,10 @@ def self_test(forecaster_path, record: Union[Release, dict]) -> float:
     """Load the staged model with the runtime's Forecaster and forecast the record's
     reference windows: each forecast must match the recorded one within the tolerance.
     Returns the largest absolute difference; raises ReleaseError(reason "self-test")."""
-    test = record.self_test if isinstance(record, Release) else parse_signed(record).self_test
+    if isinstance(record, Release):
+        test = record.self_test
+    else:  # a record's "signed" part, or the whole record as JSON-decoded
+        test = parse_signed(record.get("signed", record)).self_test
     try:
         forecaster = Forecaster(forecaster_path)
         forecasts = forecaster.predict_batch(test.windows)

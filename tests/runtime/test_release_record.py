@@ -228,6 +228,7 @@ def test_expiry_allows_the_stated_clock_skew(staged, operator):
     record = operator.record(staged, lifetime=timedelta(days=2))
     late = BUILT + timedelta(days=2, minutes=4)
     assert check_release(record, operator.public_pem, 4, now=late, clock_skew_allowance=timedelta(minutes=5))
+    assert check_release(record, operator.public_pem, 4, now=late, clock_skew_allowance=300)  # seconds
     with pytest.raises(ReleaseError, match="expired"):
         check_release(record, operator.public_pem, 4, now=late, clock_skew_allowance=timedelta(minutes=1))
 
@@ -295,6 +296,7 @@ def test_self_test_passes_on_the_seed_model(staged, operator):
     release = check_release(operator.record(staged), operator.public_pem, 4, now=SOON)
     assert self_test(staged / "model.onnx", release) <= 1e-3
     assert self_test(staged / "model.onnx", release.signed) <= 1e-3  # the "signed" dict works too
+    assert self_test(staged / "model.onnx", {"signed": release.signed}) <= 1e-3  # and the whole record
 
 
 def test_self_test_fails_beyond_the_tolerance(staged, operator):

@@ -86,6 +86,9 @@ CORPUS = {
     "extra file added": (lambda folder, keys: (folder / "model.int8.onnx").write_bytes(b"extra"), False, "files"),
     "signed file removed": (lambda folder, keys: (folder / "model.tflite").unlink(), False, "files"),
     "statement edited, signature kept": (lambda folder, keys: edit_statement(folder), False, "bad-signature"),
+    "signature file not JSON": (lambda folder, keys: (folder / "model.sig").write_text("{garbage"), False, "malformed"),
+    "symbolic link added": (lambda folder, keys: (folder / "link.onnx").symlink_to(folder / "model.onnx"),
+                            False, "files"),
     "unsigned toolkit file changed": (lambda folder, keys: flip_byte(folder / "model.keras"), True, None),
 }
 
@@ -108,6 +111,19 @@ def test_model_signing_cli_checks_the_signature(bundle, keys):
     flip_byte(bundle / "model.onnx")
     refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "model.onnx" in refused.stderr
+
+
+def test_slim_verifier_accepts_what_model_signing_signs_on_its_own(tmp_path, keys):
+    """`model_signing sign key` on the whole folder (its defaults, not `edgecast sign`)."""
+    folder = tmp_path / "pm25-seed"
+    shutil.copytree(SEED, folder)
+    command = [str(MODEL_SIGNING), "sign", "key", str(folder), "--private_key", str(keys[0].private),
+               "--signature", str(folder / "model.sig")]
+    assert subprocess.run(command, capture_output=True, text=True, timeout=120).returncode == 0
+    assert sorted(verify_bundle(folder, keys[0].public).files) == sorted(p.name for p in SEED.iterdir())
+    flip_byte(folder / "windows.npz")  # signed too, this time
+    assert slim_verdict(folder, keys[0].public) == (False, "files")
+    assert model_signing_verdict(folder, keys[0].public) is False
 
 
 def test_signed_files_are_the_deployable_ones(bundle, keys):
