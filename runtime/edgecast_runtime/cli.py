@@ -9,7 +9,9 @@ import json
 import os
 import sys
 
-from . import __version__
+from . import __version__, service
+from . import mqtt as mqtt_module
+from .encodings import parse_clock
 from .errors import (
     EdgecastRuntimeError,
     InputError,
@@ -17,6 +19,25 @@ from .errors import (
     InputValueError,
     ModelError,
     StateError,
+)
+from .formatting import float_list
+from .inputs import require_shape, to_float32
+from .model import DEFAULT_THREADS, Forecaster
+from .policy import (
+    DEFAULT_MAX_HOLD,
+    DEFAULT_ON_GAP,
+    DEFAULT_ON_MISSING,
+    GAP_POLICIES,
+    MISSING_POLICIES,
+    StreamPolicy,
+)
+from .reload import DEFAULT_POLL_SECONDS
+from .server import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
 )
 
 PROG = "edgecast-runtime"
@@ -125,22 +146,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "JSON line on stdout once the reading is durably stored.")
     _model_arguments(stream)
     _stream_arguments(stream)
-    stream.set_defaults(run=_run_lazily("service", "run_stream"))
+    stream.set_defaults(run=run_stream)
 
     serve = commands.add_parser("serve", help="serve forecasts over HTTP (JSON)")
     _model_arguments(serve)
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to bind (default 127.0.0.1: loopback only)")
-    serve.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0 = any free)")
-    serve.add_argument("--max-body", type=_positive_int, default=1024 * 1024, metavar="BYTES",
-                       help="largest request body accepted (default 1 MiB; larger: 413)")
-    serve.add_argument("--max-batch", type=_positive_int, default=1024, metavar="N",
-                       help="most windows in one /v1/predict request (default 1024)")
-    serve.add_argument("--request-timeout", type=_positive_float, default=10.0, metavar="S",
-                       help="drop a connection that sends nothing for S seconds (default 10)")
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help="address to bind (default %(default)s: loopback only)")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                       help="port (default %(default)s; 0 = any free)")
+    serve.add_argument("--max-body", type=_positive_int, default=DEFAULT_MAX_BODY, metavar="BYTES",
+                       help="largest request body accepted (default %(default)s; larger: 413)")
+    serve.add_argument("--max-batch", type=_positive_int, default=DEFAULT_MAX_BATCH, metavar="N",
+                       help="most windows in one /v1/predict request (default %(default)s)")
+    serve.add_argument("--request-timeout", type=_positive_float, default=DEFAULT_REQUEST_TIMEOUT,
+                       metavar="S", help="drop a connection that sends nothing for S seconds "
+                                         "(default %(default)s)")
+    serve.add_argument("--drain-seconds", type=_non_negative_float,
+                       default=service.DEFAULT_DRAIN_SECONDS, metavar="S",
+                       help="on SIGTERM, wait up to S seconds for requests in flight "
+                            "(default %(default)s)")
     _stream_arguments(serve)
     _reload_arguments(serve)
-    serve.set_defaults(run=_run_lazily("service", "run_serve"))
+    serve.set_defaults(run=run_serve)
 
     mqtt = commands.add_parser("mqtt", help="readings from an MQTT topic, forecasts to another")
     _model_arguments(mqtt)
@@ -149,37 +176,39 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--subscribe", required=True, metavar="TOPIC", help="topic of the readings")
     mqtt.add_argument("--publish", required=True, metavar="TOPIC", help="topic for the answers")
     mqtt.add_argument("--client-id", default=None,
-                      help="MQTT client id (default edgecast-runtime-HOSTNAME); the broker "
-                           "keeps this client's session and queued readings under it")
-    mqtt.add_argument("--keepalive", type=_positive_int, default=30, metavar="S",
-                      help="MQTT keep-alive in seconds (default 30)")
-    mqtt.add_argument("--reconnect-max", type=_positive_int, default=30, metavar="S",
-                      help="longest wait between reconnection attempts (default 30; "
+                      help=f"MQTT client id (default {mqtt_module.CLIENT_ID_PREFIX}HOSTNAME); "
+                           f"the broker keeps this client's session and queued readings under it")
+    mqtt.add_argument("--keepalive", type=_positive_int, default=mqtt_module.DEFAULT_KEEPALIVE,
+                      metavar="S", help="MQTT keep-alive in seconds (default %(default)s)")
+    mqtt.add_argument("--reconnect-max", type=_positive_int,
+                      default=mqtt_module.DEFAULT_RECONNECT_MAX, metavar="S",
+                      help="longest wait between reconnection attempts (default %(default)s; "
                            "the wait doubles from 1 s)")
     _stream_arguments(mqtt)
     _reload_arguments(mqtt)
-    mqtt.set_defaults(run=_run_lazily("mqtt", "run_mqtt"))
+    mqtt.set_defaults(run=run_mqtt)
     return parser
 
 
 def _model_arguments(parser) -> None:
     parser.add_argument("model", metavar="MODEL.onnx", help="an ONNX model exported by edgecast")
-    parser.add_argument("--threads", type=_positive_int, default=1,
-                        help="onnxruntime intra-op threads (default 1)")
+    parser.add_argument("--threads", type=_positive_int, default=DEFAULT_THREADS,
+                        help="onnxruntime intra-op threads (default %(default)s)")
 
 
 def _stream_arguments(parser) -> None:
     group = parser.add_argument_group("streaming")
     group.add_argument("--state", metavar="FILE",
                        help="durable state file (without it, readings live in memory only)")
-    group.add_argument("--on-missing", choices=("reset", "hold", "refuse"), default="reset",
-                       help="a missing or non-finite value: reset the buffer (default), hold "
-                            "the last value, or refuse the reading")
-    group.add_argument("--on-gap", choices=("reset", "hold"), default="reset",
+    group.add_argument("--on-missing", choices=MISSING_POLICIES, default=DEFAULT_ON_MISSING,
+                       help="a missing, non-finite or out-of-range value: reset the buffer, "
+                            "hold the last value, or refuse the reading (default %(default)s)")
+    group.add_argument("--on-gap", choices=GAP_POLICIES, default=DEFAULT_ON_GAP,
                        help="missed sampling steps between timestamps: reset the buffer "
-                            "(default) or hold the last value")
-    group.add_argument("--max-hold", type=_non_negative_int, default=3, metavar="N",
-                       help="most consecutive steps filled by holding (default 3), then reset")
+                            "or hold the last value (default %(default)s)")
+    group.add_argument("--max-hold", type=_non_negative_int, default=DEFAULT_MAX_HOLD, metavar="N",
+                       help="most consecutive steps filled by holding (default %(default)s), "
+                            "then reset")
     group.add_argument("--interval", type=_positive_float, default=None, metavar="SECONDS",
                        help="sampling interval for gap detection (default: the model's)")
     group.add_argument("--clock", type=_clock, default=None, metavar="ZONE",
@@ -190,17 +219,9 @@ def _stream_arguments(parser) -> None:
 
 
 def _reload_arguments(parser) -> None:
-    parser.add_argument("--poll-interval", type=_non_negative_float, default=2.0, metavar="S",
-                        help="check the model file for replacement every S seconds "
-                             "(default 2; 0 = only on SIGHUP)")
-
-
-def _run_lazily(module: str, function: str):
-    """Import the long-running commands only when used (paho-mqtt is optional)."""
-    def run(args):
-        from importlib import import_module
-        return getattr(import_module(f"{__package__}.{module}"), function)(args)
-    return run
+    parser.add_argument("--poll-interval", type=_non_negative_float, default=DEFAULT_POLL_SECONDS,
+                        metavar="S", help="check the model file for replacement every S seconds "
+                                          "(default %(default)s; 0 = only on SIGHUP)")
 
 
 def _positive_int(text: str) -> int:
@@ -220,7 +241,6 @@ def _non_negative_float(text: str) -> float:
 
 
 def _clock(text: str) -> str:
-    from .encodings import parse_clock
     try:
         parse_clock(text)
     except EdgecastRuntimeError as exc:
@@ -242,11 +262,38 @@ def _number(text, kind, ok, wanted):
     return value
 
 
+# --- the long-running commands: the parsed options as named parameters -------------------
+
+
+def _stream_settings(args) -> dict:
+    policy = StreamPolicy(on_missing=args.on_missing, on_gap=args.on_gap,
+                          max_hold=args.max_hold, interval_seconds=args.interval)
+    clock = parse_clock(args.clock) if args.clock else None
+    return {"threads": args.threads, "state": args.state, "policy": policy, "clock": clock}
+
+
+def run_stream(args) -> int:
+    return service.run_stream(args.model, **_stream_settings(args))
+
+
+def run_serve(args) -> int:
+    return service.run_serve(args.model, host=args.host, port=args.port,
+                             poll_interval=args.poll_interval, max_body=args.max_body,
+                             max_batch=args.max_batch, request_timeout=args.request_timeout,
+                             drain_seconds=args.drain_seconds, **_stream_settings(args))
+
+
+def run_mqtt(args) -> int:
+    return mqtt_module.run_mqtt(args.model, broker=args.broker, subscribe=args.subscribe,
+                                publish=args.publish, client_id=args.client_id,
+                                keepalive=args.keepalive, reconnect_max=args.reconnect_max,
+                                poll_interval=args.poll_interval, **_stream_settings(args))
+
+
 # --- info and predict ----------------------------------------------------------------------
 
 
-def load_forecaster(args):
-    from .model import Forecaster
+def load_forecaster(args) -> Forecaster:
     return Forecaster(args.model, threads=args.threads)
 
 
@@ -306,12 +353,12 @@ def _command_line_values(texts, model):
                               f"({', '.join(model.features)}); pass the window with --json "
                               f"as [[...], ...] of shape [{model.look_back}, {model.n_features}]")
     values = []
-    for position, text in enumerate(texts, start=1):
+    for index, text in enumerate(texts):
         try:
             values.append(float(text))
         except ValueError:
-            raise InputValueError(f"value {position} of the window is not a number: "
-                                  f"{text[:40]!r}") from None
+            raise InputValueError(f"window has a non-numeric value {text[:40]!r} "
+                                  f"at [{index}]") from None
     return values
 
 
@@ -328,26 +375,30 @@ def _json_argument(text: str):
 
 def _predict_document(model, document):
     """One window ([look_back][n_features], or [look_back] for one feature) or a
-    batch ([batch][look_back][n_features], or [batch][look_back] for one feature)."""
-    import numpy as np
+    batch ([batch][look_back][n_features], or [batch][look_back] for one feature).
+    A wrong shape is reported before any value: a row of the wrong length leaves
+    its compass points unconverted, and they are not what is wrong."""
+    def one_window(shape) -> bool:
+        return shape == model.window_shape or (model.n_features == 1
+                                               and shape == (model.look_back,))
 
-    from .inputs import to_float32
+    def accepted(shape) -> bool:
+        return one_window(shape) or model.is_batch_shape(shape)
 
-    array = to_float32(model.layout.directions_to_degrees(document, "--json"), "--json")
-    one_window = array.shape == model.window_shape or (
-        model.n_features == 1 and array.shape == (model.look_back,))
-    if one_window:
+    expected = (f"a window of shape [{model.look_back}, {model.n_features}] or "
+                f"[batch, {model.look_back}, {model.n_features}]")
+    try:
+        array = to_float32(model.layout.directions_to_degrees(document, "--json"), "--json")
+    except InputValueError:
+        require_shape(document, accepted, expected, prefix="--json: ")
+        raise
+    require_shape(array, accepted, expected, prefix="--json: ")
+    if one_window(array.shape):
         return model.predict(array)[None], False
-    if array.ndim == 3 or (model.n_features == 1 and array.ndim == 2):
-        return model.predict_batch(array), True
-    expected = f"[{model.look_back}, {model.n_features}] or [batch, {model.look_back}, " \
-               f"{model.n_features}]"
-    raise InputShapeError(f"--json: expected a window of shape {expected}, "
-                          f"got shape {list(np.shape(array))}")
+    return model.predict_batch(array), True
 
 
 def _print_forecasts(model, forecasts, batch: bool, output: str) -> None:
-    from .streaming import float_list
     rows = [float_list(row) for row in forecasts]
     if output == "json":
         body = {"forecasts": rows} if batch else {"forecast": rows[0]}
