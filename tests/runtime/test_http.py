@@ -208,24 +208,8 @@ def test_slow_loris_trickling_bytes_is_cut_off_at_the_deadline(server):
     byte every 0.3 s; the whole-request deadline does."""
     request = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n" + b" " * 30
     started = time.monotonic()
-    answer = b""
-    with socket.create_connection((server.host, server.port), timeout=10) as sock:
-        try:
-            for index in range(len(request)):  # bounded: at most ~25 s of trickling
-                sock.sendall(request[index:index + 1])
-                time.sleep(0.3)
-                if time.monotonic() - started > 25:
-                    break
-        except OSError:
-            pass  # the server closed the connection on us: what we want
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
-        except OSError:
-            pass
+    # one byte every 0.3 s: bounded at ~25 s of trickling
+    answer = server.raw(request, trickle_every=0.3, trickle_for=25)
     elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408") or answer.startswith(b"HTTP/1.0 408"), answer[:80]
     assert elapsed < 6, elapsed  # cut off near the 1 s deadline, not after ~30 s
