@@ -93,10 +93,11 @@ def nested_shape(data):
 
 
 def require_shape(data, shape_ok, expected: str, prefix: str = "") -> None:
-    """InputShapeError naming `expected` and the shape got, when `data` is regular
-    and `shape_ok(shape)` is false."""
+    """InputShapeError naming `expected` and the shape got, when `data` is a regular
+    array or nest of lists and `shape_ok(shape)` is false (a lone value is left to
+    the value checks, which say what it is)."""
     shape = nested_shape(data)
-    if shape is not None and not shape_ok(shape):
+    if shape and not shape_ok(shape):
         raise InputShapeError(f"{prefix}expected {expected}, got shape {shape_text(shape)}")
 
 
