@@ -5,24 +5,19 @@ non-zero exit code (see EXIT_CODES); never a traceback.
 """
 
 import argparse
-import json
 import os
 import sys
 
-from . import __version__, service
+from . import __version__, commands, service
 from . import mqtt as mqtt_module
 from .encodings import parse_clock
 from .errors import (
     EdgecastRuntimeError,
     InputError,
-    InputShapeError,
-    InputValueError,
     ModelError,
     StateError,
 )
-from .formatting import float_list
-from .inputs import require_shape, to_float32
-from .model import DEFAULT_THREADS, Forecaster
+from .model import DEFAULT_THREADS
 from .policy import (
     DEFAULT_MAX_HOLD,
     DEFAULT_ON_GAP,
@@ -293,42 +288,8 @@ def run_mqtt(args) -> int:
 # --- info and predict ----------------------------------------------------------------------
 
 
-def load_forecaster(args) -> Forecaster:
-    return Forecaster(args.model, threads=args.threads)
-
-
 def run_info(args) -> int:
-    model = load_forecaster(args)
-    info = model.describe()
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    interval = info["interval_seconds"]
-    rows = [
-        ("model", info["model_name"]),
-        ("file", info["path"]),
-        ("sha256", info["sha256"]),
-        ("bytes", info["bytes"]),
-        ("schema", info["schema_version"]),
-        ("target", info["target"]),
-        ("features", ", ".join(info["features"])),
-        ("encodings", ", ".join(f"{e['feature']} {e['kind']}" for e in info["encodings"])),
-        ("hold_last", ", ".join(info["hold_last"]) or "none"),
-        ("formulation", (info["target_formulation"] or {}).get("kind", "level")),
-        ("units", info["target_units"] or "not stated"),
-        ("look_back", info["look_back"]),
-        ("horizon", info["horizon"]),
-        ("interval", f"{interval:g} s" if interval else "unknown (no timestamps in training)"),
-        ("clock", info["clock"] or "not recorded (UTC unless --clock)"),
-        ("input", f"{info['input']['name']} float32 [batch, {model.look_back}, {model.n_features}]"),
-        ("output", f"{info['output']['name']} float32 [batch, {model.horizon}]"),
-        ("manifest", f"sha256 checked against {info['manifest']}" if info["manifest"]
-         else "none beside the model (sha256 not checked)"),
-        ("onnxruntime", info["onnxruntime"]),
-    ]
-    for key, value in rows:
-        print(f"{key:<12} {value}")
-    return 0
+    return commands.show_info(args.model, threads=args.threads, as_json=args.json)
 
 
 def run_predict(args) -> int:
@@ -337,74 +298,5 @@ def run_predict(args) -> int:
     if args.json_input is None and not args.values:
         raise UsageError("give the window's values (V1 V2 ...) or --json (see "
                          "'edgecast-runtime predict --help')")
-    model = load_forecaster(args)
-    if args.json_input is not None:
-        document = _json_argument(args.json_input)
-        forecasts, batch = _predict_document(model, document)
-    else:
-        forecasts, batch = model.predict(_command_line_values(args.values, model))[None], False
-    _print_forecasts(model, forecasts, batch, args.output)
-    return 0
-
-
-def _command_line_values(texts, model):
-    if model.n_features != 1:
-        raise InputShapeError(f"this model reads {model.n_features} features "
-                              f"({', '.join(model.features)}); pass the window with --json "
-                              f"as [[...], ...] of shape [{model.look_back}, {model.n_features}]")
-    values = []
-    for index, text in enumerate(texts):
-        try:
-            values.append(float(text))
-        except ValueError:
-            raise InputValueError(f"window has a non-numeric value {text[:40]!r} "
-                                  f"at [{index}]") from None
-    return values
-
-
-def _json_argument(text: str):
-    if text == "-":
-        text = sys.stdin.read()
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise InputValueError("--json: nested too deeply") from None
-    except ValueError as exc:
-        raise InputValueError(f"--json is not valid JSON: {exc}") from None
-
-
-def _predict_document(model, document):
-    """One window ([look_back][n_features], or [look_back] for one feature) or a
-    batch ([batch][look_back][n_features], or [batch][look_back] for one feature).
-    A wrong shape is reported before any value: a row of the wrong length leaves
-    its compass points unconverted, and they are not what is wrong."""
-    def one_window(shape) -> bool:
-        return shape == model.window_shape or (model.n_features == 1
-                                               and shape == (model.look_back,))
-
-    def accepted(shape) -> bool:
-        return one_window(shape) or model.is_batch_shape(shape)
-
-    expected = (f"a window of shape [{model.look_back}, {model.n_features}] or "
-                f"[batch, {model.look_back}, {model.n_features}]")
-    try:
-        array = to_float32(model.layout.directions_to_degrees(document, "--json"), "--json")
-    except InputValueError:
-        require_shape(document, accepted, expected, prefix="--json: ")
-        raise
-    require_shape(array, accepted, expected, prefix="--json: ")
-    if one_window(array.shape):
-        return model.predict(array)[None], False
-    return model.predict_batch(array), True
-
-
-def _print_forecasts(model, forecasts, batch: bool, output: str) -> None:
-    rows = [float_list(row) for row in forecasts]
-    if output == "json":
-        body = {"forecasts": rows} if batch else {"forecast": rows[0]}
-        body.update(target=model.target, horizon=model.horizon,
-                    model_name=model.model_name, model_sha256=model.sha256)
-        print(json.dumps(body))
-        return
-    for row in rows:
-        print(" ".join(repr(value) for value in row))
+    return commands.predict(args.model, threads=args.threads, values=args.values,
+                            json_text=args.json_input, output=args.output)

@@ -7,6 +7,7 @@ import pytest
 from runtime_support import (
     FIXTURES,
     ONE,
+    ONE_RANGES,
     ONE_REEXPORT,
     ONE_V2,
     SCHEMA2,
@@ -29,6 +30,13 @@ def test_info_prints_the_validated_metadata():
     assert fields["input"] == "window float32 [batch, 4, 1]"
     assert "not checked" in fields["manifest"]
     assert result.stderr == ""
+
+
+def test_info_lists_valid_ranges():
+    fields = dict(line.split(None, 1) for line in run_cli("info", ONE_RANGES).stdout.splitlines())
+    assert fields["valid"] == "PM2.5 0..500"
+    assert dict(line.split(None, 1) for line in run_cli("info", ONE).stdout.splitlines())["valid"] \
+        == "any value"
 
 
 def test_info_json_reports_manifest_check():

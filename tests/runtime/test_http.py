@@ -10,6 +10,7 @@ import pytest
 from runtime_support import (
     LOOPBACK,
     ONE,
+    ONE_RANGES,
     THREE,
     Background,
     Server,
@@ -274,3 +275,13 @@ def test_zz_the_server_log_never_holds_a_traceback(server):
     not_json = [line for line in server.stderr_lines if not line.startswith("{")]
     assert not_json == [], "\n".join(not_json[:20])
     assert not [e for e in server.events if e.get("event") == "internal_error"]
+
+
+def test_out_of_range_readings_are_noticed_and_counted_in_health(tmp_path):
+    with Server(ONE_RANGES, "--state", tmp_path / "state.json", "--poll-interval", "0") as ranged:
+        status, answer, _ = ranged.request("POST", "/v1/observe", {"value": -999, "timestamp": 0})
+        assert status == 200 and answer["buffered"] == 0
+        assert "PM2.5 -999 is below the valid minimum 0: treated as missing" in answer["notice"]
+        health = ranged.request("GET", "/healthz")[1]
+        assert health["stream"]["missing_values"] == {"below_valid_range": {"PM2.5": 1}}
+        assert ranged.request("GET", "/v1/model")[1]["valid_ranges"] == {"PM2.5": [0.0, 500.0]}
