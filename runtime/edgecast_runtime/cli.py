@@ -114,14 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.set_defaults(run=lambda args: parser.error("choose a command: "
                                                       "info, predict, stream, serve or mqtt"))
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    info = commands.add_parser("info", help="show a model's metadata after validating it")
+    info = subcommands.add_parser("info", help="show a model's metadata after validating it")
     _model_arguments(info)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=run_info)
 
-    predict = commands.add_parser(
+    predict = subcommands.add_parser(
         "predict", help="forecast from one window (or a batch)",
         description="Forecast from one window: its values in time order for a one-feature "
                     "model, or --json with [look_back][n_features] (one window) or "
@@ -130,11 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("values", nargs="*", default=[], metavar="V", help="window values, oldest first")
     predict.add_argument("--json", dest="json_input", metavar="JSON",
                          help="the window(s) as JSON; '-' reads it from stdin")
-    predict.add_argument("--output", choices=("text", "json"), default="text",
+    predict.add_argument("--output", choices=commands.OUTPUTS, default=commands.DEFAULT_OUTPUT,
                          help="text: one line of values per window (default); json: an object")
     predict.set_defaults(run=run_predict)
 
-    stream = commands.add_parser(
+    stream = subcommands.add_parser(
         "stream", help="readings on stdin (CSV or JSON lines), one JSON answer line each",
         description="Read one reading per line on stdin (CSV: [timestamp,]v1,...; or JSON: "
                     '{"values": [...], "timestamp": ...}) and answer each line with one '
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _stream_arguments(stream)
     stream.set_defaults(run=run_stream)
 
-    serve = commands.add_parser("serve", help="serve forecasts over HTTP (JSON)")
+    serve = subcommands.add_parser("serve", help="serve forecasts over HTTP (JSON)")
     _model_arguments(serve)
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help="address to bind (default %(default)s: loopback only)")
@@ -164,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     _reload_arguments(serve)
     serve.set_defaults(run=run_serve)
 
-    mqtt = commands.add_parser("mqtt", help="readings from an MQTT topic, forecasts to another")
+    mqtt = subcommands.add_parser("mqtt", help="readings from an MQTT topic, forecasts to another")
     _model_arguments(mqtt)
     mqtt.add_argument("--broker", required=True, metavar="HOST[:PORT]",
-                      help="MQTT broker (port 1883 when omitted)")
+                      help=f"MQTT broker (port {mqtt_module.DEFAULT_PORT} when omitted)")
     mqtt.add_argument("--subscribe", required=True, metavar="TOPIC", help="topic of the readings")
     mqtt.add_argument("--publish", required=True, metavar="TOPIC", help="topic for the answers")
     mqtt.add_argument("--client-id", default=None,

@@ -9,6 +9,9 @@ from .formatting import float_list
 from .inputs import require_shape, to_float32
 from .model import DEFAULT_THREADS, Forecaster
 
+OUTPUTS = ("text", "json")  # predict: one line of values per window, or a JSON object
+DEFAULT_OUTPUT = "text"
+
 
 def show_info(model_path, *, threads: int = DEFAULT_THREADS, as_json: bool = False) -> int:
     """Print a model's metadata, validated (as text, or JSON with `as_json`)."""
@@ -53,7 +56,7 @@ def _range_text(bounds) -> str:
 
 
 def predict(model_path, *, threads: int = DEFAULT_THREADS, values=(), json_text=None,
-            output: str = "text") -> int:
+            output: str = DEFAULT_OUTPUT) -> int:
     """Print the forecast of one window given as command-line `values` (a
     one-feature model) or as `json_text` (one window or a batch; "-" reads stdin):
     one line of values per window, or a JSON object with `output="json"`."""
