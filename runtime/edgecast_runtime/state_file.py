@@ -51,12 +51,11 @@ def stream_inputs(model) -> dict:
     """What the buffered readings mean to a model: which raw columns, encoded how,
     sampled how often, over how many steps, with calendar values in which clock.
     Two models with equal inputs can take over each other's buffer."""
-    spec = getattr(model, "spec", None) or {}
     return {"features": list(model.features),
-            "kinds": list(getattr(model, "feature_kinds", ["numeric"] * len(model.features))),
+            "kinds": list(model.feature_kinds),
             "look_back": model.look_back,
             "interval_seconds": model.interval_seconds,
-            "clock": spec.get("clock")}
+            "clock": model.spec.get("clock")}
 
 
 def same_inputs(recorded: Optional[dict], model) -> bool:
