@@ -11,15 +11,16 @@ while the runtime is down wait for it; paho reconnects with a doubling back-off.
 import json
 import socket
 import threading
+from datetime import tzinfo
 from typing import Optional
 
 from .errors import EdgecastRuntimeError
 from .logs import log_event
 from .model import DEFAULT_THREADS
+from .policy import StreamPolicy
 from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS
-from .service import on_signals, open_holder, warn_if_memory_only
-from .streaming import StreamPolicy
+from .service import FilePath, on_signals, open_holder, warn_if_memory_only
 
 DEFAULT_PORT = 1883
 DEFAULT_KEEPALIVE = 30  # seconds
@@ -143,10 +144,11 @@ class MqttBridge:
             return {"status": "error", "error": str(exc)}
 
 
-def run_mqtt(model_path, *, broker: str, subscribe: str, publish: str,
+def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              client_id: Optional[str] = None, keepalive: int = DEFAULT_KEEPALIVE,
              reconnect_max: int = DEFAULT_RECONNECT_MAX, threads: int = DEFAULT_THREADS,
-             state=None, policy: Optional[StreamPolicy] = None, clock=None,
+             state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
+             clock: Optional[tzinfo] = None,
              poll_interval: float = DEFAULT_POLL_SECONDS) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
     SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT."""

@@ -6,11 +6,14 @@ import json
 import signal
 import sys
 import threading
-from typing import Optional
+from datetime import tzinfo
+from pathlib import Path
+from typing import Optional, Tuple, Union
 
 from .errors import EdgecastRuntimeError, InputError, ModelError, StateError
 from .logs import log_event
 from .model import DEFAULT_THREADS, Forecaster
+from .policy import StreamPolicy
 from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS, ModelHolder, ModelWatcher
 from .server import (
@@ -21,29 +24,32 @@ from .server import (
     DEFAULT_REQUEST_TIMEOUT,
     ForecastServer,
 )
-from .streaming import StreamingForecaster, StreamPolicy
+from .streaming import StreamingForecaster
 
+FilePath = Union[str, Path]  # a model or state file, as text or a Path
 MAX_LINE_BYTES = 64 * 1024
 DEFAULT_DRAIN_SECONDS = 10.0  # how long shutdown waits for requests in flight
 
 
-def open_streamer(model, *, state=None, policy: Optional[StreamPolicy] = None,
-                  clock=None) -> StreamingForecaster:
+def open_streamer(model, *, state: Optional[FilePath] = None,
+                  policy: Optional[StreamPolicy] = None,
+                  clock: Optional[tzinfo] = None) -> StreamingForecaster:
     """The streaming forecaster of `model`; a state file written for another model
     with the same inputs is adopted with a notice in the log."""
     return StreamingForecaster(model, state_path=state, policy=policy, clock=clock, log=log_event)
 
 
-def warn_if_memory_only(state) -> None:
+def warn_if_memory_only(state: Optional[FilePath]) -> None:
     """Said once the command has started, so a start-up error stays the only line."""
     if not state:
         log_event({"event": "notice", "message": "no --state: buffered readings are kept in "
                                                  "memory only and lost on restart"})
 
 
-def open_holder(model_path, *, threads: int = DEFAULT_THREADS, state=None,
-                policy: Optional[StreamPolicy] = None, clock=None,
-                poll_interval: float = DEFAULT_POLL_SECONDS):
+def open_holder(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
+                state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
+                clock: Optional[tzinfo] = None, poll_interval: float = DEFAULT_POLL_SECONDS
+                ) -> Tuple[ModelHolder, StreamingForecaster, ModelWatcher]:
     """The model holder, a streamer that follows its swaps, and a started watcher
     thread that reloads the model when its file is replaced or on SIGHUP
     (`poll_interval` 0: on SIGHUP only)."""
@@ -72,8 +78,9 @@ class _Stop(Exception):
     pass
 
 
-def run_stream(model_path, *, threads: int = DEFAULT_THREADS, state=None,
-               policy: Optional[StreamPolicy] = None, clock=None) -> int:
+def run_stream(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
+               state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
+               clock: Optional[tzinfo] = None) -> int:
     """Readings on stdin, one JSON answer line each on stdout, until end of input
     or SIGTERM/SIGINT (a reading in progress is answered first)."""
     model = Forecaster(model_path, threads=threads)
@@ -131,9 +138,10 @@ def _answer_line(streamer, parser, raw: bytes, source) -> dict:
 # --- serve -------------------------------------------------------------------------------
 
 
-def run_serve(model_path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-              threads: int = DEFAULT_THREADS, state=None, policy: Optional[StreamPolicy] = None,
-              clock=None, poll_interval: float = DEFAULT_POLL_SECONDS,
+def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+              threads: int = DEFAULT_THREADS, state: Optional[FilePath] = None,
+              policy: Optional[StreamPolicy] = None, clock: Optional[tzinfo] = None,
+              poll_interval: float = DEFAULT_POLL_SECONDS,
               max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
               request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
               drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> int:
