@@ -7,6 +7,7 @@ import math
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import onnxruntime as ort
@@ -272,7 +273,7 @@ def _read_model_bytes(path: Path) -> bytes:
     return data
 
 
-def _recorded_name(path: Path, data: bytes):
+def _recorded_name(path: Path, data: bytes) -> Optional[str]:
     """The name a model records in its metadata, or None when it cannot be read."""
     try:
         session = _open_session(path, data, DEFAULT_THREADS)
