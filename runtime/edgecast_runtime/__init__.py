@@ -19,8 +19,10 @@ from .errors import (  # noqa: E402
     StateError,
 )
 from .model import Forecaster  # noqa: E402
+from .policy import StreamPolicy  # noqa: E402
 from .readings import Reading  # noqa: E402
-from .streaming import RingBuffer, StreamingForecaster, StreamPolicy  # noqa: E402
+from .ring_buffer import RingBuffer  # noqa: E402
+from .streaming import StreamingForecaster  # noqa: E402
 
 __all__ = [
     "__version__",

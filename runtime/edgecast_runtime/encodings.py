@@ -10,11 +10,13 @@
              them from a reading's timestamp.
 """
 
+import math
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import List, Optional
 
 from .errors import EdgecastRuntimeError, InputValueError
+from .formatting import seconds_text
 
 NUMERIC, DIRECTION, CYCLIC = "numeric", "direction", "cyclic"
 KINDS = (NUMERIC, DIRECTION, CYCLIC)
@@ -89,6 +91,30 @@ class InputLayout:
         the data's clock."""
         moment = to_clock(seconds, clock)
         return {index: calendar_value(self.features[index], moment) for index in self.calendar}
+
+    def fill_calendar(self, values: List[float], timestamp: Optional[float],
+                      clock: Optional[tzinfo]) -> List[float]:
+        """A reading's values with its calendar features (NaN where left out) taken
+        from its own timestamp in the data's clock; a value given for one must agree."""
+        if not self.calendar:
+            return values
+        if timestamp is None:
+            absent = [self.features[i] for i in self.calendar if not math.isfinite(values[i])]
+            if absent:
+                raise InputValueError(f"reading has no timestamp, so {', '.join(absent)} cannot be "
+                                      f"derived; send a timestamp (or the value of "
+                                      f"{', '.join(self.calendar_names)})")
+            return values
+        filled = list(values)
+        for index, value in self.calendar_row(timestamp, clock).items():
+            given, name = filled[index], self.features[index]
+            if math.isfinite(given) and given != value:
+                raise InputValueError(
+                    f"{name} {given:g} disagrees with the timestamp {seconds_text(timestamp)} "
+                    f"({name} {value:g} in the data's clock, {clock_name(clock)}); leave it "
+                    f"out or fix the clock")
+            filled[index] = value
+        return filled
 
 
 def direction_degrees(value: str, what: str) -> float:

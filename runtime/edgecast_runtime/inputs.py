@@ -79,6 +79,28 @@ def require_finite(array: np.ndarray, what: str) -> None:
         )
 
 
+def nested_shape(data):
+    """The shape of an array or of nested lists whatever their leaves hold (numbers,
+    text, null), or None when rows differ in length or depth."""
+    if isinstance(data, np.ndarray):
+        return tuple(data.shape)
+    if not isinstance(data, (list, tuple)):
+        return ()
+    inner = {nested_shape(item) for item in data}
+    if None in inner or len(inner) > 1:
+        return None
+    return (len(data),) + (inner.pop() if inner else ())
+
+
+def require_shape(data, shape_ok, expected: str, prefix: str = "") -> None:
+    """InputShapeError naming `expected` and the shape got, when `data` is a regular
+    array or nest of lists and `shape_ok(shape)` is false (a lone value is left to
+    the value checks, which say what it is)."""
+    shape = nested_shape(data)
+    if shape and not shape_ok(shape):
+        raise InputShapeError(f"{prefix}expected {expected}, got shape {shape_text(shape)}")
+
+
 def parse_number(text: str, what: str):
     """A command-line or CSV field as a float; None when it spells a missing value."""
     stripped = text.strip()

@@ -7,6 +7,7 @@ import math
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import onnxruntime as ort
@@ -16,11 +17,12 @@ from .errors import (
     EdgecastRuntimeError,
     InputShapeError,
     InputValueError,
-    IntegrityError,
     ModelError,
     SchemaVersionError,
 )
-from .inputs import require_finite, shape_text, to_float32
+from .inputs import require_finite, require_shape, shape_text, to_float32
+from .manifest import check_against_manifest
+from .validity import ranges_from_spec
 
 SUPPORTED_SCHEMA_VERSIONS = ("1", "2")
 SCHEMA_KEY = "edgecast.schema_version"
@@ -29,6 +31,7 @@ NAME_KEY = "edgecast.model_name"
 MANIFEST_NAME = "manifest.json"
 FLOAT_TENSOR = "tensor(float)"
 BATCH_CHUNK = 1024  # windows per onnxruntime call in predict_batch
+DEFAULT_THREADS = 1  # onnxruntime intra-op threads: a small hub, predictable latency
 
 # The zero dot product that checks finiteness (see _prepare_fast_path) meets inf on
 # purpose; its NaN is the answer, not a problem worth a warning on stderr.
@@ -44,7 +47,7 @@ class Forecaster:
     the model (it is on by default and a mismatch raises IntegrityError).
     """
 
-    def __init__(self, path, threads: int = 1, check_manifest: bool = True):
+    def __init__(self, path, threads: int = DEFAULT_THREADS, check_manifest: bool = True):
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise EdgecastRuntimeError(f"threads must be a positive integer, got {threads!r}")
         self.path = Path(path)
@@ -52,11 +55,16 @@ class Forecaster:
         data = _read_model_bytes(self.path)
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.size_bytes = len(data)
-        self.manifest_path = _check_manifest(self.path, self.sha256) if check_manifest else None
+        self.manifest_path = None
+        if check_manifest:
+            self.manifest_path = check_against_manifest(
+                self.path, self.path.parent / MANIFEST_NAME, self.sha256,
+                lambda: _recorded_name(self.path, data))
         self._session = _open_session(self.path, data, threads)
         metadata = self._session.get_modelmeta().custom_metadata_map
-        self.schema_version, self.spec, self.layout = _read_metadata(self.path, metadata)
-        self.model_name = metadata.get(NAME_KEY) or self.path.stem
+        self.schema_version, self.spec, self.layout, self.valid_ranges = _read_metadata(
+            self.path, metadata)
+        self.model_name = _model_name(self.path, metadata)
         self._bind_spec()
         self._check_tensors()
         self._prepare_fast_path()
@@ -145,8 +153,9 @@ class Forecaster:
         if type(window) is np.ndarray and window.dtype == np.float32:
             array = window  # already numeric float32: used as it is, without a copy
         else:
-            array = to_float32(self.layout.directions_to_degrees(window, "window"), "window")
-        if array.shape != self.window_shape and array.shape != self._flat_shape:
+            array = self._to_array(window, "window", self._is_window_shape,
+                                   f"a window of shape {self._window_text()}")
+        if not self._is_window_shape(array.shape):
             raise InputShapeError(f"expected a window of shape {self._window_text()}, "
                                   f"got shape {shape_text(array.shape)}")
         if not self._zero_window.dot(array.reshape(-1)) == 0:
@@ -156,14 +165,11 @@ class Forecaster:
     def predict_batch(self, windows) -> np.ndarray:
         """Forecast from windows of shape [batch, look_back, n_features] (or
         [batch, look_back] for a one-feature model): float32 [batch, horizon]."""
-        array = to_float32(self.layout.directions_to_degrees(windows, "windows"), "windows")
-        if array.ndim == 3 and array.shape[1:] == self.window_shape:
-            batch = array
-        elif self.n_features == 1 and array.ndim == 2 and array.shape[1] == self.look_back:
-            batch = array.reshape(array.shape[0], self.look_back, 1)
-        else:
-            raise InputShapeError(f"expected windows of shape [batch, {self.look_back}, "
-                                  f"{self.n_features}], got shape {shape_text(array.shape)}")
+        expected = f"windows of shape [batch, {self.look_back}, {self.n_features}]"
+        array = self._to_array(windows, "windows", self.is_batch_shape, expected)
+        if not self.is_batch_shape(array.shape):
+            raise InputShapeError(f"expected {expected}, got shape {shape_text(array.shape)}")
+        batch = array.reshape(array.shape[0], self.look_back, self.n_features)
         if batch.shape[0] == 0:
             raise InputShapeError("expected at least one window, got an empty batch")
         require_finite(array, "windows")
@@ -175,6 +181,24 @@ class Forecaster:
         for start in range(0, batch.shape[0], BATCH_CHUNK):
             forecast[start:start + BATCH_CHUNK] = self._run(batch[start:start + BATCH_CHUNK])
         return forecast
+
+    def _is_window_shape(self, shape) -> bool:
+        return shape == self.window_shape or shape == self._flat_shape
+
+    def is_batch_shape(self, shape) -> bool:
+        """[batch, look_back, n_features], or [batch, look_back] for one feature."""
+        return ((len(shape) == 3 and tuple(shape[1:]) == self.window_shape)
+                or (self.n_features == 1 and len(shape) == 2 and shape[1] == self.look_back))
+
+    def _to_array(self, data, what: str, shape_ok, expected: str) -> np.ndarray:
+        """`data` as float32, compass points as degrees. When a value cannot be read,
+        a wrong shape is reported first: it is the likelier mistake, and a row of the
+        wrong length leaves its compass points unconverted."""
+        try:
+            return to_float32(self.layout.directions_to_degrees(data, what), what)
+        except InputValueError:
+            require_shape(data, shape_ok, expected)
+            raise
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         forecast = self._run_raw(self._output_names, {self.input_name: batch}, None)[0]
@@ -217,6 +241,7 @@ class Forecaster:
             "horizon": self.horizon,
             "interval_seconds": self.interval_seconds,
             "clock": self.spec.get("clock"),
+            "valid_ranges": self.valid_ranges.describe(),
             "input": {"name": self.input_name, "dtype": "float32",
                       "shape": ["batch", self.look_back, self.n_features]},
             "output": {"name": self.output_name, "dtype": "float32",
@@ -248,27 +273,17 @@ def _read_model_bytes(path: Path) -> bytes:
     return data
 
 
-def _check_manifest(path: Path, digest: str):
-    """With a manifest.json beside the model, the model must be listed in it with
-    this sha256; without one there is nothing to check against."""
-    manifest_path = path.parent / MANIFEST_NAME
-    if not manifest_path.exists():
-        return None
+def _recorded_name(path: Path, data: bytes) -> Optional[str]:
+    """The name a model records in its metadata, or None when it cannot be read."""
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise IntegrityError(f"{manifest_path}: cannot read the manifest ({exc})") from None
-    artifacts = manifest.get("artifacts") if isinstance(manifest, dict) else None
-    entry = artifacts.get(path.name) if isinstance(artifacts, dict) else None
-    expected = entry.get("sha256") if isinstance(entry, dict) else None
-    if not isinstance(expected, str):
-        raise IntegrityError(f"{manifest_path} has no sha256 for {path.name} "
-                             f"(artifacts['{path.name}'].sha256); refusing an unlisted model")
-    if expected.strip().lower() != digest:
-        raise IntegrityError(f"{path}: sha256 {digest[:16]}... does not match "
-                             f"{manifest_path} ({expected.strip().lower()[:16]}...); "
-                             f"the file was changed or corrupted")
-    return manifest_path
+        session = _open_session(path, data, DEFAULT_THREADS)
+    except ModelError:
+        return None
+    return _model_name(path, session.get_modelmeta().custom_metadata_map)
+
+
+def _model_name(path: Path, metadata: dict) -> str:
+    return metadata.get(NAME_KEY) or path.stem
 
 
 def _open_session(path: Path, data: bytes, threads: int):
@@ -308,12 +323,13 @@ def _read_metadata(path: Path, metadata: dict):
         spec = json.loads(text)
     except ValueError as exc:
         raise ModelError(f"{path}: {SPEC_KEY} is not valid JSON ({exc})") from None
-    layout = _validate_spec(path, spec, version)
-    return version, spec, layout
+    layout, ranges = _validate_spec(path, spec, version)
+    return version, spec, layout, ranges
 
 
 def _validate_spec(path: Path, spec, version: str):
-    """Raises ModelError naming the problem; returns the input layout."""
+    """Raises ModelError naming the problem; returns the input layout and the valid
+    ranges of readings."""
     def fail(problem: str):
         raise ModelError(f"{path}: {SPEC_KEY} {problem}")
 
@@ -345,7 +361,8 @@ def _validate_spec(path: Path, spec, version: str):
         spec_clock(spec)
     except EdgecastRuntimeError as exc:
         fail(f"has 'clock' {spec.get('clock')!r}: {exc}; pass --clock to override it")
-    return layout_from_spec(spec, version, fail)
+    layout = layout_from_spec(spec, version, fail)
+    return layout, ranges_from_spec(spec, layout, fail)
 
 
 def _validate_declared_shape(fail, shape, role: str, expected_tail) -> None:

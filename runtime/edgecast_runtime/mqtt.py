@@ -11,13 +11,21 @@ while the runtime is down wait for it; paho reconnects with a doubling back-off.
 import json
 import socket
 import threading
+from datetime import tzinfo
+from typing import Optional
 
 from .errors import EdgecastRuntimeError
 from .logs import log_event
+from .model import DEFAULT_THREADS
+from .policy import StreamPolicy
 from .readings import Header, LineParser
-from .service import on_signals, open_holder, warn_if_memory_only
+from .reload import DEFAULT_POLL_SECONDS
+from .service import FilePath, on_signals, open_holder, warn_if_memory_only
 
 DEFAULT_PORT = 1883
+DEFAULT_KEEPALIVE = 30  # seconds
+DEFAULT_RECONNECT_MAX = 30  # longest wait between reconnection attempts, seconds
+CLIENT_ID_PREFIX = "edgecast-runtime-"
 
 
 def parse_broker(text: str):
@@ -58,7 +66,7 @@ def _import_paho():
 
 class MqttBridge:
     def __init__(self, holder, streamer, host, port, subscribe, publish, client_id,
-                 keepalive=30, reconnect_max=30):
+                 keepalive=DEFAULT_KEEPALIVE, reconnect_max=DEFAULT_RECONNECT_MAX):
         paho, api = _import_paho()
         self.holder, self.streamer = holder, streamer
         self.host, self.port, self.keepalive = host, port, keepalive
@@ -136,21 +144,29 @@ class MqttBridge:
             return {"status": "error", "error": str(exc)}
 
 
-def run_mqtt(args) -> int:
-    host, port = parse_broker(args.broker)
+def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
+             client_id: Optional[str] = None, keepalive: int = DEFAULT_KEEPALIVE,
+             reconnect_max: int = DEFAULT_RECONNECT_MAX, threads: int = DEFAULT_THREADS,
+             state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
+             clock: Optional[tzinfo] = None,
+             poll_interval: float = DEFAULT_POLL_SECONDS) -> int:
+    """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
+    SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT."""
+    host, port = parse_broker(broker)
     _import_paho()
-    holder, streamer, watcher = open_holder(args)
-    client_id = args.client_id or f"edgecast-runtime-{socket.gethostname()}"
+    holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
+                                            policy=policy, clock=clock,
+                                            poll_interval=poll_interval)
+    client_id = client_id or f"{CLIENT_ID_PREFIX}{socket.gethostname()}"
     try:
-        bridge = MqttBridge(holder, streamer, host, port, args.subscribe, args.publish,
-                            client_id, keepalive=args.keepalive,
-                            reconnect_max=args.reconnect_max)
+        bridge = MqttBridge(holder, streamer, host, port, subscribe, publish,
+                            client_id, keepalive=keepalive, reconnect_max=reconnect_max)
         on_signals({"SIGTERM": bridge.stop, "SIGINT": bridge.stop,
                     "SIGHUP": watcher.request_reload})
         log_event({"event": "mqtt_starting", "broker": f"{host}:{port}", "client_id": client_id,
                    "model_name": holder.current.model_name, "sha256": holder.current.sha256,
-                   "state": args.state})
-        warn_if_memory_only(args)
+                   "state": state})
+        warn_if_memory_only(state)
         bridge.run()
     finally:
         watcher.stop()

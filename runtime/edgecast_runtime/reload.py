@@ -8,7 +8,9 @@ import threading
 from pathlib import Path
 
 from .errors import EdgecastRuntimeError
-from .model import MANIFEST_NAME, Forecaster
+from .model import DEFAULT_THREADS, MANIFEST_NAME, Forecaster
+
+DEFAULT_POLL_SECONDS = 2.0
 
 
 def file_signature(path: Path):
@@ -26,7 +28,7 @@ class ModelHolder:
     `on_swap(new, old)` callbacks run after a swap (under the reload lock, so two
     reloads never interleave); `log(event_dict)` receives reload events."""
 
-    def __init__(self, path, threads: int = 1, log=None):
+    def __init__(self, path, threads: int = DEFAULT_THREADS, log=None):
         self.path = Path(path)
         self.threads = threads
         self._log = log or (lambda event: None)
@@ -86,7 +88,7 @@ class ModelWatcher:
     copied in place is not read half-written); `request_reload()` (SIGHUP) forces
     a reload at the next wake-up. With `interval=None` it only serves requests."""
 
-    def __init__(self, holder: ModelHolder, interval=2.0):
+    def __init__(self, holder: ModelHolder, interval=DEFAULT_POLL_SECONDS):
         self.holder = holder
         self.interval = interval
         self._wake = threading.Event()

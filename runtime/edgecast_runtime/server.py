@@ -12,10 +12,12 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .errors import InputError, ModelError, StateError
+from .formatting import float_list
 from .logs import log_event
 from .readings import reading_from_json
-from .streaming import float_list
 
+DEFAULT_HOST = "127.0.0.1"  # loopback only: exposing the service is a deliberate choice
+DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_MAX_BATCH = 1024
 DEFAULT_REQUEST_TIMEOUT = 10.0

@@ -1,55 +1,67 @@
 """The long-running commands `stream` and `serve`, and what they share with `mqtt`:
-the streaming set-up from command-line options and the signal handling."""
+the streaming set-up and the signal handling. Every setting is a named parameter
+(the command line's parsing stays in cli.py)."""
 
 import json
 import signal
 import sys
 import threading
+from datetime import tzinfo
+from pathlib import Path
+from typing import Optional, Tuple, Union
 
-from .encodings import parse_clock
 from .errors import EdgecastRuntimeError, InputError, ModelError, StateError
 from .logs import log_event
+from .model import DEFAULT_THREADS, Forecaster
+from .policy import StreamPolicy
 from .readings import Header, LineParser
-from .reload import ModelHolder, ModelWatcher
-from .streaming import StreamingForecaster, StreamPolicy
+from .reload import DEFAULT_POLL_SECONDS, ModelHolder, ModelWatcher
+from .server import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+    ForecastServer,
+)
+from .streaming import StreamingForecaster
 
+FilePath = Union[str, Path]  # a model or state file, as text or a Path
 MAX_LINE_BYTES = 64 * 1024
-DRAIN_SECONDS = 10.0
+DEFAULT_DRAIN_SECONDS = 10.0  # how long shutdown waits for requests in flight
 
 
-def policy_from_args(args) -> StreamPolicy:
-    return StreamPolicy(on_missing=args.on_missing, on_gap=args.on_gap,
-                        max_hold=args.max_hold, interval_seconds=args.interval)
+def open_streamer(model, *, state: Optional[FilePath] = None,
+                  policy: Optional[StreamPolicy] = None,
+                  clock: Optional[tzinfo] = None) -> StreamingForecaster:
+    """The streaming forecaster of `model`; a state file written for another model
+    with the same inputs is adopted with a notice in the log."""
+    return StreamingForecaster(model, state_path=state, policy=policy, clock=clock, log=log_event)
 
 
-def clock_from_args(args):
-    return parse_clock(args.clock) if getattr(args, "clock", None) else None
-
-
-def open_streamer(model, args) -> StreamingForecaster:
-    return StreamingForecaster(model, state_path=args.state, policy=policy_from_args(args),
-                               clock=clock_from_args(args))
-
-
-def warn_if_memory_only(args) -> None:
+def warn_if_memory_only(state: Optional[FilePath]) -> None:
     """Said once the command has started, so a start-up error stays the only line."""
-    if not args.state:
+    if not state:
         log_event({"event": "notice", "message": "no --state: buffered readings are kept in "
                                                  "memory only and lost on restart"})
 
 
-def open_holder(args):
+def open_holder(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
+                state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
+                clock: Optional[tzinfo] = None, poll_interval: float = DEFAULT_POLL_SECONDS
+                ) -> Tuple[ModelHolder, StreamingForecaster, ModelWatcher]:
     """The model holder, a streamer that follows its swaps, and a started watcher
-    thread that reloads the model when its file is replaced or on SIGHUP."""
-    holder = ModelHolder(args.model, threads=args.threads, log=log_event)
-    streamer = open_streamer(holder.current, args)
+    thread that reloads the model when its file is replaced or on SIGHUP
+    (`poll_interval` 0: on SIGHUP only)."""
+    holder = ModelHolder(model_path, threads=threads, log=log_event)
+    streamer = open_streamer(holder.current, state=state, policy=policy, clock=clock)
 
     def follow(new, old):
         outcome = streamer.use_model(new)
         log_event({"event": "stream_model_changed", "sha256": new.sha256, "outcome": outcome})
 
     holder.on_swap(follow)
-    watcher = ModelWatcher(holder, interval=args.poll_interval or None)
+    watcher = ModelWatcher(holder, interval=poll_interval or None)
     return holder, streamer, watcher.start()
 
 
@@ -66,23 +78,25 @@ class _Stop(Exception):
     pass
 
 
-def run_stream(args) -> int:
-    from .model import Forecaster
-
-    model = Forecaster(args.model, threads=args.threads)
-    streamer = open_streamer(model, args)
-    state = {"busy": False, "stop": False}
+def run_stream(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
+               state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
+               clock: Optional[tzinfo] = None) -> int:
+    """Readings on stdin, one JSON answer line each on stdout, until end of input
+    or SIGTERM/SIGINT (a reading in progress is answered first)."""
+    model = Forecaster(model_path, threads=threads)
+    streamer = open_streamer(model, state=state, policy=policy, clock=clock)
+    progress = {"busy": False, "stop": False}
 
     def stop():
         # Waiting for input: stop now. Mid-reading: finish and answer it first.
-        state["stop"] = True
-        if not state["busy"]:
+        progress["stop"] = True
+        if not progress["busy"]:
             raise _Stop()
 
     on_signals({"SIGTERM": stop, "SIGINT": stop})
-    warn_if_memory_only(args)
+    warn_if_memory_only(state)
     try:
-        _stream_lines(streamer, model, sys.stdin.buffer, sys.stdout, state)
+        _stream_lines(streamer, model, sys.stdin.buffer, sys.stdout, progress)
     except _Stop:
         pass
     finally:
@@ -90,19 +104,19 @@ def run_stream(args) -> int:
     return 0
 
 
-def _stream_lines(streamer, model, source, sink, state) -> None:
+def _stream_lines(streamer, model, source, sink, progress) -> None:
     parser = LineParser(model.layout, streamer.clock)
     number = 0
-    while not state["stop"]:
+    while not progress["stop"]:
         raw = source.readline(MAX_LINE_BYTES + 1)
         if not raw:
             return
-        state["busy"] = True
+        progress["busy"] = True
         number += 1
         answer = _answer_line(streamer, parser, raw, source)
         sink.write(json.dumps({"line": number, **answer}, separators=(",", ":")) + "\n")
         sink.flush()
-        state["busy"] = False
+        progress["busy"] = False
 
 
 def _answer_line(streamer, parser, raw: bytes, source) -> dict:
@@ -124,34 +138,41 @@ def _answer_line(streamer, parser, raw: bytes, source) -> dict:
 # --- serve -------------------------------------------------------------------------------
 
 
-def run_serve(args) -> int:
-    from .server import ForecastServer
-
-    holder, streamer, watcher = open_holder(args)
+def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+              threads: int = DEFAULT_THREADS, state: Optional[FilePath] = None,
+              policy: Optional[StreamPolicy] = None, clock: Optional[tzinfo] = None,
+              poll_interval: float = DEFAULT_POLL_SECONDS,
+              max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
+              request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+              drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> int:
+    """Serve HTTP until SIGTERM/SIGINT, then wait up to `drain_seconds` for the
+    requests in flight; SIGHUP reloads the model."""
+    holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
+                                            policy=policy, clock=clock,
+                                            poll_interval=poll_interval)
     try:
-        server = ForecastServer((args.host, args.port), holder, streamer,
-                                max_body=args.max_body, max_batch=args.max_batch,
-                                request_timeout=args.request_timeout)
+        server = ForecastServer((host, port), holder, streamer, max_body=max_body,
+                                max_batch=max_batch, request_timeout=request_timeout)
     except OSError as exc:
         watcher.stop()
         streamer.close()
-        raise EdgecastRuntimeError(f"cannot listen on {args.host}:{args.port}: "
+        raise EdgecastRuntimeError(f"cannot listen on {host}:{port}: "
                                    f"{exc.strerror or exc}") from None
 
     def shutdown():
         threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
 
     on_signals({"SIGTERM": shutdown, "SIGINT": shutdown, "SIGHUP": watcher.request_reload})
-    host, port = server.server_address[:2]
+    bound_host, bound_port = server.server_address[:2]
     model = holder.current
-    log_event({"event": "listening", "host": host, "port": port, "model_name": model.model_name,
-               "sha256": model.sha256, "state": args.state})
-    warn_if_memory_only(args)
+    log_event({"event": "listening", "host": bound_host, "port": bound_port,
+               "model_name": model.model_name, "sha256": model.sha256, "state": state})
+    warn_if_memory_only(state)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-        drained = server.wait_idle(DRAIN_SECONDS)
+        drained = server.wait_idle(drain_seconds)
         watcher.stop()
         streamer.close()
         log_event({"event": "stopped", "drained": drained})

@@ -50,8 +50,10 @@ def spec_for(look_back, features, horizon, interval, data_min, data_max):
 
 
 def build_model(look_back, n_features, horizon, data_min, data_max, offset=0.0,
-                input_name="window", metadata=None):
-    """The graph described in the module docstring, with `metadata` as metadata_props."""
+                input_name="window", metadata=None, suffix=""):
+    """The graph described in the module docstring, with `metadata` as metadata_props.
+    `suffix` renames the inner tensors, as a converter run again may (tf2onnx does):
+    other bytes, the same model."""
     data_min = np.asarray(data_min, dtype=np.float32)
     data_max = np.asarray(data_max, dtype=np.float32)
     scale = (1.0 / (data_max - data_min)).astype(np.float32)
@@ -70,14 +72,16 @@ def build_model(look_back, n_features, horizon, data_min, data_max, offset=0.0,
         numpy_helper.from_array(shift[:1].copy(), "target_shift"),
         numpy_helper.from_array(scale[:1].copy(), "target_scale"),
     ]
+    a, b, c, d, e, f = (name + suffix for name in ("scaled_a", "scaled", "flat", "y_mm", "y",
+                                                    "y_shifted"))
     nodes = [
-        helper.make_node("Mul", [input_name, "scale"], ["scaled_a"]),
-        helper.make_node("Add", ["scaled_a", "shift"], ["scaled"]),
-        helper.make_node("Reshape", ["scaled", "flat_shape"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "weights"], ["y_mm"]),
-        helper.make_node("Add", ["y_mm", "bias"], ["y"]),
-        helper.make_node("Sub", ["y", "target_shift"], ["y_shifted"]),
-        helper.make_node("Div", ["y_shifted", "target_scale"], ["forecast"]),
+        helper.make_node("Mul", [input_name, "scale"], [a]),
+        helper.make_node("Add", [a, "shift"], [b]),
+        helper.make_node("Reshape", [b, "flat_shape"], [c]),
+        helper.make_node("MatMul", [c, "weights"], [d]),
+        helper.make_node("Add", [d, "bias"], [e]),
+        helper.make_node("Sub", [e, "target_shift"], [f]),
+        helper.make_node("Div", [f, "target_scale"], ["forecast"]),
     ]
     graph = helper.make_graph(
         nodes, "edgecast_fixture",
@@ -119,10 +123,18 @@ def main() -> None:
                       "data_min": [3.0, -20.0, 990.0], "data_max": [500.0, 40.0, 1040.0]}
 
     one_model = build_model(**one_args, metadata=edgecast_metadata(one, "fixture-one"))
+    # Valid ranges of readings; TEMP is not a feature of this model, so it is ignored.
+    ranged = dict(one, valid_ranges={"PM2.5": [0.0, 500.0], "TEMP": [-40.0, None]})
     files = {
         "one_feature.onnx": one_model,
         "one_feature_v2.onnx": build_model(**one_args, offset=1000.0,
                                            metadata=edgecast_metadata(one, "fixture-one-v2")),
+        "one_feature_reexport.onnx": build_model(**one_args, suffix="_1",
+                                                 metadata=edgecast_metadata(one, "fixture-one")),
+        "one_feature_ranges.onnx": build_model(
+            **one_args, metadata=edgecast_metadata(ranged, "fixture-one-ranges")),
+        "bad_valid_ranges.onnx": build_model(**one_args, metadata=edgecast_metadata(
+            dict(one, valid_ranges={"PM2.5": [500.0, 0.0]}), "fixture-bad-ranges")),
         "three_features.onnx": build_model(**three_args,
                                            metadata=edgecast_metadata(three, "fixture-three")),
         "schema_99.onnx": build_model(**one_args,

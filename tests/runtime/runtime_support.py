@@ -6,6 +6,8 @@ client and a Mosquitto broker started on a free loopback port."""
 import http.client
 import json
 import os
+import queue
+import random
 import shutil
 import signal
 import socket
@@ -39,6 +41,8 @@ def add_count(area: str, key: str, amount: int = 1) -> None:
 
 ONE = FIXTURES / "one_feature.onnx"  # look_back 4, 1 feature, horizon 1, interval 3600 s
 ONE_V2 = FIXTURES / "one_feature_v2.onnx"  # the same with +1000 on every forecast
+ONE_REEXPORT = FIXTURES / "one_feature_reexport.onnx"  # ONE converted again: other bytes
+ONE_RANGES = FIXTURES / "one_feature_ranges.onnx"  # ONE with valid_ranges PM2.5 [0, 500]
 THREE = FIXTURES / "three_features.onnx"  # look_back 6, 3 features, horizon 3, interval 60 s
 SCHEMA2 = FIXTURES / "schema2" / "model.onnx"  # a real export: PM2.5, TEMP, wd, hour, weekday
 
@@ -82,8 +86,10 @@ def assert_one_line_error(result, exit_code, *fragments):
 
 class Background:
     """A CLI command in the background. Its stderr is read by a thread; JSON lines
-    become `events`, which tests wait for. Use as a context manager: the process
-    is killed on the way out whatever happened."""
+    become `events`, which tests wait for. Its stdout is read by another; each line
+    (decoded JSON when it is) becomes an answer, taken with `answer()`; `send()`
+    writes a line to its stdin (with stdin=True). Use as a context manager: the
+    process is killed on the way out whatever happened."""
 
     def __init__(self, *args, stdin=False, preexec_fn=None):
         self.args = [cli_path(), *map(str, args)]
@@ -92,9 +98,27 @@ class Background:
                                      start_new_session=True, preexec_fn=preexec_fn)
         self.stderr_lines = []
         self.events = []
+        self.answers = queue.Queue()
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
+        self._answer_reader = threading.Thread(target=self._read_answers, daemon=True)
+        self._answer_reader.start()
+
+    def _read_answers(self):
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            try:
+                self.answers.put(json.loads(line))
+            except ValueError:
+                self.answers.put(line)
+
+    def send(self, line: str):
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def answer(self, timeout=10.0):
+        return self.answers.get(timeout=timeout)
 
     def _drain(self):
         for raw in self.proc.stderr:
@@ -146,6 +170,7 @@ class Background:
         except subprocess.TimeoutExpired:
             pass
         self._reader.join(timeout=5)
+        self._answer_reader.join(timeout=5)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream:
                 try:
@@ -187,20 +212,76 @@ class Server(Background):
         finally:
             connection.close()
 
-    def raw(self, data: bytes, timeout=10.0) -> bytes:
-        """Send raw bytes, return everything the server sends before closing."""
+    def raw(self, data: bytes, timeout=10.0, trickle_every=None, trickle_for=20.0) -> bytes:
+        """Send raw bytes, return everything the server sends before closing. With
+        `trickle_every` seconds, one byte at a time (for at most `trickle_for` s)."""
         with socket.create_connection((self.host, self.port), timeout=timeout) as sock:
-            sock.sendall(data)
-            chunks = []
+            started = time.monotonic()
             try:
-                while True:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-            except socket.timeout:
-                pass
-            return b"".join(chunks)
+                if trickle_every is None:
+                    sock.sendall(data)
+                else:
+                    for index in range(len(data)):  # bounded by the data and trickle_for
+                        sock.sendall(data[index:index + 1])
+                        time.sleep(trickle_every)
+                        if time.monotonic() - started > trickle_for:
+                            break
+            except OSError:
+                pass  # closed by the server mid-send: the answer is still in the socket
+            return read_until_close(sock)
+
+
+def read_until_close(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (or the socket times out or fails)."""
+    chunks = []
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError:  # socket.timeout included
+        pass
+    return b"".join(chunks)
+
+
+def kill_at_random_points(count, start, acknowledge, send_and_kill, *, seed, accepted_after,
+                          stored_accepted, max_kills, seconds=90):
+    """Feed readings 0..count-1 to processes killed (SIGKILL) at random points:
+    bursts of 1 to 6 readings, the last one often killed in flight. `start()` gives
+    a Background process; `acknowledge(process, i)` returns reading i's answer;
+    `send_and_kill(process, i, delay)` sends it, kills the process after `delay`
+    seconds and returns the answer if one came, else None. After every kill the
+    state on disk (`stored_accepted()`) must hold every acknowledged reading and at
+    most the one in flight; `accepted_after[i]` is the count once reading i is
+    answered. Returns (acknowledged {i: answer}, kills, kills in flight, lost)."""
+    rng = random.Random(seed)
+    acknowledged, position, kills, kills_in_flight, lost = {}, 0, 0, 0, 0
+    deadline = time.monotonic() + seconds
+    while position < count:
+        assert kills < max_kills and time.monotonic() < deadline, (kills, position)
+        end = min(count, position + rng.randint(1, 6))
+        kill_in_flight = rng.random() < 0.6
+        with start() as process:
+            for index in range(position, end):
+                if kill_in_flight and index == end - 1:
+                    # during parsing, predicting or fsync
+                    answer = send_and_kill(process, index, rng.uniform(0, 0.004))
+                    kills_in_flight += 1
+                    if answer is not None:
+                        acknowledged[index] = answer
+                        position = index + 1
+                    break
+                acknowledged[index] = acknowledge(process, index)
+                position = index + 1
+            process.kill()
+        kills += 1
+        stored = stored_accepted()
+        before = accepted_after[position - 1] if position else 0
+        in_flight = accepted_after[position] if position < count else before
+        lost += max(0, before - stored)
+        assert stored in (before, in_flight), (position, stored, before, in_flight)
+    return acknowledged, kills, kills_in_flight, lost
 
 
 def free_port() -> int:

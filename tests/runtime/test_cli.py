@@ -4,7 +4,18 @@ answers on stdout, one error line on stderr, meaningful exit codes."""
 import json
 
 import pytest
-from runtime_support import FIXTURES, ONE, THREE, assert_one_line_error, expected_forecast, run_cli
+from runtime_support import (
+    FIXTURES,
+    ONE,
+    ONE_RANGES,
+    ONE_REEXPORT,
+    ONE_V2,
+    SCHEMA2,
+    THREE,
+    assert_one_line_error,
+    expected_forecast,
+    run_cli,
+)
 
 MODEL_ERROR, INPUT_ERROR, USAGE = 3, 4, 2
 
@@ -19,6 +30,13 @@ def test_info_prints_the_validated_metadata():
     assert fields["input"] == "window float32 [batch, 4, 1]"
     assert "not checked" in fields["manifest"]
     assert result.stderr == ""
+
+
+def test_info_lists_valid_ranges():
+    fields = dict(line.split(None, 1) for line in run_cli("info", ONE_RANGES).stdout.splitlines())
+    assert fields["valid"] == "PM2.5 0..500"
+    assert dict(line.split(None, 1) for line in run_cli("info", ONE).stdout.splitlines())["valid"] \
+        == "any value"
 
 
 def test_info_json_reports_manifest_check():
@@ -74,7 +92,7 @@ def test_predict_json_from_stdin():
     (["predict", ONE, "70", "72", "75"], INPUT_ERROR,
      ["expected a window of shape [4, 1]", "got shape [3]"]),
     (["predict", ONE, "70", "72", "abc", "80"], INPUT_ERROR,
-     ["value 3 of the window is not a number: 'abc'"]),
+     ["window has a non-numeric value 'abc' at [2]"]),
     (["predict", ONE, "70", "72", "nan", "80"], INPUT_ERROR, ["non-finite value at [2]"]),
     (["predict", ONE, "--json", "[1, 2, 3"], INPUT_ERROR, ["--json is not valid JSON"]),
     (["predict", ONE, "--json", '[1, 2, "x", 4]'], INPUT_ERROR, ["non-numeric value 'x' at [2]"]),
@@ -102,10 +120,43 @@ def test_errors_are_one_line_with_exit_code(args, code, fragments):
 
 
 def test_integrity_mismatch_is_a_model_error(tmp_path):
-    (tmp_path / "model.onnx").write_bytes((FIXTURES / "one_feature_v2.onnx").read_bytes())
+    """The bundle's own model, changed after export (same name, other bytes)."""
+    (tmp_path / "model.onnx").write_bytes(ONE_REEXPORT.read_bytes())
     (tmp_path / "manifest.json").write_text((FIXTURES / "bundle" / "manifest.json").read_text())
     result = run_cli("predict", tmp_path / "model.onnx", "1", "2", "3", "4")
-    assert_one_line_error(result, MODEL_ERROR, "does not match", "manifest.json")
+    assert_one_line_error(result, MODEL_ERROR, "does not match", "manifest.json",
+                          "changed or corrupted")
+
+
+def test_manifest_of_another_bundle_is_named_as_such(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(ONE_V2.read_bytes())
+    (tmp_path / "manifest.json").write_text((FIXTURES / "bundle" / "manifest.json").read_text())
+    result = run_cli("predict", tmp_path / "model.onnx", "1", "2", "3", "4")
+    line = assert_one_line_error(result, MODEL_ERROR,
+                                 "manifest.json describes another model ('fixture-one'",
+                                 "not this model.onnx ('fixture-one-v2'")
+    assert "corrupted" not in line
+
+
+def test_predict_json_of_the_wrong_shape_names_the_shape_not_a_compass_value():
+    """Rows of four values for a five-feature model with a wind direction: the
+    compass points are left unconverted, but the shape is what is wrong."""
+    window = [[50, 10, "N", 0]] * 4
+    result = run_cli("predict", SCHEMA2, "--json", json.dumps(window))
+    line = assert_one_line_error(result, INPUT_ERROR, "--json: expected a window of shape [4, 5] "
+                                 "or [batch, 4, 5], got shape [4, 4]")
+    assert "'N'" not in line
+    batch = run_cli("predict", SCHEMA2, "--json", json.dumps([window, window]))
+    assert_one_line_error(batch, INPUT_ERROR, "got shape [2, 4, 4]")
+
+
+def test_serve_help_shows_the_server_defaults():
+    from edgecast_runtime import server, service
+
+    help_text = " ".join(run_cli("serve", "--help").stdout.split())
+    assert f"(default {server.DEFAULT_MAX_BODY}; larger: 413)" in help_text
+    assert f"(default {server.DEFAULT_PORT};" in help_text
+    assert f"(default {service.DEFAULT_DRAIN_SECONDS})" in help_text
 
 
 def test_version_and_help():

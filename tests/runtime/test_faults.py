@@ -24,7 +24,7 @@ import threading
 import time
 
 import pytest
-from runtime_support import ONE, Server, add_count, cli_path, record
+from runtime_support import ONE, Server, add_count, cli_path, kill_at_random_points, record
 
 from edgecast_runtime import Forecaster, StreamingForecaster
 from edgecast_runtime.readings import reading_from_json
@@ -63,47 +63,34 @@ def test_serve_sigkill_at_random_points_loses_no_acknowledged_reading(tmp_path):
     readings = series(40)
     reference = reference_answers(readings)
     state = tmp_path / "state.json"
-    rng = random.Random(7)
-    acknowledged, position, trials, in_flight_kills, lost = {}, 0, 0, 0, 0
-    deadline = time.monotonic() + 90
-    while position < len(readings):
-        assert trials < 40 and time.monotonic() < deadline, (trials, position)
-        end = min(len(readings), position + rng.randint(1, 6))
-        kill_in_flight = rng.random() < 0.6
-        with Server(ONE, "--state", state, "--poll-interval", "0") as server:
-            for index in range(position, end):
-                if kill_in_flight and index == end - 1:
-                    got = {}
 
-                    def post(body=readings[index], got=got):
-                        try:
-                            got["answer"] = server.request("POST", "/v1/observe", body, timeout=5)
-                        except OSError as exc:  # killed mid-request: no acknowledgement
-                            got["error"] = exc
+    def acknowledge(server, index):
+        status, answer, _ = server.request("POST", "/v1/observe", readings[index])
+        assert status == 200, answer
+        return answer
 
-                    sender = threading.Thread(target=post, daemon=True)
-                    sender.start()
-                    time.sleep(rng.uniform(0, 0.004))  # parsing, predicting or fsync
-                    server.proc.send_signal(signal.SIGKILL)
-                    sender.join(10)
-                    in_flight_kills += 1
-                    if "answer" in got and got["answer"][0] == 200:
-                        acknowledged[index] = got["answer"][1]
-                        position = index + 1
-                    break
-                status, answer, _ = server.request("POST", "/v1/observe", readings[index])
-                assert status == 200, answer
-                acknowledged[index] = answer
-                position = index + 1
-            server.proc.send_signal(signal.SIGKILL)
-            server.proc.wait(10)
-        trials += 1
-        # The state on disk holds every acknowledged reading, plus at most the one in flight.
-        stored = stored_accepted(state)
-        before = reference[position - 1]["accepted"] if position else 0
-        after = reference[position]["accepted"] if position < len(readings) else before
-        lost += max(0, before - stored)
-        assert stored in (before, after), (position, stored, before, after)
+    def send_and_kill(server, index, delay):
+        got = {}
+
+        def post():
+            try:
+                got["answer"] = server.request("POST", "/v1/observe", readings[index], timeout=5)
+            except OSError as exc:  # killed mid-request: no acknowledgement
+                got["error"] = exc
+
+        sender = threading.Thread(target=post, daemon=True)
+        sender.start()
+        time.sleep(delay)
+        server.proc.send_signal(signal.SIGKILL)
+        sender.join(10)
+        answered = "answer" in got and got["answer"][0] == 200
+        return got["answer"][1] if answered else None
+
+    acknowledged, trials, in_flight_kills, lost = kill_at_random_points(
+        len(readings), lambda: Server(ONE, "--state", state, "--poll-interval", "0"),
+        acknowledge, send_and_kill, seed=7,
+        accepted_after=[answer["accepted"] for answer in reference],
+        stored_accepted=lambda: stored_accepted(state), max_kills=40)
     mismatched = [i for i, a in acknowledged.items() if comparable(a) != comparable(reference[i])]
     add_count("faults", "serve_sigkills", trials)
     add_count("faults", "serve_sigkills_mid_request", in_flight_kills)

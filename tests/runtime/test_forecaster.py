@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import onnxruntime as ort
 import pytest
-from runtime_support import FIXTURES, ONE, ONE_V2, THREE, expected_forecast
+from runtime_support import FIXTURES, ONE, ONE_REEXPORT, ONE_V2, THREE, expected_forecast
 
 from edgecast_runtime import (
     EdgecastRuntimeError,
@@ -182,8 +182,17 @@ def _bundle(tmp_path, model_source, manifest_text):
 
 def test_sha256_mismatch_with_manifest_is_refused(tmp_path):
     manifest = (FIXTURES / "bundle" / "manifest.json").read_text()
-    path = _bundle(tmp_path, ONE_V2, manifest)
-    with pytest.raises(IntegrityError, match="does not match .*manifest.json"):
+    path = _bundle(tmp_path, ONE_REEXPORT, manifest)  # the bundle's model, other bytes
+    with pytest.raises(IntegrityError, match="does not match .*manifest.json.*changed or corrupted"):
+        Forecaster(path)
+    assert Forecaster(path, check_manifest=False).model_name == "fixture-one"
+
+
+def test_manifest_of_another_model_is_named_as_such(tmp_path):
+    manifest = (FIXTURES / "bundle" / "manifest.json").read_text()
+    (tmp_path / "other").mkdir()
+    path = _bundle(tmp_path / "other", ONE_V2, manifest)
+    with pytest.raises(IntegrityError, match=r"manifest.json describes another model \('fixture-one'"):
         Forecaster(path)
     assert Forecaster(path, check_manifest=False).model_name == "fixture-one-v2"
 

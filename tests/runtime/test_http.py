@@ -10,6 +10,7 @@ import pytest
 from runtime_support import (
     LOOPBACK,
     ONE,
+    ONE_RANGES,
     THREE,
     Background,
     Server,
@@ -208,24 +209,8 @@ def test_slow_loris_trickling_bytes_is_cut_off_at_the_deadline(server):
     byte every 0.3 s; the whole-request deadline does."""
     request = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n" + b" " * 30
     started = time.monotonic()
-    answer = b""
-    with socket.create_connection((server.host, server.port), timeout=10) as sock:
-        try:
-            for index in range(len(request)):  # bounded: at most ~25 s of trickling
-                sock.sendall(request[index:index + 1])
-                time.sleep(0.3)
-                if time.monotonic() - started > 25:
-                    break
-        except OSError:
-            pass  # the server closed the connection on us: what we want
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
-        except OSError:
-            pass
+    # one byte every 0.3 s: bounded at ~25 s of trickling
+    answer = server.raw(request, trickle_every=0.3, trickle_for=25)
     elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408") or answer.startswith(b"HTTP/1.0 408"), answer[:80]
     assert elapsed < 6, elapsed  # cut off near the 1 s deadline, not after ~30 s
@@ -290,3 +275,13 @@ def test_zz_the_server_log_never_holds_a_traceback(server):
     not_json = [line for line in server.stderr_lines if not line.startswith("{")]
     assert not_json == [], "\n".join(not_json[:20])
     assert not [e for e in server.events if e.get("event") == "internal_error"]
+
+
+def test_out_of_range_readings_are_noticed_and_counted_in_health(tmp_path):
+    with Server(ONE_RANGES, "--state", tmp_path / "state.json", "--poll-interval", "0") as ranged:
+        status, answer, _ = ranged.request("POST", "/v1/observe", {"value": -999, "timestamp": 0})
+        assert status == 200 and answer["buffered"] == 0
+        assert "PM2.5 -999 is below the valid minimum 0: treated as missing" in answer["notice"]
+        health = ranged.request("GET", "/healthz")[1]
+        assert health["stream"]["missing_values"] == {"below_valid_range": {"PM2.5": 1}}
+        assert ranged.request("GET", "/v1/model")[1]["valid_ranges"] == {"PM2.5": [0.0, 500.0]}

@@ -59,6 +59,16 @@ def test_sources_import_only_stdlib_numpy_onnxruntime_and_paho():
                 assert name.split(".")[0] in allowed, f"{source.name} imports {name}"
 
 
+def test_no_runtime_module_exceeds_400_lines():
+    """One job per module: a module past 400 lines is doing several."""
+    import edgecast_runtime
+
+    package = Path(edgecast_runtime.__file__).parent
+    lengths = {source.name: len(source.read_text().splitlines()) for source in package.glob("*.py")}
+    assert {name: count for name, count in lengths.items() if count > 400} == {}
+    assert len(lengths) >= 15  # the split modules are installed with the wheel
+
+
 SYS_MODULES_PROBE = """
 import json, sys
 import numpy as np

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from runtime_support import FIXTURES, Server, assert_one_line_error, run_cli
 
-from edgecast_runtime import Forecaster, InputValueError, ModelError, StreamingForecaster, StreamPolicy
+from edgecast_runtime import (
+    Forecaster,
+    InputShapeError,
+    InputValueError,
+    ModelError,
+    StreamingForecaster,
+    StreamPolicy,
+)
 from edgecast_runtime.encodings import COMPASS_POINTS, parse_clock
 from edgecast_runtime.model import _validate_spec
 
@@ -233,3 +240,35 @@ def test_unknown_calendar_feature_is_refused():
     spec["input"]["shape"] = ["batch", 4, 5]
     with pytest.raises(ModelError, match="calendar feature 'month' is unknown"):
         _validate_spec(Path("m.onnx"), spec, "2")
+
+
+@pytest.mark.parametrize("ranges, fragment", [
+    ([0, 1], "has 'valid_ranges' [0, 1]; expected an object"),
+    ({"PM2.5": [0]}, "valid_ranges['PM2.5'] [0]; expected [min, max]"),
+    ({"PM2.5": [0, "high"]}, "each bound must be a finite number or null"),
+    ({"PM2.5": [True, None]}, "each bound must be a finite number or null"),
+    ({"PM2.5": [5, 1]}, "the minimum is above the maximum"),
+])
+def test_malformed_valid_ranges_refuse_the_model(ranges, fragment):
+    with pytest.raises(ModelError) as caught:
+        _validate_spec(Path("m.onnx"), {**SPEC, "valid_ranges": ranges}, "2")
+    assert fragment in str(caught.value) and "m.onnx" in str(caught.value)
+
+
+def test_valid_ranges_leave_calm_winds_alone():
+    """A negative direction is calm by contract, whatever range wd is given."""
+    _, ranges = _validate_spec(Path("m.onnx"), {**SPEC, "valid_ranges": {
+        "PM2.5": [0, None], "wd": [0, 360], "RAIN": [0, 200]}}, "2")
+    assert ranges.describe() == {"PM2.5": [0.0, None], "wd": [0.0, 360.0]}
+    assert ranges.outside([50.0, 10.0, -1.0, 3.0, 0.0]) == []
+    assert [reason for _, reason, _ in ranges.outside([-3.0, 10.0, 400.0, 3.0, 0.0])] == [
+        "below_valid_range", "above_valid_range"]
+
+
+def test_window_of_the_wrong_shape_names_the_shape_before_any_compass_value(model):
+    with pytest.raises(InputShapeError, match=r"expected a window of shape \[4, 5\].*got shape \[4, 4\]"):
+        model.predict([[50, 10, "N", 0]] * 4)
+    with pytest.raises(InputShapeError, match=r"got shape \[2, 4, 4\]"):
+        model.predict_batch([[[50, 10, "N", 0]] * 4] * 2)
+    with pytest.raises(InputValueError, match="is not a wind direction"):  # right shape: the value
+        model.predict([[50, 10, "NORTH-ISH", 0, 0]] * 4)

@@ -4,16 +4,26 @@ consumes a recorded series, restarted, it gives the answers of an uninterrupted
 run and loses no acknowledged reading."""
 
 import json
-import queue
-import random
 import signal
 import subprocess
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from runtime_support import ONE, ONE_V2, THREE, add_count, assert_one_line_error, cli_path, expected_forecast, run_cli
+from runtime_support import (
+    ONE,
+    ONE_REEXPORT,
+    ONE_V2,
+    THREE,
+    Background,
+    add_count,
+    assert_one_line_error,
+    cli_path,
+    expected_forecast,
+    kill_at_random_points,
+    replace_atomically,
+    run_cli,
+)
 
 
 def answers_of(stdout: str):
@@ -71,57 +81,53 @@ def test_bad_bytes_and_oversized_lines_are_answered_too():
     assert "not UTF-8" in answers[0]["error"] and "longer than" in answers[1]["error"]
 
 
-def test_state_of_another_model_stops_the_command_with_one_line(tmp_path):
+def test_state_of_a_model_with_other_inputs_stops_the_command_with_one_line(tmp_path):
     state = tmp_path / "state.json"
     run_cli("stream", ONE, "--state", state, stdin="1\n2\n")
-    result = run_cli("stream", ONE_V2, "--state", state, stdin="1\n")
-    assert_one_line_error(result, 5, "written for another model", "state.json")
+    result = run_cli("stream", THREE, "--state", state, stdin="1,2,3\n")
+    assert_one_line_error(result, 5, "written for another model", "reads other inputs",
+                          "state.json")
     assert json.loads(state.read_text())["accepted"] == 2
 
 
-class StreamProcess:
-    """`stream --state` with its answers read line by line by a thread."""
+def adoption_notices(stderr: str):
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [e for e in events if e.get("event") == "notice" and "state_adopted_from" in e]
 
-    def __init__(self, state, *extra):
-        self.proc = subprocess.Popen([cli_path(), "stream", str(ONE), "--state", str(state), *extra],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        self.answers = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self):
-        for line in self.proc.stdout:
-            self.answers.put(json.loads(line))
+@pytest.mark.parametrize("replacement, offset", [(ONE_REEXPORT, 0.0), (ONE_V2, 1000.0)])
+def test_restart_onto_a_model_with_the_same_inputs_keeps_the_state(model_copy, tmp_path,
+                                                                   replacement, offset):
+    """A hub stopped, given a re-exported model (other bytes, same spec) or another
+    model reading the same inputs, and restarted: the buffer carries on."""
+    state = tmp_path / "state.json"
+    first = run_cli("stream", model_copy, "--state", state, stdin="0,10\n3600,20\n7200,30\n")
+    assert [a["status"] for a in answers_of(first.stdout)] == ["filling"] * 3
+    old_sha = json.loads(state.read_text())["model_sha256"]
+    replace_atomically(replacement, model_copy)
+    second = run_cli("stream", model_copy, "--state", state, stdin="10800,40\n14400,50\n")
+    assert second.returncode == 0, second.stderr
+    answers = answers_of(second.stdout)
+    assert answers[0]["forecast"] == pytest.approx(expected_forecast([10, 20, 30, 40], offset))
+    assert answers[1]["forecast"] == pytest.approx(expected_forecast([20, 30, 40, 50], offset))
+    assert [a["accepted"] for a in answers] == [4, 5]
+    [notice] = adoption_notices(second.stderr)
+    assert notice["state_adopted_from"]["model_sha256"] == old_sha
+    assert "reads the same inputs" in notice["message"]
+    document = json.loads(state.read_text())
+    assert document["model_sha256"] == notice["sha256"] != old_sha
+    third = run_cli("stream", model_copy, "--state", state, stdin="18000,60\n")
+    assert adoption_notices(third.stderr) == []  # adopted once, then its own
 
-    def send(self, line: str):
-        self.proc.stdin.write(line.encode() + b"\n")
-        self.proc.stdin.flush()
 
-    def answer(self, timeout=10.0):
-        return self.answers.get(timeout=timeout)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._reader.join(5)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.kill()
+def stream_process(state, model=ONE, *extra):
+    """`stream --state` in the background, fed line by line."""
+    return Background("stream", model, "--state", state, *extra, stdin=True)
 
 
 def test_sigterm_stops_cleanly_after_the_last_answer(tmp_path):
     state = tmp_path / "state.json"
-    with StreamProcess(state) as process:
+    with stream_process(state) as process:
         for value in (1, 2):
             process.send(str(value))
             assert process.answer()["status"] == "filling"
@@ -169,31 +175,22 @@ def test_sigkill_at_random_points_loses_no_acknowledged_reading(tmp_path):
         accepted_after.append(answer.get("accepted", accepted_after[-1] if accepted_after else 0))
 
     state = tmp_path / "state.json"
-    rng = random.Random(20261125)
-    acknowledged, position, kills, kills_in_flight, lost = {}, 0, 0, 0, 0
-    deadline = time.monotonic() + 90
-    while position < len(lines):
-        assert kills < 100 and time.monotonic() < deadline, (kills, position)
-        burst_end = min(len(lines), position + rng.randint(1, 6))
-        kill_in_flight = rng.random() < 0.6
-        with StreamProcess(state) as process:
-            for index in range(position, burst_end):
-                process.send(lines[index])
-                if kill_in_flight and index == burst_end - 1:
-                    time.sleep(rng.uniform(0, 0.004))  # during parsing, predicting or fsync
-                    process.proc.send_signal(signal.SIGKILL)
-                    kills_in_flight += 1
-                    break
-                acknowledged[index] = process.answer()
-                position = index + 1
-        kills += 1
-        # The state file is whole JSON, and holds every acknowledged reading (and at
-        # most the one in flight).
-        stored = json.loads(state.read_text())["accepted"] if state.exists() else 0
-        before = accepted_after[position - 1] if position else 0
-        in_flight = accepted_after[position] if position < len(lines) else before
-        lost += max(0, before - stored)
-        assert stored in (before, in_flight), (position, stored, before, in_flight)
+
+    def send_and_kill(process, index, delay):
+        process.send(lines[index])
+        time.sleep(delay)
+        process.proc.send_signal(signal.SIGKILL)
+        return None  # its answer, if written, is never read: not acknowledged
+
+    def acknowledge(process, index):
+        process.send(lines[index])
+        return process.answer()
+
+    acknowledged, kills, kills_in_flight, lost = kill_at_random_points(
+        len(lines), lambda: stream_process(state), acknowledge, send_and_kill,
+        seed=20261125, accepted_after=accepted_after,
+        stored_accepted=lambda: json.loads(state.read_text())["accepted"] if state.exists() else 0,
+        max_kills=100)
 
     add_count("faults", "stream_sigkills", kills)
     add_count("faults", "stream_sigkills_mid_reading", kills_in_flight)

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from runtime_support import ONE, ONE_V2, THREE, expected_forecast
+from runtime_support import ONE, ONE_RANGES, ONE_V2, THREE, expected_forecast
 
 from edgecast_runtime import (
     EdgecastRuntimeError,
@@ -177,14 +177,52 @@ def test_state_is_written_and_resumed(one, tmp_path):
     second.close()
 
 
-def test_state_of_another_model_is_refused(one, tmp_path):
+def test_state_of_a_model_with_other_inputs_is_refused(one, tmp_path):
     path = tmp_path / "state.json"
     stream = StreamingForecaster(one, state_path=path)
     stream.observe([1.0])
     stream.close()
+    before = path.read_bytes()
     with pytest.raises(StateError, match="written for another model") as caught:
+        StreamingForecaster(Forecaster(THREE), state_path=path)
+    message = str(caught.value)
+    assert one.sha256[:12] in message and "state.json" in message
+    assert "features ['PM2.5'] vs ['PM2.5', 'TEMP', 'PRES']" in message
+    assert path.read_bytes() == before
+
+
+def test_state_of_a_model_with_the_same_inputs_is_adopted_with_a_notice(one, tmp_path):
+    """What hot reload does (buffer kept), a restart onto another model does too."""
+    path = tmp_path / "state.json"
+    first = StreamingForecaster(one, state_path=path)
+    feed(first, [10, 20, 30, 40])
+    first.close()
+    v2, events = Forecaster(ONE_V2), []
+    second = StreamingForecaster(v2, state_path=path, log=events.append)
+    assert second.adopted_from == {"model_name": "fixture-one", "model_sha256": one.sha256}
+    [event] = events
+    assert event["event"] == "notice" and "reads the same inputs" in event["message"]
+    assert json.loads(path.read_text())["model_sha256"] == v2.sha256  # the file names v2 now
+    resent = second.observe([40], 3 * HOUR)  # answered by v2, not replayed from the old model
+    assert resent["duplicate"] and resent["forecast"] == pytest.approx(
+        expected_forecast([10, 20, 30, 40], offset=1000))
+    answer = second.observe([50], 4 * HOUR)
+    assert answer["forecast"] == pytest.approx(expected_forecast([20, 30, 40, 50], offset=1000))
+    assert answer["accepted"] == 5
+    second.close()
+
+
+def test_state_that_does_not_record_its_inputs_is_refused_for_another_model(one, tmp_path):
+    path = tmp_path / "state.json"
+    stream = StreamingForecaster(one, state_path=path)
+    stream.observe([1.0])
+    stream.close()
+    document = json.loads(path.read_text())
+    del document["inputs"]  # as written by an older runtime
+    path.write_text(json.dumps(document))
+    with pytest.raises(StateError, match="does not record which inputs it read"):
         StreamingForecaster(Forecaster(ONE_V2), state_path=path)
-    assert one.sha256[:12] in str(caught.value) and "state.json" in str(caught.value)
+    StreamingForecaster(one, state_path=path).close()  # its own model still resumes it
 
 
 @pytest.mark.parametrize("content", ["{truncated", "[]", '{"format": "something else"}',
@@ -267,3 +305,58 @@ def test_state_survives_as_valid_json_on_every_write(one, tmp_path):
         assert json.loads(path.read_text())["accepted"] == i + 1
     stream.close()
     assert not os.path.exists(str(path) + ".tmp")
+
+
+# --- valid ranges ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ranged():
+    return Forecaster(ONE_RANGES)  # PM2.5 valid in [0, 500]
+
+
+def test_readings_outside_the_valid_range_are_missing_and_counted(ranged):
+    stream = StreamingForecaster(ranged)
+    answers = feed(stream, [10, 20, 30, 40, -999, 50, 9999, None])
+    assert "PM2.5 -999 is below the valid minimum 0: treated as missing" in answers[4]["notice"]
+    assert "missing value for PM2.5: buffer reset" in answers[4]["notice"]
+    assert answers[4]["buffered"] == 0 and answers[5]["buffered"] == 1
+    assert "PM2.5 9999 is above the valid maximum 500" in answers[6]["notice"]
+    status = stream.status()
+    assert status["missing_values"] == {"below_valid_range": {"PM2.5": 1},
+                                        "above_valid_range": {"PM2.5": 1},
+                                        "missing": {"PM2.5": 1}}
+    assert status["accepted"] == 8
+    assert ranged.describe()["valid_ranges"] == {"PM2.5": [0.0, 500.0]}  # TEMP: not a feature
+
+
+def test_out_of_range_values_follow_the_missing_value_policy(ranged):
+    held = StreamingForecaster(ranged, policy=StreamPolicy(on_missing="hold"))
+    answers = feed(held, [10, 20, 30, 40, -5])
+    assert answers[4]["forecast"] == pytest.approx(expected_forecast([20, 30, 40, 40]))
+    assert "treated as missing; missing value for PM2.5: last value held" in answers[4]["notice"]
+    refusing = StreamingForecaster(ranged, policy=StreamPolicy(on_missing="refuse"))
+    feed(refusing, [10, 20])
+    with pytest.raises(InputValueError, match="on_missing=refuse"):
+        refusing.observe([-999.0], 2 * HOUR)
+    assert refusing.status()["accepted"] == 2 and refusing.status()["missing_values"] == {}
+    inside = StreamingForecaster(ranged)
+    assert "notice" not in feed(inside, [0, 500, 250])[-1]  # the bounds themselves are valid
+
+
+def test_missing_value_counts_are_kept_in_the_state_file(ranged, tmp_path):
+    path = tmp_path / "state.json"
+    stream = StreamingForecaster(ranged, state_path=path)
+    feed(stream, [10, -1, math.inf])
+    stream.close()
+    assert json.loads(path.read_text())["missing_values"] == {"below_valid_range": {"PM2.5": 1},
+                                                              "non_finite": {"PM2.5": 1}}
+    resumed = StreamingForecaster(ranged, state_path=path)
+    assert resumed.status()["missing_values"]["non_finite"] == {"PM2.5": 1}
+    resumed.close()
+
+
+def test_models_without_valid_ranges_accept_any_finite_value(one):
+    answers = feed(StreamingForecaster(one), [-999, 10, 20, 30])
+    assert answers[-1]["forecast"] == pytest.approx(expected_forecast([-999, 10, 20, 30]))
+    assert one.describe()["valid_ranges"] == {}

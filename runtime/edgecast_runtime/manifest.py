@@ -1,0 +1,40 @@
+"""The manifest beside a model (manifest.json, written by `edgecast export`): the
+model must be listed in it with the sha256 of its bytes."""
+
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import IntegrityError
+
+
+def check_against_manifest(path: Path, manifest_path: Path, digest: str,
+                           recorded_name: Callable[[], Optional[str]]) -> Optional[Path]:
+    """With a manifest.json beside the model, the model must be listed in it with
+    this sha256; without one there is nothing to check against. On a mismatch,
+    `recorded_name()` (the model's own name, None when unreadable) tells a manifest
+    of another bundle from a model file that was changed."""
+    if not manifest_path.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise IntegrityError(f"{manifest_path}: cannot read the manifest ({exc})") from None
+    artifacts = manifest.get("artifacts") if isinstance(manifest, dict) else None
+    entry = artifacts.get(path.name) if isinstance(artifacts, dict) else None
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
+    if not isinstance(expected, str):
+        raise IntegrityError(f"{manifest_path} has no sha256 for {path.name} "
+                             f"(artifacts['{path.name}'].sha256); refusing an unlisted model")
+    expected = expected.strip().lower()
+    if expected == digest:
+        return manifest_path
+    listed_name, own_name = manifest.get("model_name"), recorded_name()
+    if isinstance(listed_name, str) and own_name is not None and listed_name != own_name:
+        raise IntegrityError(f"{manifest_path} describes another model ({listed_name!r}, "
+                             f"{path.name} sha256 {expected[:16]}...), not this {path.name} "
+                             f"({own_name!r}, sha256 {digest[:16]}...); put the model beside "
+                             f"its own manifest")
+    raise IntegrityError(f"{path}: sha256 {digest[:16]}... does not match "
+                         f"{manifest_path} ({expected[:16]}...); "
+                         f"the file was changed or corrupted")

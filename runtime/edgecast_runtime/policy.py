@@ -1,0 +1,128 @@
+"""The stream's policy for missing values and timestamp gaps, and its application
+to the next state: hold the last value, reset the buffer, or refuse the reading.
+Values outside the model's valid ranges are missing values too; every value the
+stream treats as missing is counted by reason."""
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+
+from .errors import EdgecastRuntimeError, InputValueError
+from .state_file import StreamState
+from .validity import ValidRanges
+
+MISSING_POLICIES = ("reset", "hold", "refuse")
+GAP_POLICIES = ("reset", "hold")
+DEFAULT_ON_MISSING = "reset"
+DEFAULT_ON_GAP = "reset"
+DEFAULT_MAX_HOLD = 3
+# Why a value was treated as missing (the keys of StreamState.missing_values), besides
+# validity.BELOW and validity.ABOVE.
+MISSING, NON_FINITE = "missing", "non_finite"
+
+
+@dataclass(frozen=True)
+class StreamPolicy:
+    """What to do when a reading has a missing or non-finite value, and when the
+    time since the previous reading spans one or more missed sampling steps.
+
+    The default resets the buffer in both cases: no forecast is ever made from a
+    window with a hole in it, at the cost of waiting look_back readings again.
+    "hold" repeats the last value for at most `max_hold` consecutive steps, then
+    resets. "refuse" (missing values only) rejects the reading and leaves the
+    state as it was; a later reading then shows the hole as a timestamp gap.
+    `interval_seconds` overrides the model's sampling interval for gap detection.
+    """
+
+    on_missing: str = DEFAULT_ON_MISSING
+    on_gap: str = DEFAULT_ON_GAP
+    max_hold: int = DEFAULT_MAX_HOLD
+    interval_seconds: Optional[float] = None
+
+    def __post_init__(self):
+        if self.on_missing not in MISSING_POLICIES:
+            raise EdgecastRuntimeError(f"on_missing must be one of {MISSING_POLICIES}, "
+                                       f"got {self.on_missing!r}")
+        if self.on_gap not in GAP_POLICIES:
+            raise EdgecastRuntimeError(f"on_gap must be one of {GAP_POLICIES}, got {self.on_gap!r}")
+        if isinstance(self.max_hold, bool) or not isinstance(self.max_hold, int) or self.max_hold < 0:
+            raise EdgecastRuntimeError(f"max_hold must be an integer >= 0, got {self.max_hold!r}")
+        interval = self.interval_seconds
+        if interval is not None and not (isinstance(interval, (int, float))
+                                         and math.isfinite(interval) and interval > 0):
+            raise EdgecastRuntimeError(f"interval_seconds must be a positive number, got {interval!r}")
+
+
+def screen_ranges(state: StreamState, values: List[float], ranges: Optional[ValidRanges],
+                  features: List[str], notices: list) -> List[float]:
+    """The values with those outside their valid range replaced by NaN (counted)."""
+    if not ranges:
+        return values
+    screened = list(values)
+    for index, reason, phrase in ranges.outside(values):
+        screened[index] = math.nan
+        count_missing(state, reason, features[index])
+        notices.append(f"{phrase}: treated as missing")
+    return screened
+
+
+def count_missing(state: StreamState, reason: str, feature: str) -> None:
+    by_feature = state.missing_values.setdefault(reason, {})
+    by_feature[feature] = by_feature.get(feature, 0) + 1
+
+
+def apply_gap(state: StreamState, timestamp: Optional[float], interval: Optional[float],
+              policy: StreamPolicy, calendar_at, notices: list) -> None:
+    """Fill or reset for the sampling steps missed since the last reading.
+    `calendar_at(seconds)` gives {feature index: value} of a held step's calendar."""
+    if not interval or timestamp is None or state.last_timestamp is None:
+        return
+    # Readings are consecutive steps while less than 1.5 intervals apart.
+    missed = int(round((timestamp - state.last_timestamp) / interval)) - 1
+    if missed < 1:
+        return
+    if policy.on_gap == "hold" and len(state.buffer) and state.held + missed <= policy.max_hold:
+        last = state.buffer.last()
+        for step in range(1, missed + 1):
+            row = last.copy()
+            # A held step keeps the last readings, but its calendar is its own.
+            for index, value in calendar_at(state.last_timestamp + step * interval).items():
+                row[index] = value
+            state.buffer.append(row)
+        state.held += missed
+        notices.append(f"gap of {missed} missed step(s): last value held")
+    else:
+        _reset(state)
+        notices.append(f"gap of {missed} missed step(s): buffer reset")
+
+
+def apply_missing(state: StreamState, row: np.ndarray, finite: np.ndarray, features: List[str],
+                  hold_indices: List[int], policy: StreamPolicy, notices: list) -> None:
+    """Hold the last value, refuse the reading or reset the buffer for a row with
+    missing values. Features listed in the spec's gap_policy.hold_last (wind
+    directions, never interpolated) repeat the last value whatever on_missing says,
+    up to max_hold steps."""
+    names = ", ".join(name for name, ok in zip(features, finite) if not ok)
+    can_hold = len(state.buffer) and state.held < policy.max_hold
+    only_hold_last = all(i in hold_indices for i, ok in enumerate(finite) if not ok)
+    if can_hold and only_hold_last:
+        how = "last value held (hold_last)"
+    elif policy.on_missing == "refuse":
+        raise InputValueError(f"missing or non-finite value for {names}; "
+                              f"reading refused (policy on_missing=refuse)")
+    elif can_hold and policy.on_missing == "hold":
+        how = "last value held"
+    else:
+        _reset(state)
+        notices.append(f"missing value for {names}: buffer reset")
+        return
+    state.buffer.append(np.where(finite, row, state.buffer.last()))
+    state.held += 1
+    notices.append(f"missing value for {names}: {how}")
+
+
+def _reset(state: StreamState) -> None:
+    state.buffer.clear()
+    state.held = 0

@@ -1,0 +1,177 @@
+"""The stream's state between readings, its file and the file's lock.
+
+The file is whole JSON, replaced atomically (durable.atomic_write) before a reading
+is answered, so a restart resumes exactly where the last answer left off. It names
+the model it was written for; another model adopts it only when it reads the same
+inputs (`stream_inputs`), the rule hot reload follows too."""
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from .durable import atomic_write
+from .errors import StateError
+from .ring_buffer import RingBuffer
+
+try:
+    import fcntl
+except ImportError:  # not on Linux: no cross-process lock on the state file
+    fcntl = None
+
+STATE_FORMAT = "edgecast-runtime/stream-state"
+STATE_VERSION = 1
+
+
+@dataclass
+class StreamState:
+    buffer: RingBuffer
+    last_timestamp: Optional[float] = None
+    last_values: Optional[list] = None  # the last accepted reading, None where missing
+    held: int = 0  # consecutive steps filled by holding the last value
+    accepted: int = 0  # readings accepted since the state was created
+    last_answer: Optional[dict] = None  # replayed when that reading is sent again
+    # Values treated as missing, {reason: {feature: count}} (see policy.MISSING_REASONS).
+    missing_values: Dict[str, Dict[str, int]] = field(default_factory=dict)
+
+    def copy(self) -> "StreamState":
+        counts = {reason: dict(by_feature) for reason, by_feature in self.missing_values.items()}
+        return StreamState(self.buffer.copy(), self.last_timestamp, self.last_values,
+                           self.held, self.accepted, self.last_answer, counts)
+
+
+def empty_state(model) -> StreamState:
+    return StreamState(RingBuffer(model.look_back, model.n_features))
+
+
+def stream_inputs(model) -> dict:
+    """What the buffered readings mean to a model: which raw columns, encoded how,
+    sampled how often, over how many steps, with calendar values in which clock.
+    Two models with equal inputs can take over each other's buffer."""
+    return {"features": list(model.features),
+            "kinds": list(model.feature_kinds),
+            "look_back": model.look_back,
+            "interval_seconds": model.interval_seconds,
+            "clock": model.spec.get("clock")}
+
+
+def same_inputs(recorded: Optional[dict], model) -> bool:
+    return recorded == stream_inputs(model)
+
+
+def save_state(path: Path, state: StreamState, model) -> None:
+    document = {
+        "format": STATE_FORMAT,
+        "version": STATE_VERSION,
+        "model_sha256": model.sha256,
+        "model_name": model.model_name,
+        "features": model.features,
+        "look_back": model.look_back,
+        "inputs": stream_inputs(model),
+        "buffer": state.buffer.rows(),
+        "last_timestamp": state.last_timestamp,
+        "last_values": state.last_values,
+        "held": state.held,
+        "accepted": state.accepted,
+        "last_answer": state.last_answer,
+        "missing_values": state.missing_values,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    data = (json.dumps(document, allow_nan=False, separators=(",", ":")) + "\n").encode()
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        raise StateError(f"cannot save the stream state to {path}: "
+                         f"{exc.strerror or exc}; the reading was not accepted") from None
+
+
+def load_state(path: Path, model) -> Tuple[Optional[StreamState], Optional[dict]]:
+    """(the state in the file or None when there is none, the model it was written
+    for when `model` adopts it: {"model_name", "model_sha256"}, else None)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"cannot read the state file {path}: {exc}") from None
+    try:
+        document = json.loads(text)
+        if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
+            raise ValueError("not an edgecast-runtime stream state")
+    except ValueError as exc:
+        raise StateError(f"{path} is not a valid state file ({exc}); move it away "
+                         f"to start afresh") from None
+    if document.get("version") != STATE_VERSION:
+        raise StateError(f"{path}: state version {document.get('version')!r} is not "
+                         f"supported (expected {STATE_VERSION})")
+    previous = None
+    if document.get("model_sha256") != model.sha256:
+        _require_same_inputs(path, document, model)
+        previous = {"model_name": document.get("model_name"),
+                    "model_sha256": document.get("model_sha256")}
+    state = _state_from_document(path, document, model)
+    if previous is not None:
+        state.last_answer = None  # an answer of the other model must not be replayed
+    return state, previous
+
+
+def _require_same_inputs(path: Path, document: dict, model) -> None:
+    recorded = document.get("inputs")
+    if same_inputs(recorded, model):
+        return
+    if isinstance(recorded, dict):
+        current = stream_inputs(model)
+        differences = ", ".join(f"{key} {recorded.get(key)!r} vs {value!r}"
+                                for key, value in current.items() if recorded.get(key) != value)
+        why = f"which reads other inputs ({differences})"
+    else:
+        why = "and does not record which inputs it read"
+    raise StateError(
+        f"{path} was written for another model (sha256 "
+        f"{str(document.get('model_sha256'))[:12]}, {document.get('model_name')!r}) {why}, "
+        f"not {model.sha256[:12]} ({model.model_name!r}); remove it or pass "
+        f"another --state to start afresh")
+
+
+def _state_from_document(path: Path, document: dict, model) -> StreamState:
+    try:
+        rows = np.asarray(document["buffer"], dtype=np.float32).reshape(-1, model.n_features)
+        if len(rows) > model.look_back or not np.isfinite(rows).all():
+            raise ValueError("buffer does not fit the model")
+        last_ts = document["last_timestamp"]
+        counts = document.get("missing_values") or {}
+        return StreamState(
+            buffer=RingBuffer.from_rows(rows, model.look_back, model.n_features),
+            last_timestamp=None if last_ts is None else float(last_ts),
+            last_values=document["last_values"],
+            held=int(document["held"]),
+            accepted=int(document["accepted"]),
+            last_answer=document["last_answer"],
+            missing_values={str(reason): {str(name): int(count) for name, count in by.items()}
+                            for reason, by in counts.items()},
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"{path} is not a valid state file ({exc}); move it away "
+                         f"to start afresh") from None
+
+
+def lock_state_file(path: Path):
+    """Hold an exclusive lock beside the state file so two processes never
+    interleave their readings in one state (the kernel drops it if we die).
+    Returns the open lock file (close it to release), or None without fcntl."""
+    if fcntl is None:
+        return None
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        handle = open(lock_path, "a+b")
+    except OSError as exc:
+        raise StateError(f"cannot open {lock_path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StateError(f"the state file {path} is in use by another process") from None
+    return handle
