@@ -424,10 +424,9 @@ def bench(
 
     report = benchmarking.run(bundles, quick=quick, runtime_python=runtime_python,
                               progress=lambda m: err.print(m, markup=False))
-    if out_file is not None:
-        benchmarking.write_report(out_file, report.to_json())
     out.print(benchmarking.markdown(report), markup=False, soft_wrap=True)
     if out_file is not None:
+        benchmarking.write_report(out_file, report.to_json())
         out.print(f"wrote {out_file}")
 
 
