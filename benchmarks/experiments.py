@@ -9,8 +9,8 @@ A. graph variants, under bare onnxruntime (1 thread, the runtime's session optio
    `edgecast export` now writes (export/onnx_clean.py); the cleaned graph with the
    scaler folded into the LSTM input weights and the Dense layer (not adopted).
 B. session options on the cleaned graph.
-C. the runtime's per-call cost: Forecaster.predict as it is, against bare
-   `InferenceSession.run`, and the proposed leaner predict (ProposedForecaster below).
+C. the runtime's per-call cost: Forecaster.predict (single window, list input) and
+   predict_batch on one window, against bare `InferenceSession.run`.
 D. 100,000 windows: one onnxruntime call against chunks of 1024 (memory and speed).
 
 Variants are measured in interleaved rounds (several rounds of N calls each, the
@@ -200,71 +200,20 @@ def session_options(bundle_dir: Path, x1: np.ndarray) -> dict:
 # --- the runtime's per-call cost -----------------------------------------------------
 
 
-def proposed_forecaster_class(private: bool = True):
-    """The change proposed for runtime/edgecast_runtime/model.py, as a subclass so it can
-    be measured without editing runtime/. Same answers and the same errors as
-    Forecaster.predict for valid and invalid input (shape, non-finite input, non-finite
-    or misshapen output); what changes is that the constant parts are prepared once at
-    load and the two finiteness tests cost one small dot product each."""
-    from edgecast_runtime import Forecaster
-    from edgecast_runtime.errors import InputShapeError, InputValueError
-    from edgecast_runtime.inputs import require_finite, shape_text, to_float32
-
-    class ProposedForecaster(Forecaster):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            # once at load: shapes, a zero vector for the finiteness test, the bound run
-            self._batch1_shape = (1, self.look_back, self.n_features)
-            self._flat_shape = (self.look_back,) if self.n_features == 1 else None
-            self._zeros = np.zeros(self.look_back * self.n_features, np.float32)
-            self._zeros_out = np.zeros(self.horizon, np.float32)
-            self._out1_shape = (1, self.horizon)
-            self._feed_name = self.input_name
-            inner = getattr(self._session, "_sess", None) if private else None  # C++ session: no per-call name checks
-            self._run_raw = inner.run if inner is not None else self._session.run
-
-        def predict(self, window):
-            if type(window) is np.ndarray and window.dtype == np.float32 and window.flags.c_contiguous:
-                array = window  # the caller's float32 array: no copy, no conversion call
-            else:
-                array = to_float32(window, "window")
-            shape = array.shape
-            if shape != self.window_shape and shape != self._flat_shape:
-                raise InputShapeError(f"expected a window of shape {self._window_text()}, "
-                                      f"got shape {shape_text(shape)}")
-            # x*0 is 0 for every finite x and NaN for NaN/inf: one BLAS dot instead of
-            # isfinite + all; the slow path finds and names the bad value
-            if not self._zeros.dot(array.reshape(-1)) == 0:
-                require_finite(array, "window")
-            forecast = self._run_raw(self._output_names, {self._feed_name: array.reshape(self._batch1_shape)}, None)[0]
-            if forecast.shape != self._out1_shape:
-                return self._run(array.reshape(self._batch1_shape))[0]  # raises the runtime's own ModelError
-            if not self._zeros_out.dot(forecast[0]) == 0:
-                raise InputValueError("the model produced a non-finite forecast "
-                                      "(inputs far outside the range it was trained on?)")
-            return forecast[0]
-
-    return ProposedForecaster
-
-
 def runtime_overhead(bundle_dir: Path, x1: np.ndarray) -> dict:
+    """What `Forecaster.predict` adds to a bare `InferenceSession.run` on the same graph."""
     from edgecast_runtime import Forecaster
 
     path = bundle_dir / "model.onnx"
-    current, proposed = Forecaster(path), proposed_forecaster_class()(path)
-    proposed_public = proposed_forecaster_class(private=False)(path)
+    forecaster = Forecaster(path)
     bare = session(onnx.load(path))
     window = np.ascontiguousarray(x1[0])
-    assert np.array_equal(current.predict(window), proposed.predict(window))
     as_list = window.tolist()
     return interleaved({
         "bare InferenceSession.run": lambda: bare.run(["forecast"], {"window": x1}),
-        "Forecaster.predict (current)": lambda: current.predict(window),
-        "Forecaster.predict_batch (current, [1, L, F])": lambda: current.predict_batch(x1),
-        "ProposedForecaster.predict": lambda: proposed.predict(window),
-        "ProposedForecaster.predict, public InferenceSession.run": lambda: proposed_public.predict(window),
-        "Forecaster.predict (current), list input": lambda: current.predict(as_list),
-        "ProposedForecaster.predict, list input": lambda: proposed.predict(as_list),
+        "Forecaster.predict": lambda: forecaster.predict(window),
+        "Forecaster.predict_batch ([1, L, F])": lambda: forecaster.predict_batch(x1),
+        "Forecaster.predict, list input": lambda: forecaster.predict(as_list),
     })
 
 

@@ -17,32 +17,27 @@ measured in the runtime-only environment, as on a hub.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from targets import targets, targets_table  # benchmarks/, this script's folder
 
-from edgecast import bench  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from edgecast_cli import edgecast  # noqa: E402
+
+from edgecast import benchmarking  # noqa: E402
 
 CHANGPING = "PRSA_Data_Changping_20130301-20170228.csv"
 SIZES = [("lb24-u32", 24, 32), ("lb48-u64", 48, 64)]
-
-
-def edgecast(*args: str) -> None:
-    command = [sys.executable, "-m", "edgecast.cli", *args]
-    print("$ edgecast " + " ".join(args), flush=True)
-    done = subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise SystemExit(f"benchmarks/run.py: 'edgecast {' '.join(args)}' failed (exit {done.returncode})")
 
 
 def build_models(models_dir: Path, data: Path, retrain: bool) -> list[Path]:
     bundles = []
     tutorial = models_dir / "tutorial"
     if retrain or not (tutorial / "model.onnx").is_file():
-        edgecast("demo", "--models-dir", str(models_dir), "--name", "tutorial")
+        edgecast("demo", "--models-dir", str(models_dir), "--name", "tutorial", echo=True)
     bundles.append(tutorial)
     csv = data / CHANGPING
     if not csv.is_file():
@@ -52,8 +47,8 @@ def build_models(models_dir: Path, data: Path, retrain: bool) -> list[Path]:
         bundle = models_dir / name
         if retrain or not (bundle / "model.onnx").is_file():
             edgecast("train", str(csv), "--target", "PM2.5", "--look-back", str(look_back), "--units", str(units),
-                     "--epochs", "2", "--name", name, "--models-dir", str(models_dir))
-            edgecast("export", str(bundle))
+                     "--epochs", "2", "--name", name, "--models-dir", str(models_dir), echo=True)
+            edgecast("export", str(bundle), echo=True)
         bundles.append(bundle)
     return bundles
 
@@ -70,9 +65,14 @@ def main() -> None:
     out = args.out or (REPO / "build" / "bench-quick.json" if args.quick else REPO / "benchmarks" / "results.json")
     bundles = build_models(args.models_dir, args.data, args.retrain)
     for bundle in bundles:  # parity of what is measured, with the exporter of this tree
-        edgecast("verify", str(bundle))
-    report = bench.run(bundles, out, quick=args.quick, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    table = header(report) + bench.markdown(report)
+        edgecast("verify", str(bundle), echo=True)
+    report = benchmarking.run(bundles, quick=args.quick, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    results = report.to_json()
+    for model in results["models"]:
+        model["targets"] = targets(model, results["environments"])
+    benchmarking.write_report(out, results)
+    verdicts = {model["model"]["name"]: model["targets"] for model in results["models"]}
+    table = header(results) + benchmarking.markdown(report, lambda model: targets_table(verdicts[model.model.name]))
     out.with_suffix(".md").write_text(table + "\n")
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md')}")

@@ -420,15 +420,13 @@ def bench(
     runtime_python: Annotated[Optional[Path], typer.Option(help="Interpreter of the runtime-only environment (default: .venv-runtime when present).")] = None,
 ) -> None:
     """Runtime vs bare onnxruntime vs LiteRT vs Keras predict/call: latency, throughput, cold start, memory, size."""
-    from edgecast import bench as benchmark
+    from edgecast import benchmarking
 
-    try:
-        report = benchmark.run(bundles, out_file, quick=quick, runtime_python=runtime_python,
-                               progress=lambda m: err.print(m, markup=False))
-    except benchmark.BenchError as exc:
-        raise EdgecastError(str(exc)) from None
-    out.print(benchmark.markdown(report), markup=False, soft_wrap=True)
+    report = benchmarking.run(bundles, quick=quick, runtime_python=runtime_python,
+                              progress=lambda m: err.print(m, markup=False))
+    out.print(benchmarking.markdown(report), markup=False, soft_wrap=True)
     if out_file is not None:
+        benchmarking.write_report(out_file, report.to_json())
         out.print(f"wrote {out_file}")
 
 

@@ -7,13 +7,16 @@ its only batch). Float32 exports must agree within TOLERANCE in raw target units
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgecast.trainer import features
 from edgecast.trainer.bundle import scaler_from_spec
-from edgecast.trainer.forecast import predict_raw, spec_encodings
+from edgecast.trainer.forecast import spec_encodings
+
+from .backends import Runner, keras_runner, open_onnx, open_tflite
 
 TOLERANCE = 1e-3
 WINDOWS_PER_SET = 256
@@ -58,36 +61,51 @@ def raw_ranges(spec: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def reference_forecast(model, spec: dict, x: np.ndarray) -> np.ndarray:
     """The trainer's own pipeline (trainer/forecast.py), the one its metrics were measured with."""
-    return predict_raw(model, spec, x)
+    return keras_runner(model, spec).forecast(x)
 
 
 def onnx_forecast(path: Path, x: np.ndarray, batch: int) -> np.ndarray:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    chunks = [session.run(["forecast"], {"window": x[i : i + batch]})[0] for i in range(0, len(x), batch)]
-    return np.concatenate(chunks).astype(np.float64)
+    return open_onnx(path).forecast(x, batch)
 
 
 def tflite_forecast(path: Path, x: np.ndarray) -> np.ndarray:
-    from .oplist import has_variable_state
-    from .tflite_export import tflite_interpreter
+    """One window per invoke (static batch 1), variables reset first when the file keeps state."""
+    return open_tflite(path).forecast(x)
 
-    interpreter = tflite_interpreter(path)
-    (window,) = interpreter.get_input_details()
-    (forecast,) = interpreter.get_output_details()
-    stateful = has_variable_state(path)  # fused LSTM: each window starts from zero state
-    rows = []
-    for single in x:
-        if stateful:
-            interpreter.reset_all_variables()
-        interpreter.set_tensor(window["index"], single[np.newaxis])
-        interpreter.invoke()
-        rows.append(interpreter.get_tensor(forecast["index"])[0].copy())
-    return np.asarray(rows, np.float64)
+
+@dataclass(frozen=True)
+class ParityCheck:
+    """One artifact on one window set at one batch size, against the reference."""
+
+    artifact: str
+    windows: str
+    n: int
+    batch: int
+    max_abs: float
+    max_rel: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    reference: str
+    tolerance_abs: float
+    units: str
+    checks: list[ParityCheck]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def to_json(self) -> dict:
+        """The manifest's `parity` section (docs/graph-contract.md)."""
+        return {
+            "reference": self.reference,
+            "tolerance_abs": self.tolerance_abs,
+            "units": self.units,
+            "passed": self.passed,
+            "checks": [asdict(check) for check in self.checks],
+        }
 
 
 def compare(predicted: np.ndarray, reference: np.ndarray) -> dict:
@@ -97,30 +115,30 @@ def compare(predicted: np.ndarray, reference: np.ndarray) -> dict:
     return {"max_abs": max_abs, "max_rel": float(relative.max()), "passed": bool(max_abs <= TOLERANCE)}
 
 
-def check_parity(model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> dict:
+def check_parity(model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> ParityReport:
     """`artifacts` maps file names to paths (possibly temporary); kinds by extension."""
     window_sets = parity_windows(held_out_x, spec)
     references = {name: reference_forecast(model, spec, x) for name, x in window_sets.items()}
     checks = []
     for artifact, path in artifacts.items():
+        runner = _runner(Path(path), artifact)
         for set_name, x in window_sets.items():
-            for batch, predicted in _runs(Path(path), artifact, x):
-                result = compare(predicted, references[set_name])
-                checks.append({"artifact": artifact, "windows": set_name, "n": len(x), "batch": batch, **result})
-    return {
-        "reference": REFERENCE,
-        "tolerance_abs": TOLERANCE,
-        "units": f"raw units of {spec['target']}",
-        "passed": all(check["passed"] for check in checks),
-        "checks": checks,
-    }
+            for batch in _batches(artifact, len(x)):
+                result = compare(runner.forecast(x, batch), references[set_name])
+                checks.append(ParityCheck(artifact=artifact, windows=set_name, n=len(x), batch=batch, **result))
+    return ParityReport(reference=REFERENCE, tolerance_abs=TOLERANCE, units=f"raw units of {spec['target']}",
+                        checks=checks)
 
 
-def _runs(path: Path, artifact: str, x: np.ndarray):
+def _runner(path: Path, artifact: str) -> Runner:
+    """By the artifact's name: a staged file's own path ends in `.staged`."""
     if artifact.endswith(".onnx"):
-        yield 1, onnx_forecast(path, x, 1)
-        yield min(LARGE_BATCH, len(x)), onnx_forecast(path, x, LARGE_BATCH)
-    elif artifact.endswith(".tflite"):
-        yield 1, tflite_forecast(path, x)
-    else:
-        raise ValueError(f"no parity runner for {artifact}")
+        return open_onnx(path)
+    if artifact.endswith(".tflite"):
+        return open_tflite(path)
+    raise ValueError(f"no parity runner for {artifact}")
+
+
+def _batches(artifact: str, n: int) -> list[int]:
+    """ONNX at batch 1 and a larger batch; TFLite at 1, its only batch."""
+    return [1, min(LARGE_BATCH, n)] if artifact.endswith(".onnx") else [1]

@@ -12,7 +12,7 @@ from edgecast.trainer.errors import BundleError
 from .errors import ExportError, ParityError
 from .manifest import artifact_entry, integrity_problems, read_manifest, write_manifest
 from .onnx_export import DEFAULT_OPSET, to_onnx
-from .parity import check_parity
+from .parity import ParityReport, check_parity
 from .tflite_export import TFLITE_BATCH, to_tflite
 from .unrolled import BUILTIN_FILE, to_builtin_tflite
 
@@ -47,8 +47,8 @@ def export_bundle(
     temporary = _stage(bundle.path, staged)
     try:
         parity = check_parity(model, bundle.spec, held_out, temporary)
-        if not parity["passed"]:
-            raise ParityError(_failure_line(parity), parity)
+        if not parity.passed:
+            raise ParityError(_failure_line(parity), parity.to_json())
         for name, path in temporary.items():
             os.replace(path, bundle.path / name)
     finally:
@@ -58,15 +58,15 @@ def export_bundle(
     return _add_quantized(bundle, model, modes, artifacts, parity, progress)
 
 
-def _add_quantized(bundle, model, modes: list[str], artifacts: dict, parity: dict, progress) -> dict:
+def _add_quantized(bundle, model, modes: list[str], artifacts: dict, parity: ParityReport, progress) -> dict:
     from .variants import export_quantized, remove_stale
 
     floats = {name: bundle.path / name for name, entry in artifacts.items() if entry.get("precision") == "float32"}
     quantized = export_quantized(bundle, model, modes, floats, progress) if modes else None
     if quantized:
         artifacts.update(quantized["entries"])
-    extra = {"quantization": {"refused": quantized["refused"], "accuracy": quantized["accuracy"]}} if quantized else {}
-    manifest = write_manifest(bundle, artifacts, parity, extra)
+    extra = {"quantization": {"refused": quantized["refused"], "accuracy": quantized["accuracy"].to_json()}} if quantized else {}
+    manifest = write_manifest(bundle, artifacts, parity.to_json(), extra)
     remove_stale(bundle.path, set(artifacts), progress)  # after the manifest stops listing them
     return manifest
 
@@ -88,10 +88,12 @@ def verify_bundle(bundle_dir: Path) -> dict:
     problems = integrity_problems(bundle.path, manifest)
     _require_loadable_onnx(exported, problems)
     parity = check_parity(model, bundle.spec, held_out, floats)
-    parity["accuracy"] = accuracy_report(model, bundle.spec, bundle.windows(), exported)
-    parity["integrity"] = {"passed": not problems, "problems": problems}
-    parity["passed"] = parity["passed"] and not problems
-    return parity
+    return {
+        **parity.to_json(),
+        "passed": parity.passed and not problems,
+        "accuracy": accuracy_report(model, bundle.spec, bundle.windows(), exported).to_json(),
+        "integrity": {"passed": not problems, "problems": problems},
+    }
 
 
 def held_out_windows(bundle, model) -> np.ndarray:
@@ -168,11 +170,11 @@ def _artifact_entries(folder: Path, names: list[str], opset: int) -> dict:
     return entries
 
 
-def _failure_line(parity: dict) -> str:
-    failed = [c for c in parity["checks"] if not c["passed"]]
-    worst = max(failed, key=lambda c: c["max_abs"])
+def _failure_line(parity: ParityReport) -> str:
+    failed = [check for check in parity.checks if not check.passed]
+    worst = max(failed, key=lambda check: check.max_abs)
     return (
-        f"parity failed: {len(failed)} of {len(parity['checks'])} checks exceed {parity['tolerance_abs']:g} "
-        f"(worst: {worst['artifact']} on {worst['windows']} windows at batch {worst['batch']}, "
-        f"max abs error {worst['max_abs']:.3g}, max rel error {worst['max_rel']:.3g})"
+        f"parity failed: {len(failed)} of {len(parity.checks)} checks exceed {parity.tolerance_abs:g} "
+        f"(worst: {worst.artifact} on {worst.windows} windows at batch {worst.batch}, "
+        f"max abs error {worst.max_abs:.3g}, max rel error {worst.max_rel:.3g})"
     )

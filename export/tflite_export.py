@@ -6,8 +6,6 @@ variables are frozen to constants it produces a fused LSTM.
 """
 from __future__ import annotations
 
-from edgecast.trainer.quiet import silenced_stderr
-
 from .errors import ExportError
 from .graph import raw_units_function, tf
 
@@ -24,16 +22,3 @@ def to_tflite(model, spec: dict) -> bytes:
         return converter.convert()
     except Exception as exc:  # the converter raises ConverterError and plain Exceptions
         raise ExportError(f"TFLite conversion failed: {str(exc).splitlines()[0]}") from None
-
-
-def tflite_interpreter(path, threads: int = 1):
-    """LiteRT's interpreter (tf.lite.Interpreter is deprecated)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    try:
-        with silenced_stderr():  # "Created TensorFlow Lite XNNPACK delegate" on every load
-            interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ExportError(f"{path}: LiteRT cannot load it ({exc})") from None
-    return interpreter

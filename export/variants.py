@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgecast.trainer.bundle import write_bytes_atomic
 
-from .accuracy import accuracy_report
+from .accuracy import AccuracyReport, accuracy_report
 from .manifest import artifact_entry
 from .oplist import has_variable_state
 from .quantize import MODES, QuantizationError, quantize
@@ -22,7 +22,7 @@ OPTIONAL_FILES = (BUILTIN_FILE, *(mode.file for mode in MODES.values()))
 
 
 def export_quantized(bundle, model, mode_names: list[str], float_files: dict[str, Path], progress) -> dict:
-    """{"entries": manifest entries, "refused": {mode: reason}, "accuracy": test-split report}.
+    """{"entries": manifest entries, "refused": {mode: reason}, "accuracy": test-split AccuracyReport}.
 
     `float_files` (file name -> path, model.onnx among them) are measured beside the
     quantized ones, so the report compares sizes and errors in one place.
@@ -45,16 +45,16 @@ def export_quantized(bundle, model, mode_names: list[str], float_files: dict[str
     return {"entries": _entries(written, accuracy), "refused": refused, "accuracy": accuracy}
 
 
-def _entries(written: dict[str, Path], accuracy: dict) -> dict:
+def _entries(written: dict[str, Path], accuracy: AccuracyReport) -> dict:
     entries = {}
     for name, path in written.items():
         mode = MODES[name]
-        row = accuracy["artifacts"][mode.file]
+        row = accuracy.artifacts[mode.file]
         entries[mode.file] = artifact_entry(
             path, kind=mode.kind, precision=mode.precision, mode=name, description=mode.description,
             batch="dynamic" if mode.kind == "onnx" else 1,
-            test_rmse=row["rmse"], test_rmse_change_pct=row["rmse_change_pct"],
-            max_abs_deviation=row["max_abs_deviation"],
+            test_rmse=row.rmse, test_rmse_change_pct=row.rmse_change_pct,
+            max_abs_deviation=row.max_abs_deviation,
         )
         if mode.kind == "tflite" and has_variable_state(path):
             # The fused LSTM's state persists between invokes (export/fused_lstm.py).

@@ -1,4 +1,5 @@
-"""Run the installed `edgecast` command from a results script, failing loudly."""
+"""Run the `edgecast` command from the project's own scripts (scripts/*_results.py,
+benchmarks/run.py), failing loudly."""
 from __future__ import annotations
 
 import subprocess
@@ -8,9 +9,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def edgecast(*args: str) -> str:
-    command = [str(Path(sys.executable).with_name("edgecast")), *args]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+def edgecast(*args: str, echo: bool = False) -> str:
+    """`edgecast ARGS` with this interpreter, in the project folder; its stdout.
+
+    `echo` prints the command first and lets its progress (stderr) through, for long runs."""
+    if echo:
+        print("$ edgecast " + " ".join(args), flush=True)
+    command = [sys.executable, "-m", "edgecast.cli", *args]
+    done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=None if echo else subprocess.PIPE,
+                          text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr.strip()}")
+        detail = f":\n{done.stderr.strip()}" if done.stderr else " (its error is above)"
+        raise SystemExit(f"edgecast {' '.join(args)} failed (exit {done.returncode}){detail}")
     return done.stdout

@@ -85,47 +85,21 @@ def stripped_float_sizes(bundle: Path) -> dict[str, int]:
     }
 
 
-LATENCY_WINDOWS = 300  # timed single windows per artifact, after 20 warm-up calls
+LATENCY_WINDOWS = 300  # timed single windows per artifact
+LATENCY_WARMUP = 20
 
 
-def latency_us(path: Path, windows) -> float:
-    """Median single-window latency, one thread: what a hub pays per forecast."""
-    import time
-
+def latency_us(path: Path, windows, reset_variables: bool) -> float:
+    """Median single-window latency, one thread: what a hub pays per forecast (for the
+    fused LSTM, the variable reset its manifest entry asks for is part of the cost)."""
     import numpy as np
 
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
+    from edgecast.export.backends import latency_us as call_latencies
+    from edgecast.export.backends import open_artifact
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-        def run(window):
-            session.run(None, {"window": window[np.newaxis]})
-    else:
-        from edgecast.export.oplist import has_variable_state
-        from edgecast.export.tflite_export import tflite_interpreter
-
-        interpreter = tflite_interpreter(path)
-        (source,), (result,) = interpreter.get_input_details(), interpreter.get_output_details()
-        stateful = has_variable_state(path)
-
-        def run(window):
-            if stateful:  # the fused LSTM's state (export/fused_lstm.py); part of the cost
-                interpreter.reset_all_variables()
-            interpreter.set_tensor(source["index"], window[np.newaxis])
-            interpreter.invoke()
-            interpreter.get_tensor(result["index"])
-
-    for window in windows[:20]:
-        run(window)
-    seconds = []
-    for window in windows[:LATENCY_WINDOWS]:
-        started = time.perf_counter()
-        run(window)
-        seconds.append(time.perf_counter() - started)
-    return float(np.median(seconds) * 1e6)
+    runner = open_artifact(path, threads=1, reset_variables=reset_variables)
+    pool = windows[:LATENCY_WINDOWS]
+    return float(np.median(call_latencies(runner.predict_one, pool, calls=len(pool), warmup=LATENCY_WARMUP)))
 
 
 def summarise(bundle: Path, report: dict, manifest: dict, training: dict, csv: Path) -> dict:
@@ -153,7 +127,7 @@ def summarise(bundle: Path, report: dict, manifest: dict, training: dict, csv: P
             "ops": row["ops"],
             "float_ops": row.get("float_ops"),
             "meets_done_when": _meets(name, row),
-            "latency_us_median": latency_us(bundle / name, windows),
+            "latency_us_median": latency_us(bundle / name, windows, entry.get("reset_variables_before_invoke", False)),
         })
     config = training["config"]
     return {

@@ -25,9 +25,15 @@ def spec_formulation(spec: dict) -> dict:
     return spec.get("target_formulation") or {"kind": LEVEL}
 
 
-def predict_raw(model, spec: dict, x: np.ndarray, scaler=None) -> np.ndarray:
-    """Raw windows `[n, look_back, n_features]` to raw forecasts `[n, horizon]`, float64."""
+def predict_raw(model, spec: dict, x: np.ndarray, scaler=None, direct_call: bool = False) -> np.ndarray:
+    """Raw windows `[n, look_back, n_features]` to raw forecasts `[n, horizon]`, float64.
+
+    `direct_call` runs `model(inputs, training=False)` instead of `model.predict`: one
+    graph call without predict's per-call set-up, which `edgecast bench` compares."""
     scaler = scaler if scaler is not None else scaler_from_spec(spec)
     inputs = model_inputs(scaler, spec_encodings(spec), x)
-    outputs = model.predict(inputs, batch_size=PREDICT_BATCH, verbose=0)
+    if direct_call:
+        outputs = model(inputs, training=False)
+    else:
+        outputs = model.predict(inputs, batch_size=PREDICT_BATCH, verbose=0)
     return forecasts_from_outputs(scaler, spec_formulation(spec), x, outputs)

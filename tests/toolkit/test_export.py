@@ -93,8 +93,8 @@ def test_parity_detects_a_graph_of_another_model(trained_bundle, tmp_path):
     other.set_weights([w * 1.05 for w in other.get_weights()])
     (tmp_path / "other.onnx").write_bytes(to_onnx(other, bundle.spec, "other"))
     report = check_parity(bundle.load_model(), bundle.spec, bundle.windows()["test_x"], {"other.onnx": tmp_path / "other.onnx"})
-    assert not report["passed"]
-    assert max(c["max_abs"] for c in report["checks"]) > TOLERANCE
+    assert not report.passed
+    assert max(check.max_abs for check in report.checks) > TOLERANCE
 
 
 def test_export_refuses_to_write_artifacts_that_fail_parity(trained_bundle, tmp_path, monkeypatch):
