@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecast.common import write_json_atomic
+
 BACKENDS = ("runtime", "onnxruntime", "litert", "keras-predict", "keras-call")
 CHILD = Path(__file__).with_name("bench_child.py")
 REPO = Path(__file__).resolve().parents[1]
@@ -168,9 +170,7 @@ def run(bundle_dirs: list[Path], out: Path | None, quick: bool = False, runtime_
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        staged = out.with_name(f".{out.name}.tmp")
-        staged.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(staged, out)
+        write_json_atomic(out, report)
     return report
 
 

@@ -6,15 +6,13 @@ import logging
 
 import onnx
 
+from edgecast_runtime.contract import INPUT_NAME, NAME_KEY, OUTPUT_NAME, SCHEMA_KEY, SPEC_KEY, schema_version_text
+
 from .errors import ExportError
-from .graph import INPUT_NAME, OUTPUT_NAME, raw_units_function
+from .graph import raw_units_function
 from .onnx_clean import clean_graph
 
 DEFAULT_OPSET = 17
-SCHEMA_KEY = "edgecast.schema_version"
-SPEC_KEY = "edgecast.spec"
-NAME_KEY = "edgecast.model_name"
-
 
 # tf2onnx 1.17 is tested from opset 13 on; older opsets convert some graphs and fail
 # others deep inside the converter, so they are refused up front.
@@ -71,7 +69,7 @@ def _name_dimensions(proto: onnx.ModelProto, spec: dict) -> None:
 def _attach_metadata(proto: onnx.ModelProto, spec: dict, model_name: str) -> None:
     del proto.metadata_props[:]
     for key, value in (
-        (SCHEMA_KEY, str(spec["schema_version"])),
+        (SCHEMA_KEY, schema_version_text(spec["schema_version"])),
         (SPEC_KEY, json.dumps(spec, separators=(",", ":"), ensure_ascii=False)),
         (NAME_KEY, model_name),
     ):

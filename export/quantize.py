@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.trainer.quiet import silenced_stderr
+from edgecast.common import silenced_stderr
 
 from .errors import ExportError
 from .graph import tf

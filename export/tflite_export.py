@@ -6,7 +6,7 @@ variables are frozen to constants it produces a fused LSTM.
 """
 from __future__ import annotations
 
-from edgecast.trainer.quiet import silenced_stderr
+from edgecast.common import silenced_stderr
 
 from .errors import ExportError
 from .graph import raw_units_function, tf

@@ -292,12 +292,13 @@ def main() -> None:
     results = run(csv, args.models_dir, args.epochs)
     results["units_sweep"] = sweep(csv, args.models_dir, [int(u) for u in args.sweep_units.split(",") if u.strip()])
 
-    from edgecast.trainer.bundle import write_bytes_atomic, write_json_atomic
+    from edgecast.common import write_json_atomic
+    from edgecast_runtime.durable import atomic_write
 
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
     write_json_atomic(out / "quantization.json", results)
-    write_bytes_atomic(out / "quantization.md", markdown(results).encode())
+    atomic_write(out / "quantization.md", markdown(results).encode())
     print(markdown(results))
 
 

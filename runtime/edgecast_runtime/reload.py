@@ -7,8 +7,9 @@ import os
 import threading
 from pathlib import Path
 
+from .contract import MANIFEST_NAME
 from .errors import EdgecastRuntimeError
-from .model import MANIFEST_NAME, Forecaster
+from .model import Forecaster
 
 
 def file_signature(path: Path):

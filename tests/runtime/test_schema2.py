@@ -12,7 +12,8 @@ import pytest
 from runtime_support import FIXTURES, Server, assert_one_line_error, run_cli
 
 from edgecast_runtime import Forecaster, InputValueError, ModelError, StreamingForecaster, StreamPolicy
-from edgecast_runtime.encodings import COMPASS_POINTS, parse_clock
+from edgecast_runtime.contract import COMPASS_POINTS
+from edgecast_runtime.encodings import parse_clock
 from edgecast_runtime.model import _validate_spec
 
 MODEL = FIXTURES / "schema2" / "model.onnx"
