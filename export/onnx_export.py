@@ -10,6 +10,7 @@ from edgecast_runtime.contract import INPUT_NAME, NAME_KEY, OUTPUT_NAME, SCHEMA_
 
 from .errors import ExportError
 from .graph import raw_units_function
+from .onnx_canonical import canonicalize
 from .onnx_clean import clean_graph
 
 DEFAULT_OPSET = 17
@@ -40,6 +41,7 @@ def to_onnx(model, spec: dict, model_name: str, opset: int = DEFAULT_OPSET) -> b
         raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {_first_line(exc)}") from None
     clean_graph(proto)  # exact rewrites only: see onnx_clean.py and benchmarks/README.md
     _name_dimensions(proto, spec)
+    canonicalize(proto)  # the same model gives the same bytes: see onnx_canonical.py
     _attach_metadata(proto, spec, model_name)
     try:
         onnx.checker.check_model(proto, full_check=True)
