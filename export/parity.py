@@ -13,7 +13,7 @@ import numpy as np
 
 from edgecast.trainer.bundle import scaler_from_spec
 from edgecast.trainer.forecast import predict_raw, spec_encodings
-from edgecast_runtime.contract import CALM_DEGREES, DIRECTION, NUMERIC
+from edgecast_runtime.contract import CALM_DEGREES, DIRECTION, INPUT_NAME, NUMERIC, OUTPUT_NAME
 
 TOLERANCE = 1e-3
 WINDOWS_PER_SET = 256
@@ -68,7 +68,7 @@ def onnx_forecast(path: Path, x: np.ndarray, batch: int) -> np.ndarray:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    chunks = [session.run(["forecast"], {"window": x[i : i + batch]})[0] for i in range(0, len(x), batch)]
+    chunks = [session.run([OUTPUT_NAME], {INPUT_NAME: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
     return np.concatenate(chunks).astype(np.float64)
 
 
