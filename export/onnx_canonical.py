@@ -10,7 +10,8 @@ gave two `model.onnx` files with different sha256s. A hub identifies its model b
     what they compute: operator, attributes and the canonical names of their inputs, all
     of which are fixed before the node is placed, so the order never depends on a name
     tf2onnx chose;
-  * every node is named `OpType_POSITION` and its outputs `OpType_POSITION:INDEX`;
+  * every node is named `OpType_POSITION` and its outputs `OpType_POSITION:INDEX`, its
+    attributes sorted by name;
     initializers are named `const_N` in the order the canonical graph first uses them;
   * the graph's input and output keep their contract names (`window`, `forecast`), and
     the graph name and doc strings that carry a tracing counter are replaced or dropped.
@@ -109,6 +110,9 @@ def _apply(graph: onnx.GraphProto, order: list[onnx.NodeProto], names: dict[str,
         renamed.CopyFrom(node)
         renamed.name = f"{node.op_type}_{position}"
         renamed.doc_string = ""
+        attributes = sorted(node.attribute, key=lambda a: a.name)
+        del renamed.attribute[:]
+        renamed.attribute.extend(attributes)
         renamed.input[:] = [names[name] if name else "" for name in node.input]
         renamed.output[:] = [names[name] if name else "" for name in node.output]
         nodes.append(renamed)
