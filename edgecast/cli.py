@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgecast.trainer.errors import EdgecastError
+from edgecast.common import EdgecastError
 from edgecast.trainer.settings import DEFAULTS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.trainer.bundle import write_bytes_atomic
+from edgecast_runtime.durable import atomic_write
 
 DPI = 100
 DEFAULT_SIZE = (1200, 800)
@@ -95,7 +95,7 @@ def draw_evaluation(
     figure.suptitle(title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)
-    write_bytes_atomic(Path(path), buffer.getvalue())
+    atomic_write(Path(path), buffer.getvalue())
     return Path(path)
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from edgecast.export.manifest import MANIFEST_FILE
-from edgecast.trainer.bundle import read_bundle, read_json, write_bytes_atomic
+from edgecast.trainer.bundle import read_bundle, read_json
 from edgecast.trainer.evaluation import METHODS
 from edgecast.trainer.forecast import predict_raw, spec_encodings
+from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.durable import atomic_write
 
 from .plots import LABELS, draw_evaluation, first_unbroken_start, forecast_stretch
 
@@ -27,10 +28,10 @@ def write_report(bundle_dir: Path, out: Path | None = None) -> Path:
     out = Path(out) if out is not None else bundle.path / REPORT_FILE
     plot = out.with_suffix(".png") if out.name != REPORT_FILE else bundle.path / PLOT_FILE
     draw_evaluation(plot, bundle.metrics, _stretch(bundle), bundle.spec["target"], f"{bundle.name}: test split")
-    manifest_path = bundle.path / MANIFEST_FILE
+    manifest_path = bundle.path / MANIFEST_NAME
     manifest = read_json(manifest_path) if manifest_path.is_file() else None
     text = "\n".join(_sections(bundle, manifest, _relative(plot, out.parent)))
-    write_bytes_atomic(out, text.encode())
+    atomic_write(out, text.encode())
     return out
 
 

@@ -1,5 +1,5 @@
 """Typed errors of the export step."""
-from edgecast.trainer.errors import EdgecastError
+from edgecast.common import EdgecastError
 
 
 class ExportError(EdgecastError):

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from edgecast.trainer.quiet import silenced_stderr
+from edgecast.common import silenced_stderr
 
 from .errors import ExportError
 from .graph import raw_units_function, tf

@@ -15,16 +15,14 @@ import math
 
 import numpy as np
 
+from edgecast.common import import_tensorflow
 from edgecast.trainer import features
 from edgecast.trainer.bundle import scaler_from_spec
 from edgecast.trainer.forecast import spec_encodings, spec_formulation
-from edgecast.trainer.quiet import import_tensorflow
 from edgecast.trainer.settings import CHANGE
+from edgecast_runtime.contract import DIRECTION, INPUT_NAME, NUMERIC, OUTPUT_NAME
 
 tf = import_tensorflow()
-
-INPUT_NAME = "window"
-OUTPUT_NAME = "forecast"
 
 
 def scaling_constants(spec: dict) -> dict[str, np.ndarray]:
@@ -81,10 +79,10 @@ def encoded_window(window, encodings: list[dict]):
     parts = []
     for index, encoding in enumerate(encodings):
         value = window[:, :, index]
-        if encoding["kind"] == features.NUMERIC:
+        if encoding["kind"] == NUMERIC:
             parts.append(value)
             continue
-        if encoding["kind"] == features.DIRECTION:
+        if encoding["kind"] == DIRECTION:
             angle = value * tf.constant(math.pi / 180, tf.float32)
             blowing = tf.cast(value >= 0, tf.float32)  # calm (negative) -> (0, 0)
             parts += [tf.sin(angle) * blowing, tf.cos(angle) * blowing]

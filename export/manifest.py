@@ -7,10 +7,11 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from edgecast.trainer.bundle import read_json, write_json_atomic
+from edgecast.common import write_json_atomic
+from edgecast.trainer.bundle import read_json
 from edgecast.trainer.errors import BundleError
+from edgecast_runtime.contract import MANIFEST_NAME
 
-MANIFEST_FILE = "manifest.json"
 MANIFEST_SCHEMA = 1
 TRACKED_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy", "scikit-learn")
 
@@ -48,14 +49,14 @@ def write_manifest(bundle, artifacts: dict[str, dict], parity: dict, extra: dict
         },
         **(extra or {}),
     }
-    write_json_atomic(bundle.path / MANIFEST_FILE, manifest)
+    write_json_atomic(bundle.path / MANIFEST_NAME, manifest)
     return manifest
 
 
 def read_manifest(bundle_path: Path) -> dict:
-    path = Path(bundle_path) / MANIFEST_FILE
+    path = Path(bundle_path) / MANIFEST_NAME
     if not path.is_file():
-        raise BundleError(f"{bundle_path}: no {MANIFEST_FILE}; run `edgecast export {bundle_path}` first")
+        raise BundleError(f"{bundle_path}: no {MANIFEST_NAME}; run `edgecast export {bundle_path}` first")
     manifest = read_json(path)
     artifacts = manifest.get("artifacts") if isinstance(manifest, dict) else None
     if not isinstance(artifacts, dict) or not all(isinstance(entry, dict) for entry in artifacts.values()):
@@ -72,7 +73,7 @@ def integrity_problems(bundle_path: Path, manifest: dict) -> list[str]:
     for name, entry in manifest.get("artifacts", {}).items():
         path = Path(bundle_path) / name
         if Path(name).name != name or name in (".", ".."):
-            problems.append(f"{bundle_path}/manifest.json: artifact name {name!r} is not a file in the bundle")
+            problems.append(f"{bundle_path}/{MANIFEST_NAME}: artifact name {name!r} is not a file in the bundle")
         elif not path.is_file():
             problems.append(f"{path}: listed in the manifest but missing")
         elif sha256_of(path) != entry.get("sha256"):

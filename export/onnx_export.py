@@ -6,15 +6,14 @@ import logging
 
 import onnx
 
+from edgecast_runtime.contract import INPUT_NAME, NAME_KEY, OUTPUT_NAME, SCHEMA_KEY, SPEC_KEY, schema_version_text
+
 from .errors import ExportError
-from .graph import INPUT_NAME, OUTPUT_NAME, raw_units_function
+from .graph import raw_units_function
+from .onnx_canonical import canonicalize
 from .onnx_clean import clean_graph
 
 DEFAULT_OPSET = 17
-SCHEMA_KEY = "edgecast.schema_version"
-SPEC_KEY = "edgecast.spec"
-NAME_KEY = "edgecast.model_name"
-
 
 # tf2onnx 1.17 is tested from opset 13 on; older opsets convert some graphs and fail
 # others deep inside the converter, so they are refused up front.
@@ -42,6 +41,7 @@ def to_onnx(model, spec: dict, model_name: str, opset: int = DEFAULT_OPSET) -> b
         raise ExportError(f"tf2onnx could not convert the model at opset {opset}: {_first_line(exc)}") from None
     clean_graph(proto)  # exact rewrites only: see onnx_clean.py and benchmarks/README.md
     _name_dimensions(proto, spec)
+    canonicalize(proto)  # the same model gives the same bytes: see onnx_canonical.py
     _attach_metadata(proto, spec, model_name)
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -71,7 +71,7 @@ def _name_dimensions(proto: onnx.ModelProto, spec: dict) -> None:
 def _attach_metadata(proto: onnx.ModelProto, spec: dict, model_name: str) -> None:
     del proto.metadata_props[:]
     for key, value in (
-        (SCHEMA_KEY, str(spec["schema_version"])),
+        (SCHEMA_KEY, schema_version_text(spec["schema_version"])),
         (SPEC_KEY, json.dumps(spec, separators=(",", ":"), ensure_ascii=False)),
         (NAME_KEY, model_name),
     ):

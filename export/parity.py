@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.trainer import features
 from edgecast.trainer.bundle import scaler_from_spec
 from edgecast.trainer.forecast import spec_encodings
+from edgecast_runtime.contract import CALM_DEGREES, DIRECTION, NUMERIC
 
 from .backends import Runner, keras_runner, open_onnx, open_tflite
 
@@ -46,11 +46,11 @@ def raw_ranges(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     scaler = scaler_from_spec(spec)
     low, high, column = [], [], 0
     for encoding in spec_encodings(spec):
-        if encoding["kind"] == features.NUMERIC:
+        if encoding["kind"] == NUMERIC:
             low.append(scaler.data_min_[column])
             high.append(scaler.data_max_[column])
-        elif encoding["kind"] == features.DIRECTION:
-            low.append(features.CALM_DEGREES - 90.0)
+        elif encoding["kind"] == DIRECTION:
+            low.append(CALM_DEGREES - 90.0)
             high.append(360.0)
         else:
             low.append(0.0)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, WINDOWS_FILE, read_bundle, write_bytes_atomic
+from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, WINDOWS_FILE, read_bundle
 from edgecast.trainer.errors import BundleError
+from edgecast_runtime.durable import atomic_write, fsync_dir
 
 from .errors import ExportError, ParityError
 from .manifest import artifact_entry, integrity_problems, read_manifest, write_manifest
@@ -51,6 +52,7 @@ def export_bundle(
             raise ParityError(_failure_line(parity), parity.to_json())
         for name, path in temporary.items():
             os.replace(path, bundle.path / name)
+        fsync_dir(bundle.path)
     finally:
         for path in temporary.values():
             Path(path).unlink(missing_ok=True)
@@ -147,7 +149,7 @@ def _stage(folder: Path, staged: dict[str, bytes]) -> dict[str, Path]:
     paths = {}
     for name, data in staged.items():
         path = folder / f".{name}.staged"
-        write_bytes_atomic(path, data)
+        atomic_write(path, data)
         paths[name] = path
     return paths
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.trainer.quiet import silenced_stderr
+from edgecast.common import silenced_stderr
 
 from .errors import ExportError
 from .graph import tf
@@ -192,19 +192,28 @@ def _fused_int8(model, spec: dict, calibrate) -> bytes:
 
 
 def compact_tflite_names(data: bytes) -> bytes:
-    """Drop tensor names except the main graph's inputs and outputs (as compact_onnx_names).
+    """Drop tensor names except the main graph's inputs and outputs (as compact_onnx_names),
+    and empty the buffers no tensor or metadata refers to.
 
-    Signatures refer to tensors by index, so `window` and the output keep resolving.
+    Signatures refer to tensors by index, so `window` and the output keep resolving. The
+    full-integer converter leaves orphan buffers behind (beside the fused LSTM's variable
+    state tensors) whose contents change from one conversion to the next: no op reads them,
+    but they made two exports of one model differ.
     """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(data, 0)
+    used = {entry.buffer for entry in model.metadata or []}
     for index, subgraph in enumerate(model.subgraphs):
         kept = set(subgraph.inputs) | set(subgraph.outputs) if index == 0 else set()
         for position, tensor in enumerate(subgraph.tensors):
+            used.add(tensor.buffer)
             if position not in kept:
                 tensor.name = None
+    for index, buffer in enumerate(model.buffers):
+        if index not in used:
+            buffer.data = None
     builder = flatbuffers.Builder(len(data))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

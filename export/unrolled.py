@@ -10,7 +10,7 @@ as in every other export.
 """
 from __future__ import annotations
 
-from edgecast.trainer.quiet import silenced_stderr
+from edgecast.common import silenced_stderr
 
 from .errors import ExportError
 from .graph import raw_units_function, tf

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgecast.trainer.bundle import write_bytes_atomic
+from edgecast_runtime.durable import atomic_write
 
 from .accuracy import AccuracyReport, accuracy_report
 from .manifest import artifact_entry
@@ -37,7 +37,7 @@ def export_quantized(bundle, model, mode_names: list[str], float_files: dict[str
             refused[name] = str(exc)
             progress(f"refused --quantize {name}: {exc}")
             continue
-        write_bytes_atomic(bundle.path / mode.file, data)
+        atomic_write(bundle.path / mode.file, data)
         written[name] = bundle.path / mode.file
         progress(f"wrote {mode.file} ({mode.description}), {len(data)} bytes")
     measured = {**float_files, **{MODES[n].file: p for n, p in written.items()}}

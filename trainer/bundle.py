@@ -20,41 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecast.common import import_tensorflow, write_json_atomic
+from edgecast_runtime.contract import (
+    DIRECTION,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PLAIN_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    SUPPORTED_SCHEMA_VERSIONS,
+)
+
 from . import features as feature_encodings
 from .errors import BundleError
 
-# Schema 1: every input is a plain reading. Schema 2: some input has an encoding the hub
-# must know about (degrees with a calm code, calendar values); see docs/graph-contract.md.
-SCHEMA_VERSION = 2
-PLAIN_SCHEMA_VERSION = 1
-READABLE_SCHEMA_VERSIONS = (PLAIN_SCHEMA_VERSION, SCHEMA_VERSION)
 MODEL_FILE = "model.keras"
 SPEC_FILE = "preprocessing.json"
 METRICS_FILE = "metrics.json"
 TRAINING_FILE = "training.json"
 WINDOWS_FILE = "windows.npz"
 TRAINER_FILES = (MODEL_FILE, SPEC_FILE, METRICS_FILE, TRAINING_FILE, WINDOWS_FILE)
-FILE_MODE, FOLDER_MODE = 0o644, 0o755
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would hide a model from a service user
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    write_bytes_atomic(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
+FOLDER_MODE = 0o755
 
 
 def read_json(path: Path) -> dict:
@@ -83,7 +68,7 @@ def make_spec(
     """The preprocessing spec of the graph contract, from a MinMaxScaler fitted on the encoded columns."""
     encodings = encodings or [feature_encodings.numeric(name) for name in features]
     schema = SCHEMA_VERSION if feature_encodings.needs_hub_knowledge(encodings) else PLAIN_SCHEMA_VERSION
-    held = [e["feature"] for e in encodings if e["kind"] == feature_encodings.DIRECTION]
+    held = [e["feature"] for e in encodings if e["kind"] == DIRECTION]
     return {
         "schema_version": schema,
         "target": target,
@@ -99,8 +84,8 @@ def make_spec(
             "data_max": [float(v) for v in scaler.data_max_],
         },
         "gap_policy": {"max_gap": int(max_gap), "method": "linear", "hold_last": held},
-        "input": {"name": "window", "dtype": "float32", "shape": ["batch", look_back, len(features)], "units": "raw"},
-        "output": {"name": "forecast", "dtype": "float32", "shape": ["batch", horizon], "units": "raw"},
+        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", look_back, len(features)], "units": "raw"},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", horizon], "units": "raw"},
         "encodings": encodings,
         "encoded_features": feature_encodings.encoded_columns(encodings),
         "target_formulation": formulation or {"kind": "level"},
@@ -154,8 +139,6 @@ class Bundle:
         return self.path.name
 
     def load_model(self):
-        from .quiet import import_tensorflow
-
         import_tensorflow()  # before keras, so TensorFlow's start-up chatter stays off the terminal
         import keras
 
@@ -192,8 +175,8 @@ def read_bundle(path: str | Path) -> Bundle:
     if missing:
         raise BundleError(f"{path}: not an edgecast bundle, missing {', '.join(missing)}")
     spec = _read_object(path / SPEC_FILE)
-    if spec.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
-        readable = " and ".join(str(v) for v in READABLE_SCHEMA_VERSIONS)
+    if spec.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
+        readable = " and ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
         raise BundleError(
             f"{path / SPEC_FILE}: schema version {spec.get('schema_version')!r}, this edgecast reads {readable}"
         )

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgecast_runtime.contract import CALENDAR_PERIODS, DIRECTION
+
 from . import features as encodings_of
 from .errors import DataError
 
@@ -73,7 +75,7 @@ def load_csv(
     path = Path(path)
     raw = _read_table(path)
     columns = _ordered_columns(target, features)
-    derived = [n for n in columns if n in encodings_of.CALENDAR_PERIODS and n not in raw.columns and n != target]
+    derived = [n for n in columns if n in CALENDAR_PERIODS and n not in raw.columns and n != target]
     read = [n for n in columns if n not in derived]
     _require_columns(path, raw, read + ([time_column] if time_column else []))
     times, time_columns = _parse_time(path, raw, time_column)
@@ -255,7 +257,7 @@ def _regularise(path: Path, frame: pd.DataFrame, times) -> tuple[pd.DataFrame, f
 def _fill_gaps(frame, target, max_gap, interval, time_columns, path, rows_read, encodings) -> Series:
     before = int(frame.isna().sum().sum())
     # Angles and calm codes do not interpolate linearly (350 and 10 degrees are neighbours).
-    hold = {e["feature"] for e in encodings if e["kind"] == encodings_of.DIRECTION}
+    hold = {e["feature"] for e in encodings if e["kind"] == DIRECTION}
     filled = frame.apply(lambda column: fill_short_gaps(column, max_gap, hold=column.name in hold))
     after = int(filled.isna().sum().sum())
     return Series(

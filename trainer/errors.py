@@ -1,8 +1,5 @@
-"""Typed errors of the toolkit. Each carries the facts a user needs to fix the input."""
-
-
-class EdgecastError(Exception):
-    """Base of every error the toolkit reports to the user as one line."""
+"""Typed errors of the trainer. Each carries the facts a user needs to fix the input."""
+from edgecast.common import EdgecastError
 
 
 class DataError(EdgecastError):

@@ -21,14 +21,17 @@ import math
 import numpy as np
 import pandas as pd
 
-COMPASS_POINTS = ("N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE", "S", "SSW", "SW", "WSW", "W", "WNW", "NW", "NNW")
-COMPASS_DEGREES = {point: index * 22.5 for index, point in enumerate(COMPASS_POINTS)}
-CALM_CODES = ("cv", "calm", "c")  # `cv` ("calm and variable") in the Beijing PM2.5 data
-CALM_DEGREES = -1.0
-# Calendar features derived from each row's timestamp, by name: the period of each.
-CALENDAR_PERIODS = {"hour_of_day": 24, "day_of_week": 7}
-
-NUMERIC, DIRECTION, CYCLIC = "numeric", "direction", "cyclic"
+# The encodings are part of the graph contract, which the runtime owns: it fills the
+# same raw columns on the hub.
+from edgecast_runtime.contract import (
+    CALENDAR_PERIODS,
+    CALM_CODES,
+    CALM_DEGREES,
+    COMPASS_DEGREES,
+    CYCLIC,
+    DIRECTION,
+    NUMERIC,
+)
 
 
 def numeric(name: str) -> dict:

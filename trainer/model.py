@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .quiet import import_tensorflow
+from edgecast.common import import_tensorflow
 
 tf = import_tensorflow()
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecast_runtime.contract import NUMERIC
+
 from .bundle import make_spec, write_bundle
 from .data import Series
 from .evaluation import evaluate_split
@@ -74,12 +76,11 @@ def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, dat
 
 def _quadratic(config: TrainConfig, spec: dict, fit_inputs: np.ndarray) -> tuple:
     """(basis, low, high) of the linear map's quadratic terms, ranged on the fitted windows."""
-    from . import features
     from .model import quadratic_basis, summary_range
 
     encodings = spec["encodings"]
     basis = quadratic_basis(config.look_back, [len(e["columns"]) for e in encodings],
-                            [e["kind"] == features.NUMERIC for e in encodings])
+                            [e["kind"] == NUMERIC for e in encodings])
     return (basis, *summary_range(basis, fit_inputs))
 
 

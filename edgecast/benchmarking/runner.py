@@ -35,8 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.trainer.bundle import write_json_atomic
-from edgecast.trainer.errors import EdgecastError
+from edgecast.common import EdgecastError, write_json_atomic
 
 from . import child
 from .results import BackendResult, BenchReport, ColdStart, Latency, ModelInfo, ModelResult, Throughput

@@ -1,5 +1,5 @@
 """Typed errors of signing and releasing."""
-from edgecast.trainer.errors import EdgecastError
+from edgecast.common import EdgecastError
 
 
 class SigningError(EdgecastError):

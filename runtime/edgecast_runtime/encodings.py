@@ -15,18 +15,19 @@ import re
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import List, Optional
 
+from .contract import (
+    CALENDAR_PERIODS,
+    CALM_CODES,
+    CALM_DEGREES,
+    COMPASS_DEGREES,
+    CYCLIC,
+    DIRECTION,
+    KINDS,
+    NUMERIC,
+)
 from .errors import EdgecastRuntimeError, InputValueError
 from .formatting import seconds_text
 
-NUMERIC, DIRECTION, CYCLIC = "numeric", "direction", "cyclic"
-KINDS = (NUMERIC, DIRECTION, CYCLIC)
-COMPASS_POINTS = ("N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE",
-                  "S", "SSW", "SW", "WSW", "W", "WNW", "NW", "NNW")
-COMPASS_DEGREES = {point: index * 22.5 for index, point in enumerate(COMPASS_POINTS)}
-CALM_CODES = ("cv", "calm", "c")  # `cv` ("calm and variable") in the Beijing data
-CALM_DEGREES = -1.0
-# The calendar features this runtime can derive from a timestamp, with their period.
-CALENDAR_PERIODS = {"hour_of_day": 24, "day_of_week": 7}
 UTC = timezone.utc
 _OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
 

@@ -12,6 +12,15 @@ from typing import Optional
 import numpy as np
 import onnxruntime as ort
 
+from .contract import (
+    INPUT_NAME,
+    MANIFEST_NAME,
+    NAME_KEY,
+    OUTPUT_NAME,
+    SCHEMA_KEY,
+    SPEC_KEY,
+    SUPPORTED_SCHEMA_TEXTS,
+)
 from .encodings import layout_from_spec, spec_clock
 from .errors import (
     EdgecastRuntimeError,
@@ -24,11 +33,6 @@ from .inputs import require_finite, require_shape, shape_text, to_float32
 from .manifest import check_against_manifest
 from .validity import ranges_from_spec
 
-SUPPORTED_SCHEMA_VERSIONS = ("1", "2")
-SCHEMA_KEY = "edgecast.schema_version"
-SPEC_KEY = "edgecast.spec"
-NAME_KEY = "edgecast.model_name"
-MANIFEST_NAME = "manifest.json"
 FLOAT_TENSOR = "tensor(float)"
 BATCH_CHUNK = 1024  # windows per onnxruntime call in predict_batch
 DEFAULT_THREADS = 1  # onnxruntime intra-op threads: a small hub, predictable latency
@@ -80,8 +84,8 @@ class Forecaster:
         self.horizon = spec["horizon"]
         self.n_features = len(self.features)
         self.interval_seconds = spec.get("interval_seconds")
-        self.input_name = spec.get("input", {}).get("name", "window")
-        self.output_name = spec.get("output", {}).get("name", "forecast")
+        self.input_name = spec.get("input", {}).get("name", INPUT_NAME)
+        self.output_name = spec.get("output", {}).get("name", OUTPUT_NAME)
         self.window_shape = (self.look_back, self.n_features)
         self._output_names = [self.output_name]
         self.feature_kinds = list(self.layout.kinds)
@@ -312,9 +316,9 @@ def _read_metadata(path: Path, metadata: dict):
     if version is None:
         raise ModelError(f"{path}: no edgecast metadata ({SCHEMA_KEY} is missing); "
                          f"was it exported by 'edgecast export'?")
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
+    if version not in SUPPORTED_SCHEMA_TEXTS:
         raise SchemaVersionError(f"{path}: schema version {version!r} is not supported by "
-                                 f"this runtime (it knows {', '.join(SUPPORTED_SCHEMA_VERSIONS)}); "
+                                 f"this runtime (it knows {', '.join(SUPPORTED_SCHEMA_TEXTS)}); "
                                  f"upgrade edgecast-runtime or re-export the model")
     text = metadata.get(SPEC_KEY)
     if text is None:

@@ -7,8 +7,9 @@ import os
 import threading
 from pathlib import Path
 
+from .contract import MANIFEST_NAME
 from .errors import EdgecastRuntimeError
-from .model import DEFAULT_THREADS, MANIFEST_NAME, Forecaster
+from .model import DEFAULT_THREADS, Forecaster
 
 DEFAULT_POLL_SECONDS = 2.0
 

@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgecast_runtime.contract import COMPASS_POINTS
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "fixtures" / "schema2"
 FEATURES = ["TEMP", "wd", "hour_of_day", "day_of_week"]
 LOOK_BACK, HORIZON = 4, 2
-COMPASS = ("N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE",
-           "S", "SSW", "SW", "WSW", "W", "WNW", "NW", "NNW", "cv")
+COMPASS = (*COMPASS_POINTS, "cv")
 
 
 def training_csv(path: Path, rows: int = 240) -> None:

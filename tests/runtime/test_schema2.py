@@ -19,7 +19,8 @@ from edgecast_runtime import (
     StreamingForecaster,
     StreamPolicy,
 )
-from edgecast_runtime.encodings import COMPASS_POINTS, parse_clock
+from edgecast_runtime.contract import COMPASS_POINTS
+from edgecast_runtime.encodings import parse_clock
 from edgecast_runtime.model import _validate_spec
 
 MODEL = FIXTURES / "schema2" / "model.onnx"

@@ -23,9 +23,10 @@ import pytest
 from conftest import hourly_frame, run_cli
 from test_cli import assert_one_line_error
 
+from edgecast.common import EdgecastError
 from edgecast.export.errors import ExportError  # no TensorFlow behind this import
 from edgecast.trainer.data import load_csv
-from edgecast.trainer.errors import BundleError, DataError, EdgecastError
+from edgecast.trainer.errors import BundleError, DataError
 from edgecast.trainer.pipeline import TrainConfig, prepare
 
 # ---------------------------------------------------------------------------------------

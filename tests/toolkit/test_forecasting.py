@@ -21,6 +21,7 @@ from edgecast.trainer.bundle import make_spec, read_bundle
 from edgecast.trainer.data import load_csv
 from edgecast.trainer.evaluation import seasonal_persistence
 from edgecast.trainer.windows import Windows, fit_scaler
+from edgecast_runtime.contract import CALM_DEGREES, COMPASS_DEGREES, COMPASS_POINTS
 
 HORIZON = 3
 LOOK_BACK = 6
@@ -34,7 +35,7 @@ def synthetic_csv(path, rows: int = 480, seed: int = 0):
     column holds compass points, calm `cv` and a short gap."""
     rng = np.random.default_rng(seed)
     times = pd.date_range("2024-01-01", periods=rows, freq="h")
-    points = np.array(features.COMPASS_POINTS + ("cv",))
+    points = np.array(COMPASS_POINTS + ("cv",))
     wind = points[rng.integers(0, len(points), rows)].astype(object)
     wind[50:53] = None
     north = np.isin(wind, ["N", "NNE", "NNW", "NE", "NW"])
@@ -71,7 +72,7 @@ def exported(tmp_path_factory):
 
 def test_compass_and_calm_become_degrees_and_sin_cos():
     degrees = features.compass_degrees(pd.Series(["N", "E", "SSW", "cv", None, "NNW"]))
-    assert degrees.iloc[:4].tolist() == [0.0, 90.0, 202.5, features.CALM_DEGREES]
+    assert degrees.iloc[:4].tolist() == [0.0, 90.0, 202.5, CALM_DEGREES]
     assert math.isnan(degrees.iloc[4]) and degrees.iloc[5] == 337.5
     encoded = features.encode(np.array([[0.0], [90.0], [-1.0]]), [features.direction("wd")])
     np.testing.assert_allclose(encoded, [[0, 1], [1, 0], [0, 0]], atol=1e-12)
@@ -286,7 +287,7 @@ def test_real_station_wind_column_reads_as_directions():
     series = load_csv(CHANGPING, "PM2.5", ["WSPM", "wd", "hour_of_day"])
     assert [e["kind"] for e in series.encodings] == ["numeric", "numeric", "direction", "cyclic"]
     degrees = series.frame["wd"].dropna()
-    assert set(degrees.unique()) <= set(features.COMPASS_DEGREES.values())
+    assert set(degrees.unique()) <= set(COMPASS_DEGREES.values())
     assert series.frame["wd"].isna().sum() < 140  # README: 140 missing; short gaps are held
 
 

@@ -4,9 +4,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from edgecast.common import import_tensorflow
 from edgecast.export.onnx_clean import clean_graph
 from edgecast.trainer.model import build_model
-from edgecast.trainer.quiet import import_tensorflow
 
 tf = import_tensorflow()
 

@@ -1,4 +1,5 @@
-"""Keep TensorFlow's and LiteRT's C++ start-up chatter off the user's terminal.
+"""What every part of the toolkit shares: its error base, durable JSON writes, and
+keeping TensorFlow's and LiteRT's C++ start-up chatter off the user's terminal.
 
 TensorFlow 2.21 logs oneDNN and CUDA notices through absl before its log level is
 read, so TF_CPP_MIN_LOG_LEVEL cannot hide them; they are written to file descriptor
@@ -7,15 +8,30 @@ read, so TF_CPP_MIN_LOG_LEVEL cannot hide them; they are written to file descrip
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+from edgecast_runtime.durable import atomic_write
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+class EdgecastError(Exception):
+    """Base of every error the toolkit reports to the user as one line."""
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """`payload` as indented UTF-8 JSON, through the runtime's durable `atomic_write`."""
+    atomic_write(path, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
+
+
 @contextlib.contextmanager
-def silenced_stderr():
+def silenced_stderr() -> Iterator[None]:
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -28,7 +44,7 @@ def silenced_stderr():
         os.close(saved)
 
 
-def import_tensorflow():
+def import_tensorflow() -> ModuleType:
     if "tensorflow" not in sys.modules:
         with silenced_stderr():
             import tensorflow  # noqa: F401
