@@ -12,6 +12,7 @@ import numpy as np
 
 from .oplist import onnx_summary, tflite_summary
 from .parity import LARGE_BATCH, onnx_forecast, reference_forecast, tflite_forecast
+from .reports import AccuracyReport, ArtifactAccuracy
 
 
 def errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -38,7 +39,7 @@ def op_summary(path: Path) -> dict:
     return onnx_summary(path) if path.suffix == ".onnx" else tflite_summary(path)
 
 
-def accuracy_report(model, spec: dict, windows: dict, artifacts: dict[str, Path]) -> dict:
+def accuracy_report(model, spec: dict, windows: dict, artifacts: dict[str, Path]) -> AccuracyReport:
     """One row per artifact (file name -> path), next to the float model on the same windows."""
     test_x, test_y = windows["test_x"], windows["test_y"]
     reference = reference_forecast(model, spec, test_x)
@@ -59,13 +60,13 @@ def accuracy_report(model, spec: dict, windows: dict, artifacts: dict[str, Path]
         if path.suffix == ".onnx":
             rows[name]["batch_effect"] = batch_effect(path, test_x, predicted)
     _add_size_ratios(rows)
-    return {
-        "split": "test",
-        "windows": int(len(test_x)),
-        "units": f"raw units of {spec['target']}, all horizon steps pooled",
-        "float_model": float_errors,
-        "artifacts": rows,
-    }
+    return AccuracyReport(
+        split="test",
+        windows=int(len(test_x)),
+        units=f"raw units of {spec['target']}, all horizon steps pooled",
+        float_model=float_errors,
+        artifacts={name: ArtifactAccuracy.from_dict(row) for name, row in rows.items()},
+    )
 
 
 def _add_size_ratios(rows: dict[str, dict]) -> None:

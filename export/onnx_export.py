@@ -9,8 +9,8 @@ import onnx
 from .errors import ExportError
 from .graph import INPUT_NAME, OUTPUT_NAME, raw_units_function
 from .onnx_clean import clean_graph
+from .settings import DEFAULT_OPSET
 
-DEFAULT_OPSET = 17
 SCHEMA_KEY = "edgecast.schema_version"
 SPEC_KEY = "edgecast.spec"
 NAME_KEY = "edgecast.model_name"

@@ -15,6 +15,8 @@ from edgecast.trainer import features
 from edgecast.trainer.bundle import scaler_from_spec
 from edgecast.trainer.forecast import predict_raw, spec_encodings
 
+from .reports import ParityCheck, ParityReport
+
 TOLERANCE = 1e-3
 WINDOWS_PER_SET = 256
 LARGE_BATCH = 256
@@ -97,7 +99,7 @@ def compare(predicted: np.ndarray, reference: np.ndarray) -> dict:
     return {"max_abs": max_abs, "max_rel": float(relative.max()), "passed": bool(max_abs <= TOLERANCE)}
 
 
-def check_parity(model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> dict:
+def check_parity(model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> ParityReport:
     """`artifacts` maps file names to paths (possibly temporary); kinds by extension."""
     window_sets = parity_windows(held_out_x, spec)
     references = {name: reference_forecast(model, spec, x) for name, x in window_sets.items()}
@@ -106,14 +108,9 @@ def check_parity(model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str,
         for set_name, x in window_sets.items():
             for batch, predicted in _runs(Path(path), artifact, x):
                 result = compare(predicted, references[set_name])
-                checks.append({"artifact": artifact, "windows": set_name, "n": len(x), "batch": batch, **result})
-    return {
-        "reference": REFERENCE,
-        "tolerance_abs": TOLERANCE,
-        "units": f"raw units of {spec['target']}",
-        "passed": all(check["passed"] for check in checks),
-        "checks": checks,
-    }
+                checks.append(ParityCheck(artifact, set_name, len(x), batch, **result))
+    return ParityReport(REFERENCE, TOLERANCE, f"raw units of {spec['target']}",
+                        all(check.passed for check in checks), checks)
 
 
 def _runs(path: Path, artifact: str, x: np.ndarray):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,11 @@ from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, WINDOWS_FILE, read_bu
 from edgecast.trainer.errors import BundleError
 
 from .errors import ExportError, ParityError
-from .manifest import artifact_entry, integrity_problems, read_manifest, write_manifest
-from .onnx_export import DEFAULT_OPSET, to_onnx
+from .manifest import MANIFEST_FILE, artifact_entry, integrity_problems, read_manifest, write_manifest
+from .onnx_export import to_onnx
 from .parity import check_parity
+from .reports import ExportResult, Integrity, ParityReport, VerifyResult
+from .settings import EXPORT_DEFAULTS
 from .tflite_export import TFLITE_BATCH, to_tflite
 from .unrolled import BUILTIN_FILE, to_builtin_tflite
 
@@ -21,14 +24,17 @@ TFLITE_FILE = "model.tflite"
 
 
 def export_bundle(
-    bundle_dir: Path, opset: int = DEFAULT_OPSET, tflite: bool = True, progress=print,
-    quantize: list[str] = (), builtin_ops: bool = False,
-) -> dict:
+    bundle_dir: Path, opset: int = EXPORT_DEFAULTS.opset, tflite: bool = EXPORT_DEFAULTS.tflite,
+    progress: Callable[[str], object] = print, quantize: Sequence[str] = EXPORT_DEFAULTS.quantize,
+    builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops,
+) -> ExportResult:
     """Write model.onnx (and model.tflite) only if they pass parity; then the manifest.
 
     The conversions go to temporary files first: a failed parity check leaves the
     bundle exactly as it was. Quantized modes (export/quantize.py) follow the float
     artifacts; a refused mode is listed under manifest["quantization"]["refused"].
+    Optional files of an earlier export that this one did not write are removed and
+    named in the result.
     """
     from .quantize import check_modes
 
@@ -47,7 +53,7 @@ def export_bundle(
     temporary = _stage(bundle.path, staged)
     try:
         parity = check_parity(model, bundle.spec, held_out, temporary)
-        if not parity["passed"]:
+        if not parity.passed:
             raise ParityError(_failure_line(parity), parity)
         for name, path in temporary.items():
             os.replace(path, bundle.path / name)
@@ -58,20 +64,21 @@ def export_bundle(
     return _add_quantized(bundle, model, modes, artifacts, parity, progress)
 
 
-def _add_quantized(bundle, model, modes: list[str], artifacts: dict, parity: dict, progress) -> dict:
+def _add_quantized(bundle, model, modes: list[str], artifacts: dict, parity: ParityReport, progress) -> ExportResult:
     from .variants import export_quantized, remove_stale
 
     floats = {name: bundle.path / name for name, entry in artifacts.items() if entry.get("precision") == "float32"}
     quantized = export_quantized(bundle, model, modes, floats, progress) if modes else None
+    extra = {}
     if quantized:
-        artifacts.update(quantized["entries"])
-    extra = {"quantization": {"refused": quantized["refused"], "accuracy": quantized["accuracy"]}} if quantized else {}
-    manifest = write_manifest(bundle, artifacts, parity, extra)
-    remove_stale(bundle.path, set(artifacts), progress)  # after the manifest stops listing them
-    return manifest
+        artifacts.update(quantized.entries)
+        extra = {"quantization": {"refused": quantized.refused, "accuracy": quantized.accuracy.to_dict()}}
+    manifest = write_manifest(bundle, artifacts, parity.to_dict(), extra)
+    removed = remove_stale(bundle.path, set(artifacts))  # after the manifest stops listing them
+    return ExportResult.from_manifest(bundle.path, bundle.path / MANIFEST_FILE, manifest, removed)
 
 
-def verify_bundle(bundle_dir: Path) -> dict:
+def verify_bundle(bundle_dir: Path) -> VerifyResult:
     """Parity of the float32 artifacts on disk, recomputed now, plus their integrity;
     for every model artifact (quantized ones too) its size and test-split accuracy."""
     from .accuracy import accuracy_report
@@ -85,13 +92,11 @@ def verify_bundle(bundle_dir: Path) -> dict:
     floats = {name: path for name, path in exported.items() if manifest["artifacts"][name].get("precision") == "float32"}
     model = bundle.load_model()
     held_out = held_out_windows(bundle, model)
-    problems = integrity_problems(bundle.path, manifest)
+    problems = integrity_problems(bundle, manifest)
     _require_loadable_onnx(exported, problems)
     parity = check_parity(model, bundle.spec, held_out, floats)
-    parity["accuracy"] = accuracy_report(model, bundle.spec, bundle.windows(), exported)
-    parity["integrity"] = {"passed": not problems, "problems": problems}
-    parity["passed"] = parity["passed"] and not problems
-    return parity
+    accuracy = accuracy_report(model, bundle.spec, bundle.windows(), exported)
+    return VerifyResult(bundle.path, parity, accuracy, Integrity(not problems, problems))
 
 
 def held_out_windows(bundle, model) -> np.ndarray:
@@ -168,11 +173,11 @@ def _artifact_entries(folder: Path, names: list[str], opset: int) -> dict:
     return entries
 
 
-def _failure_line(parity: dict) -> str:
-    failed = [c for c in parity["checks"] if not c["passed"]]
-    worst = max(failed, key=lambda c: c["max_abs"])
+def _failure_line(parity: ParityReport) -> str:
+    failed = [c for c in parity.checks if not c.passed]
+    worst = max(failed, key=lambda c: c.max_abs)
     return (
-        f"parity failed: {len(failed)} of {len(parity['checks'])} checks exceed {parity['tolerance_abs']:g} "
-        f"(worst: {worst['artifact']} on {worst['windows']} windows at batch {worst['batch']}, "
-        f"max abs error {worst['max_abs']:.3g}, max rel error {worst['max_rel']:.3g})"
+        f"parity failed: {len(failed)} of {len(parity.checks)} checks exceed {parity.tolerance_abs:g} "
+        f"(worst: {worst.artifact} on {worst.windows} windows at batch {worst.batch}, "
+        f"max abs error {worst.max_abs:.3g}, max rel error {worst.max_rel:.3g})"
     )
