@@ -127,32 +127,35 @@ def train(
             formulation=formulation, linear_skip=linear_skip, quadratic_skip=quadratic_skip,
             linear_fit_with_val=linear_fit_with_val, target_units=target_units, epochs=epochs,
             batch_size=batch_size, patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
-            split=_split_fractions(split), name=name, models_dir=models_dir, progress=bar.start, on_epoch=bar.epoch,
+            split=_split_fractions(split), name=name, models_dir=models_dir, progress=bar.line, on_epoch=bar.epoch,
         )
     _print_training_summary(result)
 
 
 class EpochBar:
-    """The epoch progress bar on stderr, shown from the moment training starts (after the
-    data and settings were checked, so a bad input stays a one-line error)."""
+    """The epoch progress bar on stderr. The first progress line (training starts: the data
+    and settings were checked, so a bad input stays a one-line error) opens it; any later
+    line (export, after training) closes it first."""
 
     def __init__(self, epochs: int):
         self.epochs = epochs
         self.progress = None
         self.task = None
+        self.opened = False
 
     def __enter__(self) -> EpochBar:
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self.progress is not None:
-            self.progress.stop()
+        self._close()
 
-    def start(self, line: str) -> None:
+    def line(self, text: str) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        err.print(line, markup=False)
-        if self.progress is None:
+        self._close()
+        err.print(text, markup=False)
+        if not self.opened:
+            self.opened = True
             self.progress = Progress(
                 TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"),
                 TimeElapsedColumn(), console=err, transient=False,
@@ -163,6 +166,11 @@ class EpochBar:
     def epoch(self, epoch: int, logs: dict) -> None:
         self.progress.update(self.task, completed=epoch,
                              description=f"loss {logs.get('loss', 0):.5f}  val {logs.get('val_loss', 0):.5f}")
+
+    def _close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
 def _print_training_summary(result) -> None:
@@ -291,7 +299,7 @@ def demo(
     from edgecast.tutorial import TUTORIAL_FORECAST, config
 
     with EpochBar(config(seed).epochs) as bar:
-        result = api.demo(models_dir, name=name, seed=seed, progress=bar.start, on_epoch=bar.epoch)
+        result = api.demo(models_dir, name=name, seed=seed, progress=bar.line, on_epoch=bar.epoch)
     _print_training_summary(result.train)
     _print_export(result.export)
     out.print(tables.forecasts_table(result.window, result.forecasts, TUTORIAL_FORECAST))
