@@ -1,3 +1,46 @@
-"""edgecast: train a Keras LSTM forecaster, export it with its scaler, serve it on a hub."""
+"""edgecast: train a Keras LSTM forecaster, export it with its scaler, serve it on a hub.
+
+The Python API (edgecast/api.py) is reachable from here: `edgecast.train`, `edgecast.export`,
+`edgecast.verify`, `edgecast.evaluate` and their result types. They are imported on first
+use, so `import edgecast` loads neither TensorFlow nor the trainer. `edgecast.export` is
+also the name of the export package: the package is callable, and calling it is export().
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "train", "export", "verify", "evaluate", "demo", "default_bundle_name",
+    "TrainResult", "ExportResult", "VerifyResult", "EvaluateResult", "DemoResult", "DataSummary",
+]
+API = frozenset(__all__) - {"__version__"}
+
+if TYPE_CHECKING:
+    from edgecast.api import (
+        DataSummary,
+        DemoResult,
+        EvaluateResult,
+        ExportResult,
+        TrainResult,
+        VerifyResult,
+        default_bundle_name,
+        demo,
+        evaluate,
+        export,
+        train,
+        verify,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "export":  # the package edgecast.export, callable as the API's export()
+        import edgecast.export
+
+        return edgecast.export
+    if name in API:
+        from edgecast import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'edgecast' has no attribute '{name}'")

@@ -1,7 +1,7 @@
 """Pictures of a model's test-split forecasts: forecast against actual, error by horizon step.
 
-Drawn with matplotlib's object API on an Agg canvas (no pyplot, no display), saved at an
-exact pixel size and written atomically.
+Drawn with matplotlib's object API (no pyplot, no display), saved at an exact pixel size
+in the format the file's suffix names (PNG, SVG, PDF) and written atomically.
 """
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecast.common import EdgecastError
+from edgecast.trainer.reports import Metrics
 from edgecast_runtime.durable import atomic_write
 
 DPI = 100
 DEFAULT_SIZE = (1200, 800)
+STRETCH_STEPS = 168  # forecast-vs-actual stretch: a week of hourly steps
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}  # suffix -> matplotlib format
 LABELS = {
     "model": "LSTM model",
     "persistence": "persistence",
@@ -64,6 +68,23 @@ def first_unbroken_start(ends: np.ndarray, length: int) -> int:
     return int(unbroken[0]) if len(unbroken) else 0
 
 
+class PlotError(EdgecastError):
+    """A plot cannot be written as asked (unknown file format, size out of range)."""
+
+
+def plot_format(path: Path) -> str:
+    """The image format the file name asks for; anything else is refused before any work."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise PlotError(f"{path}: cannot tell the image format from '{suffix or 'no suffix'}'; "
+                        f"name the file .png, .svg or .pdf")
+    return FORMATS[suffix]
+
+
+def size_text(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in text.lower().split("x"))
@@ -76,25 +97,28 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def draw_evaluation(
     path: Path,
-    metrics: dict,
+    metrics: Metrics,
     stretch: Stretch | None,
     target: str,
     title: str,
     size: tuple[int, int] = DEFAULT_SIZE,
 ) -> Path:
-    """A PNG of exactly `size` pixels: forecast vs actual (when a stretch is given) above
-    RMSE by horizon step for the model and every baseline."""
+    """An image of exactly `size` pixels (at 100 dpi for SVG and PDF), in the format of the
+    file's suffix: forecast vs actual (when a stretch is given) above RMSE by horizon step
+    for the model and every baseline."""
     from matplotlib.figure import Figure
 
-    units = metrics.get("units") or "raw units"
+
+    image_format = plot_format(path)
+    units = metrics.units or "raw units"
     figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
     axes = figure.subplots(2 if stretch is not None else 1, 1, squeeze=False)[:, 0]
     if stretch is not None:
-        _draw_stretch(axes[0], stretch, target, units, metrics.get("step_hours"))
+        _draw_stretch(axes[0], stretch, target, units, metrics.step_hours)
     _draw_error_by_step(axes[-1], metrics, target, units)
     figure.suptitle(title)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    figure.savefig(buffer, format=image_format, dpi=DPI)
     atomic_write(Path(path), buffer.getvalue())
     return Path(path)
 
@@ -116,14 +140,14 @@ def _draw_stretch(ax, stretch: Stretch, target: str, units: str, step_hours) -> 
         label.set_rotation(20)
 
 
-def _draw_error_by_step(ax, metrics: dict, target: str, units: str) -> None:
-    hours = metrics.get("step_hours")
-    x = hours if hours else metrics["horizon_steps"]
+def _draw_error_by_step(ax, metrics: Metrics, target: str, units: str) -> None:
+    hours = metrics.step_hours
+    x = hours if hours else metrics.horizon_steps
     for method, label in LABELS.items():
-        if method in metrics:
-            ax.plot(x, metrics[method]["rmse"], marker="o", markersize=3, label=label)
+        if method in metrics.methods:
+            ax.plot(x, metrics.methods[method].rmse, marker="o", markersize=3, label=label)
     ax.set_xlabel("forecast lead (hours)" if hours else "forecast lead (steps)")
     ax.set_ylabel(f"RMSE of {target} ({units})")
-    ax.set_title(f"test-split error by horizon step ({metrics['windows']} windows)")
+    ax.set_title(f"test-split error by horizon step ({metrics.windows} windows)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="small")

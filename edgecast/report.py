@@ -13,10 +13,11 @@ import pandas as pd
 from edgecast.trainer.bundle import read_bundle, read_json
 from edgecast.trainer.evaluation import METHODS
 from edgecast.trainer.forecast import predict_raw, spec_encodings
+from edgecast.trainer.reports import Metrics
 from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.durable import atomic_write
 
-from .plots import LABELS, draw_evaluation, first_unbroken_start, forecast_stretch
+from .plots import LABELS, STRETCH_STEPS, draw_evaluation, first_unbroken_start, forecast_stretch
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "report.png"
@@ -27,7 +28,7 @@ def write_report(bundle_dir: Path, out: Path | None = None) -> Path:
     bundle = read_bundle(bundle_dir)
     out = Path(out) if out is not None else bundle.path / REPORT_FILE
     plot = out.with_suffix(".png") if out.name != REPORT_FILE else bundle.path / PLOT_FILE
-    draw_evaluation(plot, bundle.metrics, _stretch(bundle), bundle.spec["target"], f"{bundle.name}: test split")
+    draw_evaluation(plot, Metrics.from_dict(bundle.metrics), _stretch(bundle), bundle.spec["target"], f"{bundle.name}: test split")
     manifest_path = bundle.path / MANIFEST_NAME
     manifest = read_json(manifest_path) if manifest_path.is_file() else None
     text = "\n".join(_sections(bundle, manifest, _relative(plot, out.parent)))
@@ -49,7 +50,7 @@ def _stretch(bundle):
         return None
     predicted = predict_raw(bundle.load_model(), bundle.spec, windows["test_x"])
     interval = bundle.spec.get("interval_seconds")
-    length = int(STRETCH_DAYS * 86400 // interval) if interval else 168
+    length = int(STRETCH_DAYS * 86400 // interval) if interval else STRETCH_STEPS
     start = first_unbroken_start(windows["test_end"], length)
     return forecast_stretch(windows["test_end"], windows["test_y"], predicted, start, length, _row_clock(bundle))
 

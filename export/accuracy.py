@@ -2,11 +2,10 @@
 float model's, deviation from the float model, and its op list.
 
 The float model is the trainer's own pipeline (scaler, Keras, inverse), the same
-reference parity uses. SplitErrors pool every horizon step of every test window.
+reference parity uses. Errors pool every horizon step of every test window.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,66 +13,12 @@ import numpy as np
 from .backends import Runner, open_artifact
 from .oplist import onnx_summary, tflite_summary
 from .parity import LARGE_BATCH, reference_forecast
+from .reports import AccuracyReport, ArtifactAccuracy
 
 
-@dataclass(frozen=True)
-class SplitErrors:
-    rmse: float
-    mae: float
-
-
-@dataclass
-class ArtifactAccuracy:
-    """One artifact on the test split. `op_summary`: export/oplist.py's counts, kept as
-    read; `batch_effect` is measured for ONNX files only."""
-
-    bytes: int
-    errors: SplitErrors
-    rmse_change_pct: float
-    max_abs_deviation: float
-    p99_abs_deviation: float
-    op_summary: dict
-    batch_effect: float | None = None
-    size_vs_float32: float | None = None
-
-    @property
-    def rmse(self) -> float:
-        return self.errors.rmse
-
-    def to_json(self) -> dict:
-        row = {
-            "bytes": self.bytes, "rmse": self.errors.rmse, "mae": self.errors.mae,
-            "rmse_change_pct": self.rmse_change_pct, "max_abs_deviation": self.max_abs_deviation,
-            "p99_abs_deviation": self.p99_abs_deviation, **self.op_summary,
-        }
-        if self.batch_effect is not None:
-            row["batch_effect"] = self.batch_effect
-        row["size_vs_float32"] = self.size_vs_float32
-        return row
-
-
-@dataclass(frozen=True)
-class AccuracyReport:
-    split: str
-    windows: int
-    units: str
-    float_model: SplitErrors
-    artifacts: dict[str, ArtifactAccuracy]
-
-    def to_json(self) -> dict:
-        """The manifest's `quantization.accuracy` section and `edgecast verify --json`'s `accuracy`."""
-        return {
-            "split": self.split,
-            "windows": self.windows,
-            "units": self.units,
-            "float_model": {"rmse": self.float_model.rmse, "mae": self.float_model.mae},
-            "artifacts": {name: row.to_json() for name, row in self.artifacts.items()},
-        }
-
-
-def errors(predicted: np.ndarray, actual: np.ndarray) -> SplitErrors:
+def errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     difference = np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)
-    return SplitErrors(rmse=float(np.sqrt(np.mean(difference**2))), mae=float(np.mean(np.abs(difference))))
+    return {"rmse": float(np.sqrt(np.mean(difference**2))), "mae": float(np.mean(np.abs(difference)))}
 
 
 def batch_effect(runner: Runner, x: np.ndarray, batched: np.ndarray) -> float:
@@ -100,24 +45,29 @@ def accuracy_report(model, spec: dict, windows: dict, artifacts: dict[str, Path]
         predicted = runner.forecast(test_x, LARGE_BATCH if onnx else None)
         measured = errors(predicted, test_y)
         deviation = np.abs(predicted - reference)
-        rows[name] = ArtifactAccuracy(
-            bytes=path.stat().st_size,
-            errors=measured,
-            rmse_change_pct=100 * (measured.rmse / float_errors.rmse - 1),
-            max_abs_deviation=float(np.max(deviation)),
-            p99_abs_deviation=float(np.percentile(deviation, 99)),
-            op_summary=op_summary(path),
-            batch_effect=batch_effect(runner, test_x, predicted) if onnx else None,
-        )
+        rows[name] = {
+            "bytes": path.stat().st_size,
+            **measured,
+            "rmse_change_pct": 100 * (measured["rmse"] / float_errors["rmse"] - 1),
+            "max_abs_deviation": float(np.max(deviation)),
+            "p99_abs_deviation": float(np.percentile(deviation, 99)),
+            **op_summary(path),
+        }
+        if onnx:
+            rows[name]["batch_effect"] = batch_effect(runner, test_x, predicted)
     _add_size_ratios(rows)
-    return AccuracyReport(split="test", windows=int(len(test_x)),
-                          units=f"raw units of {spec['target']}, all horizon steps pooled",
-                          float_model=float_errors, artifacts=rows)
+    return AccuracyReport(
+        split="test",
+        windows=int(len(test_x)),
+        units=f"raw units of {spec['target']}, all horizon steps pooled",
+        float_model=float_errors,
+        artifacts={name: ArtifactAccuracy.from_dict(row) for name, row in rows.items()},
+    )
 
 
-def _add_size_ratios(rows: dict[str, ArtifactAccuracy]) -> None:
+def _add_size_ratios(rows: dict[str, dict]) -> None:
     """Each artifact's size as a fraction of the float32 file of its format, when measured too."""
-    float_bytes = {name.rsplit(".", 1)[-1]: rows[name].bytes for name in ("model.onnx", "model.tflite") if name in rows}
+    float_bytes = {name.rsplit(".", 1)[-1]: rows[name]["bytes"] for name in ("model.onnx", "model.tflite") if name in rows}
     for name, row in rows.items():
         reference = float_bytes.get(name.rsplit(".", 1)[-1])
-        row.size_vs_float32 = row.bytes / reference if reference else None
+        row["size_vs_float32"] = row["bytes"] / reference if reference else None

@@ -1,5 +1,12 @@
 """Typed errors of the export step."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from edgecast.common import EdgecastError
+
+if TYPE_CHECKING:
+    from .reports import ParityReport
 
 
 class ExportError(EdgecastError):
@@ -9,6 +16,6 @@ class ExportError(EdgecastError):
 class ParityError(EdgecastError):
     """An export does not give Keras's numbers within tolerance; carries the report."""
 
-    def __init__(self, message: str, report: dict):
+    def __init__(self, message: str, report: ParityReport):
         super().__init__(message)
         self.report = report

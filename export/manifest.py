@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edgecast.common import write_json_atomic
-from edgecast.trainer.bundle import read_json
+from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, read_json
 from edgecast.trainer.errors import BundleError
 from edgecast_runtime.contract import MANIFEST_NAME
 
@@ -67,15 +67,37 @@ def read_manifest(bundle_path: Path) -> dict:
     return manifest
 
 
-def integrity_problems(bundle_path: Path, manifest: dict) -> list[str]:
-    """Files whose size or sha256 no longer match the manifest."""
-    problems = []
+def integrity_problems(bundle, manifest: dict) -> list[str]:
+    """Files whose size or sha256 no longer match the manifest; one line instead of a
+    line per file when the manifest was written for another model altogether."""
+    problems, differing = [], []
     for name, entry in manifest.get("artifacts", {}).items():
-        path = Path(bundle_path) / name
+        path = bundle.path / name
         if Path(name).name != name or name in (".", ".."):
-            problems.append(f"{bundle_path}/{MANIFEST_NAME}: artifact name {name!r} is not a file in the bundle")
+            problems.append(f"{bundle.path}/{MANIFEST_NAME}: artifact name {name!r} is not a file in the bundle")
         elif not path.is_file():
             problems.append(f"{path}: listed in the manifest but missing")
         elif sha256_of(path) != entry.get("sha256"):
-            problems.append(f"{path}: sha256 differs from the manifest")
-    return problems
+            differing.append(name)
+    other = _other_model(bundle, manifest, differing)
+    if other:
+        return [other, *problems]
+    return problems + [f"{bundle.path / name}: sha256 differs from the manifest" for name in differing]
+
+
+def _other_model(bundle, manifest: dict, differing: list[str]) -> str | None:
+    """Why the manifest describes another model, or None: the Keras model it lists is not
+    this one, and the spec or the training data it names is not this bundle's either
+    (a spec edited on its own is tampering, not another model)."""
+    if MODEL_FILE not in differing:
+        return None
+    recorded = manifest.get("training_data", {}) if isinstance(manifest.get("training_data"), dict) else {}
+    other_data = recorded.get("sha256") not in (None, bundle.training["data"]["sha256"])
+    if SPEC_FILE not in differing and not other_data:
+        return None
+    name = manifest.get("model_name", "another bundle")
+    trained_on = f", trained on {recorded['source']}" if other_data and recorded.get("source") else ""
+    return (
+        f"{bundle.path / MANIFEST_NAME} belongs to another model ('{name}'{trained_on}): "
+        f"{', '.join(differing)} differ from it; run `edgecast export {bundle.path}` to export this model"
+    )

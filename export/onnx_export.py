@@ -12,8 +12,7 @@ from .errors import ExportError
 from .graph import raw_units_function
 from .onnx_canonical import canonicalize
 from .onnx_clean import clean_graph
-
-DEFAULT_OPSET = 17
+from .settings import DEFAULT_OPSET
 
 # tf2onnx 1.17 is tested from opset 13 on; older opsets convert some graphs and fail
 # others deep inside the converter, so they are refused up front.

@@ -7,7 +7,6 @@ its only batch). Float32 exports must agree within TOLERANCE in raw target units
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from edgecast.trainer.forecast import spec_encodings
 from edgecast_runtime.contract import CALM_DEGREES, DIRECTION, NUMERIC
 
 from .backends import Runner, keras_runner, open_onnx, open_tflite
+from .reports import ParityCheck, ParityReport
 
 TOLERANCE = 1e-3
 WINDOWS_PER_SET = 256
@@ -73,41 +73,6 @@ def tflite_forecast(path: Path, x: np.ndarray) -> np.ndarray:
     return open_tflite(path).forecast(x)
 
 
-@dataclass(frozen=True)
-class ParityCheck:
-    """One artifact on one window set at one batch size, against the reference."""
-
-    artifact: str
-    windows: str
-    n: int
-    batch: int
-    max_abs: float
-    max_rel: float
-    passed: bool
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    reference: str
-    tolerance_abs: float
-    units: str
-    checks: list[ParityCheck]
-
-    @property
-    def passed(self) -> bool:
-        return all(check.passed for check in self.checks)
-
-    def to_json(self) -> dict:
-        """The manifest's `parity` section (docs/graph-contract.md)."""
-        return {
-            "reference": self.reference,
-            "tolerance_abs": self.tolerance_abs,
-            "units": self.units,
-            "passed": self.passed,
-            "checks": [asdict(check) for check in self.checks],
-        }
-
-
 def compare(predicted: np.ndarray, reference: np.ndarray) -> dict:
     error = np.abs(predicted - reference)
     relative = error / np.maximum(np.abs(reference), 1e-6)
@@ -127,7 +92,7 @@ def check_parity(model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str,
                 result = compare(runner.forecast(x, batch), references[set_name])
                 checks.append(ParityCheck(artifact=artifact, windows=set_name, n=len(x), batch=batch, **result))
     return ParityReport(reference=REFERENCE, tolerance_abs=TOLERANCE, units=f"raw units of {spec['target']}",
-                        checks=checks)
+                        passed=all(check.passed for check in checks), checks=checks)
 
 
 def _runner(path: Path, artifact: str) -> Runner:

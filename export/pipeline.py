@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, WINDOWS_FILE, read_bundle
 from edgecast.trainer.errors import BundleError
+from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.durable import atomic_write, fsync_dir
 
 from .errors import ExportError, ParityError
 from .manifest import artifact_entry, integrity_problems, read_manifest, write_manifest
-from .onnx_export import DEFAULT_OPSET, to_onnx
-from .parity import ParityReport, check_parity
+from .onnx_export import to_onnx
+from .parity import check_parity
+from .reports import ExportResult, Integrity, ParityReport, VerifyResult
+from .settings import EXPORT_DEFAULTS
 from .tflite_export import TFLITE_BATCH, to_tflite
 from .unrolled import BUILTIN_FILE, to_builtin_tflite
 
@@ -22,14 +26,17 @@ TFLITE_FILE = "model.tflite"
 
 
 def export_bundle(
-    bundle_dir: Path, opset: int = DEFAULT_OPSET, tflite: bool = True, progress=print,
-    quantize: list[str] = (), builtin_ops: bool = False,
-) -> dict:
+    bundle_dir: Path, opset: int = EXPORT_DEFAULTS.opset, tflite: bool = EXPORT_DEFAULTS.tflite,
+    progress: Callable[[str], object] = print, quantize: Sequence[str] = EXPORT_DEFAULTS.quantize,
+    builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops,
+) -> ExportResult:
     """Write model.onnx (and model.tflite) only if they pass parity; then the manifest.
 
     The conversions go to temporary files first: a failed parity check leaves the
     bundle exactly as it was. Quantized modes (export/quantize.py) follow the float
     artifacts; a refused mode is listed under manifest["quantization"]["refused"].
+    Optional files of an earlier export that this one did not write are removed and
+    named in the result.
     """
     from .quantize import check_modes
 
@@ -49,7 +56,7 @@ def export_bundle(
     try:
         parity = check_parity(model, bundle.spec, held_out, temporary)
         if not parity.passed:
-            raise ParityError(_failure_line(parity), parity.to_json())
+            raise ParityError(_failure_line(parity), parity)
         for name, path in temporary.items():
             os.replace(path, bundle.path / name)
         fsync_dir(bundle.path)
@@ -60,20 +67,21 @@ def export_bundle(
     return _add_quantized(bundle, model, modes, artifacts, parity, progress)
 
 
-def _add_quantized(bundle, model, modes: list[str], artifacts: dict, parity: ParityReport, progress) -> dict:
+def _add_quantized(bundle, model, modes: list[str], artifacts: dict, parity: ParityReport, progress) -> ExportResult:
     from .variants import export_quantized, remove_stale
 
     floats = {name: bundle.path / name for name, entry in artifacts.items() if entry.get("precision") == "float32"}
     quantized = export_quantized(bundle, model, modes, floats, progress) if modes else None
+    extra = {}
     if quantized:
-        artifacts.update(quantized["entries"])
-    extra = {"quantization": {"refused": quantized["refused"], "accuracy": quantized["accuracy"].to_json()}} if quantized else {}
-    manifest = write_manifest(bundle, artifacts, parity.to_json(), extra)
-    remove_stale(bundle.path, set(artifacts), progress)  # after the manifest stops listing them
-    return manifest
+        artifacts.update(quantized.entries)
+        extra = {"quantization": {"refused": quantized.refused, "accuracy": quantized.accuracy.to_dict()}}
+    manifest = write_manifest(bundle, artifacts, parity.to_dict(), extra)
+    removed = remove_stale(bundle.path, set(artifacts))  # after the manifest stops listing them
+    return ExportResult.from_manifest(bundle.path, bundle.path / MANIFEST_NAME, manifest, removed)
 
 
-def verify_bundle(bundle_dir: Path) -> dict:
+def verify_bundle(bundle_dir: Path) -> VerifyResult:
     """Parity of the float32 artifacts on disk, recomputed now, plus their integrity;
     for every model artifact (quantized ones too) its size and test-split accuracy."""
     from .accuracy import accuracy_report
@@ -87,15 +95,11 @@ def verify_bundle(bundle_dir: Path) -> dict:
     floats = {name: path for name, path in exported.items() if manifest["artifacts"][name].get("precision") == "float32"}
     model = bundle.load_model()
     held_out = held_out_windows(bundle, model)
-    problems = integrity_problems(bundle.path, manifest)
+    problems = integrity_problems(bundle, manifest)
     _require_loadable_onnx(exported, problems)
     parity = check_parity(model, bundle.spec, held_out, floats)
-    return {
-        **parity.to_json(),
-        "passed": parity.passed and not problems,
-        "accuracy": accuracy_report(model, bundle.spec, bundle.windows(), exported).to_json(),
-        "integrity": {"passed": not problems, "problems": problems},
-    }
+    accuracy = accuracy_report(model, bundle.spec, bundle.windows(), exported)
+    return VerifyResult(bundle.path, parity, accuracy, Integrity(not problems, problems))
 
 
 def held_out_windows(bundle, model) -> np.ndarray:
@@ -173,8 +177,8 @@ def _artifact_entries(folder: Path, names: list[str], opset: int) -> dict:
 
 
 def _failure_line(parity: ParityReport) -> str:
-    failed = [check for check in parity.checks if not check.passed]
-    worst = max(failed, key=lambda check: check.max_abs)
+    failed = [c for c in parity.checks if not c.passed]
+    worst = max(failed, key=lambda c: c.max_abs)
     return (
         f"parity failed: {len(failed)} of {len(parity.checks)} checks exceed {parity.tolerance_abs:g} "
         f"(worst: {worst.artifact} on {worst.windows} windows at batch {worst.batch}, "

@@ -6,14 +6,16 @@ artifacts, are still written and listed in the manifest.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgecast_runtime.durable import atomic_write
 
-from .accuracy import AccuracyReport, accuracy_report
+from .accuracy import accuracy_report
 from .manifest import artifact_entry
 from .oplist import has_variable_state
 from .quantize import MODES, QuantizationError, quantize
+from .reports import AccuracyReport
 from .unrolled import BUILTIN_FILE
 
 # Files only some exports write; one left from an earlier export would no longer be
@@ -21,12 +23,17 @@ from .unrolled import BUILTIN_FILE
 OPTIONAL_FILES = (BUILTIN_FILE, *(mode.file for mode in MODES.values()))
 
 
-def export_quantized(bundle, model, mode_names: list[str], float_files: dict[str, Path], progress) -> dict:
-    """{"entries": manifest entries, "refused": {mode: reason}, "accuracy": test-split AccuracyReport}.
+@dataclass(frozen=True)
+class QuantizedExport:
+    entries: dict[str, dict]  # manifest entries of the files written
+    refused: dict[str, str]  # mode -> why it cannot be made
+    accuracy: AccuracyReport  # the float files and the quantized ones on the test split
 
-    `float_files` (file name -> path, model.onnx among them) are measured beside the
-    quantized ones, so the report compares sizes and errors in one place.
-    """
+
+def export_quantized(bundle, model, mode_names: list[str], float_files: dict[str, Path], progress) -> QuantizedExport:
+    """Every mode that can be made, written atomically; `float_files` (file name -> path,
+    model.onnx among them) are measured beside the quantized ones, so the report
+    compares sizes and errors in one place."""
     windows = bundle.windows()
     written, refused = {}, {}
     for name in mode_names:
@@ -42,7 +49,7 @@ def export_quantized(bundle, model, mode_names: list[str], float_files: dict[str
         progress(f"wrote {mode.file} ({mode.description}), {len(data)} bytes")
     measured = {**float_files, **{MODES[n].file: p for n, p in written.items()}}
     accuracy = accuracy_report(model, bundle.spec, windows, measured)
-    return {"entries": _entries(written, accuracy), "refused": refused, "accuracy": accuracy}
+    return QuantizedExport(_entries(written, accuracy), refused, accuracy)
 
 
 def _entries(written: dict[str, Path], accuracy: AccuracyReport) -> dict:
@@ -62,9 +69,12 @@ def _entries(written: dict[str, Path], accuracy: AccuracyReport) -> dict:
     return entries
 
 
-def remove_stale(folder: Path, current: set[str], progress) -> None:
+def remove_stale(folder: Path, current: set[str]) -> list[Path]:
+    """Delete optional files an earlier export wrote and this one did not; returns them."""
+    removed = []
     for name in OPTIONAL_FILES:
         path = Path(folder) / name
         if name not in current and path.is_file():
             path.unlink()
-            progress(f"removed {name} from an earlier export (not requested this time)")
+            removed.append(path)
+    return removed

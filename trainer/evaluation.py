@@ -12,9 +12,10 @@ import numpy as np
 from . import baselines
 from .errors import DataError
 from .forecast import predict_raw, spec_encodings
+from .reports import Backtest, DataRecord, Evaluation, Metrics
+from .settings import METHODS
 from .windows import SplitData, Windows, model_inputs
 
-METHODS = ("model", "persistence", "seasonal_persistence", "ridge")
 SECONDS_PER_DAY = 86400
 
 
@@ -132,11 +133,11 @@ def _mean_over_folds(results: list[dict]) -> dict:
     }
 
 
-def evaluate_bundle_on_csv(bundle, csv_path, folds: int = 0) -> dict:
+def evaluate_bundle_on_csv(bundle, csv_path, folds: int = 0) -> Evaluation:
     """Re-read a CSV the way the bundle was trained, split it with the training fractions,
     and score the test split with the bundle's own scaler (the one in its graph).
 
-    Returns the metrics, the backtest (when `folds`), the test windows and the model's
+    Gives the metrics, the backtest (when `folds`), the test windows and the model's
     forecasts for them, and the timestamp of every row (None without timestamps).
     """
     from .data import load_csv
@@ -151,17 +152,15 @@ def evaluate_bundle_on_csv(bundle, csv_path, folds: int = 0) -> dict:
     model, scaler, target = bundle.load_model(), bundle.scaler(), series.values()[:, 0]
     ridge = fit_ridge(spec, scaler, split.train)
     predicted = forecasts(model, spec, scaler, target, split.test, ridge)
-    result = {
-        "data": {"source": series.source, "sha256": series.sha256,
-                 "same_as_training": series.sha256 == bundle.training["data"]["sha256"]},
-        "metrics": score(spec, split.test, predicted),
-        "test": split.test,
-        "model_forecast": predicted["model"],
-        "times": list(series.frame.index) if series.interval_seconds else None,
-    }
-    if folds:
-        result["backtest"] = backtest(model, spec, scaler, split, target, folds)
-    return result
+    return Evaluation(
+        data=DataRecord(series.source, series.sha256, series.sha256 == bundle.training["data"]["sha256"]),
+        metrics=Metrics.from_dict(score(spec, split.test, predicted)),
+        backtest=Backtest.from_dict(backtest(model, spec, scaler, split, target, folds)) if folds else None,
+        test_end=split.test.end,
+        test_y=split.test.y,
+        model_forecast=predicted["model"],
+        times=list(series.frame.index) if series.interval_seconds else None,
+    )
 
 
 def _load_like_training(bundle, csv_path, load_csv):

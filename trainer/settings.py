@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import DataError
 
 LEVEL, CHANGE = "level", "change_from_last"  # what the network's outputs mean (trainer/windows.py)
+MODELS_DIR = Path("models")  # where bundles live, relative to the working folder
+# The forecasts every evaluation scores, in table order (trainer/evaluation.py).
+METHODS = ("model", "persistence", "seasonal_persistence", "ridge")
 
 
 @dataclass
@@ -50,3 +54,8 @@ class TrainConfig:
 
 
 DEFAULTS = TrainConfig()
+
+
+def split_text(fractions: tuple[float, float, float]) -> str:
+    """`(0.7, 0.15, 0.15)` as the command line writes it: `0.7,0.15,0.15`."""
+    return ",".join(f"{fraction:g}" for fraction in fractions)

@@ -123,3 +123,52 @@ def test_real_station_train_export_verify(shared_changping, tmp_path):
     report = json.loads(verified.stdout)
     assert verified.returncode == 0 and report["passed"]
     assert max(c["max_abs"] for c in report["checks"]) <= 1e-3
+
+
+def test_default_bundle_name_of_a_gzipped_csv_drops_both_suffixes(tmp_path):
+    import gzip
+
+    path = tmp_path / "Station-A.csv.gz"
+    path.write_bytes(gzip.compress(hourly_frame(hours=120).to_csv(index=False).encode()))
+    result = run_cli("train", path, "--target", "PM2.5", "--look-back", "4", "--units", "2", "--epochs", "1",
+                     "--models-dir", tmp_path / "models")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["station-a"]
+
+
+def test_plain_re_export_names_every_file_it_removes(trained_bundle, tmp_path):
+    import shutil
+
+    from edgecast import export
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, copy)
+    stale = ["model.int8.onnx", "model.builtin.tflite"]  # left by an earlier export with other options
+    for name in stale:
+        shutil.copy(copy / ("model.onnx" if name.endswith(".onnx") else "model.tflite"), copy / name)
+    result = run_cli("export", copy)
+    assert result.returncode == 0, result.stderr
+    removed = [line for line in result.stdout.splitlines() if line.startswith("removed ")]
+    assert sorted(removed) == sorted(f"removed {copy / name} (written by an earlier export, not requested this time)"
+                                     for name in stale)
+    assert not any((copy / name).exists() for name in stale)
+    (copy / "model.int8.onnx").write_bytes((copy / "model.onnx").read_bytes())
+    assert export(copy).removed == [copy / "model.int8.onnx"]
+
+
+def test_verify_says_when_the_manifest_belongs_to_another_model(trained_bundle, tiny_csv, tmp_path):
+    import shutil
+
+    import edgecast
+
+    other = edgecast.train(tiny_csv, target="PM2.5", look_back=4, units=2, epochs=1, models_dir=tmp_path / "models")
+    edgecast.export(other.bundle, tflite=False)
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, copy)
+    shutil.copy(other.bundle / "manifest.json", copy / "manifest.json")
+    result = run_cli("verify", copy)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    problems = [line for line in result.stderr.splitlines() if line.startswith("integrity:")]
+    assert len(problems) == 1, result.stderr
+    assert f"{copy / 'manifest.json'} belongs to another model ('tiny', trained on {tiny_csv})" in problems[0]
+    assert "edgecast export" in problems[0] and "corrupted" not in result.stderr

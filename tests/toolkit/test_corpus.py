@@ -478,8 +478,8 @@ def test_verify_reports_tampering_without_changing_anything(bundle_copy, damage,
     damage(bundle_copy)
     before = snapshot(bundle_copy)
     report = verify_bundle(bundle_copy)
-    assert not report["passed"] and not report["integrity"]["passed"]
-    assert [p for p in report["integrity"]["problems"] if problem in p], report["integrity"]
+    assert not report.passed and not report.integrity.passed
+    assert [p for p in report.integrity.problems if problem in p], report.integrity
     assert snapshot(bundle_copy) == before and leftovers(bundle_copy) == []
 
 
@@ -495,13 +495,13 @@ def test_constant_target_trains_and_exports_without_nan(tmp_path):
     frame.to_csv(csv, index=False)
     series = load_csv(csv, "PM2.5", ["TEMP"])
     result = train(series, TrainConfig(look_back=4, units=2, epochs=1, batch_size=32), tmp_path / "constant")
-    manifest = export_bundle(result.path, progress=lambda _: None)
+    exported = export_bundle(result.path, progress=lambda _: None)
     spec = json.loads((result.path / "preprocessing.json").read_text())
     assert spec["scaler"]["data_min"] == spec["scaler"]["data_max"] == [42.0, 3.0]
     for name in ("metrics.json", "manifest.json", "training.json"):
         text = (result.path / name).read_text()
         assert "NaN" not in text and "Infinity" not in text, name
-    assert manifest["parity"]["passed"] and all(np.isfinite(c["max_abs"]) for c in manifest["parity"]["checks"])
+    assert exported.parity.passed and all(np.isfinite(c.max_abs) for c in exported.parity.checks)
     session = ort.InferenceSession(str(result.path / "model.onnx"))
     window = np.array([[[42.0, 3.0]] * 4, [[50.0, -1.0]] * 4], np.float32)  # the training value, and off it
     forecast = session.run(None, {"window": window})[0]

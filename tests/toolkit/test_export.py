@@ -75,13 +75,13 @@ def test_verify_recomputes_parity_and_catches_a_replaced_file(trained_bundle, tm
     import shutil
 
     report = verify_bundle(trained_bundle)
-    assert report["passed"] and report["integrity"]["passed"]
+    assert report.passed and report.integrity.passed
     copy = tmp_path / "copy"
     shutil.copytree(trained_bundle, copy)
     with open(copy / "model.tflite", "ab") as handle:
         handle.write(b"\0")
     tampered = verify_bundle(copy)
-    assert not tampered["passed"] and "sha256 differs" in tampered["integrity"]["problems"][0]
+    assert not tampered.passed and "sha256 differs" in tampered.integrity.problems[0]
 
 
 def test_parity_detects_a_graph_of_another_model(trained_bundle, tmp_path):
@@ -118,7 +118,7 @@ def test_export_refuses_to_write_artifacts_that_fail_parity(trained_bundle, tmp_
     monkeypatch.setattr(pipeline, "to_onnx", perturbed_onnx)
     with pytest.raises(ParityError, match="parity failed") as failure:
         export_bundle(copy, tflite=False, progress=lambda _: None)
-    assert failure.value.report["passed"] is False
+    assert failure.value.report.passed is False
     assert sorted(p.name for p in copy.iterdir()) == sorted(
         ["model.keras", "preprocessing.json", "metrics.json", "training.json", "windows.npz"]
     )

@@ -304,3 +304,48 @@ def test_plot_stretch_starts_after_gaps_and_aligns_leads():
     # no window ends at 14 or 19, so row 14 at lead 2 and row 18 at lead 1 have no forecast.
     np.testing.assert_array_equal(stretch.forecasts[1], [14.5, 15.5, 16.5, 17.5, np.nan])
     np.testing.assert_array_equal(stretch.forecasts[2], [np.nan, 15.5, 16.5, 17.5, 18.5])
+
+
+@pytest.mark.parametrize("suffix, opening", [(".svg", b"<?xml"), (".pdf", b"%PDF-"), (".png", b"\x89PNG")])
+def test_evaluate_plot_format_follows_the_suffix(exported, tmp_path, suffix, opening):
+    bundle_dir, csv = exported
+    plot = tmp_path / f"eval{suffix}"
+    invoke("evaluate", bundle_dir, csv, "--plot", plot, "--plot-size", "400x300")
+    assert plot.read_bytes().startswith(opening)
+
+
+def test_evaluate_refuses_a_plot_suffix_it_cannot_write(exported, tmp_path):
+    from conftest import run_cli
+
+    bundle_dir, csv = exported
+    result = run_cli("evaluate", bundle_dir, csv, "--plot", tmp_path / "eval.jpg")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "eval.jpg" in lines[0] and "'.jpg'" in lines[0] and ".png, .svg or .pdf" in lines[0]
+    assert not (tmp_path / "eval.jpg").exists()
+
+
+@pytest.mark.parametrize("columns", [None, "80"])
+def test_tables_keep_every_digit_when_stdout_is_not_a_terminal(exported, columns):
+    """Piped output (COLUMNS unset or 80) is not cut to the terminal's width: no cell
+    ends in an ellipsis and every RMSE and MAE is printed whole."""
+    import os
+    import subprocess
+
+    from conftest import EDGECAST
+
+    bundle_dir, csv = exported
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    env.update({"NO_COLOR": "1", **({"COLUMNS": columns} if columns else {})})
+    result = subprocess.run([str(EDGECAST), "evaluate", str(bundle_dir), str(csv)], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout, result.stdout
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("│ +")}
+    metrics = json.loads(invoke("evaluate", bundle_dir, csv, "--json").output)["metrics"]
+    assert max(len(line) for line in rows.values()) > 80  # nine columns of numbers: wider than 80
+    for i, step in enumerate(metrics["horizon_steps"]):
+        cells = [cell.strip() for cell in rows[f"+{step}"].split("│")[2:-1]]
+        expected = [f"{metrics[m][measure][i]:.3f}" for m in ("model", "persistence", "seasonal_persistence", "ridge")
+                    for measure in ("rmse", "mae")]
+        assert cells == expected

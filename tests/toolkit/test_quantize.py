@@ -233,26 +233,27 @@ def test_calendar_features_calibrate_in_raw_units_and_unsupported_int16_ops_are_
 
 def test_verify_reports_size_error_deviation_and_ops_for_every_artifact(quantized_bundle):
     report = verify_bundle(quantized_bundle)
-    assert report["passed"]
-    rows = report["accuracy"]["artifacts"]
+    assert report.passed
+    rows = report.accuracy.artifacts
     assert set(rows) == {"model.onnx", "model.tflite", BUILTIN_FILE, *(m.file for m in MODES.values())}
     bundle = read_bundle(quantized_bundle)
     windows = bundle.windows()
     truth = windows["test_y"].astype(np.float64)
     reference = reference_forecast(bundle.load_model(), bundle.spec, windows["test_x"])
     float_rmse = np.sqrt(np.mean((reference - truth) ** 2))
-    assert report["accuracy"]["float_model"]["rmse"] == pytest.approx(float_rmse)
+    assert report.accuracy.float_model["rmse"] == pytest.approx(float_rmse)
     for name, row in rows.items():
-        assert row["bytes"] == (quantized_bundle / name).stat().st_size
-        assert row["ops"] and row["rmse"] > 0 and row["mae"] > 0
-        assert row["rmse_change_pct"] == pytest.approx(100 * (row["rmse"] / float_rmse - 1))
-    assert rows["model.onnx"]["max_abs_deviation"] <= TOLERANCE
+        assert row.bytes == (quantized_bundle / name).stat().st_size
+        assert row.ops and row.rmse > 0 and row.mae > 0
+        assert row.rmse_change_pct == pytest.approx(100 * (row.rmse / float_rmse - 1))
+    assert rows["model.onnx"].max_abs_deviation <= TOLERANCE
     dynamic = tflite_forecast(quantized_bundle / "model.dynamic-int8.tflite", windows["test_x"])
-    assert rows["model.dynamic-int8.tflite"]["max_abs_deviation"] == pytest.approx(np.abs(dynamic - reference).max())
-    assert rows["model.dynamic-int8.tflite"]["rmse"] == pytest.approx(np.sqrt(np.mean((dynamic - truth) ** 2)))
-    assert rows["model.int8.onnx"]["size_vs_float32"] < 1
-    assert rows["model.onnx"]["batch_effect"] <= TOLERANCE and "batch_effect" not in rows["model.tflite"]
-    assert {check["artifact"] for check in report["checks"]} == {"model.onnx", "model.tflite", BUILTIN_FILE}
+    assert rows["model.dynamic-int8.tflite"].max_abs_deviation == pytest.approx(np.abs(dynamic - reference).max())
+    assert rows["model.dynamic-int8.tflite"].rmse == pytest.approx(np.sqrt(np.mean((dynamic - truth) ** 2)))
+    assert rows["model.int8.onnx"].size_vs_float32 < 1
+    assert rows["model.onnx"].batch_effect <= TOLERANCE and rows["model.tflite"].batch_effect is None
+    assert "batch_effect" not in report.to_dict()["accuracy"]["artifacts"]["model.tflite"]
+    assert {check.artifact for check in report.parity.checks} == {"model.onnx", "model.tflite", BUILTIN_FILE}
 
 
 def test_unknown_mode_is_refused_before_anything_is_written():
@@ -292,9 +293,9 @@ def test_changping_int8_artifacts_meet_the_size_and_accuracy_targets(shared_chan
 
     series = load_csv(shared_changping, "PM2.5")
     result = train(series, TrainConfig(look_back=24, epochs=1), tmp_path / "changping")
-    manifest = export_bundle(result.path, progress=lambda _: None,
+    exported = export_bundle(result.path, progress=lambda _: None,
                              quantize=["onnx-int8", "tflite-dynamic-int8", "tflite-int8"])
-    rows = manifest["quantization"]["accuracy"]["artifacts"]
+    rows = exported.accuracy.artifacts
     for name in ("model.int8.onnx", "model.dynamic-int8.tflite", "model.int8.tflite"):
-        assert rows[name]["size_vs_float32"] <= 0.40, (name, rows[name]["bytes"])
-        assert rows[name]["rmse_change_pct"] <= 3.0, (name, rows[name]["rmse"])
+        assert rows[name].size_vs_float32 <= 0.40, (name, rows[name].bytes)
+        assert rows[name].rmse_change_pct <= 3.0, (name, rows[name].rmse)

@@ -27,8 +27,8 @@ def test_committed_artifacts_match_the_manifest():
 
 def test_committed_artifacts_still_give_the_keras_numbers():
     report = verify_bundle(SEED)
-    assert report["passed"], report
-    assert max(check["max_abs"] for check in report["checks"]) <= TOLERANCE
+    assert report.passed, report
+    assert max(check.max_abs for check in report.parity.checks) <= TOLERANCE
 
 
 def test_demo_window_agrees_across_keras_runtime_and_tflite():

@@ -1,0 +1,314 @@
+"""The toolkit as Python functions: `train`, `export`, `verify`, `evaluate` (and `demo`).
+
+They take the `edgecast` command's options as keyword arguments, with the same defaults
+(trainer/settings.py, export/settings.py, edgecast/plots.py), and return typed results;
+the command is a thin layer that parses options, calls these and prints. Errors are the
+toolkit's typed `EdgecastError`s, each one clear line. TensorFlow loads only when a
+function needs it, so `import edgecast` stays quick.
+
+    import edgecast
+
+    trained = edgecast.train("station.csv", target="PM2.5", epochs=5)
+    exported = edgecast.export(trained.bundle)
+    edgecast.verify(trained.bundle).passed
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecast.export.reports import ExportResult, VerifyResult
+from edgecast.export.settings import EXPORT_DEFAULTS
+from edgecast.plots import DEFAULT_SIZE, STRETCH_STEPS
+from edgecast.trainer.reports import Backtest, DataRecord, Evaluation, Metrics
+from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, TrainConfig
+
+Progress = Callable[[str], object]  # receives one line of progress at a time
+EpochHook = Callable[[int, dict], object]  # (epoch number from 1, Keras logs: loss, val_loss)
+
+# Suffixes a data file's name loses in its default bundle name: `station.csv.gz` -> `station`.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+DEFAULT_NAME = "model"
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """The series a model was trained on, after loading and gap handling."""
+
+    source: str
+    sha256: str
+    rows_read: int
+    steps: int  # rows on the regular time grid
+    features: list[str]  # target first
+    values_interpolated: int
+    values_missing: int  # left missing: inside gaps longer than max_gap
+    interval_seconds: float | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    bundle: Path
+    data: DataSummary
+    metrics: Metrics  # the held-out test split: the model and every baseline, per horizon step
+    training_seconds: float
+    epochs_run: int
+    best_epoch: int
+    windows: dict[str, int]  # windows in the train, val and test splits
+    training: dict[str, Any]  # training.json as written: settings, split, history
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    bundle: Path
+    evaluation: Evaluation  # also the test windows' actual values, forecasts and times
+    plot: Path | None = None
+
+    @property
+    def data(self) -> DataRecord:
+        return self.evaluation.data
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.evaluation.metrics
+
+    @property
+    def backtest(self) -> Backtest | None:
+        return self.evaluation.backtest
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `edgecast evaluate --json` form."""
+        return self.evaluation.to_dict(self.plot)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    train: TrainResult
+    export: ExportResult
+    window: list[float]
+    forecasts: dict[str, float]  # backend -> forecast of `window`
+    tolerance: float  # the parity tolerance the backends must agree within
+
+    @property
+    def spread(self) -> float:
+        """Largest difference between the backends' forecasts."""
+        return max(self.forecasts.values()) - min(self.forecasts.values())
+
+    @property
+    def agree(self) -> bool:
+        return self.spread <= self.tolerance
+
+
+def default_bundle_name(data: str | Path) -> str:
+    """The bundle name a data file gives: its name without table and compression suffixes,
+    lower case, other characters than letters and digits as dashes."""
+    name = Path(data).name
+    for suffixes in (COMPRESSED_SUFFIXES, TABLE_SUFFIXES):
+        for suffix in suffixes:
+            if name.lower().endswith(suffix) and len(name) > len(suffix):
+                name = name[: -len(suffix)]
+                break
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or DEFAULT_NAME
+
+
+def train(
+    data: str | Path,
+    target: str,
+    *,
+    features: Sequence[str] = (),
+    time_column: str | None = None,
+    clock: str | None = None,
+    look_back: int = DEFAULTS.look_back,
+    horizon: int = DEFAULTS.horizon,
+    units: int = DEFAULTS.units,
+    layers: int = DEFAULTS.layers,
+    dropout: float = DEFAULTS.dropout,
+    formulation: str = DEFAULTS.formulation,
+    linear_skip: bool = DEFAULTS.linear_skip,
+    quadratic_skip: bool = DEFAULTS.quadratic_skip,
+    linear_fit_with_val: bool = DEFAULTS.linear_fit_with_val,
+    target_units: str | None = DEFAULTS.target_units,
+    epochs: int = DEFAULTS.epochs,
+    batch_size: int = DEFAULTS.batch_size,
+    patience: int = DEFAULTS.patience,
+    learning_rate: float = DEFAULTS.learning_rate,
+    seed: int = DEFAULTS.seed,
+    max_gap: int = DEFAULTS.max_gap,
+    split: tuple[float, float, float] = DEFAULTS.split,
+    name: str | None = None,
+    models_dir: str | Path = MODELS_DIR,
+    progress: Progress | None = None,
+    on_epoch: EpochHook | None = None,
+    **csv_options: Any,
+) -> TrainResult:
+    """Train an LSTM forecaster on a CSV and write the bundle `models_dir/name`.
+
+    `features`: extra input columns (numeric, compass wind directions, or the calendar
+    features hour_of_day and day_of_week). `name` defaults to the file's name
+    (default_bundle_name). Further keyword arguments go to the CSV loader
+    (edgecast.trainer.data.load_csv). Bad data or settings fail before TensorFlow loads.
+    """
+    from edgecast.trainer.data import load_csv
+
+    _require_loader_options(load_csv, csv_options)
+    config = TrainConfig(
+        look_back=look_back, horizon=horizon, units=units, epochs=epochs, batch_size=batch_size,
+        patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap, split=tuple(split),
+        layers=layers, dropout=dropout, formulation=formulation, linear_skip=linear_skip,
+        quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val, target_units=target_units,
+    )
+    series = load_csv(data, target, list(features), time_column, max_gap, clock=clock, **csv_options)
+    out_dir = Path(models_dir) / (name or default_bundle_name(data))
+    return train_series(series, config, out_dir, progress, on_epoch)
+
+
+def _require_loader_options(load_csv: Callable, options: dict[str, Any]) -> None:
+    accepted = inspect.signature(load_csv).parameters
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        raise TypeError(f"train() got an unexpected keyword argument '{unknown[0]}'")
+
+
+def train_series(series, config: TrainConfig, out_dir: Path, progress: Progress | None = None,
+                 on_epoch: EpochHook | None = None) -> TrainResult:
+    """Train on a loaded series (edgecast.trainer.data.Series) with a full TrainConfig."""
+    from edgecast.trainer.pipeline import prepare
+    from edgecast.trainer.pipeline import train as run_training
+
+    windows = prepare(series, config)  # fails on bad settings before TensorFlow loads
+    summary = DataSummary(series.source, series.sha256, series.rows_read, len(series.frame), series.features,
+                          series.values_interpolated, series.values_missing, series.interval_seconds)
+    _say(progress, f"training on {summary.source}: {summary.steps} steps, features {', '.join(summary.features)}, "
+                   f"{summary.values_interpolated} values interpolated, {summary.values_missing} left missing")
+    result = run_training(series, config, out_dir, on_epoch, windows)
+    history = result.training["history"]
+    return TrainResult(
+        bundle=result.path, data=summary, metrics=Metrics.from_dict(result.metrics),
+        training_seconds=result.training["train_seconds"], epochs_run=history["epochs_run"],
+        best_epoch=history["best_epoch"], windows=dict(result.training["split"]["windows"]),
+        training=result.training,
+    )
+
+
+def export(
+    bundle: str | Path,
+    *,
+    opset: int = EXPORT_DEFAULTS.opset,
+    tflite: bool = EXPORT_DEFAULTS.tflite,
+    quantize: Sequence[str] = EXPORT_DEFAULTS.quantize,
+    builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Export ONNX (and TFLite, quantized variants) with the scaler in the graph.
+
+    Raises ParityError (carrying its report) and writes nothing when an artifact does not
+    give Keras's numbers within 1e-3; a quantized mode that cannot be made is listed in
+    `refused` and the rest is written. Files an earlier export wrote and this one did
+    not are deleted and listed in `removed`.
+    """
+    from edgecast.export.pipeline import export_bundle
+
+    modes = [quantize] if isinstance(quantize, str) else list(quantize)
+    return export_bundle(Path(bundle), opset=opset, tflite=tflite, progress=progress or _silent,
+                         quantize=modes, builtin_ops=builtin_ops)
+
+
+def verify(bundle: str | Path) -> VerifyResult:
+    """Recompute parity of the exported artifacts against scaler + Keras + inverse, measure
+    every artifact on the test split and check the files against the manifest."""
+    from edgecast.export.pipeline import verify_bundle
+
+    return verify_bundle(Path(bundle))
+
+
+def evaluate(
+    bundle: str | Path,
+    data: str | Path,
+    *,
+    backtest: int = 0,
+    plot: str | Path | None = None,
+    plot_size: tuple[int, int] | str = DEFAULT_SIZE,
+    plot_start: int | None = None,
+    plot_steps: int = STRETCH_STEPS,
+) -> EvaluateResult:
+    """RMSE and MAE per horizon step on the CSV's test split (split with the training
+    fractions): the model, persistence, seasonal persistence and ridge.
+
+    `backtest`: also score that many consecutive blocks of the test split. `plot`: write
+    forecast-vs-actual and error-by-step as PNG, SVG or PDF (by the file's suffix) of
+    `plot_size` pixels; the stretch starts at test window `plot_start` (default: the
+    first one without a gap) and runs `plot_steps` steps.
+    """
+    from edgecast.plots import (
+        PlotError,
+        draw_evaluation,
+        first_unbroken_start,
+        forecast_stretch,
+        parse_size,
+        plot_format,
+    )
+    from edgecast.trainer.bundle import read_bundle
+    from edgecast.trainer.evaluation import evaluate_bundle_on_csv
+
+    if plot is not None:  # refused before minutes of work
+        plot_format(Path(plot))
+        try:
+            size = parse_size(plot_size) if isinstance(plot_size, str) else parse_size(f"{plot_size[0]}x{plot_size[1]}")
+        except ValueError as exc:
+            raise PlotError(str(exc)) from None
+    model_bundle = read_bundle(bundle)
+    evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest)
+    if plot is None:
+        return EvaluateResult(model_bundle.path, evaluation)
+    test_windows = len(evaluation.test_end)
+    start = first_unbroken_start(evaluation.test_end, plot_steps) if plot_start is None else plot_start
+    if not 0 <= start < test_windows:
+        raise PlotError(f"--plot-start must be in 0..{test_windows - 1}, got {start}")
+    times = evaluation.times
+    stretch = forecast_stretch(evaluation.test_end, evaluation.test_y, evaluation.model_forecast, start, plot_steps,
+                               (lambda row: times[row]) if times else (lambda row: row))
+    title = f"{model_bundle.name} on {Path(data).name}"
+    written = draw_evaluation(Path(plot), evaluation.metrics, stretch, model_bundle.spec["target"], title, size)
+    return EvaluateResult(model_bundle.path, evaluation, written)
+
+
+def demo(models_dir: str | Path = MODELS_DIR, *, name: str | None = None, seed: int = DEFAULTS.seed,
+         progress: Progress | None = None, on_epoch: EpochHook | None = None) -> DemoResult:
+    """The tutorial's model on the embedded 25-value series: train, export, and forecast
+    the tutorial's window through Keras, the runtime (ONNX) and LiteRT (TFLite)."""
+    from edgecast import tutorial
+    from edgecast.export.parity import TOLERANCE
+
+    trained = train_series(tutorial.series(), tutorial.config(seed), Path(models_dir) / (name or tutorial.DEMO_NAME),
+                           progress, on_epoch)
+    exported = export(trained.bundle, progress=progress)
+    forecasts = _backend_forecasts(trained.bundle, tutorial.DEMO_WINDOW)
+    return DemoResult(trained, exported, tutorial.DEMO_WINDOW, forecasts, TOLERANCE)
+
+
+def _backend_forecasts(bundle_dir: Path, window: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    from edgecast.export.parity import reference_forecast, tflite_forecast
+    from edgecast.trainer.bundle import read_bundle
+    from edgecast_runtime import Forecaster
+
+    bundle = read_bundle(bundle_dir)
+    x = np.asarray(window, np.float32).reshape(1, len(window), 1)
+    return {
+        "Keras (scaler + model + inverse)": float(reference_forecast(bundle.load_model(), bundle.spec, x)[0, 0]),
+        "ONNX Runtime (edgecast-runtime)": float(Forecaster(bundle_dir / "model.onnx").predict(window)[0]),
+        "TFLite (LiteRT)": float(tflite_forecast(bundle_dir / "model.tflite", x)[0, 0]),
+    }
+
+
+def _say(progress: Progress | None, line: str) -> None:
+    if progress is not None:
+        progress(line)
+
+
+def _silent(_: str) -> None:
+    """Progress nobody asked for."""

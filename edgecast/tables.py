@@ -1,0 +1,122 @@
+"""The tables `edgecast` prints: metrics against baselines, parity, accuracy, backtests, forecasts.
+
+They are drawn from the typed results of the Python API (edgecast/api.py). When stdout
+is not a terminal (a pipe, a file, CI logs) no width is imposed: a table is as wide as
+its cells, so no number loses digits to an ellipsis.
+"""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from edgecast.export.reports import AccuracyReport, ArtifactAccuracy, ParityReport
+from edgecast.trainer.reports import Backtest, Metrics
+from edgecast.trainer.settings import METHODS
+
+# Wide enough for any table edgecast draws; rich sizes a table to its content within it.
+UNBOUNDED_WIDTH = 100_000
+BACKTEST_MIDDLE_STEP = 6  # besides the first and the last step, the backtest shows +6 (or the last)
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that wraps and cuts at the terminal's width, or nowhere when not a terminal."""
+    printer = Console(stderr=stderr, highlight=False)
+    if not printer.is_terminal:
+        printer.width = UNBOUNDED_WIDTH
+    return printer
+
+
+def metrics_table(metrics: Metrics) -> Table:
+    table = Table(title=f"{metrics.split} split ({metrics.windows} windows), {metrics.units}")
+    table.add_column("step")
+    names = [name for name in METHODS if name in metrics.methods]
+    for name in names:
+        table.add_column(f"{name} RMSE", justify="right")
+        table.add_column(f"{name} MAE", justify="right")
+    for i, step in enumerate(metrics.horizon_steps):
+        cells = [f"+{step}"]
+        for name in names:
+            scores = metrics.methods[name]
+            cells += [f"{scores.rmse[i]:.3f}", f"{scores.mae[i]:.3f}"]
+        table.add_row(*cells)
+    return table
+
+
+def parity_table(report: ParityReport) -> Table:
+    verdict = "passed" if report.passed else "FAILED"
+    table = Table(title=f"parity against {report.reference}: {verdict} (tolerance {report.tolerance_abs:g} {report.units})")
+    for column in ("artifact", "windows", "n", "batch", "max abs error", "max rel error", "ok"):
+        table.add_column(column, justify="right" if column not in ("artifact", "windows") else "left")
+    for check in report.checks:
+        table.add_row(
+            check.artifact, check.windows, str(check.n), str(check.batch),
+            f"{check.max_abs:.3e}", f"{check.max_rel:.3e}", "yes" if check.passed else "NO",
+        )
+    return table
+
+
+def accuracy_table(report: AccuracyReport) -> Table:
+    """Size and test-split error of every artifact next to the float (Keras) model."""
+    reference = report.float_model
+    table = Table(title=(
+        f"{report.split} split ({report.windows} windows), {report.units}; "
+        f"float model (Keras): RMSE {reference['rmse']:.3f}, MAE {reference['mae']:.3f}"
+    ))
+    for column in ("artifact", "bytes", "of float32", "RMSE", "MAE", "RMSE change", "max abs dev from float"):
+        table.add_column(column, justify="left" if column == "artifact" else "right", no_wrap=column == "artifact")
+    for name, row in report.artifacts.items():
+        ratio = f"{100 * row.size_vs_float32:.1f}%" if row.size_vs_float32 else "-"
+        table.add_row(
+            name, str(row.bytes), ratio, f"{row.rmse:.3f}", f"{row.mae:.3f}",
+            f"{row.rmse_change_pct:+.2f}%", f"{row.max_abs_deviation:.3g}",
+        )
+    return table
+
+
+def op_lines(report: AccuracyReport) -> list[str]:
+    """One line per artifact: its op counts, and what computes in float or in integer."""
+    return [f"{name} ops: {_op_counts(row.ops)}{_float_ops_note(row)}" for name, row in report.artifacts.items()]
+
+
+def _op_counts(ops: dict[str, int]) -> str:
+    return ", ".join(f"{op}×{count}" for op, count in sorted(ops.items()))
+
+
+def _float_ops_note(row: ArtifactAccuracy) -> str:
+    if row.float_ops is not None:
+        return f" (computing in float: {_op_counts(row.float_ops) or 'none'})"
+    if row.quantized_ops:
+        return f" (integer: {_op_counts(row.quantized_ops)})"
+    return ""
+
+
+def backtest_table(backtest: Backtest) -> Table:
+    """RMSE per fold and method at the first, a middle and the last horizon step."""
+    first = backtest.results[0].metrics
+    count = len(first.horizon_steps)
+    steps = sorted({0, min(BACKTEST_MIDDLE_STEP - 1, count - 1), count - 1})
+    methods = [m for m in METHODS if m in first.methods]
+    table = Table(title=f"backtest: {backtest.folds} rolling origins in the test split, RMSE ({first.units}); "
+                        f"ridge {backtest.ridge}")
+    for column in ("origin row", "windows", "method"):
+        table.add_column(column)
+    for i in steps:
+        table.add_column(f"+{first.horizon_steps[i]}", justify="right")
+    rows = [(str(fold.first_target_row), str(fold.metrics.windows), fold.metrics.methods) for fold in backtest.results]
+    rows.append(("mean", "", backtest.mean))
+    for origin, windows, scores in rows:
+        for k, method in enumerate(methods):
+            head = [origin, windows] if k == 0 else ["", ""]
+            table.add_row(*head, method, *(f"{scores[method].rmse[i]:.3f}" for i in steps),
+                          end_section=k == len(methods) - 1)
+    return table
+
+
+def forecasts_table(window: list[float], forecasts: dict[str, float], reported: float) -> Table:
+    """One forecast of the same window per backend, beside what the tutorial reported."""
+    table = Table(title=f"forecast for the window {' '.join(f'{v:g}' for v in window)} (tutorial reported about {reported})")
+    table.add_column("backend")
+    table.add_column("forecast", justify="right")
+    for backend, value in forecasts.items():
+        table.add_row(backend, f"{value:.6f}")
+    return table

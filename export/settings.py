@@ -1,0 +1,18 @@
+"""Export settings and their defaults, importable without TensorFlow or onnx (the CLI
+and the Python API build their defaults from here, so each is written once)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    opset: int = DEFAULT_OPSET
+    tflite: bool = True  # model.tflite (float32, static batch 1) beside model.onnx
+    quantize: tuple[str, ...] = ()  # quantized modes (export/quantize.py MODES)
+    builtin_ops: bool = False  # model.builtin.tflite: builtin ops only, LSTM unrolled
+
+
+EXPORT_DEFAULTS = ExportOptions()
