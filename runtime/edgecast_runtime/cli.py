@@ -220,7 +220,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _clock(text: str) -> str:
-    from .encodings import parse_clock
+    from .clock import parse_clock
     try:
         parse_clock(text)
     except EdgecastRuntimeError as exc:

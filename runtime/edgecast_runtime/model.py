@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .encodings import layout_from_spec, spec_clock
+from .clock import spec_clock
+from .encodings import layout_from_spec
 from .errors import (
     EdgecastRuntimeError,
     InputShapeError,

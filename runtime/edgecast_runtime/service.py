@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 
-from .encodings import parse_clock
+from .clock import parse_clock
 from .errors import EdgecastRuntimeError, InputError, ModelError, StateError
 from .logs import log_event
 from .readings import Header, LineParser
@@ -113,7 +113,7 @@ def _answer_line(streamer, parser, raw: bytes, source) -> dict:
     try:
         parsed = parser.parse(raw.decode("utf-8"))
         if isinstance(parsed, Header):
-            return {"status": "header", "columns": parsed.columns}
+            return {"status": "header", "columns": parsed.columns, "time_columns": parsed.time_columns}
         return streamer.observe_reading(parsed)
     except UnicodeDecodeError:
         return {"status": "error", "error": "line is not UTF-8 text"}

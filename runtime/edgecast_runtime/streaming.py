@@ -12,8 +12,8 @@ from typing import Optional
 
 import numpy as np
 
+from .clock import clock_name
 from .durable import atomic_write
-from .encodings import clock_name
 from .errors import EdgecastRuntimeError, InputShapeError, InputValueError, StateError
 from .readings import Reading, reading_values
 
