@@ -83,7 +83,7 @@ def train(
     data: Annotated[Path, typer.Argument(help="CSV with a timestamp column or year,month,day,hour columns.")],
     target: Annotated[str, typer.Option(help="Column to forecast.")],
     features: Annotated[list[str], typer.Option(help="Extra input columns (repeat, or comma-separated).")] = [],
-    time_column: Annotated[Optional[str], typer.Option(help="Timestamp column (default: detected).")] = None,
+    time_column: Annotated[Optional[str], typer.Option(help="Time column(s): one name, date,time, or year,month,day,hour (default: detected).")] = None,
     clock: Annotated[Optional[str], typer.Option(help="Clock of timestamps without a zone (UTC, +08:00, Asia/Shanghai); recorded for the runtime's calendar features.")] = None,
     look_back: Annotated[int, typer.Option(help="Input steps per window.")] = 24,
     horizon: Annotated[int, typer.Option(help="Steps predicted at once.")] = 1,
@@ -104,14 +104,22 @@ def train(
     split: Annotated[str, typer.Option(help="Train,validation,test fractions (chronological).")] = "0.7,0.15,0.15",
     name: Annotated[Optional[str], typer.Option(help="Bundle name (default: from the CSV file name).")] = None,
     models_dir: Annotated[Path, typer.Option(help="Where bundles live.")] = Path("models"),
+    # How the file is written (edgecast.trainer.data.ReadOptions): defaults are sniffed or detected.
+    time_unit: Annotated[Optional[str], typer.Option(help="Unit of epoch-number times: s or ms (default: by magnitude).")] = None,
+    time_format: Annotated[Optional[str], typer.Option(help="strptime format of the times, e.g. '%d.%m.%Y %H:%M' (date,time joined by a space).")] = None,
+    dayfirst: Annotated[bool, typer.Option("--dayfirst", help="Numeric dates are day-first (13/03/2013).")] = False,
+    delimiter: Annotated[Optional[str], typer.Option(help="Field delimiter, e.g. ';' or tab (default: sniffed).")] = None,
+    decimal: Annotated[Optional[str], typer.Option(help="Decimal mark, '.' or ',' (default: sniffed).")] = None,
+    valid_range: Annotated[list[str], typer.Option(help="COLUMN=MIN,MAX: other readings are missing (repeat; a bound may be empty). Concentrations default to MIN 0.")] = [],
 ) -> None:
     """Train an LSTM forecaster on a CSV and write the bundle models/NAME.
 
     --features takes numeric columns, compass wind directions (N ... NNW, calm `cv`) and
     the calendar features hour_of_day and day_of_week, derived from the timestamps.
     """
-    from edgecast.trainer.data import load_csv
+    from edgecast.trainer.data import ReadOptions, load_csv
     from edgecast.trainer.pipeline import TrainConfig
+    from edgecast.trainer.validity import parse_range
 
     config = TrainConfig(
         look_back=look_back, horizon=horizon, units=units, epochs=epochs, batch_size=batch_size,
@@ -120,7 +128,10 @@ def train(
         linear_skip=linear_skip, quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val,
         target_units=target_units,
     )
-    series = load_csv(data, target, _split_list(features), time_column, max_gap, clock=clock)
+    read = ReadOptions(time_column=time_column, time_unit=time_unit, time_format=time_format, dayfirst=dayfirst,
+                       clock=clock, delimiter=delimiter, decimal=decimal,
+                       valid_ranges=dict(parse_range(text) for text in valid_range))
+    series = load_csv(data, target, _split_list(features), max_gap=max_gap, options=read)
     bundle_name = name or _slug(data.stem)
     _train_and_report(series, config, models_dir / bundle_name)
 
@@ -140,6 +151,8 @@ def _train_and_report(series, config, out_dir: Path):
         f"training on {series.source}: {len(series.frame)} steps, features {', '.join(series.features)}, "
         f"{series.values_interpolated} values interpolated, {series.values_missing} left missing"
     )
+    for note in series.notes():
+        err.print(f"note: {note}", markup=False, soft_wrap=True)
     with Progress(
         TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"),
         TimeElapsedColumn(), console=err, transient=False,

@@ -214,7 +214,8 @@ def _regularise(path: Path, frame: pd.DataFrame, times) -> tuple[pd.DataFrame, f
     duplicated = frame.index.duplicated()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
-        raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: timestamp {frame.index[row]} appears more than once")
+        hint = "" if frame.index.tz is not None else " (local times with daylight saving? pass --clock ZONE)"
+        raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: timestamp {frame.index[row]} appears more than once{hint}")
     frame = frame.sort_index(kind="stable")
     if len(frame) < 2:
         return frame, None

@@ -73,7 +73,7 @@ def read_times(path: Path, raw: pd.DataFrame, options: TimeOptions, data_columns
         line.times, line.time_format = _single(path, raw[columns[0]], columns[0], options, line.notices)
     elif len(columns) == 2:
         joined = raw[columns[0]].astype("string").str.strip() + " " + raw[columns[1]].astype("string").str.strip()
-        line.times, line.time_format = _single(path, joined, "+".join(columns), options, line.notices)
+        line.times, line.time_format = _single(path, joined, ",".join(columns), options, line.notices)
     elif columns:
         line.times = _from_parts(path, raw, columns)
     unused = [c for c in raw.columns if _time_like(c) and c not in columns and c not in data_columns]
@@ -183,37 +183,39 @@ def _to_datetime(path: Path, text: pd.Series, label: str, time_format: str | Non
             raise DataError(f"{path}: column '{label}': timestamps cannot be put on one time line "
                             f"({str(exc).splitlines()[0]}); pass --time-format") from None
     if notices is not None:
-        notices.append(f"column '{label}': timestamps carry several UTC offsets (daylight saving?): put on one "
-                       f"time line; pass --clock ZONE for calendar features in local time")
+        notices.append(f"column '{label}': several UTC offsets (daylight saving?), put on one time line; "
+                       f"calendar features follow --clock (default UTC)")
     return times
 
 
 def _month_first_is_safe(path: Path, text: pd.Series, label: str) -> bool:
-    """False (read month-first) when that is the only sound reading; refuses otherwise."""
-    month_first = _to_datetime(path, text, label, None, False)
-    day_first = _to_datetime(path, text, label, None, True)
-    present = text.notna()
-    month_bad = (month_first.isna() & present).to_numpy()
-    day_bad = (day_first.isna() & present).to_numpy()
-    if day_bad.any() and not month_bad.any():
+    """False (read month-first) when that is the only sound reading; refuses otherwise.
+
+    pandas guesses the order from the first value alone, so the whole column decides
+    here: a first number above 12 anywhere means day-first, a second one above 12
+    month-first; when neither occurs, the reading with the more regular time line wins."""
+    numbers = text.str.extract(r"^\s*(\d{1,2})[./-](\d{1,2})").apply(pd.to_numeric, errors="coerce")
+    first_big, second_big = (numbers[0] > 12).to_numpy(), (numbers[1] > 12).to_numpy()
+    if second_big.any() and not first_big.any():
         return False
-    if month_bad.any() and day_bad.any():
-        return False  # neither reads the whole column: the usual row error follows
-    if month_first.equals(day_first):
-        return False
-    if month_bad.any():
-        row = int(np.flatnonzero(month_bad)[0])
-        why = f"'{text.iloc[row]}' in row {row + FIRST_DATA_ROW} can only be day-first"
+    if first_big.any() and second_big.any():
+        return False  # neither order reads the whole column: the usual row error follows
+    if first_big.any():
+        row = int(np.flatnonzero(first_big)[0])
+        what = f"dates are day-first ('{text.iloc[row]}' in row {row + FIRST_DATA_ROW})"
     else:
+        month_first = _to_datetime(path, text, label, None, False)
+        day_first = _to_datetime(path, text, label, None, True)
+        if month_first.equals(day_first):
+            return False
         coverage = _coverage(month_first), _coverage(day_first)
         if coverage[0] > coverage[1]:
             return False
-        why = ("they are only regular read day-first" if coverage[1] > coverage[0]
-               else "they read as regular either way")
-    sample = text.dropna().iloc[0]
-    separator = _NUMERIC_DATE.match(sample).group(1)
-    raise DataError(f"{path}: column '{label}': dates like '{sample}' are ambiguous and {why}; pass --dayfirst "
-                    f"or --time-format (e.g. '%d{separator}%m{separator}%Y %H:%M')")
+        why = "only day-first gives a regular series" if coverage[1] > coverage[0] else "both give a regular series"
+        what = f"dates like '{text.dropna().iloc[0]}' could be day-first or month-first ({why})"
+    separator = _NUMERIC_DATE.match(text.dropna().iloc[0]).group(1)
+    raise DataError(f"{path}: column '{label}': {what}; pass --dayfirst or --time-format "
+                    f"(e.g. '%d{separator}%m{separator}%Y %H:%M')")
 
 
 def _coverage(times: pd.Series) -> float:

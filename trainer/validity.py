@@ -54,7 +54,10 @@ def ranges_for(columns: list[str], given: dict[str, Range], resolve) -> dict[str
     (their names resolved by `resolve`, which raises for a column not read)."""
     ranges = {name: default_range(name) for name in columns}
     for name, bounds in given.items():
-        ranges[resolve(name)] = bounds
+        column = resolve(name)
+        if column not in ranges:
+            raise DataError(f"--valid-range names column {column!r}, which is neither the target nor a feature")
+        ranges[column] = tuple(bounds)
     return {name: tuple(bounds) for name, bounds in ranges.items() if bounds is not None and bounds != (None, None)}
 
 
