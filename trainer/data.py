@@ -1,8 +1,9 @@
 """Load a sensor CSV into a regular, gap-marked time series.
 
-Time comes from a timestamp column or from `year, month, day, hour` columns; rows are
-sorted, a regular interval is detected and missing timestamps become explicit NaN rows.
-Short gaps are interpolated, long ones stay NaN so that no window crosses them.
+The file's dialect is sniffed (trainer/dialect.py), its time columns become one time
+line (trainer/times.py), and impossible readings become missing (trainer/validity.py);
+rows are sorted, a regular interval is detected and missing timestamps become explicit
+NaN rows. Short gaps are interpolated, long ones stay NaN so that no window crosses them.
 """
 from __future__ import annotations
 

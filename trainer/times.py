@@ -147,11 +147,16 @@ def _single(path: Path, source: pd.Series, label: str, options: TimeOptions, not
 
 
 def _epoch_numbers(source: pd.Series) -> pd.Series | None:
-    numbers = pd.to_numeric(source, errors="coerce")
     present = source.notna()
-    if not present.any() or numbers[present].isna().any():
+    if not present.any():
         return None
-    return numbers
+    if not pd.api.types.is_numeric_dtype(source):
+        try:  # the first value decides cheaply for the common case of text times
+            float(source[present].iloc[0])
+        except (TypeError, ValueError):
+            return None
+    numbers = pd.to_numeric(source, errors="coerce")
+    return None if numbers[present].isna().any() else numbers
 
 
 def _from_epoch(path: Path, numbers: pd.Series, label: str, unit: str | None, notices: list[str]):
