@@ -133,13 +133,14 @@ def _single(path: Path, source: pd.Series, label: str, options: TimeOptions, not
     numbers = _epoch_numbers(source)
     if numbers is not None:
         return _from_epoch(path, numbers, label, options.unit, notices)
-    text = source.astype("string").str.strip()
-    first = text.dropna().iloc[0] if text.notna().any() else ""
+    present = source.dropna()
+    first = str(present.iloc[0]).strip() if len(present) else ""
     if _TIME_OF_DAY.match(first) and not options.format:
         raise DataError(f"{path}: column '{label}' holds times of day without a date ('{first}'); "
                         f"pass --time-column DATE_COLUMN,{label}")
-    dayfirst = None
+    dayfirst, text = None, source  # (text as pandas read it: a string copy of a million rows costs a second)
     if options.format is None and _NUMERIC_DATE.match(first):
+        text = source.astype("string").str.strip()
         dayfirst = options.dayfirst or _month_first_is_safe(path, text, label)
     times = _to_datetime(path, text, label, options.format, bool(dayfirst), notices)
     _reject_bad_times(path, source, times, label)
