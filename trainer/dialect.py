@@ -8,7 +8,10 @@ a comma itself).
 """
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import lzma
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ SAMPLE_BYTES = 64 * 1024
 SAMPLE_LINES = 50
 _DECIMAL_COMMA = re.compile(r"^[+-]?\d+,\d+$")
 _DECIMAL_POINT = re.compile(r"^[+-]?\d+\.\d+$")
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _NAMED = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|", "space": " "}
 
 
@@ -40,8 +44,12 @@ def option_character(text: str | None) -> str | None:
 
 
 def sniff(path: Path, delimiter: str | None = None, decimal: str | None = None) -> Dialect:
-    with open(path, "rb") as handle:
-        sample = handle.read(SAMPLE_BYTES)
+    opener = _OPENERS.get(path.suffix.lower(), open)  # pandas reads compressed files by suffix too
+    try:
+        with opener(path, "rb") as handle:
+            sample = handle.read(SAMPLE_BYTES)
+    except (OSError, EOFError, lzma.LZMAError):
+        return Dialect(delimiter or ",", decimal or ".")  # pandas' own error will name the problem
     lines = sample.decode("utf-8-sig", errors="replace").splitlines()
     if len(sample) == SAMPLE_BYTES:
         lines = lines[:-1]  # the last line may be cut short
