@@ -99,8 +99,9 @@ def load_csv(
     path = Path(path)
     options = options or ReadOptions()
     options = replace(options, time_column=time_column or options.time_column, clock=clock or options.clock)
-    dialect = sniff(path, option_character(options.delimiter), option_character(options.decimal)) \
-        if path.is_file() else Dialect()
+    delimiter = option_character(options.delimiter, "delimiter")
+    decimal = option_character(options.decimal, "decimal")
+    dialect = sniff(path, delimiter, decimal) if path.is_file() else Dialect()
     raw = _read_table(path, dialect)
 
     def resolve(name: str) -> str:

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DataError
+
 DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_BYTES = 64 * 1024
 SAMPLE_LINES = 50
@@ -36,11 +38,14 @@ class Dialect:
         return f"read as {shown}-separated with decimal {'commas' if self.decimal == ',' else 'points'}"
 
 
-def option_character(text: str | None) -> str | None:
+def option_character(text: str | None, option: str) -> str | None:
     """A --delimiter or --decimal value: one character, or a name such as tab."""
     if text is None:
         return None
-    return _NAMED.get(text.lower(), text)
+    character = _NAMED.get(text.lower(), text)
+    if len(character) != 1:
+        raise DataError(f"--{option} {text!r} is not one character (or tab, semicolon, comma, pipe, space)")
+    return character
 
 
 def sniff(path: Path, delimiter: str | None = None, decimal: str | None = None) -> Dialect:
