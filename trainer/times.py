@@ -36,7 +36,7 @@ from edgecast_runtime.clock import (
     offset_name,
     parse_clock,
 )
-from edgecast_runtime.readings import DATE_AND_TIME, TIME_PARTS, TIMESTAMP_KEYS
+from edgecast_runtime.readings import TIME_PARTS, TIMESTAMP_KEYS, choose_time_columns
 
 from .errors import DataError
 
@@ -86,26 +86,13 @@ def read_times(path: Path, raw: pd.DataFrame, options: TimeOptions, data_columns
 
 def _time_like(name: str) -> bool:
     lowered = name.lower()
-    return lowered in TIMESTAMP_KEYS or lowered in TIME_PARTS or lowered == "minute" or "time" in lowered or "date" in lowered
+    return (lowered in TIMESTAMP_KEYS or lowered in TIME_PARTS or lowered == "minute"
+            or re.search(r"(?:^|[^a-z])(?:date|time)", lowered) is not None)  # Date (UTC), time_utc; not update
 
 
 def _detect(raw: pd.DataFrame, data_columns: set[str]) -> list[str]:
-    """The same order as the runtime's header reader (edgecast_runtime.readings.TimeColumns)."""
-    lowered = {}
-    for column in raw.columns:
-        if column not in data_columns:
-            lowered.setdefault(column.lower(), column)
-    for key in (*TIMESTAMP_KEYS[:4], "epoch"):
-        if key in lowered:
-            return [lowered[key]]
-    if all(key in lowered for key in DATE_AND_TIME):
-        return [lowered[key] for key in DATE_AND_TIME]
-    for key in ("time", "date"):
-        if key in lowered:
-            return [lowered[key]]
-    if all(key in lowered for key in TIME_PARTS):
-        return [lowered[key] for key in TIME_PARTS] + ([lowered["minute"]] if "minute" in lowered else [])
-    return []
+    """As the hub finds them in a header: edgecast_runtime.readings.choose_time_columns."""
+    return choose_time_columns([column for column in raw.columns if column not in data_columns])
 
 
 def _from_parts(path: Path, raw: pd.DataFrame, columns: list[str]) -> pd.Series:

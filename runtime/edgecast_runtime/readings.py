@@ -34,44 +34,52 @@ class Header:
     ignored_time_columns: List[str] = ()  # time-like columns left unread: another one is used
 
 
+def choose_time_columns(names, recorded=()) -> List[str]:
+    """The columns (any case) a time is read from, in this order: the training file's
+    own (`recorded`, from the spec), a single timestamp (timestamp, datetime,
+    date_time, ts, epoch), date and time, a time or date column, year/month/day/hour
+    (and minute). The trainer detects a file's time columns with this too."""
+    lowered = {}
+    for name in names:
+        lowered.setdefault(name.lower(), name)
+    keys = [name.lower() for name in recorded]
+    if not (keys and all(key in lowered for key in keys)):
+        keys = _default_time_keys(lowered)
+    return [lowered[key] for key in keys]
+
+
+def _default_time_keys(lowered) -> List[str]:
+    for key in TIMESTAMP_KEYS[:4] + ("epoch",):
+        if key in lowered:
+            return [key]
+    if all(key in lowered for key in DATE_AND_TIME):
+        return list(DATE_AND_TIME)
+    for key in ("time", "date"):
+        if key in lowered:
+            return [key]
+    if all(key in lowered for key in TIME_PARTS):
+        return list(TIME_PARTS) + (["minute"] if "minute" in lowered else [])
+    return []
+
+
 class TimeColumns:
     """Where a reading's time is, among a header's columns or an object's keys (any
     case): the training file's own time columns (recorded in the spec), a single
     timestamp, separate date and time, or year/month/day/hour (and minute)."""
 
     def __init__(self, names, layout: InputLayout):
-        lowered = {}
-        for name in names:
-            lowered.setdefault(name.lower(), name)
         features = {name.lower() for name in layout.features}
+        candidates = [name for name in names if name.lower() not in features]
         self.layout = layout
-        self.used = [lowered[key] for key in self._choose(lowered, layout)]
+        self.used = choose_time_columns(candidates, layout.time_columns)
         self.kind = ("parts" if {k.lower() for k in self.used} >= set(TIME_PARTS)
                      else "pair" if len(self.used) == 2 else "single" if self.used else None)
         time_like = set(TIMESTAMP_KEYS) | set(TIME_PARTS) | {"minute"}
-        self.ignored = [original for key, original in lowered.items()
-                        if key in time_like and key not in features and original not in self.used]
+        self.ignored = [name for name in candidates if name.lower() in time_like and name not in self.used]
         if self.kind is None and self.ignored:
             raise InputShapeError(
                 f"time column(s) {self.ignored} cannot be read as a timestamp: give one of "
                 f"{', '.join(TIMESTAMP_KEYS)}, date and time, or {','.join(TIME_PARTS)}")
-
-    @staticmethod
-    def _choose(lowered, layout) -> List[str]:
-        recorded = [name.lower() for name in layout.time_columns]
-        if recorded and all(key in lowered for key in recorded):
-            return recorded
-        for key in TIMESTAMP_KEYS[:4] + ("epoch",):
-            if key in lowered:
-                return [key]
-        if all(key in lowered for key in DATE_AND_TIME):
-            return list(DATE_AND_TIME)
-        for key in ("time", "date"):
-            if key in lowered:
-                return [key]
-        if all(key in lowered for key in TIME_PARTS):
-            return list(TIME_PARTS) + (["minute"] if "minute" in lowered else [])
-        return []
 
     def seconds(self, value_of, clock) -> Optional[float]:
         """The timestamp, from `value_of(column name)`; None when its field is empty."""
