@@ -105,7 +105,7 @@ def load_csv(
     raw = _read_table(path, dialect)
 
     def resolve(name: str) -> str:
-        return _resolve(path, raw, name)
+        return _resolve(path, raw, name, delimiter)
 
     target = resolve(target) if target not in encodings_of.CALENDAR_PERIODS else target
     columns = _ordered_columns(target, [n if n in encodings_of.CALENDAR_PERIODS and _find(raw, n) is None
@@ -177,12 +177,15 @@ def _find(raw: pd.DataFrame, name: str) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def _resolve(path: Path, raw: pd.DataFrame, name: str) -> str:
+def _resolve(path: Path, raw: pd.DataFrame, name: str, delimiter: str | None = None) -> str:
     found = _find(raw, name)
     if found is None:
         shown = ", ".join(raw.columns[:20])
-        hint = (" (the file reads as one column: pass --delimiter if its fields are separated by something other "
-                "than , ; tab or |)" if len(raw.columns) == 1 else "")
+        hint = ""
+        if len(raw.columns) == 1:
+            hint = (f" (the file reads as one column with --delimiter {delimiter!r}: is that its delimiter?)" if delimiter
+                    else " (the file reads as one column: pass --delimiter if its fields are separated by something "
+                    "other than , ; tab or |)")
         raise DataError(f"{path}: no column {name!r}; columns are: {shown}{hint}")
     return found
 

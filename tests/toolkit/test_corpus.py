@@ -541,7 +541,7 @@ def test_cli_train_errors_are_one_line_and_leave_the_old_bundle(tmp_path):
     cases = [
         (csv_file(tmp_path, "empty.csv", ""), (), ("empty.csv", "the file is empty")),
         (csv_file(tmp_path, "semi.csv", text_of(stamped(), sep=";")), ("--delimiter", ","),
-         ("semi.csv", "no column 'PM2.5'", "pass --delimiter")),
+         ("semi.csv", "no column 'PM2.5'", "reads as one column with --delimiter ','")),
         (csv_file(tmp_path, "zones.csv", mixed_offsets()), (), ("zones.csv", "off the detected sampling interval")),
         (good, ("--look-back", "0"), ("--look-back must be at least 1, got 0",)),
         (good, ("--split", "0.5,0.3,0.3"), ("split fractions must be three positive numbers summing to 1",)),
