@@ -14,8 +14,7 @@ function needs it, so `import edgecast` stays quick.
 """
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,36 +139,39 @@ def train(
     split: tuple[float, float, float] = DEFAULTS.split,
     name: str | None = None,
     models_dir: str | Path = MODELS_DIR,
+    time_unit: str | None = None,
+    time_format: str | None = None,
+    dayfirst: bool = False,
+    delimiter: str | None = None,
+    decimal: str | None = None,
+    valid_ranges: Mapping[str, tuple[float | None, float | None]] | Sequence[str] = (),
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
-    **csv_options: Any,
 ) -> TrainResult:
     """Train an LSTM forecaster on a CSV and write the bundle `models_dir/name`.
 
     `features`: extra input columns (numeric, compass wind directions, or the calendar
     features hour_of_day and day_of_week). `name` defaults to the file's name
-    (default_bundle_name). Further keyword arguments go to the CSV loader
-    (edgecast.trainer.data.load_csv). Bad data or settings fail before TensorFlow loads.
+    (default_bundle_name). How the file is written (`time_column` such as `date,time`,
+    `time_unit`, `time_format`, `dayfirst`, `clock`, `delimiter`, `decimal`) is detected
+    when not given; `valid_ranges` maps a column to (min, max), either bound None, or is
+    a list of `COLUMN=MIN,MAX` texts. Bad data or settings fail before TensorFlow loads.
     """
-    from edgecast.trainer.data import load_csv
+    from edgecast.trainer.data import ReadOptions, load_csv
+    from edgecast.trainer.validity import parse_range
 
-    _require_loader_options(load_csv, csv_options)
+    ranges = dict(valid_ranges) if isinstance(valid_ranges, Mapping) else dict(map(parse_range, valid_ranges))
+    read = ReadOptions(time_column=time_column, time_unit=time_unit, time_format=time_format, dayfirst=dayfirst,
+                       clock=clock, delimiter=delimiter, decimal=decimal, valid_ranges=ranges)
     config = TrainConfig(
         look_back=look_back, horizon=horizon, units=units, epochs=epochs, batch_size=batch_size,
         patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap, split=tuple(split),
         layers=layers, dropout=dropout, formulation=formulation, linear_skip=linear_skip,
         quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val, target_units=target_units,
     )
-    series = load_csv(data, target, list(features), time_column, max_gap, clock=clock, **csv_options)
+    series = load_csv(data, target, list(features), max_gap=max_gap, options=read)
     out_dir = Path(models_dir) / (name or default_bundle_name(data))
     return train_series(series, config, out_dir, progress, on_epoch)
-
-
-def _require_loader_options(load_csv: Callable, options: dict[str, Any]) -> None:
-    accepted = inspect.signature(load_csv).parameters
-    unknown = [key for key in options if key not in accepted]
-    if unknown:
-        raise TypeError(f"train() got an unexpected keyword argument '{unknown[0]}'")
 
 
 def train_series(series, config: TrainConfig, out_dir: Path, progress: Progress | None = None,
@@ -181,6 +183,8 @@ def train_series(series, config: TrainConfig, out_dir: Path, progress: Progress 
     windows = prepare(series, config)  # fails on bad settings before TensorFlow loads
     summary = DataSummary(series.source, series.sha256, series.rows_read, len(series.frame), series.features,
                           series.values_interpolated, series.values_missing, series.interval_seconds)
+    for note in series.notes():
+        _say(progress, f"note: {note}")
     _say(progress, f"training on {summary.source}: {summary.steps} steps, features {', '.join(summary.features)}, "
                    f"{summary.values_interpolated} values interpolated, {summary.values_missing} left missing")
     result = run_training(series, config, out_dir, on_epoch, windows)

@@ -91,7 +91,7 @@ def train(
     data: Annotated[Path, typer.Argument(help="CSV with a timestamp column or year,month,day,hour columns.")],
     target: Annotated[str, typer.Option(help="Column to forecast.")],
     features: Annotated[list[str], typer.Option(help="Extra input columns (repeat, or comma-separated).")] = [],
-    time_column: Annotated[Optional[str], typer.Option(help="Timestamp column (default: detected).")] = None,
+    time_column: Annotated[Optional[str], typer.Option(help="Time column(s): one name, date,time, or year,month,day,hour (default: detected).")] = None,
     clock: Annotated[Optional[str], typer.Option(help="Clock of timestamps without a zone (UTC, +08:00, Asia/Shanghai); recorded for the runtime's calendar features.")] = None,
     look_back: Annotated[int, typer.Option(help="Input steps per window.")] = DEFAULTS.look_back,
     horizon: Annotated[int, typer.Option(help="Steps predicted at once.")] = DEFAULTS.horizon,
@@ -112,6 +112,13 @@ def train(
     split: Annotated[str, typer.Option(help="Train,validation,test fractions (chronological).")] = split_text(DEFAULTS.split),
     name: Annotated[Optional[str], typer.Option(help="Bundle name (default: from the CSV file name).")] = None,
     models_dir: Annotated[Path, typer.Option(help="Where bundles live.")] = MODELS_DIR,
+    # How the file is written (edgecast.trainer.data.ReadOptions): defaults are sniffed or detected.
+    time_unit: Annotated[Optional[str], typer.Option(help="Unit of epoch-number times: s or ms (default: by magnitude).")] = None,
+    time_format: Annotated[Optional[str], typer.Option(help="strptime format of the times, e.g. '%d.%m.%Y %H:%M' (date,time joined by a space).")] = None,
+    dayfirst: Annotated[bool, typer.Option("--dayfirst", help="Numeric dates are day-first (13/03/2013).")] = False,
+    delimiter: Annotated[Optional[str], typer.Option(help="Field delimiter, e.g. ';' or tab (default: sniffed).")] = None,
+    decimal: Annotated[Optional[str], typer.Option(help="Decimal mark, '.' or ',' (default: sniffed).")] = None,
+    valid_range: Annotated[list[str], typer.Option(help="COLUMN=MIN,MAX: other readings are missing (repeat; a bound may be empty). Concentrations default to MIN 0.")] = [],
 ) -> None:
     """Train an LSTM forecaster on a CSV and write the bundle models/NAME.
 
@@ -127,7 +134,9 @@ def train(
             formulation=formulation, linear_skip=linear_skip, quadratic_skip=quadratic_skip,
             linear_fit_with_val=linear_fit_with_val, target_units=target_units, epochs=epochs,
             batch_size=batch_size, patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
-            split=_split_fractions(split), name=name, models_dir=models_dir, progress=bar.line, on_epoch=bar.epoch,
+            split=_split_fractions(split), name=name, models_dir=models_dir, time_unit=time_unit, time_format=time_format,
+            dayfirst=dayfirst, delimiter=delimiter, decimal=decimal, valid_ranges=valid_range,
+            progress=bar.line, on_epoch=bar.epoch,
         )
     _print_training_summary(result)
 

@@ -64,12 +64,14 @@ def make_spec(
     formulation: dict | None = None,
     target_units: str | None = None,
     clock: str | None = None,
+    valid_ranges: dict | None = None,
+    time_format: dict | None = None,
 ) -> dict:
     """The preprocessing spec of the graph contract, from a MinMaxScaler fitted on the encoded columns."""
     encodings = encodings or [feature_encodings.numeric(name) for name in features]
     schema = SCHEMA_VERSION if feature_encodings.needs_hub_knowledge(encodings) else PLAIN_SCHEMA_VERSION
     held = [e["feature"] for e in encodings if e["kind"] == DIRECTION]
-    return {
+    spec = {
         "schema_version": schema,
         "target": target,
         "features": list(features),
@@ -92,6 +94,14 @@ def make_spec(
         "target_units": target_units,
         "clock": clock,  # of the training timestamps; the runtime reads hub times in it
     }
+    # Optional keys, absent when they say nothing: the range of each feature's valid
+    # readings ({name: [min or null, max or null]}; the hub treats others as missing)
+    # and how the training file wrote its times (edgecast_runtime.clock.TimeFormat).
+    if valid_ranges:
+        spec["valid_ranges"] = {name: list(bounds) for name, bounds in valid_ranges.items()}
+    if time_format:
+        spec["time_format"] = dict(time_format)
+    return spec
 
 
 def write_bundle(out_dir: Path, model, spec: dict, metrics: dict, training: dict, windows: dict) -> Path:

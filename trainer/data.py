@@ -1,15 +1,14 @@
 """Load a sensor CSV into a regular, gap-marked time series.
 
-Time comes from a timestamp column or from `year, month, day, hour` columns; rows are
-sorted, a regular interval is detected and missing timestamps become explicit NaN rows.
-Short gaps are interpolated, long ones stay NaN so that no window crosses them.
+The file's dialect is sniffed (trainer/dialect.py), its time columns become one time
+line (trainer/times.py), and impossible readings become missing (trainer/validity.py);
+rows are sorted, a regular interval is detected and missing timestamps become explicit
+NaN rows. Short gaps are interpolated, long ones stay NaN so that no window crosses them.
 """
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass
-from datetime import timedelta, timezone
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,27 @@ import pandas as pd
 from edgecast_runtime.contract import CALENDAR_PERIODS, DIRECTION
 
 from . import features as encodings_of
+from . import validity
+from .dialect import Dialect, option_character, sniff
 from .errors import DataError
+from .times import FIRST_DATA_ROW, TimeOptions, read_times
 
-TIMESTAMP_NAMES = ("timestamp", "datetime", "date_time", "time", "date")
-TIME_PARTS = ("year", "month", "day", "hour")
-FIRST_DATA_ROW = 2  # a CSV's first data row is line 2: messages use file line numbers
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a station file, beyond its columns (the CLI's train options)."""
+
+    time_column: str | None = None  # a name, or names joined by commas: date,time or year,month,day,hour
+    time_unit: str | None = None  # s or ms for epoch numbers (default: by magnitude)
+    time_format: str | None = None  # strptime format of the time (date and time joined by a space)
+    dayfirst: bool = False
+    clock: str | None = None  # clock of times without an offset (UTC, +08:00, Europe/Berlin)
+    delimiter: str | None = None  # default: sniffed
+    decimal: str | None = None  # default: sniffed
+    valid_ranges: dict = field(default_factory=dict)  # {column: (min or None, max or None)}
+
+    def time(self) -> TimeOptions:
+        return TimeOptions(self.time_column, self.time_unit, self.time_format, self.dayfirst, self.clock)
 
 
 @dataclass
@@ -40,6 +55,10 @@ class Series:
     values_missing: int
     encodings: list[dict] | None = None  # one per feature (trainer/features.py); None: all numeric
     clock: str | None = None  # the timestamps' clock (UTC, +08:00, a zone name); None: not known
+    time_format: dict | None = None  # the spec's optional `time_format` (edgecast_runtime.clock)
+    valid_ranges: dict = field(default_factory=dict)  # {feature: (min or None, max or None)}
+    invalid: dict = field(default_factory=dict)  # {column: {reason: count}} of readings made missing
+    notices: list[str] = field(default_factory=list)  # what the reader decided on its own
 
     def __post_init__(self):
         if self.encodings is None:
@@ -51,6 +70,11 @@ class Series:
 
     def values(self) -> np.ndarray:
         return self.frame.to_numpy(dtype=np.float64)
+
+    def notes(self) -> list[str]:
+        """The notices and the invalid-reading counts, one line each, for the user."""
+        counts = validity.describe(self.invalid)
+        return self.notices + ([counts] if counts else [])
 
 
 def file_sha256(path: Path) -> str:
@@ -68,22 +92,40 @@ def load_csv(
     time_column: str | None = None,
     max_gap: int = 6,
     clock: str | None = None,
+    options: ReadOptions | None = None,
 ) -> Series:
     """`clock`: the clock of timestamps written without a zone (the UCI Beijing data: +08:00),
     recorded in the spec so the runtime reads hub timestamps in it; timestamps with a
-    zone are converted to it. Without it, zoned timestamps keep their own offset."""
+    zone are converted to it. Without it, zoned timestamps keep their own offset.
+    `time_column` and `clock` override the same fields of `options`."""
     path = Path(path)
-    raw = _read_table(path)
-    columns = _ordered_columns(target, features)
+    options = options or ReadOptions()
+    options = replace(options, time_column=time_column or options.time_column, clock=clock or options.clock)
+    delimiter = option_character(options.delimiter, "delimiter")
+    decimal = option_character(options.decimal, "decimal")
+    dialect = sniff(path, delimiter, decimal) if path.is_file() else Dialect()
+    raw = _read_table(path, dialect)
+
+    def resolve(name: str) -> str:
+        return _resolve(path, raw, name, delimiter)
+
+    target = resolve(target) if target not in CALENDAR_PERIODS else target
+    columns = _ordered_columns(target, [n if n in CALENDAR_PERIODS and _find(raw, n) is None
+                                        else resolve(n) for n in features])
     derived = [n for n in columns if n in CALENDAR_PERIODS and n not in raw.columns and n != target]
     read = [n for n in columns if n not in derived]
-    _require_columns(path, raw, read + ([time_column] if time_column else []))
-    times, time_columns = _parse_time(path, raw, time_column)
-    times, clock = _on_clock(path, times, clock)
-    if derived and times is None:
+    line = read_times(path, raw, options.time(), set(read), resolve)
+    if derived and line.times is None:
         raise DataError(f"{path}: {', '.join(derived)} come from timestamps, but the file has no time column")
+    ranges = validity.ranges_for(read, options.valid_ranges, resolve)
     parsed = {name: _feature_column(path, raw, name, name == target) for name in read}
-    frame, interval = _regularise(path, pd.DataFrame({name: parsed[name][0] for name in read}), times)
+    invalid = {}
+    for name in read:
+        values, counts = validity.invalid_to_missing(parsed[name][0], ranges.get(name))
+        parsed[name] = (values, parsed[name][1])
+        if counts:
+            invalid[name] = counts
+    frame, interval = _regularise(path, pd.DataFrame({name: parsed[name][0] for name in read}), line.times)
     for name in derived:
         frame[name] = encodings_of.calendar_values(name, frame.index)
     frame = frame[columns]
@@ -91,52 +133,12 @@ def load_csv(
         if frame[name].isna().all():
             raise DataError(f"{path}: column '{name}' has no numeric values")
     encodings = [parsed[n][1] if n in parsed else encodings_of.calendar(n) for n in columns]
-    series = _fill_gaps(frame, target, max_gap, interval, time_columns, path, len(raw), encodings)
-    series.clock = clock
+    series = _fill_gaps(frame, target, max_gap, interval, line.columns, path, len(raw), encodings)
+    series.clock, series.time_format = line.clock, line.time_format
+    series.valid_ranges = {name: [low, high] for name, (low, high) in ranges.items()}
+    series.invalid = invalid
+    series.notices = ([dialect.describe()] if dialect.sniffed else []) + line.notices
     return series
-
-
-def parse_clock(text: str):
-    """(name, tzinfo) of a clock: UTC, a fixed offset (+08:00, -0530, +8) or an IANA zone
-    name. The runtime accepts the same forms (edgecast_runtime.encodings.parse_clock);
-    the trainer may not import the runtime, hence this twin."""
-    stripped = text.strip()
-    if stripped.upper() in ("UTC", "Z", "GMT"):
-        return "UTC", timezone.utc
-    match = re.fullmatch(r"(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?", stripped, re.IGNORECASE)
-    if match and int(match.group(2)) <= 23 and int(match.group(3) or 0) <= 59:
-        sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
-        offset = timedelta(hours=hours, minutes=minutes) * (-1 if sign == "-" else 1)
-        return _offset_name(offset), timezone(offset)
-    try:
-        from zoneinfo import ZoneInfo
-
-        return stripped, ZoneInfo(stripped)
-    except Exception:  # ZoneInfoNotFoundError, ValueError
-        raise DataError(f"--clock {text!r} is not UTC, an offset like +08:00, or a time zone name") from None
-
-
-def _offset_name(offset) -> str:
-    if not offset:
-        return "UTC"
-    minutes = int(abs(offset.total_seconds()) // 60)
-    return f"{'-' if offset.total_seconds() < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
-
-
-def _on_clock(path: Path, times, clock: str | None):
-    """Timestamps in the data's clock, and its name (None when nothing says it)."""
-    if clock is None:
-        zone = None if times is None else getattr(times.dt, "tz", None)
-        if zone is None:
-            return times, None
-        offset = zone.utcoffset(None)
-        return times, getattr(zone, "key", None) or (_offset_name(offset) if offset is not None else str(zone))
-    if times is None:
-        raise DataError(f"{path}: --clock {clock!r} was given, but the file has no timestamps")
-    name, zone = parse_clock(clock)
-    if getattr(times.dt, "tz", None) is not None:
-        times = times.dt.tz_convert(zone)
-    return times, name
 
 
 def series_from_values(values: list[float], name: str, source: str, sha256: str) -> Series:
@@ -145,11 +147,12 @@ def series_from_values(values: list[float], name: str, source: str, sha256: str)
     return Series(frame, name, None, [], source, sha256, len(frame), 0, 0)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, dialect: Dialect) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        raw = pd.read_csv(path, na_values=["NA", "NaN", "nan", ""], keep_default_na=True)
+        raw = pd.read_csv(path, sep=dialect.delimiter, decimal=dialect.decimal, encoding="utf-8-sig",
+                          na_values=["NA", "NaN", "nan", ""], keep_default_na=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -168,47 +171,25 @@ def _ordered_columns(target: str, features) -> list[str]:
     return ordered
 
 
-def _require_columns(path: Path, raw: pd.DataFrame, names: list[str]) -> None:
-    missing = [n for n in names if n not in raw.columns]
-    if missing:
+def _find(raw: pd.DataFrame, name: str) -> str | None:
+    """The column spelled `name`: exactly, else the one column spelled so in another case."""
+    if name in raw.columns:
+        return name
+    matches = [column for column in raw.columns if column.lower() == name.lower()]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _resolve(path: Path, raw: pd.DataFrame, name: str, delimiter: str | None = None) -> str:
+    found = _find(raw, name)
+    if found is None:
         shown = ", ".join(raw.columns[:20])
-        hint = " (is the delimiter a comma?)" if len(raw.columns) == 1 else ""
-        raise DataError(f"{path}: no column {', '.join(repr(m) for m in missing)}; columns are: {shown}{hint}")
-
-
-def _parse_time(path: Path, raw: pd.DataFrame, time_column: str | None):
-    if time_column is None:
-        lowered = {c.lower(): c for c in raw.columns}
-        time_column = next((lowered[n] for n in TIMESTAMP_NAMES if n in lowered), None)
-    if time_column is not None:
-        try:
-            times = pd.to_datetime(raw[time_column], errors="coerce")
-        except (ValueError, TypeError) as exc:  # e.g. offsets that change mid-file (daylight saving)
-            raise DataError(
-                f"{path}: column '{time_column}': timestamps cannot be put on one time line "
-                f"({str(exc).splitlines()[0]}); write them all in one offset or in UTC"
-            ) from None
-        _reject_bad_times(path, raw[time_column], times, time_column)
-        return times, [time_column]
-    if all(part in raw.columns for part in TIME_PARTS):
-        parts = raw[list(TIME_PARTS)].apply(pd.to_numeric, errors="coerce")
-        times = pd.to_datetime(parts, errors="coerce")
-        # pandas adds the hour as a duration, so hour 25 would silently become 1 o'clock the next day.
-        times = times.where(parts["hour"].between(0, 23) & (parts["hour"] % 1 == 0))
-        bad = np.flatnonzero(times.isna().to_numpy())
-        if len(bad):
-            row = int(bad[0])
-            shown = "/".join(str(value) for value in raw[list(TIME_PARTS)].iloc[row])
-            raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: '{shown}' in year/month/day/hour is not a valid time")
-        return times, list(TIME_PARTS)
-    return None, []
-
-
-def _reject_bad_times(path: Path, source: pd.Series, times: pd.Series, label: str) -> None:
-    bad = np.flatnonzero(times.isna().to_numpy())
-    if len(bad):
-        row = int(bad[0])
-        raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: '{source.iloc[row]}' in {label} is not a valid time")
+        hint = ""
+        if len(raw.columns) == 1:
+            hint = (f" (the file reads as one column with --delimiter {delimiter!r}: is that its delimiter?)" if delimiter
+                    else " (the file reads as one column: pass --delimiter if its fields are separated by something "
+                    "other than , ; tab or |)")
+        raise DataError(f"{path}: no column {name!r}; columns are: {shown}{hint}")
+    return found
 
 
 def _feature_column(path: Path, raw: pd.DataFrame, name: str, is_target: bool) -> tuple[pd.Series, dict]:
@@ -236,11 +217,12 @@ def _numeric_column(path: Path, raw: pd.DataFrame, name: str) -> pd.Series:
 def _regularise(path: Path, frame: pd.DataFrame, times) -> tuple[pd.DataFrame, float | None]:
     if times is None:
         return frame.reset_index(drop=True), None
-    frame = frame.set_axis(pd.DatetimeIndex(times.to_numpy(), name="time"))
+    frame = frame.set_axis(pd.DatetimeIndex(times, name="time"))
     duplicated = frame.index.duplicated()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
-        raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: timestamp {frame.index[row]} appears more than once")
+        hint = "" if frame.index.tz is not None else " (local times with daylight saving? pass --clock ZONE)"
+        raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: timestamp {frame.index[row]} appears more than once{hint}")
     frame = frame.sort_index(kind="stable")
     if len(frame) < 2:
         return frame, None

@@ -164,11 +164,23 @@ def evaluate_bundle_on_csv(bundle, csv_path, folds: int = 0) -> Evaluation:
 
 
 def _load_like_training(bundle, csv_path, load_csv):
+    from edgecast_runtime.clock import spec_time_format
+
+    from .data import ReadOptions
+
     spec = bundle.spec
-    time_column = spec.get("time_columns", [None])[0] if len(spec.get("time_columns", [])) == 1 else None
-    series = load_csv(csv_path, spec["target"], spec["features"][1:], time_column, spec["gap_policy"]["max_gap"],
-                      clock=spec.get("clock"))
     wanted = [e["kind"] for e in spec_encodings(spec)]
+    time_format = spec_time_format(spec)
+    ranges = spec.get("valid_ranges", {})
+    options = ReadOptions(
+        time_column=",".join(spec.get("time_columns", [])) or None, time_unit=time_format.unit,
+        time_format=time_format.format, dayfirst=bool(time_format.dayfirst), clock=spec.get("clock"),
+        # the training ranges exactly: a default the training run removed stays removed
+        valid_ranges={name: tuple(ranges.get(name, (None, None)))
+                      for name, kind in zip(spec["features"], wanted) if kind != "cyclic"},
+    )
+    series = load_csv(csv_path, spec["target"], spec["features"][1:], max_gap=spec["gap_policy"]["max_gap"],
+                      options=options)
     found = [e["kind"] for e in series.encodings]
     for name, want, got in zip(spec["features"], wanted, found):
         if want != got:

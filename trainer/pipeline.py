@@ -45,7 +45,7 @@ def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, dat
         series.target, series.features, config.look_back, config.horizon,
         series.interval_seconds, series.time_columns, data.scaler, config.max_gap,
         encodings=series.encodings, formulation=formulation, target_units=config.target_units,
-        clock=series.clock,
+        clock=series.clock, valid_ranges=series.valid_ranges, time_format=series.time_format,
     )
     started = time.perf_counter()
     train_pair = _network_pair(data.train, data.scaler, spec)
@@ -105,6 +105,11 @@ def _training_record(series: Series, config: TrainConfig, data, history: dict, s
             "values_interpolated": series.values_interpolated,
             "values_missing": series.values_missing,
             "interval_seconds": series.interval_seconds,
+            "time_columns": series.time_columns,
+            "clock": series.clock,
+            "valid_ranges": series.valid_ranges,
+            "values_invalid": series.invalid,  # {column: {reason: count}} made missing before training
+            "notices": series.notices,
         },
         "split": {
             "fractions": list(config.split),

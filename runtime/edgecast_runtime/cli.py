@@ -10,7 +10,7 @@ import sys
 
 from . import __version__, commands, service
 from . import mqtt as mqtt_module
-from .encodings import parse_clock
+from .clock import parse_clock
 from .errors import (
     EdgecastRuntimeError,
     InputError,

@@ -11,10 +11,10 @@
 """
 
 import math
-import re
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, tzinfo
 from typing import List, Optional
 
+from .clock import ClockError, TimeFormat, clock_name, spec_time_format, to_clock
 from .contract import (
     CALENDAR_PERIODS,
     CALM_CODES,
@@ -28,16 +28,13 @@ from .contract import (
 from .errors import EdgecastRuntimeError, InputValueError
 from .formatting import seconds_text
 
-UTC = timezone.utc
-_OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)
-
 
 class InputLayout:
     """The raw columns of a model's `window`, from its spec: which features are
     directions, which are calendar values, which are held over a missing value."""
 
     def __init__(self, features: List[str], kinds: Optional[List[str]] = None,
-                 hold_last=()):
+                 hold_last=(), time_columns=(), time_format: Optional[TimeFormat] = None):
         self.features = list(features)
         self.kinds = list(kinds) if kinds is not None else [NUMERIC] * len(self.features)
         self.hold_last = [name for name in hold_last if name in self.features]
@@ -45,6 +42,10 @@ class InputLayout:
         self.calendar = [i for i, kind in enumerate(self.kinds) if kind == CYCLIC]
         self.calendar_names = [self.features[i] for i in self.calendar]
         self.hold_indices = [self.features.index(name) for name in self.hold_last]
+        # How the training file wrote its times: its time columns and their format, so
+        # that a hub may send lines in the training file's own layout.
+        self.time_columns = list(time_columns)
+        self.time_format = time_format or TimeFormat()
 
     @property
     def plain(self) -> bool:
@@ -142,53 +143,6 @@ def calendar_value(name: str, moment: datetime) -> float:
     raise EdgecastRuntimeError(f"unknown calendar feature {name!r}")
 
 
-def to_clock(seconds: float, clock: Optional[tzinfo]) -> datetime:
-    try:
-        return datetime.fromtimestamp(seconds, clock or UTC)
-    except (OverflowError, OSError, ValueError):
-        raise InputValueError(f"timestamp {seconds!r} is out of range for a calendar") from None
-
-
-def parse_clock(text: str) -> tzinfo:
-    """The data's clock for calendar features: UTC, a fixed offset (+08:00, -0530,
-    UTC+8) or an IANA zone name (Asia/Shanghai; needs the system's zone files)."""
-    stripped = text.strip()
-    if stripped.upper() in ("UTC", "Z", "GMT"):
-        return UTC
-    match = _OFFSET.match(stripped)
-    if match:
-        sign, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3) or 0)
-        if hours > 23 or minutes > 59:
-            raise EdgecastRuntimeError(f"clock {text!r}: offset out of range")
-        delta = timedelta(hours=hours, minutes=minutes)
-        return timezone(-delta if sign == "-" else delta)
-    try:
-        from zoneinfo import ZoneInfo
-        return ZoneInfo(stripped)
-    except Exception:  # ZoneInfoNotFoundError, ValueError, ImportError on old Pythons
-        raise EdgecastRuntimeError(
-            f"clock {text!r} is not UTC, an offset like +08:00, or a time zone name "
-            f"known to this system") from None
-
-
-def spec_clock(spec: dict) -> Optional[tzinfo]:
-    """The training data's clock the spec records (`clock`), or None when it records none
-    (older bundles, data without timestamps): then UTC unless --clock says otherwise."""
-    value = spec.get("clock")
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise EdgecastRuntimeError("expected a string such as UTC, +08:00 or Asia/Shanghai")
-    return parse_clock(value)
-
-
-def clock_name(clock: Optional[tzinfo]) -> str:
-    if clock is None or clock is UTC:
-        return "UTC"
-    key = getattr(clock, "key", None)
-    return key or str(clock)
-
-
 def layout_from_spec(spec: dict, version: str, fail) -> InputLayout:
     """The input layout of a validated spec; `fail(problem)` raises a ModelError."""
     features = spec["features"]
@@ -228,7 +182,14 @@ def layout_from_spec(spec: dict, version: str, fail) -> InputLayout:
     unknown = [name for name in hold if name not in features]
     if unknown:
         fail(f"has gap_policy.hold_last {unknown} that are not features")
-    return InputLayout(features, kinds, hold)
+    time_columns = spec.get("time_columns") or []
+    if not isinstance(time_columns, list) or not all(isinstance(n, str) for n in time_columns):
+        fail("has malformed 'time_columns' (expected a list of column names)")
+    try:
+        time_format = spec_time_format(spec)
+    except ClockError as exc:
+        fail(f"has {exc}")
+    return InputLayout(features, kinds, hold, time_columns, time_format)
 
 
 def _kinds(encodings, features, fail) -> List[str]:

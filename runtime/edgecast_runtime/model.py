@@ -12,6 +12,7 @@ from typing import Optional
 import numpy as np
 import onnxruntime as ort
 
+from .clock import spec_clock
 from .contract import (
     INPUT_NAME,
     MANIFEST_NAME,
@@ -21,7 +22,7 @@ from .contract import (
     SPEC_KEY,
     SUPPORTED_SCHEMA_TEXTS,
 )
-from .encodings import layout_from_spec, spec_clock
+from .encodings import layout_from_spec
 from .errors import (
     EdgecastRuntimeError,
     InputShapeError,

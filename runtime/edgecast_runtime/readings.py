@@ -4,17 +4,19 @@ or without a header). Shared by `stream`, POST /v1/observe and `mqtt`."""
 
 import csv
 import json
-import math
-import numbers
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import List, Optional
+from typing import Dict, List, Optional
 
+from .clock import parse_timestamp, seconds_from_parts
 from .encodings import InputLayout, direction_degrees
 from .errors import InputShapeError, InputValueError
 from .inputs import MISSING_WORDS, reading_value
 
-TIMESTAMP_KEYS = ("timestamp", "ts", "time")
+# Names of a single timestamp column or key, in the order they are looked for (any case).
+TIMESTAMP_KEYS = ("timestamp", "datetime", "date_time", "ts", "time", "date", "epoch")
+TIME_PARTS = ("year", "month", "day", "hour")  # the Beijing stations' own layout; minute optional
+DATE_AND_TIME = ("date", "time")
+BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
@@ -28,46 +30,75 @@ class Reading:
 @dataclass(frozen=True)
 class Header:
     columns: List[str]
+    time_columns: List[str] = ()  # the columns the timestamp is read from
+    ignored_time_columns: List[str] = ()  # time-like columns left unread: another one is used
+
+
+def choose_time_columns(names, recorded=()) -> List[str]:
+    """The columns (any case) a time is read from, in this order: the training file's
+    own (`recorded`, from the spec), a single timestamp (timestamp, datetime,
+    date_time, ts, epoch), date and time, a time or date column, year/month/day/hour
+    (and minute). The trainer detects a file's time columns with this too."""
+    lowered = {}
+    for name in names:
+        lowered.setdefault(name.lower(), name)
+    keys = [name.lower() for name in recorded]
+    if not (keys and all(key in lowered for key in keys)):
+        keys = _default_time_keys(lowered)
+    return [lowered[key] for key in keys]
+
+
+def _default_time_keys(lowered) -> List[str]:
+    for key in TIMESTAMP_KEYS[:4] + ("epoch",):
+        if key in lowered:
+            return [key]
+    if all(key in lowered for key in DATE_AND_TIME):
+        return list(DATE_AND_TIME)
+    for key in ("time", "date"):
+        if key in lowered:
+            return [key]
+    if all(key in lowered for key in TIME_PARTS):
+        return list(TIME_PARTS) + (["minute"] if "minute" in lowered else [])
+    return []
+
+
+class TimeColumns:
+    """Where a reading's time is, among a header's columns or an object's keys (any
+    case): the training file's own time columns (recorded in the spec), a single
+    timestamp, separate date and time, or year/month/day/hour (and minute)."""
+
+    def __init__(self, names, layout: InputLayout):
+        features = {name.lower() for name in layout.features}
+        candidates = [name for name in names if name.lower() not in features]
+        self.layout = layout
+        self.used = choose_time_columns(candidates, layout.time_columns)
+        self.kind = ("parts" if {k.lower() for k in self.used} >= set(TIME_PARTS)
+                     else "pair" if len(self.used) == 2 else "single" if self.used else None)
+        time_like = set(TIMESTAMP_KEYS) | set(TIME_PARTS) | {"minute"}
+        self.ignored = [name for name in candidates if name.lower() in time_like and name not in self.used]
+        if self.kind is None and self.ignored:
+            raise InputShapeError(
+                f"time column(s) {self.ignored} cannot be read as a timestamp: give one of "
+                f"{', '.join(TIMESTAMP_KEYS)}, date and time, or {','.join(TIME_PARTS)}")
+
+    def seconds(self, value_of, clock) -> Optional[float]:
+        """The timestamp, from `value_of(column name)`; None when its field is empty."""
+        values = [value_of(name) for name in self.used]
+        if not values or any(value is None or value == "" for value in values):
+            return None
+        time_format = self.layout.time_format
+        if self.kind == "parts":
+            return seconds_from_parts({name.lower(): value for name, value in zip(self.used, values)},
+                                      clock)
+        if self.kind == "pair":
+            return parse_timestamp(" ".join(str(value).strip() for value in values), clock, time_format)
+        return parse_timestamp(values[0], clock, time_format)
 
 
 def as_layout(features_or_layout) -> InputLayout:
     if isinstance(features_or_layout, InputLayout):
         return features_or_layout
     return InputLayout(list(features_or_layout))
-
-
-def parse_timestamp(value, clock=None) -> float:
-    """Seconds since the epoch from a number or an ISO 8601 string; an ISO time
-    without a zone is read in `clock` (the data's clock, UTC by default)."""
-    if isinstance(value, bool):
-        raise InputValueError(f"timestamp must be a number or ISO 8601 text, got {value!r}")
-    if isinstance(value, numbers.Real):
-        seconds = float(value)
-    elif isinstance(value, str):
-        seconds = _timestamp_from_text(value.strip(), clock)
-    else:
-        raise InputValueError(f"timestamp must be a number or ISO 8601 text, got {value!r}")
-    if not math.isfinite(seconds):
-        raise InputValueError(f"timestamp must be finite, got {value!r}")
-    return seconds
-
-
-def _timestamp_from_text(text: str, clock=None) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise InputValueError(
-            f"timestamp {text[:40]!r} is neither seconds since the epoch nor ISO 8601") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=clock or timezone.utc)
-    try:
-        return moment.timestamp()
-    except (OverflowError, ValueError):
-        raise InputValueError(f"timestamp {text[:40]!r} is out of range") from None
 
 
 def reading_from_json(document, features, clock=None) -> Reading:
@@ -79,10 +110,10 @@ def reading_from_json(document, features, clock=None) -> Reading:
     layout = as_layout(features)
     timestamp = None
     if isinstance(document, dict):
-        for key in TIMESTAMP_KEYS:
-            if document.get(key) is not None:
-                timestamp = parse_timestamp(document[key], clock)
-                break
+        document = {key.lstrip(BOM) if isinstance(key, str) else key: value
+                    for key, value in document.items()}
+        timestamp = TimeColumns([k for k in document if isinstance(k, str)], layout).seconds(
+            document.get, clock)
         raw = _values_from_object(document, layout)
     else:
         raw = document
@@ -98,11 +129,22 @@ def _values_from_object(document: dict, layout: InputLayout):
         return document["value"]
     features = layout.features
     wanted = [name for name in features if name not in layout.calendar_names]
-    if all(name in document for name in wanted):
-        return [document.get(name) for name in features]
-    missing = [name for name in wanted if name not in document]
+    keys = _matching_names(document, features)
+    if all(name in keys for name in wanted):
+        return [document.get(keys.get(name)) for name in features]
+    missing = [name for name in wanted if name not in keys]
     raise InputShapeError(f"reading needs \"values\" (a list), \"value\", or a key per feature "
                           f"{wanted}; missing {missing}")
+
+
+def _matching_names(given, features) -> Dict[str, str]:
+    """{feature: the given name that spells it}: exact first, then without regard to case."""
+    lowered = {}
+    for name in given:
+        if isinstance(name, str):
+            lowered.setdefault(name.lower(), name)
+    return {feature: feature if feature in given else lowered[feature.lower()]
+            for feature in features if feature in given or feature.lower() in lowered}
 
 
 def _values(raw: list, layout: InputLayout) -> List[float]:
@@ -146,17 +188,21 @@ def _value_count_text(layout: InputLayout) -> str:
 class LineParser:
     """Parses the lines of one input stream. JSON lines start with '{' or '['; any
     other line is CSV: `v1,...,vF` or `timestamp,v1,...,vF`, or, after a header line
-    naming the features (and optionally a timestamp column), columns in any order."""
+    naming the features (any case) and the time columns (see TimeColumns), columns
+    in any order. A byte-order mark before the first line is dropped."""
 
     def __init__(self, features, clock=None):
         self.layout = as_layout(features)
         self.features = list(self.layout.features)
         self.clock = clock
         self._columns = None  # header column -> index, once a header was read
+        self._time = None  # the header's TimeColumns
+        self._time_index = {}  # time column -> index
+        self._width = 0  # fields per line, as in the header
         self._seen_data = False
 
     def parse(self, line: str):
-        text = line.strip()
+        text = line.strip().lstrip(BOM).strip()
         if not text:
             raise InputValueError("empty line: expected a reading")
         if text[0] in "{[":
@@ -186,42 +232,46 @@ class LineParser:
         return self._by_position(fields)
 
     def _looks_like_header(self, fields) -> bool:
-        names = set(self.features) | set(TIMESTAMP_KEYS) | {"date", "datetime"}
-        return any(field in names for field in fields)
+        names = ({name.lower() for name in self.features + self.layout.time_columns}
+                 | set(TIMESTAMP_KEYS) | set(TIME_PARTS))
+        return any(field.lower() in names for field in fields)
 
     def _read_header(self, fields) -> Header:
+        keys = _matching_names(fields, self.features)
         missing = [name for name in self.features
-                   if name not in fields and name not in self.layout.calendar_names]
+                   if name not in keys and name not in self.layout.calendar_names]
         if missing:
             raise InputShapeError(f"CSV header {fields} lacks the feature column(s) {missing}")
-        self._columns = {name: index for index, name in enumerate(fields)}
-        return Header(fields)
+        self._time = TimeColumns(fields, self.layout)
+        index = {name: position for position, name in enumerate(fields)}
+        self._columns = {feature: index[name] for feature, name in keys.items()}
+        self._width = len(fields)
+        self._time_index = {name: index[name] for name in self._time.used}
+        return Header(fields, list(self._time.used), list(self._time.ignored))
 
     def _by_header(self, fields) -> Reading:
-        if len(fields) != len(self._columns):
-            raise InputShapeError(f"expected {len(self._columns)} CSV fields as in the header, "
+        if len(fields) != self._width:
+            raise InputShapeError(f"expected {self._width} CSV fields as in the header, "
                                   f"got {len(fields)}")
-        timestamp = None
-        for key in TIMESTAMP_KEYS + ("date", "datetime"):
-            if key in self._columns and fields[self._columns[key]]:
-                timestamp = parse_timestamp(fields[self._columns[key]], self.clock)
-                break
+        timestamp = self._time.seconds(lambda name: fields[self._time_index[name]], self.clock)
         raw = [fields[self._columns[name]] if name in self._columns else None
                for name in self.features]
         return Reading(_values(raw, self.layout), timestamp)
+
+    def _timestamp(self, text: str) -> float:
+        return parse_timestamp(text, self.clock, self.layout.time_format)
 
     def _by_position(self, fields) -> Reading:
         count = len(self.features)
         calendar = len(self.layout.calendar)
         if calendar and len(fields) == count - calendar + 1:
             # timestamp first, the calendar features left to the timestamp
-            return Reading(_values(fields[1:], self.layout), parse_timestamp(fields[0], self.clock))
+            return Reading(_values(fields[1:], self.layout), self._timestamp(fields[0]))
         if len(fields) == count:
             return Reading(_values(fields, self.layout))
         if len(fields) == count + 1:
-            return Reading(_values(fields[1:], self.layout), parse_timestamp(fields[0], self.clock))
+            return Reading(_values(fields[1:], self.layout), self._timestamp(fields[0]))
         if calendar:
             count = f"{count - calendar} or {count}"
         raise InputShapeError(f"expected {count} CSV value(s) ({', '.join(self.features)}), "
                               f"optionally after a timestamp, got {len(fields)} field(s)")
-

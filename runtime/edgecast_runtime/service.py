@@ -127,7 +127,7 @@ def _answer_line(streamer, parser, raw: bytes, source) -> dict:
     try:
         parsed = parser.parse(raw.decode("utf-8"))
         if isinstance(parsed, Header):
-            return {"status": "header", "columns": parsed.columns}
+            return {"status": "header", "columns": parsed.columns, "time_columns": parsed.time_columns}
         return streamer.observe_reading(parsed)
     except UnicodeDecodeError:
         return {"status": "error", "error": "line is not UTF-8 text"}

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .encodings import clock_name
+from .clock import clock_name
 from .errors import InputShapeError, InputValueError, StateError
 from .formatting import comparable, float_list, seconds_text
 from .policy import (

@@ -19,8 +19,8 @@ from edgecast_runtime import (
     StreamingForecaster,
     StreamPolicy,
 )
+from edgecast_runtime.clock import parse_clock
 from edgecast_runtime.contract import COMPASS_POINTS
-from edgecast_runtime.encodings import parse_clock
 from edgecast_runtime.model import _validate_spec
 
 MODEL = FIXTURES / "schema2" / "model.onnx"
@@ -192,7 +192,7 @@ SPEC = json.loads(json.dumps(Forecaster(MODEL).spec))
 def test_the_models_recorded_clock_is_the_default(model, tmp_path):
     """A spec with "clock" (edgecast train --clock) sets the streamer's clock; --clock
     (the clock argument) still wins; without either it is UTC."""
-    from edgecast_runtime.encodings import spec_clock
+    from edgecast_runtime.clock import spec_clock
 
     assert spec_clock({**SPEC, "clock": "+08:00"}) == parse_clock("+08:00")
     assert spec_clock(SPEC) is None and model.clock is None

@@ -100,6 +100,13 @@ def check_sorted(series, data):
     np.testing.assert_allclose(series.frame["PM2.5"].to_numpy(), expected["PM2.5"].to_numpy())
 
 
+def check_same_as_comma(series, data):
+    expected = stamped(60)
+    assert series.interval_seconds == 3600 and series.features == ["PM2.5", "TEMP"]
+    np.testing.assert_allclose(series.frame["PM2.5"].to_numpy(), expected["PM2.5"].to_numpy())
+    np.testing.assert_allclose(series.frame["TEMP"].to_numpy(), expected["TEMP"].to_numpy())
+
+
 def check_infinities_are_missing(series, data):
     assert series.frame["PM2.5"].iloc[[5, 6, 7, 8]].isna().all()
     assert series.values_missing == 4 and np.isfinite(series.frame["PM2.5"].drop(series.frame.index[5:9])).all()
@@ -130,10 +137,13 @@ TRAINER_CASES = [
     Case("empty-file", "", DataError, ("the file is empty",)),
     Case("blank-lines-only", "\n \n\n", DataError, ("the file is empty",)),
     Case("header-only", "timestamp,PM2.5,TEMP\n", DataError, ("header but no data rows",)),
-    Case("semicolon-delimiter", lambda: text_of(stamped(), sep=";"), DataError,
-         ("no column 'PM2.5'", "timestamp;PM2.5;TEMP", "is the delimiter a comma?")),
-    Case("tab-delimiter", lambda: text_of(stamped(), sep="\t"), DataError,
-         ("no column 'PM2.5'", "is the delimiter a comma?")),
+    # `;` (with decimal commas, the common European export) and tabs are sniffed and read.
+    Case("semicolon-delimiter", lambda: text_of(stamped(), sep=";", decimal=","), check=check_same_as_comma,
+         load={"features": ["TEMP"]}),
+    Case("tab-delimiter", lambda: text_of(stamped(), sep="\t"), check=check_same_as_comma, load={"features": ["TEMP"]}),
+    Case("space-delimiter", lambda: text_of(stamped().assign(timestamp=lambda f: f.timestamp.str.replace(" ", "T")),
+                                            sep=" "), DataError,
+         ("no column 'PM2.5'", "timestamp PM2.5 TEMP", "pass --delimiter")),
     Case("not-utf8", b"timestamp,PM2.5\n\xff\xfe\x00,1\n", DataError, ("not a readable CSV", "utf-8")),
     Case("unterminated-quote", 'timestamp,PM2.5\n"2024-01-01 00:00,1\n', DataError, ("not a readable CSV", "EOF inside string")),
     Case("ragged-row", "timestamp,PM2.5\n2024-01-01 00:00,1\n2024-01-01 01:00,1,5,6\n", DataError,
@@ -143,7 +153,9 @@ TRAINER_CASES = [
     Case("unparseable-timestamp", lambda: text_of(with_value(stamped(), 5, "timestamp", "yesterday")), DataError,
          ("row 7", "'yesterday'", "in timestamp", "not a valid time")),
     Case("hour-out-of-range", bad_hour, DataError, ("row 9", "'2024/1/1/25'", "year/month/day/hour", "not a valid time")),
-    Case("mixed-utc-offsets", mixed_offsets, DataError, ("column 'timestamp'", "one offset or in UTC")),
+    # Offsets that change (daylight saving) are put on one time line; local noon is then 23 h apart.
+    Case("mixed-utc-offsets", mixed_offsets, DataError, ("timestamp 2024-04-01 10:00:00+00:00",
+                                                         "off the detected sampling interval")),
     Case("off-grid-timestamp",
          "timestamp,PM2.5\n2024-01-01 00:00,1\n2024-01-01 01:00,2\n2024-01-01 02:00,3\n2024-01-01 02:30,4\n",
          DataError, ("timestamp 2024-01-01 02:30:00", "off the detected sampling interval")),
@@ -529,8 +541,9 @@ def test_cli_train_errors_are_one_line_and_leave_the_old_bundle(tmp_path):
     good = csv_file(tmp_path, "good.csv", text_of(stamped(80)))
     cases = [
         (csv_file(tmp_path, "empty.csv", ""), (), ("empty.csv", "the file is empty")),
-        (csv_file(tmp_path, "semi.csv", text_of(stamped(), sep=";")), (), ("semi.csv", "is the delimiter a comma?")),
-        (csv_file(tmp_path, "zones.csv", mixed_offsets()), (), ("zones.csv", "column 'timestamp'", "one offset or in UTC")),
+        (csv_file(tmp_path, "semi.csv", text_of(stamped(), sep=";")), ("--delimiter", ","),
+         ("semi.csv", "no column 'PM2.5'", "reads as one column with --delimiter ','")),
+        (csv_file(tmp_path, "zones.csv", mixed_offsets()), (), ("zones.csv", "off the detected sampling interval")),
         (good, ("--look-back", "0"), ("--look-back must be at least 1, got 0",)),
         (good, ("--split", "0.5,0.3,0.3"), ("split fractions must be three positive numbers summing to 1",)),
     ]
