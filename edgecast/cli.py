@@ -190,16 +190,25 @@ def export(
     builtin_ops: Annotated[bool, typer.Option(
         help="Also write model.builtin.tflite: builtin ops only, LSTM unrolled (no Flex ops, control flow or "
         "variables), for TFLite Micro and minimal interpreters.")] = False,
+    target: Annotated[str, typer.Option(
+        help="hub: the artifacts above. mcu: also BUNDLE/micro/, a TensorFlow Lite Micro build (int8 when it keeps "
+        "test RMSE within 3%, else float32 builtin ops) as C++ sources, verified in TFLM with its arena measured.",
+    )] = "hub",
 ) -> None:
     """Export ONNX and TFLite with the scaler in the graph; fail unless parity holds."""
     from edgecast.export.errors import ParityError
     from edgecast.export.pipeline import export_bundle
     from edgecast.export.quantize import QuantizationError
 
+    if target not in ("hub", "mcu"):
+        raise typer.BadParameter(f"'{target}' is not one of hub, mcu", param_hint="'--target'")
+    modes = _split_list(quantize)
+    if target == "mcu":  # the micro build chooses between these two files
+        builtin_ops, modes = True, modes + ["tflite-int8"] * ("tflite-int8" not in modes)
     try:
         manifest = export_bundle(
             bundle, opset=opset, tflite=tflite, progress=lambda m: err.print(m, markup=False),
-            quantize=_split_list(quantize), builtin_ops=builtin_ops,
+            quantize=modes, builtin_ops=builtin_ops,
         )
     except ParityError as exc:
         out.print(parity_table(exc.report))
@@ -209,8 +218,15 @@ def export(
         out.print(accuracy_table(manifest["quantization"]["accuracy"]))
     for name, entry in manifest["artifacts"].items():
         out.print(f"{bundle / name}  {entry['bytes']} bytes  sha256 {entry['sha256'][:16]}…")
+    if target == "mcu":
+        from edgecast.export.micro import export_micro
+
+        result = export_micro(bundle, progress=lambda m: err.print(m, markup=False))
+        out.print(micro_table(result.to_dict()))
+        out.print(f"wrote {result.folder}/ ({', '.join(result.files)}, micro.json)")
     out.print(f"wrote {bundle / 'manifest.json'}")
-    refused = manifest.get("quantization", {}).get("refused", {})
+    refused = {mode: why for mode, why in manifest.get("quantization", {}).get("refused", {}).items()
+               if mode in _split_list(quantize)}  # a refusal the mcu target chose around is not an error
     if refused:
         raise QuantizationError(f"{len(refused)} --quantize mode(s) refused, the other artifacts were written: "
                                 + "; ".join(refused.values()))
@@ -222,9 +238,14 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Recompute parity of the exported artifacts against scaler + Keras + inverse."""
+    from edgecast.export.micro import verify_micro
     from edgecast.export.pipeline import verify_bundle
 
     report = verify_bundle(bundle)
+    micro = verify_micro(bundle)
+    if micro is not None:
+        report["micro"] = micro
+        report["passed"] = report["passed"] and micro["passed"]
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -234,6 +255,10 @@ def verify(
             out.print(f"{name} ops: {_op_counts(row['ops'])}{_float_ops_note(row)}", markup=False)
         for problem in report["integrity"]["problems"]:
             err.print(f"integrity: {problem}", markup=False)
+        if micro is not None:
+            out.print(micro_table(micro))
+            for problem in micro["problems"]:
+                err.print(f"micro: {problem}", markup=False)
     if not report["passed"]:
         raise typer.Exit(1)
 
@@ -253,6 +278,24 @@ def accuracy_table(report: dict) -> Table:
             name, str(row["bytes"]), ratio, f"{row['rmse']:.3f}", f"{row['mae']:.3f}",
             f"{row['rmse_change_pct']:+.2f}%", f"{row['max_abs_deviation']:.3g}",
         )
+    return table
+
+
+def micro_table(micro: dict) -> Table:
+    """The microcontroller build: chosen file, its check in TFLM, arena, flash, time per forecast."""
+    check = micro.get("now") or micro["verification"][micro["model_file"]]
+    agreement = (f"mean |TFLM-LiteRT| {check['litert_agreement']:.3%} of mean |forecast|"
+                 if "litert_agreement" in check else f"max |TFLM-Keras| {check['max_abs_vs_keras']:.2e}")
+    arena, flash, timing = micro["arena"], micro["flash"], micro["timing"]
+    table = Table(title=f"microcontroller build ({micro['tflm_release']}): {micro['reason']}")
+    for column in ("file", "TFLM check", "RMSE change", "arena (min)", "flash est. (model + code)", "µs TFLM / LiteRT"):
+        table.add_column(column, justify="left" if column in ("file", "TFLM check") else "right")
+    table.add_row(
+        micro["model_file"], f"{agreement}: {'passed' if check['passed'] else 'FAILED'}",
+        f"{check['rmse_change_pct']:+.2f}%", f"{arena['bytes']} ({arena['min_bytes']})",
+        f"{flash['total_estimate_bytes']} ({flash['model_bytes']} + {flash['interpreter_estimate_bytes']})",
+        f"{timing['tflm_us']:.1f} / {timing['litert_us']:.1f}",
+    )
     return table
 
 
