@@ -35,7 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -171,33 +171,18 @@ def export_micro(bundle_dir: Path, progress=print) -> MicroResult:
     listed = manifest.get("artifacts", {})
     if BUILTIN_FILE not in listed:
         raise MicroError(f"{bundle.path}: no {BUILTIN_FILE} in the manifest; run `edgecast export {bundle.path} --target mcu`")
-    windows = bundle.windows()
-    test_x, test_y = windows["test_x"].astype(np.float32), windows["test_y"]
-    model = bundle.load_model()
-    reference = reference_forecast(model, bundle.spec, test_x)
-    float_rmse = errors(reference, test_y)["rmse"]
-
-    candidates = {}
+    candidates = _verify_candidates(bundle, listed, progress)
     refused = manifest.get("quantization", {}).get("refused", {}).get("tflite-int8")
-    if INT8_FILE in listed:
-        candidates[INT8_FILE] = _check_int8(bundle.path / INT8_FILE, test_x, test_y, float_rmse)
-        progress(f"TFLM ran {INT8_FILE} on {len(test_x)} test windows: RMSE change "
-                 f"{candidates[INT8_FILE]['rmse_change_pct']:+.2f}%, "
-                 f"{candidates[INT8_FILE]['identical_share']:.1%} identical to LiteRT's, mean |TFLM - LiteRT| "
-                 f"{candidates[INT8_FILE]['litert_agreement']:.3%} of the mean |forecast|")
     chosen, reason = _choose(candidates, refused)
-    if chosen == BUILTIN_FILE:
-        candidates[BUILTIN_FILE] = _check_float(bundle.path / BUILTIN_FILE, test_x, test_y, reference, float_rmse)
-        progress(f"TFLM ran {BUILTIN_FILE} on {len(test_x)} test windows: max |TFLM - Keras| "
-                 f"{candidates[BUILTIN_FILE]['max_abs_vs_keras']:.2e}")
     verification = candidates[chosen]
     if not verification["passed"]:
         raise MicroError(verification["failure"])
+    test_x = bundle.windows()["test_x"].astype(np.float32)
 
     source = bundle.path / chosen
     arena = smallest_arena(source, test_x[:PROBE_WINDOWS])
     progress(f"smallest TFLM arena {arena['min_bytes']} bytes ({arena['search_probes']} child runs); using {arena['bytes']}")
-    arena.update(_arena_checks(source, arena, test_x, verification))
+    arena.update(_arena_checks(source, arena, test_x[:PROBE_WINDOWS]))
     timing = _timing(source, arena["bytes"], test_x)
     ops = tflite_ops(source)
     op_names = [op["op"] for op in ops]
@@ -214,6 +199,23 @@ def export_micro(bundle_dir: Path, progress=print) -> MicroResult:
     result = _write(bundle.path, files, result)
     _record_in_manifest(bundle.path, result)
     return result
+
+
+def _verify_candidates(bundle, listed: dict, progress) -> dict[str, dict]:
+    """Both files in TFLM on the test windows: float32 against Keras, int8 against LiteRT."""
+    windows = bundle.windows()
+    test_x, test_y = windows["test_x"].astype(np.float32), windows["test_y"]
+    reference = reference_forecast(bundle.load_model(), bundle.spec, test_x)
+    float_rmse = errors(reference, test_y)["rmse"]
+    candidates = {BUILTIN_FILE: _check_float(bundle.path / BUILTIN_FILE, test_x, test_y, reference, float_rmse)}
+    progress(f"TFLM ran {BUILTIN_FILE} on {len(test_x)} test windows: max |TFLM - Keras| "
+             f"{candidates[BUILTIN_FILE]['max_abs_vs_keras']:.2e}")
+    if INT8_FILE in listed:
+        int8 = candidates[INT8_FILE] = _check_int8(bundle.path / INT8_FILE, test_x, test_y, float_rmse)
+        progress(f"TFLM ran {INT8_FILE} on {len(test_x)} test windows: RMSE change {int8['rmse_change_pct']:+.2f}%, "
+                 f"{int8['identical_share']:.1%} identical to LiteRT's, mean |TFLM - LiteRT| "
+                 f"{int8['litert_agreement']:.3%} of the mean |forecast|")
+    return candidates
 
 
 def _choose(candidates: dict, refused: str | None) -> tuple[str, str]:
@@ -274,7 +276,7 @@ def output_step(path: Path) -> float:
     return 0.0
 
 
-def _check_float(path: Path, test_x, test_y, reference: np.ndarray, float_rmse: float) -> dict:
+def _check_float(path: Path, test_x: np.ndarray, test_y: np.ndarray, reference: np.ndarray, float_rmse: float) -> dict:
     tflm = _forecasts(path, test_x)
     max_abs = float(np.max(np.abs(tflm - reference)))
     rmse = errors(tflm, test_y)["rmse"]
@@ -288,17 +290,16 @@ def _check_float(path: Path, test_x, test_y, reference: np.ndarray, float_rmse: 
 
 
 def _forecasts(path: Path, x: np.ndarray) -> np.ndarray:
-    arena, run = _generous_run(path, x)
-    return run.forecasts
+    return _generous_run(path, x)[1].forecasts
 
 
-def _arena_checks(source: Path, arena: dict, test_x: np.ndarray, verification: dict) -> dict:
-    """The padded arena runs every test window; 90% of the smallest one does not run."""
-    padded = run_tflm(source, arena["bytes"], test_x[:PROBE_WINDOWS])
-    short = int(arena["min_bytes"] * 0.9)
-    too_small = run_tflm(source, short, test_x[:PROBE_WINDOWS])
+def _arena_checks(source: Path, arena: dict, probe_x: np.ndarray) -> dict:
+    """The padded arena runs; 90% of the smallest one does not."""
+    padded = run_tflm(source, arena["bytes"], probe_x)
     if not padded.ran:
         raise MicroError(f"{source.name}: TFLM failed with the padded {arena['bytes']}-byte arena ({_last_line(padded.stderr)})")
+    short = int(arena["min_bytes"] * 0.9)
+    too_small = run_tflm(source, short, probe_x)
     return {"padded_runs": True, "ninety_percent_bytes": short, "ninety_percent_fails": not too_small.ran,
             "ninety_percent_exit": too_small.returncode}
 
@@ -348,7 +349,7 @@ def _write(bundle_path: Path, files: dict[str, bytes], result: MicroResult) -> M
         for name, data in files.items():
             write_bytes_atomic(staging / name, data)
             entries[name] = {"bytes": len(data), "sha256": sha256_of(staging / name)}
-        result = MicroResult(**{**result.__dict__, "files": entries})
+        result = replace(result, files=entries)
         write_json_atomic(staging / MICRO_JSON, result.to_dict())
         os.chmod(staging, 0o755)
         _swap_in(staging, bundle_path / MICRO_DIR)

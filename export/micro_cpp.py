@@ -36,7 +36,7 @@ RESOLVER_METHODS = {
 
 
 def resolver_calls(op_names: list[str]) -> list[str]:
-    """One Add...() per distinct op, in a stable order; MicroError-worthy ops refused."""
+    """One Add...() per distinct op, in a stable order; an op without a known method is refused."""
     unknown = sorted(set(op_names) - set(RESOLVER_METHODS))
     if unknown:
         raise ExportError(
