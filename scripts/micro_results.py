@@ -141,7 +141,7 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {r['model']} | {r['file']} | {'yes' if r['chosen'] else 'no'} | {r['arena_bytes']} ({r['arena_min_bytes']}) "
             f"| {r['flash_model_bytes']} + {r['flash_code_estimate_bytes']} = {r['flash_total_estimate_bytes']} "
-            f"| {r['tflm_us']:.1f} / {r['litert_us']:.1f} | {change} | {r['tflm_check']} |"
+            f"| {r['tflm_us']:.1f} / {r['litert_us']:.1f} | {change} | {r['tflm_check'].replace('|', chr(92) + '|')} |"
         )
     first = next(iter(results["models"].values()))["micro"]
     lines += [
@@ -162,9 +162,11 @@ def markdown(results: dict) -> str:
         "- **µs per forecast**: median over 500 forecasts (reset state, set the window, invoke, read the output) through "
         "each interpreter's Python binding, one thread, TFLM and LiteRT in the same process on this machine "
         "(2 shared x86 cores), not on a microcontroller.",
-        "- **TFLM check**: float32 against the Keras pipeline (parity tolerance 1e-3); int8 against LiteRT's int8 on "
-        "the same file: mean |TFLM - LiteRT| at most 0.5% of mean |LiteRT forecast|. Their integer LSTM kernels round "
-        "differently, so single forecasts differ by whole steps of the int8 output.",
+        "- **TFLM check** and RMSE change: every test window of the bundle ("
+        + ", ".join(f"{m['test_windows']} for {label.split(' (')[0]}" for label, m in results["models"].items())
+        + "), LSTM state reset before each. float32 against the Keras pipeline (parity tolerance 1e-3); int8 against "
+        "LiteRT's int8 on the same file: mean |TFLM - LiteRT| at most 0.5% of mean |LiteRT forecast|. Their integer "
+        "LSTM kernels round differently, so single forecasts differ by whole steps of the int8 output.",
         "",
         "## Published figures, for scale",
         "",
