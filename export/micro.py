@@ -106,7 +106,10 @@ class MicroResult:
 
 
 def tflm_release() -> str:
-    from tflite_micro.python.tflite_micro._version import __version__
+    try:
+        from tflite_micro.python.tflite_micro._version import __version__
+    except ImportError:
+        raise MicroError("the tflite-micro package is not installed; `pip install tflite-micro` (a toolkit dependency)") from None
 
     commit = __version__.rsplit("-g", 1)[-1] if "-g" in __version__ else None
     return f"tflite-micro {__version__}" + (f" (TFLM main at commit {commit})" if commit else "")
@@ -119,10 +122,13 @@ def run_tflm(model: Path, arena_bytes: int, x: np.ndarray, timing_invokes: int =
         np.save(inputs, np.asarray(x, np.float32))
         request = {"model": str(model), "arena_bytes": int(arena_bytes), "inputs": str(inputs),
                    "outputs": str(outputs), "timing_invokes": timing_invokes}
-        process = subprocess.run(
-            [sys.executable, "-m", "edgecast.export.micro_child"], input=json.dumps(request),
-            capture_output=True, text=True, timeout=CHILD_TIMEOUT,
-        )
+        try:
+            process = subprocess.run(
+                [sys.executable, "-m", "edgecast.export.micro_child"], input=json.dumps(request),
+                capture_output=True, text=True, timeout=CHILD_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            raise MicroError(f"{model}: TFLM did not finish {len(x)} windows in {CHILD_TIMEOUT} s") from None
         lines = process.stdout.strip().splitlines()
         answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
         forecasts = np.load(outputs) if process.returncode == 0 and outputs.is_file() else None
@@ -143,7 +149,9 @@ def _generous_run(model: Path, x: np.ndarray) -> tuple[int, ChildRun]:
 def smallest_arena(model: Path, probe_x: np.ndarray) -> dict:
     """Bisection for the smallest arena whose run reproduces a generous run's forecasts exactly."""
     upper, reference = _generous_run(model, probe_x)
-    lower = 0  # known not to work (or never tried: an empty arena holds nothing)
+    # An empty arena holds nothing. Bisection assumes that more arena never breaks a run
+    # a smaller one completed; the result is checked again afterwards (_arena_checks).
+    lower = 0
     probes = 1
     while upper - lower > ARENA_STEP:
         middle = (lower + upper) // 2 // ARENA_STEP * ARENA_STEP
@@ -166,6 +174,7 @@ def export_micro(bundle_dir: Path, progress=print) -> MicroResult:
     Needs model.builtin.tflite (and model.int8.tflite, unless tflite-int8 was refused)
     exported already: `edgecast export --target mcu` does both steps.
     """
+    release = tflm_release()  # fails first, and clearly, without the tflite-micro package
     bundle = read_bundle(bundle_dir)
     manifest = read_manifest(bundle.path)
     listed = manifest.get("artifacts", {})
@@ -190,7 +199,7 @@ def export_micro(bundle_dir: Path, progress=print) -> MicroResult:
     data = source.read_bytes()
     result = MicroResult(
         folder=bundle.path / MICRO_DIR, model_file=chosen, precision=listed[chosen].get("precision", "float32"),
-        reason=reason, error_budget_pct=ERROR_BUDGET_PCT, tflm_release=tflm_release(),
+        reason=reason, error_budget_pct=ERROR_BUDGET_PCT, tflm_release=release,
         ops={"counts": {op: op_names.count(op) for op in sorted(set(op_names))}, "resolver": calls},
         verification={name: _public(check) for name, check in candidates.items()},
         arena=arena, flash=flash_estimate(len(data), sorted(set(op_names))), timing=timing, files={},
