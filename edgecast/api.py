@@ -14,13 +14,15 @@ function needs it, so `import edgecast` stays quick.
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgecast.export.errors import ExportError
 from edgecast.export.reports import ExportResult, VerifyResult
-from edgecast.export.settings import EXPORT_DEFAULTS
+from edgecast.export.settings import EXPORT_DEFAULTS, TARGETS
 from edgecast.plots import DEFAULT_SIZE, STRETCH_STEPS
 from edgecast.trainer.reports import Backtest, DataRecord, Evaluation, Metrics
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, TrainConfig
@@ -204,6 +206,7 @@ def export(
     tflite: bool = EXPORT_DEFAULTS.tflite,
     quantize: Sequence[str] = EXPORT_DEFAULTS.quantize,
     builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops,
+    target: str = EXPORT_DEFAULTS.target,
     progress: Progress | None = None,
 ) -> ExportResult:
     """Export ONNX (and TFLite, quantized variants) with the scaler in the graph.
@@ -211,21 +214,37 @@ def export(
     Raises ParityError (carrying its report) and writes nothing when an artifact does not
     give Keras's numbers within 1e-3; a quantized mode that cannot be made is listed in
     `refused` and the rest is written. Files an earlier export wrote and this one did
-    not are deleted and listed in `removed`.
+    not are deleted and listed in `removed`. `target="mcu"` also writes BUNDLE/micro/, a
+    TensorFlow Lite Micro build verified in TFLM (`ExportResult.micro`); it makes the two
+    files it chooses between, so a refused `tflite-int8` it asked for itself is no error.
     """
     from edgecast.export.pipeline import export_bundle
 
-    modes = [quantize] if isinstance(quantize, str) else list(quantize)
-    return export_bundle(Path(bundle), opset=opset, tflite=tflite, progress=progress or _silent,
-                         quantize=modes, builtin_ops=builtin_ops)
+    if target not in TARGETS:
+        raise ExportError(f"target {target!r} is not one of {', '.join(TARGETS)}")
+    asked = [quantize] if isinstance(quantize, str) else list(quantize)
+    modes = asked + ["tflite-int8"] * (target == "mcu" and "tflite-int8" not in asked)
+    result = export_bundle(Path(bundle), opset=opset, tflite=tflite, progress=progress or _silent,
+                           quantize=modes, builtin_ops=builtin_ops or target == "mcu")
+    refused = {mode: why for mode, why in result.refused.items() if mode in asked}
+    from edgecast.export.micro import MICRO_DIR, export_micro
+
+    micro, removed = None, list(result.removed)
+    if target == "mcu":
+        micro = export_micro(Path(bundle), progress=progress or _silent)
+    elif (Path(bundle) / MICRO_DIR).is_dir():  # the manifest no longer describes it: gone, and said so
+        shutil.rmtree(Path(bundle) / MICRO_DIR)
+        removed.append(Path(bundle) / MICRO_DIR)
+    return replace(result, refused=refused, micro=micro, removed=removed)
 
 
 def verify(bundle: str | Path) -> VerifyResult:
     """Recompute parity of the exported artifacts against scaler + Keras + inverse, measure
     every artifact on the test split and check the files against the manifest."""
+    from edgecast.export.micro import verify_micro
     from edgecast.export.pipeline import verify_bundle
 
-    return verify_bundle(Path(bundle))
+    return replace(verify_bundle(Path(bundle)), micro=verify_micro(Path(bundle)))
 
 
 def evaluate(

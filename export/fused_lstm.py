@@ -14,7 +14,7 @@ converted from there.
 Two properties of the fused op that every interpreter of these files must know:
 - Its h and c state live in variable tensors that persist between invokes: reset them
   before each window (LiteRT `reset_all_variables()`, TFLite Micro
-  `ResetVariableTensors()`), or each forecast starts from the last window's state.
+  `MicroInterpreter::Reset()`), or each forecast starts from the last window's state.
   export/oplist.py `has_variable_state` tells a file that needs it; the runner every
   measurement uses (export/backends.py) resets such files before every window.
 - The converter sets a cell clip of 10 (|c| <= 10). In int8 this is the range of the

@@ -104,15 +104,17 @@ class VerifyResult:
     parity: ParityReport
     accuracy: AccuracyReport
     integrity: Integrity
+    micro: dict[str, Any] | None = None  # the microcontroller build checked now (export/micro.py), if any
 
     @property
     def passed(self) -> bool:
-        return self.parity.passed and self.integrity.passed
+        return self.parity.passed and self.integrity.passed and (self.micro is None or self.micro["passed"])
 
     def to_dict(self) -> dict[str, Any]:
         """The parity report with `accuracy` and `integrity` beside it (the `verify --json` form)."""
-        return {**self.parity.to_dict(), "passed": self.passed, "accuracy": self.accuracy.to_dict(),
-                "integrity": asdict(self.integrity)}
+        report = {**self.parity.to_dict(), "passed": self.passed, "accuracy": self.accuracy.to_dict(),
+                  "integrity": asdict(self.integrity)}
+        return report if self.micro is None else {**report, "micro": self.micro}
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class ExportResult:
     refused: dict[str, str] = field(default_factory=dict)  # quantized mode -> why it cannot be made
     removed: list[Path] = field(default_factory=list)  # files of an earlier export deleted now
     manifest: dict[str, Any] = field(default_factory=dict)  # manifest.json as written
+    micro: Any = None  # export/micro.py MicroResult, with target="mcu"
 
     @classmethod
     def from_manifest(cls, bundle: Path, manifest_path: Path, manifest: dict[str, Any],

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_OPSET = 17
+# hub: the artifacts alone; mcu: also BUNDLE/micro/, a TensorFlow Lite Micro build
+TARGETS = ("hub", "mcu")
 
 
 @dataclass(frozen=True)
@@ -13,6 +15,7 @@ class ExportOptions:
     tflite: bool = True  # model.tflite (float32, static batch 1) beside model.onnx
     quantize: tuple[str, ...] = ()  # quantized modes (export/quantize.py MODES)
     builtin_ops: bool = False  # model.builtin.tflite: builtin ops only, LSTM unrolled
+    target: str = TARGETS[0]
 
 
 EXPORT_DEFAULTS = ExportOptions()
