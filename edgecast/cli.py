@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgecast.fleet.cli import app as fleet_app
 from edgecast.trainer.errors import EdgecastError
 from edgecast.trainer.settings import DEFAULTS
 
@@ -26,6 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(fleet_app, name="fleet")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
