@@ -118,6 +118,7 @@ def train(
             _emit(on_event, "station", done)
         if todo:
             _run_on_ray(todo, settings, fleet_dir, result, address, workers, cpus_per_task, on_event, started)
+        shutil.rmtree(fleet_dir / STAGING, ignore_errors=True)
         result.wall_seconds = round(time.perf_counter() - started, 3)
         _write_run_record(fleet_dir, settings, result)
     return result

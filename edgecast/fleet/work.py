@@ -21,6 +21,7 @@ from .stations import STATION_RECORD, FleetSettings, Station
 STAGING = ".staging"  # under the fleet folder, on the same filesystem as the bundles: rename is atomic
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+TF_THREADS_SET = "EDGECAST_FLEET_TF_THREADS"  # the pool size TensorFlow started with in this worker
 
 
 def station_task(station: Station, settings: FleetSettings, fleet_dir: str, run_id: str) -> dict:
@@ -53,18 +54,28 @@ def granted_cpus() -> int:
 
 
 def pin_threads(cpus: int) -> int:
-    """TensorFlow reads its pool sizes once, when it starts: set them before it loads."""
+    """TensorFlow reads its pool sizes once, when it starts: set them before it loads.
+    TensorFlow itself loads only once the data has been read, so a bad file fails fast."""
     for name in THREAD_VARIABLES:
         os.environ[name] = str(cpus)
     if "tensorflow" in sys.modules:  # a reused worker: TF kept the pools of its first task
-        return int(os.environ.get("EDGECAST_FLEET_TF_THREADS", cpus))
+        return int(os.environ.get(TF_THREADS_SET, cpus))
+    return cpus
+
+
+def _configure_tensorflow(cpus: int) -> None:
+    """The same pool sizes through TensorFlow's own API, in case its environment reading changes."""
     from edgecast.trainer.quiet import import_tensorflow
 
+    if os.environ.get(TF_THREADS_SET):
+        return
     tf = import_tensorflow()
-    tf.config.threading.set_intra_op_parallelism_threads(cpus)
-    tf.config.threading.set_inter_op_parallelism_threads(cpus)
-    os.environ["EDGECAST_FLEET_TF_THREADS"] = str(cpus)
-    return cpus
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:  # TensorFlow already started its runtime: the environment has decided
+        pass
+    os.environ[TF_THREADS_SET] = str(cpus)
 
 
 def build_station(station: Station, settings: FleetSettings, fleet_dir: Path, run_id: str) -> dict:
@@ -85,16 +96,19 @@ def build_station(station: Station, settings: FleetSettings, fleet_dir: Path, ru
 
 def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> dict:
     """The per-station pipeline: the same calls `edgecast train`, `export` and `verify` make."""
-    from edgecast.export.errors import ParityError
-    from edgecast.export.pipeline import export_bundle, verify_bundle
     from edgecast.trainer.data import load_csv
-    from edgecast.trainer.model import keras
     from edgecast.trainer.pipeline import prepare, train
 
-    keras.backend.clear_session()  # a reused worker starts each station from a clean Keras state
     series = load_csv(station.data, settings.target, settings.features, settings.time_column,
                       settings.config.max_gap, clock=settings.clock)
-    trained = train(series, settings.config, out_dir, data=prepare(series, settings.config))
+    data = prepare(series, settings.config)  # bad settings or too few rows fail before TensorFlow loads
+    _configure_tensorflow(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
+    from edgecast.export.errors import ParityError
+    from edgecast.export.pipeline import export_bundle, verify_bundle
+    from edgecast.trainer.model import keras
+
+    keras.backend.clear_session()  # a reused worker starts each station from a clean Keras state
+    trained = train(series, settings.config, out_dir, data=data)
     outcome = {"train_seconds": trained.training["train_seconds"], "epochs_run": trained.training["history"]["epochs_run"]}
     if settings.export:
         started = time.perf_counter()
