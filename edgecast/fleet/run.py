@@ -193,6 +193,7 @@ def _connect(ray, address: str | None, workers: int | None, cpus_per_task: int) 
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address:
+            _use_cluster_token()
             ray.init(address=address, **options)
         else:  # the embedded local cluster, sized to the workers asked for (default: every core)
             ray.init(num_cpus=workers * cpus_per_task if workers else None,
@@ -200,6 +201,20 @@ def _connect(ray, address: str | None, workers: int | None, cpus_per_task: int) 
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError, gRPC errors: all one line
         raise FleetError(f"cannot start or join the Ray cluster{f' at {address}' if address else ''}: "
                          f"{one_line(exc)}") from None
+
+
+def _use_cluster_token() -> None:
+    """Ray 2.60's `ray start` turns token authentication on when a token exists (~/.ray/auth_token,
+    RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH), but a driver joining it only sends the token in token
+    mode: Ray's own check switches this process to token mode when a token is there."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: its own defaults apply
+        return
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _collect(ray, ref, station: Station) -> StationResult:

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import EDGECAST, hourly_frame, run_cli
 
 RAY = EDGECAST.parent / "ray"
@@ -152,13 +151,26 @@ def test_a_bad_station_fails_alone_and_a_rerun_skips_finished_stations(tmp_path:
     assert second.returncode == 1 and "0 trained, 2 skipped, 1 failed of 3 stations" in second.stdout, second.stdout
     assert {s: (fleet_dir / s / "model.keras").stat().st_mtime_ns for s in written} == written
 
-    (data / "broken.csv").unlink()
-    third = _fleet(*args, "--seed", "4", cwd=tmp_path)  # new settings: both stations are stale
-    assert third.returncode == 0 and "2 trained, 0 skipped, 0 failed of 2 stations" in third.stdout, third.stdout
-    assert all((fleet_dir / s / "model.keras").stat().st_mtime_ns != written[s] for s in written)
+    run_record = json.loads((fleet_dir / "fleet-run.json").read_text())
+    assert {s["station"]: s["status"] for s in run_record["stations"]} == {
+        "Alpha": "skipped", "Beta": "skipped", "Broken": "failed"}
 
-    summary = json.loads((fleet_dir / "fleet-run.json").read_text())
-    assert {s["station"]: s["status"] for s in summary["stations"]} == {"Alpha": "trained", "Beta": "trained"}
+
+def test_new_data_or_new_settings_make_a_station_stale(tmp_path: Path):
+    from edgecast.fleet import FleetSettings, Station
+    from edgecast.fleet.stations import STATION_RECORD, up_to_date
+    from edgecast.trainer.settings import TrainConfig
+
+    settings = FleetSettings("PM2.5", ["TEMP"], config=TrainConfig(seed=3))
+    station = Station("alpha", tmp_path / "alpha.csv", "ab" * 32)
+    bundle = tmp_path / "alpha"
+    bundle.mkdir()
+    assert not up_to_date(bundle, station, settings)  # no record: never trained by the fleet
+    (bundle / STATION_RECORD).write_text(json.dumps({"fingerprint": station.fingerprint(settings)}))
+    assert up_to_date(bundle, station, settings)
+    assert not up_to_date(bundle, Station("alpha", station.data, "cd" * 32), settings)  # new data
+    assert not up_to_date(bundle, station, FleetSettings("PM2.5", ["TEMP"], config=TrainConfig(seed=4)))
+    assert not up_to_date(bundle, station, FleetSettings("PM2.5", ["TEMP"], config=TrainConfig(seed=3), export=True))
 
 
 def test_fleet_metrics_equal_single_edgecast_train(tmp_path: Path, ray_head: str):
@@ -181,3 +193,8 @@ def test_fleet_metrics_equal_single_edgecast_train(tmp_path: Path, ray_head: str
     fleet_history = json.loads((fleet_bundle / "training.json").read_text())["history"]
     single_history = json.loads((single_bundle / "training.json").read_text())["history"]
     assert fleet_history == single_history  # every epoch's losses, exactly
+
+    again = fleet.train([first, second], "PM2.5", features=["TEMP"], config=config, models_dir=tmp_path / "models",
+                        address=ray_head, workers=1)
+    assert [s.status for s in again.stations] == ["skipped", "skipped"]
+    assert again.ray_init_seconds is None  # nothing to run: Ray was not even joined
