@@ -27,6 +27,8 @@ from .work import STAGING, one_line, station_task
 RUN_RECORD = "fleet-run.json"
 LOCK_FILE = ".fleet.lock"
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # results are small dicts; Ray's default reserves 30 % of RAM
+# Rewriting the record after every station would write O(stations^2) bytes on a big fleet.
+RECORD_EVERY_SECONDS = 5.0
 TRAINED, SKIPPED, FAILED = "trained", "skipped", "failed"
 
 
@@ -172,7 +174,7 @@ def _run_on_ray(todo: list[Station], settings, fleet_dir: Path, result: FleetRes
         result.workers = min(workers or cluster_cpus // cpus_per_task, len(todo))
         task = ray.remote(station_task).options(num_cpus=cpus_per_task, max_retries=0)
         run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-        waiting, in_flight = list(todo), {}
+        waiting, in_flight, last_record = list(todo), {}, 0.0
         while waiting or in_flight:
             while waiting and len(in_flight) < result.workers:
                 station = waiting.pop(0)
@@ -181,8 +183,10 @@ def _run_on_ray(todo: list[Station], settings, fleet_dir: Path, result: FleetRes
             station = in_flight.pop(ready[0])
             done = _collect(ray, ready[0], station)
             result.stations.append(done)
-            result.wall_seconds = round(time.perf_counter() - started, 3)
-            _write_run_record(fleet_dir, settings, result)  # a killed run still says what finished
+            if time.perf_counter() - last_record >= RECORD_EVERY_SECONDS:  # a killed run still says what finished
+                result.wall_seconds = round(time.perf_counter() - started, 3)
+                _write_run_record(fleet_dir, settings, result)
+                last_record = time.perf_counter()
             _emit(on_event, "station", done)
     finally:
         if owned:
