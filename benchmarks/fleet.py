@@ -198,8 +198,9 @@ def _report(files: list[Path], runs: dict, cores: int) -> dict:
         run["stations_per_hour_per_core"] = round(n / (run["wall_seconds"] / 3600) / run["cores"], 1)
     one, two, loop = runs["ray-1"], runs["ray-2"], runs["sequential"]
     worker_peak = max(s["peak_rss_mb"] for s in two["stations"])
-    # Core-seconds per station at full occupancy: the 2-worker run without Ray's start-up, times its cores.
-    core_seconds = (two["wall_seconds"] - two["ray_init_seconds"]) * two["cores"] / n
+    # Core-seconds per station with every core busy: the mean task time of the 2-worker run (one CPU
+    # per task), so a last wave that leaves a core idle on a small fleet does not count.
+    core_seconds = statistics.fmean(s["seconds"] for s in two["stations"])
     ray_own_mb = max(0.0, two["peak_tree_rss_mb"] - two["cores"] * worker_peak)  # driver, GCS, raylet, object store
     projections = []
     for stations in PROJECT_STATIONS:
@@ -207,7 +208,7 @@ def _report(files: list[Path], runs: dict, cores: int) -> dict:
             nodes = math.ceil(cluster_cores / CORES_PER_NODE)
             projections.append({
                 "stations": stations, "cores": cluster_cores, "nodes": nodes,
-                "wall_hours": round((two["ray_init_seconds"] + stations * core_seconds / cluster_cores) / 3600, 2),
+                "wall_hours": round((two["ray_init_seconds"] + math.ceil(stations / cluster_cores) * core_seconds) / 3600, 2),
                 "memory_gb": round((cluster_cores * worker_peak + nodes * ray_own_mb) / 1024, 1),
                 "memory_per_node_gb": round((CORES_PER_NODE * worker_peak + ray_own_mb) / 1024, 1),
             })
@@ -229,7 +230,7 @@ def _report(files: list[Path], runs: dict, cores: int) -> dict:
         },
         "projections": projections,
         "projection_formula": {
-            "wall": "ray_init_seconds + stations * core_seconds_per_station / cores",
+            "wall": "ray_init_seconds + ceil(stations / cores) * core_seconds_per_station",
             "memory": "cores * peak_rss_mb_per_worker + nodes * ray_own_memory_mb (nodes of 8 cores)",
         },
     }
@@ -248,7 +249,7 @@ def _markdown(report: dict) -> str:
                      f"{run['peak_tree_rss_mb']:.0f} |")
     lines += ["", f"- speed-up of 2 workers over 1: **{figures['speedup_2_workers_over_1']:.2f}×**",
               f"- 1-worker Ray run / sequential loop on the same core: **{figures['ray_1_worker_over_sequential']:.2f}×**",
-              f"- core-seconds per station (2 workers, full occupancy): {figures['core_seconds_per_station']:.1f}; "
+              f"- core-seconds per station (mean task time, 2 workers busy): {figures['core_seconds_per_station']:.1f}; "
               f"sequential `edgecast train` per station: {figures['sequential_seconds_per_station']:.1f} s",
               f"- peak RSS per Ray worker: {figures['peak_rss_mb_per_worker']:.0f} MB; per `edgecast train` process: "
               f"{figures['peak_rss_mb_sequential_process']:.0f} MB; Ray's own processes: {figures['ray_own_memory_mb']:.0f} MB",

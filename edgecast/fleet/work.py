@@ -95,7 +95,8 @@ def build_station(station: Station, settings: FleetSettings, fleet_dir: Path, ru
 
 
 def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> dict:
-    """The per-station pipeline: the same calls `edgecast train`, `export` and `verify` make."""
+    """The per-station pipeline: the same calls `edgecast train`, `export` and `verify` make
+    (the one place that knows them, so it can follow the toolkit's Python API)."""
     from edgecast.trainer.data import load_csv
     from edgecast.trainer.pipeline import prepare, train
 
