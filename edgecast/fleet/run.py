@@ -70,7 +70,7 @@ class FleetResult:
     def summary_line(self) -> str:
         return (f"fleet {self.folder}: {self.count(TRAINED)} trained, {self.count(SKIPPED)} skipped, "
                 f"{self.count(FAILED)} failed of {len(self.stations)} stations in {self.wall_seconds:.1f} s "
-                f"({self.workers} workers)")
+                f"({self.workers} worker{'s' if self.workers != 1 else ''})")
 
 
 Event = Callable[[str, object], None]  # ("start", (total, skipped)) then ("station", StationResult)

@@ -33,47 +33,54 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _processes_using(marker: str) -> list[int]:
+def _processes_of(group: int, marker: str) -> list[int]:
+    """Processes in the head's process group, or naming its temp folder (Ray renames some
+    processes' titles, e.g. ray::DashboardAgent, so the group is the reliable mark)."""
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
+                state, pgid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0:4:2]
+                named = marker.encode() in (entry / "cmdline").read_bytes()
+            except (OSError, ValueError):
                 continue
-    return [pid for pid in found if pid != os.getpid()]
+            if state != "Z" and (int(pgid) == group or named):
+                found.append(int(entry.name))
+    return found
 
 
-def _end_processes(marker: str) -> None:
+def _end_processes(group: int, marker: str) -> None:
     """SIGTERM, then SIGKILL after a bounded wait, every process of this test's Ray head."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _processes_using(marker):
+        for pid in _processes_of(group, marker):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 10
-        while _processes_using(marker) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 5
+        while _processes_of(group, marker) and time.monotonic() < deadline:
             time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
 def ray_head():
-    """HOST:PORT of a two-CPU Ray head on 127.0.0.1 (a short temp folder: Ray's socket paths are length-limited)."""
+    """HOST:PORT of a two-CPU Ray head on 127.0.0.1 (a short temp folder: Ray's socket paths are
+    length-limited), started in its own process group so that exactly its processes are ended."""
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    starter = subprocess.Popen(
+        [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--include-dashboard", "false", "--temp-dir", temp_dir, "--num-cpus", "2", "--disable-usage-stats"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+    )
     try:
-        started = subprocess.run(
-            [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-             "--include-dashboard", "false", "--temp-dir", temp_dir, "--num-cpus", "2", "--disable-usage-stats"],
-            capture_output=True, text=True, timeout=180, env=env,
-        )
-        assert started.returncode == 0, started.stdout + started.stderr
+        output, _ = starter.communicate(timeout=180)
+        assert starter.returncode == 0, output
         yield f"127.0.0.1:{port}"
     finally:
-        _end_processes(temp_dir)
+        starter.kill()
+        _end_processes(starter.pid, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
