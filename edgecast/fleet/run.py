@@ -102,11 +102,11 @@ def train(
     settings = FleetSettings(target, list(features), time_column, clock, config or TrainConfig(),
                              export, list(quantize), builtin_ops, opset)
     _check(settings, workers, cpus_per_task)
+    stations, unnamed = find_stations(list(data), station_column)  # before any folder is made: a typo makes none
     fleet_dir = (Path(models_dir) / name).resolve()
     fleet_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(fleet_dir):
         shutil.rmtree(fleet_dir / STAGING, ignore_errors=True)  # left by a killed run; we hold the lock
-        stations, unnamed = find_stations(list(data), station_column)
         result = FleetResult(fleet_dir, address=address)
         result.stations += [StationResult(Path(path).name, path, FAILED, error) for path, error in unnamed.items()]
         todo = []
