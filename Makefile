@@ -8,7 +8,7 @@ RVENV := .venv-runtime
 PIP_FLAGS := --quiet --disable-pip-version-check
 RUNTIME_SOURCES := runtime/pyproject.toml $(shell find runtime/edgecast_runtime -name '*.py' 2>/dev/null)
 
-.PHONY: demo test lint test-runtime test-toolkit bench clean
+.PHONY: demo test lint test-runtime test-toolkit bench bench-fleet clean
 
 $(VENV)/.installed: pyproject.toml runtime/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ test-toolkit: $(VENV)/.installed
 # writes benchmarks/results.json and benchmarks/results.md.
 bench: $(VENV)/.installed $(RVENV)/.installed
 	$(VENV)/bin/python benchmarks/run.py
+
+# The ten shared stations on Ray with 1 and 2 workers and as a plain loop of `edgecast train`
+# (about 15 minutes on 2 cores; run it on a quiet machine): writes benchmarks/fleet.json and fleet.md.
+bench-fleet: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/fleet.py
 
 clean:
 	rm -rf $(VENV) $(RVENV) build *.egg-info runtime/build runtime/*.egg-info

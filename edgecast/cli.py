@@ -20,6 +20,7 @@ from edgecast import tables
 from edgecast.api import evaluate as api_evaluate
 from edgecast.common import EdgecastError
 from edgecast.export.settings import EXPORT_DEFAULTS, TARGETS
+from edgecast.fleet.cli import app as fleet_app
 from edgecast.plots import size_text
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, split_text
 from edgecast.tutorial import DEMO_NAME
@@ -36,6 +37,7 @@ out = tables.console()
 err = tables.console(stderr=True)
 # Options of `evaluate` not held in a settings object: the API function's own defaults.
 EVALUATE_DEFAULTS = {name: p.default for name, p in inspect.signature(api_evaluate).parameters.items()}
+app.add_typer(fleet_app, name="fleet")
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
 

@@ -1,0 +1,248 @@
+"""A fleet run: find the stations, skip the up-to-date ones, run the rest as Ray tasks.
+
+Ray is the engine: `ray.init()` starts the embedded local cluster, an address joins a
+real one. The driver only keeps at most `workers` tasks in flight (so `--workers` caps
+the parallelism even on a bigger cluster) and records each result as it arrives.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgecast.common import EdgecastError
+from edgecast.trainer.bundle import write_json_atomic
+from edgecast.trainer.settings import TrainConfig
+
+from .stations import FleetSettings, Station, find_stations, up_to_date
+from .work import STAGING, one_line, station_task
+
+RUN_RECORD = "fleet-run.json"
+LOCK_FILE = ".fleet.lock"
+LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # results are small dicts; Ray's default reserves 30 % of RAM
+# Rewriting the record after every station would write O(stations^2) bytes on a big fleet.
+RECORD_EVERY_SECONDS = 5.0
+TRAINED, SKIPPED, FAILED = "trained", "skipped", "failed"
+
+
+class FleetError(EdgecastError):
+    """The run as a whole cannot go ahead (no stations, cluster unreachable, folder busy)."""
+
+
+@dataclass
+class StationResult:
+    station: str
+    data: str
+    status: str  # trained, skipped or failed
+    error: str | None = None
+    seconds: float | None = None  # the whole task: load, train, export, verify, write
+    train_seconds: float | None = None
+    export_seconds: float | None = None
+    peak_rss_mb: float | None = None  # of the Ray worker process that ran it, over its life so far
+    host: str | None = None
+    pid: int | None = None
+    threads: int | None = None
+
+
+@dataclass
+class FleetResult:
+    folder: Path
+    stations: list[StationResult] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    ray_init_seconds: float | None = None  # None: nothing to run, Ray was not started
+    workers: int = 0
+    address: str | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for s in self.stations if s.status == status)
+
+    @property
+    def failed(self) -> list[StationResult]:
+        return [s for s in self.stations if s.status == FAILED]
+
+    def summary_line(self) -> str:
+        return (f"fleet {self.folder}: {self.count(TRAINED)} trained, {self.count(SKIPPED)} skipped, "
+                f"{self.count(FAILED)} failed of {len(self.stations)} stations in {self.wall_seconds:.1f} s "
+                f"({self.workers} worker{'s' if self.workers != 1 else ''})")
+
+
+Event = Callable[[str, object], None]  # ("start", (total, skipped)) then ("station", StationResult)
+
+
+def train(
+    data: list[str | Path],
+    target: str,
+    *,
+    features: list[str] = (),
+    time_column: str | None = None,
+    clock: str | None = None,
+    config: TrainConfig | None = None,
+    station_column: str | None = None,
+    name: str = "fleet",
+    models_dir: str | Path = "models",
+    export: bool = False,
+    quantize: list[str] = (),
+    builtin_ops: bool = False,
+    opset: int = 17,
+    address: str | None = None,
+    workers: int | None = None,
+    cpus_per_task: int = 1,
+    force: bool = False,
+    on_event: Event | None = None,
+) -> FleetResult:
+    """Train (and with `export`, export and verify) one bundle per station under models_dir/name/STATION."""
+    started = time.perf_counter()
+    settings = FleetSettings(target, list(features), time_column, clock, config or TrainConfig(),
+                             export, list(quantize), builtin_ops, opset)
+    _check(settings, workers, cpus_per_task)
+    stations, unnamed = find_stations(list(data), station_column)  # before any folder is made: a typo makes none
+    fleet_dir = (Path(models_dir) / name).resolve()
+    fleet_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(fleet_dir):
+        shutil.rmtree(fleet_dir / STAGING, ignore_errors=True)  # left by a killed run; we hold the lock
+        result = FleetResult(fleet_dir, address=address)
+        result.stations += [StationResult(Path(path).name, path, FAILED, error) for path, error in unnamed.items()]
+        todo = []
+        for station in stations:
+            if not force and up_to_date(fleet_dir / station.station, station, settings):
+                result.stations.append(StationResult(station.station, str(station.data), SKIPPED))
+            else:
+                todo.append(station)
+        _emit(on_event, "start", (len(stations) + len(unnamed), len(result.stations)))
+        for done in result.stations:
+            _emit(on_event, "station", done)
+        if todo:
+            _run_on_ray(todo, settings, fleet_dir, result, address, workers, cpus_per_task, on_event, started)
+        shutil.rmtree(fleet_dir / STAGING, ignore_errors=True)
+        result.wall_seconds = round(time.perf_counter() - started, 3)
+        _write_run_record(fleet_dir, settings, result)
+    return result
+
+
+def _check(settings: FleetSettings, workers: int | None, cpus_per_task: int) -> None:
+    settings.config.check()
+    if workers is not None and workers < 1:
+        raise FleetError(f"--workers must be at least 1, got {workers}")
+    if cpus_per_task < 1:
+        raise FleetError(f"--cpus-per-task must be at least 1, got {cpus_per_task}")
+    if settings.quantize:
+        from edgecast.export.quantize import check_modes
+
+        check_modes(settings.quantize)
+
+
+class _exclusive:
+    """One fleet run per folder at a time: a second one would remove the first one's staging."""
+
+    def __init__(self, fleet_dir: Path):
+        self.path = fleet_dir / LOCK_FILE
+
+    def __enter__(self):
+        self.handle = open(self.path, "w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise FleetError(f"{self.path.parent}: another fleet run is writing this folder") from None
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _run_on_ray(todo: list[Station], settings, fleet_dir: Path, result: FleetResult, address, workers,
+                cpus_per_task: int, on_event, started: float) -> None:
+    import ray
+
+    owned = not ray.is_initialized()
+    init_started = time.perf_counter()
+    if owned:
+        _connect(ray, address, workers, cpus_per_task)
+    result.ray_init_seconds = round(time.perf_counter() - init_started, 3)
+    try:
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
+        if cluster_cpus < cpus_per_task:
+            raise FleetError(f"the Ray cluster has {cluster_cpus} CPUs, a station task needs {cpus_per_task}")
+        result.workers = min(workers or cluster_cpus // cpus_per_task, len(todo))
+        task = ray.remote(station_task).options(num_cpus=cpus_per_task, max_retries=0)
+        run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        waiting, in_flight, last_record = list(todo), {}, 0.0
+        while waiting or in_flight:
+            while waiting and len(in_flight) < result.workers:
+                station = waiting.pop(0)
+                in_flight[task.remote(station, settings, str(fleet_dir), run_id)] = station
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            station = in_flight.pop(ready[0])
+            done = _collect(ray, ready[0], station)
+            result.stations.append(done)
+            if time.perf_counter() - last_record >= RECORD_EVERY_SECONDS:  # a killed run still says what finished
+                result.wall_seconds = round(time.perf_counter() - started, 3)
+                _write_run_record(fleet_dir, settings, result)
+                last_record = time.perf_counter()
+            _emit(on_event, "station", done)
+    finally:
+        if owned:
+            ray.shutdown()
+
+
+def _connect(ray, address: str | None, workers: int | None, cpus_per_task: int) -> None:
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        if address:
+            _use_cluster_token()
+            ray.init(address=address, **options)
+        else:  # the embedded local cluster, sized to the workers asked for (default: every core)
+            ray.init(num_cpus=workers * cpus_per_task if workers else None,
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **options)
+    except Exception as exc:  # ConnectionError, RuntimeError, ValueError, gRPC errors: all one line
+        raise FleetError(f"cannot start or join the Ray cluster{f' at {address}' if address else ''}: "
+                         f"{one_line(exc)}") from None
+
+
+def _use_cluster_token() -> None:
+    """Ray 2.60's `ray start` turns token authentication on when a token exists (~/.ray/auth_token,
+    RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH), but a driver joining it only sends the token in token
+    mode: Ray's own check switches this process to token mode when a token is there."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: its own defaults apply
+        return
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _collect(ray, ref, station: Station) -> StationResult:
+    try:
+        outcome = ray.get(ref)
+    except Exception as exc:  # the worker died (killed, out of memory): this station alone failed
+        return StationResult(station.station, str(station.data), FAILED, f"Ray task lost: {one_line(exc)[:300]}")
+    known = {key: outcome.get(key) for key in StationResult.__dataclass_fields__ if key in outcome}
+    return StationResult(**known)
+
+
+def _write_run_record(fleet_dir: Path, settings: FleetSettings, result: FleetResult) -> None:
+    write_json_atomic(fleet_dir / RUN_RECORD, {
+        "written": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "settings": settings.as_dict(),
+        "address": result.address,
+        "workers": result.workers,
+        "wall_seconds": result.wall_seconds,
+        "ray_init_seconds": result.ray_init_seconds,
+        "driver_pid": os.getpid(),
+        "stations": [asdict(s) for s in result.stations],
+    })
+
+
+def _emit(on_event: Event | None, kind: str, payload) -> None:
+    if on_event is not None:
+        on_event(kind, payload)

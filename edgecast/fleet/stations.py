@@ -1,0 +1,137 @@
+"""Which stations a fleet run covers: data files from paths, folders and globs, a station
+id per file, and the fingerprint that says whether a station's bundle is up to date."""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from edgecast.export.settings import DEFAULT_OPSET
+from edgecast.trainer.data import file_sha256
+from edgecast.trainer.errors import DataError
+from edgecast.trainer.settings import TrainConfig
+
+DATA_SUFFIXES = (".csv", ".csv.gz")
+STATION_RECORD = "fleet-station.json"  # written into each bundle, last, before it is swapped in
+FILE_NAME_PREFIXES = ("PRSA_Data_",)  # archive prefixes that say nothing about the station
+
+
+@dataclass
+class FleetSettings:
+    """Everything that decides a station's model: same settings and same data, same bundle."""
+
+    target: str
+    features: list[str] = field(default_factory=list)
+    time_column: str | None = None
+    clock: str | None = None
+    config: TrainConfig = field(default_factory=TrainConfig)
+    export: bool = False
+    quantize: list[str] = field(default_factory=list)
+    builtin_ops: bool = False
+    opset: int = DEFAULT_OPSET
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "config": asdict(self.config)}
+
+
+@dataclass
+class Station:
+    station: str
+    data: Path  # absolute: remote workers do not share the driver's working directory
+    sha256: str
+
+    def fingerprint(self, settings: FleetSettings) -> str:
+        payload = json.dumps({"data_sha256": self.sha256, "settings": settings.as_dict()}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def data_files(sources: list[str | Path]) -> list[Path]:
+    """Files named directly, every CSV/CSV.gz in a named folder, and glob matches; in a stable order."""
+    found: dict[Path, None] = {}
+    for source in map(str, sources):
+        if glob.has_magic(source):
+            matches = [Path(p) for p in sorted(glob.glob(source, recursive=True))]
+            if not matches:
+                raise DataError(f"{source}: no file matches")
+            paths = [p for p in matches if p.is_file()]
+        elif Path(source).is_dir():
+            paths = sorted(p for p in Path(source).iterdir() if p.is_file() and _is_data(p))
+            if not paths:
+                raise DataError(f"{source}: no .csv or .csv.gz file in this folder")
+        elif Path(source).is_file():
+            paths = [Path(source)]
+        else:
+            raise DataError(f"{source}: no such file or folder")
+        found.update((p.resolve(), None) for p in paths)
+    return list(found)
+
+
+def _is_data(path: Path) -> bool:
+    return path.name.lower().endswith(DATA_SUFFIXES)
+
+
+def station_from_file_name(path: Path) -> str:
+    """PRSA_Data_Changping_20130301-20170228.csv.gz -> changping: the name without its
+    suffixes, archive prefix and trailing date range."""
+    name = path.name
+    for suffix in sorted(DATA_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    for prefix in FILE_NAME_PREFIXES:
+        name = name[len(prefix):] if name.startswith(prefix) else name
+    name = re.sub(r"[_-]\d{8}-\d{8}$", "", name)
+    return safe_station_id(name.lower(), path)
+
+
+def station_from_column(path: Path, column: str) -> str:
+    """The one value of `column` in the file (one station per file)."""
+    try:
+        values = pd.read_csv(path, usecols=[column], dtype=str)[column].dropna().unique()
+    except ValueError:
+        raise DataError(f"{path}: no column {column!r} for --station-column") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    if len(values) != 1:
+        shown = ", ".join(sorted(values)[:5]) or "none"
+        raise DataError(f"{path}: column {column!r} holds {len(values)} station ids ({shown}); give one file per station")
+    return safe_station_id(str(values[0]).strip(), path)
+
+
+def safe_station_id(text: str, path: Path) -> str:
+    """A folder name: letters, digits, '-', '_' and '.' (other characters become '-')."""
+    station = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    if not station:
+        raise DataError(f"{path}: no usable station id in {text!r}")
+    return station
+
+
+def find_stations(sources: list[str | Path], station_column: str | None) -> tuple[list[Station], dict[str, str]]:
+    """(stations, files that could not be named): a file whose id cannot be read fails alone.
+    Two files naming the same station are an error: one bundle per station."""
+    stations, unnamed, seen = [], {}, {}
+    for path in data_files(sources):
+        try:
+            station = station_from_column(path, station_column) if station_column else station_from_file_name(path)
+        except DataError as exc:
+            unnamed[str(path)] = str(exc)
+            continue
+        if station in seen:
+            raise DataError(f"station {station!r} comes from two files: {seen[station]} and {path}")
+        seen[station] = path
+        stations.append(Station(station, path, file_sha256(path)))
+    return stations, unnamed
+
+
+def up_to_date(bundle: Path, station: Station, settings: FleetSettings) -> bool:
+    """True when the bundle was written from this very data with these very settings."""
+    try:
+        record = json.loads((bundle / STATION_RECORD).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("fingerprint") == station.fingerprint(settings)
