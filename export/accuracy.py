@@ -36,7 +36,9 @@ def op_summary(path: Path) -> dict:
     return onnx_summary(path) if path.suffix == ".onnx" else tflite_summary(path)
 
 
-def accuracy_report(model: keras.Model, spec: dict, windows: dict[str, np.ndarray], artifacts: dict[str, Path]) -> AccuracyReport:
+def accuracy_report(
+    model: keras.Model, spec: dict, windows: dict[str, np.ndarray], artifacts: dict[str, Path]
+) -> AccuracyReport:
     """One row per artifact (file name -> path), next to the float model on the same windows."""
     test_x, test_y = windows["test_x"], windows["test_y"]
     reference = reference_forecast(model, spec, test_x)

@@ -159,7 +159,9 @@ def tflite_weights_only(model: keras.Model, spec: dict, float16: bool) -> bytes:
     return compact_tflite_names(_convert(converter, "tflite-fp16" if float16 else "tflite-dynamic-int8"))
 
 
-def tflite_full_integer(model: keras.Model, spec: dict, calibration_x: np.ndarray | None, int16_activations: bool) -> bytes:
+def tflite_full_integer(
+    model: keras.Model, spec: dict, calibration_x: np.ndarray | None, int16_activations: bool
+) -> bytes:
     """Every op integer; the converter refuses (and so do we) if any op cannot be."""
     name = "tflite-int16x8" if int16_activations else "tflite-int8"
     samples = calibration_windows(calibration_x, spec, name)

@@ -214,7 +214,7 @@ def start_from_linear(model: keras.Model, inputs: np.ndarray, targets: np.ndarra
 class EpochReporter(keras.callbacks.Callback):
     """Hands each epoch's losses to a plain function, so the trainer stays UI-free."""
 
-    def __init__(self, report: Callable[[int, dict], None]) -> None:
+    def __init__(self, report: Callable[[int, dict], object]) -> None:
         super().__init__()
         self._report = report
 
@@ -229,7 +229,7 @@ def fit(
     epochs: int,
     batch_size: int,
     patience: int,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[int, dict], object] | None = None,
 ) -> dict:
     """Adam on MSE with early stopping on validation loss; the best weights are restored."""
     callbacks = [
