@@ -22,6 +22,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,9 @@ sys.path.insert(0, str(REPO))
 ROUNDS, CALLS = 7, 700
 
 
-def session(model, configure=None, threads=1):
+def session(
+    model: onnx.ModelProto | bytes, configure: Callable[[ort.SessionOptions], object] | None = None, threads: int = 1
+) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -48,7 +51,7 @@ def session(model, configure=None, threads=1):
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def interleaved(calls: dict, rounds=ROUNDS, n=CALLS) -> dict:
+def interleaved(calls: dict, rounds: int = ROUNDS, n: int = CALLS) -> dict:
     """Median µs per call of each callable, measured round-robin."""
     times = {name: [] for name in calls}
     for fn in calls.values():
@@ -65,7 +68,7 @@ def interleaved(calls: dict, rounds=ROUNDS, n=CALLS) -> dict:
     return {name: float(np.median(v)) / 1000 for name, v in times.items()}
 
 
-def throughput(run, x, repeats=7) -> float:
+def throughput(run: Callable[[np.ndarray], object], x: np.ndarray, repeats: int = 7) -> float:
     run(x)
     rates = []
     for _ in range(repeats):
@@ -92,7 +95,7 @@ def converted_graph(bundle_dir: Path) -> onnx.ModelProto:
         onnx_export.clean_graph = saved
 
 
-def ort_offline(model: onnx.ModelProto, level) -> onnx.ModelProto:
+def ort_offline(model: onnx.ModelProto, level: ort.GraphOptimizationLevel) -> onnx.ModelProto:
     with tempfile.TemporaryDirectory() as scratch:
         options = ort.SessionOptions()
         options.graph_optimization_level = level
@@ -235,7 +238,7 @@ def batch_child(bundle_dir: str, variant: str, threads: int, count: int) -> dict
     else:
         bare = session(onnx.load(path), threads=threads)
 
-        def predict(windows):
+        def predict(windows: np.ndarray) -> np.ndarray:
             if variant == "onnxruntime, one call":
                 return bare.run(["forecast"], {"window": windows})[0]
             return np.concatenate([bare.run(["forecast"], {"window": windows[i:i + BATCH_CHUNK]})[0]

@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgecast.export.errors import ExportError
 from edgecast.export.reports import ExportResult, VerifyResult
@@ -26,6 +26,9 @@ from edgecast.export.settings import EXPORT_DEFAULTS, TARGETS
 from edgecast.plots import DEFAULT_SIZE, STRETCH_STEPS
 from edgecast.trainer.reports import Backtest, DataRecord, Evaluation, Metrics
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, TrainConfig
+
+if TYPE_CHECKING:
+    from edgecast.trainer.data import Series
 
 Progress = Callable[[str], object]  # receives one line of progress at a time
 EpochHook = Callable[[int, dict], object]  # (epoch number from 1, Keras logs: loss, val_loss)
@@ -176,7 +179,7 @@ def train(
     return train_series(series, config, out_dir, progress, on_epoch)
 
 
-def train_series(series, config: TrainConfig, out_dir: Path, progress: Progress | None = None,
+def train_series(series: Series, config: TrainConfig, out_dir: Path, progress: Progress | None = None,
                  on_epoch: EpochHook | None = None) -> TrainResult:
     """Train on a loaded series (edgecast.trainer.data.Series) with a full TrainConfig."""
     from edgecast.trainer.pipeline import prepare

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -24,6 +24,10 @@ from edgecast.fleet.cli import app as fleet_app
 from edgecast.plots import size_text
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, split_text
 from edgecast.tutorial import DEMO_NAME
+
+if TYPE_CHECKING:
+    from edgecast.api import TrainResult
+    from edgecast.export.reports import ExportResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -148,7 +152,7 @@ class EpochBar:
     and settings were checked, so a bad input stays a one-line error) opens it; any later
     line (export, after training) closes it first."""
 
-    def __init__(self, epochs: int):
+    def __init__(self, epochs: int) -> None:
         self.epochs = epochs
         self.progress = None
         self.task = None
@@ -157,7 +161,7 @@ class EpochBar:
     def __enter__(self) -> EpochBar:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._close()
 
     def line(self, text: str) -> None:
@@ -184,7 +188,7 @@ class EpochBar:
             self.progress = None
 
 
-def _print_training_summary(result) -> None:
+def _print_training_summary(result: TrainResult) -> None:
     windows = result.windows
     out.print(
         f"wrote {result.bundle}: {result.epochs_run} epochs (best {result.best_epoch}), "
@@ -228,7 +232,7 @@ def export(
                                 + "; ".join(result.refused.values()))
 
 
-def _print_export(result) -> None:
+def _print_export(result: ExportResult) -> None:
     out.print(tables.parity_table(result.parity))
     if result.accuracy is not None:
         out.print(tables.accuracy_table(result.accuracy))

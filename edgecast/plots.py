@@ -6,14 +6,20 @@ in the format the file's suffix names (PNG, SVG, PDF) and written atomically.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgecast.common import EdgecastError
 from edgecast.trainer.reports import Metrics
 from edgecast_runtime.durable import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
 
 DPI = 100
 DEFAULT_SIZE = (1200, 800)
@@ -37,7 +43,8 @@ class Stretch:
     forecasts: dict[int, np.ndarray]  # lead (steps) -> values aligned with `times`
 
 
-def forecast_stretch(ends: np.ndarray, y: np.ndarray, predicted: np.ndarray, start: int, length: int, time_of_row) -> Stretch:
+def forecast_stretch(ends: np.ndarray, y: np.ndarray, predicted: np.ndarray, start: int, length: int,
+                     time_of_row: Callable[[int], pd.Timestamp | int]) -> Stretch:
     """Target rows [r0, r0 + length) from the test window `start` on (cut at the split's end);
     NaN where a gap left no window."""
     if not 0 <= start < len(ends):
@@ -127,7 +134,7 @@ def _lead_label(lead: int, step_hours: list[float] | None) -> str:
     return f"{step_hours[lead - 1]:g} h ahead" if step_hours else f"{lead} step{'s' if lead > 1 else ''} ahead"
 
 
-def _draw_stretch(ax, stretch: Stretch, target: str, units: str, step_hours) -> None:
+def _draw_stretch(ax: Axes, stretch: Stretch, target: str, units: str, step_hours: list[float] | None) -> None:
     ax.plot(stretch.times, stretch.actual, color="black", linewidth=1.6, label="actual")
     for lead, values in stretch.forecasts.items():
         ax.plot(stretch.times, values, linewidth=1.1, label=f"model, {_lead_label(lead, step_hours)}")
@@ -140,7 +147,7 @@ def _draw_stretch(ax, stretch: Stretch, target: str, units: str, step_hours) -> 
         label.set_rotation(20)
 
 
-def _draw_error_by_step(ax, metrics: Metrics, target: str, units: str) -> None:
+def _draw_error_by_step(ax: Axes, metrics: Metrics, target: str, units: str) -> None:
     hours = metrics.step_hours
     x = hours if hours else metrics.horizon_steps
     for method, label in LABELS.items():

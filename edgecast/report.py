@@ -6,18 +6,19 @@ windows kept in the bundle.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from edgecast.trainer.bundle import read_bundle, read_json
+from edgecast.trainer.bundle import Bundle, read_bundle, read_json
 from edgecast.trainer.evaluation import METHODS
 from edgecast.trainer.forecast import predict_raw, spec_encodings
 from edgecast.trainer.reports import Metrics
 from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.durable import atomic_write
 
-from .plots import LABELS, STRETCH_STEPS, draw_evaluation, first_unbroken_start, forecast_stretch
+from .plots import LABELS, STRETCH_STEPS, Stretch, draw_evaluation, first_unbroken_start, forecast_stretch
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "report.png"
@@ -43,7 +44,7 @@ def _relative(path: Path, folder: Path) -> str:
         return str(path.resolve())
 
 
-def _stretch(bundle):
+def _stretch(bundle: Bundle) -> Stretch | None:
     """The first unbroken week (or 168 steps) of the test split, from the windows kept in the bundle."""
     windows = bundle.windows()
     if "test_end" not in windows:  # bundles from before the row index was kept
@@ -55,7 +56,7 @@ def _stretch(bundle):
     return forecast_stretch(windows["test_end"], windows["test_y"], predicted, start, length, _row_clock(bundle))
 
 
-def _row_clock(bundle):
+def _row_clock(bundle: Bundle) -> Callable[[int], pd.Timestamp | int]:
     split, interval = bundle.training["split"], bundle.spec.get("interval_seconds")
     if not interval:
         return lambda row: row
@@ -63,7 +64,7 @@ def _row_clock(bundle):
     return lambda row: first_time + pd.Timedelta(seconds=interval * (row - first_row))
 
 
-def _sections(bundle, manifest: dict | None, plot: str) -> list[str]:
+def _sections(bundle: Bundle, manifest: dict | None, plot: str) -> list[str]:
     spec, training, metrics = bundle.spec, bundle.training, bundle.metrics
     return [
         f"# Model card: {bundle.name}",

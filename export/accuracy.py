@@ -7,6 +7,7 @@ reference parity uses. Errors pool every horizon step of every test window.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from .backends import Runner, open_artifact
 from .oplist import onnx_summary, tflite_summary
 from .parity import LARGE_BATCH, reference_forecast
 from .reports import AccuracyReport, ArtifactAccuracy
+
+if TYPE_CHECKING:
+    import keras
 
 
 def errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
@@ -32,7 +36,9 @@ def op_summary(path: Path) -> dict:
     return onnx_summary(path) if path.suffix == ".onnx" else tflite_summary(path)
 
 
-def accuracy_report(model, spec: dict, windows: dict, artifacts: dict[str, Path]) -> AccuracyReport:
+def accuracy_report(
+    model: keras.Model, spec: dict, windows: dict[str, np.ndarray], artifacts: dict[str, Path]
+) -> AccuracyReport:
     """One row per artifact (file name -> path), next to the float model on the same windows."""
     test_x, test_y = windows["test_x"], windows["test_y"]
     reference = reference_forecast(model, spec, test_x)

@@ -20,8 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
 
 KERAS_PREDICT = "keras-predict"
 KERAS_CALL = "keras-call"
@@ -72,7 +77,7 @@ def open_onnx(path: Path, threads: int = 1) -> Runner:
     return Runner("onnxruntime", predict_one, predict_many)
 
 
-def tflite_interpreter(path: Path, threads: int = 1):
+def tflite_interpreter(path: Path, threads: int = 1) -> Interpreter:
     """LiteRT's interpreter (tf.lite.Interpreter is deprecated), tensors allocated."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -116,7 +121,7 @@ def open_tflite(path: Path, threads: int = 1, reset_variables: bool | None = Non
     return Runner("litert", predict_one, predict_many)
 
 
-def keras_runner(model, spec: dict, direct_call: bool = False) -> Runner:
+def keras_runner(model: keras.Model, spec: dict, direct_call: bool = False) -> Runner:
     """The trainer's pipeline (trainer/forecast.py `predict_raw`) around a loaded model."""
     from edgecast.trainer.bundle import scaler_from_spec
     from edgecast.trainer.forecast import predict_raw

@@ -16,6 +16,6 @@ class ExportError(EdgecastError):
 class ParityError(EdgecastError):
     """An export does not give Keras's numbers within tolerance; carries the report."""
 
-    def __init__(self, message: str, report: ParityReport):
+    def __init__(self, message: str, report: ParityReport) -> None:
         super().__init__(message)
         self.report = report

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,20 +36,32 @@ from .errors import ExportError
 from .graph import raw_units_function, tf
 from .tflite_export import TFLITE_BATCH
 
+if TYPE_CHECKING:
+    import keras
+    import tensorflow
+    from tensorflow.lite.python.lite import TFLiteConverterBaseV2
+
 FUSED_OP = "UNIDIRECTIONAL_SEQUENCE_LSTM"
 # The only LSTM configuration the fused op computes (TANH cell, sigmoid gates, biases).
 FUSABLE_CONFIG = {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
                   "go_backwards": False, "stateful": False}
 
 
-def _composite_lstm():
+def _composite_lstm() -> tensorflow.types.experimental.PolymorphicFunction:
     """A fresh tagged function per export: the tag names one implementation."""
 
     @tf.function(autograph=False, experimental_attributes={
         "api_implements": f"lstm_{uuid.uuid4().hex}", "api_preferred_device": "CPU",
         "time_major": False, "go_backwards": False,
     })
-    def keras_lstm(inputs, init_h, init_c, kernel, recurrent_kernel, bias):
+    def keras_lstm(
+        inputs: tensorflow.Tensor,
+        init_h: tensorflow.Tensor,
+        init_c: tensorflow.Tensor,
+        kernel: tensorflow.Tensor,
+        recurrent_kernel: tensorflow.Tensor,
+        bias: tensorflow.Tensor,
+    ) -> tuple[tensorflow.Tensor, ...]:
         # The body is what TF runs; the converter replaces it with the fused op.
         h, c, sequence = init_h, init_c, []
         for step in range(inputs.shape[1]):
@@ -61,29 +75,31 @@ def _composite_lstm():
     return keras_lstm
 
 
-def _fusable_clone(model):
+def _fusable_clone(model: keras.Model) -> keras.Model:
     """The model with each LSTM layer replaced by a call of the tagged function."""
     import keras
 
     lstm_function = _composite_lstm()
 
     class TaggedLSTM(keras.layers.Layer):
-        def __init__(self, source):
+        def __init__(self, source: keras.layers.LSTM) -> None:
             super().__init__(name=source.name)
             self.units, self.return_sequences = source.units, source.return_sequences
             self.source_weights = [np.asarray(w, np.float32) for w in source.get_weights()]
 
-        def compute_output_shape(self, shape):
+        def compute_output_shape(self, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
             return (shape[0], shape[1], self.units) if self.return_sequences else (shape[0], self.units)
 
-        def call(self, x, mask=None, training=None):
+        def call(
+            self, x: tensorflow.Tensor, mask: tensorflow.Tensor | None = None, training: bool | None = None
+        ) -> tensorflow.Tensor:
             zeros = tf.zeros(tf.stack([tf.shape(x)[0], self.units]), x.dtype)
             if x.shape[0] is not None:  # the fused op needs a static state shape
                 zeros = tf.zeros([x.shape[0], self.units], x.dtype)
             last, sequence, *_ = lstm_function(x, zeros, zeros, *(tf.constant(w) for w in self.source_weights))
             return sequence if self.return_sequences else last
 
-    def clone_layer(layer):
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, keras.layers.LSTM):
             _check_fusable(layer)
             return TaggedLSTM(layer)
@@ -96,7 +112,7 @@ def _fusable_clone(model):
     return clone
 
 
-def _check_fusable(layer) -> None:
+def _check_fusable(layer: keras.layers.LSTM) -> None:
     config = layer.get_config()
     different = {k: config.get(k) for k, v in FUSABLE_CONFIG.items() if config.get(k) != v}
     if different:
@@ -107,12 +123,12 @@ class _ConstantWeights:
     """Calls the model with every weight as a constant (Keras' stateless_call), so the
     saved graph has no variables: the converter has nothing to freeze or inline."""
 
-    def __init__(self, model):
+    def __init__(self, model: keras.Model) -> None:
         self.model = model
         self.trainable = [np.asarray(v.numpy()) for v in model.trainable_variables]
         self.non_trainable = [np.asarray(v.numpy()) for v in model.non_trainable_variables]
 
-    def __call__(self, x, training=False):
+    def __call__(self, x: tensorflow.Tensor, training: bool = False) -> tensorflow.Tensor:
         outputs, _ = self.model.stateless_call(
             [tf.constant(v) for v in self.trainable], [tf.constant(v) for v in self.non_trainable], x, training=False
         )
@@ -120,7 +136,7 @@ class _ConstantWeights:
 
 
 @contextmanager
-def fused_converter(model, spec: dict):
+def fused_converter(model: keras.Model, spec: dict) -> Iterator[TFLiteConverterBaseV2]:
     """A TFLite converter over the raw-units graph with fused LSTMs, static batch 1,
     valid inside the `with` block (it reads a temporary SavedModel)."""
     function = raw_units_function(_ConstantWeights(_fusable_clone(model)), spec, batch=TFLITE_BATCH)

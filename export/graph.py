@@ -12,6 +12,8 @@ zero-range feature (range treated as 1) is reproduced exactly rather than re-der
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +23,10 @@ from edgecast.trainer.bundle import scaler_from_spec
 from edgecast.trainer.forecast import spec_encodings, spec_formulation
 from edgecast.trainer.settings import CHANGE
 from edgecast_runtime.contract import DIRECTION, INPUT_NAME, NUMERIC, OUTPUT_NAME
+
+if TYPE_CHECKING:
+    import tensorflow
+    from sklearn.preprocessing import MinMaxScaler
 
 tf = import_tensorflow()
 
@@ -41,14 +47,17 @@ def scaling_constants(spec: dict) -> dict[str, np.ndarray]:
     }
 
 
-def _shifted_scaling(scaler) -> dict[str, np.ndarray]:
+def _shifted_scaling(scaler: MinMaxScaler) -> dict[str, np.ndarray]:
     shift = -scaler.min_ / scaler.scale_
     shift32 = shift.astype(np.float32)
     return {"shift": shift32, "residual": ((shift32.astype(np.float64) - shift) * scaler.scale_).astype(np.float32)}
 
 
-def raw_units_function(model, spec: dict, batch: int | None):
-    """A tf.function from raw `window [batch, look_back, n_features]` to raw `forecast [batch, horizon]`."""
+def raw_units_function(
+    model: Callable[..., tensorflow.Tensor], spec: dict, batch: int | None
+) -> tensorflow.types.experimental.PolymorphicFunction:
+    """A tf.function from raw `window [batch, look_back, n_features]` to raw `forecast [batch, horizon]`.
+    `model`: a Keras model, or anything called like one (export/fused_lstm.py `_ConstantWeights`)."""
     constants = scaling_constants(spec)
     signature = tf.TensorSpec([batch, spec["look_back"], len(spec["features"])], tf.float32, name=INPUT_NAME)
 
@@ -57,7 +66,7 @@ def raw_units_function(model, spec: dict, batch: int | None):
     # Constants are created inside the function: captured tensors would become extra
     # graph inputs in tf2onnx.
     @tf.function(input_signature=[signature])
-    def forecast(window):
+    def forecast(window: tensorflow.Tensor) -> dict[str, tensorflow.Tensor]:
         encoded = encoded_window(window, encodings)
         scaled = (encoded - tf.constant(constants["shift"])) * tf.constant(constants["scale"]) + tf.constant(
             constants["residual"])
@@ -72,7 +81,7 @@ def raw_units_function(model, spec: dict, batch: int | None):
     return forecast
 
 
-def encoded_window(window, encodings: list[dict]):
+def encoded_window(window: tensorflow.Tensor, encodings: list[dict]) -> tensorflow.Tensor:
     """The graph twin of trainer/features.py `encode`; plain readings pass through untouched."""
     if not features.needs_hub_knowledge(encodings):
         return window

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edgecast.common import write_json_atomic
-from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, read_json
+from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, Bundle, read_json
 from edgecast.trainer.errors import BundleError
 from edgecast_runtime.contract import MANIFEST_NAME
 
@@ -30,11 +30,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def artifact_entry(path: Path, **details) -> dict:
+def artifact_entry(path: Path, **details: object) -> dict:
     return {"sha256": sha256_of(path), "bytes": Path(path).stat().st_size, **details}
 
 
-def write_manifest(bundle, artifacts: dict[str, dict], parity: dict, extra: dict | None = None) -> dict:
+def write_manifest(bundle: Bundle, artifacts: dict[str, dict], parity: dict, extra: dict | None = None) -> dict:
     """`extra`: further top-level sections (e.g. "quantization"); readers ignore unknown keys."""
     manifest = {
         "schema_version": MANIFEST_SCHEMA,
@@ -67,7 +67,7 @@ def read_manifest(bundle_path: Path) -> dict:
     return manifest
 
 
-def integrity_problems(bundle, manifest: dict) -> list[str]:
+def integrity_problems(bundle: Bundle, manifest: dict) -> list[str]:
     """Files whose size or sha256 no longer match the manifest; one line instead of a
     line per file when the manifest was written for another model altogether."""
     problems, differing = [], []
@@ -85,7 +85,7 @@ def integrity_problems(bundle, manifest: dict) -> list[str]:
     return problems + [f"{bundle.path / name}: sha256 differs from the manifest" for name in differing]
 
 
-def _other_model(bundle, manifest: dict, differing: list[str]) -> str | None:
+def _other_model(bundle: Bundle, manifest: dict, differing: list[str]) -> str | None:
     """Why the manifest describes another model, or None: the Keras model it lists is not
     this one, and the spec or the training data it names is not this bundle's either
     (a spec edited on its own is tampering, not another model)."""

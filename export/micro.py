@@ -35,13 +35,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgecast.common import write_json_atomic
-from edgecast.trainer.bundle import read_bundle
+from edgecast.trainer.bundle import Bundle, read_bundle
 from edgecast_runtime.durable import atomic_write
 
 from .accuracy import errors
@@ -170,7 +171,7 @@ def smallest_arena(model: Path, probe_x: np.ndarray) -> dict:
     }
 
 
-def export_micro(bundle_dir: Path, progress=print) -> MicroResult:
+def export_micro(bundle_dir: Path, progress: Callable[[str], object] = print) -> MicroResult:
     """Choose, verify in TFLM, measure and write BUNDLE/micro/; record it in the manifest.
 
     Needs model.builtin.tflite (and model.int8.tflite, unless tflite-int8 was refused)
@@ -212,7 +213,7 @@ def export_micro(bundle_dir: Path, progress=print) -> MicroResult:
     return result
 
 
-def _verify_candidates(bundle, listed: dict, progress) -> dict[str, dict]:
+def _verify_candidates(bundle: Bundle, listed: dict, progress: Callable[[str], object]) -> dict[str, dict]:
     """Both files in TFLM on the test windows: float32 against Keras, int8 against LiteRT."""
     windows = bundle.windows()
     test_x, test_y = windows["test_x"].astype(np.float32), windows["test_y"]
@@ -330,7 +331,9 @@ def _public(check: dict) -> dict:
     return {key: value for key, value in check.items() if key not in ("failure", "first_forecast")}
 
 
-def _render(bundle, result: MicroResult, data: bytes, calls: list[str], window: np.ndarray, expected) -> dict[str, bytes]:
+def _render(
+    bundle: Bundle, result: MicroResult, data: bytes, calls: list[str], window: np.ndarray, expected: list[float]
+) -> dict[str, bytes]:
     spec = bundle.spec
     sha256 = sha256_of(bundle.path / result.model_file)
     rows = ",\n".join("    {" + ", ".join(_float_literal(v) for v in step) + "}" for step in np.asarray(window, np.float64))
@@ -421,7 +424,7 @@ def verify_micro(bundle_dir: Path) -> dict | None:
     return report
 
 
-def _float_now(tflm: np.ndarray, reference: np.ndarray, test_y, float_rmse: float) -> dict:
+def _float_now(tflm: np.ndarray, reference: np.ndarray, test_y: np.ndarray, float_rmse: float) -> dict:
     max_abs = float(np.max(np.abs(tflm - reference)))
     rmse = errors(tflm, test_y)["rmse"]
     return {"rmse_change_pct": 100 * (rmse / float_rmse - 1), "max_abs_vs_keras": max_abs, "passed": max_abs <= TOLERANCE}

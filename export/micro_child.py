@@ -14,13 +14,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tflite_micro.python.tflite_micro.runtime import Interpreter as MicroInterpreter
 
 REFUSED = 3
 
 
-def tflm_forecasts(interpreter, x: np.ndarray) -> np.ndarray:
+def tflm_forecasts(interpreter: MicroInterpreter, x: np.ndarray) -> np.ndarray:
     """One forecast per window, each from freshly reset state (the fused LSTM keeps h and c)."""
     rows = []
     for window in x:
@@ -31,7 +36,7 @@ def tflm_forecasts(interpreter, x: np.ndarray) -> np.ndarray:
     return np.asarray(rows)
 
 
-def median_microseconds(run_one, windows: np.ndarray, invokes: int) -> float:
+def median_microseconds(run_one: Callable[[np.ndarray], np.ndarray], windows: np.ndarray, invokes: int) -> float:
     """Median wall time of one forecast (reset, fill input, invoke, read output), cycling the windows."""
     timings = []
     for i in range(invokes):
@@ -42,7 +47,7 @@ def median_microseconds(run_one, windows: np.ndarray, invokes: int) -> float:
     return float(np.median(timings) * 1e6)
 
 
-def litert_runner(model_path: str):
+def litert_runner(model_path: str) -> Callable[[np.ndarray], np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=model_path, num_threads=1)

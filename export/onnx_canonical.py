@@ -19,6 +19,7 @@ gave two `model.onnx` files with different sha256s. A hub identifies its model b
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import onnx
 
@@ -47,7 +48,7 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
-def _by_content(initializers, skip: set[str]) -> list[str]:
+def _by_content(initializers: Iterable[onnx.TensorProto], skip: set[str]) -> list[str]:
     """Initializer names in the order of their contents: equal contents are interchangeable,
     so their relative order needs no rule."""
     def content(tensor: onnx.TensorProto) -> tuple:

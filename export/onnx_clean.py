@@ -116,7 +116,7 @@ def _last_step_from_final_state(graph: onnx.GraphProto) -> list[str]:
     return changes
 
 
-def _single_consumer_chain(graph: onnx.GraphProto, name: str, length: int):
+def _single_consumer_chain(graph: onnx.GraphProto, name: str, length: int) -> list[onnx.NodeProto] | None:
     chain = []
     for _ in range(length):
         consumers = [node for node in graph.node if name in node.input]
@@ -127,7 +127,7 @@ def _single_consumer_chain(graph: onnx.GraphProto, name: str, length: int):
     return chain
 
 
-def _axes(node: onnx.NodeProto, constants: dict):
+def _axes(node: onnx.NodeProto, constants: dict) -> list[int] | None:
     if len(node.input) > 1 and node.input[1] in constants:
         return [int(v) for v in constants[node.input[1]].reshape(-1)]
     for attribute in node.attribute:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 import onnx
 
@@ -13,6 +14,9 @@ from .graph import raw_units_function
 from .onnx_canonical import canonicalize
 from .onnx_clean import clean_graph
 from .settings import DEFAULT_OPSET
+
+if TYPE_CHECKING:
+    import keras
 
 # tf2onnx 1.17 is tested from opset 13 on; older opsets convert some graphs and fail
 # others deep inside the converter, so they are refused up front.
@@ -25,7 +29,7 @@ def supported_opsets() -> range:
     return range(OLDEST_OPSET, max(constants.OPSET_TO_IR_VERSION) + 1)
 
 
-def to_onnx(model, spec: dict, model_name: str, opset: int = DEFAULT_OPSET) -> bytes:
+def to_onnx(model: keras.Model, spec: dict, model_name: str, opset: int = DEFAULT_OPSET) -> bytes:
     """Serialized ONNX model: dynamic batch, scaling as graph ops, spec in metadata_props."""
     opsets = supported_opsets()
     if opset not in opsets:

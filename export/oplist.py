@@ -96,5 +96,5 @@ def _is_integer_onnx_op(op: str) -> bool:
     return "Integer" in name or "Quantize" in name
 
 
-def _enum_names(enum_class) -> dict[int, str]:
+def _enum_names(enum_class: type) -> dict[int, str]:
     return {value: name for name, value in vars(enum_class).items() if not name.startswith("_") and isinstance(value, (int, np.integer))}

@@ -8,6 +8,7 @@ its only batch). Float32 exports must agree within TOLERANCE in raw target units
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from edgecast_runtime.contract import CALM_DEGREES, DIRECTION, NUMERIC
 
 from .backends import Runner, keras_runner, open_onnx, open_tflite
 from .reports import ParityCheck, ParityReport
+
+if TYPE_CHECKING:
+    import keras
 
 TOLERANCE = 1e-3
 WINDOWS_PER_SET = 256
@@ -59,7 +63,7 @@ def raw_ranges(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(low, np.float64), np.asarray(high, np.float64)
 
 
-def reference_forecast(model, spec: dict, x: np.ndarray) -> np.ndarray:
+def reference_forecast(model: keras.Model, spec: dict, x: np.ndarray) -> np.ndarray:
     """The trainer's own pipeline (trainer/forecast.py), the one its metrics were measured with."""
     return keras_runner(model, spec).forecast(x)
 
@@ -80,7 +84,7 @@ def compare(predicted: np.ndarray, reference: np.ndarray) -> dict:
     return {"max_abs": max_abs, "max_rel": float(relative.max()), "passed": bool(max_abs <= TOLERANCE)}
 
 
-def check_parity(model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> ParityReport:
+def check_parity(model: keras.Model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> ParityReport:
     """`artifacts` maps file names to paths (possibly temporary); kinds by extension."""
     window_sets = parity_windows(held_out_x, spec)
     references = {name: reference_forecast(model, spec, x) for name, x in window_sets.items()}

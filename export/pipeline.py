@@ -4,10 +4,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, WINDOWS_FILE, read_bundle
+from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, WINDOWS_FILE, Bundle, read_bundle
 from edgecast.trainer.errors import BundleError
 from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.durable import atomic_write, fsync_dir
@@ -20,6 +21,9 @@ from .reports import ExportResult, Integrity, ParityReport, VerifyResult
 from .settings import EXPORT_DEFAULTS
 from .tflite_export import TFLITE_BATCH, to_tflite
 from .unrolled import BUILTIN_FILE, to_builtin_tflite
+
+if TYPE_CHECKING:
+    import keras
 
 ONNX_FILE = "model.onnx"
 TFLITE_FILE = "model.tflite"
@@ -67,7 +71,10 @@ def export_bundle(
     return _add_quantized(bundle, model, modes, artifacts, parity, progress)
 
 
-def _add_quantized(bundle, model, modes: list[str], artifacts: dict, parity: ParityReport, progress) -> ExportResult:
+def _add_quantized(
+    bundle: Bundle, model: keras.Model, modes: list[str], artifacts: dict, parity: ParityReport,
+    progress: Callable[[str], object],
+) -> ExportResult:
     from .variants import export_quantized, remove_stale
 
     floats = {name: bundle.path / name for name, entry in artifacts.items() if entry.get("precision") == "float32"}
@@ -102,7 +109,7 @@ def verify_bundle(bundle_dir: Path) -> VerifyResult:
     return VerifyResult(bundle.path, parity, accuracy, Integrity(not problems, problems))
 
 
-def held_out_windows(bundle, model) -> np.ndarray:
+def held_out_windows(bundle: Bundle, model: keras.Model) -> np.ndarray:
     """The test windows of windows.npz, checked against the spec and the Keras model's input."""
     spec = bundle.spec
     expected = (spec["look_back"], len(spec["features"]))

@@ -27,8 +27,10 @@ The op list of every artifact names what computes in float (export/oplist.py).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +38,11 @@ from edgecast.common import silenced_stderr
 
 from .errors import ExportError
 from .graph import tf
+
+if TYPE_CHECKING:
+    import keras
+    import onnx
+    from tensorflow.lite.python.lite import TFLiteConverterBaseV2
 
 
 class QuantizationError(ExportError):
@@ -83,7 +90,7 @@ def check_modes(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def quantize(mode: Mode, model, spec: dict, float_onnx: Path, calibration_x: np.ndarray | None) -> bytes:
+def quantize(mode: Mode, model: keras.Model, spec: dict, float_onnx: Path, calibration_x: np.ndarray | None) -> bytes:
     """The quantized artifact's bytes, or QuantizationError saying why not."""
     if mode.name == "onnx-int8":
         return onnx_dynamic_int8(float_onnx)
@@ -111,7 +118,7 @@ def onnx_dynamic_int8(float_onnx: Path) -> bytes:
     return proto.SerializeToString()
 
 
-def compact_onnx_names(proto) -> None:
+def compact_onnx_names(proto: onnx.ModelProto) -> None:
     """Drop value_info and shorten internal tensor and node names.
 
     Names are debugging aid only; in a 32-unit model they are a third of the quantized
@@ -136,7 +143,7 @@ def compact_onnx_names(proto) -> None:
         node.output[:] = [rename(name) for name in node.output]
 
 
-def tflite_weights_only(model, spec: dict, float16: bool) -> bytes:
+def tflite_weights_only(model: keras.Model, spec: dict, float16: bool) -> bytes:
     """fp16 or dynamic-range int8 weights on the same WHILE-loop graph as model.tflite."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -152,12 +159,14 @@ def tflite_weights_only(model, spec: dict, float16: bool) -> bytes:
     return compact_tflite_names(_convert(converter, "tflite-fp16" if float16 else "tflite-dynamic-int8"))
 
 
-def tflite_full_integer(model, spec: dict, calibration_x: np.ndarray | None, int16_activations: bool) -> bytes:
+def tflite_full_integer(
+    model: keras.Model, spec: dict, calibration_x: np.ndarray | None, int16_activations: bool
+) -> bytes:
     """Every op integer; the converter refuses (and so do we) if any op cannot be."""
     name = "tflite-int16x8" if int16_activations else "tflite-int8"
     samples = calibration_windows(calibration_x, spec, name)
 
-    def calibrate(converter) -> bytes:
+    def calibrate(converter: TFLiteConverterBaseV2) -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([window[np.newaxis]] for window in samples)
         converter.target_spec.supported_ops = [
@@ -173,7 +182,7 @@ def tflite_full_integer(model, spec: dict, calibration_x: np.ndarray | None, int
     return compact_tflite_names(_fused_int8(model, spec, calibrate))
 
 
-def _fused_int8(model, spec: dict, calibrate) -> bytes:
+def _fused_int8(model: keras.Model, spec: dict, calibrate: Callable[[TFLiteConverterBaseV2], bytes]) -> bytes:
     from .fused_lstm import FUSED_OP, fused_converter
     from .oplist import tflite_ops
 
@@ -239,7 +248,7 @@ def calibration_windows(calibration_x: np.ndarray | None, spec: dict, mode_name:
     return np.concatenate([calibration_x.astype(np.float32), constant])
 
 
-def _convert(converter, mode_name: str) -> bytes:
+def _convert(converter: TFLiteConverterBaseV2, mode_name: str) -> bytes:
     try:
         with silenced_stderr():
             return converter.convert()

@@ -6,13 +6,18 @@ variables are frozen to constants it produces a fused LSTM.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import ExportError
 from .graph import raw_units_function, tf
+
+if TYPE_CHECKING:
+    import keras
 
 TFLITE_BATCH = 1
 
 
-def to_tflite(model, spec: dict) -> bytes:
+def to_tflite(model: keras.Model, spec: dict) -> bytes:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     function = raw_units_function(model, spec, batch=TFLITE_BATCH)

@@ -10,6 +10,8 @@ as in every other export.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from edgecast.common import silenced_stderr
 
 from .errors import ExportError
@@ -17,14 +19,18 @@ from .graph import raw_units_function, tf
 from .oplist import builtin_only_problems
 from .tflite_export import TFLITE_BATCH
 
+if TYPE_CHECKING:
+    import keras
+    import tensorflow
+
 BUILTIN_FILE = "model.builtin.tflite"
 
 
-def unrolled_clone(model):
+def unrolled_clone(model: keras.Model) -> keras.Model:
     """The same model with every recurrent layer unrolled (the look-back is static)."""
     import keras
 
-    def clone_layer(layer):
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         config = layer.get_config()
         if "unroll" in config:
             config["unroll"] = True
@@ -35,7 +41,7 @@ def unrolled_clone(model):
     return clone
 
 
-def unrolled_converter(model, spec: dict):
+def unrolled_converter(model: keras.Model, spec: dict) -> tensorflow.lite.TFLiteConverter:
     """A TFLite converter over the unrolled raw-units function, variables frozen to constants."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -47,7 +53,7 @@ def unrolled_converter(model, spec: dict):
     return converter
 
 
-def to_builtin_tflite(model, spec: dict) -> bytes:
+def to_builtin_tflite(model: keras.Model, spec: dict) -> bytes:
     """Float32, static batch 1, builtin ops only; refused (ExportError) if any other op appears."""
     try:
         with silenced_stderr():

@@ -6,8 +6,10 @@ artifacts, are still written and listed in the manifest.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecast_runtime.durable import atomic_write
 
@@ -17,6 +19,11 @@ from .oplist import has_variable_state
 from .quantize import MODES, QuantizationError, quantize
 from .reports import AccuracyReport
 from .unrolled import BUILTIN_FILE
+
+if TYPE_CHECKING:
+    import keras
+
+    from edgecast.trainer.bundle import Bundle
 
 # Files only some exports write; one left from an earlier export would no longer be
 # listed in the manifest (and the runtime refuses unlisted models), so it is removed.
@@ -30,7 +37,10 @@ class QuantizedExport:
     accuracy: AccuracyReport  # the float files and the quantized ones on the test split
 
 
-def export_quantized(bundle, model, mode_names: list[str], float_files: dict[str, Path], progress) -> QuantizedExport:
+def export_quantized(
+    bundle: Bundle, model: keras.Model, mode_names: list[str], float_files: dict[str, Path],
+    progress: Callable[[str], object],
+) -> QuantizedExport:
     """Every mode that can be made, written atomically; `float_files` (file name -> path,
     model.onnx among them) are measured beside the quantized ones, so the report
     compares sizes and errors in one place."""

@@ -48,7 +48,7 @@ def run_station(station: str, csv: Path, models_dir: Path, plot: Path) -> dict:
     return summarise(station, csv, evaluation, training, manifest, wall)
 
 
-def summarise(station, csv, evaluation, training, manifest, wall) -> dict:
+def summarise(station: str, csv: Path, evaluation: dict, training: dict, manifest: dict, wall: float) -> dict:
     metrics = evaluation["metrics"]
     rmse = {method: {f"{s}h": metrics[method]["rmse"][s - 1] for s in REPORTED_STEPS}
             for method in ("model", "persistence", "seasonal_persistence", "ridge")}

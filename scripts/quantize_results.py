@@ -19,6 +19,10 @@ import argparse
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +94,7 @@ LATENCY_WINDOWS = 300  # timed single windows per artifact
 LATENCY_WARMUP = 20
 
 
-def latency_us(path: Path, windows, reset_variables: bool) -> float:
+def latency_us(path: Path, windows: np.ndarray, reset_variables: bool) -> float:
     """Median single-window latency, one thread: what a hub pays per forecast (for the
     fused LSTM, the variable reset its manifest entry asks for is part of the cost)."""
     import numpy as np

@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,10 @@ from edgecast_runtime.contract import (
 
 from . import features as feature_encodings
 from .errors import BundleError
+
+if TYPE_CHECKING:
+    import keras
+    from sklearn.preprocessing import MinMaxScaler
 
 MODEL_FILE = "model.keras"
 SPEC_FILE = "preprocessing.json"
@@ -58,7 +63,7 @@ def make_spec(
     horizon: int,
     interval_seconds: float | None,
     time_columns: list[str],
-    scaler,
+    scaler: MinMaxScaler,
     max_gap: int,
     encodings: list[dict] | None = None,
     formulation: dict | None = None,
@@ -104,7 +109,7 @@ def make_spec(
     return spec
 
 
-def write_bundle(out_dir: Path, model, spec: dict, metrics: dict, training: dict, windows: dict) -> Path:
+def write_bundle(out_dir: Path, model: keras.Model, spec: dict, metrics: dict, training: dict, windows: dict) -> Path:
     """Write the whole bundle into a temporary sibling folder, then swap it in.
 
     A crash leaves either the old bundle or the new one, never a mix; export artifacts
@@ -148,7 +153,7 @@ class Bundle:
     def name(self) -> str:
         return self.path.name
 
-    def load_model(self):
+    def load_model(self) -> keras.Model:
         import_tensorflow()  # before keras, so TensorFlow's start-up chatter stays off the terminal
         import keras
 
@@ -164,11 +169,11 @@ class Bundle:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz is a BadZipFile
             raise BundleError(f"{self.path / WINDOWS_FILE}: cannot read the held-out windows ({exc})") from None
 
-    def scaler(self):
+    def scaler(self) -> MinMaxScaler:
         return scaler_from_spec(self.spec)
 
 
-def scaler_from_spec(spec: dict):
+def scaler_from_spec(spec: dict) -> MinMaxScaler:
     """Rebuild the fitted MinMaxScaler from the spec: fitting on [min, max] gives the same state."""
     from sklearn.preprocessing import MinMaxScaler
 
@@ -208,11 +213,11 @@ def _read_object(path: Path) -> dict:
     return payload
 
 
-def _is_count(value) -> bool:
+def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _is_numbers(value, length: int) -> bool:
+def _is_numbers(value: object, length: int) -> bool:
     return (
         isinstance(value, list) and len(value) == length
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)

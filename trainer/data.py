@@ -60,7 +60,7 @@ class Series:
     invalid: dict = field(default_factory=dict)  # {column: {reason: count}} of readings made missing
     notices: list[str] = field(default_factory=list)  # what the reader decided on its own
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.encodings is None:
             self.encodings = [encodings_of.numeric(name) for name in self.frame.columns]
 
@@ -163,7 +163,7 @@ def _read_table(path: Path, dialect: Dialect) -> pd.DataFrame:
     return raw
 
 
-def _ordered_columns(target: str, features) -> list[str]:
+def _ordered_columns(target: str, features: list[str]) -> list[str]:
     ordered = [target]
     for name in features:
         if name not in ordered:
@@ -214,7 +214,7 @@ def _numeric_column(path: Path, raw: pd.DataFrame, name: str) -> pd.Series:
     return numbers.astype(np.float64).replace([np.inf, -np.inf], np.nan)
 
 
-def _regularise(path: Path, frame: pd.DataFrame, times) -> tuple[pd.DataFrame, float | None]:
+def _regularise(path: Path, frame: pd.DataFrame, times: pd.Series | None) -> tuple[pd.DataFrame, float | None]:
     if times is None:
         return frame.reset_index(drop=True), None
     frame = frame.set_axis(pd.DatetimeIndex(times, name="time"))
@@ -236,7 +236,8 @@ def _regularise(path: Path, frame: pd.DataFrame, times) -> tuple[pd.DataFrame, f
     return frame.reindex(grid), step.total_seconds()
 
 
-def _fill_gaps(frame, target, max_gap, interval, time_columns, path, rows_read, encodings) -> Series:
+def _fill_gaps(frame: pd.DataFrame, target: str, max_gap: int, interval: float | None, time_columns: list[str],
+               path: Path, rows_read: int, encodings: list[dict]) -> Series:
     before = int(frame.isna().sum().sum())
     # Angles and calm codes do not interpolate linearly (350 and 10 degrees are neighbours).
     hold = {e["feature"] for e in encodings if e["kind"] == DIRECTION}

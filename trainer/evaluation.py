@@ -7,6 +7,10 @@ Baselines, all in raw target units:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import baselines
@@ -15,6 +19,14 @@ from .forecast import predict_raw, spec_encodings
 from .reports import Backtest, DataRecord, Evaluation, Metrics
 from .settings import METHODS
 from .windows import SplitData, Windows, model_inputs
+
+if TYPE_CHECKING:
+    import keras
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import MinMaxScaler
+
+    from .bundle import Bundle
+    from .data import Series
 
 SECONDS_PER_DAY = 86400
 
@@ -45,7 +57,9 @@ def seasonal_persistence(target: np.ndarray, windows: Windows, horizon: int, sea
     return forecast
 
 
-def forecasts(model, spec: dict, scaler, target: np.ndarray, windows: Windows, ridge) -> dict:
+def forecasts(
+    model: keras.Model, spec: dict, scaler: MinMaxScaler, target: np.ndarray, windows: Windows, ridge: Ridge
+) -> dict:
     """Every method's forecasts for `windows`, raw units `[n, horizon]`."""
     horizon = spec["horizon"]
     predicted = {
@@ -59,7 +73,7 @@ def forecasts(model, spec: dict, scaler, target: np.ndarray, windows: Windows, r
     return predicted
 
 
-def fit_ridge(spec: dict, scaler, windows: Windows):
+def fit_ridge(spec: dict, scaler: MinMaxScaler, windows: Windows) -> Ridge:
     return baselines.fit_ridge(model_inputs(scaler, spec_encodings(spec), windows.x), windows.y)
 
 
@@ -86,13 +100,15 @@ def score(spec: dict, windows: Windows, predicted: dict) -> dict:
     return metrics
 
 
-def evaluate_split(model, spec: dict, scaler, split: SplitData, target: np.ndarray) -> dict:
+def evaluate_split(model: keras.Model, spec: dict, scaler: MinMaxScaler, split: SplitData, target: np.ndarray) -> dict:
     """Test-split metrics of the model and every baseline; ridge is fitted on the training split."""
     ridge = fit_ridge(spec, scaler, split.train)
     return score(spec, split.test, forecasts(model, spec, scaler, target, split.test, ridge))
 
 
-def backtest(model, spec: dict, scaler, split: SplitData, target: np.ndarray, folds: int) -> dict:
+def backtest(
+    model: keras.Model, spec: dict, scaler: MinMaxScaler, split: SplitData, target: np.ndarray, folds: int
+) -> dict:
     """`folds` consecutive blocks of the test split, each a forecast origin.
 
     Ridge is refitted on every window that ends before its block (an expanding window);
@@ -133,7 +149,7 @@ def _mean_over_folds(results: list[dict]) -> dict:
     }
 
 
-def evaluate_bundle_on_csv(bundle, csv_path, folds: int = 0) -> Evaluation:
+def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0) -> Evaluation:
     """Re-read a CSV the way the bundle was trained, split it with the training fractions,
     and score the test split with the bundle's own scaler (the one in its graph).
 
@@ -163,7 +179,7 @@ def evaluate_bundle_on_csv(bundle, csv_path, folds: int = 0) -> Evaluation:
     )
 
 
-def _load_like_training(bundle, csv_path, load_csv):
+def _load_like_training(bundle: Bundle, csv_path: Path, load_csv: Callable[..., Series]) -> Series:
     from edgecast_runtime.clock import spec_time_format
 
     from .data import ReadOptions

@@ -6,12 +6,18 @@ every exported graph is checked against exactly what the model was judged on.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import features
 from .bundle import scaler_from_spec
 from .settings import LEVEL
 from .windows import forecasts_from_outputs, model_inputs
+
+if TYPE_CHECKING:
+    import keras
+    from sklearn.preprocessing import MinMaxScaler
 
 PREDICT_BATCH = 1024
 
@@ -25,7 +31,9 @@ def spec_formulation(spec: dict) -> dict:
     return spec.get("target_formulation") or {"kind": LEVEL}
 
 
-def predict_raw(model, spec: dict, x: np.ndarray, scaler=None, direct_call: bool = False) -> np.ndarray:
+def predict_raw(
+    model: keras.Model, spec: dict, x: np.ndarray, scaler: MinMaxScaler | None = None, direct_call: bool = False
+) -> np.ndarray:
     """Raw windows `[n, look_back, n_features]` to raw forecasts `[n, horizon]`, float64.
 
     `direct_call` runs `model(inputs, training=False)` instead of `model.predict`: one

@@ -3,6 +3,7 @@ by default on top of a frozen ridge map of the window and products of its summar
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from edgecast.common import import_tensorflow
 
@@ -87,7 +88,9 @@ def build_model(
     return model
 
 
-def _fixed_dense(inputs, kernel: np.ndarray, name: str, bias: np.ndarray | None = None):
+def _fixed_dense(
+    inputs: keras.KerasTensor, kernel: np.ndarray, name: str, bias: np.ndarray | None = None
+) -> keras.KerasTensor:
     layer = keras.layers.Dense(kernel.shape[1], use_bias=bias is not None, trainable=False, name=name)
     outputs = layer(inputs)
     layer.set_weights([kernel.astype(np.float32)] + ([] if bias is None else [bias.astype(np.float32)]))
@@ -101,7 +104,9 @@ def _fixed_dense(inputs, kernel: np.ndarray, name: str, bias: np.ndarray | None 
 MAX_FAN_IN = 100
 
 
-def _linear_parts(window, lags, basis: np.ndarray, low: np.ndarray, high: np.ndarray) -> list:
+def _linear_parts(
+    window: keras.KerasTensor, lags: keras.KerasTensor, basis: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> list[keras.KerasTensor]:
     """What the linear map reads, in parts of at most MAX_FAN_IN inputs: the lags, centred
     on the middle of the scaled training range (0.5), in blocks of steps, then the
     products u_i * u_j (i <= j) of u = clamp((lags @ basis - low) / (high - low), 0, 1) - 1/2.
@@ -130,7 +135,7 @@ def _linear_parts(window, lags, basis: np.ndarray, low: np.ndarray, high: np.nda
     return parts
 
 
-def _map_in_parts(parts: list, horizon: int, trainable: bool):
+def _map_in_parts(parts: list[keras.KerasTensor], horizon: int, trainable: bool) -> keras.KerasTensor:
     """One linear map written as a Dense per part ("linear_0" holds the bias), summed."""
     outputs = [keras.layers.Dense(horizon, use_bias=index == 0, trainable=trainable, name=f"linear_{index}")(part)
                for index, part in enumerate(parts)]
@@ -209,11 +214,11 @@ def start_from_linear(model: keras.Model, inputs: np.ndarray, targets: np.ndarra
 class EpochReporter(keras.callbacks.Callback):
     """Hands each epoch's losses to a plain function, so the trainer stays UI-free."""
 
-    def __init__(self, report: Callable[[int, dict], None]):
+    def __init__(self, report: Callable[[int, dict], object]) -> None:
         super().__init__()
         self._report = report
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._report(epoch + 1, dict(logs or {}))
 
 
@@ -224,7 +229,7 @@ def fit(
     epochs: int,
     batch_size: int,
     patience: int,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[int, dict], object] | None = None,
 ) -> dict:
     """Adam on MSE with early stopping on validation loss; the best weights are restored."""
     callbacks = [

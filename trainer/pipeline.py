@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,7 +16,10 @@ from .bundle import make_spec, write_bundle
 from .data import Series
 from .evaluation import evaluate_split
 from .settings import CHANGE, LEVEL, TrainConfig  # noqa: F401  (TrainConfig is part of this module's API)
-from .windows import change_formulation, model_inputs, model_targets, split_windows
+from .windows import SplitData, Windows, change_formulation, model_inputs, model_targets, split_windows
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import MinMaxScaler
 
 CALIBRATION_SAMPLE = 512  # training windows kept for int8 calibration
 
@@ -26,7 +31,7 @@ class TrainResult:
     training: dict
 
 
-def prepare(series: Series, config: TrainConfig):
+def prepare(series: Series, config: TrainConfig) -> SplitData:
     """Windows and split, checked before TensorFlow loads: bad settings fail in a blink."""
     config.check()
     return split_windows(
@@ -34,7 +39,13 @@ def prepare(series: Series, config: TrainConfig):
     )
 
 
-def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, data=None) -> TrainResult:
+def train(
+    series: Series,
+    config: TrainConfig,
+    out_dir: Path,
+    on_epoch: Callable[[int, dict], object] | None = None,
+    data: SplitData | None = None,
+) -> TrainResult:
     """`data` is what prepare() returned for the same series and config, if the caller has it."""
     from . import model as keras_model  # TensorFlow loads only when training starts
 
@@ -84,7 +95,7 @@ def _quadratic(config: TrainConfig, spec: dict, fit_inputs: np.ndarray) -> tuple
     return (basis, *summary_range(basis, fit_inputs))
 
 
-def _network_pair(windows, scaler, spec: dict) -> tuple:
+def _network_pair(windows: Windows, scaler: MinMaxScaler, spec: dict) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, targets) as the network sees them."""
     return (
         model_inputs(scaler, spec["encodings"], windows.x),
@@ -92,7 +103,7 @@ def _network_pair(windows, scaler, spec: dict) -> tuple:
     )
 
 
-def _training_record(series: Series, config: TrainConfig, data, history: dict, seconds: float) -> dict:
+def _training_record(series: Series, config: TrainConfig, data: SplitData, history: dict, seconds: float) -> dict:
     index = series.frame.index
     first_val, first_test = data.boundaries
     return {
@@ -125,7 +136,7 @@ def _training_record(series: Series, config: TrainConfig, data, history: dict, s
     }
 
 
-def _kept_windows(data, seed: int) -> dict[str, np.ndarray]:
+def _kept_windows(data: SplitData, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(data.train), size=min(CALIBRATION_SAMPLE, len(data.train)), replace=False)
     return {

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,8 @@ class TimeLine:
     notices: list[str] = field(default_factory=list)
 
 
-def read_times(path: Path, raw: pd.DataFrame, options: TimeOptions, data_columns: set[str], resolve) -> TimeLine:
+def read_times(path: Path, raw: pd.DataFrame, options: TimeOptions, data_columns: set[str],
+               resolve: Callable[[str], str]) -> TimeLine:
     if options.unit is not None and options.unit not in UNITS:
         raise DataError(f"--time-unit must be one of {', '.join(UNITS)}, got {options.unit!r}")
     columns = [resolve(name.strip()) for name in options.column.split(",")] if options.column else _detect(raw, data_columns)
@@ -115,7 +117,9 @@ def _from_parts(path: Path, raw: pd.DataFrame, columns: list[str]) -> pd.Series:
     return times
 
 
-def _single(path: Path, source: pd.Series, label: str, options: TimeOptions, notices: list[str]):
+def _single(
+    path: Path, source: pd.Series, label: str, options: TimeOptions, notices: list[str]
+) -> tuple[pd.Series, dict | None]:
     """Timestamps and the spec's time_format from one column (or date and time joined)."""
     numbers = _epoch_numbers(source)
     if numbers is not None:
@@ -147,7 +151,9 @@ def _epoch_numbers(source: pd.Series) -> pd.Series | None:
     return None if numbers[present].isna().any() else numbers
 
 
-def _from_epoch(path: Path, numbers: pd.Series, label: str, unit: str | None, notices: list[str]):
+def _from_epoch(
+    path: Path, numbers: pd.Series, label: str, unit: str | None, notices: list[str]
+) -> tuple[pd.Series, dict | None]:
     magnitude = float(numbers.abs().median())
     if unit is None:
         if magnitude < SECONDS_FROM:
@@ -229,7 +235,7 @@ def _reject_bad_times(path: Path, source: pd.Series, times: pd.Series, label: st
         raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: '{source.iloc[row]}' in {label} is not a valid time")
 
 
-def clock_of(text: str):
+def clock_of(text: str) -> tzinfo:
     """--clock as a tzinfo; a bad one is a one-line DataError."""
     try:
         return parse_clock(text)
@@ -252,12 +258,12 @@ def _on_clock(path: Path, line: TimeLine, clock: str | None) -> None:
     line.times = times.dt.tz_convert(target) if zone is not None else _localize(times, target, line.notices)
 
 
-def _fixed_name(zone) -> str:
+def _fixed_name(zone: tzinfo) -> str:
     offset = zone.utcoffset(None)
     return offset_name(offset) if offset is not None else str(zone)
 
 
-def _localize(times: pd.Series, zone, notices: list[str]) -> pd.Series:
+def _localize(times: pd.Series, zone: tzinfo, notices: list[str]) -> pd.Series:
     """Wall-clock times in `zone` (see the module's docstring for the changes of clock)."""
     try:
         return times.dt.tz_localize(zone, ambiguous="raise", nonexistent="raise")

@@ -13,6 +13,7 @@ The ranges are recorded in the spec (`valid_ranges`) so the hub applies the same
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,7 @@ def default_range(name: str) -> Range | None:
     return (0.0, None) if _squeezed(name) in CONCENTRATIONS else None
 
 
-def ranges_for(columns: list[str], given: dict[str, Range], resolve) -> dict[str, Range]:
+def ranges_for(columns: list[str], given: dict[str, Range], resolve: Callable[[str], str]) -> dict[str, Range]:
     """{column: range} for the columns read: the defaults, replaced by the ranges given
     (their names resolved by `resolve`, which raises for a column not read)."""
     ranges = {name: default_range(name) for name in columns}

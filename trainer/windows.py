@@ -71,7 +71,7 @@ def split_windows(
     values: np.ndarray,
     look_back: int,
     horizon: int,
-    fractions=(0.7, 0.15, 0.15),
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     source: str = "data",
     encodings: list[dict] | None = None,
 ) -> SplitData:

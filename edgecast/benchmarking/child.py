@@ -15,15 +15,25 @@ forecast one window, nothing else. It reports the CLOCK_MONOTONIC time (system-w
 Linux, so the parent can subtract its own spawn time) at the first forecast, and the
 process's peak RSS at that moment: `ru_maxrss` and VmHWM (see `vm_hwm_kib`).
 """
+from __future__ import annotations
+
 import json
 import os
 import sys
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy as np
+
+    Predict = Callable[[np.ndarray], np.ndarray]
 
 BACKENDS = ("runtime", "onnxruntime", "litert", "keras-predict", "keras-call")
 
 
-def load(backend, bundle_dir, threads, reset_variables=False):
+def load(backend: str, bundle_dir: str, threads: int, reset_variables: bool = False) -> tuple[Predict, Predict]:
     """(predict_one(window [look_back, F]) -> [horizon], predict_many(windows [N, look_back, F]) -> [N, horizon])."""
     onnx_path = os.path.join(bundle_dir, "model.onnx")
     if backend == "runtime":
@@ -44,7 +54,7 @@ def load(backend, bundle_dir, threads, reset_variables=False):
     return runner.predict_one, runner.predict_many
 
 
-def bare_onnxruntime(onnx_path):
+def bare_onnxruntime(onnx_path: str) -> Predict:
     """What a user of onnxruntime alone writes; the cold start of the `onnxruntime` backend,
     which runs where the toolkit's runner cannot be imported."""
     import numpy as np
@@ -57,7 +67,7 @@ def bare_onnxruntime(onnx_path):
     return lambda window: session.run(["forecast"], {"window": window[np.newaxis]})[0][0]
 
 
-def cold(backend, bundle_dir, options):
+def cold(backend: str, bundle_dir: str, options: dict[str, Any]) -> dict[str, Any]:
     import resource
 
     import numpy as np
@@ -74,7 +84,7 @@ def cold(backend, bundle_dir, options):
             "forecast": [float(v) for v in np.ravel(forecast)]}
 
 
-def vm_hwm_kib():
+def vm_hwm_kib() -> int | None:
     """This process's own peak RSS. Linux's ru_maxrss also counts the parent's peak at
     fork time (the forked copy's high-water mark survives exec), so a child spawned by a
     big parent reports at least the parent's size; /proc/self/status VmHWM belongs to the
@@ -89,7 +99,7 @@ def vm_hwm_kib():
     return None
 
 
-def speed(backend, bundle_dir, options):
+def speed(backend: str, bundle_dir: str, options: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Latency (when asked), batch throughput and one big call, timed by the toolkit's runner."""
     import numpy as np
 
@@ -116,7 +126,7 @@ def speed(backend, bundle_dir, options):
     return result
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     mode, backend, bundle_dir, options = argv[1], argv[2], argv[3], json.loads(argv[4])
     if mode == "cold":
         report = cold(backend, bundle_dir, options)

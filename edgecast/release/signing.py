@@ -18,12 +18,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecast_runtime.durable import atomic_write, fsync_dir
 from edgecast_runtime.errors import SignatureError
 from edgecast_runtime.signature import SIGNATURE_NAME, key_id, sha256_file, verify_bundle
 
 from .errors import SigningError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 PRIVATE_KEY_NAME = "private.pem"
 PUBLIC_KEY_NAME = "public.pem"
@@ -125,7 +129,7 @@ def sign_bundle(bundle_dir: Path, key_path: Path) -> SignedBundle:
     return SignedBundle(bundle_dir / SIGNATURE_NAME, files, key_id(public_key))
 
 
-def load_private_key(key_path: Path):
+def load_private_key(key_path: Path) -> EllipticCurvePrivateKey:
     """An unencrypted EC P-256 private key from a PEM file, or a SigningError saying why not."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
