@@ -6,12 +6,21 @@ cluster) is one line and exit code 2, as everywhere in edgecast.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 from edgecast.export.settings import EXPORT_DEFAULTS
@@ -29,7 +38,7 @@ def _split_list(values: list[str]) -> list[str]:
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
-def _numbers(text: str, option: str, kind=float) -> tuple:
+def _numbers(text: str, option: str, kind: Callable[[str], object] = float) -> tuple:
     try:
         return tuple(kind(p) for p in text.split(","))
     except ValueError:
@@ -119,7 +128,7 @@ def report_command(
 class RemainingColumn(ProgressColumn):
     """Time left from the stations actually run (skipped ones take no time and would skew it)."""
 
-    def render(self, task) -> Text:
+    def render(self, task: Task) -> Text:
         ran, to_run = task.fields.get("ran", 0), task.fields.get("to_run", 0)
         if not ran or task.elapsed is None or ran >= to_run:
             return Text("ETA -:--:--" if ran < to_run else "", style="progress.remaining")
@@ -146,7 +155,7 @@ class FleetProgress:
     def __exit__(self, *exc):
         self.progress.__exit__(*exc)
 
-    def on_event(self, kind: str, payload) -> None:
+    def on_event(self, kind: str, payload: object) -> None:
         if kind == "start":
             total, self.decided = payload
             self.task = self.progress.add_task("", total=total, trained=0, failed=0, skipped=0, ran=0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def report(fleet_dir: str | Path, leads: list[int] = (1, 6, 24)) -> FleetReport:
     return FleetReport(fleet_dir / "fleet.md", fleet_dir / "fleet.json", plot, rows)
 
 
-def _check_leads(leads) -> list[int]:
+def _check_leads(leads: Iterable[int | str]) -> list[int]:
     leads = sorted({int(lead) for lead in leads})
     if not leads or leads[0] < 1:
         raise FleetError(f"--leads must be steps of 1 or more, got {','.join(map(str, leads)) or 'none'}")
@@ -99,7 +100,7 @@ def _read(path: Path) -> dict | None:
     return payload if isinstance(payload, dict) else None
 
 
-def _at(values, steps: list[int], lead: int) -> float | None:
+def _at(values: Sequence[float] | None, steps: list[int], lead: int) -> float | None:
     return float(values[steps.index(lead)]) if values and lead in steps else None
 
 
@@ -184,5 +185,5 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _num(value, digits: int = 2) -> str:
+def _num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"

@@ -16,10 +16,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from edgecast.common import EdgecastError
-from edgecast.trainer.bundle import write_json_atomic
+from edgecast.common import EdgecastError, write_json_atomic
 from edgecast.trainer.settings import TrainConfig
+
+if TYPE_CHECKING:
+    import ray
 
 from .stations import FleetSettings, Station, find_stations, up_to_date
 from .work import STAGING, one_line, station_task
@@ -158,8 +162,9 @@ class _exclusive:
         self.handle.close()
 
 
-def _run_on_ray(todo: list[Station], settings, fleet_dir: Path, result: FleetResult, address, workers,
-                cpus_per_task: int, on_event, started: float) -> None:
+def _run_on_ray(todo: list[Station], settings: FleetSettings, fleet_dir: Path, result: FleetResult,
+                address: str | None, workers: int | None, cpus_per_task: int, on_event: Event | None,
+                started: float) -> None:
     import ray
 
     owned = not ray.is_initialized()
@@ -193,7 +198,7 @@ def _run_on_ray(todo: list[Station], settings, fleet_dir: Path, result: FleetRes
             ray.shutdown()
 
 
-def _connect(ray, address: str | None, workers: int | None, cpus_per_task: int) -> None:
+def _connect(ray: ModuleType, address: str | None, workers: int | None, cpus_per_task: int) -> None:
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address:
@@ -221,7 +226,7 @@ def _use_cluster_token() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
-def _collect(ray, ref, station: Station) -> StationResult:
+def _collect(ray: ModuleType, ref: ray.ObjectRef, station: Station) -> StationResult:
     try:
         outcome = ray.get(ref)
     except Exception as exc:  # the worker died (killed, out of memory): this station alone failed
@@ -243,6 +248,6 @@ def _write_run_record(fleet_dir: Path, settings: FleetSettings, result: FleetRes
     })
 
 
-def _emit(on_event: Event | None, kind: str, payload) -> None:
+def _emit(on_event: Event | None, kind: str, payload: object) -> None:
     if on_event is not None:
         on_event(kind, payload)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgecast.trainer.bundle import write_json_atomic
+from edgecast.common import write_json_atomic
 
 from .stations import STATION_RECORD, FleetSettings, Station
 
