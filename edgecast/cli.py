@@ -430,11 +430,14 @@ def bench(
         out.print(f"wrote {out_file}")
 
 
-# Signed releases (edgecast/release/): `edgecast keys new DIR`, `edgecast sign models/NAME --key KEY.pem`.
-from edgecast.release.cli import keys_app, sign  # noqa: E402
+# Signed releases (edgecast/release/): `edgecast keys new DIR`, `edgecast sign models/NAME --key KEY.pem`,
+# `edgecast release models/FLEET/... --version N --key KEY.pem --broker ...`, `edgecast fleet status`.
+from edgecast.release.cli import fleet_app, keys_app, release, sign  # noqa: E402
 
 app.add_typer(keys_app, name="keys")
 app.command("sign")(sign)
+app.command("release")(release)
+app.add_typer(fleet_app, name="fleet")
 
 
 if __name__ == "__main__":
