@@ -200,7 +200,9 @@ class HubUpdater:
         try:
             self._install(release, record, {name: received[name] for name in release.files}, staging)
         except (EdgecastRuntimeError, OSError) as exc:
-            self._refuse(exc, digest, release.version)
+            # Files damaged on the way may come intact next time: the record stays eligible.
+            damaged = isinstance(exc, (DeliveryError, OSError)) or getattr(exc, "reason", None) in ("sha256", "files")
+            self._refuse(exc, digest, release.version, remember=not damaged)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -241,8 +243,9 @@ class HubUpdater:
                 else:
                     entry.unlink(missing_ok=True)
 
-    def _refuse(self, exc: Exception, digest: str, version: Optional[int]) -> None:
-        self._refused.add(digest)
+    def _refuse(self, exc: Exception, digest: str, version: Optional[int], remember: bool = True) -> None:
+        if remember:
+            self._refused.add(digest)
         reason = getattr(exc, "reason", None) or type(exc).__name__
         error = {"version": version, "record_sha256": digest, "reason": reason,
                  "message": " ".join(str(exc).split()), "at": _now_text()}
