@@ -24,9 +24,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from edgecast.release.broker import BrokerSettings, OperatorSession
-from edgecast.release.errors import ReleaseDeliveryError
+from edgecast.release.errors import ReleaseDeliveryError, SigningError
 from edgecast.release.record import make_release
-from edgecast.release.rollout import HubRelease, deliver, find_bundles, prepare, roll_out
+from edgecast.release.rollout import (
+    HubRelease,
+    canary_count,
+    deliver,
+    find_bundles,
+    parse_canary,
+    parse_duration,
+    prepare,
+    roll_out,
+)
 from edgecast.release.signing import load_private_key, new_keys, sign_bundle
 from edgecast_runtime.release_record import assemble_record, canonical_json
 from edgecast_runtime.signature import key_id, sha256_file
@@ -269,3 +278,30 @@ def test_failing_canary_stops_the_rollout(fleet):
     assert status.returncode == 0, status.stderr
     line = next(line for line in status.stdout.splitlines() if "hub-1" in line)
     assert "self-test" in line and "running" in line, status.stdout
+
+
+def test_broker_commands_refuse_bad_credentials_with_one_line(secure_broker, tmp_path):  # noqa: F811
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-password\n")
+    address = f"127.0.0.1:{secure_broker.port}"
+    cases = [(["--username", "operator", "--password-file", wrong, "--ca-file", secure_broker.ca_file], "refused"),
+             (["--username", "operator", "--password-file", secure_broker.password_file("operator"), "--tls"],
+              "certificate verify failed"),
+             (["--password-file", secure_broker.password_file("operator"), "--ca-file", secure_broker.ca_file],
+              "without a user name")]
+    for options, fragment in cases:
+        result = run_cli("fleet", "status", "--broker", address, *options, "--wait", "0.5")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert lines[0].startswith("edgecast: error: ") and fragment in lines[0], lines[0]
+
+
+def test_canary_and_duration_options():
+    assert parse_canary("2") == (2, None) and parse_canary("25%") == (None, 25.0)
+    assert canary_count(10, None, 25.0) == 3 and canary_count(3, 5, None) == 3 and canary_count(3, 0, None) == 0
+    assert parse_duration("30d") == timedelta(days=30) and parse_duration("90m") == timedelta(minutes=90)
+    for text in ("0%", "101%", "-1", "x"):
+        with pytest.raises(SigningError):
+            parse_canary(text)
+    with pytest.raises(SigningError):
+        parse_duration("30 days")
