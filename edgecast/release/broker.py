@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from edgecast_runtime.delivery import STATUS_WILDCARD, DeliveryError, hub_of
+from edgecast_runtime.delivery import ONLINE_WILDCARD, STATUS_WILDCARD, DeliveryError, hub_of
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.mqtt import parse_broker
 from edgecast_runtime.mqtt_security import configure_client
@@ -40,13 +40,16 @@ class BrokerSettings:
 
 
 class OperatorSession:
-    """A connected MQTT v5 client that follows every hub's retained status."""
+    """A connected MQTT v5 client that follows every hub's retained status and whether
+    it is online: `statuses` shows a hub that dropped off (its last will) with its
+    last status and state "offline"."""
 
     def __init__(self, settings: BrokerSettings, client_id: str):
         import paho.mqtt.client as mqtt
 
         self.settings = settings
-        self.statuses: dict[str, dict] = {}  # hub id -> its latest status
+        self._statuses: dict[str, dict] = {}  # hub id -> its latest status
+        self._online: dict[str, bool] = {}
         self.changed = threading.Condition()
         self._connack: queue.Queue = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -75,7 +78,7 @@ class OperatorSession:
             self.__exit__()
             raise ReleaseDeliveryError(f"the broker {self.settings.broker} refused the connection: "
                                        f"{code or 'no answer'}")
-        self.client.subscribe(STATUS_WILDCARD, qos=1)
+        self.client.subscribe([(STATUS_WILDCARD, 1), (ONLINE_WILDCARD, 1)])
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -98,6 +101,12 @@ class OperatorSession:
         if reason_code.is_failure:
             self._refused[mid] = str(reason_code)
 
+    @property
+    def statuses(self) -> dict[str, dict]:
+        with self.changed:
+            return {hub: {**status, "state": "offline"} if self._online.get(hub) is False else dict(status)
+                    for hub, status in self._statuses.items()}
+
     def wait_for_change(self, timeout: float) -> None:
         with self.changed:
             self.changed.wait(timeout)
@@ -105,18 +114,19 @@ class OperatorSession:
     def collect(self, seconds: float) -> dict[str, dict]:
         """The statuses received within `seconds` (retained ones arrive first)."""
         time.sleep(seconds)
-        with self.changed:
-            return dict(self.statuses)
+        return self.statuses
 
     def _on_message(self, client, userdata, message) -> None:
         try:
             hub = hub_of(message.topic)
-            status = json.loads(message.payload) if message.payload else None
+            document = json.loads(message.payload) if message.payload else None
         except (DeliveryError, ValueError):
             return
         with self.changed:
-            if isinstance(status, dict):
-                self.statuses[hub] = status
+            if message.topic.endswith("/online"):
+                self._online[hub] = bool(isinstance(document, dict) and document.get("online"))
+            elif isinstance(document, dict):
+                self._statuses[hub] = document
             else:
-                self.statuses.pop(hub, None)
+                self._statuses.pop(hub, None)
             self.changed.notify_all()

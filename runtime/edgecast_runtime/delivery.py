@@ -6,7 +6,10 @@ Every topic of hub ID lies under edgecast/hub/ID/ (the broker's ACL fences a hub
 
 - edgecast/hub/ID/release             the signed release record (retained, QoS 1)
 - edgecast/hub/ID/files/NAME/INDEX    chunk INDEX of file NAME (retained, QoS 1)
-- edgecast/hub/ID/status              the hub's status, JSON (retained; last will too)
+- edgecast/hub/ID/status              the hub's status, JSON (retained)
+- edgecast/hub/ID/online              {"online": true} on connect, {"online": false} as its
+                                      last will and on shutdown (retained): a hub that
+                                      drops off keeps its last status beside it
 
 A chunk is one JSON header line, then the chunk's bytes:
 {"version": 7, "file": "model.onnx", "index": 0, "count": 3, "size": 2593, "sha256": "..."}\\n<bytes>
@@ -23,6 +26,8 @@ from .errors import EdgecastRuntimeError
 
 TOPIC_ROOT = "edgecast/hub"
 STATUS_WILDCARD = f"{TOPIC_ROOT}/+/status"
+ONLINE_WILDCARD = f"{TOPIC_ROOT}/+/online"
+ONLINE, OFFLINE = b'{"online":true}', b'{"online":false}'
 DEFAULT_CHUNK_BYTES = 64 * 1024  # far below Mosquitto's and most brokers' packet limits
 MAX_HEADER_BYTES = 1024
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -60,6 +65,10 @@ def release_topic(hub_id: str) -> str:
 
 def status_topic(hub_id: str) -> str:
     return hub_topic(hub_id, "status")
+
+
+def online_topic(hub_id: str) -> str:
+    return hub_topic(hub_id, "online")
 
 
 def files_topic(hub_id: str, name: str = "#", index: int = None) -> str:

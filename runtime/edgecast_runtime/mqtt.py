@@ -15,7 +15,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import Optional
 
-from .delivery import check_hub_id
+from .delivery import OFFLINE, ONLINE, check_hub_id
 from .errors import EdgecastRuntimeError
 from .logs import log_event
 from .model import DEFAULT_THREADS
@@ -86,8 +86,9 @@ class MqttBridge:
         self.client.on_subscribe = self._on_subscribe
         configure_client(self.client, **(security or {}))
         self.updater = updater
-        if updater is not None:  # retained status; the broker says "offline" if we drop off
+        if updater is not None:  # retained status; the broker says offline if we drop off
             updater.start(holder, self._publish_status)
+            self.client.will_set(updater.online_topic, OFFLINE, qos=1, retain=True)
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -102,8 +103,8 @@ class MqttBridge:
             if self.updater is not None:
                 self.updater.stop()
                 try:  # a clean disconnect sends no last will: say it ourselves
-                    self.client.publish(self.updater.status_topic, self.updater.status("offline"),
-                                        qos=1, retain=True).wait_for_publish(5)
+                    self.client.publish(self.updater.online_topic, OFFLINE, qos=1,
+                                        retain=True).wait_for_publish(5)
                 except (RuntimeError, ValueError):
                     pass  # not connected: the broker keeps the last status
             self.client.disconnect()
@@ -121,6 +122,7 @@ class MqttBridge:
         topics = [self.subscribe_topic, *(self.updater.topics if self.updater else [])]
         client.subscribe([(topic, 1) for topic in topics])
         if self.updater is not None:
+            client.publish(self.updater.online_topic, ONLINE, qos=1, retain=True)
             self.updater.publish_status()
         log_event({"event": "mqtt_connected", "broker": f"{self.host}:{self.port}",
                    "session_present": bool(flags.session_present),
@@ -132,7 +134,6 @@ class MqttBridge:
                    "topic": self.subscribe_topic, "reasons": [str(c) for c in reason_codes]})
 
     def _publish_status(self, payload: bytes) -> None:
-        self.client.will_set(self.updater.status_topic, self.updater.status("offline"), qos=1, retain=True)
         self.client.publish(self.updater.status_topic, payload, qos=1, retain=True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):

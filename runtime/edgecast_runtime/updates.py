@@ -26,6 +26,7 @@ from .delivery import (
     files_topic,
     hub_topic,
     join_chunks,
+    online_topic,
     release_topic,
     status_topic,
 )
@@ -63,7 +64,7 @@ class HubUpdater:
         self.hub_id = hub_id
         self.topics = [release_topic(hub_id), files_topic(hub_id)]
         self._prefixes = (release_topic(hub_id), hub_topic(hub_id, "files") + "/")
-        self.status_topic = status_topic(hub_id)
+        self.status_topic, self.online_topic = status_topic(hub_id), online_topic(hub_id)
         self.release_dir = Path(release_dir)
         self.release_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -96,13 +97,11 @@ class HubUpdater:
     def receive(self, topic: str, payload: bytes) -> None:
         self._queue.put((topic, bytes(payload)))
 
-    def status(self, state: Optional[str] = None) -> bytes:
-        """The status as published (`state` overrides it: the last will says offline)."""
+    def status(self) -> bytes:
+        """The status as published."""
         model = self.holder.current if self.holder else None
         status = {**self._status, "model_name": model.model_name if model else None,
                   "sha256": model.sha256 if model else None, "updated": _now_text()}
-        if state:
-            status["state"] = state
         return json.dumps(status, sort_keys=True, separators=(",", ":")).encode()
 
     def publish_status(self) -> None:

@@ -251,6 +251,9 @@ def test_release_reaches_every_hub_and_bad_releases_are_refused(fleet):
         assert hub in status.stdout
     installed = [e for e in fleet["hubs"][1].events() if e.get("event") == "release_installed"]
     assert [e["version"] for e in installed] == [2]
+    fleet["hubs"][2].process.kill()  # hub-3 drops off: the broker publishes its last will
+    statuses = wait_for(session, lambda s: s["hub-3"]["state"] == "offline", "hub-3's last will")
+    assert statuses["hub-3"]["version"] == 2
 
 
 def test_failing_canary_stops_the_rollout(fleet):
