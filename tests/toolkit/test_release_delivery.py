@@ -308,3 +308,22 @@ def test_canary_and_duration_options():
             parse_canary(text)
     with pytest.raises(SigningError):
         parse_duration("30 days")
+
+
+def test_canary_that_never_answers_stops_the_rollout_from_the_command_line(secure_broker, tmp_path):  # noqa: F811
+    keys = new_keys(tmp_path / "keys")
+    for hub in ("hub-2", "hub-3"):
+        make_bundle(tmp_path / "fleet" / hub, V2, keys.private)
+    result = run_cli("release", tmp_path / "fleet", "--version", "4", "--key", keys.private, "--canary", "50%",
+                     "--healthy-seconds", "0", "--hub-timeout", "2", *broker_options(secure_broker), timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
+    assert "stopped" in lines[0] and "hub-2 no answer" in lines[0] and "(hub-3)" in lines[0], lines[0]
+    settings = BrokerSettings(f"127.0.0.1:{secure_broker.port}", "operator",
+                              str(secure_broker.password_file("operator")), ca_file=str(secure_broker.ca_file))
+    retained = {}
+    with OperatorSession(settings, client_id="test-retained") as session:
+        session.client.message_callback_add("edgecast/hub/+/release", lambda c, u, m: retained.update({m.topic: 1}))
+        session.client.subscribe("edgecast/hub/+/release", qos=1)
+        time.sleep(1.0)
+    assert list(retained) == ["edgecast/hub/hub-2/release"]  # hub-3 was never sent it
