@@ -168,10 +168,16 @@ class HubUpdater:
         except DeliveryError as exc:
             self.log({"event": "release_chunk_refused", "error": str(exc)})
             return
-        pending = self._pending[0].version if self._pending else None
+        release = self._pending[0] if self._pending else None
+        pending = release.version if release else None
         if (self.version is not None and chunk.version <= self.version) or \
                 (pending is not None and chunk.version != pending):
             return  # a leftover of an older release, still retained on the broker
+        if release is not None and (chunk.file not in release.files
+                                    or chunk.size != release.files[chunk.file].size):
+            self.log({"event": "release_chunk_refused", "error": f"{chunk.file} ({chunk.size} bytes) is not "
+                      f"a file of release {pending}"})
+            return
         if pending is None:  # before its record: keep the newest version's chunks only
             if any(version > chunk.version for version in self._chunks):
                 return
