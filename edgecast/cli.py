@@ -22,6 +22,7 @@ from edgecast.common import EdgecastError
 from edgecast.export.settings import EXPORT_DEFAULTS, TARGETS
 from edgecast.fleet.cli import app as fleet_app
 from edgecast.plots import size_text
+from edgecast.release.cli import keys_app, release, sign
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, split_text
 from edgecast.tutorial import DEMO_NAME
 
@@ -41,7 +42,11 @@ out = tables.console()
 err = tables.console(stderr=True)
 # Options of `evaluate` not held in a settings object: the API function's own defaults.
 EVALUATE_DEFAULTS = {name: p.default for name, p in inspect.signature(api_evaluate).parameters.items()}
-app.add_typer(fleet_app, name="fleet")
+app.add_typer(fleet_app, name="fleet")  # fleet train, fleet report, fleet status
+# Signed releases (edgecast/release/): keys new, sign, release.
+app.add_typer(keys_app, name="keys")
+app.command("sign")(sign)
+app.command("release")(release)
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
 
@@ -354,12 +359,6 @@ def bench(
         benchmarking.write_report(out_file, report.to_json())
         out.print(f"wrote {out_file}")
 
-
-# Signed releases (edgecast/release/): `edgecast keys new DIR`, `edgecast sign models/NAME --key KEY.pem`.
-from edgecast.release.cli import keys_app, sign  # noqa: E402
-
-app.add_typer(keys_app, name="keys")
-app.command("sign")(sign)
 
 
 if __name__ == "__main__":

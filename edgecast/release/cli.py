@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+
+from edgecast.fleet.cli import app as fleet_app  # `edgecast fleet status` joins `fleet train` and `fleet report`
+
+if TYPE_CHECKING:
+    from .broker import BrokerSettings
 
 keys_app = typer.Typer(help="Make signing keys.", no_args_is_help=True, add_completion=False)
 out = Console(highlight=False)
@@ -33,3 +38,91 @@ def sign(
     signed = sign_bundle(bundle, key)
     out.print(f"signed {len(signed.files)} files of {bundle} ({', '.join(signed.files)}) "
               f"into {signed.signature}, key id {signed.key_id[:16]}", markup=False, soft_wrap=True)
+
+
+# --- delivery over MQTT: `edgecast release`, `edgecast fleet status` -----------------------
+
+BrokerOption = Annotated[str, typer.Option("--broker", help="MQTT broker HOST[:PORT].")]
+UsernameOption = Annotated[Optional[str], typer.Option("--username", help="MQTT user name.")]
+PasswordFileOption = Annotated[Optional[str], typer.Option(
+    "--password-file", help="MQTT password: the file's first line (never on the command line).")]
+PasswordEnvOption = Annotated[Optional[str], typer.Option(
+    "--password-env", help="MQTT password: the environment variable of this name.")]
+CaFileOption = Annotated[Optional[str], typer.Option("--ca-file", help="TLS: verify the broker with this CA.")]
+CertFileOption = Annotated[Optional[str], typer.Option("--cert-file", help="TLS: client certificate.")]
+KeyFileOption = Annotated[Optional[str], typer.Option("--key-file", help="TLS: the client certificate's key.")]
+TlsOption = Annotated[bool, typer.Option("--tls", help="TLS with the system's CAs.")]
+
+
+
+def _settings(broker: str, username: str | None, password_file: str | None, password_env: str | None,
+              ca_file: str | None, cert_file: str | None, key_file: str | None, tls: bool) -> BrokerSettings:
+    from .broker import BrokerSettings
+
+    return BrokerSettings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
+
+
+def release(
+    bundles: Annotated[list[Path], typer.Argument(help="Signed bundles models/FLEET/STATION (the hub id is "
+                                                       "STATION), or a fleet folder models/FLEET.")],
+    version: Annotated[int, typer.Option("--version", min=1, help="Release version: above every earlier one.")],
+    key: Annotated[Path, typer.Option("--key", help="The operator's EC P-256 private key (PEM).")],
+    broker: BrokerOption,
+    expires: Annotated[str, typer.Option("--expires", help="Lifetime of the record: 30d, 12h, 90m, 3600s.")] = "30d",
+    canary: Annotated[str, typer.Option("--canary", help="Hubs that get it first: a number or a percentage.")] = "1",
+    healthy_seconds: Annotated[float, typer.Option(
+        "--healthy-seconds", min=0, help="How long the canaries must run it before the rest get it.")] = 300.0,
+    max_failures: Annotated[int, typer.Option(
+        "--max-failures", min=1, help="Canary failures that stop the rollout.")] = 1,
+    hub_timeout: Annotated[float, typer.Option(
+        "--hub-timeout", min=1, help="Seconds to wait for a hub's answer.")] = 300.0,
+    chunk_bytes: Annotated[int, typer.Option(
+        "--chunk-bytes", min=1024, help="File chunk size (below the broker's packet limit).")] = 64 * 1024,
+    username: UsernameOption = None, password_file: PasswordFileOption = None, password_env: PasswordEnvOption = None,
+    ca_file: CaFileOption = None, cert_file: CertFileOption = None, key_file: KeyFileOption = None,
+    tls: TlsOption = False,
+) -> None:
+    """Release signed bundles to their hubs over MQTT: canaries first, then the rest."""
+    from .rollout import canary_count, find_bundles, parse_canary, parse_duration, prepare, roll_out
+
+    canary_hubs, canary_percent = parse_canary(canary)
+    found = find_bundles(bundles)
+    releases = prepare(found, key, version, expires_in=parse_duration(expires), canary_hubs=canary_hubs,
+                       canary_percent=canary_percent, healthy_seconds=healthy_seconds,
+                       failure_threshold=max_failures)
+    settings = _settings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
+    outcomes = roll_out(settings, releases, canaries=canary_count(len(releases), canary_hubs, canary_percent),
+                        healthy_seconds=healthy_seconds, max_failures=max_failures, hub_timeout=hub_timeout,
+                        chunk_bytes=chunk_bytes, progress=lambda message: out.print(message, markup=False))
+    out.print(f"release {version}: {len(outcomes)} hub(s) running it: {', '.join(o.hub for o in outcomes)}",
+              markup=False)
+
+
+@fleet_app.command("status")
+def fleet_status(
+    broker: BrokerOption,
+    wait: Annotated[float, typer.Option("--wait", min=0.1, help="Seconds to collect the hubs' statuses.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    username: UsernameOption = None, password_file: PasswordFileOption = None, password_env: PasswordEnvOption = None,
+    ca_file: CaFileOption = None, cert_file: CertFileOption = None, key_file: KeyFileOption = None,
+    tls: TlsOption = False,
+) -> None:
+    """Every hub's model, release version, state and last error (their retained status)."""
+    import json
+
+    from rich.table import Table
+
+    from .status import COLUMNS, fleet_status, status_rows
+
+    statuses = fleet_status(_settings(broker, username, password_file, password_env, ca_file, cert_file,
+                                      key_file, tls), wait)
+    if as_json:
+        out.print(json.dumps(statuses, indent=2, sort_keys=True), markup=False, soft_wrap=True)
+        return
+    if not statuses:
+        out.print(f"no hub status on {broker} (edgecast/hub/+/status) within {wait:g} s", markup=False)
+        return
+    table = Table(*COLUMNS)
+    for row in status_rows(statuses):
+        table.add_row(*row)
+    out.print(table, soft_wrap=True)

@@ -22,8 +22,10 @@ from .policy import (
     DEFAULT_MAX_HOLD,
     DEFAULT_ON_GAP,
     DEFAULT_ON_MISSING,
+    DEFAULT_ON_STATE_MISMATCH,
     GAP_POLICIES,
     MISSING_POLICIES,
+    STATE_MISMATCH_POLICIES,
     StreamPolicy,
 )
 from .reload import DEFAULT_POLL_SECONDS
@@ -160,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
                        default=service.DEFAULT_DRAIN_SECONDS, metavar="S",
                        help="on SIGTERM, wait up to S seconds for requests in flight "
                             "(default %(default)s)")
+    serve.add_argument("--token-file", metavar="FILE",
+                       help="require 'Authorization: Bearer TOKEN' (the file's first line) on "
+                            "every endpoint except /healthz; needed beyond loopback")
+    serve.add_argument("--trusted-network", action="store_true",
+                       help="serve beyond loopback without a token (the network is trusted)")
     _stream_arguments(serve)
     _reload_arguments(serve)
     serve.set_defaults(run=run_serve)
@@ -179,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
                       default=mqtt_module.DEFAULT_RECONNECT_MAX, metavar="S",
                       help="longest wait between reconnection attempts (default %(default)s; "
                            "the wait doubles from 1 s)")
+    _broker_security_arguments(mqtt)
+    updates = mqtt.add_argument_group("signed releases (docs/releases.md)")
+    updates.add_argument("--trust", metavar="PUBKEY.pem",
+                         help="install signed releases sent to this hub over MQTT, verified "
+                              "with this operator public key; publish the hub's status")
+    updates.add_argument("--hub-id", metavar="ID", help="this hub's id in the topics "
+                         "edgecast/hub/ID/... (default: --username)")
+    updates.add_argument("--release-dir", metavar="DIR", help="where installed releases are "
+                         "kept (default: a folder 'releases' beside MODEL.onnx)")
     _stream_arguments(mqtt)
     _reload_arguments(mqtt)
     mqtt.set_defaults(run=run_mqtt)
@@ -211,6 +227,27 @@ def _stream_arguments(parser) -> None:
                             "features (hour_of_day, day_of_week) and for ISO times without "
                             "a zone: UTC, an offset like +08:00, or a zone name like "
                             "Asia/Shanghai (default: the model's recorded clock, else UTC)")
+    group.add_argument("--on-state-mismatch", choices=STATE_MISMATCH_POLICIES, default=None,
+                       help="a state file written for a model that reads other inputs: refuse "
+                            "to start (exit 5) or start afresh with a logged notice (default "
+                            "refuse; fresh with --trust)")
+
+
+def _broker_security_arguments(parser) -> None:
+    group = parser.add_argument_group("broker authentication and TLS")
+    group.add_argument("--username", help="MQTT user name")
+    group.add_argument("--password-file", metavar="FILE", help="MQTT password: the file's first line")
+    group.add_argument("--password-env", metavar="VAR", help="MQTT password: this environment variable")
+    group.add_argument("--ca-file", metavar="FILE", help="TLS: verify the broker with this CA")
+    group.add_argument("--cert-file", metavar="FILE", help="TLS: client certificate")
+    group.add_argument("--key-file", metavar="FILE", help="TLS: client certificate's key")
+    group.add_argument("--tls", action="store_true", help="TLS with the system's CAs")
+
+
+def _broker_security(args) -> dict:
+    return {"username": args.username, "password_file": args.password_file,
+            "password_env": args.password_env, "ca_file": args.ca_file,
+            "cert_file": args.cert_file, "key_file": args.key_file, "tls": args.tls}
 
 
 def _reload_arguments(parser) -> None:
@@ -261,8 +298,11 @@ def _number(text, kind, ok, wanted):
 
 
 def _stream_settings(args) -> dict:
+    on_mismatch = args.on_state_mismatch or (
+        "fresh" if getattr(args, "trust", None) else DEFAULT_ON_STATE_MISMATCH)
     policy = StreamPolicy(on_missing=args.on_missing, on_gap=args.on_gap,
-                          max_hold=args.max_hold, interval_seconds=args.interval)
+                          max_hold=args.max_hold, interval_seconds=args.interval,
+                          on_state_mismatch=on_mismatch)
     clock = parse_clock(args.clock) if args.clock else None
     return {"threads": args.threads, "state": args.state, "policy": policy, "clock": clock}
 
@@ -275,14 +315,18 @@ def run_serve(args) -> int:
     return service.run_serve(args.model, host=args.host, port=args.port,
                              poll_interval=args.poll_interval, max_body=args.max_body,
                              max_batch=args.max_batch, request_timeout=args.request_timeout,
-                             drain_seconds=args.drain_seconds, **_stream_settings(args))
+                             drain_seconds=args.drain_seconds, token_file=args.token_file,
+                             trusted_network=args.trusted_network, **_stream_settings(args))
 
 
 def run_mqtt(args) -> int:
     return mqtt_module.run_mqtt(args.model, broker=args.broker, subscribe=args.subscribe,
                                 publish=args.publish, client_id=args.client_id,
                                 keepalive=args.keepalive, reconnect_max=args.reconnect_max,
-                                poll_interval=args.poll_interval, **_stream_settings(args))
+                                poll_interval=args.poll_interval,
+                                security=_broker_security(args), trust=args.trust,
+                                hub_id=args.hub_id or args.username,
+                                release_dir=args.release_dir, **_stream_settings(args))
 
 
 # --- info and predict ----------------------------------------------------------------------

@@ -35,6 +35,11 @@ class StateError(EdgecastRuntimeError):
     """The streaming state file is corrupt, belongs to another model, or cannot be written."""
 
 
+class StateMismatchError(StateError):
+    """The state file was written for a model that reads other inputs (see
+    state_file.stream_inputs); the opt-in policy `on_state_mismatch="fresh"` starts afresh."""
+
+
 class SignatureError(EdgecastRuntimeError):
     """Files are not what the trusted key signed: no or a malformed signature, another
     key, a bad signature, or a file changed, added or missing. `reason` is a short code

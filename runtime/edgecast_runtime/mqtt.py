@@ -12,15 +12,19 @@ import json
 import socket
 import threading
 from datetime import tzinfo
+from pathlib import Path
 from typing import Optional
 
+from .delivery import OFFLINE, ONLINE, check_hub_id
 from .errors import EdgecastRuntimeError
 from .logs import log_event
 from .model import DEFAULT_THREADS
+from .mqtt_security import configure_client
 from .policy import StreamPolicy
 from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS
 from .service import FilePath, on_signals, open_holder, warn_if_memory_only
+from .updates import HubUpdater
 
 DEFAULT_PORT = 1883
 DEFAULT_KEEPALIVE = 30  # seconds
@@ -66,7 +70,8 @@ def _import_paho():
 
 class MqttBridge:
     def __init__(self, holder, streamer, host, port, subscribe, publish, client_id,
-                 keepalive=DEFAULT_KEEPALIVE, reconnect_max=DEFAULT_RECONNECT_MAX):
+                 keepalive=DEFAULT_KEEPALIVE, reconnect_max=DEFAULT_RECONNECT_MAX,
+                 security=None, updater=None):
         paho, api = _import_paho()
         self.holder, self.streamer = holder, streamer
         self.host, self.port, self.keepalive = host, port, keepalive
@@ -79,6 +84,11 @@ class MqttBridge:
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        configure_client(self.client, **(security or {}))
+        self.updater = updater
+        if updater is not None:  # retained status; the broker says offline if we drop off
+            updater.start(holder, self._publish_status)
+            self.client.will_set(updater.online_topic, OFFLINE, qos=1, retain=True)
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -90,6 +100,13 @@ class MqttBridge:
             while not self.stopped.wait(1.0):
                 pass
         finally:
+            if self.updater is not None:
+                self.updater.stop()
+                try:  # a clean disconnect sends no last will: say it ourselves
+                    self.client.publish(self.updater.online_topic, OFFLINE, qos=1,
+                                        retain=True).wait_for_publish(5)
+                except (RuntimeError, ValueError):
+                    pass  # not connected: the broker keeps the last status
             self.client.disconnect()
             self.client.loop_stop()
 
@@ -102,7 +119,11 @@ class MqttBridge:
             return
         # Subscribing again is harmless when the broker kept the session, and
         # needed when it did not (a broker restarted without persistence).
-        client.subscribe(self.subscribe_topic, qos=1)
+        topics = [self.subscribe_topic, *(self.updater.topics if self.updater else [])]
+        client.subscribe([(topic, 1) for topic in topics])
+        if self.updater is not None:
+            client.publish(self.updater.online_topic, ONLINE, qos=1, retain=True)
+            self.updater.publish_status()
         log_event({"event": "mqtt_connected", "broker": f"{self.host}:{self.port}",
                    "session_present": bool(flags.session_present),
                    "subscribe": self.subscribe_topic, "publish": self.publish_topic})
@@ -111,6 +132,9 @@ class MqttBridge:
         refused = [str(code) for code in reason_codes if code.is_failure]
         log_event({"event": "mqtt_subscribe_refused" if refused else "mqtt_subscribed",
                    "topic": self.subscribe_topic, "reasons": [str(c) for c in reason_codes]})
+
+    def _publish_status(self, payload: bytes) -> None:
+        self.client.publish(self.updater.status_topic, payload, qos=1, retain=True)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         log_event({"event": "mqtt_disconnected", "reason": str(reason_code)})
@@ -121,6 +145,10 @@ class MqttBridge:
     def _on_message(self, client, userdata, message):
         """Runs on paho's network thread; an exception here would stop the loop,
         so every failure becomes an error answer."""
+        if self.updater is not None and self.updater.owns(message.topic):
+            self.updater.receive(message.topic, message.payload)  # retained: sent again if lost
+            client.ack(message.mid, message.qos)
+            return
         try:
             answer = self._answer(message.payload)
         except Exception as exc:
@@ -149,23 +177,36 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              reconnect_max: int = DEFAULT_RECONNECT_MAX, threads: int = DEFAULT_THREADS,
              state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
              clock: Optional[tzinfo] = None,
-             poll_interval: float = DEFAULT_POLL_SECONDS) -> int:
+             poll_interval: float = DEFAULT_POLL_SECONDS, security: Optional[dict] = None,
+             trust: Optional[FilePath] = None, hub_id: Optional[str] = None,
+             release_dir: Optional[FilePath] = None) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
-    SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT."""
+    SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT; `security`
+    holds mqtt_security.configure_client's settings. With `trust` (the operator's
+    public key), signed releases sent to `hub_id` are installed (updates.py)."""
     host, port = parse_broker(broker)
     _import_paho()
+    updater = None
+    if trust is not None:
+        if not hub_id:
+            raise EdgecastRuntimeError("--trust needs --hub-id (or --username): the hub's topics "
+                                       "are edgecast/hub/ID/...")
+        updater = HubUpdater(check_hub_id(hub_id), trust, release_dir or Path(model_path).parent / "releases",
+                             model_path)
+        model_path = updater.model_path
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
                                             poll_interval=poll_interval)
     client_id = client_id or f"{CLIENT_ID_PREFIX}{socket.gethostname()}"
     try:
         bridge = MqttBridge(holder, streamer, host, port, subscribe, publish,
-                            client_id, keepalive=keepalive, reconnect_max=reconnect_max)
+                            client_id, keepalive=keepalive, reconnect_max=reconnect_max,
+                            security=security, updater=updater)
         on_signals({"SIGTERM": bridge.stop, "SIGINT": bridge.stop,
                     "SIGHUP": watcher.request_reload})
         log_event({"event": "mqtt_starting", "broker": f"{host}:{port}", "client_id": client_id,
                    "model_name": holder.current.model_name, "sha256": holder.current.sha256,
-                   "state": state})
+                   "state": state, "release_version": updater.version if updater else None})
         warn_if_memory_only(state)
         bridge.run()
     finally:

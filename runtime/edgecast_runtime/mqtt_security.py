@@ -42,10 +42,11 @@ def read_password(password_file=None, password_env: Optional[str] = None) -> Opt
 
 
 def configure_client(client, *, username: Optional[str] = None, password_file=None,
-                     password_env: Optional[str] = None, ca_file=None, cert_file=None, key_file=None) -> None:
-    """Set a paho-mqtt client's credentials and TLS before it connects. TLS is on when a
-    CA file or a client certificate is given; without a CA file the system's CAs verify
-    the broker. Raises BrokerSecurityError naming the file or option at fault."""
+                     password_env: Optional[str] = None, ca_file=None, cert_file=None, key_file=None,
+                     tls: bool = False) -> None:
+    """Set a paho-mqtt client's credentials and TLS before it connects. TLS is on with
+    `tls`, or when a CA file or a client certificate is given; without a CA file the
+    system's CAs verify the broker. Raises BrokerSecurityError naming the file or option at fault."""
     password = read_password(password_file, password_env)
     if password is not None and not username:
         raise BrokerSecurityError("an MQTT password was given without a user name")
@@ -53,7 +54,7 @@ def configure_client(client, *, username: Optional[str] = None, password_file=No
         client.username_pw_set(username, password)
     if key_file is not None and cert_file is None:
         raise BrokerSecurityError("an MQTT client key was given without its certificate")
-    if ca_file is None and cert_file is None:
+    if ca_file is None and cert_file is None and not tls:
         return
     for label, path in (("CA file", ca_file), ("client certificate", cert_file), ("client key", key_file)):
         if path is not None and not os.access(path, os.R_OK):

@@ -18,6 +18,10 @@ GAP_POLICIES = ("reset", "hold")
 DEFAULT_ON_MISSING = "reset"
 DEFAULT_ON_GAP = "reset"
 DEFAULT_MAX_HOLD = 3
+# A state file written for a model that reads other inputs: refuse to start (exit 5,
+# someone decides), or start afresh with a logged notice (unattended hubs, releases).
+STATE_MISMATCH_POLICIES = ("refuse", "fresh")
+DEFAULT_ON_STATE_MISMATCH = "refuse"
 # Why a value was treated as missing (the keys of StreamState.missing_values), besides
 # validity.BELOW and validity.ABOVE.
 MISSING, NON_FINITE = "missing", "non_finite"
@@ -40,8 +44,12 @@ class StreamPolicy:
     on_gap: str = DEFAULT_ON_GAP
     max_hold: int = DEFAULT_MAX_HOLD
     interval_seconds: Optional[float] = None
+    on_state_mismatch: str = DEFAULT_ON_STATE_MISMATCH
 
     def __post_init__(self):
+        if self.on_state_mismatch not in STATE_MISMATCH_POLICIES:
+            raise EdgecastRuntimeError(f"on_state_mismatch must be one of {STATE_MISMATCH_POLICIES}, "
+                                       f"got {self.on_state_mismatch!r}")
         if self.on_missing not in MISSING_POLICIES:
             raise EdgecastRuntimeError(f"on_missing must be one of {MISSING_POLICIES}, "
                                        f"got {self.on_missing!r}")

@@ -82,6 +82,24 @@ class ModelHolder:
                        "sha256": new.sha256, "previous_sha256": old.sha256})
             return True
 
+    def switch_to(self, path, reason: str) -> Forecaster:
+        """Load the model at another `path` (a verified release, installed in a folder
+        of its own) and make it current, and the file watched from now on. Raises
+        EdgecastRuntimeError and keeps the old model when it does not load."""
+        with self._reload_lock:
+            old = self._current
+            new = Forecaster(path, threads=self.threads)
+            for callback in self._listeners:
+                callback(new, old)
+            self.path = Path(path)
+            self._signature = self.signatures()
+            self._current = new
+            self.reloads += 1
+            self.last_error = None
+            self._log({"event": "reloaded", "reason": reason, "model_name": new.model_name,
+                       "sha256": new.sha256, "previous_sha256": old.sha256, "path": str(path)})
+            return new
+
 
 class ModelWatcher:
     """A daemon thread that polls the model's files every `interval` seconds and

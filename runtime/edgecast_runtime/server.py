@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from . import __version__
 from .errors import InputError, ModelError, StateError
 from .formatting import float_list
+from .http_auth import authorized
 from .logs import log_event
 from .readings import reading_from_json
 
@@ -52,7 +53,8 @@ class ForecastServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, address, holder, streamer, max_body=DEFAULT_MAX_BODY,
-                 max_batch=DEFAULT_MAX_BATCH, request_timeout=DEFAULT_REQUEST_TIMEOUT):
+                 max_batch=DEFAULT_MAX_BATCH, request_timeout=DEFAULT_REQUEST_TIMEOUT, token=None):
+        self.token = token  # the bearer token every endpoint but /healthz requires (http_auth)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.holder = holder
         self.streamer = streamer
@@ -158,6 +160,9 @@ class ForecastHandler(BaseHTTPRequestHandler):
     def _answer(self, method: str):
         path = urlsplit(self.path).path
         try:
+            if not authorized(path, self.headers.get("Authorization"), self.server.token):
+                raise HttpError(401, "this endpoint needs 'Authorization: Bearer TOKEN'",
+                                headers={"WWW-Authenticate": 'Bearer realm="edgecast"'}, close=True)
             route = ROUTES.get(path)
             if route is None:
                 raise HttpError(404, f"no such endpoint: {path} (endpoints: "

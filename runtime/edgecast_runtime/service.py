@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 
 from .errors import EdgecastRuntimeError, InputError, ModelError, StateError
+from .http_auth import serve_token
 from .logs import log_event
 from .model import DEFAULT_THREADS, Forecaster
 from .policy import StreamPolicy
@@ -144,15 +145,18 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
               poll_interval: float = DEFAULT_POLL_SECONDS,
               max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
               request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-              drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> int:
+              drain_seconds: float = DEFAULT_DRAIN_SECONDS, token_file: Optional[FilePath] = None,
+              trusted_network: bool = False) -> int:
     """Serve HTTP until SIGTERM/SIGINT, then wait up to `drain_seconds` for the
-    requests in flight; SIGHUP reloads the model."""
+    requests in flight; SIGHUP reloads the model. Beyond loopback a bearer token
+    (`token_file`) is required unless `trusted_network` (http_auth)."""
+    token = serve_token(host, token_file, trusted_network)
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
                                             poll_interval=poll_interval)
     try:
         server = ForecastServer((host, port), holder, streamer, max_body=max_body,
-                                max_batch=max_batch, request_timeout=request_timeout)
+                                max_batch=max_batch, request_timeout=request_timeout, token=token)
     except OSError as exc:
         watcher.stop()
         streamer.close()
@@ -166,7 +170,8 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
     bound_host, bound_port = server.server_address[:2]
     model = holder.current
     log_event({"event": "listening", "host": bound_host, "port": bound_port,
-               "model_name": model.model_name, "sha256": model.sha256, "state": state})
+               "model_name": model.model_name, "sha256": model.sha256, "state": state,
+               "token_required": token is not None})
     warn_if_memory_only(state)
     try:
         server.serve_forever(poll_interval=0.2)

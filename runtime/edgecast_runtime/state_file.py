@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .durable import atomic_write
-from .errors import StateError
+from .errors import StateError, StateMismatchError
 from .ring_buffer import RingBuffer
 
 try:
@@ -129,11 +129,11 @@ def _require_same_inputs(path: Path, document: dict, model) -> None:
         why = f"which reads other inputs ({differences})"
     else:
         why = "and does not record which inputs it read"
-    raise StateError(
+    raise StateMismatchError(
         f"{path} was written for another model (sha256 "
         f"{str(document.get('model_sha256'))[:12]}, {document.get('model_name')!r}) {why}, "
         f"not {model.sha256[:12]} ({model.model_name!r}); remove it or pass "
-        f"another --state to start afresh")
+        f"another --state to start afresh (or --on-state-mismatch fresh)")
 
 
 def _state_from_document(path: Path, document: dict, model) -> StreamState:

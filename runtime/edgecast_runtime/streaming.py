@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .clock import clock_name
-from .errors import InputShapeError, InputValueError, StateError
+from .errors import InputShapeError, InputValueError, StateError, StateMismatchError
 from .formatting import comparable, float_list, seconds_text
 from .policy import (
     MISSING,
@@ -42,7 +42,8 @@ class StreamingForecaster:
     `observe` returns, and a restart resumes from it. A state file written for a
     different model is adopted when that model read the same inputs (features,
     encodings, look-back, interval, clock), as on a hot reload, and said through
-    `log(event_dict)`; otherwise it is refused with StateError."""
+    `log(event_dict)`; otherwise it is refused with StateMismatchError, or, with the
+    policy's on_state_mismatch "fresh", discarded with a logged notice."""
 
     def __init__(self, forecaster, state_path=None, policy: Optional[StreamPolicy] = None,
                  clock=None, log: Optional[Callable[[dict], None]] = None):
@@ -70,7 +71,16 @@ class StreamingForecaster:
         if self.state_path is None:
             return empty_state(self._forecaster)
         model = self._forecaster
-        state, previous = load_state(self.state_path, model)
+        try:
+            state, previous = load_state(self.state_path, model)
+        except StateMismatchError as exc:
+            if self.policy.on_state_mismatch != "fresh":
+                raise
+            # Written for a model that reads other inputs: its readings mean nothing to
+            # this one. The first accepted reading replaces the file.
+            log({"event": "notice", "message": f"starting afresh (--on-state-mismatch fresh): {exc}",
+                 "state_discarded": str(self.state_path), "sha256": model.sha256})
+            return empty_state(model)
         if state is None:
             return empty_state(model)
         if previous is not None:

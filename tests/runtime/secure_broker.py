@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from runtime_support import LOOPBACK, free_port, mosquitto_binary
 
-HUBS = {"hub-1": "hub-1-secret", "hub-2": "hub-2-secret"}
+HUBS = {"hub-1": "hub-1-secret", "hub-2": "hub-2-secret", "hub-3": "hub-3-secret"}
 OPERATOR = ("operator", "operator-secret")
 DAYS = "2"
 

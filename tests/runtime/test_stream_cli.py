@@ -90,6 +90,25 @@ def test_state_of_a_model_with_other_inputs_stops_the_command_with_one_line(tmp_
     assert json.loads(state.read_text())["accepted"] == 2
 
 
+def test_opt_in_policy_starts_afresh_on_a_state_of_a_model_with_other_inputs(tmp_path):
+    """--on-state-mismatch fresh: an unattended hub whose model changed while it was down
+    starts with an empty buffer and says so; the file then belongs to the new model."""
+    state = tmp_path / "state.json"
+    run_cli("stream", ONE, "--state", state, stdin="1\n2\n")
+    result = run_cli("stream", THREE, "--state", state, "--on-state-mismatch", "fresh", stdin="1,2,3\n")
+    assert result.returncode == 0, result.stderr
+    assert [a["status"] for a in answers_of(result.stdout)] == ["filling"]
+    notices = [json.loads(line) for line in result.stderr.splitlines() if "state_discarded" in line]
+    assert len(notices) == 1 and "starting afresh" in notices[0]["message"], result.stderr
+    assert "reads other inputs" in notices[0]["message"]
+    document = json.loads(state.read_text())
+    assert document["accepted"] == 1 and document["inputs"]["look_back"] == 6
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    assert_one_line_error(run_cli("stream", ONE, "--state", corrupt, "--on-state-mismatch", "fresh",
+                                  stdin="1\n"), 5, "not a valid state file")
+
+
 def adoption_notices(stderr: str):
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     return [e for e in events if e.get("event") == "notice" and "state_adopted_from" in e]

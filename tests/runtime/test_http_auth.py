@@ -1,0 +1,67 @@
+"""`serve`'s bearer token (http_auth): required on every endpoint but /healthz when
+given, 401 JSON without it; beyond loopback, no start without a token unless the
+network is declared trusted."""
+
+import http.client
+
+import pytest
+from runtime_support import LOOPBACK, ONE, Background, Server, assert_one_line_error, run_cli
+
+TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    token_file = tmp_path_factory.mktemp("auth") / "token"
+    token_file.write_text(TOKEN + "\n")
+    instance = Server(ONE, "--token-file", token_file)
+    try:
+        yield instance
+    finally:
+        instance.kill()
+
+
+@pytest.mark.parametrize("method, path, body", [("GET", "/v1/model", None),
+                                                ("POST", "/v1/predict", {"window": [1, 2, 3, 4]}),
+                                                ("POST", "/v1/observe", {"values": [1]}),
+                                                ("GET", "/nowhere", None)])
+def test_401_without_the_token(guarded, method, path, body):
+    for headers in ({}, {"Authorization": "Bearer wrong-token-of-enough-length"},
+                    {"Authorization": f"Basic {TOKEN}"}):
+        status, answer, response_headers = guarded.request(method, path, body, headers)
+        assert status == 401, (status, answer)
+        assert answer["status"] == 401 and "Bearer" in answer["error"]
+        assert response_headers["Content-Type"] == "application/json"
+        assert response_headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_the_token_opens_every_endpoint_and_healthz_needs_none(guarded):
+    assert guarded.request("GET", "/healthz")[0] == 200
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert guarded.request("GET", "/v1/model", headers=headers)[0] == 200
+    status, answer, _ = guarded.request("POST", "/v1/predict", {"window": [1, 2, 3, 4]}, headers)
+    assert status == 200 and answer["forecast"] == [pytest.approx(3.5)], answer
+
+
+def test_beyond_loopback_without_a_token_refuses_to_start():
+    result = run_cli("serve", ONE, "--host", "0.0.0.0", "--port", "0", timeout=60)
+    assert_one_line_error(result, 1, "--token-file", "--trusted-network")
+
+
+def test_a_short_or_missing_token_file_refuses_to_start(tmp_path):
+    short = tmp_path / "short"
+    short.write_text("secret\n")
+    assert_one_line_error(run_cli("serve", ONE, "--token-file", short), 1, "shorter than 16")
+    assert_one_line_error(run_cli("serve", ONE, "--token-file", tmp_path / "none"), 1, "cannot read the token file")
+
+
+def test_trusted_network_serves_beyond_loopback_without_a_token():
+    with Background("serve", ONE, "--host", "0.0.0.0", "--port", "0", "--trusted-network") as server:
+        event = server.wait_event("listening")
+        assert event["token_required"] is False
+        connection = http.client.HTTPConnection(LOOPBACK, event["port"], timeout=10)
+        try:
+            connection.request("GET", "/v1/model")
+            assert connection.getresponse().status == 200
+        finally:
+            connection.close()
