@@ -43,21 +43,26 @@ def tiny_csv(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def trained_bundle(tmp_path_factory) -> Path:
-    """A small two-feature model, trained and exported once for the session."""
+def train_and_export(folder: Path, hours: int, seed: int, epochs: int, **export_options: object) -> Path:
+    """A small two-feature, two-step model trained on `hours` of hourly_frame and exported
+    (`export_options`: quantize, builtin_ops, ...). Shared by the session and module fixtures."""
     from edgecast.export.pipeline import export_bundle
     from edgecast.trainer.data import load_csv
     from edgecast.trainer.pipeline import TrainConfig, train
 
-    folder = tmp_path_factory.mktemp("bundles")
     csv = folder / "hourly.csv"
-    hourly_frame(hours=300).to_csv(csv, index=False)
+    hourly_frame(hours=hours).to_csv(csv, index=False)
     series = load_csv(csv, "PM2.5", ["TEMP"])
-    config = TrainConfig(look_back=6, horizon=2, units=8, epochs=3, batch_size=16, seed=1)
+    config = TrainConfig(look_back=6, horizon=2, units=8, epochs=epochs, batch_size=16, seed=seed)
     result = train(series, config, folder / "hourly")
-    export_bundle(result.path, progress=lambda _: None)
+    export_bundle(result.path, progress=lambda _: None, **export_options)
     return result.path
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Trained and exported once for the session."""
+    return train_and_export(tmp_path_factory.mktemp("bundles"), hours=300, seed=1, epochs=3)
 
 
 @pytest.fixture

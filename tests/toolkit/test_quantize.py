@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import hourly_frame, run_cli
+from conftest import hourly_frame, run_cli, train_and_export
 
 from edgecast.export.fused_lstm import FUSED_OP
 from edgecast.export.manifest import sha256_of
@@ -24,19 +24,10 @@ ALL_MODES = list(MODES)
 
 
 @pytest.fixture(scope="module")
-def quantized_bundle(tmp_path_factory) -> Path:
-    """A two-feature, two-step model exported in every form once for this module."""
-    from edgecast.trainer.data import load_csv
-    from edgecast.trainer.pipeline import TrainConfig, train
-
-    folder = tmp_path_factory.mktemp("quantized")
-    csv = folder / "hourly.csv"
-    hourly_frame(hours=400).to_csv(csv, index=False)
-    series = load_csv(csv, "PM2.5", ["TEMP"])
-    config = TrainConfig(look_back=6, horizon=2, units=8, epochs=2, batch_size=16, seed=2)
-    result = train(series, config, folder / "hourly")
-    export_bundle(result.path, progress=lambda _: None, quantize=ALL_MODES, builtin_ops=True)
-    return result.path
+def quantized_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Exported in every form once for this module."""
+    return train_and_export(tmp_path_factory.mktemp("quantized"), hours=400, seed=2, epochs=2,
+                            quantize=ALL_MODES, builtin_ops=True)
 
 
 def interpreter_ops(path: Path) -> list[str]:
