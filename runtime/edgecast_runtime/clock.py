@@ -9,12 +9,14 @@ saving, the repeated autumn hour is read as its first occurrence and a time in t
 skipped spring hour with the offset before the change (PEP 495, fold 0).
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import EdgecastRuntimeError, InputValueError
 
@@ -141,7 +143,7 @@ def local_seconds(moment: datetime, clock: Optional[tzinfo]) -> float:
         raise InputValueError(f"timestamp {moment!r} is out of range") from None
 
 
-def parse_timestamp(value, clock: Optional[tzinfo] = None,
+def parse_timestamp(value: Any, clock: Optional[tzinfo] = None,
                     time_format: Optional[TimeFormat] = None) -> float:
     """Seconds since the epoch from a number or text (see the module's docstring)."""
     time_format = time_format or TimeFormat()
@@ -156,7 +158,7 @@ def parse_timestamp(value, clock: Optional[tzinfo] = None,
     return seconds
 
 
-def _seconds_from_text(text: str, clock, time_format: TimeFormat) -> float:
+def _seconds_from_text(text: str, clock: tzinfo | None, time_format: TimeFormat) -> float:
     try:
         return epoch_seconds(float(text), time_format.unit)
     except ValueError:

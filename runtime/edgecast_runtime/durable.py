@@ -4,13 +4,15 @@ a mix, and once `atomic_write` returns the new content survives a power cut.
 The one definition for the runtime and the toolkit (state files, models, manifests,
 reports)."""
 
+from __future__ import annotations
+
 import os
 from pathlib import Path
 
 FILE_MODE = 0o644  # readable by a service user, whatever the writer's umask
 
 
-def atomic_write(path, data: bytes) -> None:
+def atomic_write(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` via a temporary file in the same folder, fsync it,
     rename it over `path`, then fsync the folder so the rename itself is durable.
     On any failure the old file is left untouched and the temporary file removed.
@@ -43,7 +45,7 @@ def atomic_write(path, data: bytes) -> None:
     fsync_dir(folder)
 
 
-def fsync_dir(folder) -> None:
+def fsync_dir(folder: str | Path) -> None:
     """Make a rename or creation in `folder` durable (a no-op where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))

@@ -2,18 +2,20 @@
 float32 forecasts (used by the CLI, the server and the streaming answers), a
 reading's values as JSON (None where missing) and epoch seconds as short text."""
 
+from __future__ import annotations
+
 import math
 from typing import List, Optional
 
 import numpy as np
 
 
-def float_list(array) -> List[float]:
+def float_list(array: np.ndarray) -> List[float]:
     """Float32 values as the shortest decimals that round-trip to them, for JSON."""
     return [float(str(np.float32(v))) for v in np.ravel(array)]
 
 
-def comparable(values) -> List[Optional[float]]:
+def comparable(values: list[float]) -> List[Optional[float]]:
     """A reading's values as JSON can hold them: None where missing or non-finite."""
     return [float(v) if math.isfinite(v) else None for v in values]
 

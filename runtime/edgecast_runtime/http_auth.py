@@ -2,6 +2,8 @@
 shows it), required on every endpoint except /healthz, and required at all when the
 server listens beyond loopback, unless the operator states the network is trusted."""
 
+from __future__ import annotations
+
 import hmac
 import ipaddress
 from pathlib import Path
@@ -13,7 +15,7 @@ OPEN_PATHS = ("/healthz",)  # a load balancer's probe carries no credentials
 MIN_TOKEN_CHARS = 16
 
 
-def read_token(token_file) -> str:
+def read_token(token_file: str | Path) -> str:
     """The token: the file's first line, at least MIN_TOKEN_CHARS characters."""
     try:
         text = Path(token_file).read_text(encoding="utf-8")
@@ -37,7 +39,7 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def serve_token(host: str, token_file=None, trusted_network: bool = False) -> Optional[str]:
+def serve_token(host: str, token_file: str | Path | None = None, trusted_network: bool = False) -> Optional[str]:
     """The token `serve` requires (None: none), refusing to listen beyond loopback
     without one unless `trusted_network`."""
     if token_file is not None:
