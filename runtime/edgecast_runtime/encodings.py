@@ -10,9 +10,11 @@
              them from a reading's timestamp.
 """
 
+from __future__ import annotations
+
 import math
 from datetime import datetime, tzinfo
-from typing import List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from .clock import ClockError, TimeFormat, clock_name, spec_time_format, to_clock
 from .contract import (
@@ -28,13 +30,17 @@ from .contract import (
 from .errors import EdgecastRuntimeError, InputValueError
 from .formatting import seconds_text
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
 
 class InputLayout:
     """The raw columns of a model's `window`, from its spec: which features are
     directions, which are calendar values, which are held over a missing value."""
 
     def __init__(self, features: List[str], kinds: Optional[List[str]] = None,
-                 hold_last=(), time_columns=(), time_format: Optional[TimeFormat] = None):
+                 hold_last: Iterable[str] = (), time_columns: Iterable[str] = (),
+                 time_format: Optional[TimeFormat] = None) -> None:
         self.features = list(features)
         self.kinds = list(kinds) if kinds is not None else [NUMERIC] * len(self.features)
         self.hold_last = [name for name in hold_last if name in self.features]
@@ -59,7 +65,7 @@ class InputLayout:
 
     # --- directions ---------------------------------------------------------------
 
-    def directions_to_degrees(self, data, what: str):
+    def directions_to_degrees(self, data: Any, what: str) -> Any:
         """Nested lists of windows ([look_back][n_features] or a batch of them) with
         compass strings in direction columns turned into degrees; anything else is
         returned as it is (the numeric checks come later)."""
@@ -67,7 +73,7 @@ class InputLayout:
             return data
         return self._convert(data, what, ())
 
-    def _convert(self, data, what, position):
+    def _convert(self, data: list, what: str, position: tuple[int, ...]) -> list:
         if data and all(isinstance(item, list) for item in data):
             if all(len(item) == len(self.features) and not any(isinstance(v, list) for v in item)
                    for item in data):
@@ -77,7 +83,7 @@ class InputLayout:
                     else item for index, item in enumerate(data)]
         return data
 
-    def _convert_row(self, row, what, position):
+    def _convert_row(self, row: list, what: str, position: tuple[int, ...]) -> list:
         converted = list(row)
         for index in self.directions:
             if isinstance(converted[index], str):
@@ -143,7 +149,7 @@ def calendar_value(name: str, moment: datetime) -> float:
     raise EdgecastRuntimeError(f"unknown calendar feature {name!r}")
 
 
-def layout_from_spec(spec: dict, version: str, fail) -> InputLayout:
+def layout_from_spec(spec: dict, version: str, fail: Callable[[str], None]) -> InputLayout:
     """The input layout of a validated spec; `fail(problem)` raises a ModelError."""
     features = spec["features"]
     encodings = spec.get("encodings")
@@ -192,7 +198,7 @@ def layout_from_spec(spec: dict, version: str, fail) -> InputLayout:
     return InputLayout(features, kinds, hold, time_columns, time_format)
 
 
-def _kinds(encodings, features, fail) -> List[str]:
+def _kinds(encodings: Any, features: List[str], fail: Callable[[str], None]) -> List[str]:
     if not isinstance(encodings, list) or len(encodings) != len(features):
         fail(f"needs 'encodings', one per feature ({len(features)})")
     kinds = []

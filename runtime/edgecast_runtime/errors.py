@@ -45,7 +45,7 @@ class SignatureError(EdgecastRuntimeError):
     key, a bad signature, or a file changed, added or missing. `reason` is a short code
     for a hub's status message."""
 
-    def __init__(self, message: str, reason: str):
+    def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -55,7 +55,7 @@ class ReleaseError(EdgecastRuntimeError):
     expired record, or a model that fails its self-test. `reason` is a short code for a
     hub's status message."""
 
-    def __init__(self, message: str, reason: str):
+    def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
 

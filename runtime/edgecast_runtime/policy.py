@@ -3,15 +3,20 @@ to the next state: hold the last value, reset the buffer, or refuse the reading.
 Values outside the model's valid ranges are missing values too; every value the
 stream treats as missing is counted by reason."""
 
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 
 from .errors import EdgecastRuntimeError, InputValueError
 from .state_file import StreamState
 from .validity import ValidRanges
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MISSING_POLICIES = ("reset", "hold", "refuse")
 GAP_POLICIES = ("reset", "hold")
@@ -46,7 +51,7 @@ class StreamPolicy:
     interval_seconds: Optional[float] = None
     on_state_mismatch: str = DEFAULT_ON_STATE_MISMATCH
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.on_state_mismatch not in STATE_MISMATCH_POLICIES:
             raise EdgecastRuntimeError(f"on_state_mismatch must be one of {STATE_MISMATCH_POLICIES}, "
                                        f"got {self.on_state_mismatch!r}")
@@ -82,7 +87,7 @@ def count_missing(state: StreamState, reason: str, feature: str) -> None:
 
 
 def apply_gap(state: StreamState, timestamp: Optional[float], interval: Optional[float],
-              policy: StreamPolicy, calendar_at, notices: list) -> None:
+              policy: StreamPolicy, calendar_at: Callable[[float], dict[int, float]], notices: list) -> None:
     """Fill or reset for the sampling steps missed since the last reading.
     `calendar_at(seconds)` gives {feature index: value} of a held step's calendar."""
     if not interval or timestamp is None or state.last_timestamp is None:

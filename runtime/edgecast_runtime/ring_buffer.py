@@ -1,15 +1,20 @@
 """The streaming forecaster's window: the last look-back readings in a fixed
 float32 array, written in place, read out in time order."""
 
-from typing import List, Optional
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class RingBuffer:
     """The last `capacity` rows of `width` float32 values, oldest first on read."""
 
-    def __init__(self, capacity: int, width: int):
+    def __init__(self, capacity: int, width: int) -> None:
         self._data = np.zeros((capacity, width), dtype=np.float32)
         self._start = 0
         self._size = 0
@@ -25,7 +30,7 @@ class RingBuffer:
     def __len__(self) -> int:
         return self._size
 
-    def append(self, row) -> None:
+    def append(self, row: np.ndarray | Sequence[float]) -> None:
         self._data[(self._start + self._size) % self.capacity] = row
         if self.full:
             self._start = (self._start + 1) % self.capacity
@@ -56,7 +61,7 @@ class RingBuffer:
         return twin
 
     @classmethod
-    def from_rows(cls, rows, capacity: int, width: int) -> "RingBuffer":
+    def from_rows(cls, rows: np.ndarray | Sequence[Sequence[float]], capacity: int, width: int) -> "RingBuffer":
         buffer = cls(capacity, width)
         for row in rows[-capacity:]:
             buffer.append(row)

@@ -6,8 +6,10 @@ treats it as missing under its policy and counts it. Models without the key (old
 exports) have no ranges. Names that are not features of the model are ignored: the
 trainer may screen more columns than the model reads."""
 
+from __future__ import annotations
+
 import math
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .encodings import InputLayout
 
@@ -18,7 +20,7 @@ Bounds = Tuple[Optional[float], Optional[float]]
 class ValidRanges:
     """{feature index: (min, max)}; `outside(values)` names the values that break them."""
 
-    def __init__(self, layout: InputLayout, bounds: Dict[int, Bounds]):
+    def __init__(self, layout: InputLayout, bounds: Dict[int, Bounds]) -> None:
         self.features = list(layout.features)
         self.bounds = dict(bounds)
         # A negative direction means calm by convention, whatever the range says.
@@ -30,7 +32,7 @@ class ValidRanges:
     def describe(self) -> Dict[str, List[Optional[float]]]:
         return {self.features[index]: list(bound) for index, bound in sorted(self.bounds.items())}
 
-    def outside(self, values) -> List[Tuple[int, str, str]]:
+    def outside(self, values: List[float]) -> List[Tuple[int, str, str]]:
         """(feature index, reason BELOW or ABOVE, a phrase for the notice) for every
         finite value outside its range."""
         found = []
@@ -63,7 +65,7 @@ def ranges_from_spec(spec: dict, layout: InputLayout, fail: Callable[[str], None
     return ValidRanges(layout, bounds)
 
 
-def _bounds(name: str, pair, fail) -> Bounds:
+def _bounds(name: str, pair: Any, fail: Callable[[str], None]) -> Bounds:
     if not isinstance(pair, list) or len(pair) != 2:
         fail(f"has valid_ranges[{name!r}] {_short(pair)}; expected [min, max] (either may be null)")
     for bound in pair:
@@ -77,6 +79,6 @@ def _bounds(name: str, pair, fail) -> Bounds:
     return low, high
 
 
-def _short(value, limit: int = 60) -> str:
+def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
