@@ -1,17 +1,23 @@
 """Turning caller data (numpy arrays, JSON-decoded lists, command-line strings) into
 float32 arrays, with errors that say what was wrong and where."""
 
+from __future__ import annotations
+
 import math
 import numbers
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputShapeError, InputValueError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 MISSING_WORDS = frozenset({"", "na", "nan", "null", "none"})
 
 
-def to_float32(data, what: str = "window") -> np.ndarray:
+def to_float32(data: Any, what: str = "window") -> np.ndarray:
     """A C-contiguous float32 array. A C-contiguous float32 array passed in is returned
     as is (no copy); anything else is converted once. Finiteness is checked apart
     (`require_finite`) so that a caller can report a wrong shape first."""
@@ -30,7 +36,7 @@ def _convert_ndarray(data: np.ndarray, what: str) -> np.ndarray:
         return np.array(data, dtype=np.float32, order="C")
 
 
-def _convert_nested(data, what: str) -> np.ndarray:
+def _convert_nested(data: Any, what: str) -> np.ndarray:
     if isinstance(data, (str, bytes)):
         raise InputValueError(f"{what} must hold numbers, got a string {_short(data)}")
     try:
@@ -46,7 +52,7 @@ def _convert_nested(data, what: str) -> np.ndarray:
         return np.array(raw, dtype=np.float32, order="C")
 
 
-def _contains_bool(data) -> bool:
+def _contains_bool(data: Any) -> bool:
     if isinstance(data, (list, tuple)):
         if data and isinstance(data[0], (list, tuple)):
             return any(_contains_bool(item) for item in data)
@@ -54,7 +60,7 @@ def _contains_bool(data) -> bool:
     return type(data) is bool
 
 
-def _raise_first_bad_value(data, what: str, position=()):
+def _raise_first_bad_value(data: Any, what: str, position: tuple[int, ...] = ()) -> None:
     """Find the first leaf that is not a number (or overflows) and raise an error naming it."""
     if isinstance(data, (list, tuple)):
         for index, item in enumerate(data):
@@ -79,7 +85,7 @@ def require_finite(array: np.ndarray, what: str) -> None:
         )
 
 
-def nested_shape(data):
+def nested_shape(data: Any) -> tuple[int, ...] | None:
     """The shape of an array or of nested lists whatever their leaves hold (numbers,
     text, null), or None when rows differ in length or depth."""
     if isinstance(data, np.ndarray):
@@ -92,7 +98,7 @@ def nested_shape(data):
     return (len(data),) + (inner.pop() if inner else ())
 
 
-def require_shape(data, shape_ok, expected: str, prefix: str = "") -> None:
+def require_shape(data: Any, shape_ok: Callable[[tuple[int, ...]], bool], expected: str, prefix: str = "") -> None:
     """InputShapeError naming `expected` and the shape got, when `data` is a regular
     array or nest of lists and `shape_ok(shape)` is false (a lone value is left to
     the value checks, which say what it is)."""
@@ -101,7 +107,7 @@ def require_shape(data, shape_ok, expected: str, prefix: str = "") -> None:
         raise InputShapeError(f"{prefix}expected {expected}, got shape {shape_text(shape)}")
 
 
-def parse_number(text: str, what: str):
+def parse_number(text: str, what: str) -> float | None:
     """A command-line or CSV field as a float; None when it spells a missing value."""
     stripped = text.strip()
     if stripped.lower() in MISSING_WORDS:
@@ -112,7 +118,7 @@ def parse_number(text: str, what: str):
         raise InputValueError(f"{what} is not a number: {_short(stripped)}") from None
 
 
-def reading_value(value, what: str):
+def reading_value(value: Any, what: str) -> float:
     """One reading's field (from JSON or CSV) as a float, NaN for a missing value."""
     if value is None:
         return math.nan
@@ -127,10 +133,10 @@ def reading_value(value, what: str):
         return math.inf
 
 
-def shape_text(shape) -> str:
+def shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(int(d)) for d in shape) + "]"
 
 
-def _short(value, limit: int = 40) -> str:
+def _short(value: Any, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
