@@ -1,19 +1,28 @@
 """The one-shot commands `info` and `predict`, with named parameters (cli.py parses
 the command line and calls them)."""
 
+from __future__ import annotations
+
 import json
 import sys
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputShapeError, InputValueError
 from .formatting import float_list
 from .inputs import require_shape, to_float32
 from .model import DEFAULT_THREADS, Forecaster
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    import numpy as np
+
 OUTPUTS = ("text", "json")  # predict: one line of values per window, or a JSON object
 DEFAULT_OUTPUT = "text"
 
 
-def show_info(model_path, *, threads: int = DEFAULT_THREADS, as_json: bool = False) -> int:
+def show_info(model_path: str | Path, *, threads: int = DEFAULT_THREADS, as_json: bool = False) -> int:
     """Print a model's metadata, validated (as text, or JSON with `as_json`)."""
     model = Forecaster(model_path, threads=threads)
     info = model.describe()
@@ -50,13 +59,13 @@ def show_info(model_path, *, threads: int = DEFAULT_THREADS, as_json: bool = Fal
     return 0
 
 
-def _range_text(bounds) -> str:
+def _range_text(bounds: Sequence[float | None]) -> str:
     low, high = ("" if bound is None else f"{bound:g}" for bound in bounds)
     return f"{low or '-inf'}..{high or 'inf'}"
 
 
-def predict(model_path, *, threads: int = DEFAULT_THREADS, values=(), json_text=None,
-            output: str = DEFAULT_OUTPUT) -> int:
+def predict(model_path: str | Path, *, threads: int = DEFAULT_THREADS, values: Sequence[str] = (),
+            json_text: str | None = None, output: str = DEFAULT_OUTPUT) -> int:
     """Print the forecast of one window given as command-line `values` (a
     one-feature model) or as `json_text` (one window or a batch; "-" reads stdin):
     one line of values per window, or a JSON object with `output="json"`."""
@@ -69,7 +78,7 @@ def predict(model_path, *, threads: int = DEFAULT_THREADS, values=(), json_text=
     return 0
 
 
-def _command_line_values(texts, model):
+def _command_line_values(texts: Sequence[str], model: Forecaster) -> list[float]:
     if model.n_features != 1:
         raise InputShapeError(f"this model reads {model.n_features} features "
                               f"({', '.join(model.features)}); pass the window with --json "
@@ -84,7 +93,7 @@ def _command_line_values(texts, model):
     return values
 
 
-def _json_argument(text: str):
+def _json_argument(text: str) -> Any:
     if text == "-":
         text = sys.stdin.read()
     try:
@@ -95,16 +104,16 @@ def _json_argument(text: str):
         raise InputValueError(f"--json is not valid JSON: {exc}") from None
 
 
-def _predict_document(model, document):
+def _predict_document(model: Forecaster, document: Any) -> tuple[np.ndarray, bool]:
     """One window ([look_back][n_features], or [look_back] for one feature) or a
     batch ([batch][look_back][n_features], or [batch][look_back] for one feature).
     A wrong shape is reported before any value: a row of the wrong length leaves
     its compass points unconverted, and they are not what is wrong."""
-    def one_window(shape) -> bool:
+    def one_window(shape: tuple[int, ...]) -> bool:
         return shape == model.window_shape or (model.n_features == 1
                                                and shape == (model.look_back,))
 
-    def accepted(shape) -> bool:
+    def accepted(shape: tuple[int, ...]) -> bool:
         return one_window(shape) or model.is_batch_shape(shape)
 
     expected = (f"a window of shape [{model.look_back}, {model.n_features}] or "
@@ -120,7 +129,7 @@ def _predict_document(model, document):
     return model.predict_batch(array), True
 
 
-def _print_forecasts(model, forecasts, batch: bool, output: str) -> None:
+def _print_forecasts(model: Forecaster, forecasts: np.ndarray, batch: bool, output: str) -> None:
     rows = [float_list(row) for row in forecasts]
     if output == "json":
         body = {"forecasts": rows} if batch else {"forecast": rows[0]}
