@@ -18,11 +18,17 @@ are retained so a hub that was offline receives them on its next connection; a c
 of another version than the record's is ignored.
 """
 
+from __future__ import annotations
+
 import json
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import EdgecastRuntimeError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TOPIC_ROOT = "edgecast/hub"
 STATUS_WILDCARD = f"{TOPIC_ROOT}/+/status"
@@ -83,7 +89,8 @@ def hub_of(topic: str) -> str:
     return parts[2]
 
 
-def split_file(version: int, name: str, data: bytes, sha256: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+def split_file(version: int, name: str, data: bytes, sha256: str,
+               chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
     """The chunks of one file, as (index, payload) pairs."""
     if chunk_bytes < 1:
         raise DeliveryError(f"chunk size must be at least 1 byte, got {chunk_bytes}")

@@ -7,15 +7,17 @@ certificate and key are optional, for brokers that require one. paho-mqtt itself
 not imported here: the caller passes its client.
 """
 
+from __future__ import annotations
+
 import os
 import ssl
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import BrokerSecurityError
 
 
-def read_password(password_file=None, password_env: Optional[str] = None) -> Optional[str]:
+def read_password(password_file: str | Path | None = None, password_env: Optional[str] = None) -> Optional[str]:
     """The password from `password_file` (its first line) or from the environment
     variable named `password_env`; None when neither is given."""
     if password_file is not None and password_env is not None:
@@ -41,8 +43,9 @@ def read_password(password_file=None, password_env: Optional[str] = None) -> Opt
     return None
 
 
-def configure_client(client, *, username: Optional[str] = None, password_file=None,
-                     password_env: Optional[str] = None, ca_file=None, cert_file=None, key_file=None,
+def configure_client(client: Any, *, username: Optional[str] = None, password_file: str | Path | None = None,
+                     password_env: Optional[str] = None, ca_file: str | Path | None = None,
+                     cert_file: str | Path | None = None, key_file: str | Path | None = None,
                      tls: bool = False) -> None:
     """Set a paho-mqtt client's credentials and TLS before it connects. TLS is on with
     `tls`, or when a CA file or a client certificate is given; without a CA file the
@@ -67,5 +70,5 @@ def configure_client(client, *, username: Optional[str] = None, password_file=No
                                   f"key {key_file}): {exc}") from None
 
 
-def _text(path) -> Optional[str]:
+def _text(path: str | Path | None) -> Optional[str]:
     return None if path is None else str(path)
