@@ -30,6 +30,8 @@ The hub's rules (check_release):
   rolled back.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import json
@@ -38,7 +40,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -55,6 +57,9 @@ from .signature import (
     signed_statement,
     verify_ecdsa,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 RECORD_TYPE = "edgecast-release"
 RECORD_SPEC_VERSION = 1
@@ -127,7 +132,7 @@ def assemble_record(signed: dict, keyid: str, signature: bytes) -> bytes:
 def check_release(record_bytes: bytes, trusted_key: PublicKeySource, running_version: Optional[int],
                   now: Optional[datetime] = None,
                   clock_skew_allowance: Union[timedelta, float] = DEFAULT_CLOCK_SKEW, *,
-                  files_dir=None, log: Callable[[dict], None] = log_event) -> Release:
+                  files_dir: str | Path | None = None, log: Callable[[dict], None] = log_event) -> Release:
     """Check a release record for a hub that runs `running_version` (None: no release
     yet) at time `now` (default: the hub's clock), allowing `clock_skew_allowance` (a
     timedelta or seconds) of clock error. With `files_dir`, the staged files are
@@ -156,7 +161,7 @@ def check_release(record_bytes: bytes, trusted_key: PublicKeySource, running_ver
     return release
 
 
-def verify_record_signature(record_bytes: bytes, key) -> dict:
+def verify_record_signature(record_bytes: bytes, key: ec.EllipticCurvePublicKey) -> dict:
     """The record's "signed" part, once one of its signatures verifies with `key`."""
     try:
         record = json.loads(record_bytes)
@@ -204,7 +209,7 @@ def parse_signed(signed: dict, keyid: str = "") -> Release:
                    _self_test(signed.get("self_test")), keyid, signed)
 
 
-def check_staged_files(release: Release, folder, trusted_key: PublicKeySource) -> None:
+def check_staged_files(release: Release, folder: str | Path, trusted_key: PublicKeySource) -> None:
     """The staged folder holds exactly the release's files, each with its size and
     sha256, and its model.sig (model-signing format) signs exactly the same files."""
     folder = Path(folder)
@@ -233,7 +238,7 @@ def check_staged_files(release: Release, folder, trusted_key: PublicKeySource) -
     check_folder(folder, signed, folder / SIGNATURE_NAME, signed.ignore_paths)
 
 
-def self_test(forecaster_path, record: Union[Release, dict]) -> float:
+def self_test(forecaster_path: str | Path, record: Union[Release, dict]) -> float:
     """Load the staged model with the runtime's Forecaster and forecast the record's
     reference windows: each forecast must match the recorded one within the tolerance.
     Returns the largest absolute difference; raises ReleaseError(reason "self-test")."""
@@ -269,7 +274,7 @@ def _clock_notice(release: Release, now: datetime, allowance: timedelta) -> Opti
     return None
 
 
-def _files(files) -> Dict[str, FileEntry]:
+def _files(files: Any) -> Dict[str, FileEntry]:
     if not isinstance(files, dict) or not files:
         raise _malformed("files must be a non-empty object of file name to {sha256, size}")
     entries = {}
@@ -289,7 +294,7 @@ def _files(files) -> Dict[str, FileEntry]:
     return entries
 
 
-def _rollout(rollout) -> Rollout:
+def _rollout(rollout: Any) -> Rollout:
     if not isinstance(rollout, dict):
         raise _malformed("rollout must be an object")
     hubs, percent = rollout.get("canary_hubs"), rollout.get("canary_percent")
@@ -307,7 +312,7 @@ def _rollout(rollout) -> Rollout:
     return Rollout(hubs, percent, float(healthy), threshold)
 
 
-def _self_test(test) -> SelfTest:
+def _self_test(test: Any) -> SelfTest:
     if not isinstance(test, dict):
         raise _malformed("self_test must be an object")
     windows, expected, tolerance = test.get("windows"), test.get("expected"), test.get("tolerance")
@@ -333,7 +338,7 @@ def _as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
-def _is_number(value) -> bool:
+def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
