@@ -20,6 +20,8 @@ exactly, only sha256 file serialization (what `edgecast sign` makes), no pre-1.0
 (v0.2) signature formats, and a statement that signs no file is refused.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import hashlib
@@ -27,7 +29,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 
 try:
     from cryptography.exceptions import InvalidSignature
@@ -38,6 +40,9 @@ except ImportError:  # the hub installed the runtime without its releases extra
                       "pip install 'edgecast-runtime[releases]'") from None
 
 from .errors import SignatureError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 SIGNATURE_NAME = "model.sig"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -111,7 +116,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_bundle(folder, trusted_key: PublicKeySource, signature_path=None) -> SignedFiles:
+def verify_bundle(folder: str | Path, trusted_key: PublicKeySource,
+                  signature_path: str | Path | None = None) -> SignedFiles:
     """Check that `folder` holds exactly the files its signature (default
     `folder/model.sig`) covers, unchanged, signed by `trusted_key`.
     Raises SignatureError, whose `reason` is one of: unsigned, malformed, wrong-key,
@@ -155,7 +161,7 @@ def signed_statement(signature_bytes: bytes, key: ec.EllipticCurvePublicKey, lab
 
 
 def check_folder(folder: Path, signed: SignedFiles, signature_path: Optional[Path] = None,
-                 ignore_paths=()) -> None:
+                 ignore_paths: Iterable[str] = ()) -> None:
     """The folder's files, outside `ignore_paths` and the signature file, must be
     exactly the signed ones with the signed sha256."""
     ignored = [PurePosixPath(p).parts for p in ignore_paths]
@@ -214,7 +220,7 @@ def _read_statement(statement: dict, label: str, trusted_id: str) -> SignedFiles
     return SignedFiles(str(subjects[0].get("name", "")), files, trusted_id, tuple(p for p in ignore if _is_inside(p)))
 
 
-def _resource(resource, label: str):
+def _resource(resource: Any, label: str) -> tuple[str, str]:
     if not isinstance(resource, dict):
         raise SignatureError(f"{label}: a resource is not an object", "malformed")
     name, digest = resource.get("name"), resource.get("digest")
@@ -227,7 +233,7 @@ def _resource(resource, label: str):
     return name, digest.lower()
 
 
-def _folder_files(folder: Path, ignored) -> list:
+def _folder_files(folder: Path, ignored: list[tuple[str, ...]]) -> list:
     """Relative names of the regular files under `folder`, outside the ignored paths;
     any symbolic link is refused, as model-signing refuses it."""
     if not folder.is_dir():
@@ -268,7 +274,7 @@ def _json_object(data: bytes, label: str) -> dict:
     return value
 
 
-def _field(value: dict, keys, label: str, required: bool = True):
+def _field(value: dict, keys: tuple[str, ...], label: str, required: bool = True) -> Any:
     for key in keys:
         value = value.get(key) if isinstance(value, dict) else None
         if value is None:
@@ -278,7 +284,7 @@ def _field(value: dict, keys, label: str, required: bool = True):
     return value
 
 
-def _base64(text, name: str, label: str) -> bytes:
+def _base64(text: Any, name: str, label: str) -> bytes:
     if not isinstance(text, str):
         raise SignatureError(f"{label} has no {name}", "malformed")
     try:
