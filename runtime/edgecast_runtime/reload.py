@@ -3,18 +3,24 @@ model beside the running one, validate it, and swap it in with one reference
 assignment. A request that already took `holder.current` finishes on that model;
 a bad new model is refused and the old one keeps serving."""
 
+from __future__ import annotations
+
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .contract import MANIFEST_NAME
 from .errors import EdgecastRuntimeError
 from .model import DEFAULT_THREADS, Forecaster
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 DEFAULT_POLL_SECONDS = 2.0
 
 
-def file_signature(path: Path):
+def file_signature(path: Path) -> tuple[int, int, int] | None:
     """What changes when a file is replaced or rewritten: inode, size, mtime."""
     try:
         info = os.stat(path)
@@ -29,7 +35,8 @@ class ModelHolder:
     `on_swap(new, old)` callbacks run after a swap (under the reload lock, so two
     reloads never interleave); `log(event_dict)` receives reload events."""
 
-    def __init__(self, path, threads: int = DEFAULT_THREADS, log=None):
+    def __init__(self, path: str | Path, threads: int = DEFAULT_THREADS,
+                 log: Callable[[dict], None] | None = None) -> None:
         self.path = Path(path)
         self.threads = threads
         self._log = log or (lambda event: None)
@@ -45,10 +52,10 @@ class ModelHolder:
     def current(self) -> Forecaster:
         return self._current
 
-    def on_swap(self, callback) -> None:
+    def on_swap(self, callback: Callable[[Forecaster, Forecaster], None]) -> None:
         self._listeners.append(callback)
 
-    def signatures(self):
+    def signatures(self) -> tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]:
         return (file_signature(self.path), file_signature(self.path.parent / MANIFEST_NAME))
 
     def changed(self) -> bool:
@@ -82,7 +89,7 @@ class ModelHolder:
                        "sha256": new.sha256, "previous_sha256": old.sha256})
             return True
 
-    def switch_to(self, path, reason: str) -> Forecaster:
+    def switch_to(self, path: str | Path, reason: str) -> Forecaster:
         """Load the model at another `path` (a verified release, installed in a folder
         of its own) and make it current, and the file watched from now on. Raises
         EdgecastRuntimeError and keeps the old model when it does not load."""
@@ -107,7 +114,7 @@ class ModelWatcher:
     copied in place is not read half-written); `request_reload()` (SIGHUP) forces
     a reload at the next wake-up. With `interval=None` it only serves requests."""
 
-    def __init__(self, holder: ModelHolder, interval=DEFAULT_POLL_SECONDS):
+    def __init__(self, holder: ModelHolder, interval: float | None = DEFAULT_POLL_SECONDS) -> None:
         self.holder = holder
         self.interval = interval
         self._wake = threading.Event()
