@@ -11,6 +11,8 @@ atomically after the swap, naming the running release; a restarted hub serves it
 running release and the one before it are kept.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import queue
@@ -18,7 +20,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .delivery import (
     DeliveryError,
@@ -34,12 +36,19 @@ from .durable import atomic_write, fsync_dir
 from .errors import EdgecastRuntimeError
 from .logs import log_event
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from .release_record import Release
+    from .reload import ModelHolder
+    from .signature import PublicKeySource
+
 CURRENT_NAME = "current.json"
 MODEL_NAME = "model.onnx"
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024  # chunks held in memory before their record arrives
 
 
-def release_checks():
+def release_checks() -> ModuleType:
     """release_record, or one clear line when `cryptography` is missing."""
     try:
         from . import release_record
@@ -57,8 +66,8 @@ class HubUpdater:
     """The hub's side of a release. `receive(topic, payload)` is called on paho's
     network thread and only queues; a worker thread verifies and installs."""
 
-    def __init__(self, hub_id: str, trusted_key, release_dir, factory_model,
-                 log: Callable[[dict], None] = log_event):
+    def __init__(self, hub_id: str, trusted_key: PublicKeySource, release_dir: str | Path,
+                 factory_model: str | Path, log: Callable[[dict], None] = log_event) -> None:
         self.checks = release_checks()
         self.key = self.checks.load_public_key(trusted_key)
         self.hub_id = hub_id
@@ -81,7 +90,7 @@ class HubUpdater:
 
     # --- wiring --------------------------------------------------------------------
 
-    def start(self, holder, publish: Callable[[bytes], None]) -> "HubUpdater":
+    def start(self, holder: ModelHolder, publish: Callable[[bytes], None]) -> "HubUpdater":
         """Serve with `holder`; `publish(payload)` sends the retained status."""
         self.holder, self._publish = holder, publish
         self._thread.start()
@@ -110,7 +119,7 @@ class HubUpdater:
 
     # --- the installed release --------------------------------------------------------
 
-    def _installed(self, factory_model: Path):
+    def _installed(self, factory_model: Path) -> tuple[int | None, Path]:
         """(version, model path) of the release in current.json, its files checked
         again; (None, the factory model) before the first release."""
         pointer = self.release_dir / CURRENT_NAME
@@ -211,7 +220,7 @@ class HubUpdater:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _install(self, release, record: bytes, parts: dict, staging: Path) -> None:
+    def _install(self, release: Release, record: bytes, parts: dict, staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         for name, chunks in parts.items():
@@ -258,7 +267,7 @@ class HubUpdater:
         self._status["last_error"] = error
         self._set_state("running")
 
-    def _set_state(self, state: str, **extra) -> None:
+    def _set_state(self, state: str, **extra: Any) -> None:
         self._status.pop("pending_version", None)
         self._status.update(state=state, **extra)
         self.publish_status()
