@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, commands, service
+from . import __version__, commands, replay, service
 from . import mqtt as mqtt_module
 from .encodings import parse_clock
 from .errors import (
@@ -27,6 +27,7 @@ from .policy import (
     StreamPolicy,
 )
 from .reload import DEFAULT_POLL_SECONDS
+from .scoring import DEFAULT_GRACE_SECONDS
 from .server import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
@@ -34,6 +35,7 @@ from .server import (
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT,
 )
+from .skill import DEFAULT_WINDOWS, SkillSettings, parse_window
 
 PROG = "edgecast-runtime"
 
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 bad model, 4 bad input, 5 state file.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.set_defaults(run=lambda args: parser.error("choose a command: "
-                                                      "info, predict, stream, serve or mqtt"))
+                                                      "info, predict, stream, serve, score or mqtt"))
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     info = subcommands.add_parser("info", help="show a model's metadata after validating it")
@@ -164,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     _reload_arguments(serve)
     serve.set_defaults(run=run_serve)
 
+    score = subcommands.add_parser(
+        "score", help="replay a recorded CSV offline and print the forecast skill table",
+        description="Replay readings (a header line naming the features, then "
+                    "timestamp,values... lines) through the streaming forecaster in memory and "
+                    "print rolling MAE and RMSE per lead of the model and of persistence.")
+    _model_arguments(score)
+    score.add_argument("csv", metavar="CSV", help="recorded readings")
+    score.add_argument("--json", action="store_true", help="print JSON")
+    _stream_arguments(score)
+    score.set_defaults(run=run_score)
+
     mqtt = subcommands.add_parser("mqtt", help="readings from an MQTT topic, forecasts to another")
     _model_arguments(mqtt)
     mqtt.add_argument("--broker", required=True, metavar="HOST[:PORT]",
@@ -206,6 +219,22 @@ def _stream_arguments(parser) -> None:
                             "then reset")
     group.add_argument("--interval", type=_positive_float, default=None, metavar="SECONDS",
                        help="sampling interval for gap detection (default: the model's)")
+    group.add_argument("--skill-window", type=_window, action="append", metavar="SPAN",
+                       help="a rolling window for forecast skill, e.g. 72h or 30d (repeatable; "
+                            "default 72h and 30d; the first one drives the skill alarm)")
+    group.add_argument("--grace", type=_window, default=DEFAULT_GRACE_SECONDS, metavar="SPAN",
+                       help="how long after its last target step a forecast waits for its "
+                            "truth before it expires (default 6h)")
+    group.add_argument("--alarm-checks", type=_positive_int, default=SkillSettings.checks,
+                       metavar="K", help="consecutive checks that raise or clear an alarm "
+                                         "(default %(default)s)")
+    group.add_argument("--alarm-min-scored", type=_positive_int, default=SkillSettings.min_scored,
+                       metavar="N", help="scored forecasts per lead before the skill alarm "
+                                         "judges (default %(default)s)")
+    group.add_argument("--drift-threshold", type=_positive_float,
+                       default=SkillSettings.drift_threshold, metavar="Z",
+                       help="input-drift alarm: recent mean this many training standard "
+                            "deviations from the training mean (default %(default)s)")
     group.add_argument("--clock", type=_clock, default=None, metavar="ZONE",
                        help="the clock of the training data's timestamps, for calendar "
                             "features (hour_of_day, day_of_week) and for ISO times without "
@@ -243,6 +272,14 @@ def _clock(text: str) -> str:
     return text
 
 
+def _window(text: str) -> float:
+    try:
+        return parse_window(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a span like 72h, 30d or 3600, "
+                                         f"got {text!r}") from None
+
+
 def _port(text: str) -> int:
     return _number(text, int, lambda v: 0 <= v <= 65535, "a port number (0-65535)")
 
@@ -264,7 +301,11 @@ def _stream_settings(args) -> dict:
     policy = StreamPolicy(on_missing=args.on_missing, on_gap=args.on_gap,
                           max_hold=args.max_hold, interval_seconds=args.interval)
     clock = parse_clock(args.clock) if args.clock else None
-    return {"threads": args.threads, "state": args.state, "policy": policy, "clock": clock}
+    skill = SkillSettings(windows=tuple(args.skill_window or DEFAULT_WINDOWS),
+                          grace_seconds=args.grace, checks=args.alarm_checks,
+                          min_scored=args.alarm_min_scored, drift_threshold=args.drift_threshold)
+    return {"threads": args.threads, "state": args.state, "policy": policy, "clock": clock,
+            "skill": skill}
 
 
 def run_stream(args) -> int:
@@ -276,6 +317,13 @@ def run_serve(args) -> int:
                              poll_interval=args.poll_interval, max_body=args.max_body,
                              max_batch=args.max_batch, request_timeout=args.request_timeout,
                              drain_seconds=args.drain_seconds, **_stream_settings(args))
+
+
+def run_score(args) -> int:
+    settings = _stream_settings(args)
+    if settings.pop("state"):
+        raise UsageError("score replays in memory; --state is not used")
+    return replay.score_csv(args.model, args.csv, as_json=args.json, **settings)
 
 
 def run_mqtt(args) -> int:

@@ -12,6 +12,7 @@ from typing import Optional, Tuple, Union
 
 from .errors import EdgecastRuntimeError, InputError, ModelError, StateError
 from .logs import log_event
+from .metrics import HubMetrics
 from .model import DEFAULT_THREADS, Forecaster
 from .policy import StreamPolicy
 from .readings import Header, LineParser
@@ -24,6 +25,7 @@ from .server import (
     DEFAULT_REQUEST_TIMEOUT,
     ForecastServer,
 )
+from .skill import SkillSettings, open_scorer
 from .streaming import StreamingForecaster
 
 FilePath = Union[str, Path]  # a model or state file, as text or a Path
@@ -32,11 +34,22 @@ DEFAULT_DRAIN_SECONDS = 10.0  # how long shutdown waits for requests in flight
 
 
 def open_streamer(model, *, state: Optional[FilePath] = None,
-                  policy: Optional[StreamPolicy] = None,
-                  clock: Optional[tzinfo] = None) -> StreamingForecaster:
-    """The streaming forecaster of `model`; a state file written for another model
-    with the same inputs is adopted with a notice in the log."""
-    return StreamingForecaster(model, state_path=state, policy=policy, clock=clock, log=log_event)
+                  policy: Optional[StreamPolicy] = None, clock: Optional[tzinfo] = None,
+                  skill: Optional[SkillSettings] = None) -> StreamingForecaster:
+    """The streaming forecaster of `model`, scoring its forecasts (skill.py) when the
+    sampling interval is known; a state file written for another model with the
+    same inputs is adopted with a notice in the log."""
+    policy = policy or StreamPolicy()
+    scorer = open_scorer(model, Path(state) if state else None,
+                         policy.interval_seconds or model.interval_seconds,
+                         skill or SkillSettings(), log_event)
+    try:
+        return StreamingForecaster(model, state_path=state, policy=policy, clock=clock,
+                                   log=log_event, scorer=scorer)
+    except BaseException:
+        if scorer is not None:
+            scorer.store.close()
+        raise
 
 
 def warn_if_memory_only(state: Optional[FilePath]) -> None:
@@ -48,13 +61,14 @@ def warn_if_memory_only(state: Optional[FilePath]) -> None:
 
 def open_holder(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
                 state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
-                clock: Optional[tzinfo] = None, poll_interval: float = DEFAULT_POLL_SECONDS
+                clock: Optional[tzinfo] = None, poll_interval: float = DEFAULT_POLL_SECONDS,
+                skill: Optional[SkillSettings] = None
                 ) -> Tuple[ModelHolder, StreamingForecaster, ModelWatcher]:
     """The model holder, a streamer that follows its swaps, and a started watcher
     thread that reloads the model when its file is replaced or on SIGHUP
     (`poll_interval` 0: on SIGHUP only)."""
     holder = ModelHolder(model_path, threads=threads, log=log_event)
-    streamer = open_streamer(holder.current, state=state, policy=policy, clock=clock)
+    streamer = open_streamer(holder.current, state=state, policy=policy, clock=clock, skill=skill)
 
     def follow(new, old):
         outcome = streamer.use_model(new)
@@ -80,11 +94,11 @@ class _Stop(Exception):
 
 def run_stream(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
                state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
-               clock: Optional[tzinfo] = None) -> int:
+               clock: Optional[tzinfo] = None, skill: Optional[SkillSettings] = None) -> int:
     """Readings on stdin, one JSON answer line each on stdout, until end of input
     or SIGTERM/SIGINT (a reading in progress is answered first)."""
     model = Forecaster(model_path, threads=threads)
-    streamer = open_streamer(model, state=state, policy=policy, clock=clock)
+    streamer = open_streamer(model, state=state, policy=policy, clock=clock, skill=skill)
     progress = {"busy": False, "stop": False}
 
     def stop():
@@ -144,15 +158,17 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
               poll_interval: float = DEFAULT_POLL_SECONDS,
               max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
               request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-              drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> int:
+              drain_seconds: float = DEFAULT_DRAIN_SECONDS,
+              skill: Optional[SkillSettings] = None) -> int:
     """Serve HTTP until SIGTERM/SIGINT, then wait up to `drain_seconds` for the
     requests in flight; SIGHUP reloads the model."""
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
-                                            poll_interval=poll_interval)
+                                            poll_interval=poll_interval, skill=skill)
     try:
         server = ForecastServer((host, port), holder, streamer, max_body=max_body,
-                                max_batch=max_batch, request_timeout=request_timeout)
+                                max_batch=max_batch, request_timeout=request_timeout,
+                                metrics=HubMetrics(lambda: holder.current, streamer))
     except OSError as exc:
         watcher.stop()
         streamer.close()

@@ -6,6 +6,7 @@ written durably before any answer is given (state_file)."""
 
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -45,7 +46,8 @@ class StreamingForecaster:
     `log(event_dict)`; otherwise it is refused with StateError."""
 
     def __init__(self, forecaster, state_path=None, policy: Optional[StreamPolicy] = None,
-                 clock=None, log: Optional[Callable[[dict], None]] = None):
+                 clock=None, log: Optional[Callable[[dict], None]] = None, scorer=None):
+        self.scorer = scorer  # skill.StreamScorer: scores forecasts once their truth arrives
         self.policy = policy or StreamPolicy()
         # The data's clock for calendar features: given, else the model's own (spec
         # "clock"), else UTC (None).
@@ -73,6 +75,8 @@ class StreamingForecaster:
         state, previous = load_state(self.state_path, model)
         if state is None:
             return empty_state(model)
+        if self.scorer is not None:  # a crash between the state file and the store
+            self.scorer.after_reading(state, model)
         if previous is not None:
             save_state(self.state_path, state, model)  # from now on the file names this model
             self.adopted_from = previous
@@ -106,11 +110,17 @@ class StreamingForecaster:
             reading = Reading(values, reading.timestamp)
             replay = self._replay_duplicate(reading, model)
             if replay is not None:
+                self._score(self._state, model)  # applied once: a resend scores nothing twice
                 return replay
             state, answer = self._advance(self._state, reading, model)
             self._save(state, model)
             self._state = state
+            self._score(state, model)
             return dict(answer)
+
+    def _score(self, state: StreamState, model) -> None:
+        if self.scorer is not None:
+            self.scorer.after_reading(state, model)
 
     def _replay_duplicate(self, reading: Reading, model) -> Optional[dict]:
         """A reading sent again after a crash (same timestamp, same values) gets the
@@ -170,8 +180,11 @@ class StreamingForecaster:
     def _summary(self, state: StreamState, model, timestamp=None) -> dict:
         answer = {"status": "filling"}
         if state.buffer.full:
-            answer = {"status": "forecast",
-                      "forecast": float_list(model.predict(state.buffer.window()))}
+            started = time.perf_counter()
+            forecast = model.predict(state.buffer.window())
+            if self.scorer is not None:
+                self.scorer.predicted(time.perf_counter() - started)
+            answer = {"status": "forecast", "forecast": float_list(forecast)}
         if timestamp is not None:
             answer["timestamp"] = timestamp
         answer.update(buffered=len(state.buffer), look_back=model.look_back,
@@ -205,6 +218,8 @@ class StreamingForecaster:
         with self._lock:
             self._closed = True
             self._release_lock_file()
+            if self.scorer is not None:
+                self.scorer.store.close()
 
     def status(self) -> dict:
         with self._lock:
