@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
                       default=mqtt_module.DEFAULT_RECONNECT_MAX, metavar="S",
                       help="longest wait between reconnection attempts (default %(default)s; "
                            "the wait doubles from 1 s)")
+    mqtt.add_argument("--status-topic", default=None, metavar="TOPIC",
+                      help="publish the metrics summary (as GET /v1/metrics), retained, here")
+    mqtt.add_argument("--status-interval", type=_positive_float,
+                      default=mqtt_module.DEFAULT_STATUS_INTERVAL, metavar="S",
+                      help="seconds between status messages (default %(default)s)")
     _stream_arguments(mqtt)
     _reload_arguments(mqtt)
     mqtt.set_defaults(run=run_mqtt)
@@ -330,7 +335,8 @@ def run_mqtt(args) -> int:
     return mqtt_module.run_mqtt(args.model, broker=args.broker, subscribe=args.subscribe,
                                 publish=args.publish, client_id=args.client_id,
                                 keepalive=args.keepalive, reconnect_max=args.reconnect_max,
-                                poll_interval=args.poll_interval, **_stream_settings(args))
+                                poll_interval=args.poll_interval, status_topic=args.status_topic,
+                                status_interval=args.status_interval, **_stream_settings(args))
 
 
 # --- info and predict ----------------------------------------------------------------------

@@ -16,16 +16,19 @@ from typing import Optional
 
 from .errors import EdgecastRuntimeError
 from .logs import log_event
+from .metrics import HubMetrics
 from .model import DEFAULT_THREADS
 from .policy import StreamPolicy
 from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS
 from .service import FilePath, on_signals, open_holder, warn_if_memory_only
+from .skill import SkillSettings
 
 DEFAULT_PORT = 1883
 DEFAULT_KEEPALIVE = 30  # seconds
 DEFAULT_RECONNECT_MAX = 30  # longest wait between reconnection attempts, seconds
 CLIENT_ID_PREFIX = "edgecast-runtime-"
+DEFAULT_STATUS_INTERVAL = 60.0  # seconds between status (metrics summary) messages
 
 
 def parse_broker(text: str):
@@ -66,7 +69,8 @@ def _import_paho():
 
 class MqttBridge:
     def __init__(self, holder, streamer, host, port, subscribe, publish, client_id,
-                 keepalive=DEFAULT_KEEPALIVE, reconnect_max=DEFAULT_RECONNECT_MAX):
+                 keepalive=DEFAULT_KEEPALIVE, reconnect_max=DEFAULT_RECONNECT_MAX,
+                 status_topic=None, status_interval=DEFAULT_STATUS_INTERVAL):
         paho, api = _import_paho()
         self.holder, self.streamer = holder, streamer
         self.host, self.port, self.keepalive = host, port, keepalive
@@ -80,6 +84,9 @@ class MqttBridge:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.stopped = threading.Event()
+        # The /v1/metrics summary, retained on `status_topic` every `status_interval` s.
+        self.status_topic, self.status_interval = status_topic, status_interval
+        self.metrics = HubMetrics(lambda: holder.current, streamer)
 
     def run(self) -> None:
         """Connect (retrying until the broker answers) and handle readings until
@@ -87,14 +94,19 @@ class MqttBridge:
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
         try:
-            while not self.stopped.wait(1.0):
-                pass
+            while not self.stopped.wait(self.status_interval if self.status_topic else 1.0):
+                if self.status_topic:
+                    self.publish_status()
         finally:
             self.client.disconnect()
             self.client.loop_stop()
 
     def stop(self) -> None:
         self.stopped.set()
+
+    def publish_status(self) -> None:
+        body = json.dumps(self.metrics.summary(), separators=(",", ":"), default=str)
+        self.client.publish(self.status_topic, body, qos=1, retain=True)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
@@ -149,18 +161,21 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              reconnect_max: int = DEFAULT_RECONNECT_MAX, threads: int = DEFAULT_THREADS,
              state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
              clock: Optional[tzinfo] = None,
-             poll_interval: float = DEFAULT_POLL_SECONDS) -> int:
+             poll_interval: float = DEFAULT_POLL_SECONDS, skill: Optional[SkillSettings] = None,
+             status_topic: Optional[str] = None,
+             status_interval: float = DEFAULT_STATUS_INTERVAL) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
     SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT."""
     host, port = parse_broker(broker)
     _import_paho()
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
-                                            poll_interval=poll_interval)
+                                            poll_interval=poll_interval, skill=skill)
     client_id = client_id or f"{CLIENT_ID_PREFIX}{socket.gethostname()}"
     try:
         bridge = MqttBridge(holder, streamer, host, port, subscribe, publish,
-                            client_id, keepalive=keepalive, reconnect_max=reconnect_max)
+                            client_id, keepalive=keepalive, reconnect_max=reconnect_max,
+                            status_topic=status_topic, status_interval=status_interval)
         on_signals({"SIGTERM": bridge.stop, "SIGINT": bridge.stop,
                     "SIGHUP": watcher.request_reload})
         log_event({"event": "mqtt_starting", "broker": f"{host}:{port}", "client_id": client_id,
