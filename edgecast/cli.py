@@ -287,6 +287,7 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="CSV to evaluate on (split with the training fractions).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     backtest: Annotated[int, typer.Option(help="Also score K consecutive blocks of the test split (rolling origins).")] = 0,
+    artifact: Annotated[Optional[Path], typer.Option(help="Score this exported file (e.g. BUNDLE/model.onnx) instead of the Keras model: the forecasts a hub makes (the backtest keeps Keras).")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Write a PNG: forecast vs actual, error by horizon step.")] = None,
     plot_size: Annotated[str, typer.Option(help="PNG size in pixels, WIDTHxHEIGHT.")] = "1200x800",
     plot_start: Annotated[Optional[int], typer.Option(help="First test window of the forecast-vs-actual stretch (default: the first one without a gap).")] = None,
@@ -302,7 +303,7 @@ def evaluate(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     model_bundle = read_bundle(bundle)
-    result = evaluate_bundle_on_csv(model_bundle, data, backtest)
+    result = evaluate_bundle_on_csv(model_bundle, data, backtest, artifact)
     report = {key: result[key] for key in ("data", "metrics", "backtest") if key in result}
     if plot:
         times = result["times"]

@@ -48,6 +48,8 @@ def write_manifest(bundle, artifacts: dict[str, dict], parity: dict, extra: dict
         },
         **(extra or {}),
     }
+    if "input_statistics" in bundle.training:  # the hub's input-drift reference (older bundles lack it)
+        manifest["input_statistics"] = bundle.training["input_statistics"]
     write_json_atomic(bundle.path / MANIFEST_FILE, manifest)
     return manifest
 

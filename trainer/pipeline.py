@@ -12,7 +12,7 @@ from .bundle import make_spec, write_bundle
 from .data import Series
 from .evaluation import evaluate_split
 from .settings import CHANGE, LEVEL, TrainConfig  # noqa: F401  (TrainConfig is part of this module's API)
-from .windows import change_formulation, model_inputs, model_targets, split_windows
+from .windows import change_formulation, input_statistics, model_inputs, model_targets, split_windows
 
 CALIBRATION_SAMPLE = 512  # training windows kept for int8 calibration
 
@@ -114,6 +114,7 @@ def _training_record(series: Series, config: TrainConfig, data, history: dict, s
             "windows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         },
         "config": asdict(config),
+        "input_statistics": input_statistics(series.values()[:first_val], series.encodings),
         "history": history,
         "train_seconds": round(seconds, 3),
     }
