@@ -38,7 +38,8 @@ class SkillSettings:
 
 
 def window_name(seconds: float) -> str:
-    if seconds % DAY == 0:
+    """72h, 30d: hours under a week, days from a week on."""
+    if seconds % DAY == 0 and seconds >= 7 * DAY:
         return f"{int(seconds // DAY)}d"
     if seconds % HOUR == 0:
         return f"{int(seconds // HOUR)}h"

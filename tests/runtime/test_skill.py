@@ -190,7 +190,7 @@ def test_metrics_of_a_running_serve_parse_with_prometheus_clients_own_parser(tmp
     assert value[("edgecast_model_info", (("model_name", "fixture-three"), ("release", ""),
                   ("sha256", Forecaster(THREE).sha256)))] == 1
     assert status == 200 and summary["readings"] == 40 and summary["forecasts"]["scored"] == scored
-    assert {row["window"] for row in summary["skill"]} == {"3d", "30d"}
+    assert {row["window"] for row in summary["skill"]} == {"72h", "30d"}
     assert summary["alarms"] == {"skill": False, "input_drift": False}
 
 
