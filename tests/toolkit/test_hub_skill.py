@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import CHANGPING, run_cli
 
 RUNTIME = Path(sys.executable).parent / "edgecast-runtime"
@@ -112,7 +111,7 @@ def test_stream_and_score_match_edgecast_evaluate_on_the_test_windows(station):
 def store_table(state: Path, interval: float) -> dict:
     """The stream's rolling skill over 30 days, read from the store beside its state."""
     from edgecast_runtime.scoring import ForecastStore, store_path_for
-    from edgecast_runtime.skill import StreamScorer, SkillSettings
+    from edgecast_runtime.skill import SkillSettings, StreamScorer
 
     store = ForecastStore(store_path_for(state), interval)
     try:
