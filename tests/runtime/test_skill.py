@@ -7,6 +7,7 @@ import math
 import signal
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_support import ONE, THREE, Background, Server, add_count, kill_at_random_points, run_cli
 
@@ -203,3 +204,34 @@ def raw_get(server, path):
         return response.status, response.read().decode(), dict(response.getheaders())
     finally:
         connection.close()
+
+
+def test_mqtt_publishes_the_metrics_summary_on_the_status_topic(broker, tmp_path):
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt (the [mqtt] extra) is missing")
+    from test_mqtt import ANSWERS, READINGS, Listener
+
+    statuses = []
+    watcher = Listener(broker)  # answers; status messages are collected below
+    watcher.client.message_callback_add(
+        "hub/status", lambda client, userdata, message: statuses.append(json.loads(message.payload)))
+    watcher.client.subscribe("hub/status", qos=1)
+    try:
+        with Background("mqtt", THREE, "--broker", f"127.0.0.1:{broker.port}",
+                        "--subscribe", READINGS, "--publish", ANSWERS, "--state",
+                        tmp_path / "state.json", "--client-id", "edgecast-status",
+                        "--status-topic", "hub/status", "--status-interval", "0.5") as runtime:
+            runtime.wait_event("mqtt_subscribed")
+            for line in three_lines(30):
+                stamp, pm25, temp, pres = line.split(",")
+                watcher.publish({"values": [float(pm25) if pm25 else None, float(temp),
+                                            float(pres)], "timestamp": int(stamp)})
+                watcher.next()
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not (statuses and statuses[-1]["readings"] == 30):
+                time.sleep(0.1)
+    finally:
+        watcher.close()
+    last = statuses[-1]
+    assert last["readings"] == 30 and last["model_name"] == "fixture-three"
+    assert last["forecasts"]["scored"] > 0 and {row["lead"] for row in last["skill"]} == {1, 2, 3}
+    assert last["alarms"] == {"skill": False, "input_drift": False}
