@@ -240,6 +240,8 @@ def _stream_arguments(parser) -> None:
                        default=SkillSettings.drift_threshold, metavar="Z",
                        help="input-drift alarm: recent mean this many training standard "
                             "deviations from the training mean (default %(default)s)")
+    group.add_argument("--no-score", dest="score", action="store_false",
+                       help="do not keep forecasts for scoring (no store beside the state file)")
     group.add_argument("--clock", type=_clock, default=None, metavar="ZONE",
                        help="the clock of the training data's timestamps, for calendar "
                             "features (hour_of_day, day_of_week) and for ISO times without "
@@ -308,7 +310,8 @@ def _stream_settings(args) -> dict:
     clock = parse_clock(args.clock) if args.clock else None
     skill = SkillSettings(windows=tuple(args.skill_window or DEFAULT_WINDOWS),
                           grace_seconds=args.grace, checks=args.alarm_checks,
-                          min_scored=args.alarm_min_scored, drift_threshold=args.drift_threshold)
+                          min_scored=args.alarm_min_scored, drift_threshold=args.drift_threshold,
+                          enabled=getattr(args, "score", True))
     return {"threads": args.threads, "state": args.state, "policy": policy, "clock": clock,
             "skill": skill}
 
@@ -328,6 +331,8 @@ def run_score(args) -> int:
     settings = _stream_settings(args)
     if settings.pop("state"):
         raise UsageError("score replays in memory; --state is not used")
+    if not settings["skill"].enabled:
+        raise UsageError("score scores forecasts; --no-score is for stream, serve and mqtt")
     return replay.score_csv(args.model, args.csv, as_json=args.json, **settings)
 
 

@@ -40,16 +40,18 @@ def open_streamer(model, *, state: Optional[FilePath] = None,
     sampling interval is known; a state file written for another model with the
     same inputs is adopted with a notice in the log."""
     policy = policy or StreamPolicy()
-    scorer = open_scorer(model, Path(state) if state else None,
-                         policy.interval_seconds or model.interval_seconds,
-                         skill or SkillSettings(), log_event)
-    try:
-        return StreamingForecaster(model, state_path=state, policy=policy, clock=clock,
-                                   log=log_event, scorer=scorer)
-    except BaseException:
+    streamer = StreamingForecaster(model, state_path=state, policy=policy, clock=clock,
+                                   log=log_event)
+    try:  # after the state file's lock: its errors come first, and name the cause
+        scorer = open_scorer(model, Path(state) if state else None,
+                             policy.interval_seconds or model.interval_seconds,
+                             skill or SkillSettings(), log_event)
         if scorer is not None:
-            scorer.store.close()
+            streamer.attach_scorer(scorer)
+    except BaseException:
+        streamer.close()
         raise
+    return streamer
 
 
 def warn_if_memory_only(state: Optional[FilePath]) -> None:

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .errors import StateError
 from .scoring import DEFAULT_GRACE_SECONDS, ForecastStore, Outcome, Step, exact_float
 
 HOUR, DAY = 3600.0, 86400.0
@@ -35,6 +36,7 @@ class SkillSettings:
     drift_window: float = 72 * HOUR
     drift_min_readings: int = 24
     drift_threshold: float = 3.0  # in training standard deviations
+    enabled: bool = True  # False: forecasts are not kept or scored (no store file)
 
 
 def window_name(seconds: float) -> str:
@@ -98,7 +100,13 @@ class StreamScorer:
         step = self._step(state, model)
         if step is None:
             return None
-        outcome = self.store.apply(step)
+        try:
+            outcome = self.store.apply(step)
+        except StateError as exc:
+            # Scoring must not stop forecasting (a full disk): the transaction is rolled
+            # back, forecasts that needed this reading expire and are counted later.
+            self.log({"event": "scoring_error", "timestamp": step.timestamp, "error": str(exc)})
+            return None
         if not outcome.applied:
             return outcome
         self.last_timestamp = step.timestamp
@@ -218,6 +226,8 @@ def open_scorer(model, state_path, interval: Optional[float], settings: SkillSet
     """The scorer of a stream: its store beside the state file (in memory without
     one). None when the sampling interval is unknown: a truth cannot be placed."""
     from .scoring import store_path_for
+    if not settings.enabled:
+        return None
     if not interval:
         log({"event": "notice", "message": "no sampling interval (model or --interval): "
                                            "forecasts are not scored"})

@@ -193,6 +193,13 @@ class StreamingForecaster:
 
     # --- model swap and shutdown ------------------------------------------------------
 
+    def attach_scorer(self, scorer) -> None:
+        """Score forecasts from now on, the state's last reading first (the store lags
+        one reading behind after a crash between the two writes)."""
+        with self._lock:
+            scorer.after_reading(self._state, self._forecaster)
+            self.scorer = scorer
+
     def use_model(self, forecaster) -> str:
         """Switch to a newly loaded model (hot reload). The buffered readings carry
         over when the new model reads the same inputs (state_file.stream_inputs, the

@@ -235,3 +235,26 @@ def test_mqtt_publishes_the_metrics_summary_on_the_status_topic(broker, tmp_path
     assert last["readings"] == 30 and last["model_name"] == "fixture-three"
     assert last["forecasts"]["scored"] > 0 and {row["lead"] for row in last["skill"]} == {1, 2, 3}
     assert last["alarms"] == {"skill": False, "input_drift": False}
+
+
+def test_a_full_disk_for_the_store_stops_scoring_not_forecasting(tmp_path):
+    """RLIMIT_FSIZE (as test_faults.py makes a full disk) lets the store open but not
+    grow its log for long: scoring fails with a logged error, forecasts go on."""
+    import resource
+    import subprocess
+
+    from runtime_support import cli_path
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (128 * 1024, 128 * 1024))
+
+    lines = three_lines(60)
+    result = subprocess.run([cli_path(), "stream", str(THREE), "--state", str(tmp_path / "s.json")],
+                            input="\n".join(lines) + "\n", capture_output=True, text=True,
+                            timeout=60, preexec_fn=limit)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(answers) == 60 and {a["status"] for a in answers} == {"filling", "forecast"}
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    errors = [e for e in events if e.get("event") == "scoring_error"]
+    assert errors and "cannot write the forecast store" in errors[0]["error"], events[-3:]
