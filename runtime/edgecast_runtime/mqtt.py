@@ -105,7 +105,11 @@ class MqttBridge:
         self.stopped.set()
 
     def publish_status(self) -> None:
-        body = json.dumps(self.metrics.summary(), separators=(",", ":"), default=str)
+        try:
+            body = json.dumps(self.metrics.summary(), separators=(",", ":"), default=str)
+        except Exception as exc:  # a status that cannot be read must not stop the bridge
+            log_event({"event": "internal_error", "error": f"status: {type(exc).__name__}: {exc}"})
+            return
         self.client.publish(self.status_topic, body, qos=1, retain=True)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
+
 from .errors import StateError
 
 DEFAULT_GRACE_SECONDS = 6 * 3600.0  # how long a late reading may still complete a forecast
@@ -245,7 +247,6 @@ def store_path_for(state_path: Path) -> Path:
 def exact_float(value) -> Optional[float]:
     """A JSON number as the float64 holding its float32 value exactly, as numpy's
     float32 -> float64 cast does in the toolkit's evaluation."""
-    import numpy as np
     if value is None:
         return None
     number = float(np.float32(value))

@@ -12,6 +12,7 @@ cleared:
   deviations from the training mean (the manifest's `input_statistics`), on
   `checks` consecutive readings; cleared likewise."""
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
@@ -19,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .errors import StateError
-from .scoring import DEFAULT_GRACE_SECONDS, ForecastStore, Outcome, Step, exact_float
+from .scoring import DEFAULT_GRACE_SECONDS, ForecastStore, Outcome, Step, exact_float, store_path_for
 
 HOUR, DAY = 3600.0, 86400.0
 DEFAULT_WINDOWS = (72 * HOUR, 30 * DAY)
@@ -225,7 +226,6 @@ def open_scorer(model, state_path, interval: Optional[float], settings: SkillSet
                 log: Callable[[dict], None]) -> Optional[StreamScorer]:
     """The scorer of a stream: its store beside the state file (in memory without
     one). None when the sampling interval is unknown: a truth cannot be placed."""
-    from .scoring import store_path_for
     if not settings.enabled:
         return None
     if not interval:
@@ -242,7 +242,6 @@ def open_scorer(model, state_path, interval: Optional[float], settings: SkillSet
 
 def read_manifest(model) -> Optional[dict]:
     """The manifest checked at load (None without one)."""
-    import json
     path = getattr(model, "manifest_path", None)
     if path is None:
         return None
