@@ -2,7 +2,8 @@
 look-back readings are buffered. It coordinates the parts: the calendar fill
 (encodings.InputLayout), the valid ranges (validity), the policy for missing
 values and gaps (policy), the ring buffer (ring_buffer) and the state file,
-written durably before any answer is given (state_file)."""
+written durably before any answer is given (state_file); then the scorer
+(skill.StreamScorer), which keeps each forecast until its truth arrives."""
 
 import math
 import threading
