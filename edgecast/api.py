@@ -259,6 +259,7 @@ def evaluate(
     plot_size: tuple[int, int] | str = DEFAULT_SIZE,
     plot_start: int | None = None,
     plot_steps: int = STRETCH_STEPS,
+    artifact: str | Path | None = None,
 ) -> EvaluateResult:
     """RMSE and MAE per horizon step on the CSV's test split (split with the training
     fractions): the model, persistence, seasonal persistence and ridge.
@@ -266,7 +267,9 @@ def evaluate(
     `backtest`: also score that many consecutive blocks of the test split. `plot`: write
     forecast-vs-actual and error-by-step as PNG, SVG or PDF (by the file's suffix) of
     `plot_size` pixels; the stretch starts at test window `plot_start` (default: the
-    first one without a gap) and runs `plot_steps` steps.
+    first one without a gap) and runs `plot_steps` steps. `artifact`: score this exported
+    file (e.g. the bundle's model.onnx) one window per call, as a hub does, instead of
+    the Keras model (the backtest keeps Keras).
     """
     from edgecast.plots import (
         PlotError,
@@ -286,7 +289,8 @@ def evaluate(
         except ValueError as exc:
             raise PlotError(str(exc)) from None
     model_bundle = read_bundle(bundle)
-    evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest)
+    evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest,
+                                        Path(artifact) if artifact is not None else None)
     if plot is None:
         return EvaluateResult(model_bundle.path, evaluation)
     test_windows = len(evaluation.test_end)

@@ -287,6 +287,7 @@ def evaluate(
     data: Annotated[Path, typer.Argument(help="CSV to evaluate on (split with the training fractions).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     backtest: Annotated[int, typer.Option(help="Also score K consecutive blocks of the test split (rolling origins).")] = EVALUATE_DEFAULTS["backtest"],
+    artifact: Annotated[Optional[Path], typer.Option(help="Score this exported file (e.g. BUNDLE/model.onnx) instead of the Keras model: the forecasts a hub makes (the backtest keeps Keras).")] = EVALUATE_DEFAULTS["artifact"],
     plot: Annotated[Optional[Path], typer.Option(help="Write an image: forecast vs actual, error by horizon step; PNG, SVG or PDF by the file's suffix.")] = EVALUATE_DEFAULTS["plot"],
     plot_size: Annotated[str, typer.Option(help="Image size in pixels, WIDTHxHEIGHT.")] = size_text(EVALUATE_DEFAULTS["plot_size"]),
     plot_start: Annotated[Optional[int], typer.Option(help="First test window of the forecast-vs-actual stretch (default: the first one without a gap).")] = EVALUATE_DEFAULTS["plot_start"],
@@ -296,7 +297,7 @@ def evaluate(
     from edgecast import api
 
     result = api.evaluate(bundle, data, backtest=backtest, plot=plot, plot_size=plot_size, plot_start=plot_start,
-                          plot_steps=plot_steps)
+                          plot_steps=plot_steps, artifact=artifact)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
         return

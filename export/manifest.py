@@ -49,6 +49,8 @@ def write_manifest(bundle: Bundle, artifacts: dict[str, dict], parity: dict, ext
         },
         **(extra or {}),
     }
+    if "input_statistics" in bundle.training:  # the hub's input-drift reference (older bundles lack it)
+        manifest["input_statistics"] = bundle.training["input_statistics"]
     write_json_atomic(bundle.path / MANIFEST_NAME, manifest)
     return manifest
 

@@ -149,11 +149,13 @@ def _mean_over_folds(results: list[dict]) -> dict:
     }
 
 
-def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0) -> Evaluation:
+def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0, artifact: Path | None = None) -> Evaluation:
     """Re-read a CSV the way the bundle was trained, split it with the training fractions,
     and score the test split with the bundle's own scaler (the one in its graph).
 
-    Gives the metrics, the backtest (when `folds`), the test windows and the model's
+    With `artifact` (an exported model file, e.g. the bundle's model.onnx), the model's
+    forecasts are that file's, one window per call as a hub computes them; the backtest
+    keeps the Keras model. Gives the metrics, the backtest (when `folds`), the test windows and the model's
     forecasts for them, and the timestamp of every row (None without timestamps).
     """
     from .data import load_csv
@@ -168,6 +170,11 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0) -> Ev
     model, scaler, target = bundle.load_model(), bundle.scaler(), series.values()[:, 0]
     ridge = fit_ridge(spec, scaler, split.train)
     predicted = forecasts(model, spec, scaler, target, split.test, ridge)
+    if artifact is not None:
+        from edgecast.export.backends import open_artifact
+
+        # One window per call, as the hub's stream predicts (a batch can move float32 results).
+        predicted["model"] = open_artifact(artifact).forecast(split.test.x, 1)
     return Evaluation(
         data=DataRecord(series.source, series.sha256, series.sha256 == bundle.training["data"]["sha256"]),
         metrics=Metrics.from_dict(score(spec, split.test, predicted)),

@@ -16,7 +16,15 @@ from .bundle import make_spec, write_bundle
 from .data import Series
 from .evaluation import evaluate_split
 from .settings import CHANGE, LEVEL, TrainConfig  # noqa: F401  (TrainConfig is part of this module's API)
-from .windows import SplitData, Windows, change_formulation, model_inputs, model_targets, split_windows
+from .windows import (
+    SplitData,
+    Windows,
+    change_formulation,
+    input_statistics,
+    model_inputs,
+    model_targets,
+    split_windows,
+)
 
 if TYPE_CHECKING:
     from sklearn.preprocessing import MinMaxScaler
@@ -131,6 +139,7 @@ def _training_record(series: Series, config: TrainConfig, data: SplitData, histo
             "windows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         },
         "config": asdict(config),
+        "input_statistics": input_statistics(series.values()[:first_val], series.encodings),
         "history": history,
         "train_seconds": round(seconds, 3),
     }

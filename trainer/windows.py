@@ -101,6 +101,24 @@ def split_windows(
     return SplitData(parts["train"], parts["val"], parts["test"], (first_val, first_test), scaler)
 
 
+def input_statistics(train_rows: np.ndarray, encodings: list[dict]) -> dict:
+    """Per numeric feature, the training rows' mean, standard deviation, 1st/99th
+    percentiles and count: the reference the hub's input-drift alarm compares its
+    recent readings with (directions and calendar values have no meaningful mean)."""
+    described = {}
+    for index, encoding in enumerate(encodings):
+        column = train_rows[:, index].astype(np.float64)
+        column = column[np.isfinite(column)]
+        if encoding["kind"] != "numeric" or len(column) == 0:
+            continue
+        q01, q99 = np.percentile(column, [1, 99])
+        described[encoding["feature"]] = {
+            "mean": float(column.mean()), "std": float(column.std()),
+            "q01": float(q01), "q99": float(q99), "count": int(len(column)),
+        }
+    return {"split": "train", "features": described}
+
+
 def fit_scaler(train_rows: np.ndarray, source: str) -> MinMaxScaler:
     finite = np.isfinite(train_rows)
     if not finite.any(axis=0).all():

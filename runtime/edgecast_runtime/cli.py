@@ -8,8 +8,17 @@ import argparse
 import os
 import sys
 
-from . import __version__, commands, service
+from . import __version__, commands, replay, service
 from . import mqtt as mqtt_module
+from .arguments import (
+    clock,
+    non_negative_float,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+    window,
+)
 from .clock import parse_clock
 from .errors import (
     EdgecastRuntimeError,
@@ -29,6 +38,7 @@ from .policy import (
     StreamPolicy,
 )
 from .reload import DEFAULT_POLL_SECONDS
+from .scoring import DEFAULT_GRACE_SECONDS
 from .server import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
@@ -36,6 +46,7 @@ from .server import (
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT,
 )
+from .skill import DEFAULT_WINDOWS, SkillSettings
 
 PROG = "edgecast-runtime"
 
@@ -115,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 bad model, 4 bad input, 5 state file.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.set_defaults(run=lambda args: parser.error("choose a command: "
-                                                      "info, predict, stream, serve or mqtt"))
+                                                      "info, predict, stream, serve, score or mqtt"))
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     info = subcommands.add_parser("info", help="show a model's metadata after validating it")
@@ -149,16 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arguments(serve)
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help="address to bind (default %(default)s: loopback only)")
-    serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
+    serve.add_argument("--port", type=port, default=DEFAULT_PORT,
                        help="port (default %(default)s; 0 = any free)")
-    serve.add_argument("--max-body", type=_positive_int, default=DEFAULT_MAX_BODY, metavar="BYTES",
+    serve.add_argument("--max-body", type=positive_int, default=DEFAULT_MAX_BODY, metavar="BYTES",
                        help="largest request body accepted (default %(default)s; larger: 413)")
-    serve.add_argument("--max-batch", type=_positive_int, default=DEFAULT_MAX_BATCH, metavar="N",
+    serve.add_argument("--max-batch", type=positive_int, default=DEFAULT_MAX_BATCH, metavar="N",
                        help="most windows in one /v1/predict request (default %(default)s)")
-    serve.add_argument("--request-timeout", type=_positive_float, default=DEFAULT_REQUEST_TIMEOUT,
+    serve.add_argument("--request-timeout", type=positive_float, default=DEFAULT_REQUEST_TIMEOUT,
                        metavar="S", help="drop a connection that sends nothing for S seconds "
                                          "(default %(default)s)")
-    serve.add_argument("--drain-seconds", type=_non_negative_float,
+    serve.add_argument("--drain-seconds", type=non_negative_float,
                        default=service.DEFAULT_DRAIN_SECONDS, metavar="S",
                        help="on SIGTERM, wait up to S seconds for requests in flight "
                             "(default %(default)s)")
@@ -171,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     _reload_arguments(serve)
     serve.set_defaults(run=run_serve)
 
+    score = subcommands.add_parser(
+        "score", help="replay a recorded CSV offline and print the forecast skill table",
+        description="Replay readings (a header line naming the features, then "
+                    "timestamp,values... lines) through the streaming forecaster in memory and "
+                    "print rolling MAE and RMSE per lead of the model and of persistence.")
+    _model_arguments(score)
+    score.add_argument("csv", metavar="CSV", help="recorded readings")
+    score.add_argument("--json", action="store_true", help="print JSON")
+    _stream_arguments(score)
+    score.set_defaults(run=run_score)
+
     mqtt = subcommands.add_parser("mqtt", help="readings from an MQTT topic, forecasts to another")
     _model_arguments(mqtt)
     mqtt.add_argument("--broker", required=True, metavar="HOST[:PORT]",
@@ -180,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--client-id", default=None,
                       help=f"MQTT client id (default {mqtt_module.CLIENT_ID_PREFIX}HOSTNAME); "
                            f"the broker keeps this client's session and queued readings under it")
-    mqtt.add_argument("--keepalive", type=_positive_int, default=mqtt_module.DEFAULT_KEEPALIVE,
+    mqtt.add_argument("--keepalive", type=positive_int, default=mqtt_module.DEFAULT_KEEPALIVE,
                       metavar="S", help="MQTT keep-alive in seconds (default %(default)s)")
-    mqtt.add_argument("--reconnect-max", type=_positive_int,
+    mqtt.add_argument("--reconnect-max", type=positive_int,
                       default=mqtt_module.DEFAULT_RECONNECT_MAX, metavar="S",
                       help="longest wait between reconnection attempts (default %(default)s; "
                            "the wait doubles from 1 s)")
@@ -195,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "edgecast/hub/ID/... (default: --username)")
     updates.add_argument("--release-dir", metavar="DIR", help="where installed releases are "
                          "kept (default: a folder 'releases' beside MODEL.onnx)")
+    mqtt.add_argument("--status-topic", default=None, metavar="TOPIC",
+                      help="publish the metrics summary (as GET /v1/metrics), retained, here")
+    mqtt.add_argument("--status-interval", type=positive_float,
+                      default=mqtt_module.DEFAULT_STATUS_INTERVAL, metavar="S",
+                      help="seconds between status messages (default %(default)s)")
     _stream_arguments(mqtt)
     _reload_arguments(mqtt)
     mqtt.set_defaults(run=run_mqtt)
@@ -203,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _model_arguments(parser) -> None:
     parser.add_argument("model", metavar="MODEL.onnx", help="an ONNX model exported by edgecast")
-    parser.add_argument("--threads", type=_positive_int, default=DEFAULT_THREADS,
+    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                         help="onnxruntime intra-op threads (default %(default)s)")
 
 
@@ -217,12 +244,30 @@ def _stream_arguments(parser) -> None:
     group.add_argument("--on-gap", choices=GAP_POLICIES, default=DEFAULT_ON_GAP,
                        help="missed sampling steps between timestamps: reset the buffer "
                             "or hold the last value (default %(default)s)")
-    group.add_argument("--max-hold", type=_non_negative_int, default=DEFAULT_MAX_HOLD, metavar="N",
+    group.add_argument("--max-hold", type=non_negative_int, default=DEFAULT_MAX_HOLD, metavar="N",
                        help="most consecutive steps filled by holding (default %(default)s), "
                             "then reset")
-    group.add_argument("--interval", type=_positive_float, default=None, metavar="SECONDS",
+    group.add_argument("--interval", type=positive_float, default=None, metavar="SECONDS",
                        help="sampling interval for gap detection (default: the model's)")
-    group.add_argument("--clock", type=_clock, default=None, metavar="ZONE",
+    group.add_argument("--skill-window", type=window, action="append", metavar="SPAN",
+                       help="a rolling window for forecast skill, e.g. 72h or 30d (repeatable; "
+                            "default 72h and 30d; the first one drives the skill alarm)")
+    group.add_argument("--grace", type=window, default=DEFAULT_GRACE_SECONDS, metavar="SPAN",
+                       help="how long after its last target step a forecast waits for its "
+                            "truth before it expires (default 6h)")
+    group.add_argument("--alarm-checks", type=positive_int, default=SkillSettings.checks,
+                       metavar="K", help="consecutive checks that raise or clear an alarm "
+                                         "(default %(default)s)")
+    group.add_argument("--alarm-min-scored", type=positive_int, default=SkillSettings.min_scored,
+                       metavar="N", help="scored forecasts per lead before the skill alarm "
+                                         "judges (default %(default)s)")
+    group.add_argument("--drift-threshold", type=positive_float,
+                       default=SkillSettings.drift_threshold, metavar="Z",
+                       help="input-drift alarm: recent mean this many training standard "
+                            "deviations from the training mean (default %(default)s)")
+    group.add_argument("--no-score", dest="score", action="store_false",
+                       help="do not keep forecasts for scoring (no store beside the state file)")
+    group.add_argument("--clock", type=clock, default=None, metavar="ZONE",
                        help="the clock of the training data's timestamps, for calendar "
                             "features (hour_of_day, day_of_week) and for ISO times without "
                             "a zone: UTC, an offset like +08:00, or a zone name like "
@@ -251,47 +296,9 @@ def _broker_security(args) -> dict:
 
 
 def _reload_arguments(parser) -> None:
-    parser.add_argument("--poll-interval", type=_non_negative_float, default=DEFAULT_POLL_SECONDS,
+    parser.add_argument("--poll-interval", type=non_negative_float, default=DEFAULT_POLL_SECONDS,
                         metavar="S", help="check the model file for replacement every S seconds "
                                           "(default %(default)s; 0 = only on SIGHUP)")
-
-
-def _positive_int(text: str) -> int:
-    return _number(text, int, lambda v: v >= 1, "a positive integer")
-
-
-def _non_negative_int(text: str) -> int:
-    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
-
-
-def _positive_float(text: str) -> float:
-    return _number(text, float, lambda v: 0 < v < float("inf"), "a positive number")
-
-
-def _non_negative_float(text: str) -> float:
-    return _number(text, float, lambda v: 0 <= v < float("inf"), "a number >= 0")
-
-
-def _clock(text: str) -> str:
-    try:
-        parse_clock(text)
-    except EdgecastRuntimeError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _port(text: str) -> int:
-    return _number(text, int, lambda v: 0 <= v <= 65535, "a port number (0-65535)")
-
-
-def _number(text, kind, ok, wanted):
-    try:
-        value = kind(text)
-    except ValueError:
-        value = None
-    if value is None or not ok(value):
-        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
-    return value
 
 
 # --- the long-running commands: the parsed options as named parameters -------------------
@@ -303,8 +310,13 @@ def _stream_settings(args) -> dict:
     policy = StreamPolicy(on_missing=args.on_missing, on_gap=args.on_gap,
                           max_hold=args.max_hold, interval_seconds=args.interval,
                           on_state_mismatch=on_mismatch)
-    clock = parse_clock(args.clock) if args.clock else None
-    return {"threads": args.threads, "state": args.state, "policy": policy, "clock": clock}
+    data_clock = parse_clock(args.clock) if args.clock else None
+    skill = SkillSettings(windows=tuple(args.skill_window or DEFAULT_WINDOWS),
+                          grace_seconds=args.grace, checks=args.alarm_checks,
+                          min_scored=args.alarm_min_scored, drift_threshold=args.drift_threshold,
+                          enabled=getattr(args, "score", True))
+    return {"threads": args.threads, "state": args.state, "policy": policy, "clock": data_clock,
+            "skill": skill}
 
 
 def run_stream(args) -> int:
@@ -319,6 +331,15 @@ def run_serve(args) -> int:
                              trusted_network=args.trusted_network, **_stream_settings(args))
 
 
+def run_score(args) -> int:
+    settings = _stream_settings(args)
+    if settings.pop("state"):
+        raise UsageError("score replays in memory; --state is not used")
+    if not settings["skill"].enabled:
+        raise UsageError("score scores forecasts; --no-score is for stream, serve and mqtt")
+    return replay.score_csv(args.model, args.csv, as_json=args.json, **settings)
+
+
 def run_mqtt(args) -> int:
     return mqtt_module.run_mqtt(args.model, broker=args.broker, subscribe=args.subscribe,
                                 publish=args.publish, client_id=args.client_id,
@@ -326,7 +347,8 @@ def run_mqtt(args) -> int:
                                 poll_interval=args.poll_interval,
                                 security=_broker_security(args), trust=args.trust,
                                 hub_id=args.hub_id or args.username,
-                                release_dir=args.release_dir, **_stream_settings(args))
+                                release_dir=args.release_dir, status_topic=args.status_topic,
+                                status_interval=args.status_interval, **_stream_settings(args))
 
 
 # --- info and predict ----------------------------------------------------------------------

@@ -18,18 +18,21 @@ from typing import Optional
 from .delivery import OFFLINE, ONLINE, check_hub_id
 from .errors import EdgecastRuntimeError
 from .logs import log_event
+from .metrics import HubMetrics
 from .model import DEFAULT_THREADS
 from .mqtt_security import configure_client
 from .policy import StreamPolicy
 from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS
 from .service import FilePath, on_signals, open_holder, warn_if_memory_only
+from .skill import SkillSettings
 from .updates import HubUpdater
 
 DEFAULT_PORT = 1883
 DEFAULT_KEEPALIVE = 30  # seconds
 DEFAULT_RECONNECT_MAX = 30  # longest wait between reconnection attempts, seconds
 CLIENT_ID_PREFIX = "edgecast-runtime-"
+DEFAULT_STATUS_INTERVAL = 60.0  # seconds between status (metrics summary) messages
 
 
 def parse_broker(text: str):
@@ -71,7 +74,8 @@ def _import_paho():
 class MqttBridge:
     def __init__(self, holder, streamer, host, port, subscribe, publish, client_id,
                  keepalive=DEFAULT_KEEPALIVE, reconnect_max=DEFAULT_RECONNECT_MAX,
-                 security=None, updater=None):
+                 security=None, updater=None, status_topic=None,
+                 status_interval=DEFAULT_STATUS_INTERVAL):
         paho, api = _import_paho()
         self.holder, self.streamer = holder, streamer
         self.host, self.port, self.keepalive = host, port, keepalive
@@ -90,6 +94,9 @@ class MqttBridge:
             updater.start(holder, self._publish_status)
             self.client.will_set(updater.online_topic, OFFLINE, qos=1, retain=True)
         self.stopped = threading.Event()
+        # The /v1/metrics summary, retained on `status_topic` every `status_interval` s.
+        self.status_topic, self.status_interval = status_topic, status_interval
+        self.metrics = HubMetrics(lambda: holder.current, streamer)
 
     def run(self) -> None:
         """Connect (retrying until the broker answers) and handle readings until
@@ -97,8 +104,9 @@ class MqttBridge:
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
         try:
-            while not self.stopped.wait(1.0):
-                pass
+            while not self.stopped.wait(self.status_interval if self.status_topic else 1.0):
+                if self.status_topic:
+                    self.publish_status()
         finally:
             if self.updater is not None:
                 self.updater.stop()
@@ -112,6 +120,14 @@ class MqttBridge:
 
     def stop(self) -> None:
         self.stopped.set()
+
+    def publish_status(self) -> None:
+        try:
+            body = json.dumps(self.metrics.summary(), separators=(",", ":"), default=str)
+        except Exception as exc:  # a status that cannot be read must not stop the bridge
+            log_event({"event": "internal_error", "error": f"status: {type(exc).__name__}: {exc}"})
+            return
+        self.client.publish(self.status_topic, body, qos=1, retain=True)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
@@ -179,7 +195,9 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              clock: Optional[tzinfo] = None,
              poll_interval: float = DEFAULT_POLL_SECONDS, security: Optional[dict] = None,
              trust: Optional[FilePath] = None, hub_id: Optional[str] = None,
-             release_dir: Optional[FilePath] = None) -> int:
+             release_dir: Optional[FilePath] = None, skill: Optional[SkillSettings] = None,
+             status_topic: Optional[str] = None,
+             status_interval: float = DEFAULT_STATUS_INTERVAL) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
     SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT; `security`
     holds mqtt_security.configure_client's settings. With `trust` (the operator's
@@ -196,12 +214,13 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
         model_path = updater.model_path
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
-                                            poll_interval=poll_interval)
+                                            poll_interval=poll_interval, skill=skill)
     client_id = client_id or f"{CLIENT_ID_PREFIX}{socket.gethostname()}"
     try:
         bridge = MqttBridge(holder, streamer, host, port, subscribe, publish,
                             client_id, keepalive=keepalive, reconnect_max=reconnect_max,
-                            security=security, updater=updater)
+                            security=security, updater=updater,
+                            status_topic=status_topic, status_interval=status_interval)
         on_signals({"SIGTERM": bridge.stop, "SIGINT": bridge.stop,
                     "SIGHUP": watcher.request_reload})
         log_event({"event": "mqtt_starting", "broker": f"{host}:{port}", "client_id": client_id,

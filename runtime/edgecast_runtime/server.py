@@ -15,6 +15,7 @@ from .errors import InputError, ModelError, StateError
 from .formatting import float_list
 from .http_auth import authorized
 from .logs import log_event
+from .metrics import TEXT_CONTENT_TYPE, TextBody
 from .readings import reading_from_json
 
 DEFAULT_HOST = "127.0.0.1"  # loopback only: exposing the service is a deliberate choice
@@ -28,6 +29,8 @@ ROUTES = {
     "/v1/observe": {"POST": "observe"},
     "/v1/model": {"GET": "model_info"},
     "/healthz": {"GET": "health"},
+    "/metrics": {"GET": "metrics_text"},
+    "/v1/metrics": {"GET": "metrics_json"},
 }
 
 
@@ -53,11 +56,13 @@ class ForecastServer(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, address, holder, streamer, max_body=DEFAULT_MAX_BODY,
-                 max_batch=DEFAULT_MAX_BATCH, request_timeout=DEFAULT_REQUEST_TIMEOUT, token=None):
+                 max_batch=DEFAULT_MAX_BATCH, request_timeout=DEFAULT_REQUEST_TIMEOUT, token=None,
+                 metrics=None):
         self.token = token  # the bearer token every endpoint but /healthz requires (http_auth)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.holder = holder
         self.streamer = streamer
+        self.metrics = metrics  # metrics.HubMetrics, for /metrics and /v1/metrics
         self.max_body = max_body
         self.max_batch = max_batch
         self.request_timeout = request_timeout
@@ -198,6 +203,7 @@ class ForecastHandler(BaseHTTPRequestHandler):
                                  'or "windows" (a batch)')
         model = self.server.holder.current  # this request runs on this model to the end
         self._model_sha = model.sha256
+        started = time.perf_counter()
         if "window" in document:
             body = {"forecast": float_list(model.predict(document["window"]))}
         else:
@@ -206,6 +212,8 @@ class ForecastHandler(BaseHTTPRequestHandler):
                 raise HttpError(422, f"batch of {len(windows)} windows exceeds the limit of "
                                      f"{self.server.max_batch}")
             body = {"forecasts": [float_list(row) for row in model.predict_batch(windows)]}
+        if self.server.metrics is not None:
+            self.server.metrics.latency.observe(time.perf_counter() - started)
         body.update(horizon=model.horizon, model_name=model.model_name, model_sha256=model.sha256)
         return 200, body
 
@@ -236,6 +244,17 @@ class ForecastHandler(BaseHTTPRequestHandler):
                      "uptime_seconds": round(time.monotonic() - self.server.started, 3),
                      "stream": self.server.streamer.status()}
 
+    def _metrics_text(self):
+        return 200, TextBody(self._hub_metrics().text(), TEXT_CONTENT_TYPE)
+
+    def _metrics_json(self):
+        return 200, self._hub_metrics().summary()
+
+    def _hub_metrics(self):
+        if self.server.metrics is None:
+            raise HttpError(404, "metrics are not enabled on this server")
+        return self.server.metrics
+
     # --- request and response ----------------------------------------------------------
 
     def _read_json(self):
@@ -262,8 +281,12 @@ class ForecastHandler(BaseHTTPRequestHandler):
         return _decode_json(body)
 
     def _send_json(self, status: int, body: dict, headers=None, close: bool = False) -> None:
+        content_type = "application/json"
         try:
-            data = (json.dumps(body, separators=(",", ":"), allow_nan=False) + "\n").encode()
+            if isinstance(body, TextBody):
+                data, content_type = body.data, body.content_type
+            else:
+                data = (json.dumps(body, separators=(",", ":"), allow_nan=False) + "\n").encode()
         except (TypeError, ValueError) as exc:
             log_event({"event": "internal_error", "error": f"unencodable answer: {exc}"})
             status, data = 500, (json.dumps(_error_body(500, "internal error")) + "\n").encode()
@@ -277,7 +300,7 @@ class ForecastHandler(BaseHTTPRequestHandler):
         try:
             self.connection.settimeout(self.server.request_timeout)  # reads may have shortened it
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)

@@ -13,6 +13,7 @@ from typing import Optional, Tuple, Union
 from .errors import EdgecastRuntimeError, InputError, ModelError, StateError
 from .http_auth import serve_token
 from .logs import log_event
+from .metrics import HubMetrics
 from .model import DEFAULT_THREADS, Forecaster
 from .policy import StreamPolicy
 from .readings import Header, LineParser
@@ -25,6 +26,7 @@ from .server import (
     DEFAULT_REQUEST_TIMEOUT,
     ForecastServer,
 )
+from .skill import SkillSettings, open_scorer
 from .streaming import StreamingForecaster
 
 FilePath = Union[str, Path]  # a model or state file, as text or a Path
@@ -33,11 +35,24 @@ DEFAULT_DRAIN_SECONDS = 10.0  # how long shutdown waits for requests in flight
 
 
 def open_streamer(model, *, state: Optional[FilePath] = None,
-                  policy: Optional[StreamPolicy] = None,
-                  clock: Optional[tzinfo] = None) -> StreamingForecaster:
-    """The streaming forecaster of `model`; a state file written for another model
-    with the same inputs is adopted with a notice in the log."""
-    return StreamingForecaster(model, state_path=state, policy=policy, clock=clock, log=log_event)
+                  policy: Optional[StreamPolicy] = None, clock: Optional[tzinfo] = None,
+                  skill: Optional[SkillSettings] = None) -> StreamingForecaster:
+    """The streaming forecaster of `model`, scoring its forecasts (skill.py) when the
+    sampling interval is known; a state file written for another model with the
+    same inputs is adopted with a notice in the log."""
+    policy = policy or StreamPolicy()
+    streamer = StreamingForecaster(model, state_path=state, policy=policy, clock=clock,
+                                   log=log_event)
+    try:  # after the state file's lock: its errors come first, and name the cause
+        scorer = open_scorer(model, Path(state) if state else None,
+                             policy.interval_seconds or model.interval_seconds,
+                             skill or SkillSettings(), log_event)
+        if scorer is not None:
+            streamer.attach_scorer(scorer)
+    except BaseException:
+        streamer.close()
+        raise
+    return streamer
 
 
 def warn_if_memory_only(state: Optional[FilePath]) -> None:
@@ -49,13 +64,14 @@ def warn_if_memory_only(state: Optional[FilePath]) -> None:
 
 def open_holder(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
                 state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
-                clock: Optional[tzinfo] = None, poll_interval: float = DEFAULT_POLL_SECONDS
+                clock: Optional[tzinfo] = None, poll_interval: float = DEFAULT_POLL_SECONDS,
+                skill: Optional[SkillSettings] = None
                 ) -> Tuple[ModelHolder, StreamingForecaster, ModelWatcher]:
     """The model holder, a streamer that follows its swaps, and a started watcher
     thread that reloads the model when its file is replaced or on SIGHUP
     (`poll_interval` 0: on SIGHUP only)."""
     holder = ModelHolder(model_path, threads=threads, log=log_event)
-    streamer = open_streamer(holder.current, state=state, policy=policy, clock=clock)
+    streamer = open_streamer(holder.current, state=state, policy=policy, clock=clock, skill=skill)
 
     def follow(new, old):
         outcome = streamer.use_model(new)
@@ -81,11 +97,11 @@ class _Stop(Exception):
 
 def run_stream(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
                state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
-               clock: Optional[tzinfo] = None) -> int:
+               clock: Optional[tzinfo] = None, skill: Optional[SkillSettings] = None) -> int:
     """Readings on stdin, one JSON answer line each on stdout, until end of input
     or SIGTERM/SIGINT (a reading in progress is answered first)."""
     model = Forecaster(model_path, threads=threads)
-    streamer = open_streamer(model, state=state, policy=policy, clock=clock)
+    streamer = open_streamer(model, state=state, policy=policy, clock=clock, skill=skill)
     progress = {"busy": False, "stop": False}
 
     def stop():
@@ -146,17 +162,18 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
               max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
               request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
               drain_seconds: float = DEFAULT_DRAIN_SECONDS, token_file: Optional[FilePath] = None,
-              trusted_network: bool = False) -> int:
+              trusted_network: bool = False, skill: Optional[SkillSettings] = None) -> int:
     """Serve HTTP until SIGTERM/SIGINT, then wait up to `drain_seconds` for the
     requests in flight; SIGHUP reloads the model. Beyond loopback a bearer token
     (`token_file`) is required unless `trusted_network` (http_auth)."""
     token = serve_token(host, token_file, trusted_network)
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
-                                            poll_interval=poll_interval)
+                                            poll_interval=poll_interval, skill=skill)
     try:
         server = ForecastServer((host, port), holder, streamer, max_body=max_body,
-                                max_batch=max_batch, request_timeout=request_timeout, token=token)
+                                max_batch=max_batch, request_timeout=request_timeout, token=token,
+                                metrics=HubMetrics(lambda: holder.current, streamer))
     except OSError as exc:
         watcher.stop()
         streamer.close()

@@ -2,10 +2,12 @@
 look-back readings are buffered. It coordinates the parts: the calendar fill
 (encodings.InputLayout), the valid ranges (validity), the policy for missing
 values and gaps (policy), the ring buffer (ring_buffer) and the state file,
-written durably before any answer is given (state_file)."""
+written durably before any answer is given (state_file); then the scorer
+(skill.StreamScorer), which keeps each forecast until its truth arrives."""
 
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -46,7 +48,8 @@ class StreamingForecaster:
     policy's on_state_mismatch "fresh", discarded with a logged notice."""
 
     def __init__(self, forecaster, state_path=None, policy: Optional[StreamPolicy] = None,
-                 clock=None, log: Optional[Callable[[dict], None]] = None):
+                 clock=None, log: Optional[Callable[[dict], None]] = None, scorer=None):
+        self.scorer = scorer  # skill.StreamScorer: scores forecasts once their truth arrives
         self.policy = policy or StreamPolicy()
         # The data's clock for calendar features: given, else the model's own (spec
         # "clock"), else UTC (None).
@@ -83,6 +86,8 @@ class StreamingForecaster:
             return empty_state(model)
         if state is None:
             return empty_state(model)
+        if self.scorer is not None:  # a crash between the state file and the store
+            self.scorer.after_reading(state, model)
         if previous is not None:
             save_state(self.state_path, state, model)  # from now on the file names this model
             self.adopted_from = previous
@@ -116,11 +121,17 @@ class StreamingForecaster:
             reading = Reading(values, reading.timestamp)
             replay = self._replay_duplicate(reading, model)
             if replay is not None:
+                self._score(self._state, model)  # applied once: a resend scores nothing twice
                 return replay
             state, answer = self._advance(self._state, reading, model)
             self._save(state, model)
             self._state = state
+            self._score(state, model)
             return dict(answer)
+
+    def _score(self, state: StreamState, model) -> None:
+        if self.scorer is not None:
+            self.scorer.after_reading(state, model)
 
     def _replay_duplicate(self, reading: Reading, model) -> Optional[dict]:
         """A reading sent again after a crash (same timestamp, same values) gets the
@@ -180,8 +191,11 @@ class StreamingForecaster:
     def _summary(self, state: StreamState, model, timestamp=None) -> dict:
         answer = {"status": "filling"}
         if state.buffer.full:
-            answer = {"status": "forecast",
-                      "forecast": float_list(model.predict(state.buffer.window()))}
+            started = time.perf_counter()
+            forecast = model.predict(state.buffer.window())
+            if self.scorer is not None:
+                self.scorer.predicted(time.perf_counter() - started)
+            answer = {"status": "forecast", "forecast": float_list(forecast)}
         if timestamp is not None:
             answer["timestamp"] = timestamp
         answer.update(buffered=len(state.buffer), look_back=model.look_back,
@@ -189,6 +203,13 @@ class StreamingForecaster:
         return answer
 
     # --- model swap and shutdown ------------------------------------------------------
+
+    def attach_scorer(self, scorer) -> None:
+        """Score forecasts from now on, the state's last reading first (the store lags
+        one reading behind after a crash between the two writes)."""
+        with self._lock:
+            scorer.after_reading(self._state, self._forecaster)
+            self.scorer = scorer
 
     def use_model(self, forecaster) -> str:
         """Switch to a newly loaded model (hot reload). The buffered readings carry
@@ -215,6 +236,8 @@ class StreamingForecaster:
         with self._lock:
             self._closed = True
             self._release_lock_file()
+            if self.scorer is not None:
+                self.scorer.store.close()
 
     def status(self) -> dict:
         with self._lock:

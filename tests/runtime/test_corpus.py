@@ -301,7 +301,9 @@ def test_stream_case(case, tmp_path):
     assert [a.get("accepted") for a in (answers[0], answers[1], answers[3])] == [1, 2, 3]
     document = json.loads(state.read_text())
     assert document["accepted"] == 3 and document["last_timestamp"] == 1767232800.0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.lock"]
+    # No temporary file left; the forecast store closed cleanly (no -wal/-shm left).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "state.json.lock",
+                                                          "state.json.scores.sqlite"]
     _passed(case)
 
 

@@ -193,7 +193,7 @@ def file_size_limit(limit):
 def state_size_after(tmp_path, lines):
     probe = tmp_path / "probe" / "state.json"
     probe.parent.mkdir()
-    subprocess.run([cli_path(), "stream", str(ONE), "--state", str(probe)],
+    subprocess.run([cli_path(), "stream", str(ONE), "--state", str(probe), "--no-score"],
                    input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30)
     return probe.stat().st_size
 
@@ -202,9 +202,11 @@ LINES = [f"{START + i * HOUR},{v}" for i, v in enumerate([10.5, 20.5, 30.5, 40.5
 
 
 def test_full_disk_during_stream_answers_an_error_and_keeps_the_old_state(tmp_path):
+    # The state file alone (--no-score): the forecast store's pages are larger than
+    # this file size limit. Its own full disk is in test_skill.py.
     limit = state_size_after(tmp_path, LINES[:3]) + 4  # room for 3 readings, not for 4
     state = tmp_path / "state.json"
-    result = subprocess.run([cli_path(), "stream", str(ONE), "--state", str(state)],
+    result = subprocess.run([cli_path(), "stream", str(ONE), "--state", str(state), "--no-score"],
                             input="\n".join(LINES) + "\n", capture_output=True, text=True,
                             timeout=30, preexec_fn=file_size_limit(limit))
     assert result.returncode == 0 and "Traceback" not in result.stderr
@@ -226,7 +228,7 @@ def test_full_disk_during_stream_answers_an_error_and_keeps_the_old_state(tmp_pa
 def test_full_disk_under_serve_is_503_and_the_old_state_stays(tmp_path):
     limit = state_size_after(tmp_path, LINES[:2]) + 4
     state = tmp_path / "state.json"
-    with Server(ONE, "--state", state, "--poll-interval", "0",
+    with Server(ONE, "--state", state, "--poll-interval", "0", "--no-score",
                 preexec_fn=file_size_limit(limit)) as server:
         statuses = []
         for line in LINES[:4]:

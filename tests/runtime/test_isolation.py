@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtime_support import ONE, SCHEMA2, SEED_MODEL, THREE
+from runtime_support import ONE, SCHEMA2, SEED_MODEL, THREE, record
 
 FORBIDDEN = ("tensorflow", "keras", "sklearn", "pandas", "typer")
 
@@ -28,22 +28,24 @@ def test_runtime_is_the_installed_wheel_not_the_source_tree():
     assert "site-packages" in location.parts, location
 
 
-def test_distribution_depends_on_onnxruntime_and_numpy_only():
+def test_distribution_depends_on_onnxruntime_numpy_and_prometheus_client_only():
     requirements = importlib.metadata.requires("edgecast-runtime")
     core = sorted(r.split(">")[0].split("=")[0].split("<")[0].strip().lower()
                   for r in requirements if "extra" not in r)
     extras = [r for r in requirements if "extra" in r]
-    assert core == ["numpy", "onnxruntime"]
+    # prometheus-client (pure Python, no dependencies): the hub's /metrics
+    assert core == ["numpy", "onnxruntime", "prometheus-client"]
     allowed_extras = {"mqtt": "paho-mqtt", "releases": "cryptography"}
     assert all(any(r.lower().startswith(package) and f'extra == "{extra}"' in r
                    for extra, package in allowed_extras.items()) for r in extras), extras
 
 
-def test_sources_import_only_stdlib_numpy_onnxruntime_and_paho():
+def test_sources_import_only_stdlib_numpy_onnxruntime_prometheus_client_and_paho():
     """...and cryptography, in the one module that wraps it (signed releases, an extra)."""
     import edgecast_runtime
 
-    base = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "paho", "edgecast_runtime"}
+    base = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "paho", "prometheus_client",
+                                           "edgecast_runtime"}
     package = Path(edgecast_runtime.__file__).parent
     for source in sorted(package.glob("*.py")):
         allowed = base | {"cryptography"} if source.name == "signature.py" else base
@@ -74,6 +76,7 @@ import json, sys
 import numpy as np
 from edgecast_runtime import Forecaster, StreamingForecaster
 import edgecast_runtime.cli, edgecast_runtime.server, edgecast_runtime.mqtt, edgecast_runtime.service
+import edgecast_runtime.metrics, edgecast_runtime.replay, edgecast_runtime.skill
 model = Forecaster(sys.argv[1])
 window = np.ones(model.window_shape, dtype=np.float32)
 forecast = model.predict(window)
@@ -99,3 +102,19 @@ def test_predicting_imports_no_heavy_library(model):
     report = json.loads(result.stdout)
     assert report["heavy"] == []
     assert report["forecast"]
+
+
+def test_installed_size_is_reported():
+    """The runtime-only environment on disk: every installed package, the wheel's
+    dependencies included (printed in the figures, for the closing note)."""
+    import edgecast_runtime
+
+    site_packages = Path(edgecast_runtime.__file__).resolve().parents[1]
+    used = subprocess.run(["du", "-sk", str(site_packages)], capture_output=True, text=True,
+                          check=True)
+    kib = int(used.stdout.split()[0])
+    prometheus = sum(f.stat().st_size for f in (site_packages / "prometheus_client").rglob("*")
+                     if f.is_file())
+    record("isolation", site_packages_mib=round(kib / 1024, 1),
+           prometheus_client_kib=round(prometheus / 1024, 1))
+    assert kib > 0
