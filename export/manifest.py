@@ -1,7 +1,6 @@
 """manifest.json: what was exported, its checksums, parity results and library versions."""
 from __future__ import annotations
 
-import hashlib
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
@@ -11,13 +10,10 @@ from edgecast.common import write_json_atomic
 from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, Bundle, read_json
 from edgecast.trainer.errors import BundleError
 from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.manifest import file_sha256
 
 MANIFEST_SCHEMA = 1
 TRACKED_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy", "scikit-learn")
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -31,7 +27,7 @@ def library_versions() -> dict[str, str]:
 
 
 def artifact_entry(path: Path, **details: object) -> dict:
-    return {"sha256": sha256_of(path), "bytes": Path(path).stat().st_size, **details}
+    return {"sha256": file_sha256(path), "bytes": Path(path).stat().st_size, **details}
 
 
 def write_manifest(bundle: Bundle, artifacts: dict[str, dict], parity: dict, extra: dict | None = None) -> dict:
@@ -79,7 +75,7 @@ def integrity_problems(bundle: Bundle, manifest: dict) -> list[str]:
             problems.append(f"{bundle.path}/{MANIFEST_NAME}: artifact name {name!r} is not a file in the bundle")
         elif not path.is_file():
             problems.append(f"{path}: listed in the manifest but missing")
-        elif sha256_of(path) != entry.get("sha256"):
+        elif file_sha256(path) != entry.get("sha256"):
             differing.append(name)
     other = _other_model(bundle, manifest, differing)
     if other:

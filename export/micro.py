@@ -43,11 +43,11 @@ import numpy as np
 
 from edgecast.common import write_json_atomic
 from edgecast.trainer.bundle import Bundle, read_bundle
-from edgecast_runtime.durable import atomic_write
+from edgecast_runtime.durable import atomic_write, replace_folder
 
 from .accuracy import errors
 from .errors import ExportError
-from .manifest import read_manifest, sha256_of
+from .manifest import file_sha256, read_manifest
 from .micro_cpp import main_source, model_header, model_source, resolver_calls, resolver_header
 from .micro_flash import flash_estimate
 from .oplist import tflite_ops
@@ -335,7 +335,7 @@ def _render(
     bundle: Bundle, result: MicroResult, data: bytes, calls: list[str], window: np.ndarray, expected: list[float]
 ) -> dict[str, bytes]:
     spec = bundle.spec
-    sha256 = sha256_of(bundle.path / result.model_file)
+    sha256 = file_sha256(bundle.path / result.model_file)
     rows = ",\n".join("    {" + ", ".join(_float_literal(v) for v in step) + "}" for step in np.asarray(window, np.float64))
     main = main_source({
         "model_name": bundle.name, "model_file": result.model_file, "precision": result.precision,
@@ -362,25 +362,15 @@ def _write(bundle_path: Path, files: dict[str, bytes], result: MicroResult) -> M
         entries = {}
         for name, data in files.items():
             atomic_write(staging / name, data)
-            entries[name] = {"bytes": len(data), "sha256": sha256_of(staging / name)}
+            entries[name] = {"bytes": len(data), "sha256": file_sha256(staging / name)}
         result = replace(result, files=entries)
         write_json_atomic(staging / MICRO_JSON, result.to_dict())
         os.chmod(staging, 0o755)
-        _swap_in(staging, bundle_path / MICRO_DIR)
+        replace_folder(staging, bundle_path / MICRO_DIR)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _record_in_manifest(bundle_path: Path, result: MicroResult) -> None:
@@ -401,7 +391,7 @@ def verify_micro(bundle_dir: Path) -> dict | None:
     problems = [
         f"{folder / name}: {'missing' if not (folder / name).is_file() else 'sha256 differs from the manifest'}"
         for name, entry in record["files"].items()
-        if not (folder / name).is_file() or sha256_of(folder / name) != entry["sha256"]
+        if not (folder / name).is_file() or file_sha256(folder / name) != entry["sha256"]
     ]
     report = {**record, "problems": problems}
     if problems:

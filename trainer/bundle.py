@@ -11,7 +11,6 @@ Files written by the trainer:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import zipfile
@@ -30,6 +29,7 @@ from edgecast_runtime.contract import (
     SCHEMA_VERSION,
     SUPPORTED_SCHEMA_VERSIONS,
 )
+from edgecast_runtime.durable import replace_folder
 
 from . import features as feature_encodings
 from .errors import BundleError
@@ -125,21 +125,11 @@ def write_bundle(out_dir: Path, model: keras.Model, spec: dict, metrics: dict, t
         write_json_atomic(staging / METRICS_FILE, metrics)
         write_json_atomic(staging / TRAINING_FILE, training)
         np.savez_compressed(staging / WINDOWS_FILE, **windows)
-        _swap_in(staging, out_dir)
+        replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
-
-
-def _swap_in(staging: Path, out_dir: Path) -> None:
-    retired = None
-    if out_dir.exists():
-        retired = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, retired)
-    os.replace(staging, out_dir)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 @dataclass

@@ -7,7 +7,6 @@ NaN rows. Short gaps are interpolated, long ones stay NaN so that no window cros
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from edgecast_runtime.contract import CALENDAR_PERIODS, DIRECTION
+from edgecast_runtime.manifest import file_sha256
 
 from . import features as encodings_of
 from . import validity
@@ -75,14 +75,6 @@ class Series:
         """The notices and the invalid-reading counts, one line each, for the user."""
         counts = validity.describe(self.invalid)
         return self.notices + ([counts] if counts else [])
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_csv(

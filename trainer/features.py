@@ -17,9 +17,9 @@ that ONNX and TFLite both have, so one float per reading is all a hub sends.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 # The encodings are part of the graph contract, which the runtime owns: it fills the
 # same raw columns on the hub.
@@ -32,6 +32,9 @@ from edgecast_runtime.contract import (
     DIRECTION,
     NUMERIC,
 )
+
+if TYPE_CHECKING:  # pandas loads with the data, not with the bundle reader
+    import pandas as pd
 
 
 def numeric(name: str) -> dict:
@@ -83,6 +86,8 @@ def encode(x: np.ndarray, encodings: list[dict]) -> np.ndarray:
 
 def compass_degrees(column: pd.Series) -> pd.Series | None:
     """Degrees for a column of compass points (and calm codes), or None if it is not one."""
+    import pandas as pd
+
     present = column.dropna()
     if present.empty or pd.api.types.is_numeric_dtype(column):
         return None

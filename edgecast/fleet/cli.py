@@ -26,6 +26,8 @@ from rich.text import Text
 from edgecast.export.settings import EXPORT_DEFAULTS
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, split_text
 
+from .settings import DEFAULT_LEADS
+
 MAX_EXIT_CODE = 100
 
 app = typer.Typer(help="One model per station: train, export and verify a fleet on Ray; report on it.",
@@ -114,7 +116,7 @@ def train_command(
 @app.command("report")
 def report_command(
     fleet_dir: Annotated[Path, typer.Argument(help="Fleet folder, e.g. models/fleet.")],
-    leads: Annotated[str, typer.Option(help="Forecast leads (steps) to tabulate, comma-separated.")] = "1,6,24",
+    leads: Annotated[str, typer.Option(help="Forecast leads (steps) to tabulate, comma-separated.")] = ",".join(map(str, DEFAULT_LEADS)),
 ) -> None:
     """Write FLEET/fleet.md and fleet.json (RMSE vs baselines per station and lead) and fleet-skill.png."""
     from edgecast import fleet

@@ -14,6 +14,7 @@ from edgecast.trainer.bundle import METRICS_FILE, TRAINING_FILE
 from edgecast_runtime.durable import atomic_write
 
 from .run import RUN_RECORD, FleetError
+from .settings import DEFAULT_LEADS
 from .stations import STATION_RECORD
 
 METHODS = ("model", "persistence", "ridge")
@@ -30,7 +31,7 @@ class FleetReport:
     stations: list[dict]
 
 
-def report(fleet_dir: str | Path, leads: list[int] = (1, 6, 24)) -> FleetReport:
+def report(fleet_dir: str | Path, leads: Sequence[int] = DEFAULT_LEADS) -> FleetReport:
     """Read every station bundle (and the last run's failures) and write the fleet report."""
     fleet_dir = Path(fleet_dir)
     leads = _check_leads(leads)

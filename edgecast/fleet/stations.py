@@ -9,12 +9,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from edgecast.export.settings import DEFAULT_OPSET
-from edgecast.trainer.data import file_sha256
 from edgecast.trainer.errors import DataError
 from edgecast.trainer.settings import TrainConfig
+from edgecast_runtime.manifest import file_sha256
 
 DATA_SUFFIXES = (".csv", ".csv.gz")
 STATION_RECORD = "fleet-station.json"  # written into each bundle, last, before it is swapped in
@@ -91,6 +89,8 @@ def station_from_file_name(path: Path) -> str:
 
 def station_from_column(path: Path, column: str) -> str:
     """The one value of `column` in the file (one station per file)."""
+    import pandas as pd  # here: `edgecast --help` need not load it
+
     try:
         values = pd.read_csv(path, usecols=[column], dtype=str)[column].dropna().unique()
     except ValueError:

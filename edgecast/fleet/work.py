@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from edgecast.common import write_json_atomic
+from edgecast_runtime.durable import replace_folder
 
 from .stations import STATION_RECORD, FleetSettings, Station
 
@@ -88,7 +89,7 @@ def build_station(station: Station, settings: FleetSettings, fleet_dir: Path, ru
         record = {"station": station.station, "data": {"path": str(station.data), "sha256": station.sha256},
                   "fingerprint": station.fingerprint(settings), "settings": settings.as_dict(), **outcome}
         write_json_atomic(staging / STATION_RECORD, record)
-        swap_in(staging, fleet_dir / station.station)
+        replace_folder(staging, fleet_dir / station.station)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return outcome
@@ -125,15 +126,6 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
         outcome["verified"] = {"passed": True, "max_abs": report.parity.worst_abs,
                                "tolerance_abs": report.parity.tolerance_abs}
     return outcome
-
-
-def swap_in(staging: Path, bundle: Path) -> None:
-    """Readers see the old bundle or the new one, never a mix."""
-    retired = bundle.with_name(f".{bundle.name}.old-{os.getpid()}")
-    if bundle.exists():
-        os.replace(bundle, retired)
-    os.replace(staging, bundle)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def one_line(exc: BaseException) -> str:

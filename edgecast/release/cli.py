@@ -8,6 +8,15 @@ import typer
 from rich.console import Console
 
 from edgecast.fleet.cli import app as fleet_app  # `edgecast fleet status` joins `fleet train` and `fleet report`
+from edgecast_runtime.delivery import DEFAULT_CHUNK_BYTES
+
+from .settings import (
+    DEFAULT_FAILURE_THRESHOLD,
+    DEFAULT_HEALTHY_SECONDS,
+    DEFAULT_HUB_TIMEOUT,
+    DEFAULT_LIFETIME_TEXT,
+    DEFAULT_WAIT_SECONDS,
+)
 
 if TYPE_CHECKING:
     from .broker import BrokerSettings
@@ -68,16 +77,16 @@ def release(
     version: Annotated[int, typer.Option("--version", min=1, help="Release version: above every earlier one.")],
     key: Annotated[Path, typer.Option("--key", help="The operator's EC P-256 private key (PEM).")],
     broker: BrokerOption,
-    expires: Annotated[str, typer.Option("--expires", help="Lifetime of the record: 30d, 12h, 90m, 3600s.")] = "30d",
+    expires: Annotated[str, typer.Option("--expires", help="Lifetime of the record: 30d, 12h, 90m, 3600s.")] = DEFAULT_LIFETIME_TEXT,
     canary: Annotated[str, typer.Option("--canary", help="Hubs that get it first: a number or a percentage.")] = "1",
     healthy_seconds: Annotated[float, typer.Option(
-        "--healthy-seconds", min=0, help="How long the canaries must run it before the rest get it.")] = 300.0,
+        "--healthy-seconds", min=0, help="How long the canaries must run it before the rest get it.")] = DEFAULT_HEALTHY_SECONDS,
     max_failures: Annotated[int, typer.Option(
-        "--max-failures", min=1, help="Canary failures that stop the rollout.")] = 1,
+        "--max-failures", min=1, help="Canary failures that stop the rollout.")] = DEFAULT_FAILURE_THRESHOLD,
     hub_timeout: Annotated[float, typer.Option(
-        "--hub-timeout", min=1, help="Seconds to wait for a hub's answer.")] = 300.0,
+        "--hub-timeout", min=1, help="Seconds to wait for a hub's answer.")] = DEFAULT_HUB_TIMEOUT,
     chunk_bytes: Annotated[int, typer.Option(
-        "--chunk-bytes", min=1024, help="File chunk size (below the broker's packet limit).")] = 64 * 1024,
+        "--chunk-bytes", min=1024, help="File chunk size (below the broker's packet limit).")] = DEFAULT_CHUNK_BYTES,
     username: UsernameOption = None, password_file: PasswordFileOption = None, password_env: PasswordEnvOption = None,
     ca_file: CaFileOption = None, cert_file: CertFileOption = None, key_file: KeyFileOption = None,
     tls: TlsOption = False,
@@ -101,7 +110,7 @@ def release(
 @fleet_app.command("status")
 def fleet_status(
     broker: BrokerOption,
-    wait: Annotated[float, typer.Option("--wait", min=0.1, help="Seconds to collect the hubs' statuses.")] = 2.0,
+    wait: Annotated[float, typer.Option("--wait", min=0.1, help="Seconds to collect the hubs' statuses.")] = DEFAULT_WAIT_SECONDS,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     username: UsernameOption = None, password_file: PasswordFileOption = None, password_env: PasswordEnvOption = None,
     ca_file: CaFileOption = None, cert_file: CertFileOption = None, key_file: KeyFileOption = None,

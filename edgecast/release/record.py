@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecast_runtime.errors import EdgecastRuntimeError
+from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.model import Forecaster
 from edgecast_runtime.release_record import (
     RECORD_SPEC_VERSION,
@@ -24,19 +25,19 @@ from edgecast_runtime.release_record import (
     canonical_json,
     format_time,
 )
-from edgecast_runtime.signature import SIGNATURE_NAME, key_id, sha256_file, verify_bundle
+from edgecast_runtime.signature import SIGNATURE_NAME, key_id, verify_bundle
 
 from .errors import SigningError
+from .settings import DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEALTHY_SECONDS, DEFAULT_LIFETIME
 from .signing import MANIFEST_NAME, PRIMARY_MODEL, load_private_key
 
 WINDOWS_FILE = "windows.npz"
 REFERENCE_WINDOWS = 8
-DEFAULT_LIFETIME = timedelta(days=30)
 
 
 def make_release(bundle_dir: Path, key_path: Path, version: int, *, expires_in: timedelta = DEFAULT_LIFETIME,
                  canary_hubs: int | None = None, canary_percent: float | None = None,
-                 healthy_seconds: float = 300.0, failure_threshold: int = 1,
+                 healthy_seconds: float = DEFAULT_HEALTHY_SECONDS, failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
                  reference_windows: np.ndarray | None = None, now: datetime | None = None) -> bytes:
     """The signed release record (bytes) of a signed bundle. The default rollout sends it
     to one canary hub first; `reference_windows` default to the bundle's held-out ones."""
@@ -76,7 +77,7 @@ def make_release(bundle_dir: Path, key_path: Path, version: int, *, expires_in: 
 
 
 def _file_entries(bundle_dir: Path, names: list[str]) -> dict:
-    return {name: {"sha256": sha256_file(bundle_dir / name), "size": (bundle_dir / name).stat().st_size}
+    return {name: {"sha256": file_sha256(bundle_dir / name), "size": (bundle_dir / name).stat().st_size}
             for name in sorted(names)}
 
 

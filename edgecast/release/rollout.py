@@ -33,9 +33,9 @@ from edgecast_runtime.release_record import parse_signed
 from .broker import BrokerSettings, OperatorSession
 from .errors import ReleaseDeliveryError, SigningError
 from .record import make_release
+from .settings import DEFAULT_HUB_TIMEOUT
 from .signing import MANIFEST_NAME
 
-DEFAULT_HUB_TIMEOUT = 300.0
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -14,15 +14,15 @@ library in key mode (EC P-256), the file that `model_signing verify key` checks.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecast_runtime.durable import atomic_write, fsync_dir
+from edgecast_runtime.durable import atomic_write
 from edgecast_runtime.errors import SignatureError
-from edgecast_runtime.signature import SIGNATURE_NAME, key_id, sha256_file, verify_bundle
+from edgecast_runtime.manifest import file_sha256
+from edgecast_runtime.signature import SIGNATURE_NAME, key_id, verify_bundle
 
 from .errors import SigningError
 
@@ -96,7 +96,7 @@ def deployable_files(bundle_dir: Path) -> list[str]:
         path = bundle_dir / name
         if Path(name).name != name or not path.is_file() or path.is_symlink():
             raise SigningError(f"{path}: listed in {MANIFEST_NAME} but not a file in the bundle")
-        if sha256_file(path) != str(artifacts[name].get("sha256", "")).lower():
+        if file_sha256(path) != str(artifacts[name].get("sha256", "")).lower():
             raise SigningError(f"{path}: sha256 differs from {MANIFEST_NAME}; re-export before signing")
     return [MANIFEST_NAME, *names]
 
@@ -163,19 +163,7 @@ def _ignored_entries(bundle_dir: Path, files: list[str]) -> list[str]:
 
 
 def _write_private(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file created with `mode`, so a private key is never
-    readable by others, not even half-written."""
-    tmp = path.parent / f".{path.name}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)  # a leftover temporary file keeps its old mode otherwise
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        atomic_write(path, data, mode=mode)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise SigningError(f"cannot write {path}: {exc.strerror or exc}") from None
-    fsync_dir(path.parent)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from .broker import BrokerSettings, OperatorSession
+from .settings import DEFAULT_WAIT_SECONDS
 
-DEFAULT_WAIT_SECONDS = 2.0
 COLUMNS = ("hub", "state", "version", "model", "sha256", "since", "last error")
 
 

@@ -1,11 +1,23 @@
 """The manifest beside a model (manifest.json, written by `edgecast export`): the
-model must be listed in it with the sha256 of its bytes."""
+model must be listed in it with the sha256 of its bytes. `file_sha256` is the one file
+digest of the runtime and the toolkit."""
 
+import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from .errors import IntegrityError
+
+BLOCK_BYTES = 1 << 20  # files are hashed a block at a time: station archives can be large
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_against_manifest(path: Path, manifest_path: Path, digest: str,

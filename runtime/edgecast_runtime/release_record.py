@@ -46,6 +46,7 @@ import numpy as np
 
 from .errors import EdgecastRuntimeError, ReleaseError, SignatureError
 from .logs import log_event
+from .manifest import file_sha256
 from .model import Forecaster
 from .signature import (
     SIGNATURE_NAME,
@@ -53,7 +54,6 @@ from .signature import (
     check_folder,
     key_id,
     load_public_key,
-    sha256_file,
     signed_statement,
     verify_ecdsa,
 )
@@ -226,7 +226,7 @@ def check_staged_files(release: Release, folder: str | Path, trusted_key: Public
         path = folder / name
         if path.is_symlink() or not path.is_file():
             raise SignatureError(f"{path} is not a regular file", "files")
-        size, digest = path.stat().st_size, sha256_file(path)
+        size, digest = path.stat().st_size, file_sha256(path)
         if size != entry.size or digest != entry.sha256:
             raise SignatureError(f"{path}: sha256 {digest[:16]}... ({size} bytes) is not the release's "
                                  f"{entry.sha256[:16]}... ({entry.size} bytes)", "sha256")

@@ -40,6 +40,7 @@ except ImportError:  # the hub installed the runtime without its releases extra
                       "pip install 'edgecast-runtime[releases]'") from None
 
 from .errors import SignatureError
+from .manifest import file_sha256
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -108,14 +109,6 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_bundle(folder: str | Path, trusted_key: PublicKeySource,
                   signature_path: str | Path | None = None) -> SignedFiles:
     """Check that `folder` holds exactly the files its signature (default
@@ -179,7 +172,7 @@ def check_folder(folder: Path, signed: SignedFiles, signature_path: Optional[Pat
     if missing:
         problems.append("signed files missing: " + ", ".join(missing))
     changed = [name for name in sorted(set(present) & set(signed.files))
-               if sha256_file(folder / name) != signed.files[name]]
+               if file_sha256(folder / name) != signed.files[name]]
     if changed:
         problems.append("sha256 differs from the signed one: " + ", ".join(changed))
     if problems:

@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 
 from edgecast.export.errors import ExportError, ParityError
-from edgecast.export.manifest import sha256_of
 from edgecast.export.parity import TOLERANCE, check_parity, random_windows, reference_forecast, tflite_forecast
 from edgecast.export.pipeline import export_bundle, verify_bundle
 from edgecast.trainer.bundle import read_bundle
+from edgecast_runtime.manifest import file_sha256
 
 
 def test_onnx_graph_follows_the_contract(trained_bundle):
@@ -60,7 +60,7 @@ def test_manifest_records_every_artifact(trained_bundle):
     manifest = json.loads((trained_bundle / "manifest.json").read_text())
     for name in ("model.onnx", "model.tflite", "model.keras", "preprocessing.json"):
         entry = manifest["artifacts"][name]
-        assert entry["sha256"] == sha256_of(trained_bundle / name)
+        assert entry["sha256"] == file_sha256(trained_bundle / name)
         assert entry["bytes"] == (trained_bundle / name).stat().st_size
     assert manifest["parity"]["passed"] is True
     assert {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime"} <= set(manifest["versions"])

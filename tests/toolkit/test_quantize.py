@@ -12,13 +12,13 @@ import pytest
 from conftest import hourly_frame, run_cli, train_and_export
 
 from edgecast.export.fused_lstm import FUSED_OP
-from edgecast.export.manifest import sha256_of
 from edgecast.export.oplist import builtin_only_problems, has_variable_state, onnx_summary, tflite_ops, tflite_summary
 from edgecast.export.parity import TOLERANCE, random_windows, reference_forecast, tflite_forecast
 from edgecast.export.pipeline import export_bundle, verify_bundle
 from edgecast.export.quantize import MODES, QuantizationError, calibration_windows, check_modes
 from edgecast.export.unrolled import BUILTIN_FILE
 from edgecast.trainer.bundle import WINDOWS_FILE, read_bundle
+from edgecast_runtime.manifest import file_sha256
 
 ALL_MODES = list(MODES)
 
@@ -49,7 +49,7 @@ def test_every_mode_is_its_own_listed_artifact(quantized_bundle):
     assert manifest["quantization"]["refused"] == {}
     for mode in MODES.values():
         entry = manifest["artifacts"][mode.file]
-        assert entry["sha256"] == sha256_of(quantized_bundle / mode.file)
+        assert entry["sha256"] == file_sha256(quantized_bundle / mode.file)
         assert entry["bytes"] == (quantized_bundle / mode.file).stat().st_size
         assert (entry["kind"], entry["precision"], entry["mode"]) == (mode.kind, mode.precision, mode.name)
     assert manifest["artifacts"][BUILTIN_FILE]["precision"] == "float32"
@@ -270,7 +270,7 @@ def test_refused_mode_says_why_and_float_artifacts_are_still_written(quantized_b
     manifest = manifest_of(bundle)
     assert set(manifest["quantization"]["refused"]) == {"tflite-int8"}
     for name in ("model.onnx", "model.tflite", "model.int8.onnx"):
-        assert manifest["artifacts"][name]["sha256"] == sha256_of(bundle / name)
+        assert manifest["artifacts"][name]["sha256"] == file_sha256(bundle / name)
     # Files of modes not asked for this time are gone with their manifest entries.
     for stale in ("model.fp16.tflite", "model.int8.tflite", BUILTIN_FILE):
         assert not (bundle / stale).exists() and stale not in manifest["artifacts"]

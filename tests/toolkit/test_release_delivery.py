@@ -37,8 +37,9 @@ from edgecast.release.rollout import (
     roll_out,
 )
 from edgecast.release.signing import load_private_key, new_keys, sign_bundle
+from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.release_record import assemble_record, canonical_json
-from edgecast_runtime.signature import key_id, sha256_file
+from edgecast_runtime.signature import key_id
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "runtime"))
 from secure_broker import secure_broker  # noqa: E402,F401  (the fixture)
@@ -56,7 +57,7 @@ def make_bundle(folder: Path, model: Path, key: Path) -> Path:
     folder.mkdir(parents=True)
     shutil.copy(model, folder / "model.onnx")
     manifest = {"schema_version": 1, "model_name": "one-feature",
-                "artifacts": {"model.onnx": {"kind": "onnx", "sha256": sha256_file(folder / "model.onnx"),
+                "artifacts": {"model.onnx": {"kind": "onnx", "sha256": file_sha256(folder / "model.onnx"),
                                              "bytes": (folder / "model.onnx").stat().st_size}}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     np.savez(folder / "windows.npz", test_x=WINDOWS)
@@ -208,7 +209,7 @@ def test_release_reaches_every_hub_and_bad_releases_are_refused(fleet):
         assert result.returncode == 0, result.stdout + result.stderr
         assert "3 hub(s) running it" in result.stdout, result.stdout
         statuses = wait_for(session, lambda s: all(s[h].get("version") == 2 for h in HUBS), "version 2 everywhere")
-        v2_sha = sha256_file(fleet["dir"] / "hub-1" / "model.onnx")
+        v2_sha = file_sha256(fleet["dir"] / "hub-1" / "model.onnx")
         assert all(statuses[h]["sha256"] == v2_sha and statuses[h]["last_error"] is None for h in HUBS)
         assert all(readings.latest_model(hub) == "v2" for hub in HUBS)
         switched = {hub: dict(counts) for hub, counts in readings.answers.items()}

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from edgecast.export.manifest import sha256_of
 from edgecast.export.parity import TOLERANCE, reference_forecast, tflite_forecast
 from edgecast.export.pipeline import verify_bundle
 from edgecast.trainer.bundle import read_bundle
 from edgecast.tutorial import DEMO_WINDOW, series_sha256
+from edgecast_runtime.manifest import file_sha256
 
 SEED = REPO_ROOT / "models" / "pm25-seed"
 
@@ -20,7 +20,7 @@ def test_committed_artifacts_match_the_manifest():
     manifest = json.loads((SEED / "manifest.json").read_text())
     assert {"model.onnx", "model.tflite", "model.keras"} <= set(manifest["artifacts"])
     for name, entry in manifest["artifacts"].items():
-        assert sha256_of(SEED / name) == entry["sha256"], name
+        assert file_sha256(SEED / name) == entry["sha256"], name
         assert (SEED / name).stat().st_size == entry["bytes"], name
     assert manifest["training_data"]["sha256"] == series_sha256()
 

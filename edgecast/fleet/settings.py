@@ -1,0 +1,4 @@
+"""Fleet defaults, importable without pandas or Ray (the CLI's option defaults)."""
+from __future__ import annotations
+
+DEFAULT_LEADS = (1, 6, 24)  # forecast leads (steps) the fleet report tabulates
