@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -50,6 +50,7 @@ from .manifest import file_sha256
 from .model import Forecaster
 from .signature import (
     SIGNATURE_NAME,
+    PublicKey,
     PublicKeySource,
     check_folder,
     key_id,
@@ -57,9 +58,6 @@ from .signature import (
     signed_statement,
     verify_ecdsa,
 )
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric import ec
 
 RECORD_TYPE = "edgecast-release"
 RECORD_SPEC_VERSION = 1
@@ -161,7 +159,7 @@ def check_release(record_bytes: bytes, trusted_key: PublicKeySource, running_ver
     return release
 
 
-def verify_record_signature(record_bytes: bytes, key: ec.EllipticCurvePublicKey) -> dict:
+def verify_record_signature(record_bytes: bytes, key: PublicKey) -> dict:
     """The record's "signed" part, once one of its signatures verifies with `key`."""
     try:
         record = json.loads(record_bytes)

@@ -54,7 +54,8 @@ CHUNK = 1 << 20
 # The curves model-signing accepts, each with the hash it signs with.
 CURVE_HASHES = {"secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512}
 
-PublicKeySource = Union[bytes, str, os.PathLike, ec.EllipticCurvePublicKey]
+PublicKey = ec.EllipticCurvePublicKey  # the operator's key, as release records name it
+PublicKeySource = Union[bytes, str, os.PathLike, PublicKey]
 
 
 @dataclass(frozen=True)
