@@ -1,4 +1,4 @@
-"""The runtime's bad-input corpus (issue 7): one table entry per case, each with the
+"""The runtime's bad-input corpus: one table entry per case, each with the
 input, the channel it arrives by, the expected exit code or HTTP status, and a
 fragment of the expected message. Every case also checks that no traceback was
 printed, that nothing hung (every subprocess and socket has a timeout), and that

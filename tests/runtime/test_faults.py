@@ -1,4 +1,4 @@
-"""Faults (issue 7): SIGKILL of `serve` (with /v1/observe) and `mqtt` at random
+"""Faults: SIGKILL of `serve` (with /v1/observe) and `mqtt` at random
 points, the durable state checked after each restart, 0 acknowledged readings lost
 (`stream` has its own SIGKILL test in test_stream_cli.py; all three report to the
 "faults" figures); a full disk and an unwritable state folder answered with a

@@ -1,4 +1,4 @@
-"""A bounded load test against `serve` on 127.0.0.1 (issue 7): N requests over 32
+"""A bounded load test against `serve` on 127.0.0.1: N requests over 32
 keep-alive connections, a model hot-reload in the middle, 0 failed requests, p50
 and p99 latency reported in the terminal summary.
 

@@ -106,7 +106,7 @@ def test_demo_prints_three_agreeing_forecasts(tmp_path):
 
 
 def test_real_station_train_export_verify(shared_changping, tmp_path):
-    """Issue 2's acceptance path on real data, with few epochs to keep CI short."""
+    """The end-to-end path on a real station, with few epochs to keep CI short."""
     trained = run_cli(
         "train", shared_changping, "--target", "PM2.5", "--look-back", "24", "--epochs", "2",
         "--models-dir", tmp_path, "--name", "changping",

@@ -1,4 +1,4 @@
-"""Issue 7, toolkit side: a table of bad inputs for the trainer, export and verify.
+"""The toolkit's bad-input corpus: a table of bad inputs for the trainer, export and verify.
 
 Every case states its outcome: an `EdgecastError` subclass whose one-line message names
 the file (and column, row or shape), or, for input that is legitimately handled, the

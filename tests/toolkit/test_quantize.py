@@ -277,7 +277,7 @@ def test_refused_mode_says_why_and_float_artifacts_are_still_written(quantized_b
 
 
 def test_changping_int8_artifacts_meet_the_size_and_accuracy_targets(shared_changping, tmp_path):
-    """Issue 5's done-when on real data at look-back 24 and the default width (one epoch:
+    """The size and accuracy targets on real data at look-back 24 and the default width (one epoch:
     the ratios compare each model with its own float version)."""
     from edgecast.trainer.data import load_csv
     from edgecast.trainer.pipeline import TrainConfig, train

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not CHANGPING.is_file(),
 
 ROWS = slice(5500, 9700)
 CONFIG = TrainConfig(look_back=6, units=4, epochs=1, batch_size=64, seed=0)
-RMSE_TOLERANCE = 0.01  # relative, as issue 17 asks; the series are equal, so the RMSE is too
+RMSE_TOLERANCE = 0.01  # relative, the agreed tolerance; the series are equal, so the RMSE is too
 GLITCHES = (-999.0, -9999.0, 9999.0, -5.0, -1.0, -3.0)
 
 
