@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from edgecast import options as opt
 from edgecast import tables
 from edgecast.api import evaluate as api_evaluate
 from edgecast.common import EdgecastError
@@ -83,46 +84,32 @@ def _is_kind(exc: Exception, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(exc).__mro__)
 
 
-def _split_list(values: list[str]) -> list[str]:
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
-
-
-def _split_fractions(text: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers", param_hint="'--split'") from None
-    if len(parts) != 3:
-        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers", param_hint="'--split'")
-    return parts
-
-
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="CSV with a timestamp column or year,month,day,hour columns.")],
-    target: Annotated[str, typer.Option(help="Column to forecast.")],
-    features: Annotated[list[str], typer.Option(help="Extra input columns (repeat, or comma-separated).")] = [],
-    time_column: Annotated[Optional[str], typer.Option(help="Time column(s): one name, date,time, or year,month,day,hour (default: detected).")] = None,
-    clock: Annotated[Optional[str], typer.Option(help="Clock of timestamps without a zone (UTC, +08:00, Asia/Shanghai); recorded for the runtime's calendar features.")] = None,
-    look_back: Annotated[int, typer.Option(help="Input steps per window.")] = DEFAULTS.look_back,
-    horizon: Annotated[int, typer.Option(help="Steps predicted at once.")] = DEFAULTS.horizon,
-    units: Annotated[int, typer.Option(help="LSTM units.")] = DEFAULTS.units,
-    layers: Annotated[int, typer.Option(help="Stacked LSTM layers.")] = DEFAULTS.layers,
-    dropout: Annotated[float, typer.Option(help="Dropout after each LSTM layer (training only).")] = DEFAULTS.dropout,
-    formulation: Annotated[str, typer.Option(help="What the network predicts: change_from_last or level.")] = DEFAULTS.formulation,
-    linear_skip: Annotated[bool, typer.Option(help="Add a ridge-initialised linear map of the window to the LSTM's output.")] = DEFAULTS.linear_skip,
-    quadratic_skip: Annotated[bool, typer.Option(help="The linear map also reads products of recent readings, changes and means.")] = DEFAULTS.quadratic_skip,
-    linear_fit_with_val: Annotated[bool, typer.Option(help="Fit the linear map on training and validation windows (the test split stays unseen).")] = DEFAULTS.linear_fit_with_val,
-    target_units: Annotated[Optional[str], typer.Option(help="Units of the target for tables and plots, e.g. µg/m³.")] = DEFAULTS.target_units,
-    epochs: Annotated[int, typer.Option(help="Most epochs; early stopping may end sooner.")] = DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = DEFAULTS.batch_size,
-    patience: Annotated[int, typer.Option(help="Epochs without validation improvement before stopping.")] = DEFAULTS.patience,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = DEFAULTS.learning_rate,
-    seed: Annotated[int, typer.Option(help="Same seed, same data, same numbers.")] = DEFAULTS.seed,
-    max_gap: Annotated[int, typer.Option(help="Longest run of missing steps to interpolate.")] = DEFAULTS.max_gap,
-    split: Annotated[str, typer.Option(help="Train,validation,test fractions (chronological).")] = split_text(DEFAULTS.split),
+    target: opt.Target,
+    features: opt.Features = [],
+    time_column: opt.TimeColumn = None,
+    clock: opt.Clock = None,
+    look_back: opt.LookBack = DEFAULTS.look_back,
+    horizon: opt.Horizon = DEFAULTS.horizon,
+    units: opt.Units = DEFAULTS.units,
+    layers: opt.Layers = DEFAULTS.layers,
+    dropout: opt.Dropout = DEFAULTS.dropout,
+    formulation: opt.Formulation = DEFAULTS.formulation,
+    linear_skip: opt.LinearSkip = DEFAULTS.linear_skip,
+    quadratic_skip: opt.QuadraticSkip = DEFAULTS.quadratic_skip,
+    linear_fit_with_val: opt.LinearFitWithVal = DEFAULTS.linear_fit_with_val,
+    target_units: opt.TargetUnits = DEFAULTS.target_units,
+    epochs: opt.Epochs = DEFAULTS.epochs,
+    batch_size: opt.BatchSize = DEFAULTS.batch_size,
+    patience: opt.Patience = DEFAULTS.patience,
+    learning_rate: opt.LearningRate = DEFAULTS.learning_rate,
+    seed: opt.Seed = DEFAULTS.seed,
+    max_gap: opt.MaxGap = DEFAULTS.max_gap,
+    split: opt.Split = split_text(DEFAULTS.split),
     name: Annotated[Optional[str], typer.Option(help="Bundle name (default: from the CSV file name).")] = None,
-    models_dir: Annotated[Path, typer.Option(help="Where bundles live.")] = MODELS_DIR,
+    models_dir: opt.ModelsDir = MODELS_DIR,
     # How the file is written (edgecast.trainer.data.ReadOptions): defaults are sniffed or detected.
     time_unit: Annotated[Optional[str], typer.Option(help="Unit of epoch-number times: s or ms (default: by magnitude).")] = None,
     time_format: Annotated[Optional[str], typer.Option(help="strptime format of the times, e.g. '%d.%m.%Y %H:%M' (date,time joined by a space).")] = None,
@@ -140,12 +127,12 @@ def train(
 
     with EpochBar(epochs) as bar:
         result = api.train(
-            data, target, features=_split_list(features), time_column=time_column, clock=clock,
+            data, target, features=opt.split_list(features), time_column=time_column, clock=clock,
             look_back=look_back, horizon=horizon, units=units, layers=layers, dropout=dropout,
             formulation=formulation, linear_skip=linear_skip, quadratic_skip=quadratic_skip,
             linear_fit_with_val=linear_fit_with_val, target_units=target_units, epochs=epochs,
             batch_size=batch_size, patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
-            split=_split_fractions(split), name=name, models_dir=models_dir, time_unit=time_unit, time_format=time_format,
+            split=opt.split_fractions(split), name=name, models_dir=models_dir, time_unit=time_unit, time_format=time_format,
             dayfirst=dayfirst, delimiter=delimiter, decimal=decimal, valid_ranges=valid_range,
             progress=bar.line, on_epoch=bar.epoch,
         )
@@ -226,7 +213,7 @@ def export(
     if target not in TARGETS:
         raise typer.BadParameter(f"'{target}' is not one of {', '.join(TARGETS)}", param_hint="'--target'")
     try:
-        result = api.export(bundle, opset=opset, tflite=tflite, quantize=_split_list(quantize),
+        result = api.export(bundle, opset=opset, tflite=tflite, quantize=opt.split_list(quantize),
                             builtin_ops=builtin_ops, target=target, progress=_progress_line)
     except ParityError as exc:
         out.print(tables.parity_table(exc.report))

@@ -23,10 +23,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from edgecast import options as opt
 from edgecast.export.settings import EXPORT_DEFAULTS
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, split_text
 
-from .settings import DEFAULT_LEADS
+from .settings import DEFAULT_FLEET_NAME, DEFAULT_LEADS
 
 MAX_EXIT_CODE = 100
 
@@ -34,10 +35,6 @@ app = typer.Typer(help="One model per station: train, export and verify a fleet 
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
-
-
-def _split_list(values: list[str]) -> list[str]:
-    return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
 def _numbers(text: str, option: str, kind: Callable[[str], object] = float) -> tuple:
@@ -50,34 +47,34 @@ def _numbers(text: str, option: str, kind: Callable[[str], object] = float) -> t
 @app.command("train")
 def train_command(
     data: Annotated[list[str], typer.Argument(help="Station CSV/CSV.gz files, folders of them, or globs.")],
-    target: Annotated[str, typer.Option(help="Column to forecast.")],
-    features: Annotated[list[str], typer.Option(help="Extra input columns (repeat, or comma-separated).")] = [],
-    time_column: Annotated[Optional[str], typer.Option(help="Timestamp column (default: detected).")] = None,
-    clock: Annotated[Optional[str], typer.Option(help="Clock of timestamps without a zone (UTC, +08:00, Asia/Shanghai).")] = None,
+    target: opt.Target,
+    features: opt.Features = [],
+    time_column: opt.TimeColumn = None,
+    clock: opt.Clock = None,
     station_column: Annotated[Optional[str], typer.Option(help="Column holding the station id (default: from the file name).")] = None,
-    look_back: Annotated[int, typer.Option(help="Input steps per window.")] = DEFAULTS.look_back,
-    horizon: Annotated[int, typer.Option(help="Steps predicted at once.")] = DEFAULTS.horizon,
-    units: Annotated[int, typer.Option(help="LSTM units.")] = DEFAULTS.units,
-    layers: Annotated[int, typer.Option(help="Stacked LSTM layers.")] = DEFAULTS.layers,
-    dropout: Annotated[float, typer.Option(help="Dropout after each LSTM layer (training only).")] = DEFAULTS.dropout,
-    formulation: Annotated[str, typer.Option(help="What the network predicts: change_from_last or level.")] = DEFAULTS.formulation,
-    linear_skip: Annotated[bool, typer.Option(help="Add a ridge-initialised linear map of the window to the LSTM's output.")] = DEFAULTS.linear_skip,
-    quadratic_skip: Annotated[bool, typer.Option(help="The linear map also reads products of recent readings, changes and means.")] = DEFAULTS.quadratic_skip,
-    linear_fit_with_val: Annotated[bool, typer.Option(help="Fit the linear map on training and validation windows.")] = DEFAULTS.linear_fit_with_val,
-    target_units: Annotated[Optional[str], typer.Option(help="Units of the target for tables and plots.")] = None,
-    epochs: Annotated[int, typer.Option(help="Most epochs; early stopping may end sooner.")] = DEFAULTS.epochs,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = DEFAULTS.batch_size,
-    patience: Annotated[int, typer.Option(help="Epochs without validation improvement before stopping.")] = DEFAULTS.patience,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = DEFAULTS.learning_rate,
-    seed: Annotated[int, typer.Option(help="Same seed, same data, same numbers.")] = DEFAULTS.seed,
-    max_gap: Annotated[int, typer.Option(help="Longest run of missing steps to interpolate.")] = DEFAULTS.max_gap,
-    split: Annotated[str, typer.Option(help="Train,validation,test fractions (chronological).")] = split_text(DEFAULTS.split),
-    name: Annotated[str, typer.Option(help="Fleet name: bundles go to MODELS_DIR/NAME/STATION.")] = "fleet",
+    look_back: opt.LookBack = DEFAULTS.look_back,
+    horizon: opt.Horizon = DEFAULTS.horizon,
+    units: opt.Units = DEFAULTS.units,
+    layers: opt.Layers = DEFAULTS.layers,
+    dropout: opt.Dropout = DEFAULTS.dropout,
+    formulation: opt.Formulation = DEFAULTS.formulation,
+    linear_skip: opt.LinearSkip = DEFAULTS.linear_skip,
+    quadratic_skip: opt.QuadraticSkip = DEFAULTS.quadratic_skip,
+    linear_fit_with_val: opt.LinearFitWithVal = DEFAULTS.linear_fit_with_val,
+    target_units: opt.TargetUnits = DEFAULTS.target_units,
+    epochs: opt.Epochs = DEFAULTS.epochs,
+    batch_size: opt.BatchSize = DEFAULTS.batch_size,
+    patience: opt.Patience = DEFAULTS.patience,
+    learning_rate: opt.LearningRate = DEFAULTS.learning_rate,
+    seed: opt.Seed = DEFAULTS.seed,
+    max_gap: opt.MaxGap = DEFAULTS.max_gap,
+    split: opt.Split = split_text(DEFAULTS.split),
+    name: Annotated[str, typer.Option(help="Fleet name: bundles go to MODELS_DIR/NAME/STATION.")] = DEFAULT_FLEET_NAME,
     models_dir: Annotated[Path, typer.Option(help="Where fleets live.")] = MODELS_DIR,
     export: Annotated[bool, typer.Option(help="Also export (ONNX, TFLite) and verify each bundle in its task.")] = False,
     quantize: Annotated[list[str], typer.Option(help="With --export: quantized artifacts too (as `edgecast export --quantize`).")] = [],
     builtin_ops: Annotated[bool, typer.Option(help="With --export: also model.builtin.tflite (builtin ops only).")] = False,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = EXPORT_DEFAULTS.opset,
+    opset: opt.Opset = EXPORT_DEFAULTS.opset,
     address: Annotated[Optional[str], typer.Option(help="Join a Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a local one).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Stations trained at once (default: the cluster's CPUs / --cpus-per-task).")] = None,
     cpus_per_task: Annotated[int, typer.Option(help="CPUs per station task; TensorFlow and BLAS use that many threads.")] = 1,
@@ -95,15 +92,15 @@ def train_command(
     config = TrainConfig(
         look_back=look_back, horizon=horizon, units=units, epochs=epochs, batch_size=batch_size,
         patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
-        split=_numbers(split, "--split"), layers=layers, dropout=dropout, formulation=formulation,
+        split=opt.split_fractions(split), layers=layers, dropout=dropout, formulation=formulation,
         linear_skip=linear_skip, quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val,
         target_units=target_units,
     )
     with FleetProgress() as progress:
         result = fleet.train(
-            data, target, features=_split_list(features), time_column=time_column, clock=clock, config=config,
+            data, target, features=opt.split_list(features), time_column=time_column, clock=clock, config=config,
             station_column=station_column, name=name, models_dir=models_dir, export=export,
-            quantize=_split_list(quantize), builtin_ops=builtin_ops, opset=opset, address=address,
+            quantize=opt.split_list(quantize), builtin_ops=builtin_ops, opset=opset, address=address,
             workers=workers, cpus_per_task=cpus_per_task, force=force, on_event=progress.on_event,
         )
     for station in result.failed:

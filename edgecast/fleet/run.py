@@ -25,6 +25,7 @@ from edgecast.trainer.settings import TrainConfig
 if TYPE_CHECKING:
     import ray
 
+from .settings import DEFAULT_FLEET_NAME
 from .stations import FleetSettings, Station, find_stations, up_to_date
 from .work import STAGING, one_line, station_task
 
@@ -89,7 +90,7 @@ def train(
     clock: str | None = None,
     config: TrainConfig | None = None,
     station_column: str | None = None,
-    name: str = "fleet",
+    name: str = DEFAULT_FLEET_NAME,
     models_dir: str | Path = "models",
     export: bool = False,
     quantize: list[str] = (),

@@ -2,3 +2,4 @@
 from __future__ import annotations
 
 DEFAULT_LEADS = (1, 6, 24)  # forecast leads (steps) the fleet report tabulates
+DEFAULT_FLEET_NAME = "fleet"  # bundles go to MODELS_DIR/NAME/STATION
