@@ -147,6 +147,12 @@ def train(
     delimiter: str | None = None,
     decimal: str | None = None,
     valid_ranges: Mapping[str, tuple[float | None, float | None]] | Sequence[str] = (),
+    neighbours: Sequence[str | Path] = (),
+    neighbour_features: Sequence[str] = (),
+    neighbour_count: int | None = None,
+    neighbour_masking: bool = DEFAULTS.neighbour_masking,
+    target_min: float | None = DEFAULTS.target_min,
+    clip_target: bool = DEFAULTS.clip_target,
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
 ) -> TrainResult:
@@ -158,8 +164,17 @@ def train(
     `time_unit`, `time_format`, `dayfirst`, `clock`, `delimiter`, `decimal`) is detected
     when not given; `valid_ranges` maps a column to (min, max), either bound None, or is
     a list of `COLUMN=MIN,MAX` texts. Bad data or settings fail before TensorFlow loads.
+
+    `neighbours`: other stations' files (station id from the file name), read the same
+    way and aligned on this file's timestamps; their `neighbour_features` (default: the
+    target) become inputs named FEATURE@STATION that may be missing on the hub (the model
+    is trained with them silenced at random unless `neighbour_masking` is False).
+    `neighbour_count` keeps the K whose target correlates most with this one on the
+    training split. Forecasts are clipped at `target_min` (default: 0 when the training
+    split has no negative target; `clip_target=False`: never).
     """
     from edgecast.trainer.data import ReadOptions, load_csv
+    from edgecast.trainer.neighbours import add_neighbours
     from edgecast.trainer.validity import parse_range
 
     ranges = dict(valid_ranges) if isinstance(valid_ranges, Mapping) else dict(map(parse_range, valid_ranges))
@@ -170,8 +185,12 @@ def train(
         patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap, split=tuple(split),
         layers=layers, dropout=dropout, formulation=formulation, linear_skip=linear_skip,
         quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val, target_units=target_units,
+        target_min=target_min, clip_target=clip_target, neighbour_masking=neighbour_masking,
     )
     series = load_csv(data, target, list(features), max_gap=max_gap, options=read)
+    if neighbours:
+        series, _ = add_neighbours(series, list(neighbours), list(neighbour_features), read, max_gap,
+                                   tuple(split), neighbour_count)
     out_dir = Path(models_dir) / (name or default_bundle_name(data))
     return train_series(series, config, out_dir, progress, on_epoch)
 
@@ -256,6 +275,7 @@ def evaluate(
     plot_size: tuple[int, int] | str = DEFAULT_SIZE,
     plot_start: int | None = None,
     plot_steps: int = STRETCH_STEPS,
+    neighbours: Sequence[str | Path] = (),
 ) -> EvaluateResult:
     """RMSE and MAE per horizon step on the CSV's test split (split with the training
     fractions): the model, persistence, seasonal persistence and ridge.
@@ -263,7 +283,9 @@ def evaluate(
     `backtest`: also score that many consecutive blocks of the test split. `plot`: write
     forecast-vs-actual and error-by-step as PNG, SVG or PDF (by the file's suffix) of
     `plot_size` pixels; the stretch starts at test window `plot_start` (default: the
-    first one without a gap) and runs `plot_steps` steps.
+    first one without a gap) and runs `plot_steps` steps. A model that reads neighbours
+    reads them from `neighbours` (default: the files it was trained on); it is scored
+    as trained and with every neighbour missing.
     """
     from edgecast.plots import (
         PlotError,
@@ -283,7 +305,7 @@ def evaluate(
         except ValueError as exc:
             raise PlotError(str(exc)) from None
     model_bundle = read_bundle(bundle)
-    evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest)
+    evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest, list(neighbours))
     if plot is None:
         return EvaluateResult(model_bundle.path, evaluation)
     test_windows = len(evaluation.test_end)

@@ -13,8 +13,10 @@ from edgecast_runtime.contract import NUMERIC
 from .bundle import make_spec, write_bundle
 from .data import Series
 from .evaluation import evaluate_split
+from .features import masked_indices
+from .neighbours import mask_at_random
 from .settings import CHANGE, LEVEL, TrainConfig  # noqa: F401  (TrainConfig is part of this module's API)
-from .windows import change_formulation, model_inputs, model_targets, split_windows
+from .windows import Windows, change_formulation, model_inputs, model_targets, split_windows
 
 CALIBRATION_SAMPLE = 512  # training windows kept for int8 calibration
 
@@ -46,10 +48,13 @@ def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, dat
         series.interval_seconds, series.time_columns, data.scaler, config.max_gap,
         encodings=series.encodings, formulation=formulation, target_units=config.target_units,
         clock=series.clock, valid_ranges=series.valid_ranges, time_format=series.time_format,
+        target_min=target_floor(config, values[: data.boundaries[0], 0]),
     )
     started = time.perf_counter()
-    train_pair = _network_pair(data.train, data.scaler, spec)
-    val_pair = _network_pair(data.val, data.scaler, spec)
+    rng = np.random.default_rng(config.seed)
+    silenced = masked_indices(series.encodings) if config.neighbour_masking else []
+    train_pair = _network_pair(_silence(data.train, silenced, rng), data.scaler, spec)
+    val_pair = _network_pair(_silence(data.val, silenced, rng), data.scaler, spec)
     fit_on = [train_pair, val_pair] if config.linear_fit_with_val and len(data.val) else [train_pair]
     linear_fit = [np.concatenate(part) for part in zip(*fit_on)]  # what the frozen map is fitted on
     keras_model.seed_everything(config.seed)
@@ -72,6 +77,20 @@ def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, dat
     windows = _kept_windows(data, config.seed)
     write_bundle(out_dir, net, spec, metrics, training, windows)
     return TrainResult(Path(out_dir), metrics, training)
+
+
+def target_floor(config: TrainConfig, train_target: np.ndarray) -> float | None:
+    """The lowest forecast: the configured one, else 0 when no training target is negative."""
+    if not config.clip_target:
+        return None
+    if config.target_min is not None:
+        return float(config.target_min)
+    return 0.0 if np.nanmin(train_target) >= 0 else None
+
+
+def _silence(windows: Windows, columns: list[int], rng: np.random.Generator) -> Windows:
+    """Training windows with neighbours silenced at random, so the model learns to do without."""
+    return Windows(mask_at_random(windows.x, columns, rng), windows.y, windows.end) if columns else windows
 
 
 def _quadratic(config: TrainConfig, spec: dict, fit_inputs: np.ndarray) -> tuple:
@@ -111,6 +130,7 @@ def _training_record(series: Series, config: TrainConfig, data, history: dict, s
             "values_invalid": series.invalid,  # {column: {reason: count}} made missing before training
             "notices": series.notices,
         },
+        **({"neighbours": series.neighbours} if series.neighbours else {}),
         "split": {
             "fractions": list(config.split),
             "first_val_row": first_val,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,10 +14,14 @@ from edgecast.export.settings import DEFAULT_OPSET
 from edgecast.trainer.data import file_sha256
 from edgecast.trainer.errors import DataError
 from edgecast.trainer.settings import TrainConfig
+from edgecast.trainer.stations import (  # noqa: F401  (part of this module's API)
+    DATA_SUFFIXES,
+    FILE_NAME_PREFIXES,
+    safe_station_id,
+    station_from_file_name,
+)
 
-DATA_SUFFIXES = (".csv", ".csv.gz")
 STATION_RECORD = "fleet-station.json"  # written into each bundle, last, before it is swapped in
-FILE_NAME_PREFIXES = ("PRSA_Data_",)  # archive prefixes that say nothing about the station
 
 
 @dataclass
@@ -75,20 +78,6 @@ def _is_data(path: Path) -> bool:
     return path.name.lower().endswith(DATA_SUFFIXES)
 
 
-def station_from_file_name(path: Path) -> str:
-    """PRSA_Data_Changping_20130301-20170228.csv.gz -> changping: the name without its
-    suffixes, archive prefix and trailing date range."""
-    name = path.name
-    for suffix in sorted(DATA_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    for prefix in FILE_NAME_PREFIXES:
-        name = name[len(prefix):] if name.startswith(prefix) else name
-    name = re.sub(r"[_-]\d{8}-\d{8}$", "", name)
-    return safe_station_id(name.lower(), path)
-
-
 def station_from_column(path: Path, column: str) -> str:
     """The one value of `column` in the file (one station per file)."""
     try:
@@ -101,14 +90,6 @@ def station_from_column(path: Path, column: str) -> str:
         shown = ", ".join(sorted(values)[:5]) or "none"
         raise DataError(f"{path}: column {column!r} holds {len(values)} station ids ({shown}); give one file per station")
     return safe_station_id(str(values[0]).strip(), path)
-
-
-def safe_station_id(text: str, path: Path) -> str:
-    """A folder name: letters, digits, '-', '_' and '.' (other characters become '-')."""
-    station = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
-    if not station:
-        raise DataError(f"{path}: no usable station id in {text!r}")
-    return station
 
 
 def find_stations(sources: list[str | Path], station_column: str | None) -> tuple[list[Station], dict[str, str]]:
