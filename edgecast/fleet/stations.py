@@ -21,6 +21,7 @@ from edgecast.trainer.stations import (  # noqa: F401  (part of this module's AP
     station_from_file_name,
 )
 
+NEIGHBOURS_ALL = "all"
 STATION_RECORD = "fleet-station.json"  # written into each bundle, last, before it is swapped in
 
 
@@ -37,6 +38,17 @@ class FleetSettings:
     quantize: list[str] = field(default_factory=list)
     builtin_ops: bool = False
     opset: int = DEFAULT_OPSET
+    neighbours: str | None = None  # "all", or K: the K stations whose target correlates most (training split)
+    neighbour_features: list[str] = field(default_factory=list)  # default: the target
+    neighbour_files: dict[str, str] = field(default_factory=dict)  # every station's file -> sha256
+
+    def neighbour_count(self) -> int | None:
+        """None for every other station, else K."""
+        if self.neighbours in (None, NEIGHBOURS_ALL):
+            return None
+        if not self.neighbours.isdigit() or int(self.neighbours) < 1:
+            raise DataError(f"--neighbours must be 'all' or a whole number of at least 1, got {self.neighbours!r}")
+        return int(self.neighbours)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "config": asdict(self.config)}
