@@ -49,7 +49,8 @@ class InputLayout:
         self.calendar = [i for i, kind in enumerate(self.kinds) if kind == CYCLIC]
         self.calendar_names = [self.features[i] for i in self.calendar]
         self.masked = [i for i, kind in enumerate(self.kinds) if kind == MASKED]
-        self._may_be_missing = np.isin(np.arange(len(self.features)), self.masked)
+        # per raw column: True where NaN means "did not arrive" and is no error
+        self.may_be_missing = np.isin(np.arange(len(self.features)), self.masked)
         self.hold_indices = [self.features.index(name) for name in self.hold_last]
         # How the training file wrote its times: its time columns and their format, so
         # that a hub may send lines in the training file's own layout.
@@ -62,8 +63,8 @@ class InputLayout:
 
     def require_finite(self, array: np.ndarray, what: str) -> None:
         """Every value finite, except NaN (not arrived) in a neighbour's column."""
-        if self.masked and array.shape[-1:] == self._may_be_missing.shape:
-            array = np.where(np.isnan(array) & self._may_be_missing, np.float32(0), array)
+        if self.masked and array.shape[-1:] == self.may_be_missing.shape:
+            array = np.where(np.isnan(array) & self.may_be_missing, np.float32(0), array)
         require_finite(array, what)
 
     def is_direction(self, index: int) -> bool:

@@ -1,0 +1,170 @@
+"""Neighbouring stations' readings on the hub: aligned by timestamp with the station's
+own, in a durable state, under a stated wait policy.
+
+The policy: a station's own reading for time T waits until every neighbour's reading
+for T is here, or until `wait_seconds` have passed since the own reading arrived,
+whichever comes first; it then goes to the streaming forecaster with the neighbours'
+values that are here and NaN for the others (the model was trained for that: the
+graph stands in for a missing neighbour). Own readings leave in time order, so one
+that waits holds back those after it. A neighbour's reading for a time already
+forecast is late and dropped (counted). The forecast record lists the neighbours
+present and missing.
+
+Every accepted reading (own or a neighbour's) is in the state file (atomic write)
+before it is acknowledged. A reading handed to the forecaster is removed from this
+state only after the forecaster's own state is saved, so a SIGKILL in between hands
+it over again on restart, where the forecaster recognises it as a duplicate.
+"""
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from .contract import MASKED
+from .durable import atomic_write
+from .errors import InputValueError, StateError
+from .formatting import seconds_text
+from .readings import Reading
+
+DEFAULT_WAIT_SECONDS = 120.0  # a neighbour's reading of the same hour usually arrives within a minute
+READINGS_TOPIC = "edgecast/readings/{station}"
+STATE_FORMAT = "edgecast-runtime-neighbours"
+STATE_VERSION = 1
+
+
+def neighbour_columns(layout, encodings) -> Dict[str, Dict[str, int]]:
+    """{station: {reading name: raw column index}} of a model's neighbours' readings."""
+    columns: Dict[str, Dict[str, int]] = {}
+    for index, entry in enumerate(encodings or []):
+        if isinstance(entry, dict) and entry.get("kind") == MASKED:
+            columns.setdefault(entry["station"], {})[entry.get("reading", layout.features[index])] = index
+    return columns
+
+
+class NeighbourAligner:
+    """Own readings and neighbours' readings in, complete (or timed-out) readings out to
+    `streamer.observe_reading`; answers come back from `own`, `neighbour` and `release`."""
+
+    def __init__(self, streamer, columns: Dict[str, Dict[str, int]], wait_seconds: float = DEFAULT_WAIT_SECONDS,
+                 state_path=None, clock: Callable[[], float] = time.time):
+        if wait_seconds < 0 or not math.isfinite(wait_seconds):
+            raise InputValueError(f"--neighbour-wait must be 0 or more seconds, got {wait_seconds}")
+        self.streamer, self.columns, self.wait_seconds = streamer, columns, float(wait_seconds)
+        self.state_path = Path(state_path) if state_path else None
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.pending: List[dict] = []  # own readings: {"timestamp", "values", "received_at"}, in time order
+        self.heard: Dict[str, Dict[str, Dict[str, float]]] = {}  # timestamp text -> station -> reading -> value
+        self.late = 0
+        self._load()
+
+    @property
+    def stations(self) -> List[str]:
+        return sorted(self.columns)
+
+    # --- readings in ---------------------------------------------------------------
+
+    def own(self, reading: Reading) -> List[dict]:
+        """The station's own reading (its neighbours' columns are ignored)."""
+        if reading.timestamp is None:
+            raise InputValueError("a hub with neighbours needs a timestamp on every reading, to align them")
+        with self._lock:
+            last = self.pending[-1]["timestamp"] if self.pending else self._forecast_up_to()
+            if last is not None and reading.timestamp < last:
+                raise InputValueError(f"timestamp {seconds_text(reading.timestamp)} is before the last accepted "
+                                      f"reading ({seconds_text(last)}); readings must arrive in time order")
+            if not any(item["timestamp"] == reading.timestamp for item in self.pending):
+                self.pending.append({"timestamp": reading.timestamp, "values": _json_values(reading.values),
+                                     "received_at": self.clock()})
+                self._save()
+            return self._release()
+
+    def neighbour(self, station: str, timestamp: float, values: Dict[str, float]) -> List[dict]:
+        """A neighbour's reading: {reading name: value}; readings this model does not read are ignored."""
+        with self._lock:
+            wanted = self.columns.get(station)
+            if wanted is None:
+                return []
+            done = self._forecast_up_to()
+            if done is not None and timestamp <= done:
+                self.late += 1
+                return []
+            kept = {name: float(value) for name, value in values.items()
+                    if name in wanted and isinstance(value, (int, float)) and math.isfinite(value)}
+            self.heard.setdefault(_key(timestamp), {})[station] = kept
+            self._save()
+            return self._release()
+
+    def release(self) -> List[dict]:
+        """Hand over the own readings whose wait is over (call it every second or so)."""
+        with self._lock:
+            return self._release()
+
+    # --- the policy ------------------------------------------------------------------
+
+    def _release(self) -> List[dict]:
+        answers = []
+        while self.pending:
+            item = self.pending[0]
+            heard = self.heard.get(_key(item["timestamp"]), {})
+            present = [s for s in self.stations if heard.get(s)]
+            if len(present) < len(self.columns) and self.clock() < item["received_at"] + self.wait_seconds:
+                break  # still waiting, and so is every later reading
+            values = [math.nan if v is None else v for v in item["values"]]
+            for station in present:
+                for name, value in heard[station].items():
+                    values[self.columns[station][name]] = value
+            answer = dict(self.streamer.observe_reading(Reading(values, item["timestamp"])))
+            answer["neighbours_present"] = present
+            answer["neighbours_missing"] = [s for s in self.stations if s not in present]
+            answers.append(answer)
+            self.pending.pop(0)
+            self.heard = {k: v for k, v in self.heard.items() if float(k) > item["timestamp"]}
+            self._save()
+        return answers
+
+    def _forecast_up_to(self) -> Optional[float]:
+        return self.streamer.status().get("last_timestamp")
+
+    def status(self) -> dict:
+        with self._lock:
+            return {"neighbours": self.stations, "wait_seconds": self.wait_seconds,
+                    "waiting": [item["timestamp"] for item in self.pending], "late_dropped": self.late}
+
+    # --- persistence -----------------------------------------------------------------
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        document = {"format": STATE_FORMAT, "version": STATE_VERSION, "neighbours": self.stations,
+                    "pending": self.pending, "heard": self.heard, "late": self.late}
+        try:
+            atomic_write(self.state_path, (json.dumps(document, allow_nan=False) + "\n").encode())
+        except OSError as exc:
+            raise StateError(f"cannot save the neighbours' state to {self.state_path}: {exc.strerror or exc}; "
+                             f"the reading was not accepted") from None
+
+    def _load(self) -> None:
+        if self.state_path is None or not self.state_path.exists():
+            return
+        try:
+            document = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if document.get("format") != STATE_FORMAT or document.get("version") != STATE_VERSION:
+                raise ValueError("not an edgecast-runtime neighbours state")
+            self.pending = [dict(item) for item in document["pending"]]
+            self.heard = {str(k): dict(v) for k, v in document["heard"].items()}
+            self.late = int(document.get("late", 0))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateError(f"{self.state_path} is not a valid neighbours state ({exc}); move it away "
+                             f"to start afresh") from None
+
+
+def _key(timestamp: float) -> str:
+    return repr(float(timestamp))
+
+
+def _json_values(values) -> list:
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
