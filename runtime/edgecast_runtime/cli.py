@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, commands, service
+from . import __version__, commands, neighbours, service
 from . import mqtt as mqtt_module
 from .clock import parse_clock
 from .errors import (
@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default %(default)s)")
     _stream_arguments(serve)
     _reload_arguments(serve)
+    _neighbour_arguments(serve)
     serve.set_defaults(run=run_serve)
 
     mqtt = subcommands.add_parser("mqtt", help="readings from an MQTT topic, forecasts to another")
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "the wait doubles from 1 s)")
     _stream_arguments(mqtt)
     _reload_arguments(mqtt)
+    _neighbour_arguments(mqtt)
     mqtt.set_defaults(run=run_mqtt)
     return parser
 
@@ -211,6 +213,23 @@ def _stream_arguments(parser) -> None:
                             "features (hour_of_day, day_of_week) and for ISO times without "
                             "a zone: UTC, an offset like +08:00, or a zone name like "
                             "Asia/Shanghai (default: the model's recorded clock, else UTC)")
+
+
+def _neighbour_arguments(parser) -> None:
+    group = parser.add_argument_group("neighbours (a model that reads other stations' readings)")
+    group.add_argument("--station", default=None, help="this hub's station id (as in the model's neighbours)")
+    group.add_argument("--neighbour-topic", default=neighbours.READINGS_TOPIC, metavar="TEMPLATE",
+                       help="topic of a station's readings, with {station} (default %(default)s)")
+    group.add_argument("--neighbour-wait", type=_non_negative_float, default=neighbours.DEFAULT_WAIT_SECONDS,
+                       metavar="S", help="wait up to S seconds for the neighbours' readings of the same time, "
+                       "then forecast with those present (default %(default)s)")
+    group.add_argument("--publish-readings", action="store_true",
+                       help="publish this hub's own readings on the readings topic for its neighbours")
+
+
+def _neighbour_settings(args) -> dict:
+    return {"station": args.station, "topic_template": args.neighbour_topic,
+            "wait_seconds": args.neighbour_wait, "publish_readings": args.publish_readings}
 
 
 def _reload_arguments(parser) -> None:
@@ -275,14 +294,16 @@ def run_serve(args) -> int:
     return service.run_serve(args.model, host=args.host, port=args.port,
                              poll_interval=args.poll_interval, max_body=args.max_body,
                              max_batch=args.max_batch, request_timeout=args.request_timeout,
-                             drain_seconds=args.drain_seconds, **_stream_settings(args))
+                             drain_seconds=args.drain_seconds, neighbours=_neighbour_settings(args),
+                             **_stream_settings(args))
 
 
 def run_mqtt(args) -> int:
     return mqtt_module.run_mqtt(args.model, broker=args.broker, subscribe=args.subscribe,
                                 publish=args.publish, client_id=args.client_id,
                                 keepalive=args.keepalive, reconnect_max=args.reconnect_max,
-                                poll_interval=args.poll_interval, **_stream_settings(args))
+                                poll_interval=args.poll_interval, neighbours=_neighbour_settings(args),
+                                **_stream_settings(args))
 
 
 # --- info and predict ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Optional
 from .errors import EdgecastRuntimeError
 from .logs import log_event
 from .model import DEFAULT_THREADS
+from .neighbours import open_link
 from .policy import StreamPolicy
 from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS
@@ -66,9 +67,10 @@ def _import_paho():
 
 class MqttBridge:
     def __init__(self, holder, streamer, host, port, subscribe, publish, client_id,
-                 keepalive=DEFAULT_KEEPALIVE, reconnect_max=DEFAULT_RECONNECT_MAX):
+                 keepalive=DEFAULT_KEEPALIVE, reconnect_max=DEFAULT_RECONNECT_MAX, link=None):
         paho, api = _import_paho()
         self.holder, self.streamer = holder, streamer
+        self.link = link  # neighbours.NeighbourLink: neighbours' readings in, own readings out
         self.host, self.port, self.keepalive = host, port, keepalive
         self.subscribe_topic, self.publish_topic = subscribe, publish
         self.client = paho.Client(api.VERSION2, client_id=client_id, clean_session=False,
@@ -86,6 +88,8 @@ class MqttBridge:
         `stop()`; paho's network thread reconnects on its own."""
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
+        if self.link is not None:
+            self.link.start_releasing(lambda answer: self._publish(answer, None), self.stopped)
         try:
             while not self.stopped.wait(1.0):
                 pass
@@ -103,6 +107,8 @@ class MqttBridge:
         # Subscribing again is harmless when the broker kept the session, and
         # needed when it did not (a broker restarted without persistence).
         client.subscribe(self.subscribe_topic, qos=1)
+        for topic in self.link.subscriptions() if self.link is not None else ():
+            client.subscribe(topic, qos=1)
         log_event({"event": "mqtt_connected", "broker": f"{self.host}:{self.port}",
                    "session_present": bool(flags.session_present),
                    "subscribe": self.subscribe_topic, "publish": self.publish_topic})
@@ -122,14 +128,41 @@ class MqttBridge:
         """Runs on paho's network thread; an exception here would stop the loop,
         so every failure becomes an error answer."""
         try:
-            answer = self._answer(message.payload)
+            answers = [self._answer(message.payload)] if self.link is None else self._linked(message)
         except Exception as exc:
             log_event({"event": "internal_error", "error": f"{type(exc).__name__}: {exc}"})
-            answer = {"status": "error", "error": "internal error"}
-        answer["topic"] = message.topic
-        answer["model_sha256"] = self.streamer.forecaster.sha256
-        client.publish(self.publish_topic, json.dumps(answer, separators=(",", ":")), qos=1)
+            answers = [{"status": "error", "error": "internal error"}]
+        for answer in answers:
+            self._publish(answer, message.topic)
         client.ack(message.mid, message.qos)
+
+    def _publish(self, answer: dict, topic) -> None:
+        if topic is not None:
+            answer["topic"] = topic
+        answer["model_sha256"] = self.streamer.forecaster.sha256
+        self.client.publish(self.publish_topic, json.dumps(answer, separators=(",", ":")), qos=1)
+
+    def _linked(self, message) -> list:
+        """With neighbours: a neighbour's reading, or an own reading that may wait for them."""
+        try:
+            text = message.payload.decode("utf-8")
+            if self.link.is_neighbour_topic(message.topic):
+                return self.link.neighbour_message(message.topic, text)
+            layout = self.streamer.forecaster.layout
+            parsed = LineParser(layout, self.streamer.clock).parse(text)
+            if isinstance(parsed, Header):
+                return [{"status": "error", "error": "a CSV header is not a reading"}]
+            answers = self.link.aligner.own(parsed)
+            payload = self.link.reading_payload(parsed, layout)
+            if payload is not None:
+                self.client.publish(self.link.readings_topic, payload, qos=1)
+            return answers
+        except UnicodeDecodeError:
+            return [{"status": "error", "error": "payload is not UTF-8 text"}]
+        except ValueError as exc:  # a neighbour's payload that is not JSON
+            return [{"status": "error", "error": f"not a JSON reading ({exc})"}]
+        except EdgecastRuntimeError as exc:
+            return [{"status": "error", "error": str(exc)}]
 
     def _answer(self, payload: bytes) -> dict:
         try:
@@ -149,9 +182,10 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              reconnect_max: int = DEFAULT_RECONNECT_MAX, threads: int = DEFAULT_THREADS,
              state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
              clock: Optional[tzinfo] = None,
-             poll_interval: float = DEFAULT_POLL_SECONDS) -> int:
+             poll_interval: float = DEFAULT_POLL_SECONDS, neighbours: Optional[dict] = None) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
-    SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT."""
+    SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT. `neighbours`:
+    neighbours.open_link's settings (station, topic_template, wait_seconds, publish_readings)."""
     host, port = parse_broker(broker)
     _import_paho()
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
@@ -159,8 +193,9 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
                                             poll_interval=poll_interval)
     client_id = client_id or f"{CLIENT_ID_PREFIX}{socket.gethostname()}"
     try:
+        link = open_link(streamer, state=state, **(neighbours or {}))
         bridge = MqttBridge(holder, streamer, host, port, subscribe, publish,
-                            client_id, keepalive=keepalive, reconnect_max=reconnect_max)
+                            client_id, keepalive=keepalive, reconnect_max=reconnect_max, link=link)
         on_signals({"SIGTERM": bridge.stop, "SIGINT": bridge.stop,
                     "SIGHUP": watcher.request_reload})
         log_event({"event": "mqtt_starting", "broker": f"{host}:{port}", "client_id": client_id,

@@ -168,3 +168,101 @@ def _key(timestamp: float) -> str:
 
 def _json_values(values) -> list:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+
+
+class NeighbourLink:
+    """The hub's side of the network: which topics to follow, where a message goes, and
+    (with `publish_readings`) the station's own readings published for its neighbours
+    as {"station", "timestamp", READING: value, ...} on the readings topic."""
+
+    def __init__(self, aligner: NeighbourAligner, station: str, topic_template: str = READINGS_TOPIC,
+                 publish_readings: bool = False):
+        if "{station}" not in topic_template:
+            raise InputValueError(f"--neighbour-topic {topic_template!r} needs a {{station}} placeholder")
+        self.aligner, self.station, self.publish_readings = aligner, station, publish_readings
+        self.readings_topic = topic_template.format(station=station)
+        self.neighbour_topics = {topic_template.format(station=s): s for s in aligner.stations}
+
+    def subscriptions(self) -> List[str]:
+        return sorted(self.neighbour_topics)
+
+    def is_neighbour_topic(self, topic: str) -> bool:
+        return topic in self.neighbour_topics
+
+    def neighbour_message(self, topic: str, text: str) -> List[dict]:
+        """A reading published by a neighbour's hub."""
+        document = json.loads(text)
+        if not isinstance(document, dict) or not isinstance(document.get("timestamp"), (int, float)):
+            raise InputValueError("a neighbour's reading must be a JSON object with a numeric 'timestamp'")
+        station = self.neighbour_topics[topic]
+        values = {k: v for k, v in document.items() if k not in ("station", "timestamp")}
+        return self.aligner.neighbour(station, float(document["timestamp"]), values)
+
+    def observe_document(self, document: dict, layout, clock) -> List[dict]:
+        """An HTTP observation: {"station": ID, ...} from a neighbour, the station's own without
+        it (or with its own id)."""
+        from .readings import reading_from_json
+
+        station = document.get("station") if isinstance(document, dict) else None
+        if station is None or station == self.station:
+            own = {k: v for k, v in document.items() if k != "station"} if isinstance(document, dict) else document
+            return self.aligner.own(reading_from_json(own, layout, clock))
+        if not isinstance(station, str):
+            raise InputValueError(f"'station' must be a station id, got {station!r}")
+        if station not in self.aligner.columns:
+            raise InputValueError(f"station {station!r} is not a neighbour of this model "
+                                  f"(its neighbours: {', '.join(self.aligner.stations)})")
+        timestamp = document.get("timestamp")
+        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
+            raise InputValueError("a neighbour's reading needs a numeric 'timestamp' (seconds since the epoch)")
+        values = {k: v for k, v in document.items() if k not in ("station", "timestamp")}
+        return self.aligner.neighbour(station, float(timestamp), values)
+
+    def http_answer(self, answers: List[dict]) -> dict:
+        """One HTTP answer for the readings an observation released: the last one's, or
+        "waiting" while the own reading waits for its neighbours."""
+        if answers:
+            return {**answers[-1], "released": len(answers)}
+        return {"status": "waiting", **self.aligner.status()}
+
+    def reading_payload(self, reading: Reading, layout) -> Optional[str]:
+        """The own reading as published for the neighbours (None when not asked to)."""
+        if not self.publish_readings or reading.timestamp is None:
+            return None
+        document = {"station": self.station, "timestamp": reading.timestamp}
+        for index, name in enumerate(layout.features):
+            if index not in layout.masked and not layout.is_calendar(index) and math.isfinite(reading.values[index]):
+                document[name] = reading.values[index]
+        return json.dumps(document, separators=(",", ":"))
+
+    def start_releasing(self, publish: Callable[[dict], None], stopped: threading.Event,
+                        every: float = 0.5) -> threading.Thread:
+        """A thread handing over the readings whose wait is over, publishing their answers."""
+        def loop():
+            while not stopped.wait(every):
+                try:
+                    answers = self.aligner.release()
+                except Exception as exc:  # the thread must outlive one bad moment
+                    answers = [{"status": "error", "error": f"{type(exc).__name__}: {exc}"}]
+                for answer in answers:
+                    publish(answer)
+
+        thread = threading.Thread(target=loop, name="edgecast-neighbours", daemon=True)
+        thread.start()
+        return thread
+
+
+def open_link(streamer, *, station: Optional[str], state=None, topic_template: str = READINGS_TOPIC,
+              wait_seconds: float = DEFAULT_WAIT_SECONDS, publish_readings: bool = False,
+              clock: Callable[[], float] = time.time) -> Optional[NeighbourLink]:
+    """The link for a model that reads neighbours (None for one that does not and does not
+    publish); its state beside the stream's: STATE.neighbours."""
+    model = streamer.forecaster
+    columns = neighbour_columns(model.layout, model.spec.get("encodings"))
+    if not columns and not publish_readings:
+        return None
+    if not station:
+        raise InputValueError("this hub's station id is needed (--station) to follow or publish readings")
+    path = Path(f"{state}.neighbours") if state else None
+    return NeighbourLink(NeighbourAligner(streamer, columns, wait_seconds, path, clock), station, topic_template,
+                         publish_readings)

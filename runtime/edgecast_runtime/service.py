@@ -13,6 +13,7 @@ from typing import Optional, Tuple, Union
 from .errors import EdgecastRuntimeError, InputError, ModelError, StateError
 from .logs import log_event
 from .model import DEFAULT_THREADS, Forecaster
+from .neighbours import open_link
 from .policy import StreamPolicy
 from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS, ModelHolder, ModelWatcher
@@ -144,9 +145,10 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
               poll_interval: float = DEFAULT_POLL_SECONDS,
               max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
               request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-              drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> int:
+              drain_seconds: float = DEFAULT_DRAIN_SECONDS, neighbours: Optional[dict] = None) -> int:
     """Serve HTTP until SIGTERM/SIGINT, then wait up to `drain_seconds` for the
-    requests in flight; SIGHUP reloads the model."""
+    requests in flight; SIGHUP reloads the model. With `neighbours` (a station id
+    among them), POST /v1/observe takes neighbours' readings too ({"station": ID})."""
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
                                             poll_interval=poll_interval)
@@ -163,6 +165,11 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
         threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
 
     on_signals({"SIGTERM": shutdown, "SIGINT": shutdown, "SIGHUP": watcher.request_reload})
+    if neighbours and neighbours.get("station"):
+        server.neighbours = open_link(streamer, state=state, **neighbours)
+        if server.neighbours is not None:
+            server.neighbours.start_releasing(lambda answer: log_event({"event": "forecast", **answer}),
+                                              threading.Event())
     bound_host, bound_port = server.server_address[:2]
     model = holder.current
     log_event({"event": "listening", "host": bound_host, "port": bound_port,

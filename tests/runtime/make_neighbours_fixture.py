@@ -6,8 +6,9 @@ Run with the toolkit's Python (it needs edgecast, pandas, tensorflow):
 
     .venv/bin/python tests/runtime/make_neighbours_fixture.py
 
-It writes tests/runtime/fixtures/neighbours/: `model.onnx`, `manifest.json` (trimmed
-to what the runtime reads) and `readings.json` (per station, hourly readings with
+It writes tests/runtime/fixtures/neighbours/: `STATION.onnx` for each of the three
+stations (each reads the other two), `model.onnx` (= home.onnx) with its `manifest.json`
+(trimmed to what the runtime reads) and `readings.json` (per station, hourly readings with
 epoch timestamps). Training is not bit-reproducible across machines; the tests
 compare the hub with the runtime's own offline predictions, so they need no reference.
 """
@@ -45,17 +46,20 @@ def main() -> None:
         for name, frame in frames.items():
             frame.to_csv(folder / f"{name}.csv", index=False)
         edgecast = [sys.executable, "-m", "edgecast.cli"]
-        subprocess.run([*edgecast, "train", str(folder / "home.csv"), "--target", "PM2.5",
-                        "--neighbours", str(folder / "upwind.csv"), "--neighbours", str(folder / "far.csv"),
-                        "--look-back", "4", "--horizon", "2", "--units", "4", "--epochs", "2",
-                        "--batch-size", "32", "--name", "home", "--models-dir", str(folder)], check=True)
-        subprocess.run([*edgecast, "export", str(folder / "home"), "--no-tflite"], check=True)
-        model = (folder / "home" / "model.onnx").read_bytes()
-    (OUT / "model.onnx").write_bytes(model)
-    manifest = {"schema_version": 1, "model_name": "fixture-neighbours",
-                "artifacts": {"model.onnx": {"sha256": hashlib.sha256(model).hexdigest(), "bytes": len(model),
-                                             "kind": "onnx"}}}
-    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        for name in STATIONS:  # each station's model reads the other two
+            others = [arg for other in STATIONS if other != name for arg in ("--neighbours", str(folder / f"{other}.csv"))]
+            subprocess.run([*edgecast, "train", str(folder / f"{name}.csv"), "--target", "PM2.5", *others,
+                            "--look-back", "4", "--horizon", "2", "--units", "4", "--epochs", "2",
+                            "--batch-size", "32", "--name", name, "--models-dir", str(folder)], check=True)
+            subprocess.run([*edgecast, "export", str(folder / name), "--no-tflite"], check=True)
+            model = (folder / name / "model.onnx").read_bytes()
+            (OUT / f"{name}.onnx").write_bytes(model)
+            if name == "home":
+                (OUT / "model.onnx").write_bytes(model)
+                manifest = {"schema_version": 1, "model_name": "fixture-neighbours",
+                            "artifacts": {"model.onnx": {"sha256": hashlib.sha256(model).hexdigest(),
+                                                         "bytes": len(model), "kind": "onnx"}}}
+                (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     readings = {name: [{"timestamp": int(pd.Timestamp(t).timestamp()), "PM2.5": float(v)}
                        for t, v in zip(frame["timestamp"][-RECORDED:], frame["PM2.5"][-RECORDED:])]
                 for name, frame in frames.items()}
