@@ -56,15 +56,22 @@ def main() -> None:
             (OUT / f"{name}.onnx").write_bytes(model)
             if name == "home":
                 (OUT / "model.onnx").write_bytes(model)
-                manifest = {"schema_version": 1, "model_name": "fixture-neighbours",
-                            "artifacts": {"model.onnx": {"sha256": hashlib.sha256(model).hexdigest(),
-                                                         "bytes": len(model), "kind": "onnx"}}}
-                (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest()
     readings = {name: [{"timestamp": int(pd.Timestamp(t).timestamp()), "PM2.5": float(v)}
                        for t, v in zip(frame["timestamp"][-RECORDED:], frame["PM2.5"][-RECORDED:])]
                 for name, frame in frames.items()}
     (OUT / "readings.json").write_text(json.dumps(readings, indent=1) + "\n")
     print(f"wrote {OUT}")
+
+
+def write_manifest() -> None:
+    """Every model of the folder listed with its sha256, as the runtime checks it."""
+    artifacts = {}
+    for path in sorted(OUT.glob("*.onnx")):
+        data = path.read_bytes()
+        artifacts[path.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "kind": "onnx"}
+    manifest = {"schema_version": 1, "model_name": "fixture-neighbours", "artifacts": artifacts}
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 if __name__ == "__main__":
