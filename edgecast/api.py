@@ -151,6 +151,7 @@ def train(
     neighbour_features: Sequence[str] = (),
     neighbour_count: int | None = None,
     neighbour_masking: bool = DEFAULTS.neighbour_masking,
+    neighbour_fallback: bool = DEFAULTS.neighbour_fallback,
     target_min: float | None = DEFAULTS.target_min,
     clip_target: bool = DEFAULTS.clip_target,
     progress: Progress | None = None,
@@ -170,7 +171,9 @@ def train(
     target) become inputs named FEATURE@STATION that may be missing on the hub (the model
     is trained with them silenced at random unless `neighbour_masking` is False).
     `neighbour_count` keeps the K whose target correlates most with this one on the
-    training split. Forecasts are clipped at `target_min` (default: 0 when the training
+    training split. With `neighbour_fallback` the same network is also trained on the
+    station's own inputs, and the graph uses it when no neighbour's reading is in the
+    window. Forecasts are clipped at `target_min` (default: 0 when the training
     split has no negative target; `clip_target=False`: never).
     """
     from edgecast.trainer.data import ReadOptions, load_csv
@@ -186,6 +189,7 @@ def train(
         layers=layers, dropout=dropout, formulation=formulation, linear_skip=linear_skip,
         quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val, target_units=target_units,
         target_min=target_min, clip_target=clip_target, neighbour_masking=neighbour_masking,
+        neighbour_fallback=neighbour_fallback,
     )
     series = load_csv(data, target, list(features), max_gap=max_gap, options=read)
     if neighbours:

@@ -125,6 +125,7 @@ def train(
     neighbour_features: Annotated[list[str], typer.Option(help="The neighbours' columns to read (default: the target).")] = [],
     neighbour_count: Annotated[Optional[int], typer.Option(help="Keep the K neighbours whose target correlates most with this one on the training split.")] = None,
     neighbour_masking: Annotated[bool, typer.Option(help="Silence neighbours at random in training, so the model forecasts without them.")] = DEFAULTS.neighbour_masking,
+    neighbour_fallback: Annotated[bool, typer.Option(help="Also train on the station's own inputs; the graph uses that network when no neighbour's reading is in the window.")] = DEFAULTS.neighbour_fallback,
     target_min: Annotated[Optional[float], typer.Option(help="Clip forecasts below this in the graph (default: 0 when no training target is negative).")] = DEFAULTS.target_min,
     clip_target: Annotated[bool, typer.Option(help="Clip forecasts at --target-min (or 0 for a never-negative target).")] = DEFAULTS.clip_target,
 ) -> None:
@@ -145,7 +146,7 @@ def train(
             split=_split_fractions(split), name=name, models_dir=models_dir, time_unit=time_unit, time_format=time_format,
             dayfirst=dayfirst, delimiter=delimiter, decimal=decimal, valid_ranges=valid_range,
             neighbours=neighbours, neighbour_features=_split_list(neighbour_features), neighbour_count=neighbour_count,
-            neighbour_masking=neighbour_masking, target_min=target_min, clip_target=clip_target,
+            neighbour_masking=neighbour_masking, neighbour_fallback=neighbour_fallback, target_min=target_min, clip_target=clip_target,
             progress=bar.line, on_epoch=bar.epoch,
         )
     _print_training_summary(result)

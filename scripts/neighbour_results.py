@@ -8,7 +8,8 @@ station's own history alone, and with every other station's PM2.5 (`--neighbours
 exported and verified in the fleet task, so parity is checked on every station's
 windows with neighbours masked and missing). `edgecast evaluate` then scores each
 bundle on its test split: the model with neighbours, the same model with every
-neighbour missing, the own-history model, persistence and ridge. Finally every
+neighbour missing, the own-history model, persistence and ridge (`edgecast fleet
+report --without` tabulates the same in the network fleet's fleet.md). Finally every
 exported neighbour model runs in the runtime (ONNX) over its test windows, with and
 without neighbours, to find its lowest forecast. The data are never copied.
 """
@@ -54,6 +55,8 @@ def main() -> None:
         edgecast("fleet", "train", *map(str, files), *SETTINGS, *extra, "--name", name,
                  "--models-dir", str(args.models_dir), echo=True)
         runs[name] = round(time.perf_counter() - begun, 1)
+    edgecast("fleet", "report", str(args.models_dir / "network"), "--leads", "1,6",
+             "--without", str(args.models_dir / "own"))
     stations = [station_row(args.models_dir, csv) for csv in files]
     summary = summarise(stations)
     report = {

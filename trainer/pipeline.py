@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast_runtime.contract import NUMERIC
+from edgecast_runtime.contract import MASKED, NUMERIC
 
 from .bundle import make_spec, write_bundle
 from .data import Series
 from .evaluation import evaluate_split
-from .features import masked_indices
+from .features import encoded_columns, masked_indices
 from .neighbours import mask_at_random
 from .settings import CHANGE, LEVEL, TrainConfig  # noqa: F401  (TrainConfig is part of this module's API)
 from .windows import Windows, change_formulation, model_inputs, model_targets, split_windows
@@ -55,28 +55,54 @@ def train(series: Series, config: TrainConfig, out_dir: Path, on_epoch=None, dat
     silenced = masked_indices(series.encodings) if config.neighbour_masking else []
     train_pair = _network_pair(_silence(data.train, silenced, rng), data.scaler, spec)
     val_pair = _network_pair(_silence(data.val, silenced, rng), data.scaler, spec)
-    fit_on = [train_pair, val_pair] if config.linear_fit_with_val and len(data.val) else [train_pair]
+    fallback = None
+    if config.neighbour_fallback and masked_indices(series.encodings):
+        # The same network on the station's own columns (the first ones, unmasked), trained
+        # first, from the same seed: the model it would be without neighbours.
+        own_encodings = [e for e in spec["encodings"] if e["kind"] != MASKED]
+        own_columns = len(encoded_columns(own_encodings))
+        own_pairs = [(x[..., :own_columns], y) for x, y in (train_pair, val_pair)]
+        own_net, own_history = _fit_network(keras_model, config, {**spec, "encodings": own_encodings},
+                                            *own_pairs, None, "own_history")
+        fallback = (own_net, own_columns, own_history)
+    net, history = _fit_network(keras_model, config, spec, train_pair, val_pair, on_epoch)
+    if fallback is not None:
+        net = keras_model.with_fallback(net, fallback[0], fallback[1], _presence_columns(spec, data.scaler))
+    seconds = time.perf_counter() - started
+    metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0])
+    training = _training_record(series, config, data, history, seconds)
+    if fallback is not None:
+        training["fallback_history"] = fallback[2]
+    windows = _kept_windows(data, config.seed)
+    write_bundle(out_dir, net, spec, metrics, training, windows)
+    return TrainResult(Path(out_dir), metrics, training)
+
+
+def _fit_network(keras_model, config: TrainConfig, spec: dict, train_pair, val_pair, on_epoch, name="edgecast_lstm"):
+    """Build (from the seed), start from ridge and train one network; (model, history)."""
+    fit_on = [train_pair, val_pair] if config.linear_fit_with_val and len(val_pair[0]) else [train_pair]
     linear_fit = [np.concatenate(part) for part in zip(*fit_on)]  # what the frozen map is fitted on
     keras_model.seed_everything(config.seed)
     net = keras_model.build_model(
-        config.look_back, len(spec["encoded_features"]), config.horizon, config.units, config.learning_rate,
+        config.look_back, train_pair[0].shape[-1], config.horizon, config.units, config.learning_rate,
         layers=config.layers, dropout=config.dropout, linear_skip=config.linear_skip,
         input_stats=keras_model.standardising_stats(train_pair[0]) if config.standardise else None,
         freeze_linear=config.linear_skip and config.freeze_linear,
         quadratic=_quadratic(config, spec, linear_fit[0]) if config.linear_skip and config.quadratic_skip else None,
+        name=name,
     )
     if config.linear_skip:
         keras_model.start_from_linear(net, *linear_fit)
-    history = keras_model.fit(
-        net, train_pair, val_pair,
-        config.epochs, config.batch_size, config.patience, on_epoch,
-    )
-    seconds = time.perf_counter() - started
-    metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0])
-    training = _training_record(series, config, data, history, seconds)
-    windows = _kept_windows(data, config.seed)
-    write_bundle(out_dir, net, spec, metrics, training, windows)
-    return TrainResult(Path(out_dir), metrics, training)
+    history = keras_model.fit(net, train_pair, val_pair, config.epochs, config.batch_size, config.patience, on_epoch)
+    return net, history
+
+
+def _presence_columns(spec: dict, scaler) -> list[tuple[int, float, float]]:
+    """(encoded column, scale, min) of each neighbour's presence column."""
+    columns = spec["encoded_features"]
+    return [(columns.index(e["columns"][1]), float(scaler.scale_[columns.index(e["columns"][1])]),
+             float(scaler.min_[columns.index(e["columns"][1])]))
+            for e in spec["encodings"] if e["kind"] == MASKED]
 
 
 def target_floor(config: TrainConfig, train_target: np.ndarray) -> float | None:

@@ -47,6 +47,9 @@ class TrainConfig:
     target_min: float | None = None
     clip_target: bool = True
     neighbour_masking: bool = True  # silence neighbours at random in training (trainer/neighbours.py)
+    # With neighbours, also train the same network on the station's own inputs, and let the
+    # graph use it when no neighbour's reading is in the window (trainer/model.py with_fallback).
+    neighbour_fallback: bool = True
 
     def check(self) -> None:
         for name in ("look_back", "horizon", "units", "epochs", "batch_size", "layers"):

@@ -109,11 +109,12 @@ def train_command(
 def report_command(
     fleet_dir: Annotated[Path, typer.Argument(help="Fleet folder, e.g. models/fleet.")],
     leads: Annotated[str, typer.Option(help="Forecast leads (steps) to tabulate, comma-separated.")] = "1,6,24",
+    without: Annotated[Optional[Path], typer.Option(help="A fleet trained with the same settings without neighbours: its RMSE is shown as 'own history'.")] = None,
 ) -> None:
     """Write FLEET/fleet.md and fleet.json (RMSE vs baselines per station and lead) and fleet-skill.png."""
     from edgecast import fleet
 
-    written = fleet.report(fleet_dir, _numbers(leads, "--leads", int))
+    written = fleet.report(fleet_dir, _numbers(leads, "--leads", int), without=without)
     for path in (written.markdown, written.json, written.plot):
         if path is not None:
             out.print(f"wrote {path}", markup=False)
