@@ -2,6 +2,7 @@
 results/neighbours.json and results/neighbours.md.
 
     .venv/bin/python scripts/neighbour_results.py [--data-dir ../shared/data] [--models-dir build/neighbour-results]
+        [--masking-only results/neighbours-masking-only.json] [--report-only]
 
 Two `edgecast fleet train` runs with the same settings, one per station each: the
 station's own history alone, and with every other station's PM2.5 (`--neighbours all`,
@@ -44,7 +45,18 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / "neighbour-results")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--masking-only", type=Path, default=None,
+                        help="an earlier run's JSON of models without the own-history fallback, to compare")
+    parser.add_argument("--report-only", action="store_true", help="rewrite neighbours.md from neighbours.json")
     args = parser.parse_args()
+    if args.report_only:
+        report = json.loads((args.out / "neighbours.json").read_text())
+        if args.masking_only:
+            report["masking_only"] = masking_only_summary(args.masking_only)
+            (args.out / "neighbours.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "neighbours.md").write_text(markdown(report))
+        print(f"wrote {args.out / 'neighbours.md'}")
+        return
     if not args.data_dir.is_dir():
         raise SystemExit(f"{args.data_dir}: the shared Beijing data are not here; nothing to measure")
     files = sorted(p for p in args.data_dir.iterdir() if p.name.startswith("PRSA_Data_"))
@@ -122,6 +134,15 @@ def lowest_forecast(bundle: Path) -> dict:
             "neighbours_missing": float(forecaster.predict_batch(silent).min())}
 
 
+def masking_only_summary(path: Path) -> dict:
+    """Per station, the ratios of an earlier run whose neighbour models had no fallback."""
+    earlier = json.loads(path.read_text())
+    return {"source": path.name, "created": earlier["created"], "summary": earlier["summary"],
+            "stations": {s["station"]: {"ratio_with_to_own": s["ratio_with_to_own"],
+                                        "ratio_missing_to_own": s["ratio_missing_to_own"]}
+                         for s in earlier["stations"]}}
+
+
 def summarise(stations: list[dict]) -> dict:
     def median(key: str, step: str) -> float:
         return round(statistics.median(s[key][step] for s in stations), 4)
@@ -188,7 +209,45 @@ def markdown(report: dict) -> str:
         + " at 6 h.",
         "",
     ]
+    if "masking_only" in report:
+        lines += masking_lines(report)
     return "\n".join(lines)
+
+
+def masking_lines(report: dict) -> list[str]:
+    """Masking alone against masking plus the own-history fallback in the graph."""
+    earlier = report["masking_only"]
+    lines = [
+        "## Masking alone or a fallback in the bundle",
+        "",
+        f"An earlier run (`{earlier['source']}`, {earlier['created']}, same settings) exported the "
+        "neighbour models without the own-history fallback: trained with neighbours silenced at random "
+        "only. Ratios to the own-history model:",
+        "",
+        "| station | masking: with 1 h | 6 h | masking: all missing 1 h | 6 h "
+        "| with fallback: with 1 h | 6 h | with fallback: all missing 1 h | 6 h |",
+        "| --- |" + " ---: |" * 8,
+    ]
+    for s in report["stations"]:
+        old = earlier["stations"].get(s["station"])
+        if old is None:
+            continue
+        cells = [old["ratio_with_to_own"]["1h"], old["ratio_with_to_own"]["6h"],
+                 old["ratio_missing_to_own"]["1h"], old["ratio_missing_to_own"]["6h"],
+                 s["ratio_with_to_own"]["1h"], s["ratio_with_to_own"]["6h"],
+                 s["ratio_missing_to_own"]["1h"], s["ratio_missing_to_own"]["6h"]]
+        lines.append(f"| {s['station']} | " + " | ".join(f"{v:.3f}" for v in cells) + " |")
+    old, new = earlier["summary"], report["summary"]
+    lines += [
+        "",
+        f"Masking alone: medians with neighbours {old['medians']['1h']['with_to_own']:.3f} (1 h), "
+        f"{old['medians']['6h']['with_to_own']:.3f} (6 h); every neighbour missing, worst station "
+        f"{old['worst_missing_to_own']:.3f}. With the fallback: {new['medians']['1h']['with_to_own']:.3f}, "
+        f"{new['medians']['6h']['with_to_own']:.3f}; every neighbour missing, worst station "
+        f"{new['worst_missing_to_own']:.3f}.",
+        "",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

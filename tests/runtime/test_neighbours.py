@@ -140,3 +140,21 @@ def test_the_state_survives_a_restart_with_neighbours_readings(model, recorded, 
     expected = model.predict(window_rows(model, recorded, hours))
     np.testing.assert_allclose(answers[0]["forecast"], expected, rtol=0, atol=1e-5)
     restarted.streamer.close()
+
+
+def test_http_observe_takes_a_station_field(model, recorded, tmp_path):
+    from runtime_support import Server
+
+    with Server(FIXTURE / "home.onnx", "--station", "home", "--neighbour-wait", "30",
+                "--state", tmp_path / "state.json") as server:
+        for hour in range(model.look_back):
+            for station in ("upwind", "far"):
+                status, body, _ = server.request("POST", "/v1/observe", {"station": station, **recorded[station][hour]})
+                assert status == 200 and body["status"] == "waiting"
+            status, body, _ = server.request("POST", "/v1/observe", recorded["home"][hour])
+            assert status == 200, body
+        assert body["status"] == "forecast" and body["neighbours_missing"] == []
+        expected = Forecaster(FIXTURE / "home.onnx").predict(window_rows(model, recorded, range(model.look_back)))
+        np.testing.assert_allclose(body["forecast"], expected, rtol=0, atol=1e-5)
+        status, body, _ = server.request("POST", "/v1/observe", {"station": "elsewhere", "timestamp": 0, "PM2.5": 1})
+        assert status == 422 and "not a neighbour" in body["error"]
