@@ -199,7 +199,7 @@ def read_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{path}: not an edgecast bundle, missing {', '.join(missing)}")
     spec = _read_object(path / SPEC_FILE)
     if spec.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
-        readable = " and ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
+        readable = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
         raise BundleError(
             f"{path / SPEC_FILE}: schema version {spec.get('schema_version')!r}, this edgecast reads {readable}"
         )

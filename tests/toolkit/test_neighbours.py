@@ -146,3 +146,13 @@ def test_the_floor_comes_from_the_training_targets():
     assert target_floor(TrainConfig(), np.array([-1.0, 3.0])) is None
     assert target_floor(TrainConfig(target_min=5.0), np.array([-1.0])) == 5.0
     assert target_floor(TrainConfig(clip_target=False), np.array([1.0])) is None
+
+
+def test_fleet_neighbours_option():
+    from edgecast.fleet.stations import FleetSettings
+
+    assert FleetSettings("PM2.5", neighbours="all").neighbour_count() is None
+    assert FleetSettings("PM2.5", neighbours="3").neighbour_count() == 3
+    for bad in ("0", "some"):
+        with pytest.raises(DataError, match="'all' or a whole number"):
+            FleetSettings("PM2.5", neighbours=bad).neighbour_count()
