@@ -92,11 +92,11 @@ def tflite_interpreter(path: Path, threads: int = 1):
 def open_tflite(path: Path, threads: int = 1, reset_variables: bool | None = None) -> Runner:
     """`reset_variables`: what the manifest entry says (`reset_variables_before_invoke`);
     None reads it from the file itself, for files not yet listed in a manifest."""
+    interpreter = tflite_interpreter(path, threads)  # first: a damaged file fails here, with a clear error
     if reset_variables is None:
         from .oplist import has_variable_state
 
         reset_variables = has_variable_state(path)
-    interpreter = tflite_interpreter(path, threads)
     (source,) = interpreter.get_input_details()
     (sink,) = interpreter.get_output_details()
     set_tensor, invoke, get_tensor = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
