@@ -13,6 +13,8 @@ MODELS_DIR = Path("models")  # where bundles live, relative to the working folde
 # model_neighbours_missing: the same model with every neighbour's reading missing;
 # model_unclipped: the model without its lower clip (both only where they apply).
 METHODS = ("model", "model_neighbours_missing", "model_unclipped", "persistence", "seasonal_persistence", "ridge")
+# The tables and reports people read: the unclipped model stays in metrics.json only.
+SHOWN_METHODS = tuple(method for method in METHODS if method != "model_unclipped")
 
 
 @dataclass
