@@ -150,6 +150,13 @@ def train(
     delimiter: str | None = None,
     decimal: str | None = None,
     valid_ranges: Mapping[str, tuple[float | None, float | None]] | Sequence[str] = (),
+    neighbours: Sequence[str | Path] = (),
+    neighbour_features: Sequence[str] = (),
+    neighbour_count: int | None = None,
+    neighbour_masking: bool = DEFAULTS.neighbour_masking,
+    neighbour_fallback: bool = DEFAULTS.neighbour_fallback,
+    target_min: float | None = DEFAULTS.target_min,
+    clip_target: bool = DEFAULTS.clip_target,
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
 ) -> TrainResult:
@@ -161,8 +168,19 @@ def train(
     `time_unit`, `time_format`, `dayfirst`, `clock`, `delimiter`, `decimal`) is detected
     when not given; `valid_ranges` maps a column to (min, max), either bound None, or is
     a list of `COLUMN=MIN,MAX` texts. Bad data or settings fail before TensorFlow loads.
+
+    `neighbours`: other stations' files (station id from the file name), read the same
+    way and aligned on this file's timestamps; their `neighbour_features` (default: the
+    target) become inputs named FEATURE@STATION that may be missing on the hub (the model
+    is trained with them silenced at random unless `neighbour_masking` is False).
+    `neighbour_count` keeps the K whose target correlates most with this one on the
+    training split. With `neighbour_fallback` the same network is also trained on the
+    station's own inputs, and the graph uses it when no neighbour's reading is in the
+    window. Forecasts are clipped at `target_min` (default: 0 when the training
+    split has no negative target; `clip_target=False`: never).
     """
     from edgecast.trainer.data import ReadOptions, load_csv
+    from edgecast.trainer.neighbours import add_neighbours
     from edgecast.trainer.validity import parse_range
 
     ranges = dict(valid_ranges) if isinstance(valid_ranges, Mapping) else dict(map(parse_range, valid_ranges))
@@ -173,8 +191,13 @@ def train(
         patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap, split=tuple(split),
         layers=layers, dropout=dropout, formulation=formulation, linear_skip=linear_skip,
         quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val, target_units=target_units,
+        target_min=target_min, clip_target=clip_target, neighbour_masking=neighbour_masking,
+        neighbour_fallback=neighbour_fallback,
     )
     series = load_csv(data, target, list(features), max_gap=max_gap, options=read)
+    if neighbours:
+        series, _ = add_neighbours(series, list(neighbours), list(neighbour_features), read, max_gap,
+                                   tuple(split), neighbour_count)
     out_dir = Path(models_dir) / (name or default_bundle_name(data))
     return train_series(series, config, out_dir, progress, on_epoch)
 
@@ -260,6 +283,7 @@ def evaluate(
     plot_start: int | None = None,
     plot_steps: int = STRETCH_STEPS,
     artifact: str | Path | None = None,
+    neighbours: Sequence[str | Path] = (),
 ) -> EvaluateResult:
     """RMSE and MAE per horizon step on the CSV's test split (split with the training
     fractions): the model, persistence, seasonal persistence and ridge.
@@ -269,7 +293,9 @@ def evaluate(
     `plot_size` pixels; the stretch starts at test window `plot_start` (default: the
     first one without a gap) and runs `plot_steps` steps. `artifact`: score this exported
     file (e.g. the bundle's model.onnx) one window per call, as a hub does, instead of
-    the Keras model (the backtest keeps Keras).
+    the Keras model (the backtest keeps Keras). A model that reads neighbours reads them
+    from `neighbours` (default: the files it was trained on); it is scored as trained and
+    with every neighbour missing.
     """
     from edgecast.plots import (
         PlotError,
@@ -290,7 +316,7 @@ def evaluate(
             raise PlotError(str(exc)) from None
     model_bundle = read_bundle(bundle)
     evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest,
-                                        Path(artifact) if artifact is not None else None)
+                                        Path(artifact) if artifact is not None else None, list(neighbours))
     if plot is None:
         return EvaluateResult(model_bundle.path, evaluation)
     test_windows = len(evaluation.test_end)

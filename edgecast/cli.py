@@ -117,6 +117,13 @@ def train(
     delimiter: Annotated[Optional[str], typer.Option(help="Field delimiter, e.g. ';' or tab (default: sniffed).")] = None,
     decimal: Annotated[Optional[str], typer.Option(help="Decimal mark, '.' or ',' (default: sniffed).")] = None,
     valid_range: Annotated[list[str], typer.Option(help="COLUMN=MIN,MAX: other readings are missing (repeat; a bound may be empty). Concentrations default to MIN 0.")] = [],
+    neighbours: Annotated[list[Path], typer.Option(help="Neighbouring stations' files (repeat): their readings become inputs FEATURE@STATION, aligned by timestamp.")] = [],
+    neighbour_features: Annotated[list[str], typer.Option(help="The neighbours' columns to read (default: the target).")] = [],
+    neighbour_count: Annotated[Optional[int], typer.Option(help="Keep the K neighbours whose target correlates most with this one on the training split.")] = None,
+    neighbour_masking: Annotated[bool, typer.Option(help="Silence neighbours at random in training, so the model forecasts without them.")] = DEFAULTS.neighbour_masking,
+    neighbour_fallback: Annotated[bool, typer.Option(help="Also train on the station's own inputs; the graph uses that network when no neighbour's reading is in the window.")] = DEFAULTS.neighbour_fallback,
+    target_min: Annotated[Optional[float], typer.Option(help="Clip forecasts below this in the graph (default: 0 when no training target is negative).")] = DEFAULTS.target_min,
+    clip_target: Annotated[bool, typer.Option(help="Clip forecasts at --target-min (or 0 for a never-negative target).")] = DEFAULTS.clip_target,
 ) -> None:
     """Train an LSTM forecaster on a CSV and write the bundle models/NAME.
 
@@ -134,6 +141,8 @@ def train(
             batch_size=batch_size, patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
             split=opt.split_fractions(split), name=name, models_dir=models_dir, time_unit=time_unit, time_format=time_format,
             dayfirst=dayfirst, delimiter=delimiter, decimal=decimal, valid_ranges=valid_range,
+            neighbours=neighbours, neighbour_features=opt.split_list(neighbour_features), neighbour_count=neighbour_count,
+            neighbour_masking=neighbour_masking, neighbour_fallback=neighbour_fallback, target_min=target_min, clip_target=clip_target,
             progress=bar.line, on_epoch=bar.epoch,
         )
     _print_training_summary(result)
@@ -279,12 +288,14 @@ def evaluate(
     plot_size: Annotated[str, typer.Option(help="Image size in pixels, WIDTHxHEIGHT.")] = size_text(EVALUATE_DEFAULTS["plot_size"]),
     plot_start: Annotated[Optional[int], typer.Option(help="First test window of the forecast-vs-actual stretch (default: the first one without a gap).")] = EVALUATE_DEFAULTS["plot_start"],
     plot_steps: Annotated[int, typer.Option(help="Length of that stretch in steps.")] = EVALUATE_DEFAULTS["plot_steps"],
+    neighbours: Annotated[list[Path], typer.Option(help="Neighbours' files of a model that reads neighbours (default: those it was trained on).")] = [],
 ) -> None:
-    """RMSE and MAE per horizon step on the test split: model, persistence, seasonal persistence, ridge."""
+    """RMSE and MAE per horizon step on the test split: model, persistence, seasonal persistence, ridge
+    (and a model reading neighbours with every neighbour missing, a clipped model unclipped)."""
     from edgecast import api
 
     result = api.evaluate(bundle, data, backtest=backtest, plot=plot, plot_size=plot_size, plot_start=plot_start,
-                          plot_steps=plot_steps, artifact=artifact)
+                          plot_steps=plot_steps, artifact=artifact, neighbours=neighbours)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
         return

@@ -27,6 +27,7 @@ STRETCH_STEPS = 168  # forecast-vs-actual stretch: a week of hourly steps
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}  # suffix -> matplotlib format
 LABELS = {
     "model": "LSTM model",
+    "model_neighbours_missing": "LSTM model, every neighbour missing",
     "persistence": "persistence",
     "seasonal_persistence": "seasonal persistence (a day earlier)",
     "ridge": "ridge on the same lags",

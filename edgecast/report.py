@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from edgecast.trainer.bundle import Bundle, read_bundle, read_json
-from edgecast.trainer.evaluation import METHODS
 from edgecast.trainer.forecast import predict_raw, spec_encodings
 from edgecast.trainer.reports import Metrics
+from edgecast.trainer.settings import SHOWN_METHODS as METHODS
 from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.durable import atomic_write
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from edgecast.export.reports import AccuracyReport, ArtifactAccuracy, ParityReport
 from edgecast.trainer.reports import Backtest, Metrics
-from edgecast.trainer.settings import METHODS
+from edgecast.trainer.settings import SHOWN_METHODS as METHODS
 
 # Wide enough for any table edgecast draws; rich sizes a table to its content within it.
 UNBOUNDED_WIDTH = 100_000

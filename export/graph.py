@@ -6,6 +6,10 @@ Encoding and scaling live in the graph, so a hub needs neither scikit-learn nor 
     scaled   = (encoded - shift) * scale + residual   (MinMaxScaler.transform, = encoded * scale + min)
     forecast = (model(scaled) - min_t) / scale_t   (level: MinMaxScaler.inverse_transform)
     forecast = window[:, -1, 0] + model(scaled) * step_scale   (change_from_last)
+    forecast = max(forecast, target_min)             (when the spec has a target_min)
+A neighbour's reading (kind masked) may be NaN in the window: the graph replaces it by its
+fill and adds a 0/1 presence column, with NotEqual(x, x) (true only for NaN) and Where,
+ops that ONNX and TFLite both have.
 `scale` and `min` come from scikit-learn's own fitted scaler, so its handling of a
 zero-range feature (range treated as 1) is reproduced exactly rather than re-derived.
 """
@@ -22,7 +26,7 @@ from edgecast.trainer import features
 from edgecast.trainer.bundle import scaler_from_spec
 from edgecast.trainer.forecast import spec_encodings, spec_formulation
 from edgecast.trainer.settings import CHANGE
-from edgecast_runtime.contract import DIRECTION, INPUT_NAME, NUMERIC, OUTPUT_NAME
+from edgecast_runtime.contract import DIRECTION, INPUT_NAME, MASKED, NUMERIC, OUTPUT_NAME
 
 if TYPE_CHECKING:
     import tensorflow
@@ -62,6 +66,7 @@ def raw_units_function(
     signature = tf.TensorSpec([batch, spec["look_back"], len(spec["features"])], tf.float32, name=INPUT_NAME)
 
     encodings, formulation = spec_encodings(spec), spec_formulation(spec)
+    floor = spec.get("target_min")
 
     # Constants are created inside the function: captured tensors would become extra
     # graph inputs in tf2onnx.
@@ -76,6 +81,8 @@ def raw_units_function(
             raw = window[:, -1, 0:1] + predicted * step_scale
         else:
             raw = (predicted - tf.constant(constants["target_offset"])) / tf.constant(constants["target_scale"])
+        if floor is not None:  # a Max (ONNX) or MAXIMUM (TFLite) op
+            raw = tf.maximum(raw, tf.constant(np.float32(floor)))
         return {OUTPUT_NAME: raw}
 
     return forecast
@@ -90,6 +97,14 @@ def encoded_window(window: tensorflow.Tensor, encodings: list[dict]) -> tensorfl
         value = window[:, :, index]
         if encoding["kind"] == NUMERIC:
             parts.append(value)
+            continue
+        if encoding["kind"] == MASKED:
+            # NotEqual(x, x) as the condition: tf2onnx then keeps a real Where, where it
+            # would otherwise write the select as cond * x + (1 - cond) * y, and NaN * 0 is NaN.
+            missing = tf.not_equal(value, value)
+            fill = encoding["fill"]
+            stand_in = window[:, :, fill["column"]] if "column" in fill else tf.constant(np.float32(fill["value"]))
+            parts += [tf.where(missing, stand_in, value), 1 - tf.cast(missing, tf.float32)]
             continue
         if encoding["kind"] == DIRECTION:
             angle = value * tf.constant(math.pi / 180, tf.float32)

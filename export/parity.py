@@ -3,7 +3,8 @@
 Windows: held-out test windows and random windows that reach half a training range
 beyond both ends of every feature (directions over several turns and calm codes,
 calendar values beyond one period), at batch 1 and at a larger batch (TFLite: batch 1,
-its only batch). Float32 exports must agree within TOLERANCE in raw target units.
+its only batch). A model that reads neighbours is also checked on held-out windows with
+neighbours silenced at random (as in training) and with every neighbour missing (NaN). Float32 exports must agree within TOLERANCE in raw target units.
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgecast.trainer.bundle import scaler_from_spec
+from edgecast.trainer.features import masked_indices
 from edgecast.trainer.forecast import spec_encodings
-from edgecast_runtime.contract import CALM_DEGREES, DIRECTION, NUMERIC
+from edgecast.trainer.neighbours import all_silent, mask_at_random
+from edgecast_runtime.contract import CALM_DEGREES, DIRECTION, MASKED, NUMERIC
 
 from .backends import Runner, keras_runner, open_onnx, open_tflite
 from .reports import ParityCheck, ParityReport
@@ -30,7 +33,13 @@ REFERENCE = "encode + MinMaxScaler.transform (float64) -> Keras predict -> back 
 
 def parity_windows(held_out_x: np.ndarray, spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
     picks = np.linspace(0, len(held_out_x) - 1, num=min(WINDOWS_PER_SET, len(held_out_x))).round().astype(int)
-    return {"held-out": held_out_x[np.unique(picks)].astype(np.float32), "random": random_windows(spec, seed)}
+    held_out = held_out_x[np.unique(picks)].astype(np.float32)
+    sets = {"held-out": held_out, "random": random_windows(spec, seed)}
+    neighbours = masked_indices(spec_encodings(spec))
+    if neighbours:
+        sets["held-out, neighbours masked"] = mask_at_random(held_out, neighbours, np.random.default_rng(seed))
+        sets["held-out, neighbours missing"] = all_silent(held_out, neighbours)
+    return sets
 
 
 def random_windows(spec: dict, seed: int = 0) -> np.ndarray:
@@ -50,7 +59,7 @@ def raw_ranges(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     scaler = scaler_from_spec(spec)
     low, high, column = [], [], 0
     for encoding in spec_encodings(spec):
-        if encoding["kind"] == NUMERIC:
+        if encoding["kind"] in (NUMERIC, MASKED):
             low.append(scaler.data_min_[column])
             high.append(scaler.data_max_[column])
         elif encoding["kind"] == DIRECTION:

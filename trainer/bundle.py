@@ -24,6 +24,8 @@ from edgecast.common import import_tensorflow, write_json_atomic
 from edgecast_runtime.contract import (
     DIRECTION,
     INPUT_NAME,
+    MASKED,
+    NEIGHBOUR_SCHEMA_VERSION,
     OUTPUT_NAME,
     PLAIN_SCHEMA_VERSION,
     SCHEMA_VERSION,
@@ -71,10 +73,13 @@ def make_spec(
     clock: str | None = None,
     valid_ranges: dict | None = None,
     time_format: dict | None = None,
+    target_min: float | None = None,
 ) -> dict:
     """The preprocessing spec of the graph contract, from a MinMaxScaler fitted on the encoded columns."""
     encodings = encodings or [feature_encodings.numeric(name) for name in features]
     schema = SCHEMA_VERSION if feature_encodings.needs_hub_knowledge(encodings) else PLAIN_SCHEMA_VERSION
+    neighbours = [e for e in encodings if e["kind"] == MASKED]
+    schema = NEIGHBOUR_SCHEMA_VERSION if neighbours else schema
     held = [e["feature"] for e in encodings if e["kind"] == DIRECTION]
     spec = {
         "schema_version": schema,
@@ -106,6 +111,14 @@ def make_spec(
         spec["valid_ranges"] = {name: list(bounds) for name, bounds in valid_ranges.items()}
     if time_format:
         spec["time_format"] = dict(time_format)
+    # The lowest forecast the graph gives (a concentration is never negative), and the
+    # neighbouring stations whose readings the model reads ({station: [readings]}).
+    if target_min is not None:
+        spec["target_min"] = float(target_min)
+    if neighbours:
+        spec["neighbours"] = {}
+        for encoding in neighbours:
+            spec["neighbours"].setdefault(encoding["station"], []).append(encoding["reading"])
     return spec
 
 
@@ -181,7 +194,7 @@ def read_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{path}: not an edgecast bundle, missing {', '.join(missing)}")
     spec = _read_object(path / SPEC_FILE)
     if spec.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
-        readable = " and ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
+        readable = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
         raise BundleError(
             f"{path / SPEC_FILE}: schema version {spec.get('schema_version')!r}, this edgecast reads {readable}"
         )

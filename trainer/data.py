@@ -59,6 +59,7 @@ class Series:
     valid_ranges: dict = field(default_factory=dict)  # {feature: (min or None, max or None)}
     invalid: dict = field(default_factory=dict)  # {column: {reason: count}} of readings made missing
     notices: list[str] = field(default_factory=list)  # what the reader decided on its own
+    neighbours: dict | None = None  # trainer/neighbours.py NeighbourRecord.as_dict(), when added
 
     def __post_init__(self) -> None:
         if self.encodings is None:

@@ -15,7 +15,9 @@ import numpy as np
 
 from . import baselines
 from .errors import DataError
+from .features import masked_indices
 from .forecast import predict_raw, spec_encodings
+from .neighbours import all_silent
 from .reports import Backtest, DataRecord, Evaluation, Metrics
 from .settings import METHODS
 from .windows import SplitData, Windows, model_inputs
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from sklearn.preprocessing import MinMaxScaler
 
     from .bundle import Bundle
-    from .data import Series
+    from .data import ReadOptions, Series
 
 SECONDS_PER_DAY = 86400
 
@@ -64,6 +66,7 @@ def forecasts(
     horizon = spec["horizon"]
     predicted = {
         "model": predict_raw(model, spec, windows.x, scaler),
+        **model_variants(model, spec, scaler, windows),
         "persistence": baselines.persistence(windows.x, horizon),
         "ridge": baselines.ridge_predict(ridge, model_inputs(scaler, spec_encodings(spec), windows.x)),
     }
@@ -71,6 +74,17 @@ def forecasts(
     if season is not None:
         predicted["seasonal_persistence"] = seasonal_persistence(target, windows, horizon, season)
     return predicted
+
+
+def model_variants(model: keras.Model, spec: dict, scaler: MinMaxScaler, windows: Windows) -> dict[str, np.ndarray]:
+    """The model with every neighbour missing, and without its clip, where these apply."""
+    variants = {}
+    neighbours = masked_indices(spec_encodings(spec))
+    if neighbours:
+        variants["model_neighbours_missing"] = predict_raw(model, spec, all_silent(windows.x, neighbours), scaler)
+    if spec.get("target_min") is not None:
+        variants["model_unclipped"] = predict_raw(model, spec, windows.x, scaler, clip=False)
+    return variants
 
 
 def fit_ridge(spec: dict, scaler: MinMaxScaler, windows: Windows) -> Ridge:
@@ -138,6 +152,29 @@ def _concatenate(parts: list[Windows]) -> Windows:
     )
 
 
+def _with_neighbours(bundle: Bundle, series: Series, options: ReadOptions, files: list[Path] | None) -> Series:
+    """The series with the neighbours' columns the model reads, in its order."""
+    from .neighbours import add_neighbours
+    from .stations import station_from_file_name
+
+    spec = bundle.spec
+    recorded = bundle.training.get("neighbours", {})
+    files = files or [entry["source"] for entry in recorded.get("sources", {}).values()]
+    wanted = set(spec["neighbours"])
+    files = [path for path in files if station_from_file_name(path) in wanted]
+    found = {station_from_file_name(path) for path in files}
+    if found != wanted:
+        raise DataError(f"{bundle.path}: the model reads neighbours {', '.join(sorted(wanted))}; "
+                        f"missing file(s) for {', '.join(sorted(wanted - found))} (pass --neighbours)")
+    readings = recorded.get("features") or next(iter(spec["neighbours"].values()))
+    series, _ = add_neighbours(series, files, readings, options, spec["gap_policy"]["max_gap"],
+                               tuple(bundle.training["config"]["split"]))
+    if series.features != spec["features"]:
+        raise DataError(f"{bundle.path}: the neighbours give columns {series.features}, the model reads "
+                        f"{spec['features']}")
+    return series
+
+
 def _mean_over_folds(results: list[dict]) -> dict:
     methods = [m for m in METHODS if m in results[0]]
     return {
@@ -149,7 +186,8 @@ def _mean_over_folds(results: list[dict]) -> dict:
     }
 
 
-def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0, artifact: Path | None = None) -> Evaluation:
+def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0, artifact: Path | None = None,
+                           neighbours: list[Path] | None = None) -> Evaluation:
     """Re-read a CSV the way the bundle was trained, split it with the training fractions,
     and score the test split with the bundle's own scaler (the one in its graph).
 
@@ -162,7 +200,7 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0, artif
     from .windows import split_windows
 
     spec = bundle.spec
-    series = _load_like_training(bundle, csv_path, load_csv)
+    series = _load_like_training(bundle, csv_path, load_csv, neighbours)
     config = bundle.training["config"]
     split = split_windows(
         series.values(), spec["look_back"], spec["horizon"], tuple(config["split"]), series.source, series.encodings
@@ -186,7 +224,8 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0, artif
     )
 
 
-def _load_like_training(bundle: Bundle, csv_path: Path, load_csv: Callable[..., Series]) -> Series:
+def _load_like_training(bundle: Bundle, csv_path: Path, load_csv: Callable[..., Series],
+                        neighbours: list[Path] | None = None) -> Series:
     from edgecast_runtime.clock import spec_time_format
 
     from .data import ReadOptions
@@ -200,10 +239,12 @@ def _load_like_training(bundle: Bundle, csv_path: Path, load_csv: Callable[..., 
         time_format=time_format.format, dayfirst=bool(time_format.dayfirst), clock=spec.get("clock"),
         # the training ranges exactly: a default the training run removed stays removed
         valid_ranges={name: tuple(ranges.get(name, (None, None)))
-                      for name, kind in zip(spec["features"], wanted) if kind != "cyclic"},
+                      for name, kind in zip(spec["features"], wanted) if kind not in ("cyclic", "masked")},
     )
-    series = load_csv(csv_path, spec["target"], spec["features"][1:], max_gap=spec["gap_policy"]["max_gap"],
-                      options=options)
+    own = [name for name, kind in zip(spec["features"], wanted) if kind != "masked"]
+    series = load_csv(csv_path, spec["target"], own[1:], max_gap=spec["gap_policy"]["max_gap"], options=options)
+    if spec.get("neighbours"):
+        series = _with_neighbours(bundle, series, options, neighbours)
     found = [e["kind"] for e in series.encodings]
     for name, want, got in zip(spec["features"], wanted, found):
         if want != got:

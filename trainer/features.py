@@ -9,6 +9,8 @@ export/graph.py), so a hub sends readings, never engineered features:
              any negative value (CALM_DEGREES)
   cyclic     a calendar count with a period: hour of  -> sin, cos of 2*pi*value/period
              day 0..23, day of week 0..6 (Monday 0)
+  masked     a neighbouring station's reading, NaN   -> the reading or its fill, and
+             when it did not arrive                     1 if present else 0
 
 Sine and cosine keep neighbours neighbours (NNW is next to N, 23 h next to 0 h),
 which a one-hot code or the raw angle would not, and they are two cheap graph ops
@@ -30,7 +32,9 @@ from edgecast_runtime.contract import (
     COMPASS_DEGREES,
     CYCLIC,
     DIRECTION,
+    MASKED,
     NUMERIC,
+    PRESENT_SUFFIX,
 )
 
 if TYPE_CHECKING:  # pandas loads with the data, not with the bundle reader
@@ -57,6 +61,26 @@ def calendar(name: str) -> dict:
     return {"feature": name, "kind": CYCLIC, "period": period, "raw": raw, "columns": [f"{name}_sin", f"{name}_cos"]}
 
 
+def masked(name: str, station: str, reading: str, fill: dict) -> dict:
+    """A neighbour's reading. `fill` stands in for it when missing: {"column": i}, the raw
+    feature i of the same window (the station's own reading of the same quantity, the
+    best guess of a nearby value), or {"value": v}, a constant in raw units."""
+    return {
+        "feature": name,
+        "kind": MASKED,
+        "station": station,
+        "reading": reading,
+        "raw": "the neighbouring station's reading; NaN when it did not arrive",
+        "fill": dict(fill),
+        "columns": [name, f"{name}{PRESENT_SUFFIX}"],
+    }
+
+
+def masked_indices(encodings: list[dict]) -> list[int]:
+    """Raw feature positions that may be NaN in a window (neighbours' readings)."""
+    return [index for index, encoding in enumerate(encodings) if encoding["kind"] == MASKED]
+
+
 def encoded_columns(encodings: list[dict]) -> list[str]:
     return [column for encoding in encodings for column in encoding["columns"]]
 
@@ -74,6 +98,11 @@ def encode(x: np.ndarray, encodings: list[dict]) -> np.ndarray:
         value = x[..., index]
         if encoding["kind"] == NUMERIC:
             parts.append(value)
+        elif encoding["kind"] == MASKED:
+            present = np.isfinite(value)
+            fill = encoding["fill"]
+            stand_in = x[..., fill["column"]] if "column" in fill else np.full_like(value, fill["value"])
+            parts += [np.where(present, value, stand_in), present.astype(np.float64)]
         elif encoding["kind"] == DIRECTION:
             angle = np.deg2rad(value)
             blowing = (value >= 0).astype(np.float64)

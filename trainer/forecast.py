@@ -32,9 +32,11 @@ def spec_formulation(spec: dict) -> dict:
 
 
 def predict_raw(
-    model: keras.Model, spec: dict, x: np.ndarray, scaler: MinMaxScaler | None = None, direct_call: bool = False
+    model: keras.Model, spec: dict, x: np.ndarray, scaler: MinMaxScaler | None = None, direct_call: bool = False,
+    clip: bool = True,
 ) -> np.ndarray:
-    """Raw windows `[n, look_back, n_features]` to raw forecasts `[n, horizon]`, float64.
+    """Raw windows `[n, look_back, n_features]` to raw forecasts `[n, horizon]`, float64,
+    at least the spec's `target_min` when it has one (`clip` False: as the network says).
 
     `direct_call` runs `model(inputs, training=False)` instead of `model.predict`: one
     graph call without predict's per-call set-up, which `edgecast bench` compares."""
@@ -44,4 +46,6 @@ def predict_raw(
         outputs = model(inputs, training=False)
     else:
         outputs = model.predict(inputs, batch_size=PREDICT_BATCH, verbose=0)
-    return forecasts_from_outputs(scaler, spec_formulation(spec), x, outputs)
+    forecast = forecasts_from_outputs(scaler, spec_formulation(spec), x, outputs)
+    floor = spec.get("target_min")
+    return np.maximum(forecast, floor) if clip and floor is not None else forecast

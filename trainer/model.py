@@ -31,6 +31,7 @@ def build_model(
     input_stats: tuple[np.ndarray, np.ndarray] | None = None,
     freeze_linear: bool = False,
     quadratic: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    name: str = "edgecast_lstm",
 ) -> keras.Model:
     """`n_features` counts the encoded input columns. Dropout acts in training only, so
     the exported graph (training=False) is the same function as Keras predict.
@@ -69,8 +70,8 @@ def build_model(
                                  (-mean / np.sqrt(variance)).astype(np.float32)])
     for depth in range(layers):
         last = depth == layers - 1
-        name = "lstm" if depth == 0 else f"lstm_{depth + 1}"
-        hidden = keras.layers.LSTM(units, return_sequences=not last, name=name)(hidden)
+        layer_name = "lstm" if depth == 0 else f"lstm_{depth + 1}"
+        hidden = keras.layers.LSTM(units, return_sequences=not last, name=layer_name)(hidden)
         if dropout > 0:
             hidden = keras.layers.Dropout(dropout, name=f"dropout_{depth + 1}")(hidden)
     if linear_skip:
@@ -83,9 +84,37 @@ def build_model(
         output = keras.layers.Add(name="forecast")([linear, correction])
     else:
         output = keras.layers.Dense(horizon, name="forecast")(hidden)
-    model = keras.Model(window, output, name="edgecast_lstm")
+    model = keras.Model(window, output, name=name)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
     return model
+
+
+def with_fallback(net: keras.Model, own: keras.Model, own_columns: int,
+                  presence: list[tuple[int, float, float]]) -> keras.Model:
+    """`net`'s forecast, or `own`'s (a network of the station's own first `own_columns`
+    inputs) when no neighbour's reading is present anywhere in the window.
+
+    `presence`: (column, scale, min) of each scaled presence column, so the count of
+    readings present is a fixed linear map of the window; the gate relu(1 - 2 count),
+    capped at 1, is 1 with none present and 0 with any. Fixed Dense, ReLU, Subtract,
+    Multiply and Add layers: every export computes the choice in its graph."""
+    look_back, n_columns = net.input_shape[1], net.input_shape[2]
+    horizon = net.output_shape[-1]
+    window = keras.Input((look_back, n_columns), name="window")
+    own_inputs = _fixed_dense(window, np.eye(n_columns, own_columns), "own_columns")
+    count_kernel, count_bias = np.zeros((n_columns, 1)), 0.0
+    for column, scale, minimum in presence:  # the 0/1 presence from its scaled value: (v - min) / scale
+        count_kernel[column, 0] = 1 / scale
+        count_bias -= minimum / scale
+    present = keras.layers.Flatten(name="present_per_step")(
+        _fixed_dense(window, count_kernel, "present_count", np.array([count_bias])))
+    gate = _fixed_dense(present, np.full((look_back, horizon), -2.0), "fallback_gate", np.ones(horizon))
+    gate = keras.layers.ReLU(max_value=1.0, name="fallback_gate_cap")(gate)
+    with_neighbours, own_history = net(window), own(own_inputs)
+    change = keras.layers.Subtract(name="fallback_change")([own_history, with_neighbours])
+    chosen = keras.layers.Add(name="forecast_or_fallback")(
+        [with_neighbours, keras.layers.Multiply(name="fallback_share")([gate, change])])
+    return keras.Model(window, chosen, name="edgecast_lstm_neighbours")
 
 
 def _fixed_dense(

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast_runtime.contract import NUMERIC
+from edgecast_runtime.contract import MASKED, NUMERIC
 
 from .bundle import make_spec, write_bundle
 from .data import Series
 from .evaluation import evaluate_split
+from .features import encoded_columns, masked_indices
+from .neighbours import mask_at_random
 from .settings import CHANGE, LEVEL, TrainConfig  # noqa: F401  (TrainConfig is part of this module's API)
 from .windows import (
     SplitData,
@@ -27,6 +29,9 @@ from .windows import (
 )
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+    import keras
     from sklearn.preprocessing import MinMaxScaler
 
 CALIBRATION_SAMPLE = 512  # training windows kept for int8 calibration
@@ -65,32 +70,77 @@ def train(
         series.interval_seconds, series.time_columns, data.scaler, config.max_gap,
         encodings=series.encodings, formulation=formulation, target_units=config.target_units,
         clock=series.clock, valid_ranges=series.valid_ranges, time_format=series.time_format,
+        target_min=target_floor(config, values[: data.boundaries[0], 0]),
     )
     started = time.perf_counter()
-    train_pair = _network_pair(data.train, data.scaler, spec)
-    val_pair = _network_pair(data.val, data.scaler, spec)
-    fit_on = [train_pair, val_pair] if config.linear_fit_with_val and len(data.val) else [train_pair]
+    rng = np.random.default_rng(config.seed)
+    silenced = masked_indices(series.encodings) if config.neighbour_masking else []
+    train_pair = _network_pair(_silence(data.train, silenced, rng), data.scaler, spec)
+    val_pair = _network_pair(_silence(data.val, silenced, rng), data.scaler, spec)
+    fallback = None
+    if config.neighbour_fallback and masked_indices(series.encodings):
+        # The same network on the station's own columns (the first ones, unmasked), trained
+        # first, from the same seed: the model it would be without neighbours.
+        own_encodings = [e for e in spec["encodings"] if e["kind"] != MASKED]
+        own_columns = len(encoded_columns(own_encodings))
+        own_pairs = [(x[..., :own_columns], y) for x, y in (train_pair, val_pair)]
+        own_net, own_history = _fit_network(keras_model, config, {**spec, "encodings": own_encodings},
+                                            *own_pairs, None, "own_history")
+        fallback = (own_net, own_columns, own_history)
+    net, history = _fit_network(keras_model, config, spec, train_pair, val_pair, on_epoch)
+    if fallback is not None:
+        net = keras_model.with_fallback(net, fallback[0], fallback[1], _presence_columns(spec, data.scaler))
+    seconds = time.perf_counter() - started
+    metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0])
+    training = _training_record(series, config, data, history, seconds)
+    if fallback is not None:
+        training["fallback_history"] = fallback[2]
+    windows = _kept_windows(data, config.seed)
+    write_bundle(out_dir, net, spec, metrics, training, windows)
+    return TrainResult(Path(out_dir), metrics, training)
+
+
+def _fit_network(keras_model: ModuleType, config: TrainConfig, spec: dict, train_pair: tuple[np.ndarray, np.ndarray],
+                 val_pair: tuple[np.ndarray, np.ndarray], on_epoch: Callable[[int, dict], object] | None,
+                 name: str = "edgecast_lstm") -> tuple[keras.Model, dict]:
+    """Build (from the seed), start from ridge and train one network; (model, history)."""
+    fit_on = [train_pair, val_pair] if config.linear_fit_with_val and len(val_pair[0]) else [train_pair]
     linear_fit = [np.concatenate(part) for part in zip(*fit_on)]  # what the frozen map is fitted on
     keras_model.seed_everything(config.seed)
     net = keras_model.build_model(
-        config.look_back, len(spec["encoded_features"]), config.horizon, config.units, config.learning_rate,
+        config.look_back, train_pair[0].shape[-1], config.horizon, config.units, config.learning_rate,
         layers=config.layers, dropout=config.dropout, linear_skip=config.linear_skip,
         input_stats=keras_model.standardising_stats(train_pair[0]) if config.standardise else None,
         freeze_linear=config.linear_skip and config.freeze_linear,
         quadratic=_quadratic(config, spec, linear_fit[0]) if config.linear_skip and config.quadratic_skip else None,
+        name=name,
     )
     if config.linear_skip:
         keras_model.start_from_linear(net, *linear_fit)
-    history = keras_model.fit(
-        net, train_pair, val_pair,
-        config.epochs, config.batch_size, config.patience, on_epoch,
-    )
-    seconds = time.perf_counter() - started
-    metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0])
-    training = _training_record(series, config, data, history, seconds)
-    windows = _kept_windows(data, config.seed)
-    write_bundle(out_dir, net, spec, metrics, training, windows)
-    return TrainResult(Path(out_dir), metrics, training)
+    history = keras_model.fit(net, train_pair, val_pair, config.epochs, config.batch_size, config.patience, on_epoch)
+    return net, history
+
+
+def _presence_columns(spec: dict, scaler: MinMaxScaler) -> list[tuple[int, float, float]]:
+    """(encoded column, scale, min) of each neighbour's presence column."""
+    columns = spec["encoded_features"]
+    return [(columns.index(e["columns"][1]), float(scaler.scale_[columns.index(e["columns"][1])]),
+             float(scaler.min_[columns.index(e["columns"][1])]))
+            for e in spec["encodings"] if e["kind"] == MASKED]
+
+
+def target_floor(config: TrainConfig, train_target: np.ndarray) -> float | None:
+    """The lowest forecast: the configured one, else 0 when no training target is negative."""
+    if not config.clip_target:
+        return None
+    if config.target_min is not None:
+        return float(config.target_min)
+    return 0.0 if np.nanmin(train_target) >= 0 else None
+
+
+def _silence(windows: Windows, columns: list[int], rng: np.random.Generator) -> Windows:
+    """Training windows with neighbours silenced at random, so the model learns to do without."""
+    return Windows(mask_at_random(windows.x, columns, rng), windows.y, windows.end) if columns else windows
 
 
 def _quadratic(config: TrainConfig, spec: dict, fit_inputs: np.ndarray) -> tuple:
@@ -130,6 +180,7 @@ def _training_record(series: Series, config: TrainConfig, data: SplitData, histo
             "values_invalid": series.invalid,  # {column: {reason: count}} made missing before training
             "notices": series.notices,
         },
+        **({"neighbours": series.neighbours} if series.neighbours else {}),
         "split": {
             "fractions": list(config.split),
             "first_val_row": first_val,

@@ -10,7 +10,11 @@ from .errors import DataError
 LEVEL, CHANGE = "level", "change_from_last"  # what the network's outputs mean (trainer/windows.py)
 MODELS_DIR = Path("models")  # where bundles live, relative to the working folder
 # The forecasts every evaluation scores, in table order (trainer/evaluation.py).
-METHODS = ("model", "persistence", "seasonal_persistence", "ridge")
+# model_neighbours_missing: the same model with every neighbour's reading missing;
+# model_unclipped: the model without its lower clip (both only where they apply).
+METHODS = ("model", "model_neighbours_missing", "model_unclipped", "persistence", "seasonal_persistence", "ridge")
+# The tables and reports people read: the unclipped model stays in metrics.json only.
+SHOWN_METHODS = tuple(method for method in METHODS if method != "model_unclipped")
 
 
 @dataclass
@@ -40,6 +44,14 @@ class TrainConfig:
     # stays unseen); the LSTM correction still early-stops on validation.
     linear_fit_with_val: bool = True
     target_units: str | None = None
+    # Forecasts below this are clipped in the graph. None: 0 when the training split has no
+    # negative target (a concentration), else no clip; clip_target False: never.
+    target_min: float | None = None
+    clip_target: bool = True
+    neighbour_masking: bool = True  # silence neighbours at random in training (trainer/neighbours.py)
+    # With neighbours, also train the same network on the station's own inputs, and let the
+    # graph use it when no neighbour's reading is in the window (trainer/model.py with_fallback).
+    neighbour_fallback: bool = True
 
     def check(self) -> None:
         for name in ("look_back", "horizon", "units", "epochs", "batch_size", "layers"):

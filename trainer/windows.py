@@ -8,7 +8,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.preprocessing import MinMaxScaler
 
 from .errors import DataError
-from .features import encode
+from .features import encode, masked_indices
 from .settings import CHANGE
 
 SPLITS = ("train", "val", "test")
@@ -41,8 +41,9 @@ class SplitData:
     scaler: MinMaxScaler
 
 
-def make_windows(values: np.ndarray, look_back: int, horizon: int) -> Windows:
-    """Every window whose inputs and targets are all finite (so none crosses a long gap).
+def make_windows(values: np.ndarray, look_back: int, horizon: int, may_be_missing: list[int] = ()) -> Windows:
+    """Every window whose inputs and targets are all finite (so none crosses a long gap),
+    except the `may_be_missing` columns (neighbours' readings, NaN when absent).
 
     Column 0 of `values` is the target.
     """
@@ -54,7 +55,8 @@ def make_windows(values: np.ndarray, look_back: int, horizon: int) -> Windows:
     spans = sliding_window_view(values, span, axis=0).transpose(0, 2, 1)  # [n, span, F]
     x = spans[:, :look_back, :]
     y = spans[:, look_back:, 0]
-    finite = np.isfinite(x).all(axis=(1, 2)) & np.isfinite(y).all(axis=1)
+    required = np.setdiff1d(np.arange(n_features), np.asarray(may_be_missing, int))
+    finite = np.isfinite(x[:, :, required]).all(axis=(1, 2)) & np.isfinite(y).all(axis=1)
     end = np.arange(len(spans)) + span - 1
     return Windows(x[finite].astype(np.float32), y[finite].astype(np.float32), end[finite])
 
@@ -82,7 +84,7 @@ def split_windows(
     training, and the scaler never sees a validation or test row.
     """
     first_val, first_test = split_rows(len(values), fractions)
-    windows = make_windows(values, look_back, horizon)
+    windows = make_windows(values, look_back, horizon, masked_indices(encodings) if encodings else ())
     parts = {
         "train": windows.take(windows.end < first_val),
         "val": windows.take((windows.end >= first_val) & (windows.end < first_test)),

@@ -79,6 +79,8 @@ def train_command(
     workers: Annotated[Optional[int], typer.Option(help="Stations trained at once (default: the cluster's CPUs / --cpus-per-task).")] = None,
     cpus_per_task: Annotated[int, typer.Option(help="CPUs per station task; TensorFlow and BLAS use that many threads.")] = 1,
     force: Annotated[bool, typer.Option(help="Retrain stations whose data and settings are unchanged.")] = False,
+    neighbours: Annotated[Optional[str], typer.Option(help="Other stations' readings as inputs: 'all', or K for the K whose target correlates most (training split).")] = None,
+    neighbour_features: Annotated[list[str], typer.Option(help="The neighbours' columns to read (default: the target).")] = [],
 ) -> None:
     """Train one bundle per station as Ray tasks; skip stations that are up to date.
 
@@ -101,7 +103,8 @@ def train_command(
             data, target, features=opt.split_list(features), time_column=time_column, clock=clock, config=config,
             station_column=station_column, name=name, models_dir=models_dir, export=export,
             quantize=opt.split_list(quantize), builtin_ops=builtin_ops, opset=opset, address=address,
-            workers=workers, cpus_per_task=cpus_per_task, force=force, on_event=progress.on_event,
+            workers=workers, cpus_per_task=cpus_per_task, force=force, neighbours=neighbours,
+            neighbour_features=opt.split_list(neighbour_features), on_event=progress.on_event,
         )
     for station in result.failed:
         err.print(f"{station.station}: {station.error}", markup=False, soft_wrap=True)
@@ -114,11 +117,12 @@ def train_command(
 def report_command(
     fleet_dir: Annotated[Path, typer.Argument(help="Fleet folder, e.g. models/fleet.")],
     leads: Annotated[str, typer.Option(help="Forecast leads (steps) to tabulate, comma-separated.")] = ",".join(map(str, DEFAULT_LEADS)),
+    without: Annotated[Optional[Path], typer.Option(help="A fleet trained with the same settings without neighbours: its RMSE is shown as 'own history'.")] = None,
 ) -> None:
     """Write FLEET/fleet.md and fleet.json (RMSE vs baselines per station and lead) and fleet-skill.png."""
     from edgecast import fleet
 
-    written = fleet.report(fleet_dir, _numbers(leads, "--leads", int))
+    written = fleet.report(fleet_dir, _numbers(leads, "--leads", int), without=without)
     for path in (written.markdown, written.json, written.plot):
         if path is not None:
             out.print(f"wrote {path}", markup=False)

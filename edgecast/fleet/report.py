@@ -18,6 +18,9 @@ from .settings import DEFAULT_LEADS
 from .stations import STATION_RECORD
 
 METHODS = ("model", "persistence", "ridge")
+# Shown beside them when there is something to show: the same settings without
+# neighbours (a fleet given with `without`), and the model with every neighbour missing.
+OWN_HISTORY, NEIGHBOURS_MISSING = "own_history", "model_neighbours_missing"
 MANIFEST_FILE = "manifest.json"
 PLOT_FILE = "fleet-skill.png"
 DPI = 100
@@ -31,8 +34,11 @@ class FleetReport:
     stations: list[dict]
 
 
-def report(fleet_dir: str | Path, leads: Sequence[int] = DEFAULT_LEADS) -> FleetReport:
-    """Read every station bundle (and the last run's failures) and write the fleet report."""
+def report(fleet_dir: str | Path, leads: Sequence[int] = DEFAULT_LEADS, without: str | Path | None = None) -> FleetReport:
+    """Read every station bundle (and the last run's failures) and write the fleet report.
+
+    `without`: a fleet trained with the same settings but no neighbours; its model's RMSE
+    is shown per station as "own history"."""
     fleet_dir = Path(fleet_dir)
     leads = _check_leads(leads)
     if not fleet_dir.is_dir():
@@ -42,7 +48,11 @@ def report(fleet_dir: str | Path, leads: Sequence[int] = DEFAULT_LEADS) -> Fleet
                    | set(last_run))
     if not names:
         raise FleetError(f"{fleet_dir}: no station bundle and no {RUN_RECORD}; run `edgecast fleet train` first")
+    if without is not None and not Path(without).is_dir():
+        raise FleetError(f"{without}: no such fleet folder (--without)")
     rows = [_station_row(fleet_dir / name, name, leads, last_run.get(name, {})) for name in names]
+    for row in rows:
+        _add_comparisons(row, fleet_dir / row["station"], Path(without) / row["station"] if without else None, leads)
     _flag_median_and_worst(rows)
     plot = _draw_skill(fleet_dir / PLOT_FILE, rows, leads)
     summary = {"fleet": str(fleet_dir), "leads": leads, "stations": rows, "plot": plot.name if plot else None,
@@ -91,6 +101,15 @@ def _station_row(bundle: Path, name: str, leads: list[int], run: dict) -> dict:
         row["artifact_bytes"] = {artifact: entry.get("bytes") for artifact, entry in manifest.get("artifacts", {}).items()
                                  if entry.get("kind") in ("onnx", "tflite")}
     return row
+
+
+def _add_comparisons(row: dict, bundle: Path, own_bundle: Path | None, leads: list[int]) -> None:
+    metrics = _read(bundle / METRICS_FILE) or {}
+    own = _read(own_bundle / METRICS_FILE) if own_bundle is not None else None
+    for method, source, key in ((NEIGHBOURS_MISSING, metrics, NEIGHBOURS_MISSING), (OWN_HISTORY, own, "model")):
+        if source and key in source and "rmse" in row:
+            steps = source.get("horizon_steps", [])
+            row["rmse"][method] = {str(lead): _at(source[key].get("rmse"), steps, lead) for lead in leads}
 
 
 def _read(path: Path) -> dict | None:
@@ -164,16 +183,22 @@ def _markdown(summary: dict) -> str:
              "ratio = model RMSE / persistence RMSE (below 1 beats persistence). "
              f"Median station: **{summary['median_station']}**; worst: **{summary['worst_station']}** "
              "(by the mean ratio over the leads).", ""]
+    shown = list(METHODS)
+    for extra, position in ((OWN_HISTORY, 1), (NEIGHBOURS_MISSING, 2)):
+        if any(extra in row.get("rmse", {}) for row in rows):
+            shown.insert(min(position, len(shown)), extra)
+    names = {"model": "model", "persistence": "persistence", "ridge": "ridge", OWN_HISTORY: "own history",
+             NEIGHBOURS_MISSING: "neighbours missing"}
     header = ["station", "status"]
     for lead in leads:
-        header += [f"model +{lead}", f"persistence +{lead}", f"ridge +{lead}", f"ratio +{lead}"]
+        header += [f"{names[m]} +{lead}" for m in shown] + [f"ratio +{lead}"]
     header += ["parity max abs", "artifacts (bytes)", "train s", "flag"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["station"], row["status"] + (f": {row['error']}" if row.get("error") else "")]
         for lead in leads:
             rmse = row.get("rmse", {})
-            cells += [_num(rmse.get(m, {}).get(str(lead))) for m in METHODS]
+            cells += [_num(rmse.get(m, {}).get(str(lead))) for m in shown]
             cells.append(_num(row.get("ratio_to_persistence", {}).get(str(lead)), 3))
         parity = row.get("parity")
         cells.append("-" if not parity else f"{parity['max_abs']:.2e} ({'ok' if parity['passed'] else 'FAILED'})")

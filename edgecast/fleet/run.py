@@ -100,14 +100,22 @@ def train(
     workers: int | None = None,
     cpus_per_task: int = 1,
     force: bool = False,
+    neighbours: str | None = None,
+    neighbour_features: list[str] = (),
     on_event: Event | None = None,
 ) -> FleetResult:
-    """Train (and with `export`, export and verify) one bundle per station under models_dir/name/STATION."""
+    """Train (and with `export`, export and verify) one bundle per station under models_dir/name/STATION.
+
+    `neighbours`: "all" (every other station's readings are inputs) or K (the K whose
+    target correlates most with the station's on its training split)."""
     started = time.perf_counter()
     settings = FleetSettings(target, list(features), time_column, clock, config or TrainConfig(),
-                             export, list(quantize), builtin_ops, opset)
+                             export, list(quantize), builtin_ops, opset, neighbours, list(neighbour_features))
     _check(settings, workers, cpus_per_task)
+    settings.neighbour_count()  # a bad --neighbours fails here
     stations, unnamed = find_stations(list(data), station_column)  # before any folder is made: a typo makes none
+    if neighbours:
+        settings.neighbour_files = {str(s.data): s.sha256 for s in stations}
     fleet_dir = (Path(models_dir) / name).resolve()
     fleet_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(fleet_dir):

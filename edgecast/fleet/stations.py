@@ -5,18 +5,22 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgecast.export.settings import DEFAULT_OPSET
 from edgecast.trainer.errors import DataError
 from edgecast.trainer.settings import TrainConfig
+from edgecast.trainer.stations import (  # noqa: F401  (part of this module's API)
+    DATA_SUFFIXES,
+    FILE_NAME_PREFIXES,
+    safe_station_id,
+    station_from_file_name,
+)
 from edgecast_runtime.manifest import file_sha256
 
-DATA_SUFFIXES = (".csv", ".csv.gz")
+NEIGHBOURS_ALL = "all"
 STATION_RECORD = "fleet-station.json"  # written into each bundle, last, before it is swapped in
-FILE_NAME_PREFIXES = ("PRSA_Data_",)  # archive prefixes that say nothing about the station
 
 
 @dataclass
@@ -32,6 +36,17 @@ class FleetSettings:
     quantize: list[str] = field(default_factory=list)
     builtin_ops: bool = False
     opset: int = DEFAULT_OPSET
+    neighbours: str | None = None  # "all", or K: the K stations whose target correlates most (training split)
+    neighbour_features: list[str] = field(default_factory=list)  # default: the target
+    neighbour_files: dict[str, str] = field(default_factory=dict)  # every station's file -> sha256
+
+    def neighbour_count(self) -> int | None:
+        """None for every other station, else K."""
+        if self.neighbours in (None, NEIGHBOURS_ALL):
+            return None
+        if not self.neighbours.isdigit() or int(self.neighbours) < 1:
+            raise DataError(f"--neighbours must be 'all' or a whole number of at least 1, got {self.neighbours!r}")
+        return int(self.neighbours)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "config": asdict(self.config)}
@@ -73,20 +88,6 @@ def _is_data(path: Path) -> bool:
     return path.name.lower().endswith(DATA_SUFFIXES)
 
 
-def station_from_file_name(path: Path) -> str:
-    """PRSA_Data_Changping_20130301-20170228.csv.gz -> changping: the name without its
-    suffixes, archive prefix and trailing date range."""
-    name = path.name
-    for suffix in sorted(DATA_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    for prefix in FILE_NAME_PREFIXES:
-        name = name[len(prefix):] if name.startswith(prefix) else name
-    name = re.sub(r"[_-]\d{8}-\d{8}$", "", name)
-    return safe_station_id(name.lower(), path)
-
-
 def station_from_column(path: Path, column: str) -> str:
     """The one value of `column` in the file (one station per file)."""
     import pandas as pd  # here: `edgecast --help` need not load it
@@ -101,14 +102,6 @@ def station_from_column(path: Path, column: str) -> str:
         shown = ", ".join(sorted(values)[:5]) or "none"
         raise DataError(f"{path}: column {column!r} holds {len(values)} station ids ({shown}); give one file per station")
     return safe_station_id(str(values[0]).strip(), path)
-
-
-def safe_station_id(text: str, path: Path) -> str:
-    """A folder name: letters, digits, '-', '_' and '.' (other characters become '-')."""
-    station = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
-    if not station:
-        raise DataError(f"{path}: no usable station id in {text!r}")
-    return station
 
 
 def find_stations(sources: list[str | Path], station_column: str | None) -> tuple[list[Station], dict[str, str]]:

@@ -99,10 +99,15 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
     """The per-station pipeline: the same calls `edgecast train`, `export` and `verify` make
     (the one place that knows them, so it can follow the toolkit's Python API)."""
     from edgecast.trainer.data import ReadOptions, load_csv
+    from edgecast.trainer.neighbours import add_neighbours
     from edgecast.trainer.pipeline import prepare, train
 
     read = ReadOptions(time_column=settings.time_column, clock=settings.clock)
     series = load_csv(station.data, settings.target, settings.features, max_gap=settings.config.max_gap, options=read)
+    if settings.neighbours:
+        others = [path for path in settings.neighbour_files if Path(path) != Path(station.data)]
+        series, _ = add_neighbours(series, others, settings.neighbour_features, read, settings.config.max_gap,
+                                   settings.config.split, settings.neighbour_count())
     data = prepare(series, settings.config)  # bad settings or too few rows fail before TensorFlow loads
     _configure_tensorflow(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
     from edgecast import api

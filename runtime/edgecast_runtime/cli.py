@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, commands, replay, service
+from . import __version__, commands, neighbours, replay, service
 from . import mqtt as mqtt_module
 from .arguments import (
     clock,
@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve beyond loopback without a token (the network is trusted)")
     _stream_arguments(serve)
     _reload_arguments(serve)
+    _neighbour_arguments(serve)
     serve.set_defaults(run=run_serve)
 
     score = subcommands.add_parser(
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="seconds between status messages (default %(default)s)")
     _stream_arguments(mqtt)
     _reload_arguments(mqtt)
+    _neighbour_arguments(mqtt)
     mqtt.set_defaults(run=run_mqtt)
     return parser
 
@@ -295,6 +297,23 @@ def _broker_security(args) -> dict:
             "cert_file": args.cert_file, "key_file": args.key_file, "tls": args.tls}
 
 
+def _neighbour_arguments(parser) -> None:
+    group = parser.add_argument_group("neighbours (a model that reads other stations' readings)")
+    group.add_argument("--station", default=None, help="this hub's station id (as in the model's neighbours)")
+    group.add_argument("--neighbour-topic", default=neighbours.READINGS_TOPIC, metavar="TEMPLATE",
+                       help="topic of a station's readings, with {station} (default %(default)s)")
+    group.add_argument("--neighbour-wait", type=non_negative_float, default=neighbours.DEFAULT_WAIT_SECONDS,
+                       metavar="S", help="wait up to S seconds for the neighbours' readings of the same time, "
+                       "then forecast with those present (default %(default)s)")
+    group.add_argument("--publish-readings", action="store_true",
+                       help="publish this hub's own readings on the readings topic for its neighbours")
+
+
+def _neighbour_settings(args) -> dict:
+    return {"station": args.station, "topic_template": args.neighbour_topic,
+            "wait_seconds": args.neighbour_wait, "publish_readings": args.publish_readings}
+
+
 def _reload_arguments(parser) -> None:
     parser.add_argument("--poll-interval", type=non_negative_float, default=DEFAULT_POLL_SECONDS,
                         metavar="S", help="check the model file for replacement every S seconds "
@@ -328,7 +347,8 @@ def run_serve(args) -> int:
                              poll_interval=args.poll_interval, max_body=args.max_body,
                              max_batch=args.max_batch, request_timeout=args.request_timeout,
                              drain_seconds=args.drain_seconds, token_file=args.token_file,
-                             trusted_network=args.trusted_network, **_stream_settings(args))
+                             trusted_network=args.trusted_network, neighbours=_neighbour_settings(args),
+                             **_stream_settings(args))
 
 
 def run_score(args) -> int:
@@ -348,7 +368,8 @@ def run_mqtt(args) -> int:
                                 security=_broker_security(args), trust=args.trust,
                                 hub_id=args.hub_id or args.username,
                                 release_dir=args.release_dir, status_topic=args.status_topic,
-                                status_interval=args.status_interval, **_stream_settings(args))
+                                status_interval=args.status_interval, neighbours=_neighbour_settings(args),
+                                **_stream_settings(args))
 
 
 # --- info and predict ----------------------------------------------------------------------

@@ -11,11 +11,13 @@ SPEC_KEY = "edgecast.spec"
 NAME_KEY = "edgecast.model_name"
 
 # Schema 1: every input is a plain reading. Schema 2: some input has an encoding the hub
-# must know about (degrees with a calm code, calendar values). The spec records the
-# version as a number, the metadata as its text.
+# must know about (degrees with a calm code, calendar values). Schema 3: some input is a
+# neighbouring station's reading, which the hub may leave missing (NaN in the window).
+# The spec records the version as a number, the metadata as its text.
 PLAIN_SCHEMA_VERSION = 1
 SCHEMA_VERSION = 2  # what the toolkit writes when a model needs an encoding
-SUPPORTED_SCHEMA_VERSIONS = (PLAIN_SCHEMA_VERSION, SCHEMA_VERSION)
+NEIGHBOUR_SCHEMA_VERSION = 3  # what it writes when a model reads neighbours' readings
+SUPPORTED_SCHEMA_VERSIONS = (PLAIN_SCHEMA_VERSION, SCHEMA_VERSION, NEIGHBOUR_SCHEMA_VERSION)
 
 # The graph's one input and one output.
 INPUT_NAME = "window"
@@ -25,8 +27,14 @@ OUTPUT_NAME = "forecast"
 MANIFEST_NAME = "manifest.json"
 
 # How a raw column a hub reads becomes the model's inputs.
-NUMERIC, DIRECTION, CYCLIC = "numeric", "direction", "cyclic"
-KINDS = (NUMERIC, DIRECTION, CYCLIC)
+# MASKED: a neighbour's reading; NaN means it did not arrive, and the graph replaces it
+# by its fill and a 0/1 presence column (docs/graph-contract.md, *Neighbours*).
+NUMERIC, DIRECTION, CYCLIC, MASKED = "numeric", "direction", "cyclic", "masked"
+KINDS = (NUMERIC, DIRECTION, CYCLIC, MASKED)
+
+# A neighbour's column is named READING@STATION (PM2.5@dongsi).
+NEIGHBOUR_SEPARATOR = "@"
+PRESENT_SUFFIX = "_present"
 
 # Wind directions: compass points clockwise from north, and the calm codes.
 COMPASS_POINTS = ("N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE",

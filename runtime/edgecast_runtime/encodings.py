@@ -8,6 +8,8 @@
   cyclic     a calendar value of the row's own timestamp in the data's clock:
              hour_of_day (0..23) and day_of_week (0..6, Monday 0); the runtime fills
              them from a reading's timestamp.
+  masked     (schema 3) a neighbouring station's reading, NaN when it did not arrive:
+             the graph stands in for it (edgecast_runtime.neighbours).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import math
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, List, Optional
+
+import numpy as np
 
 from .clock import ClockError, TimeFormat, clock_name, spec_time_format, to_clock
 from .contract import (
@@ -25,10 +29,13 @@ from .contract import (
     CYCLIC,
     DIRECTION,
     KINDS,
+    MASKED,
+    NEIGHBOUR_SCHEMA_VERSION,
     NUMERIC,
 )
 from .errors import EdgecastRuntimeError, InputValueError
 from .formatting import seconds_text
+from .inputs import require_finite
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -47,6 +54,9 @@ class InputLayout:
         self.directions = [i for i, kind in enumerate(self.kinds) if kind == DIRECTION]
         self.calendar = [i for i, kind in enumerate(self.kinds) if kind == CYCLIC]
         self.calendar_names = [self.features[i] for i in self.calendar]
+        self.masked = [i for i, kind in enumerate(self.kinds) if kind == MASKED]
+        # per raw column: True where NaN means "did not arrive" and is no error
+        self.may_be_missing = np.isin(np.arange(len(self.features)), self.masked)
         self.hold_indices = [self.features.index(name) for name in self.hold_last]
         # How the training file wrote its times: its time columns and their format, so
         # that a hub may send lines in the training file's own layout.
@@ -56,6 +66,12 @@ class InputLayout:
     @property
     def plain(self) -> bool:
         return not self.directions and not self.calendar
+
+    def require_finite(self, array: np.ndarray, what: str) -> None:
+        """Every value finite, except NaN (not arrived) in a neighbour's column."""
+        if self.masked and array.shape[-1:] == self.may_be_missing.shape:
+            array = np.where(np.isnan(array) & self.may_be_missing, np.float32(0), array)
+        require_finite(array, what)
 
     def is_direction(self, index: int) -> bool:
         return self.kinds[index] == DIRECTION
@@ -154,13 +170,15 @@ def layout_from_spec(spec: dict, version: str, fail: Callable[[str], None]) -> I
     features = spec["features"]
     encodings = spec.get("encodings")
     if encodings is None:
-        if version == "2":
-            fail("is schema 2 but has no 'encodings'")
+        if version != "1":
+            fail(f"is schema {version} but has no 'encodings'")
         kinds = [NUMERIC] * len(features)
     else:
         kinds = _kinds(encodings, features, fail)
     if version == "1" and any(kind != NUMERIC for kind in kinds):
         fail("declares direction or calendar encodings, which need schema version 2")
+    if MASKED in kinds and int(version) < NEIGHBOUR_SCHEMA_VERSION:
+        fail(f"declares neighbours' readings (masked), which need schema version {NEIGHBOUR_SCHEMA_VERSION}")
     columns = sum(1 if kind == NUMERIC else 2 for kind in kinds)
     encoded = spec.get("encoded_features")
     if encoded is not None:
@@ -216,6 +234,8 @@ def _kinds(encodings: Any, features: List[str], fail: Callable[[str], None]) -> 
             if entry.get("period") != period:
                 fail(f"encodings[{index}] ({name}) has period {entry.get('period')!r}, "
                      f"expected {period}")
+        if kind == MASKED and not (isinstance(entry.get("station"), str) and isinstance(entry.get("fill"), dict)):
+            fail(f"encodings[{index}] ({name}) is a neighbour's reading without its 'station' and 'fill'")
         if kind == DIRECTION:
             calm = entry.get("calm_value", CALM_DEGREES)
             if isinstance(calm, bool) or not isinstance(calm, (int, float)) or not calm < 0:

@@ -30,7 +30,7 @@ from .errors import (
     ModelError,
     SchemaVersionError,
 )
-from .inputs import require_finite, require_shape, shape_text, to_float32
+from .inputs import require_shape, shape_text, to_float32
 from .manifest import check_against_manifest
 from .validity import ranges_from_spec
 
@@ -164,7 +164,7 @@ class Forecaster:
             raise InputShapeError(f"expected a window of shape {self._window_text()}, "
                                   f"got shape {shape_text(array.shape)}")
         if not self._zero_window.dot(array.reshape(-1)) == 0:
-            require_finite(array, "window")  # names the first bad position
+            self.layout.require_finite(array, "window")  # names the first bad position
         return self._run(array.reshape(self._batch1_shape))[0]
 
     def predict_batch(self, windows) -> np.ndarray:
@@ -177,7 +177,7 @@ class Forecaster:
         batch = array.reshape(array.shape[0], self.look_back, self.n_features)
         if batch.shape[0] == 0:
             raise InputShapeError("expected at least one window, got an empty batch")
-        require_finite(array, "windows")
+        self.layout.require_finite(array, "windows")
         if batch.shape[0] <= BATCH_CHUNK:
             return self._run(batch)
         # onnxruntime's LSTM keeps a [look_back, batch, 4*units] workspace: gigabytes for

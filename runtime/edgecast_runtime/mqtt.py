@@ -21,6 +21,7 @@ from .logs import log_event
 from .metrics import HubMetrics
 from .model import DEFAULT_THREADS
 from .mqtt_security import configure_client
+from .neighbours import open_link
 from .policy import StreamPolicy
 from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS
@@ -75,9 +76,10 @@ class MqttBridge:
     def __init__(self, holder, streamer, host, port, subscribe, publish, client_id,
                  keepalive=DEFAULT_KEEPALIVE, reconnect_max=DEFAULT_RECONNECT_MAX,
                  security=None, updater=None, status_topic=None,
-                 status_interval=DEFAULT_STATUS_INTERVAL):
+                 status_interval=DEFAULT_STATUS_INTERVAL, link=None):
         paho, api = _import_paho()
         self.holder, self.streamer = holder, streamer
+        self.link = link  # neighbours.NeighbourLink: neighbours' readings in, own readings out
         self.host, self.port, self.keepalive = host, port, keepalive
         self.subscribe_topic, self.publish_topic = subscribe, publish
         self.client = paho.Client(api.VERSION2, client_id=client_id, clean_session=False,
@@ -103,6 +105,8 @@ class MqttBridge:
         `stop()`; paho's network thread reconnects on its own."""
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
+        if self.link is not None:
+            self.link.start_releasing(lambda answer: self._publish(answer, None), self.stopped)
         try:
             while not self.stopped.wait(self.status_interval if self.status_topic else 1.0):
                 if self.status_topic:
@@ -140,6 +144,8 @@ class MqttBridge:
         if self.updater is not None:
             client.publish(self.updater.online_topic, ONLINE, qos=1, retain=True)
             self.updater.publish_status()
+        for topic in self.link.subscriptions() if self.link is not None else ():
+            client.subscribe(topic, qos=1)
         log_event({"event": "mqtt_connected", "broker": f"{self.host}:{self.port}",
                    "session_present": bool(flags.session_present),
                    "subscribe": self.subscribe_topic, "publish": self.publish_topic})
@@ -166,14 +172,41 @@ class MqttBridge:
             client.ack(message.mid, message.qos)
             return
         try:
-            answer = self._answer(message.payload)
+            answers = [self._answer(message.payload)] if self.link is None else self._linked(message)
         except Exception as exc:
             log_event({"event": "internal_error", "error": f"{type(exc).__name__}: {exc}"})
-            answer = {"status": "error", "error": "internal error"}
-        answer["topic"] = message.topic
-        answer["model_sha256"] = self.streamer.forecaster.sha256
-        client.publish(self.publish_topic, json.dumps(answer, separators=(",", ":")), qos=1)
+            answers = [{"status": "error", "error": "internal error"}]
+        for answer in answers:
+            self._publish(answer, message.topic)
         client.ack(message.mid, message.qos)
+
+    def _publish(self, answer: dict, topic) -> None:
+        if topic is not None:
+            answer["topic"] = topic
+        answer["model_sha256"] = self.streamer.forecaster.sha256
+        self.client.publish(self.publish_topic, json.dumps(answer, separators=(",", ":")), qos=1)
+
+    def _linked(self, message) -> list:
+        """With neighbours: a neighbour's reading, or an own reading that may wait for them."""
+        try:
+            text = message.payload.decode("utf-8")
+            if self.link.is_neighbour_topic(message.topic):
+                return self.link.neighbour_message(message.topic, text)
+            layout = self.streamer.forecaster.layout
+            parsed = LineParser(layout, self.streamer.clock).parse(text)
+            if isinstance(parsed, Header):
+                return [{"status": "error", "error": "a CSV header is not a reading"}]
+            answers = self.link.aligner.own(parsed)
+            payload = self.link.reading_payload(parsed, layout)
+            if payload is not None:
+                self.client.publish(self.link.readings_topic, payload, qos=1)
+            return answers
+        except UnicodeDecodeError:
+            return [{"status": "error", "error": "payload is not UTF-8 text"}]
+        except ValueError as exc:  # a neighbour's payload that is not JSON
+            return [{"status": "error", "error": f"not a JSON reading ({exc})"}]
+        except EdgecastRuntimeError as exc:
+            return [{"status": "error", "error": str(exc)}]
 
     def _answer(self, payload: bytes) -> dict:
         try:
@@ -197,11 +230,12 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              trust: Optional[FilePath] = None, hub_id: Optional[str] = None,
              release_dir: Optional[FilePath] = None, skill: Optional[SkillSettings] = None,
              status_topic: Optional[str] = None,
-             status_interval: float = DEFAULT_STATUS_INTERVAL) -> int:
+             status_interval: float = DEFAULT_STATUS_INTERVAL, neighbours: Optional[dict] = None) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
     SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT; `security`
     holds mqtt_security.configure_client's settings. With `trust` (the operator's
-    public key), signed releases sent to `hub_id` are installed (updates.py)."""
+    public key), signed releases sent to `hub_id` are installed (updates.py). `neighbours`:
+    neighbours.open_link's settings (station, topic_template, wait_seconds, publish_readings)."""
     host, port = parse_broker(broker)
     _import_paho()
     updater = None
@@ -217,10 +251,11 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
                                             poll_interval=poll_interval, skill=skill)
     client_id = client_id or f"{CLIENT_ID_PREFIX}{socket.gethostname()}"
     try:
+        link = open_link(streamer, state=state, **(neighbours or {}))
         bridge = MqttBridge(holder, streamer, host, port, subscribe, publish,
                             client_id, keepalive=keepalive, reconnect_max=reconnect_max,
                             security=security, updater=updater,
-                            status_topic=status_topic, status_interval=status_interval)
+                            status_topic=status_topic, status_interval=status_interval, link=link)
         on_signals({"SIGTERM": bridge.stop, "SIGINT": bridge.stop,
                     "SIGHUP": watcher.request_reload})
         log_event({"event": "mqtt_starting", "broker": f"{host}:{port}", "client_id": client_id,

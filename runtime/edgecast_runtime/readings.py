@@ -128,7 +128,9 @@ def _values_from_object(document: dict, layout: InputLayout):
     if "value" in document:
         return document["value"]
     features = layout.features
-    wanted = [name for name in features if name not in layout.calendar_names]
+    # calendar values come from the timestamp; a neighbour's reading may be missing
+    wanted = [name for index, name in enumerate(features)
+              if name not in layout.calendar_names and index not in layout.masked]
     keys = _matching_names(document, features)
     if all(name in keys for name in wanted):
         return [document.get(keys.get(name)) for name in features]

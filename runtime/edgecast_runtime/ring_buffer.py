@@ -51,8 +51,9 @@ class RingBuffer:
         order = (self._start + np.arange(self._size)) % self.capacity
         return self._data[order]
 
-    def rows(self) -> List[List[float]]:
-        return [[float(v) for v in row] for row in self.window()]
+    def rows(self) -> List[List[Optional[float]]]:
+        """JSON-ready rows: None where a neighbour's reading is missing (NaN)."""
+        return [[float(v) if v == v else None for v in row] for row in self.window()]
 
     def copy(self) -> "RingBuffer":
         twin = RingBuffer(*self._data.shape)

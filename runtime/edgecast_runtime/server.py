@@ -220,8 +220,11 @@ class ForecastHandler(BaseHTTPRequestHandler):
     def _observe(self):
         document = self._read_json()
         streamer = self.server.streamer
-        reading = reading_from_json(document, streamer.forecaster.layout, streamer.clock)
-        answer = streamer.observe_reading(reading)
+        link = getattr(self.server, "neighbours", None)  # neighbours.NeighbourLink of a hub with neighbours
+        if link is not None:
+            answer = link.http_answer(link.observe_document(document, streamer.forecaster.layout, streamer.clock))
+        else:
+            answer = streamer.observe_reading(reading_from_json(document, streamer.forecaster.layout, streamer.clock))
         model = streamer.forecaster
         self._model_sha = model.sha256
         answer.update(model_name=model.model_name, model_sha256=model.sha256)

@@ -15,6 +15,7 @@ from .http_auth import serve_token
 from .logs import log_event
 from .metrics import HubMetrics
 from .model import DEFAULT_THREADS, Forecaster
+from .neighbours import open_link
 from .policy import StreamPolicy
 from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS, ModelHolder, ModelWatcher
@@ -162,10 +163,13 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
               max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
               request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
               drain_seconds: float = DEFAULT_DRAIN_SECONDS, token_file: Optional[FilePath] = None,
-              trusted_network: bool = False, skill: Optional[SkillSettings] = None) -> int:
+              trusted_network: bool = False, skill: Optional[SkillSettings] = None,
+              neighbours: Optional[dict] = None) -> int:
     """Serve HTTP until SIGTERM/SIGINT, then wait up to `drain_seconds` for the
     requests in flight; SIGHUP reloads the model. Beyond loopback a bearer token
-    (`token_file`) is required unless `trusted_network` (http_auth)."""
+    (`token_file`) is required unless `trusted_network` (http_auth). With `neighbours`
+    (a station id among them), POST /v1/observe takes neighbours' readings too
+    ({"station": ID})."""
     token = serve_token(host, token_file, trusted_network)
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
@@ -184,6 +188,11 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
         threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
 
     on_signals({"SIGTERM": shutdown, "SIGINT": shutdown, "SIGHUP": watcher.request_reload})
+    if neighbours and neighbours.get("station"):
+        server.neighbours = open_link(streamer, state=state, **neighbours)
+        if server.neighbours is not None:
+            server.neighbours.start_releasing(lambda answer: log_event({"event": "forecast", **answer}),
+                                              threading.Event())
     bound_host, bound_port = server.server_address[:2]
     model = holder.current
     log_event({"event": "listening", "host": bound_host, "port": bound_port,

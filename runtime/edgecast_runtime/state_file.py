@@ -139,7 +139,8 @@ def _require_same_inputs(path: Path, document: dict, model) -> None:
 def _state_from_document(path: Path, document: dict, model) -> StreamState:
     try:
         rows = np.asarray(document["buffer"], dtype=np.float32).reshape(-1, model.n_features)
-        if len(rows) > model.look_back or not np.isfinite(rows).all():
+        missing_allowed = model.layout.may_be_missing  # neighbours' readings may be missing (NaN)
+        if len(rows) > model.look_back or not (np.isfinite(rows) | (np.isnan(rows) & missing_allowed)).all():
             raise ValueError("buffer does not fit the model")
         last_ts = document["last_timestamp"]
         counts = document.get("missing_values") or {}

@@ -165,7 +165,7 @@ class StreamingForecaster:
                                model.features, notices)
         with np.errstate(over="ignore"):
             row = np.asarray(values, dtype=np.float64).astype(np.float32)
-        finite = np.isfinite(row)
+        finite = np.isfinite(row) | (np.isnan(row) & model.layout.may_be_missing)  # a neighbour may be silent
         if finite.all():
             state.buffer.append(row)
             state.held = 0

@@ -373,7 +373,7 @@ EXPORT_CASES = [
     BundleCase("spec-a-json-list", write("preprocessing.json", b"[6, 1]"), BundleError,
                ("preprocessing.json", "expected a JSON object, got a JSON list")),
     BundleCase("spec-schema-99", edit_json("preprocessing.json", lambda s: s.update(schema_version=99)), BundleError,
-               ("preprocessing.json", "schema version 99", "reads 1 and 2")),
+               ("preprocessing.json", "schema version 99", "reads 1, 2, 3")),
     BundleCase("spec-no-schema", edit_json("preprocessing.json", lambda s: s.pop("schema_version")), BundleError,
                ("preprocessing.json", "schema version None")),
     BundleCase("spec-missing-look-back", edit_json("preprocessing.json", lambda s: s.pop("look_back")), BundleError,

@@ -1,0 +1,268 @@
+"""Neighbouring stations' readings on the hub: aligned by timestamp with the station's
+own, in a durable state, under a stated wait policy.
+
+The policy: a station's own reading for time T waits until every neighbour's reading
+for T is here, or until `wait_seconds` have passed since the own reading arrived,
+whichever comes first; it then goes to the streaming forecaster with the neighbours'
+values that are here and NaN for the others (the model was trained for that: the
+graph stands in for a missing neighbour). Own readings leave in time order, so one
+that waits holds back those after it. A neighbour's reading for a time already
+forecast is late and dropped (counted). The forecast record lists the neighbours
+present and missing.
+
+Every accepted reading (own or a neighbour's) is in the state file (atomic write)
+before it is acknowledged. A reading handed to the forecaster is removed from this
+state only after the forecaster's own state is saved, so a SIGKILL in between hands
+it over again on restart, where the forecaster recognises it as a duplicate.
+"""
+
+import json
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from .contract import MASKED
+from .durable import atomic_write
+from .errors import InputValueError, StateError
+from .formatting import seconds_text
+from .readings import Reading
+
+DEFAULT_WAIT_SECONDS = 120.0  # a neighbour's reading of the same hour usually arrives within a minute
+READINGS_TOPIC = "edgecast/readings/{station}"
+STATE_FORMAT = "edgecast-runtime-neighbours"
+STATE_VERSION = 1
+
+
+def neighbour_columns(layout, encodings) -> Dict[str, Dict[str, int]]:
+    """{station: {reading name: raw column index}} of a model's neighbours' readings."""
+    columns: Dict[str, Dict[str, int]] = {}
+    for index, entry in enumerate(encodings or []):
+        if isinstance(entry, dict) and entry.get("kind") == MASKED:
+            columns.setdefault(entry["station"], {})[entry.get("reading", layout.features[index])] = index
+    return columns
+
+
+class NeighbourAligner:
+    """Own readings and neighbours' readings in, complete (or timed-out) readings out to
+    `streamer.observe_reading`; answers come back from `own`, `neighbour` and `release`."""
+
+    def __init__(self, streamer, columns: Dict[str, Dict[str, int]], wait_seconds: float = DEFAULT_WAIT_SECONDS,
+                 state_path=None, clock: Callable[[], float] = time.time):
+        if wait_seconds < 0 or not math.isfinite(wait_seconds):
+            raise InputValueError(f"--neighbour-wait must be 0 or more seconds, got {wait_seconds}")
+        self.streamer, self.columns, self.wait_seconds = streamer, columns, float(wait_seconds)
+        self.state_path = Path(state_path) if state_path else None
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.pending: List[dict] = []  # own readings: {"timestamp", "values", "received_at"}, in time order
+        self.heard: Dict[str, Dict[str, Dict[str, float]]] = {}  # timestamp text -> station -> reading -> value
+        self.late = 0
+        self._load()
+
+    @property
+    def stations(self) -> List[str]:
+        return sorted(self.columns)
+
+    # --- readings in ---------------------------------------------------------------
+
+    def own(self, reading: Reading) -> List[dict]:
+        """The station's own reading (its neighbours' columns are ignored)."""
+        if reading.timestamp is None:
+            raise InputValueError("a hub with neighbours needs a timestamp on every reading, to align them")
+        with self._lock:
+            last = self.pending[-1]["timestamp"] if self.pending else self._forecast_up_to()
+            if last is not None and reading.timestamp < last:
+                raise InputValueError(f"timestamp {seconds_text(reading.timestamp)} is before the last accepted "
+                                      f"reading ({seconds_text(last)}); readings must arrive in time order")
+            if not any(item["timestamp"] == reading.timestamp for item in self.pending):
+                self.pending.append({"timestamp": reading.timestamp, "values": _json_values(reading.values),
+                                     "received_at": self.clock()})
+                self._save()
+            return self._release()
+
+    def neighbour(self, station: str, timestamp: float, values: Dict[str, float]) -> List[dict]:
+        """A neighbour's reading: {reading name: value}; readings this model does not read are ignored."""
+        with self._lock:
+            wanted = self.columns.get(station)
+            if wanted is None:
+                return []
+            done = self._forecast_up_to()
+            if done is not None and timestamp <= done:
+                self.late += 1
+                return []
+            kept = {name: float(value) for name, value in values.items()
+                    if name in wanted and isinstance(value, (int, float)) and math.isfinite(value)}
+            self.heard.setdefault(_key(timestamp), {})[station] = kept
+            self._save()
+            return self._release()
+
+    def release(self) -> List[dict]:
+        """Hand over the own readings whose wait is over (call it every second or so)."""
+        with self._lock:
+            return self._release()
+
+    # --- the policy ------------------------------------------------------------------
+
+    def _release(self) -> List[dict]:
+        answers = []
+        while self.pending:
+            item = self.pending[0]
+            heard = self.heard.get(_key(item["timestamp"]), {})
+            present = [s for s in self.stations if heard.get(s)]
+            if len(present) < len(self.columns) and self.clock() < item["received_at"] + self.wait_seconds:
+                break  # still waiting, and so is every later reading
+            values = [math.nan if v is None else v for v in item["values"]]
+            for station in present:
+                for name, value in heard[station].items():
+                    values[self.columns[station][name]] = value
+            answer = dict(self.streamer.observe_reading(Reading(values, item["timestamp"])))
+            answer["neighbours_present"] = present
+            answer["neighbours_missing"] = [s for s in self.stations if s not in present]
+            answers.append(answer)
+            self.pending.pop(0)
+            self.heard = {k: v for k, v in self.heard.items() if float(k) > item["timestamp"]}
+            self._save()
+        return answers
+
+    def _forecast_up_to(self) -> Optional[float]:
+        return self.streamer.status().get("last_timestamp")
+
+    def status(self) -> dict:
+        with self._lock:
+            return {"neighbours": self.stations, "wait_seconds": self.wait_seconds,
+                    "waiting": [item["timestamp"] for item in self.pending], "late_dropped": self.late}
+
+    # --- persistence -----------------------------------------------------------------
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        document = {"format": STATE_FORMAT, "version": STATE_VERSION, "neighbours": self.stations,
+                    "pending": self.pending, "heard": self.heard, "late": self.late}
+        try:
+            atomic_write(self.state_path, (json.dumps(document, allow_nan=False) + "\n").encode())
+        except OSError as exc:
+            raise StateError(f"cannot save the neighbours' state to {self.state_path}: {exc.strerror or exc}; "
+                             f"the reading was not accepted") from None
+
+    def _load(self) -> None:
+        if self.state_path is None or not self.state_path.exists():
+            return
+        try:
+            document = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if document.get("format") != STATE_FORMAT or document.get("version") != STATE_VERSION:
+                raise ValueError("not an edgecast-runtime neighbours state")
+            self.pending = [dict(item) for item in document["pending"]]
+            self.heard = {str(k): dict(v) for k, v in document["heard"].items()}
+            self.late = int(document.get("late", 0))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise StateError(f"{self.state_path} is not a valid neighbours state ({exc}); move it away "
+                             f"to start afresh") from None
+
+
+def _key(timestamp: float) -> str:
+    return repr(float(timestamp))
+
+
+def _json_values(values) -> list:
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+
+
+class NeighbourLink:
+    """The hub's side of the network: which topics to follow, where a message goes, and
+    (with `publish_readings`) the station's own readings published for its neighbours
+    as {"station", "timestamp", READING: value, ...} on the readings topic."""
+
+    def __init__(self, aligner: NeighbourAligner, station: str, topic_template: str = READINGS_TOPIC,
+                 publish_readings: bool = False):
+        if "{station}" not in topic_template:
+            raise InputValueError(f"--neighbour-topic {topic_template!r} needs a {{station}} placeholder")
+        self.aligner, self.station, self.publish_readings = aligner, station, publish_readings
+        self.readings_topic = topic_template.format(station=station)
+        self.neighbour_topics = {topic_template.format(station=s): s for s in aligner.stations}
+
+    def subscriptions(self) -> List[str]:
+        return sorted(self.neighbour_topics)
+
+    def is_neighbour_topic(self, topic: str) -> bool:
+        return topic in self.neighbour_topics
+
+    def neighbour_message(self, topic: str, text: str) -> List[dict]:
+        """A reading published by a neighbour's hub."""
+        document = json.loads(text)
+        if not isinstance(document, dict) or not isinstance(document.get("timestamp"), (int, float)):
+            raise InputValueError("a neighbour's reading must be a JSON object with a numeric 'timestamp'")
+        station = self.neighbour_topics[topic]
+        values = {k: v for k, v in document.items() if k not in ("station", "timestamp")}
+        return self.aligner.neighbour(station, float(document["timestamp"]), values)
+
+    def observe_document(self, document: dict, layout, clock) -> List[dict]:
+        """An HTTP observation: {"station": ID, ...} from a neighbour, the station's own without
+        it (or with its own id)."""
+        from .readings import reading_from_json
+
+        station = document.get("station") if isinstance(document, dict) else None
+        if station is None or station == self.station:
+            own = {k: v for k, v in document.items() if k != "station"} if isinstance(document, dict) else document
+            return self.aligner.own(reading_from_json(own, layout, clock))
+        if not isinstance(station, str):
+            raise InputValueError(f"'station' must be a station id, got {station!r}")
+        if station not in self.aligner.columns:
+            raise InputValueError(f"station {station!r} is not a neighbour of this model "
+                                  f"(its neighbours: {', '.join(self.aligner.stations)})")
+        timestamp = document.get("timestamp")
+        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
+            raise InputValueError("a neighbour's reading needs a numeric 'timestamp' (seconds since the epoch)")
+        values = {k: v for k, v in document.items() if k not in ("station", "timestamp")}
+        return self.aligner.neighbour(station, float(timestamp), values)
+
+    def http_answer(self, answers: List[dict]) -> dict:
+        """One HTTP answer for the readings an observation released: the last one's, or
+        "waiting" while the own reading waits for its neighbours."""
+        if answers:
+            return {**answers[-1], "released": len(answers)}
+        return {"status": "waiting", **self.aligner.status()}
+
+    def reading_payload(self, reading: Reading, layout) -> Optional[str]:
+        """The own reading as published for the neighbours (None when not asked to)."""
+        if not self.publish_readings or reading.timestamp is None:
+            return None
+        document = {"station": self.station, "timestamp": reading.timestamp}
+        for index, name in enumerate(layout.features):
+            if index not in layout.masked and not layout.is_calendar(index) and math.isfinite(reading.values[index]):
+                document[name] = reading.values[index]
+        return json.dumps(document, separators=(",", ":"))
+
+    def start_releasing(self, publish: Callable[[dict], None], stopped: threading.Event,
+                        every: float = 0.5) -> threading.Thread:
+        """A thread handing over the readings whose wait is over, publishing their answers."""
+        def loop():
+            while not stopped.wait(every):
+                try:
+                    answers = self.aligner.release()
+                except Exception as exc:  # the thread must outlive one bad moment
+                    answers = [{"status": "error", "error": f"{type(exc).__name__}: {exc}"}]
+                for answer in answers:
+                    publish(answer)
+
+        thread = threading.Thread(target=loop, name="edgecast-neighbours", daemon=True)
+        thread.start()
+        return thread
+
+
+def open_link(streamer, *, station: Optional[str], state=None, topic_template: str = READINGS_TOPIC,
+              wait_seconds: float = DEFAULT_WAIT_SECONDS, publish_readings: bool = False,
+              clock: Callable[[], float] = time.time) -> Optional[NeighbourLink]:
+    """The link for a model that reads neighbours (None for one that does not and does not
+    publish); its state beside the stream's: STATE.neighbours."""
+    model = streamer.forecaster
+    columns = neighbour_columns(model.layout, model.spec.get("encodings"))
+    if not columns and not publish_readings:
+        return None
+    if not station:
+        raise InputValueError("this hub's station id is needed (--station) to follow or publish readings")
+    path = Path(f"{state}.neighbours") if state else None
+    return NeighbourLink(NeighbourAligner(streamer, columns, wait_seconds, path, clock), station, topic_template,
+                         publish_readings)
