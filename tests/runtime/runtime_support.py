@@ -245,6 +245,17 @@ def read_until_close(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def end_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
 def kill_at_random_points(count, start, acknowledge, send_and_kill, *, seed, accepted_after,
                           stored_accepted, max_kills, seconds=90):
     """Feed readings 0..count-1 to processes killed (SIGKILL) at random points:
@@ -328,13 +339,7 @@ class Broker:
         raise AssertionError(f"mosquitto did not listen on {self.port} within 10 s")
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        end_process(self.proc)
 
 
 @pytest.fixture

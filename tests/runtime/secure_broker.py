@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from runtime_support import LOOPBACK, free_port, mosquitto_binary
+from runtime_support import LOOPBACK, end_process, free_port, mosquitto_binary
 
 HUBS = {"hub-1": "hub-1-secret", "hub-2": "hub-2-secret", "hub-3": "hub-3-secret"}
 OPERATOR = ("operator", "operator-secret")
@@ -130,13 +130,7 @@ def read_logs(broker: SecureBroker) -> str:
 
 
 def stop(broker: SecureBroker) -> None:
-    if broker.process is not None and broker.process.poll() is None:
-        broker.process.terminate()
-        try:
-            broker.process.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.process.kill()
-            broker.process.wait(10)
+    end_process(broker.process)
 
 
 @pytest.fixture
