@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgecast.common import write_json_atomic
 from edgecast.trainer.bundle import METRICS_FILE, TRAINING_FILE
+from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.durable import atomic_write
 
 from .run import RUN_RECORD, FleetError
@@ -21,7 +22,6 @@ METHODS = ("model", "persistence", "ridge")
 # Shown beside them when there is something to show: the same settings without
 # neighbours (a fleet given with `without`), and the model with every neighbour missing.
 OWN_HISTORY, NEIGHBOURS_MISSING = "own_history", "model_neighbours_missing"
-MANIFEST_FILE = "manifest.json"
 PLOT_FILE = "fleet-skill.png"
 DPI = 100
 
@@ -93,7 +93,7 @@ def _station_row(bundle: Path, name: str, leads: list[int], run: dict) -> dict:
     row["train_seconds"] = training.get("train_seconds")
     record = _read(bundle / STATION_RECORD) or {}
     row["data_sha256"] = record.get("data", {}).get("sha256") or training.get("data", {}).get("sha256")
-    manifest = _read(bundle / MANIFEST_FILE)
+    manifest = _read(bundle / MANIFEST_NAME)
     if manifest:
         parity = manifest.get("parity", {})
         row["parity"] = {"passed": parity.get("passed"), "tolerance_abs": parity.get("tolerance_abs"),

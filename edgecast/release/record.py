@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecast.trainer.bundle import WINDOWS_FILE
+from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.model import Forecaster
@@ -29,9 +31,8 @@ from edgecast_runtime.signature import SIGNATURE_NAME, key_id, verify_bundle
 
 from .errors import SigningError
 from .settings import DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEALTHY_SECONDS, DEFAULT_LIFETIME
-from .signing import MANIFEST_NAME, PRIMARY_MODEL, load_private_key
+from .signing import PRIMARY_MODEL, load_private_key
 
-WINDOWS_FILE = "windows.npz"
 REFERENCE_WINDOWS = 8
 
 

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
+from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.delivery import (
     DEFAULT_CHUNK_BYTES,
     DeliveryError,
@@ -34,7 +35,6 @@ from .broker import BrokerSettings, OperatorSession
 from .errors import ReleaseDeliveryError, SigningError
 from .record import make_release
 from .settings import DEFAULT_HUB_TIMEOUT
-from .signing import MANIFEST_NAME
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.durable import atomic_write
 from edgecast_runtime.errors import SignatureError
 from edgecast_runtime.manifest import file_sha256
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 PRIVATE_KEY_NAME = "private.pem"
 PUBLIC_KEY_NAME = "public.pem"
-MANIFEST_NAME = "manifest.json"
 DEPLOYABLE_KINDS = ("onnx", "tflite")
 PRIMARY_MODEL = "model.onnx"
 

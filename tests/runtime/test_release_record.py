@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,15 +103,19 @@ def operator():
     return Signer()
 
 
-@pytest.fixture
-def staged(tmp_path, operator):
-    """A staged release folder: the seed model's deployable files, signed."""
-    folder = tmp_path / "staged"
+def signed_seed_folder(folder: Path, operator: "Signer") -> Path:
+    """The seed model's deployable files copied into `folder` and signed by `operator`."""
     folder.mkdir()
     for name in MODEL_FILES:
         shutil.copy(SEED / name, folder / name)
     operator.sign_folder(folder, MODEL_FILES)
     return folder
+
+
+@pytest.fixture
+def staged(tmp_path, operator):
+    """A staged release folder: the seed model's deployable files, signed."""
+    return signed_seed_folder(tmp_path / "staged", operator)
 
 
 def flip_byte(path, offset=100):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from runtime_support import ONE, assert_one_line_error, run_cli
-from test_release_record import MODEL_FILES, SEED, Signer, flip_byte
+from test_release_record import SEED, Signer, flip_byte, signed_seed_folder
 
 from edgecast_runtime.delivery import decode_chunk, files_topic, join_chunks, release_topic, split_file
 from edgecast_runtime.reload import ModelHolder
@@ -28,12 +28,7 @@ def operator():
 
 @pytest.fixture
 def bundle(tmp_path, operator):
-    folder = tmp_path / "bundle"
-    folder.mkdir()
-    for name in MODEL_FILES:
-        shutil.copy(SEED / name, folder / name)
-    operator.sign_folder(folder, MODEL_FILES)
-    return folder
+    return signed_seed_folder(tmp_path / "bundle", operator)
 
 
 class Hub:
