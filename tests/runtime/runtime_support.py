@@ -245,6 +245,18 @@ def read_until_close(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+UNIT_MEMORY_CAP_MB = 256  # MemoryMax= in runtime/deploy/edgecast-runtime.service
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident memory of a live process so far (VmHWM), in MB: what a
+    cgroup's MemoryMax would have counted. Read it before the process exits."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
 def end_process(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
     if proc is not None and proc.poll() is None:
