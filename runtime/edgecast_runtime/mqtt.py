@@ -11,9 +11,10 @@ while the runtime is down wait for it; paho reconnects with a doubling back-off.
 import json
 import socket
 import threading
+import time
 from datetime import tzinfo
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .delivery import OFFLINE, ONLINE, check_hub_id
 from .errors import EdgecastRuntimeError
@@ -27,6 +28,7 @@ from .readings import Header, LineParser
 from .reload import DEFAULT_POLL_SECONDS
 from .service import FilePath, on_signals, open_holder, warn_if_memory_only
 from .skill import SkillSettings
+from .systemd_notify import Notifier
 from .updates import HubUpdater
 
 DEFAULT_PORT = 1883
@@ -34,6 +36,7 @@ DEFAULT_KEEPALIVE = 30  # seconds
 DEFAULT_RECONNECT_MAX = 30  # longest wait between reconnection attempts, seconds
 CLIENT_ID_PREFIX = "edgecast-runtime-"
 DEFAULT_STATUS_INTERVAL = 60.0  # seconds between status (metrics summary) messages
+TICK_SECONDS = 0.5  # the main loop's wake-up: a status message when due, the watchdog's ping
 
 
 def parse_broker(text: str):
@@ -100,16 +103,20 @@ class MqttBridge:
         self.status_topic, self.status_interval = status_topic, status_interval
         self.metrics = HubMetrics(lambda: holder.current, streamer)
 
-    def run(self) -> None:
+    def run(self, tick: Callable[[], None] = lambda: None) -> None:
         """Connect (retrying until the broker answers) and handle readings until
-        `stop()`; paho's network thread reconnects on its own."""
+        `stop()`; paho's network thread reconnects on its own. `tick()` runs on
+        every pass of the main loop (the watchdog's ping)."""
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
         if self.link is not None:
             self.link.start_releasing(lambda answer: self._publish(answer, None), self.stopped)
+        next_status = time.monotonic() + self.status_interval
         try:
-            while not self.stopped.wait(self.status_interval if self.status_topic else 1.0):
-                if self.status_topic:
+            while not self.stopped.wait(min(TICK_SECONDS, self.status_interval)):
+                tick()
+                if self.status_topic and time.monotonic() >= next_status:
+                    next_status = time.monotonic() + self.status_interval
                     self.publish_status()
         finally:
             if self.updater is not None:
@@ -250,6 +257,7 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
                                             policy=policy, clock=clock,
                                             poll_interval=poll_interval, skill=skill)
     client_id = client_id or f"{CLIENT_ID_PREFIX}{socket.gethostname()}"
+    notifier = Notifier()
     try:
         link = open_link(streamer, state=state, **(neighbours or {}))
         bridge = MqttBridge(holder, streamer, host, port, subscribe, publish,
@@ -262,8 +270,12 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
                    "model_name": holder.current.model_name, "sha256": holder.current.sha256,
                    "state": state, "release_version": updater.version if updater else None})
         warn_if_memory_only(state)
-        bridge.run()
+        # Ready once started, not once connected: paho keeps retrying an absent
+        # broker, and systemd would otherwise kill a hub that boots before it.
+        notifier.ready(f"connecting to {host}:{port}")
+        bridge.run(lambda: notifier.watchdog(watcher.alive))
     finally:
+        notifier.stopping()
         watcher.stop()
         streamer.close()
         log_event({"event": "stopped"})

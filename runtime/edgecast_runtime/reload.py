@@ -127,6 +127,11 @@ class ModelWatcher:
         self._thread.start()
         return self
 
+    @property
+    def alive(self) -> bool:
+        """The watcher thread runs (what the service's watchdog pings depend on)."""
+        return self._thread.is_alive()
+
     def request_reload(self) -> None:
         """Safe to call from a signal handler: it only sets flags."""
         self._forced = True

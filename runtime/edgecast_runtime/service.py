@@ -29,6 +29,7 @@ from .server import (
 )
 from .skill import SkillSettings, open_scorer
 from .streaming import StreamingForecaster
+from .systemd_notify import Notifier
 
 FilePath = Union[str, Path]  # a model or state file, as text or a Path
 MAX_LINE_BYTES = 64 * 1024
@@ -153,6 +154,19 @@ def _answer_line(streamer, parser, raw: bytes, source) -> dict:
         return {"status": "error", "error": str(exc)}
 
 
+def feed_watchdog(server, notifier: Notifier, watcher: ModelWatcher) -> None:
+    """Ping systemd's watchdog from the server's own loop (serve_forever calls
+    service_actions() after every poll), and only while the model watcher runs:
+    a hung loop or a dead watcher stops the pings and gets the service restarted."""
+    loop_actions = server.service_actions
+
+    def service_actions() -> None:
+        loop_actions()
+        notifier.watchdog(watcher.alive)
+
+    server.service_actions = service_actions
+
+
 # --- serve -------------------------------------------------------------------------------
 
 
@@ -187,6 +201,9 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
     def shutdown():
         threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
 
+    notifier = Notifier()
+    feed_watchdog(server, notifier, watcher)
+
     on_signals({"SIGTERM": shutdown, "SIGINT": shutdown, "SIGHUP": watcher.request_reload})
     if neighbours and neighbours.get("station"):
         server.neighbours = open_link(streamer, state=state, **neighbours)
@@ -199,9 +216,11 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
                "model_name": model.model_name, "sha256": model.sha256, "state": state,
                "token_required": token is not None})
     warn_if_memory_only(state)
+    notifier.ready(f"serving on {bound_host}:{bound_port}")
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        notifier.stopping()
         server.server_close()
         drained = server.wait_idle(drain_seconds)
         watcher.stop()
