@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Installs what the runtime tests need outside the virtual environment: Debian's
-# Mosquitto broker (the MQTT tests start their own on loopback, so the system
-# service need not run). Quiet and idempotent: does nothing when it is there.
+# Installs what the runtime tests need outside the virtual environment, from Debian:
+# the Mosquitto broker (the MQTT tests start their own on loopback, so the system
+# service need not run), bubblewrap and libseccomp's Python bindings (test_unit.py
+# rebuilds the systemd unit's sandbox with them where systemd is not the init), and
+# systemd-analyze (the unit's exposure). Quiet and idempotent: installs only what is missing.
 set -euo pipefail
 
-if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
+missing=()
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+    missing+=(mosquitto)
+fi
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+/usr/bin/python3 -c "import seccomp" >/dev/null 2>&1 || missing+=(python3-seccomp)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 
@@ -13,12 +22,12 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
         SUDO="sudo"
     else
-        echo "tests/runtime/setup.sh: error: mosquitto is missing and installing it needs root (apt-get install mosquitto)" >&2
+        echo "tests/runtime/setup.sh: error: ${missing[*]} missing and installing needs root (apt-get install ${missing[*]})" >&2
         exit 1
     fi
 fi
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
-echo "tests/runtime/setup.sh: installed mosquitto ($(/usr/sbin/mosquitto -h 2>/dev/null | head -n 1 || true))"
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "tests/runtime/setup.sh: installed ${missing[*]}"

@@ -243,7 +243,34 @@ def free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_service_serves_under_the_units_sandbox(tmp_path):
+PROBE = r"""
+import json, os, socket
+def writable(path):
+    try:
+        with open(os.path.join(path, "probe"), "w"):
+            pass
+        return True
+    except OSError:
+        return False
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+try:
+    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)
+    netlink = True
+except OSError:
+    netlink = False
+print(json.dumps({"cwd": os.getcwd(), "cwd_entries": os.listdir("."), "umask": os.umask(0),
+                  "uid": os.getuid(), "no_new_privs": status["NoNewPrivs"].strip(),
+                  "cap_eff": status["CapEff"].strip(), "netlink": netlink,
+                  "devices": sorted(os.listdir("/dev")), "omp": os.environ.get("OMP_NUM_THREADS"),
+                  "writable": {path: writable(path) for path in
+                               ("/var/lib/edgecast-runtime", "/run/edgecast-runtime", "/tmp",
+                                "/opt/edgecast/model", "/etc", "/var/lib", "/run", "/")}}))
+"""
+
+
+def sandbox_parts(tmp_path: Path):
+    """The unit's settings and the host folders behind /opt/edgecast, the state and the
+    runtime directory; skips where the sandbox cannot be rebuilt."""
     if Path("/run/systemd/system").exists():
         pytest.skip("systemd is the init here: run the unit itself (systemctl start after "
                     "installing it); this test rebuilds its sandbox where systemd is absent")
@@ -256,6 +283,40 @@ def test_service_serves_under_the_units_sandbox(tmp_path):
         folder.mkdir()
     shutil.copytree(FIXTURES / "bundle", opt / "model")
     (opt / "venv").symlink_to(Path(sys.executable).parent.parent)  # the venv running these tests
+    return settings, opt, state, runtime
+
+
+def test_the_sandbox_is_what_the_unit_asks(tmp_path):
+    """The rebuilt sandbox itself, seen from inside: only the state folder and the
+    private /tmp and working directory are writable, no privileges, the umask."""
+    settings, opt, state, runtime = sandbox_parts(tmp_path)
+    filter_fd = None
+    if seccomp_available():
+        compile_filter(settings, tmp_path / "filter.bpf")
+        filter_fd = os.open(tmp_path / "filter.bpf", os.O_RDONLY)
+    try:
+        command = bwrap_command(settings, opt=opt, state=state, runtime=runtime, environment={},
+                                seccomp_fd=filter_fd) + [sys.executable, "-c", PROBE]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60,
+                                umask=int(settings["UMask"], 8), pass_fds=[filter_fd] if filter_fd else [])
+    finally:
+        if filter_fd is not None:
+            os.close(filter_fd)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["cwd"] == settings["WorkingDirectory"] and seen["cwd_entries"] == []
+    assert seen["umask"] == 0o077 and seen["uid"] != 0 and seen["omp"] == "1"
+    assert seen["no_new_privs"] == "1" and int(seen["cap_eff"], 16) == 0
+    assert "sda" not in seen["devices"] and "null" in seen["devices"]
+    assert seen["writable"] == {"/var/lib/edgecast-runtime": True, "/run/edgecast-runtime": True,
+                                "/tmp": True, "/opt/edgecast/model": False, "/etc": False,
+                                "/var/lib": False, "/run": False, "/": False}
+    if filter_fd is not None:
+        assert not seen["netlink"]  # RestrictAddressFamilies= from the compiled filter
+
+
+def test_service_serves_under_the_units_sandbox(tmp_path):
+    settings, opt, state, runtime = sandbox_parts(tmp_path)
     port = free_loopback_port()
     argv = exec_start(settings)
     argv[argv.index("--port") + 1] = str(port)  # 8080 may be taken on a test machine
