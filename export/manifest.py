@@ -62,7 +62,21 @@ def read_manifest(bundle_path: Path) -> dict:
             f"{path}: not an edgecast manifest (expected an object whose 'artifacts' maps file names to entries); "
             f"run `edgecast export {bundle_path}` again"
         )
+    for name in artifacts:
+        _refuse_outside_the_bundle(Path(bundle_path), path, name)
     return manifest
+
+
+def _refuse_outside_the_bundle(bundle_path: Path, manifest_path: Path, name: str) -> None:
+    """A manifest names files in its own bundle: an absolute name, a '..' or a symlink
+    out of the folder would have verify read (and hash, and load) a file elsewhere."""
+    listed = Path(name)
+    inside = bundle_path.resolve()
+    if listed.is_absolute() or ".." in listed.parts or inside not in (inside / listed).resolve().parents:
+        raise BundleError(
+            f"{manifest_path}: artifact {name!r} is outside the bundle (an absolute name, '..' or a symlink "
+            f"out of {bundle_path}); refusing to open it"
+        )
 
 
 def integrity_problems(bundle: Bundle, manifest: dict) -> list[str]:
