@@ -4,10 +4,12 @@ ready and watchdog notifications, HTTP on loopback, a hot reload, the state in t
 state folder only, a clean stop. Where systemd is not the init (this container, CI)
 the sandbox is rebuilt with bubblewrap from the unit's own keys (unit_sandbox.py)."""
 
+import contextlib
 import hashlib
 import http.client
 import json
 import os
+import queue
 import re
 import shutil
 import signal
@@ -26,6 +28,7 @@ from unit_sandbox import (
     UNIT,
     bwrap_command,
     bwrap_works,
+    commented_exec_start,
     compile_filter,
     exec_start,
     seccomp_available,
@@ -315,14 +318,13 @@ def test_the_sandbox_is_what_the_unit_asks(tmp_path):
         assert not seen["netlink"]  # RestrictAddressFamilies= from the compiled filter
 
 
-def test_service_serves_under_the_units_sandbox(tmp_path):
-    settings, opt, state, runtime = sandbox_parts(tmp_path)
-    port = free_loopback_port()
-    argv = exec_start(settings)
-    argv[argv.index("--port") + 1] = str(port)  # 8080 may be taken on a test machine
-    address = f"@edgecast-unit-{uuid.uuid4().hex}"
+@contextlib.contextmanager
+def running_in_sandbox(tmp_path: Path, settings: dict, folders: tuple, argv: list):
+    """(service, notify listener, description): `argv` started in the unit's sandbox
+    with a NOTIFY_SOCKET the test listens on and a short WATCHDOG_USEC."""
+    opt, state, runtime = folders
+    address = f"@edgecast-unit-{uuid.uuid4().hex}"  # abstract: reachable from inside
     environment = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-
     filter_fd, sandbox = None, "bubblewrap: read-only root, private /tmp /dev /run, user namespace, no capabilities"
     if seccomp_available():
         allowed = compile_filter(settings, tmp_path / "filter.bpf")
@@ -333,47 +335,72 @@ def test_service_serves_under_the_units_sandbox(tmp_path):
     print(f"sandbox: {sandbox} (systemd is not the init here)")
     command = bwrap_command(settings, opt=opt, state=state, runtime=runtime,
                             environment=environment, seccomp_fd=filter_fd) + argv
-
     listener = NotifySocket(address)
     try:
-        umask = int(settings["UMask"], 8)
-        with SandboxedService(command, umask=umask, pass_fds=[filter_fd] if filter_fd else []) as service:
-            ready_at = listener.wait_for("READY=1")
-            assert service.wait_event("listening")["port"] == port
-            assert service.proc.poll() is None
-
-            status, health = request(port, "GET", "/healthz")
-            assert status == 200 and health["status"] == "ok", health
-            window = [70.0, 72.0, 75.0, 80.0]
-            status, answer = request(port, "POST", "/v1/predict", {"window": window})
-            assert status == 200 and answer["forecast"] == pytest.approx(expected_forecast(window)), answer
-            start = (int(time.time()) // 3600 - 10) * 3600
-            for hour, value in enumerate(window):
-                status, answer = request(port, "POST", "/v1/observe",
-                                         {"value": value, "timestamp": start + 3600 * hour})
-                assert status == 200, answer
-
-            new_sha = deploy(opt, ONE_V2)  # the hot reload: the watcher polls every 2 s
-            assert service.wait_event("reloaded", timeout=30)["sha256"] == new_sha
-            status, answer = request(port, "POST", "/v1/predict", {"window": window})
-            assert answer["model_sha256"] == new_sha
-            assert answer["forecast"] == pytest.approx(expected_forecast(window, 1000.0))
-
-            time.sleep(max(0.0, ready_at + 4.5 - time.monotonic()))  # three half-intervals at least
-            pings = listener.times_of("WATCHDOG=1")
-            gaps = [later - earlier for earlier, later in zip(pings, pings[1:])]
-            assert len(pings) >= 3, listener.messages
-            assert max(gaps) < WATCHDOG_USEC / 1e6, gaps  # systemd would have killed it otherwise
-
-            service.send_signal(signal.SIGTERM)
-            assert service.proc.wait(20) == 0, service.stderr_lines[-20:]
-            listener.wait_for("STOPPING=1", timeout=5)
+        with SandboxedService(command, umask=int(settings["UMask"], 8),
+                              pass_fds=[filter_fd] if filter_fd is not None else []) as service:
+            yield service, listener, sandbox
     finally:
         listener.close()
         if filter_fd is not None:
             os.close(filter_fd)
 
-    # The state folder holds the state (owner-only), the working directory stays empty.
+
+def watchdog_gaps(listener: NotifySocket, ready_at: float) -> tuple:
+    """The pings so far (at least three half-intervals after READY=1) and the gaps between them."""
+    time.sleep(max(0.0, ready_at + 4.5 - time.monotonic()))
+    pings = listener.times_of("WATCHDOG=1")
+    gaps = [later - earlier for earlier, later in zip(pings, pings[1:])]
+    assert len(pings) >= 3, listener.messages
+    assert max(gaps) < WATCHDOG_USEC / 1e6, gaps  # systemd would have killed it otherwise
+    return pings, gaps
+
+
+def stop_cleanly(service: SandboxedService, listener: NotifySocket) -> None:
+    service.send_signal(signal.SIGTERM)
+    assert service.proc.wait(20) == 0, service.stderr_lines[-20:]
+    listener.wait_for("STOPPING=1", timeout=5)
+
+
+def test_service_serves_under_the_units_sandbox(tmp_path):
+    settings, opt, state, runtime = sandbox_parts(tmp_path)
+    port = free_loopback_port()
+    argv = exec_start(settings)
+    argv[argv.index("--port") + 1] = str(port)  # 8080 may be taken on a test machine
+    with running_in_sandbox(tmp_path, settings, (opt, state, runtime), argv) as (service, listener, sandbox):
+        ready_at = listener.wait_for("READY=1")
+        assert service.wait_event("listening")["port"] == port
+        assert service.proc.poll() is None
+
+        status, health = request(port, "GET", "/healthz")
+        assert status == 200 and health["status"] == "ok", health
+        window = [70.0, 72.0, 75.0, 80.0]
+        status, answer = request(port, "POST", "/v1/predict", {"window": window})
+        assert status == 200 and answer["forecast"] == pytest.approx(expected_forecast(window)), answer
+        start = (int(time.time()) // 3600 - 10) * 3600
+        for hour, value in enumerate(window):
+            status, answer = request(port, "POST", "/v1/observe",
+                                     {"value": value, "timestamp": start + 3600 * hour})
+            assert status == 200, answer
+
+        new_sha = deploy(opt, ONE_V2)  # the hot reload: the watcher polls every 2 s
+        assert service.wait_event("reloaded", timeout=30)["sha256"] == new_sha
+        status, answer = request(port, "POST", "/v1/predict", {"window": window})
+        assert answer["model_sha256"] == new_sha
+        assert answer["forecast"] == pytest.approx(expected_forecast(window, 1000.0))
+
+        pings, gaps = watchdog_gaps(listener, ready_at)
+        stop_cleanly(service, listener)
+
+    written = assert_only_the_state_written(opt, state, runtime)
+    median_gap = round(statistics.median(gaps), 2)
+    print(f"watchdog: {len(pings)} pings, median gap {median_gap} s for WATCHDOG_USEC {WATCHDOG_USEC}")
+    record("unit", sandbox=sandbox, watchdog_pings=len(pings), watchdog_median_gap_s=median_gap,
+           watchdog_usec=WATCHDOG_USEC, state_files=written)
+
+
+def assert_only_the_state_written(opt: Path, state: Path, runtime: Path) -> list:
+    """The state folder holds the state (owner-only); the working directory stays empty."""
     written = sorted(path.name for path in state.iterdir())
     assert "stream-state.json" in written, written
     modes = {path.name: path.stat().st_mode & 0o777 for path in state.iterdir()}
@@ -383,7 +410,41 @@ def test_service_serves_under_the_units_sandbox(tmp_path):
     assert modes["stream-state.json"] & 0o022 == 0, modes
     assert list(runtime.iterdir()) == []
     assert sorted(path.name for path in (opt / "model").iterdir()) == ["manifest.json", "model.onnx"]
-    median_gap = round(statistics.median(gaps), 2)
-    print(f"watchdog: {len(pings)} pings, median gap {median_gap} s for WATCHDOG_USEC {WATCHDOG_USEC}")
-    record("unit", sandbox=sandbox, watchdog_pings=len(pings), watchdog_median_gap_s=median_gap,
-           watchdog_usec=WATCHDOG_USEC, state_files=written)
+    return written
+
+
+def test_mqtt_variant_runs_under_the_units_sandbox(tmp_path, broker):
+    paho = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt (the [mqtt] extra) is missing")
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    settings, opt, state, runtime = sandbox_parts(tmp_path)
+    argv = commented_exec_start("mqtt")
+    argv[argv.index("--broker") + 1] = f"127.0.0.1:{broker.port}"
+    readings, answers_topic = argv[argv.index("--subscribe") + 1], argv[argv.index("--publish") + 1]
+    answers = queue.Queue()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
+    subscribed = threading.Event()
+    client.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
+    client.on_message = lambda c, u, message: answers.put(json.loads(message.payload))
+    client.connect("127.0.0.1", broker.port, keepalive=10)
+    client.loop_start()
+    try:
+        client.subscribe(answers_topic, qos=1)
+        assert subscribed.wait(10)
+        with running_in_sandbox(tmp_path, settings, (opt, state, runtime), argv) as (service, listener, _):
+            ready_at = listener.wait_for("READY=1")
+            service.wait_event("mqtt_subscribed", timeout=20)
+            start = (int(time.time()) // 3600 - 10) * 3600
+            for hour, value in enumerate([10.0, 20.0, 30.0, 40.0]):
+                client.publish(readings, json.dumps({"value": value, "timestamp": start + 3600 * hour}),
+                               qos=1).wait_for_publish(10)
+                answer = answers.get(timeout=15)
+            assert answer["status"] == "forecast", answer
+            assert answer["forecast"] == pytest.approx(expected_forecast([10, 20, 30, 40]))
+            pings, _ = watchdog_gaps(listener, ready_at)
+            stop_cleanly(service, listener)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert_only_the_state_written(opt, state, runtime)
+    record("unit", mqtt_watchdog_pings=len(pings))

@@ -189,3 +189,16 @@ def bwrap_command(settings: dict, *, opt: Path, state: Path, runtime: Path, envi
 
 def exec_start(settings: dict) -> list:
     return shlex.split(settings["ExecStart"])
+
+
+def commented_exec_start(command: str, path: Path = UNIT) -> list:
+    """The unit's commented-out variant `# ExecStart=... COMMAND ...` (the MQTT one)."""
+    lines = [line.lstrip("#").strip() for line in path.read_text().splitlines()]
+    for index, line in enumerate(lines):
+        if line.startswith("ExecStart=") and f" {command} " in line:
+            joined = line
+            while joined.endswith("\\"):
+                index += 1
+                joined = joined[:-1].rstrip() + " " + lines[index]
+            return shlex.split(joined.partition("=")[2])
+    raise AssertionError(f"{path} has no commented ExecStart= for {command!r}")
