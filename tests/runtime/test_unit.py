@@ -33,6 +33,8 @@ from unit_sandbox import (
     exec_start,
     seccomp_available,
     service_settings,
+    systemd_is_init,
+    systemd_run_command,
 )
 
 from edgecast_runtime.systemd_notify import Notifier, socket_address, watchdog_seconds
@@ -274,9 +276,6 @@ print(json.dumps({"cwd": os.getcwd(), "cwd_entries": os.listdir("."), "umask": o
 def sandbox_parts(tmp_path: Path):
     """The unit's settings and the host folders behind /opt/edgecast, the state and the
     runtime directory; skips where the sandbox cannot be rebuilt."""
-    if Path("/run/systemd/system").exists():
-        pytest.skip("systemd is the init here: run the unit itself (systemctl start after "
-                    "installing it); this test rebuilds its sandbox where systemd is absent")
     why_not = bwrap_works()
     if why_not:
         pytest.skip(why_not)
@@ -332,7 +331,9 @@ def running_in_sandbox(tmp_path: Path, settings: dict, folders: tuple, argv: lis
         sandbox += f", SystemCallFilter ({allowed} calls), RestrictAddressFamilies, MemoryDenyWriteExecute by libseccomp"
     else:
         sandbox += "; no system-call filter (python3-seccomp is missing: tests/runtime/setup.sh installs it)"
-    print(f"sandbox: {sandbox} (systemd is not the init here)")
+    sandbox += ("; systemd is the init here too (test_service_serves_under_systemd_run runs the unit itself)"
+                if systemd_is_init() else "; in place of systemd, which is not the init here")
+    print(f"sandbox: {sandbox}")
     command = bwrap_command(settings, opt=opt, state=state, runtime=runtime,
                             environment=environment, seccomp_fd=filter_fd) + argv
     listener = NotifySocket(address)
@@ -448,3 +449,63 @@ def test_mqtt_variant_runs_under_the_units_sandbox(tmp_path, broker):
         client.loop_stop()
     assert_only_the_state_written(opt, state, runtime)
     record("unit", mqtt_watchdog_pings=len(pings))
+
+
+# --- the unit under systemd itself, where systemd is the init ---------------------------
+
+
+def systemctl_show(unit: str, prop: str) -> str:
+    return subprocess.run(["systemctl", "show", unit, "-p", prop, "--value"], capture_output=True,
+                          text=True, timeout=30).stdout.strip()
+
+
+def test_service_serves_under_systemd_run(tmp_path):
+    if not systemd_is_init():
+        pytest.skip("systemd is not the init here (no /run/systemd/system): the unit's sandbox is "
+                    "rebuilt with bubblewrap instead (test_service_serves_under_the_units_sandbox)")
+    if os.geteuid() != 0:
+        pytest.skip("a transient system service needs root")
+    venv = Path(sys.executable).parent.parent.resolve()
+    if str(venv).startswith(("/home/", "/root/", "/tmp/", "/var/tmp/", "/run/user/")):
+        pytest.skip(f"the test venv {venv} is hidden from the service by ProtectHome=/PrivateTmp=")
+    name = f"edgecast-unit-test-{uuid.uuid4().hex[:12]}"
+    opt = Path("/run") / f"{name}-opt"  # not under /tmp: PrivateTmp= hides the host's /tmp
+    settings = service_settings()
+    port = free_loopback_port()
+    argv = exec_start(settings)
+    argv[argv.index("--port") + 1] = str(port)
+    try:
+        opt.mkdir(mode=0o755)
+        shutil.copytree(FIXTURES / "bundle", opt / "model")
+        (opt / "venv").symlink_to(venv)
+        command = systemd_run_command(name, opt, argv, WATCHDOG_USEC / 1e6)
+        print("systemd-run: " + " ".join(command))
+        with SandboxedService(command, umask=0o022) as service:
+            service.wait_event("listening", timeout=60)
+            assert systemctl_show(name, "ActiveState") == "active"  # Type=notify: after READY=1
+            assert systemctl_show(name, "StatusText") == f"serving on 127.0.0.1:{port}"
+            status, health = request(port, "GET", "/healthz")
+            assert status == 200 and health["status"] == "ok", health
+            window = [70.0, 72.0, 75.0, 80.0]
+            start = (int(time.time()) // 3600 - 10) * 3600
+            for hour, value in enumerate(window):
+                assert request(port, "POST", "/v1/observe", {"value": value, "timestamp": start + 3600 * hour})[0] == 200
+            new_sha = deploy(opt, ONE_V2)
+            assert service.wait_event("reloaded", timeout=30)["sha256"] == new_sha
+            assert request(port, "POST", "/v1/predict", {"window": window})[1]["model_sha256"] == new_sha
+            pinged = systemctl_show(name, "WatchdogTimestampMonotonic")
+            time.sleep(2 * WATCHDOG_USEC / 1e6)  # past WatchdogSec: alive only if the pings arrive
+            assert systemctl_show(name, "ActiveState") == "active"
+            assert systemctl_show(name, "WatchdogTimestampMonotonic") != pinged
+            subprocess.run(["systemctl", "stop", name], check=True, timeout=60)
+            assert service.proc.wait(30) == 0, service.stderr_lines[-20:]
+        written = sorted(path.name for path in (Path("/var/lib/private") / name).iterdir())
+        assert "stream-state.json" in written, written
+        record("unit", systemd_run="passed", systemd_run_state_files=written)
+    finally:
+        subprocess.run(["systemctl", "stop", name], capture_output=True, timeout=60)
+        subprocess.run(["systemctl", "reset-failed", name], capture_output=True, timeout=60)
+        shutil.rmtree(opt, ignore_errors=True)
+        shutil.rmtree(Path("/var/lib/private") / name, ignore_errors=True)
+        if Path("/var/lib", name).is_symlink():
+            Path("/var/lib", name).unlink()

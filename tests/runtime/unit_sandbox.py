@@ -202,3 +202,32 @@ def commented_exec_start(command: str, path: Path = UNIT) -> list:
                 joined = joined[:-1].rstrip() + " " + lines[index]
             return shlex.split(joined.partition("=")[2])
     raise AssertionError(f"{path} has no commented ExecStart= for {command!r}")
+
+
+# Keys the systemd-run test sets itself: a unique state and runtime folder (not a real
+# install's), a short watchdog, no restarts (a failure must show), no reload command.
+_SET_BY_THE_TEST = {"ExecStart", "ExecReload", "Restart", "RestartSec", "RestartPreventExitStatus",
+                    "StateDirectory", "RuntimeDirectory", "WorkingDirectory", "WatchdogSec", "Type"}
+
+
+def systemd_is_init() -> bool:
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemd-run") is not None
+
+
+def systemd_run_command(unit_name: str, opt: Path, argv: list, watchdog_seconds: float,
+                        path: Path = UNIT) -> list:
+    """`systemd-run --wait --pipe` of `argv` as a transient service with every other key
+    of the unit's [Service] section as it is; `opt` appears as /opt/edgecast (read-only),
+    the state and runtime folders are named after `unit_name`."""
+    service = unit_settings(path)["Service"]
+    command = ["systemd-run", "--wait", "--pipe", f"--unit={unit_name}",
+               f"--service-type={service['Type'][-1]}",
+               f"--property=StateDirectory={unit_name}", f"--property=RuntimeDirectory={unit_name}",
+               f"--property=WorkingDirectory=/run/{unit_name}",
+               f"--property=WatchdogSec={watchdog_seconds:g}s", "--property=Restart=no",
+               f"--property=BindReadOnlyPaths={opt}:/opt/edgecast"]
+    for key, values in service.items():
+        if key not in _SET_BY_THE_TEST:
+            command += [f"--property={key}={value}" for value in values]
+    state_dir = "/var/lib/" + service["StateDirectory"][-1] + "/"
+    return command + [part.replace(state_dir, f"/var/lib/{unit_name}/") for part in argv]
