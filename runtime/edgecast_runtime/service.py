@@ -154,7 +154,7 @@ def _answer_line(streamer, parser, raw: bytes, source) -> dict:
         return {"status": "error", "error": str(exc)}
 
 
-def feed_watchdog(server, notifier: Notifier, watcher: ModelWatcher) -> None:
+def feed_watchdog(server: ForecastServer, notifier: Notifier, watcher: ModelWatcher) -> None:
     """Ping systemd's watchdog from the server's own loop (serve_forever calls
     service_actions() after every poll), and only while the model watcher runs:
     a hung loop or a dead watcher stops the pings and gets the service restarted."""
