@@ -349,7 +349,7 @@ def running_in_sandbox(tmp_path: Path, settings: dict, folders: tuple, argv: lis
 
 def watchdog_gaps(listener: NotifySocket, ready_at: float) -> tuple:
     """The pings so far (at least three half-intervals after READY=1) and the gaps between them."""
-    time.sleep(max(0.0, ready_at + 4.5 - time.monotonic()))
+    time.sleep(max(0.0, ready_at + 5.0 - time.monotonic()))
     pings = listener.times_of("WATCHDOG=1")
     gaps = [later - earlier for earlier, later in zip(pings, pings[1:])]
     assert len(pings) >= 3, listener.messages
