@@ -10,8 +10,10 @@ no capabilities (DynamicUser=, PrivateUsers=, CapabilityBoundingSet=), no new
 privileges, the unit's Environment= and UMask=, and (when python3-seccomp is there)
 SystemCallFilter= with SystemCallErrorNumber=, RestrictAddressFamilies= and
 MemoryDenyWriteExecute= as systemd 252 builds them. Not reproduced: the cgroup
-settings (MemoryMax=, IPAddressDeny=) and the Protect{Kernel*,Clock,Hostname}=
-knobs, which need systemd's own mount and cgroup set-up."""
+settings (MemoryMax=, IPAddressDeny=/IPAddressAllow=), ProtectKernel*=, ProtectClock=,
+ProtectProc=, RestrictNamespaces=, LockPersonality= and KeyringMode=, which need
+systemd's own mount, cgroup and seccomp set-up (the host name and IPC are private
+through bubblewrap's namespaces)."""
 
 import json
 import shlex
