@@ -72,6 +72,7 @@ class NeighbourAligner:
         """The station's own reading (its neighbours' columns are ignored)."""
         if reading.timestamp is None:
             raise InputValueError("a hub with neighbours needs a timestamp on every reading, to align them")
+        self.streamer.check_timestamp(reading.timestamp)  # a future one would hold back every later one
         with self._lock:
             last = self.pending[-1]["timestamp"] if self.pending else self._forecast_up_to()
             if last is not None and reading.timestamp < last:
@@ -89,6 +90,7 @@ class NeighbourAligner:
             wanted = self.columns.get(station)
             if wanted is None:
                 return []
+            timestamp = self.streamer.check_timestamp(timestamp)
             done = self._forecast_up_to()
             if done is not None and timestamp <= done:
                 self.late += 1

@@ -130,8 +130,7 @@ class StreamingForecaster:
             if len(reading.values) != model.n_features:
                 raise InputShapeError(f"reading needs {model.n_features} value(s) "
                                       f"({', '.join(model.features)}), got {len(reading.values)}")
-            timestamp = None if reading.timestamp is None else checked_seconds(reading.timestamp)
-            self.guard.check(timestamp, self._interval(model))
+            timestamp = self._checked_timestamp(reading.timestamp, model)
             values = model.layout.fill_calendar(list(reading.values), timestamp, self.clock)
             reading = Reading(values, timestamp)
             current, restarted = self._trusted_state(reading, model)
@@ -148,6 +147,18 @@ class StreamingForecaster:
             self._state = state
             self._score(state, model)
             return dict(answer)
+
+    def check_timestamp(self, timestamp: Optional[float]) -> Optional[float]:
+        """The timestamp as a float when the stream may take it (finite, within the
+        calendar, not beyond the hub's clock); InputValueError otherwise."""
+        return self._checked_timestamp(timestamp, self._forecaster)
+
+    def _checked_timestamp(self, timestamp, model) -> Optional[float]:
+        if timestamp is None:
+            return None
+        seconds = checked_seconds(timestamp)
+        self.guard.check(seconds, self._interval(model))
+        return seconds
 
     def _interval(self, model) -> Optional[float]:
         return self.policy.interval_seconds or model.interval_seconds

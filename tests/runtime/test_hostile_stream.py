@@ -97,6 +97,29 @@ def test_a_reading_from_the_year_9999_is_refused_and_later_readings_still_count(
     add_count("hostile_stream", "attacks_refused", len(attacks))
 
 
+def test_a_hub_with_neighbours_refuses_future_readings_before_queueing_them(tmp_path):
+    """Own readings wait in a queue for the neighbours' ones: a year-9999 reading queued
+    there would hold back every later one, and a neighbour's kept for its time forever."""
+    hours = recent_hours(3)
+    home = Path(__file__).resolve().parent / "fixtures" / "neighbours" / "home.onnx"
+    with Server(home, "--station", "home", "--neighbour-wait", "0", "--state", tmp_path / "state.json",
+                "--poll-interval", "0") as server:
+        def post(document):
+            status, body, _ = server.request("POST", "/v1/observe", document)
+            return status, body
+        assert post({"timestamp": hours[0], "PM2.5": 30})[0] == 200
+        refused = [post({"timestamp": YEAR_9999, "PM2.5": 99}),
+                   post({"station": "upwind", "timestamp": 253402300799, "PM2.5": 99})]
+        assert [status for status, _ in refused] == [422, 422], refused
+        assert all("in the future" in body["error"] for _, body in refused)
+        answers = [post({"timestamp": stamp, "PM2.5": 31}) for stamp in hours[1:]]
+        assert [status for status, _ in answers] == [200, 200], answers
+        assert answers[-1][1]["accepted"] == 3
+        assert server.request("GET", "/healthz")[0] == 200
+    add_count("hostile_stream", "attacks_mounted", 2)
+    add_count("hostile_stream", "attacks_refused", 2)
+
+
 def poison(state: Path, store: Path, stamp: float) -> None:
     """What an older runtime left after accepting a reading stamped `stamp`: the state
     file's last reading and the forecast store's last applied reading at that time."""
@@ -118,7 +141,8 @@ def test_a_state_poisoned_by_an_older_runtime_restarts_instead_of_blocking(tmp_p
     run_cli("stream", ONE, "--state", state, stdin="".join(f"{h},{10 + i}\n" for i, h in enumerate(hours[:2])))
     poison(state, store, 253402300799.0)
     with Server(ONE, "--state", state, "--poll-interval", "0") as server:
-        server.wait_event("notice")
+        started = [e for e in server.events if e.get("event") == "notice"]
+        assert any("restarts at the next reading" in e["message"] for e in started), started
         answers = [observe(server, 30 + i, hours[2 + i]) for i in range(5)]
         assert [status for status, _ in answers] == [200] * 5, answers
         assert "beyond the hub's clock: the stream restarts here" in answers[0][1]["notice"]
