@@ -24,9 +24,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .clock import checked_seconds
 from .durable import NOFOLLOW, PRIVATE_MODE, atomic_write, fsync_dir
-from .errors import InputValueError, StateError, StateMismatchError
+from .errors import StateError, StateMismatchError
 from .ring_buffer import RingBuffer
 
 try:
@@ -166,7 +165,7 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def _no_constant(name: str):
+def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number a state file may hold")
 
 
@@ -212,7 +211,10 @@ def _state_from_document(path: Path, document: dict, model) -> StreamState:
         counts = document.get("missing_values") or {}
         return StreamState(
             buffer=RingBuffer.from_rows(rows, model.look_back, model.n_features),
-            last_timestamp=None if last_ts is None else checked_seconds(last_ts),
+            # Any finite number: one beyond the hub's clock or the calendar (written by an
+            # older runtime) restarts the stream at the next reading (streaming), never
+            # a refusal to start.
+            last_timestamp=None if last_ts is None else _finite(last_ts, "last_timestamp"),
             last_values=document["last_values"],
             held=_count(document["held"], "held"),
             accepted=_count(document["accepted"], "accepted"),
@@ -221,12 +223,18 @@ def _state_from_document(path: Path, document: dict, model) -> StreamState:
                                           for name, count in by.items()}
                             for reason, by in counts.items()},
         )
-    except (AttributeError, KeyError, TypeError, ValueError, OverflowError, InputValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise StateError(f"{path} is not a valid state file ({exc}); move it away "
                          f"to start afresh") from None
 
 
-def _count(value, name: str) -> int:
+def _finite(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {str(value)[:40]}")
+    return float(value)
+
+
+def _count(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a count (an integer >= 0), got {str(value)[:40]}")
     return value

@@ -10,7 +10,7 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -163,7 +163,7 @@ class StreamingForecaster:
     def _interval(self, model) -> Optional[float]:
         return self.policy.interval_seconds or model.interval_seconds
 
-    def _trusted_state(self, reading: Reading, model):
+    def _trusted_state(self, reading: Reading, model) -> Tuple[StreamState, Optional[str]]:
         """(the state to go on from, a notice when it restarts). A last timestamp beyond
         the hub's clock (accepted before timestamps were bounded, or while the clock was
         unset) cannot order an earlier reading: the stream restarts from this one."""

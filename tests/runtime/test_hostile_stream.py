@@ -134,12 +134,13 @@ def poison(state: Path, store: Path, stamp: float) -> None:
                    (stamp, stamp + 2 * HOUR))
 
 
-def test_a_state_poisoned_by_an_older_runtime_restarts_instead_of_blocking(tmp_path):
+@pytest.mark.parametrize("stamp", [253402300799.0, 1e12])  # year 9999; beyond the calendar (1e15 ms)
+def test_a_state_poisoned_by_an_older_runtime_restarts_instead_of_blocking(tmp_path, stamp):
     state = tmp_path / "state.json"
     store = tmp_path / "state.json.scores.sqlite"
     hours = recent_hours(7)
     run_cli("stream", ONE, "--state", state, stdin="".join(f"{h},{10 + i}\n" for i, h in enumerate(hours[:2])))
-    poison(state, store, 253402300799.0)
+    poison(state, store, stamp)
     with Server(ONE, "--state", state, "--poll-interval", "0") as server:
         started = [e for e in server.events if e.get("event") == "notice"]
         assert any("restarts at the next reading" in e["message"] for e in started), started
@@ -152,7 +153,7 @@ def test_a_state_poisoned_by_an_older_runtime_restarts_instead_of_blocking(tmp_p
         rewound = [e for e in server.events if e.get("store_rewound")]
         assert len(restarted) == 1 and len(rewound) == 1
     kept = json.loads((tmp_path / "state.json.discarded").read_text())
-    assert kept["last_timestamp"] == 253402300799.0  # kept aside for whoever wants to look
+    assert kept["last_timestamp"] == stamp  # kept aside for whoever wants to look
     with sqlite3.connect(store) as db:
         assert float(db.execute("SELECT value FROM meta WHERE key = 'last_applied'").fetchone()[0]) == hours[6]
         assert db.execute("SELECT COUNT(*) FROM pending WHERE issued > ?", (hours[6],)).fetchone()[0] == 0
