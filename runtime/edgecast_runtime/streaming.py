@@ -188,7 +188,9 @@ class StreamingForecaster:
         if (applied is not None and state.last_timestamp is not None and state.last_timestamp < applied
                 and self.guard.untrusted(applied, self._interval(model))):
             # The store followed a timeline the stream has left (see _trusted_state).
-            self.scorer.rewind(self.guard.limit(self._interval(model)))
+            limit = self.guard.limit(self._interval(model))
+            if limit is not None:
+                self.scorer.rewind(limit)
         self.scorer.after_reading(state, model)
 
     def _replay_duplicate(self, reading: Reading, model, state: StreamState) -> Optional[dict]:
