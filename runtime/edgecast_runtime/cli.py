@@ -278,6 +278,9 @@ def _stream_arguments(parser) -> None:
                        help="a state file written for a model that reads other inputs: refuse "
                             "to start (exit 5) or start afresh with a logged notice (default "
                             "refuse; fresh with --trust)")
+    group.add_argument("--max-future-seconds", type=non_negative_float, default=None, metavar="S",
+                       help="refuse a reading stamped more than S seconds ahead of the hub's clock "
+                            "(default: one sampling interval + 900; not checked before 2020)")
 
 
 def _broker_security_arguments(parser) -> None:
@@ -328,7 +331,7 @@ def _stream_settings(args) -> dict:
         "fresh" if getattr(args, "trust", None) else DEFAULT_ON_STATE_MISMATCH)
     policy = StreamPolicy(on_missing=args.on_missing, on_gap=args.on_gap,
                           max_hold=args.max_hold, interval_seconds=args.interval,
-                          on_state_mismatch=on_mismatch)
+                          on_state_mismatch=on_mismatch, max_future_seconds=args.max_future_seconds)
     data_clock = parse_clock(args.clock) if args.clock else None
     skill = SkillSettings(windows=tuple(args.skill_window or DEFAULT_WINDOWS),
                           grace_seconds=args.grace, checks=args.alarm_checks,

@@ -28,6 +28,10 @@ MILLISECONDS_FROM = 1e11
 SPEC_KEY = "time_format"  # optional preprocessing-spec key: how the training file wrote its times
 _DATE_SEPARATORS = "/.-"
 _TIMES_OF_DAY = (" %H:%M:%S", " %H:%M", "T%H:%M:%S", "T%H:%M", "")
+# The calendar's range (years 1 to 9999): a timestamp outside it has no hour or weekday,
+# and differences of timestamps inside it stay finite.
+EARLIEST_SECONDS = -62_135_596_800.0  # 0001-01-01T00:00:00Z
+LATEST_SECONDS = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 
 
 class ClockError(EdgecastRuntimeError):
@@ -150,11 +154,30 @@ def parse_timestamp(value: Any, clock: Optional[tzinfo] = None,
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
         raise InputValueError(f"timestamp must be a number or ISO 8601 text, got {value!r}")
     if isinstance(value, numbers.Real):
-        seconds = epoch_seconds(float(value), time_format.unit)
+        try:
+            seconds = epoch_seconds(float(value), time_format.unit)
+        except OverflowError:  # an integer beyond float range
+            seconds = checked_seconds(LATEST_SECONDS * 2, value)  # out of range, said so
     else:
         seconds = _seconds_from_text(value.strip(), clock, time_format)
+    return checked_seconds(seconds, value)
+
+
+def checked_seconds(seconds: Any, shown: Any = None) -> float:
+    """`seconds` as a float when it is a finite timestamp within the calendar's range
+    (years 1 to 9999); InputValueError otherwise, showing `shown` (default: seconds)."""
+    shown = seconds if shown is None else shown
+    text = repr(shown) if len(repr(shown)) <= 40 else repr(shown)[:37] + "..."
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+        raise InputValueError(f"timestamp must be a number of seconds, got {text}")
+    try:
+        seconds = float(seconds)
+    except OverflowError:
+        seconds = math.inf
     if not math.isfinite(seconds):
-        raise InputValueError(f"timestamp must be finite, got {value!r}")
+        raise InputValueError(f"timestamp must be finite, got {text}")
+    if not EARLIEST_SECONDS <= seconds <= LATEST_SECONDS:
+        raise InputValueError(f"timestamp {text} is out of range (years 1 to 9999)")
     return seconds
 
 

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from .contract import MASKED
-from .durable import atomic_write
+from .durable import PRIVATE_MODE, atomic_write
 from .errors import InputValueError, StateError
 from .formatting import seconds_text
 from .readings import Reading
+from .state_file import read_private
 
 DEFAULT_WAIT_SECONDS = 120.0  # a neighbour's reading of the same hour usually arrives within a minute
 READINGS_TOPIC = "edgecast/readings/{station}"
@@ -71,6 +72,7 @@ class NeighbourAligner:
         """The station's own reading (its neighbours' columns are ignored)."""
         if reading.timestamp is None:
             raise InputValueError("a hub with neighbours needs a timestamp on every reading, to align them")
+        self.streamer.check_timestamp(reading.timestamp)  # a future one would hold back every later one
         with self._lock:
             last = self.pending[-1]["timestamp"] if self.pending else self._forecast_up_to()
             if last is not None and reading.timestamp < last:
@@ -88,6 +90,7 @@ class NeighbourAligner:
             wanted = self.columns.get(station)
             if wanted is None:
                 return []
+            timestamp = self.streamer.check_timestamp(timestamp)
             done = self._forecast_up_to()
             if done is not None and timestamp <= done:
                 self.late += 1
@@ -142,7 +145,8 @@ class NeighbourAligner:
         document = {"format": STATE_FORMAT, "version": STATE_VERSION, "neighbours": self.stations,
                     "pending": self.pending, "heard": self.heard, "late": self.late}
         try:
-            atomic_write(self.state_path, (json.dumps(document, allow_nan=False) + "\n").encode())
+            atomic_write(self.state_path, (json.dumps(document, allow_nan=False) + "\n").encode(),
+                         mode=PRIVATE_MODE)
         except OSError as exc:
             raise StateError(f"cannot save the neighbours' state to {self.state_path}: {exc.strerror or exc}; "
                              f"the reading was not accepted") from None
@@ -151,7 +155,7 @@ class NeighbourAligner:
         if self.state_path is None or not self.state_path.exists():
             return
         try:
-            document = json.loads(self.state_path.read_text(encoding="utf-8"))
+            document = json.loads(read_private(self.state_path).decode("utf-8"))
             if document.get("format") != STATE_FORMAT or document.get("version") != STATE_VERSION:
                 raise ValueError("not an edgecast-runtime neighbours state")
             self.pending = [dict(item) for item in document["pending"]]

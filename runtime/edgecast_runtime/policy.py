@@ -43,6 +43,8 @@ class StreamPolicy:
     resets. "refuse" (missing values only) rejects the reading and leaves the
     state as it was; a later reading then shows the hole as a timestamp gap.
     `interval_seconds` overrides the model's sampling interval for gap detection.
+    `max_future_seconds`: how far ahead of the hub's clock a timestamp may be (None:
+    one sampling interval plus 15 minutes; see timeguard).
     """
 
     on_missing: str = DEFAULT_ON_MISSING
@@ -50,6 +52,7 @@ class StreamPolicy:
     max_hold: int = DEFAULT_MAX_HOLD
     interval_seconds: Optional[float] = None
     on_state_mismatch: str = DEFAULT_ON_STATE_MISMATCH
+    max_future_seconds: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.on_state_mismatch not in STATE_MISMATCH_POLICIES:
@@ -66,6 +69,10 @@ class StreamPolicy:
         if interval is not None and not (isinstance(interval, (int, float))
                                          and math.isfinite(interval) and interval > 0):
             raise EdgecastRuntimeError(f"interval_seconds must be a positive number, got {interval!r}")
+        ahead = self.max_future_seconds
+        if ahead is not None and not (isinstance(ahead, (int, float)) and not isinstance(ahead, bool)
+                                      and math.isfinite(ahead) and ahead >= 0):
+            raise EdgecastRuntimeError(f"max_future_seconds must be a number >= 0, got {ahead!r}")
 
 
 def screen_ranges(state: StreamState, values: List[float], ranges: Optional[ValidRanges],
@@ -93,7 +100,11 @@ def apply_gap(state: StreamState, timestamp: Optional[float], interval: Optional
     if not interval or timestamp is None or state.last_timestamp is None:
         return
     # Readings are consecutive steps while less than 1.5 intervals apart.
-    missed = int(round((timestamp - state.last_timestamp) / interval)) - 1
+    try:
+        missed = int(round((timestamp - state.last_timestamp) / interval)) - 1
+    except (OverflowError, ValueError):  # a span no count of steps can hold
+        raise InputValueError(f"the time since the last reading spans too many sampling "
+                              f"intervals of {interval:g} s to count") from None
     if missed < 1:
         return
     if policy.on_gap == "hold" and len(state.buffer) and state.held + missed <= policy.max_hold:

@@ -22,6 +22,7 @@ reading and answer (`StreamScorer.reconcile`)."""
 
 import json
 import math
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -89,6 +90,8 @@ class ForecastStore:
         self.input_window = float(input_window_seconds)
         self._lock = threading.Lock()
         try:
+            if self.path:
+                create_private(self.path)
             self._db = sqlite3.connect(str(self.path) if self.path else ":memory:",
                                        isolation_level=None, check_same_thread=False)
             if self.path:
@@ -140,6 +143,24 @@ class ForecastStore:
         self._set_meta("last_applied", repr(step.timestamp))
         db.execute("COMMIT")
         return Outcome(True, scored, expired)
+
+    def rewind(self, limit: float) -> None:
+        """Delete forecasts, scores and inputs stamped after `limit`, and the record of
+        the last reading applied when it is after `limit`, in one transaction."""
+        with self._lock:
+            try:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM pending WHERE issued > ?", (limit,))
+                db.execute("DELETE FROM scored WHERE issued > ? OR completed > ?", (limit, limit))
+                db.execute("DELETE FROM recent_inputs WHERE ts > ?", (limit,))
+                last = self._meta("last_applied")
+                if last is not None and float(last) > limit:
+                    db.execute("DELETE FROM meta WHERE key = 'last_applied'")
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StateError(f"cannot write the forecast store {self.path}: {exc}") from None
 
     def _add_truth(self, step: Step) -> List[Tuple[int, float, float]]:
         """Put the truth into every pending forecast that has this step as a target;
@@ -237,6 +258,25 @@ class ForecastStore:
             self._db.execute("ROLLBACK")
         except sqlite3.Error:
             pass  # no transaction was open
+
+
+def create_private(path: Path) -> None:
+    """Create the store's file as 0600 (SQLite gives its -wal and -shm files the same
+    mode), refusing a symlink in its place as the state file does."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise StateError(f"{path} is a symbolic link; the hub's state files must be regular "
+                             f"files: put the file itself there") from None
+        raise StateError(f"cannot open the forecast store {path}: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def store_path_for(state_path: Path) -> Path:

@@ -132,13 +132,13 @@ def _stream_lines(streamer, model, source, sink, progress) -> None:
             return
         progress["busy"] = True
         number += 1
-        answer = _answer_line(streamer, parser, raw, source)
+        answer = _answer_line(streamer, parser, raw, source, number)
         sink.write(json.dumps({"line": number, **answer}, separators=(",", ":")) + "\n")
         sink.flush()
         progress["busy"] = False
 
 
-def _answer_line(streamer, parser, raw: bytes, source) -> dict:
+def _answer_line(streamer, parser, raw: bytes, source, number: int = 0) -> dict:
     if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
         while raw and not raw.endswith(b"\n"):  # drop the rest of the oversized line
             raw = source.readline(MAX_LINE_BYTES)
@@ -152,6 +152,10 @@ def _answer_line(streamer, parser, raw: bytes, source) -> dict:
         return {"status": "error", "error": "line is not UTF-8 text"}
     except (InputError, StateError, ModelError) as exc:
         return {"status": "error", "error": str(exc)}
+    except Exception as exc:  # one line's fault never ends the stream; logged, no traceback
+        error = f"internal error: {type(exc).__name__}: {str(exc)[:200]}"
+        log_event({"event": "internal_error", "line": number, "error": error})
+        return {"status": "error", "error": error}
 
 
 def feed_watchdog(server: ForecastServer, notifier: Notifier, watcher: ModelWatcher) -> None:

@@ -119,6 +119,18 @@ class StreamScorer:
             self._judge(INPUT_DRIFT, self._inputs_drifted(), step.timestamp)
         return outcome
 
+    def rewind(self, limit: float) -> None:
+        """Forget what the store holds beyond `limit` (a timeline the stream has left:
+        readings stamped beyond the hub's clock), so that later readings are applied."""
+        try:
+            self.store.rewind(limit)
+        except StateError as exc:
+            self.log({"event": "scoring_error", "timestamp": limit, "error": str(exc)})
+            return
+        self.last_timestamp = self.store.last_applied()
+        self.log({"event": "notice", "message": f"forecast store: readings after {limit:.0f} "
+                  f"(beyond the hub's clock) forgotten", "store_rewound": True})
+
     def _step(self, state, model) -> Optional[Step]:
         if state.last_timestamp is None or state.last_values is None:
             return None

@@ -3,9 +3,20 @@
 The file is whole JSON, replaced atomically (durable.atomic_write) before a reading
 is answered, so a restart resumes exactly where the last answer left off. It names
 the model it was written for; another model adopts it only when it reads the same
-inputs (`stream_inputs`), the rule hot reload follows too."""
+inputs (`stream_inputs`), the rule hot reload follows too.
 
+The hub's own files (this one, its lock, the forecast store beside it) are private,
+mode 0600, and never reached through a symlink: the path itself being one is refused
+(O_NOFOLLOW), since a link planted in the state folder could otherwise point the
+hub's writes or reads at any file it may reach."""
+
+from __future__ import annotations
+
+import errno
 import json
+import math
+import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +24,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .durable import atomic_write
+from .durable import NOFOLLOW, PRIVATE_MODE, atomic_write, fsync_dir
 from .errors import StateError, StateMismatchError
 from .ring_buffer import RingBuffer
 
@@ -24,6 +35,7 @@ except ImportError:  # not on Linux: no cross-process lock on the state file
 
 STATE_FORMAT = "edgecast-runtime/stream-state"
 STATE_VERSION = 1
+DISCARDED_SUFFIX = ".discarded"  # where a state file the stream no longer uses is kept
 
 
 @dataclass
@@ -82,7 +94,7 @@ def save_state(path: Path, state: StreamState, model) -> None:
     }
     data = (json.dumps(document, allow_nan=False, separators=(",", ":")) + "\n").encode()
     try:
-        atomic_write(path, data)
+        atomic_write(path, data, mode=PRIVATE_MODE)
     except OSError as exc:
         raise StateError(f"cannot save the stream state to {path}: "
                          f"{exc.strerror or exc}; the reading was not accepted") from None
@@ -92,16 +104,16 @@ def load_state(path: Path, model) -> Tuple[Optional[StreamState], Optional[dict]
     """(the state in the file or None when there is none, the model it was written
     for when `model` adopts it: {"model_name", "model_sha256"}, else None)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_private(path).decode("utf-8")
     except FileNotFoundError:
         return None, None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise StateError(f"cannot read the state file {path}: {exc}") from None
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
         if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
             raise ValueError("not an edgecast-runtime stream state")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise StateError(f"{path} is not a valid state file ({exc}); move it away "
                          f"to start afresh") from None
     if document.get("version") != STATE_VERSION:
@@ -116,6 +128,59 @@ def load_state(path: Path, model) -> Tuple[Optional[StreamState], Optional[dict]
     if previous is not None:
         state.last_answer = None  # an answer of the other model must not be replayed
     return state, previous
+
+
+def read_private(path: Path) -> bytes:
+    """The bytes of a hub's own file, opened without following a symlink and only when
+    it is a regular file (a FIFO would block); FileNotFoundError when there is none,
+    StateError for anything else that stops it being read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StateError(_open_error(path, exc)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StateError(f"the state file {path} is not a regular file; move it away")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            return stream.read()
+    except OSError as exc:
+        raise StateError(f"cannot read the state file {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _open_error(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP or os.path.islink(path):  # (some systems say EMLINK)
+        return (f"{path} is a symbolic link; the hub's state files must be regular files (a link "
+                f"would send its writes elsewhere): put the file itself there")
+    return f"cannot open {path}: {exc.strerror or exc}"
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:40]} is beyond float range")
+    return number
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a state file may hold")
+
+
+def set_aside(path: Path) -> Optional[Path]:
+    """Rename a state file the stream no longer uses to NAME.discarded (replacing an
+    older one), so that nothing is lost; returns the new path, None when there was none."""
+    aside = path.with_name(path.name + DISCARDED_SUFFIX)
+    try:
+        if not os.path.lexists(path):
+            return None
+        os.replace(path, aside)
+    except OSError as exc:
+        raise StateError(f"cannot move {path} aside to {aside.name}: {exc.strerror or exc}") from None
+    fsync_dir(path.parent)
+    return aside
 
 
 def _require_same_inputs(path: Path, document: dict, model) -> None:
@@ -146,17 +211,33 @@ def _state_from_document(path: Path, document: dict, model) -> StreamState:
         counts = document.get("missing_values") or {}
         return StreamState(
             buffer=RingBuffer.from_rows(rows, model.look_back, model.n_features),
-            last_timestamp=None if last_ts is None else float(last_ts),
+            # Any finite number: one beyond the hub's clock or the calendar (written by an
+            # older runtime) restarts the stream at the next reading (streaming), never
+            # a refusal to start.
+            last_timestamp=None if last_ts is None else _finite(last_ts, "last_timestamp"),
             last_values=document["last_values"],
-            held=int(document["held"]),
-            accepted=int(document["accepted"]),
+            held=_count(document["held"], "held"),
+            accepted=_count(document["accepted"], "accepted"),
             last_answer=document["last_answer"],
-            missing_values={str(reason): {str(name): int(count) for name, count in by.items()}
+            missing_values={str(reason): {str(name): _count(count, "missing_values")
+                                          for name, count in by.items()}
                             for reason, by in counts.items()},
         )
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise StateError(f"{path} is not a valid state file ({exc}); move it away "
                          f"to start afresh") from None
+
+
+def _finite(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {str(value)[:40]}")
+    return float(value)
+
+
+def _count(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a count (an integer >= 0), got {str(value)[:40]}")
+    return value
 
 
 def lock_state_file(path: Path):
@@ -166,10 +247,16 @@ def lock_state_file(path: Path):
     if fcntl is None:
         return None
     lock_path = path.with_name(path.name + ".lock")
+    flags = os.O_RDWR | os.O_CREAT | NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        handle = open(lock_path, "a+b")
+        fd = os.open(lock_path, flags, PRIVATE_MODE)
     except OSError as exc:
-        raise StateError(f"cannot open {lock_path}: {exc.strerror or exc}") from None
+        raise StateError(_open_error(lock_path, exc)) from None
+    handle = os.fdopen(fd, "a+b")
+    try:
+        os.fchmod(fd, PRIVATE_MODE)  # also a lock file an older runtime left world-readable
+    except OSError:
+        pass
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

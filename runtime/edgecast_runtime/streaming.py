@@ -3,17 +3,18 @@ look-back readings are buffered. It coordinates the parts: the calendar fill
 (encodings.InputLayout), the valid ranges (validity), the policy for missing
 values and gaps (policy), the ring buffer (ring_buffer) and the state file,
 written durably before any answer is given (state_file); then the scorer
-(skill.StreamScorer), which keeps each forecast until its truth arrives."""
+(skill.StreamScorer), which keeps each forecast until its truth arrives. Timestamps
+are checked against the hub's clock (timeguard) before a reading moves the stream."""
 
 import math
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from .clock import clock_name
+from .clock import checked_seconds, clock_name
 from .errors import InputShapeError, InputValueError, StateError, StateMismatchError
 from .formatting import comparable, float_list, seconds_text
 from .policy import (
@@ -34,8 +35,10 @@ from .state_file import (
     lock_state_file,
     same_inputs,
     save_state,
+    set_aside,
     stream_inputs,
 )
+from .timeguard import FutureGuard, moment_text
 
 
 class StreamingForecaster:
@@ -45,10 +48,12 @@ class StreamingForecaster:
     different model is adopted when that model read the same inputs (features,
     encodings, look-back, interval, clock), as on a hot reload, and said through
     `log(event_dict)`; otherwise it is refused with StateMismatchError, or, with the
-    policy's on_state_mismatch "fresh", discarded with a logged notice."""
+    policy's on_state_mismatch "fresh", moved aside to NAME.discarded with a logged
+    notice. `now` is the hub's clock (timeguard.FutureGuard)."""
 
     def __init__(self, forecaster, state_path=None, policy: Optional[StreamPolicy] = None,
-                 clock=None, log: Optional[Callable[[dict], None]] = None, scorer=None):
+                 clock=None, log: Optional[Callable[[dict], None]] = None, scorer=None,
+                 now: Callable[[], float] = time.time):
         self.scorer = scorer  # skill.StreamScorer: scores forecasts once their truth arrives
         self.policy = policy or StreamPolicy()
         # The data's clock for calendar features: given, else the model's own (spec
@@ -59,9 +64,11 @@ class StreamingForecaster:
         self._forecaster = forecaster
         self._lock = threading.Lock()
         self._closed = False
+        self._log = log or (lambda event: None)
+        self.guard = FutureGuard(self.policy.max_future_seconds, self._log, now)
         self._lock_file = lock_state_file(self.state_path) if self.state_path else None
         try:
-            self._state = self._resume(log or (lambda event: None))
+            self._state = self._resume(self._log)
         except BaseException:
             self._release_lock_file()
             raise
@@ -80,12 +87,18 @@ class StreamingForecaster:
             if self.policy.on_state_mismatch != "fresh":
                 raise
             # Written for a model that reads other inputs: its readings mean nothing to
-            # this one. The first accepted reading replaces the file.
-            log({"event": "notice", "message": f"starting afresh (--on-state-mismatch fresh): {exc}",
-                 "state_discarded": str(self.state_path), "sha256": model.sha256})
+            # this one. Kept aside, not deleted: someone may want to look at it.
+            aside = set_aside(self.state_path)
+            log({"event": "notice", "message": f"starting afresh (--on-state-mismatch fresh): {exc}; "
+                 f"the old file is kept as {aside}",
+                 "state_discarded": str(self.state_path), "kept_as": str(aside), "sha256": model.sha256})
             return empty_state(model)
         if state is None:
             return empty_state(model)
+        if self.guard.untrusted(state.last_timestamp, self._interval(model)):
+            log({"event": "notice", "message": f"state file {self.state_path}: its last reading "
+                 f"({moment_text(state.last_timestamp)}) is beyond the hub's clock; the stream "
+                 f"restarts at the next reading instead of refusing it as out of order"})
         if self.scorer is not None:  # a crash between the state file and the store
             self.scorer.after_reading(state, model)
         if previous is not None:
@@ -117,26 +130,72 @@ class StreamingForecaster:
             if len(reading.values) != model.n_features:
                 raise InputShapeError(f"reading needs {model.n_features} value(s) "
                                       f"({', '.join(model.features)}), got {len(reading.values)}")
-            values = model.layout.fill_calendar(list(reading.values), reading.timestamp, self.clock)
-            reading = Reading(values, reading.timestamp)
-            replay = self._replay_duplicate(reading, model)
+            timestamp = self._checked_timestamp(reading.timestamp, model)
+            values = model.layout.fill_calendar(list(reading.values), timestamp, self.clock)
+            reading = Reading(values, timestamp)
+            current, restarted = self._trusted_state(reading, model)
+            replay = self._replay_duplicate(reading, model, current)
             if replay is not None:
                 self._score(self._state, model)  # applied once: a resend scores nothing twice
                 return replay
-            state, answer = self._advance(self._state, reading, model)
+            state, answer = self._advance(current, reading, model, restarted)
+            if restarted and self.state_path is not None:
+                set_aside(self.state_path)
             self._save(state, model)
+            if restarted:
+                self._log({"event": "notice", "message": restarted, "state_restarted": True})
             self._state = state
             self._score(state, model)
             return dict(answer)
 
-    def _score(self, state: StreamState, model) -> None:
-        if self.scorer is not None:
-            self.scorer.after_reading(state, model)
+    def check_timestamp(self, timestamp: Optional[float]) -> Optional[float]:
+        """The timestamp as a float when the stream may take it (finite, within the
+        calendar, not beyond the hub's clock); InputValueError otherwise."""
+        return self._checked_timestamp(timestamp, self._forecaster)
 
-    def _replay_duplicate(self, reading: Reading, model) -> Optional[dict]:
+    def _checked_timestamp(self, timestamp, model) -> Optional[float]:
+        if timestamp is None:
+            return None
+        seconds = checked_seconds(timestamp)
+        self.guard.check(seconds, self._interval(model))
+        return seconds
+
+    def _interval(self, model) -> Optional[float]:
+        return self.policy.interval_seconds or model.interval_seconds
+
+    def _trusted_state(self, reading: Reading, model) -> Tuple[StreamState, Optional[str]]:
+        """(the state to go on from, a notice when it restarts). A last timestamp beyond
+        the hub's clock (accepted before timestamps were bounded, or while the clock was
+        unset) cannot order an earlier reading: the stream restarts from this one."""
+        state = self._state
+        last = state.last_timestamp
+        if (reading.timestamp is None or last is None or reading.timestamp >= last
+                or not self.guard.untrusted(last, self._interval(model))):
+            return state, None
+        fresh = empty_state(model)
+        fresh.accepted, fresh.missing_values = state.accepted, state.copy().missing_values
+        notice = (f"the last accepted reading ({moment_text(last)}) is beyond the hub's clock: "
+                  f"the stream restarts here (the old state file is kept as "
+                  f"{self.state_path}.discarded)" if self.state_path else
+                  f"the last accepted reading ({moment_text(last)}) is beyond the hub's clock: "
+                  f"the stream restarts here")
+        return fresh, notice
+
+    def _score(self, state: StreamState, model) -> None:
+        if self.scorer is None:
+            return
+        applied = self.scorer.last_timestamp
+        if (applied is not None and state.last_timestamp is not None and state.last_timestamp < applied
+                and self.guard.untrusted(applied, self._interval(model))):
+            # The store followed a timeline the stream has left (see _trusted_state).
+            limit = self.guard.limit(self._interval(model))
+            if limit is not None:
+                self.scorer.rewind(limit)
+        self.scorer.after_reading(state, model)
+
+    def _replay_duplicate(self, reading: Reading, model, state: StreamState) -> Optional[dict]:
         """A reading sent again after a crash (same timestamp, same values) gets the
         answer it had, so a producer can resend whatever it saw no answer for."""
-        state = self._state
         if reading.timestamp is None or state.last_timestamp is None:
             return None
         if reading.timestamp < state.last_timestamp:
@@ -153,11 +212,11 @@ class StreamingForecaster:
         answer["duplicate"] = True
         return answer
 
-    def _advance(self, current: StreamState, reading: Reading, model):
+    def _advance(self, current: StreamState, reading: Reading, model, restarted: Optional[str] = None):
         """The next state and the answer for `reading`, leaving `current` untouched
         so that a refused reading or a failed save changes nothing."""
         state = current.copy()
-        notices = []
+        notices = [restarted] if restarted else []
         interval = self.policy.interval_seconds or model.interval_seconds
         apply_gap(state, reading.timestamp, interval, self.policy,
                   lambda seconds: model.layout.calendar_row(seconds, self.clock), notices)

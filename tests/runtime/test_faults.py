@@ -10,8 +10,10 @@ stop root, and mounting a small tmpfs needs privileges a CI container lacks):
     so writing a state file larger than the limit fails part-way with EFBIG, exactly
     where a full disk fails with ENOSPC (Python ignores SIGXFSZ, so the write
     returns an error instead of killing the process);
-  * unwritable folder: the temporary file's name (`.state.json.tmp`) is taken by a
-    folder, so creating it fails (EISDIR) as it would on a read-only folder (EROFS);
+  * unwritable folder: the state folder is moved aside while the service runs and a
+    plain file takes its name, so creating the temporary file in it fails (ENOTDIR) as
+    it would on a read-only folder (EROFS); moved back, it is writable again. (The
+    temporary file's name is random, so it cannot be taken in advance.)
   * a state path whose parent is a regular file (ENOTDIR) at start-up.
 """
 
@@ -244,20 +246,24 @@ def test_full_disk_under_serve_is_503_and_the_old_state_stays(tmp_path):
 
 
 def test_unwritable_state_folder_is_503_then_recovers(tmp_path):
-    state = tmp_path / "state.json"
-    blocker = tmp_path / ".state.json.tmp"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    state = folder / "state.json"
+    aside = tmp_path / "data.aside"
     with Server(ONE, "--state", state, "--poll-interval", "0") as server:
         def observe(hour, value):
             return server.request("POST", "/v1/observe",
                                   {"value": value, "timestamp": START + hour * HOUR})
         assert observe(0, 10)[0] == 200 and observe(1, 20)[0] == 200
         before = state.read_bytes()
-        blocker.mkdir()
+        folder.rename(aside)
+        folder.write_text("in the way\n")
         status, answer, _ = observe(2, 30)
         assert status == 503 and "cannot save the stream state" in answer["error"]
         assert "the reading was not accepted" in answer["error"]
-        assert state.read_bytes() == before  # the old state, untouched
-        blocker.rmdir()
+        assert (aside / "state.json").read_bytes() == before  # the old state, untouched
+        folder.unlink()
+        aside.rename(folder)
         status, answer, _ = observe(2, 30)  # sent again once the folder is writable
         assert status == 200 and answer["accepted"] == 3
         not_json = [line for line in server.stderr_lines if not line.startswith("{")]
@@ -274,5 +280,5 @@ def test_state_folder_that_is_a_file_stops_serve_with_one_line(tmp_path):
     assert result.stderr.startswith("edgecast-runtime: error: cannot open")
     assert "Not a directory" in result.stderr and len(result.stderr.splitlines()) == 1
     add_count("faults", "disk_faults", 1)
-    record("faults", disk_fault_method="RLIMIT_FSIZE (full disk), temp name taken by a folder "
-                                       "(unwritable folder), parent is a file (ENOTDIR)")
+    record("faults", disk_fault_method="RLIMIT_FSIZE (full disk), state folder replaced by a "
+                                       "file (unwritable folder), parent is a file (ENOTDIR)")
