@@ -335,7 +335,8 @@ class ForecastHandler(BaseHTTPRequestHandler):
         if getattr(self, "request_version", None) == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # an unparsable request line still gets a status line
         status = int(code)
-        self._send_json(status, _error_body(status, message or HTTPStatus(status).phrase),
+        message = message or HTTPStatus(status).phrase
+        self._send_json(status, _error_body(status, f"{message} ({explain})" if explain else message),
                         close=True)
         self._access_log(getattr(self, "command", None) or "-", status, None)
 

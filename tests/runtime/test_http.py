@@ -183,7 +183,8 @@ def test_411_without_content_length(server):
 
 def test_408_body_that_never_arrives(server):
     started = time.monotonic()
-    answer = server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n{\"wi")
+    answer = server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 50\r\n\r\n{\"wi")
     assert time.monotonic() - started < 9
     assert answer.startswith(b"HTTP/1.1 408") and b"timed out" in answer
 
@@ -207,7 +208,8 @@ def test_idle_keep_alive_connection_is_closed_without_an_answer(server):
 def test_slow_loris_trickling_bytes_is_cut_off_at_the_deadline(server):
     """The per-read timeout (1 s here) alone never fires for a client sending one
     byte every 0.3 s; the whole-request deadline does."""
-    request = b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Length: 30\r\n\r\n" + b" " * 30
+    request = (b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 30\r\n\r\n" + b" " * 30)
     started = time.monotonic()
     # one byte every 0.3 s: bounded at ~25 s of trickling
     answer = server.raw(request, trickle_every=0.3, trickle_for=25)
