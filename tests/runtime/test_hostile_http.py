@@ -21,9 +21,11 @@ from runtime_support import (
     ONE,
     UNIT_MEMORY_CAP_MB,
     Server,
+    assert_one_line_error,
     peak_rss_mb,
     read_until_close,
     record,
+    run_cli,
 )
 
 HEAD_LIMIT = 16 * 1024  # the server's default cap on the request line and headers
@@ -207,6 +209,12 @@ def test_an_absolute_target_naming_another_host_is_refused(server):
     assert_refused(raw, 421, "attacker.example")
 
 
+@pytest.mark.parametrize("name", ["hub.example:8080", "*", "two names", "http://hub.example"])
+def test_an_allowed_host_that_is_not_a_host_name_stops_the_start(name):
+    assert_one_line_error(run_cli("serve", ONE, "--port", "0", "--allowed-host", name), 1,
+                          f"--allowed-host {name!r} is not a host name")
+
+
 def test_http_1_0_without_host_is_served(server):
     assert answer_of(server.raw(b"GET /healthz HTTP/1.0\r\n\r\n"))[0] == 200
 
@@ -237,7 +245,8 @@ def test_at_the_open_file_limit_the_accept_loop_backs_off_logs_why_and_keeps_ser
             cpu_share = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
             event = server.wait_event("accept_failed", timeout=5)
             assert "Too many open files" in event["error"] and event["open_file_limit"] == 32
-            assert_healthy(server, timeout=5)  # while the connections are held
+            assert_healthy(server, timeout=5)  # while the connections are held:
+            server.wait_event("idle_connection_closed", reason="no file descriptor left")  # made room
         finally:
             for sock in idle:
                 sock.close()
