@@ -8,6 +8,7 @@ LOG_INTERVAL_SECONDS."""
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import threading
@@ -25,6 +26,7 @@ DEFAULT_MAX_CONNECTIONS = 64
 LOG_INTERVAL_SECONDS = 10.0
 FIRST_PAUSE_SECONDS = 0.05  # after a failed accept(); doubled while it keeps failing
 LONGEST_PAUSE_SECONDS = 1.0  # also how long shutdown may wait for the accept loop
+OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}  # a closed connection helps
 
 
 class RateLimitedLog:
@@ -110,11 +112,11 @@ class ConnectionTable:
 
     def accept_failed(self, error: OSError) -> None:
         """After accept() failed (typically EMFILE: no descriptor left): say why,
-        close the longest-idle connection to free a descriptor if there is one, and
-        pause the accept loop, which would otherwise retry at once, forever."""
+        close the longest-idle connection if any when out of descriptors or memory,
+        and pause the accept loop, which would otherwise retry at once, forever."""
         with self._lock:
             open_now = len(self._slots)
-            made_room = self._close_longest_idle()
+            made_room = error.errno in OUT_OF_RESOURCES and self._close_longest_idle()
         self.log.note("accept_failed", error=f"{type(error).__name__}: {error.strerror or error}",
                       open_connections=open_now,
                       open_file_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0] if resource else None)
