@@ -43,6 +43,7 @@ from .server import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT,
 )
@@ -178,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "every endpoint except /healthz; needed beyond loopback")
     serve.add_argument("--trusted-network", action="store_true",
                        help="serve beyond loopback without a token (the network is trusted)")
+    serve.add_argument("--max-connections", type=positive_int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                       help="most connections at once (default %(default)s; more: 503)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="also serve Host: NAME (repeatable; IP addresses, localhost, this machine's name are)")
     _stream_arguments(serve)
     _reload_arguments(serve)
     _neighbour_arguments(serve)
@@ -351,6 +356,7 @@ def run_serve(args) -> int:
                              max_batch=args.max_batch, request_timeout=args.request_timeout,
                              drain_seconds=args.drain_seconds, token_file=args.token_file,
                              trusted_network=args.trusted_network, neighbours=_neighbour_settings(args),
+                             max_connections=args.max_connections, allowed_hosts=args.allowed_host,
                              **_stream_settings(args))
 
 

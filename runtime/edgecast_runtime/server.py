@@ -1,7 +1,8 @@
 """`edgecast-runtime serve`: JSON over HTTP on the standard library's threading
-server. Every answer is JSON, every request gets one access-log line on stderr."""
+server. Every answer is JSON, every request gets one access-log line on stderr.
+What a request must be before an endpoint sees it is in http_limits; how many
+connections are held, in connections."""
 
-import io
 import json
 import socket
 import threading
@@ -11,9 +12,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from . import __version__
+from .connections import DEFAULT_MAX_CONNECTIONS, BoundedConnections, ConnectionTable
 from .errors import InputError, ModelError, StateError
 from .formatting import float_list
 from .http_auth import authorized
+from .http_limits import (
+    DEFAULT_MAX_HEAD_BYTES,
+    DeadlineReader,
+    HeadLimitedReader,
+    HeadTooLarge,
+    HttpError,
+    allowed_host_names,
+    check_host,
+    declared_length,
+    decode_json,
+    require_json,
+)
 from .logs import log_event
 from .metrics import TEXT_CONTENT_TYPE, TextBody
 from .readings import reading_from_json
@@ -34,16 +48,7 @@ ROUTES = {
 }
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str, headers=None, close: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-        self.close = close
-
-
-class ForecastServer(ThreadingHTTPServer):
+class ForecastServer(BoundedConnections, ThreadingHTTPServer):
     """The HTTP server, holding the model holder and the streaming forecaster that
     the request handlers share. Counts requests in flight so shutdown can drain."""
 
@@ -57,8 +62,13 @@ class ForecastServer(ThreadingHTTPServer):
 
     def __init__(self, address, holder, streamer, max_body=DEFAULT_MAX_BODY,
                  max_batch=DEFAULT_MAX_BATCH, request_timeout=DEFAULT_REQUEST_TIMEOUT, token=None,
-                 metrics=None):
+                 metrics=None, max_connections=DEFAULT_MAX_CONNECTIONS, allowed_hosts=None,
+                 max_head_bytes=DEFAULT_MAX_HEAD_BYTES):
         self.token = token  # the bearer token every endpoint but /healthz requires (http_auth)
+        self.connections = ConnectionTable(max_connections)
+        # names a request's Host may carry besides IP literals (DNS rebinding)
+        self.allowed_hosts = allowed_hosts or allowed_host_names(bind_host=address[0])
+        self.max_head_bytes = max_head_bytes
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.holder = holder
         self.streamer = streamer
@@ -106,19 +116,27 @@ class ForecastHandler(BaseHTTPRequestHandler):
         # trickles bytes (slow loris) cannot hold a thread for longer either.
         self.timeout = self.server.request_timeout
         super().setup()
-        self._deadline = None
-        self._deadline_hit = False
-        self.rfile = io.BufferedReader(_DeadlineReader(self), buffer_size=64 * 1024)
+        self._reader = DeadlineReader(self.connection, self.server.request_timeout,
+                                      lambda: self.server.connections.set_idle(self.connection, False))
+        self.rfile = HeadLimitedReader(self._reader, self.server.max_head_bytes)
 
     def handle_one_request(self):
         """One request, whose bytes must all arrive within --request-timeout of its
-        first byte; one cut off before its body is read gets a 408 too."""
-        self._deadline = None
-        self._deadline_hit = False
+        first byte, its head within the head limit; one cut off before its body is
+        read gets a 408 too."""
+        self._reader.new_request()
+        self.rfile.start_head()
+        self.server.connections.set_idle(self.connection, True)
         self._answered = False
         self.command = None  # set by parse_request, which a cut-off request never reaches
-        super().handle_one_request()
-        if self._deadline_hit and not self._answered:
+        try:
+            super().handle_one_request()
+        except HeadTooLarge as exc:
+            if exc.in_request_line:
+                self.request_version, self.path = "HTTP/1.1", None
+            self.send_error(exc.status, exc.message)
+            return
+        if self._reader.deadline_hit and not self._answered:
             self.close_connection = True
             self.request_version = getattr(self, "request_version", None) or "HTTP/1.1"
             if self.request_version == "HTTP/0.9":
@@ -153,6 +171,7 @@ class ForecastHandler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         started = time.monotonic()
         self.server.request_started()
+        self.rfile.end_head()
         self._body_read = False
         self._model_sha = None
         try:
@@ -165,6 +184,9 @@ class ForecastHandler(BaseHTTPRequestHandler):
     def _answer(self, method: str):
         path = urlsplit(self.path).path
         try:
+            check_host(self.headers, self.request_version, self.path, self.server.allowed_hosts,
+                       self.client_address[0])
+            self._body_length = declared_length(self.headers, self.server.max_body)
             if not authorized(path, self.headers.get("Authorization"), self.server.token):
                 raise HttpError(401, "this endpoint needs 'Authorization: Bearer TOKEN'",
                                 headers={"WWW-Authenticate": 'Bearer realm="edgecast"'}, close=True)
@@ -261,27 +283,16 @@ class ForecastHandler(BaseHTTPRequestHandler):
     # --- request and response ----------------------------------------------------------
 
     def _read_json(self):
-        if self.headers.get("Transfer-Encoding"):
-            raise HttpError(411, "chunked bodies are not supported; send Content-Length",
-                            close=True)
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
+        length = self._body_length  # checked by declared_length
+        if length is None:
             raise HttpError(411, "a Content-Length header is required", close=True)
-        try:
-            length = int(length_text)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise HttpError(400, f"invalid Content-Length: {length_text[:40]!r}", close=True) from None
-        if length > self.server.max_body:
-            raise HttpError(413, f"request body of {length} bytes exceeds the limit of "
-                                 f"{self.server.max_body} bytes", close=True)
+        require_json(self.headers.get("Content-Type"))
         body = self.rfile.read(length)
         self._body_read = True
         if len(body) < length:
             raise HttpError(400, f"request body ended after {len(body)} of {length} bytes",
                             close=True)
-        return _decode_json(body)
+        return decode_json(body)
 
     def _send_json(self, status: int, body: dict, headers=None, close: bool = False) -> None:
         content_type = "application/json"
@@ -324,7 +335,8 @@ class ForecastHandler(BaseHTTPRequestHandler):
         if getattr(self, "request_version", None) == "HTTP/0.9":
             self.request_version = "HTTP/1.0"  # an unparsable request line still gets a status line
         status = int(code)
-        self._send_json(status, _error_body(status, message or HTTPStatus(status).phrase),
+        message = message or HTTPStatus(status).phrase
+        self._send_json(status, _error_body(status, f"{message} ({explain})" if explain else message),
                         close=True)
         self._access_log(getattr(self, "command", None) or "-", status, None)
 
@@ -343,54 +355,6 @@ class ForecastHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         log_event({"event": "http", "client": self.client_address[0], "message": format % args})
-
-
-class _DeadlineReader(io.RawIOBase):
-    """The connection's raw reads, each bounded by what is left of the current
-    request's deadline (set when its first bytes arrive); between requests a read
-    waits up to the request timeout, as an idle keep-alive connection may."""
-
-    def __init__(self, handler):
-        self._handler = handler
-        self._sock = handler.connection
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        handler = self._handler
-        limit = handler.server.request_timeout
-        if handler._deadline is not None:
-            remaining = handler._deadline - time.monotonic()
-            if remaining <= 0:
-                handler._deadline_hit = True
-                raise TimeoutError("request deadline passed")
-            limit = min(limit, remaining)
-        self._sock.settimeout(limit)
-        try:
-            count = self._sock.recv_into(buffer)
-        except socket.timeout:
-            if handler._deadline is not None:
-                handler._deadline_hit = True
-            raise TimeoutError("timed out reading the request") from None
-        if count and handler._deadline is None:
-            handler._deadline = time.monotonic() + handler.server.request_timeout
-        return count
-
-
-def _decode_json(body: bytes):
-    if not body.strip():
-        raise HttpError(400, "empty request body: expected JSON")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HttpError(400, "request body is not UTF-8 text") from None
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise HttpError(400, "malformed JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise HttpError(400, f"malformed JSON: {exc}") from None
 
 
 def _error_body(status: int, message: str) -> dict:

@@ -8,10 +8,11 @@ import sys
 import threading
 from datetime import tzinfo
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from .errors import EdgecastRuntimeError, InputError, ModelError, StateError
 from .http_auth import serve_token
+from .http_limits import allowed_host_names
 from .logs import log_event
 from .metrics import HubMetrics
 from .model import DEFAULT_THREADS, Forecaster
@@ -23,6 +24,7 @@ from .server import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT,
     ForecastServer,
@@ -182,20 +184,24 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
               request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
               drain_seconds: float = DEFAULT_DRAIN_SECONDS, token_file: Optional[FilePath] = None,
               trusted_network: bool = False, skill: Optional[SkillSettings] = None,
-              neighbours: Optional[dict] = None) -> int:
+              neighbours: Optional[dict] = None, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+              allowed_hosts: Sequence[str] = ()) -> int:
     """Serve HTTP until SIGTERM/SIGINT, then wait up to `drain_seconds` for the
     requests in flight; SIGHUP reloads the model. Beyond loopback a bearer token
     (`token_file`) is required unless `trusted_network` (http_auth). With `neighbours`
     (a station id among them), POST /v1/observe takes neighbours' readings too
-    ({"station": ID})."""
+    ({"station": ID}). At most `max_connections` at once; a request's Host must be an
+    IP address, localhost, this machine's name or one of `allowed_hosts` (http_limits)."""
     token = serve_token(host, token_file, trusted_network)
+    allowed = allowed_host_names(allowed_hosts, host)
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
                                             poll_interval=poll_interval, skill=skill)
     try:
         server = ForecastServer((host, port), holder, streamer, max_body=max_body,
                                 max_batch=max_batch, request_timeout=request_timeout, token=token,
-                                metrics=HubMetrics(lambda: holder.current, streamer))
+                                metrics=HubMetrics(lambda: holder.current, streamer),
+                                max_connections=max_connections, allowed_hosts=allowed)
     except OSError as exc:
         watcher.stop()
         streamer.close()
@@ -218,7 +224,8 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
     model = holder.current
     log_event({"event": "listening", "host": bound_host, "port": bound_port,
                "model_name": model.model_name, "sha256": model.sha256, "state": state,
-               "token_required": token is not None})
+               "token_required": token is not None, "max_connections": max_connections,
+               "allowed_hosts": sorted(allowed)})
     warn_if_memory_only(state)
     notifier.ready(f"serving on {bound_host}:{bound_port}")
     try:

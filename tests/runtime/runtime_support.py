@@ -200,11 +200,14 @@ class Server(Background):
 
     def request(self, method, path, body=None, headers=None, timeout=10.0):
         """(status, decoded JSON body, response headers); `body` may be an object
-        (sent as JSON), bytes, or None."""
+        (sent as JSON), bytes, or None; a body is sent as application/json unless
+        `headers` say otherwise."""
         connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             if body is not None and not isinstance(body, bytes):
                 body = json.dumps(body).encode()
+            if body is not None:
+                headers = {"Content-Type": "application/json", **(headers or {})}
             connection.request(method, path, body=body, headers=headers or {})
             response = connection.getresponse()
             data = response.read()

@@ -39,7 +39,8 @@ class Client(threading.Thread):
             while (not self.stop.is_set() and len(self.answers) < self.max_requests
                    and time.monotonic() < deadline):
                 try:
-                    connection.request("POST", "/v1/predict", body=body)
+                    connection.request("POST", "/v1/predict", body=body,
+                                       headers={"Content-Type": "application/json"})
                     response = connection.getresponse()
                     answer = json.loads(response.read())
                     self.answers.append((response.status, answer.get("model_sha256"),

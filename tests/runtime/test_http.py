@@ -58,7 +58,7 @@ def test_model_info(server):
 
 
 def test_head_answers_headers_only(server):
-    connection_answer = server.raw(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    connection_answer = server.raw(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     head, _, body = connection_answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and body == b""
 
@@ -176,14 +176,15 @@ def test_observe_out_of_order_is_422(server):
 
 
 def test_411_without_content_length(server):
-    answer = server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\n\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 411") and b"Content-Length header is required" in body
 
 
 def test_408_body_that_never_arrives(server):
     started = time.monotonic()
-    answer = server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"wi")
+    answer = server.raw(b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 50\r\n\r\n{\"wi")
     assert time.monotonic() - started < 9
     assert answer.startswith(b"HTTP/1.1 408") and b"timed out" in answer
 
@@ -207,7 +208,8 @@ def test_idle_keep_alive_connection_is_closed_without_an_answer(server):
 def test_slow_loris_trickling_bytes_is_cut_off_at_the_deadline(server):
     """The per-read timeout (1 s here) alone never fires for a client sending one
     byte every 0.3 s; the whole-request deadline does."""
-    request = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n" + b" " * 30
+    request = (b"POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 30\r\n\r\n" + b" " * 30)
     started = time.monotonic()
     # one byte every 0.3 s: bounded at ~25 s of trickling
     answer = server.raw(request, trickle_every=0.3, trickle_for=25)
@@ -217,7 +219,7 @@ def test_slow_loris_trickling_bytes_is_cut_off_at_the_deadline(server):
 
 
 @pytest.mark.parametrize("raw, status", [
-    (b"BREW /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"BREW /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 501),
     (b"NONSENSE\r\n\r\n", 400),
 ])
 def test_protocol_errors_are_json_too(server, raw, status):
