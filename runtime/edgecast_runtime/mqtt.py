@@ -20,7 +20,7 @@ import time
 from datetime import tzinfo
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .delivery import OFFLINE, ONLINE, check_hub_id
 from .errors import EdgecastRuntimeError, StateError
@@ -44,6 +44,11 @@ from .reload import DEFAULT_POLL_SECONDS
 from .service import FilePath, on_signals, open_holder, warn_if_memory_only
 from .skill import SkillSettings
 from .updates import HubUpdater
+
+if TYPE_CHECKING:
+    from .neighbours import NeighbourLink
+    from .reload import ModelHolder
+    from .streaming import StreamingForecaster
 
 DEFAULT_PORT = 1883
 DEFAULT_KEEPALIVE = 30  # seconds
@@ -94,11 +99,11 @@ def _import_paho() -> SimpleNamespace:
 
 
 class MqttBridge:
-    def __init__(self, holder, streamer, host: str, port: int, subscribe: str, publish: str, client_id: str,
+    def __init__(self, holder: ModelHolder, streamer: StreamingForecaster, host: str, port: int, subscribe: str, publish: str, client_id: str,
                  keepalive: int = DEFAULT_KEEPALIVE, reconnect_max: int = DEFAULT_RECONNECT_MAX,
                  security: Optional[dict] = None, updater: Optional[HubUpdater] = None,
                  status_topic: Optional[str] = None, status_interval: float = DEFAULT_STATUS_INTERVAL,
-                 link=None, gate: Optional[PayloadGate] = None) -> None:
+                 link: Optional[NeighbourLink] = None, gate: Optional[PayloadGate] = None) -> None:
         self.paho = _import_paho()
         self.holder, self.streamer = holder, streamer
         self.link = link  # neighbours.NeighbourLink: neighbours' readings in, own readings out
@@ -184,7 +189,7 @@ class MqttBridge:
             return
         self.client.publish(self.status_topic, body, qos=1, retain=True)
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             log_event({"event": "mqtt_refused", "reason": str(reason_code)})
             return
@@ -201,7 +206,7 @@ class MqttBridge:
                    "session_present": bool(flags.session_present),
                    "subscribe": self.subscribe_topic, "publish": self.publish_topic})
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: list, properties: Any) -> None:
         refused = [str(code) for code in reason_codes if code.is_failure]
         log_event({"event": "mqtt_subscribe_refused" if refused else "mqtt_subscribed",
                    "topic": self.subscribe_topic, "reasons": [str(c) for c in reason_codes]})
@@ -209,10 +214,10 @@ class MqttBridge:
     def _publish_status(self, payload: bytes) -> None:
         self.client.publish(self.updater.status_topic, payload, qos=1, retain=True)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         log_event({"event": "mqtt_disconnected", "reason": str(reason_code)})
 
-    def _on_connect_fail(self, client, userdata) -> None:
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         log_event({"event": "mqtt_connect_failed", "broker": f"{self.host}:{self.port}"})
 
     def _kind(self, topic: str) -> str:
@@ -222,7 +227,7 @@ class MqttBridge:
             return NEIGHBOUR
         return READING
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
         """Runs on paho's network thread; an exception here would stop the loop,
         so every failure becomes an error answer."""
         kind = self._kind(message.topic)
@@ -258,13 +263,13 @@ class MqttBridge:
         self._publish({"status": "error", "error": f"{exc}; not acknowledged: the broker delivers it again"},
                       topic)
 
-    def _publish(self, answer: dict, topic) -> None:
+    def _publish(self, answer: dict, topic: Optional[str]) -> None:
         if topic is not None:
             answer["topic"] = topic
         answer["model_sha256"] = self.streamer.forecaster.sha256
         self.client.publish(self.publish_topic, json.dumps(answer, separators=(",", ":")), qos=1)
 
-    def _linked(self, message) -> list:
+    def _linked(self, message: Any) -> list:
         """With neighbours: a neighbour's reading, or an own reading that may wait for them."""
         try:
             text = message.payload.decode("utf-8")
@@ -363,13 +368,14 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
     return 0
 
 
-def _subscriptions(subscribe: str, updater: Optional[HubUpdater], link) -> list:
+def _subscriptions(subscribe: str, updater: Optional[HubUpdater], link: Optional[NeighbourLink]) -> list:
     """(option, filter) of every subscription, for mqtt_policy.check_topics."""
     return [("--subscribe", subscribe), *(("--hub-id", topic) for topic in (updater.topics if updater else ())),
             *(("--neighbour-topic", topic) for topic in (link.subscriptions() if link is not None else ()))]
 
 
-def _publications(publish: str, status_topic: Optional[str], updater: Optional[HubUpdater], link) -> list:
+def _publications(publish: str, status_topic: Optional[str], updater: Optional[HubUpdater],
+                  link: Optional[NeighbourLink]) -> list:
     """(option, topic) of every topic the hub publishes to."""
     topics = [("--publish", publish), ("--status-topic", status_topic)]
     if updater is not None:
