@@ -19,6 +19,7 @@ import pwd
 import queue
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from runtime_support import (
@@ -178,6 +179,38 @@ def test_a_retained_reading_is_answered_once_across_reconnects(broker, listener,
     assert json.loads(state.read_text())["accepted"] == 2
     assert first.wait_event("mqtt_retained_skipped")["topic"] == READINGS
     record("hostile_mqtt", retained_reading_counted=1, reconnects=2)
+
+
+NEIGHBOURS = Path(__file__).resolve().parent / "fixtures" / "neighbours"  # home reads upwind and far
+
+
+def test_a_neighbours_topic_has_the_readings_cap_and_skips_retained_readings(broker, tmp_path):
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
+    client.connect("127.0.0.1", broker.port, keepalive=10)
+    client.loop_start()
+
+    def home_hub():
+        return Background("mqtt", NEIGHBOURS / "home.onnx", "--broker", f"127.0.0.1:{broker.port}",
+                          "--subscribe", "hub/home/in", "--publish", "hub/home/out", "--state", tmp_path / "home.json",
+                          "--client-id", "hub-home", "--reconnect-max", "1", "--poll-interval", "0",
+                          "--station", "home")
+
+    try:
+        with home_hub() as hub:
+            hub.wait_event("mqtt_subscribed", count=3)  # its own topic and two neighbours'
+            client.publish("edgecast/readings/upwind", b" " * (DEFAULT_MAX_READING_BYTES + 1), qos=1).wait_for_publish(10)
+            event = hub.wait_event("mqtt_payload_refused")
+            assert event["topic"] == "edgecast/readings/upwind" and event["kind"] == "neighbour reading"
+            far = {"station": "far", "timestamp": 7 * HOUR, "PM2.5": 12.0}
+            client.publish("edgecast/readings/far", json.dumps(far), qos=1, retain=True).wait_for_publish(10)
+            time.sleep(0.5)
+            assert hub.stop() == 0
+        with home_hub() as hub:  # subscribed again: the broker's retained copy comes back, skipped
+            assert hub.wait_event("mqtt_retained_skipped")["topic"] == "edgecast/readings/far"
+            assert hub.stop() == 0
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 @pytest.mark.parametrize("options, fragment", [
