@@ -298,13 +298,21 @@ def listener(broker):
         client.close()
 
 
-def test_readings_cap_is_an_option(broker, listener, tmp_path):
-    with start_runtime(broker, ONE, tmp_path / "state.json", "--max-payload", "64") as runtime:
+def test_readings_cap_is_an_option_and_the_drops_are_in_the_status(broker, listener, tmp_path):
+    statuses = queue.Queue()
+    listener.client.message_callback_add("hub/status", lambda c, u, message: statuses.put(json.loads(message.payload)))
+    listener.client.subscribe("hub/status", qos=1)
+    with start_runtime(broker, ONE, tmp_path / "state.json", "--max-payload", "64",
+                       "--status-topic", "hub/status", "--status-interval", "0.2") as runtime:
         runtime.wait_event("mqtt_subscribed")
         listener.publish(json.dumps(reading(10, 0)) + " " * 64)
         assert "64-byte limit" in listener.next()["error"]
         listener.publish(reading(10, 0))
         assert listener.next()["accepted"] == 1
+        status = statuses.get(timeout=10)
+        while status["readings"] < 1:
+            status = statuses.get(timeout=10)
+        assert status["mqtt"] == {"payloads_refused": 1, "retained_skipped": 0}
     result = run_cli("mqtt", ONE, "--broker", "127.0.0.1:1", "--subscribe", "a", "--publish", "b",
                      "--max-payload", str(2 * 1024 * 1024))
     assert_one_line_error(result, 2, "--max-payload")
