@@ -99,7 +99,8 @@ def _import_paho() -> SimpleNamespace:
 
 
 class MqttBridge:
-    def __init__(self, holder: ModelHolder, streamer: StreamingForecaster, host: str, port: int, subscribe: str, publish: str, client_id: str,
+    def __init__(self, holder: ModelHolder, streamer: StreamingForecaster, host: str, port: int,
+                 subscribe: str, publish: str, client_id: str,
                  keepalive: int = DEFAULT_KEEPALIVE, reconnect_max: int = DEFAULT_RECONNECT_MAX,
                  security: Optional[dict] = None, updater: Optional[HubUpdater] = None,
                  status_topic: Optional[str] = None, status_interval: float = DEFAULT_STATUS_INTERVAL,
