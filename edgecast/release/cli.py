@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from edgecast.fleet.cli import app as fleet_app  # `edgecast fleet status` joins `fleet train` and `fleet report`
-from edgecast_runtime.delivery import DEFAULT_CHUNK_BYTES
+from edgecast_runtime.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 
 from .settings import (
     DEFAULT_FAILURE_THRESHOLD,
@@ -86,7 +86,8 @@ def release(
     hub_timeout: Annotated[float, typer.Option(
         "--hub-timeout", min=1, help="Seconds to wait for a hub's answer.")] = DEFAULT_HUB_TIMEOUT,
     chunk_bytes: Annotated[int, typer.Option(
-        "--chunk-bytes", min=1024, help="File chunk size (below the broker's packet limit).")] = DEFAULT_CHUNK_BYTES,
+        "--chunk-bytes", min=1024, max=MAX_CHUNK_BYTES,
+        help="File chunk size (at most the hubs' limit, 1 MiB).")] = DEFAULT_CHUNK_BYTES,
     username: UsernameOption = None, password_file: PasswordFileOption = None, password_env: PasswordEnvOption = None,
     ca_file: CaFileOption = None, cert_file: CertFileOption = None, key_file: KeyFileOption = None,
     tls: TlsOption = False,

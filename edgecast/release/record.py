@@ -16,6 +16,7 @@ import numpy as np
 
 from edgecast.trainer.bundle import WINDOWS_FILE
 from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.delivery import MAX_RELEASE_MESSAGE_BYTES
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.model import Forecaster
@@ -70,11 +71,16 @@ def make_release(bundle_dir: Path, key_path: Path, version: int, *, expires_in: 
     }
     try:
         signature = key.sign(canonical_json(signed), ec.ECDSA(hashes.SHA256()))
-        return assemble_record(signed, key_id(public_key), signature)
+        record = assemble_record(signed, key_id(public_key), signature)
     except EdgecastRuntimeError as exc:  # the record breaks a rule the hub would refuse it for
         raise SigningError(str(exc)) from None
     except ValueError as exc:  # canonical JSON refuses NaN and infinity
         raise SigningError(f"cannot encode the release record: {exc}") from None
+    if len(record) > MAX_RELEASE_MESSAGE_BYTES:  # a hub would drop it unread
+        raise SigningError(f"the release record of {bundle_dir} is {len(record)} bytes, above the hubs' "
+                           f"{MAX_RELEASE_MESSAGE_BYTES}-byte limit for a release message (its self-test "
+                           f"windows make it so large)")
+    return record
 
 
 def _file_entries(bundle_dir: Path, names: list[str]) -> dict:

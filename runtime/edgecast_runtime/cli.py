@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, commands, neighbours, replay, service
+from . import __version__, commands, mqtt_policy, neighbours, replay, service
 from . import mqtt as mqtt_module
 from .arguments import (
     clock,
@@ -24,6 +24,7 @@ from .errors import (
     EdgecastRuntimeError,
     InputError,
     ModelError,
+    OptionError,
     StateError,
 )
 from .model import DEFAULT_THREADS
@@ -53,6 +54,7 @@ PROG = "edgecast-runtime"
 
 # Exit codes, most specific first: scripts on a hub can tell a bad model from bad input.
 EXIT_CODES = (
+    (OptionError, 2),  # options that contradict each other: a usage error
     (ModelError, 3),  # also SchemaVersionError, IntegrityError
     (InputError, 4),
     (StateError, 5),
@@ -206,8 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--subscribe", required=True, metavar="TOPIC", help="topic of the readings")
     mqtt.add_argument("--publish", required=True, metavar="TOPIC", help="topic for the answers")
     mqtt.add_argument("--client-id", default=None,
-                      help=f"MQTT client id (default {mqtt_module.CLIENT_ID_PREFIX}HOSTNAME); "
-                           f"the broker keeps this client's session and queued readings under it")
+                      help="MQTT client id (default: edgecast-[HUB-ID-]HASH, HASH from /etc/machine-id and "
+                           "the --subscribe topic); the broker keeps this client's session and queued "
+                           "readings under it")
+    mqtt.add_argument("--max-payload", type=positive_int, default=mqtt_policy.DEFAULT_MAX_READING_BYTES,
+                      metavar="BYTES", help="largest reading accepted (default %(default)s, at most "
+                                            f"{mqtt_policy.MAX_READING_BYTES}); larger ones are dropped unread")
     mqtt.add_argument("--keepalive", type=positive_int, default=mqtt_module.DEFAULT_KEEPALIVE,
                       metavar="S", help="MQTT keep-alive in seconds (default %(default)s)")
     mqtt.add_argument("--reconnect-max", type=positive_int,
@@ -378,7 +384,7 @@ def run_mqtt(args) -> int:
                                 hub_id=args.hub_id or args.username,
                                 release_dir=args.release_dir, status_topic=args.status_topic,
                                 status_interval=args.status_interval, neighbours=_neighbour_settings(args),
-                                **_stream_settings(args))
+                                max_payload=args.max_payload, **_stream_settings(args))
 
 
 # --- info and predict ----------------------------------------------------------------------

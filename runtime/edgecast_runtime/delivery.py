@@ -35,7 +35,11 @@ STATUS_WILDCARD = f"{TOPIC_ROOT}/+/status"
 ONLINE_WILDCARD = f"{TOPIC_ROOT}/+/online"
 ONLINE, OFFLINE = b'{"online":true}', b'{"online":false}'
 DEFAULT_CHUNK_BYTES = 64 * 1024  # far below Mosquitto's and most brokers' packet limits
+MAX_CHUNK_BYTES = 1024 * 1024  # the largest chunk `edgecast release --chunk-bytes` may send
 MAX_HEADER_BYTES = 1024
+# The largest release message a hub accepts: a chunk with its header line, or a record
+# (its self-test windows: a few KiB to some 100 KiB).
+MAX_RELEASE_MESSAGE_BYTES = MAX_CHUNK_BYTES + MAX_HEADER_BYTES
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

@@ -63,3 +63,8 @@ class ReleaseError(EdgecastRuntimeError):
 class BrokerSecurityError(EdgecastRuntimeError):
     """The MQTT credentials or TLS files cannot be used: a missing or unreadable password
     file or variable, a password without a user name, a bad CA or client certificate."""
+
+
+class OptionError(EdgecastRuntimeError):
+    """Options that cannot work together, found once they are combined with the model
+    (a subscription that would hear the hub's own messages): a usage error, exit code 2."""
