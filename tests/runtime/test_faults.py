@@ -17,6 +17,7 @@ stop root, and mounting a small tmpfs needs privileges a CI container lacks):
   * a state path whose parent is a regular file (ENOTDIR) at start-up.
 """
 
+import http.client
 import json
 import random
 import resource
@@ -77,7 +78,7 @@ def test_serve_sigkill_at_random_points_loses_no_acknowledged_reading(tmp_path):
         def post():
             try:
                 got["answer"] = server.request("POST", "/v1/observe", readings[index], timeout=5)
-            except OSError as exc:  # killed mid-request: no acknowledgement
+            except (OSError, http.client.HTTPException) as exc:  # killed mid-request: no acknowledgement
                 got["error"] = exc
 
         sender = threading.Thread(target=post, daemon=True)
