@@ -20,6 +20,7 @@ from .errors import EdgecastRuntimeError
 from .logs import log_event
 from .metrics import HubMetrics
 from .model import DEFAULT_THREADS
+from .model_check import SERVICE_LOADING, ModelLoading
 from .mqtt_security import configure_client
 from .neighbours import open_link
 from .policy import StreamPolicy
@@ -230,7 +231,8 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              trust: Optional[FilePath] = None, hub_id: Optional[str] = None,
              release_dir: Optional[FilePath] = None, skill: Optional[SkillSettings] = None,
              status_topic: Optional[str] = None,
-             status_interval: float = DEFAULT_STATUS_INTERVAL, neighbours: Optional[dict] = None) -> int:
+             status_interval: float = DEFAULT_STATUS_INTERVAL, neighbours: Optional[dict] = None,
+             loading: ModelLoading = SERVICE_LOADING) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
     SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT; `security`
     holds mqtt_security.configure_client's settings. With `trust` (the operator's
@@ -248,7 +250,8 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
         model_path = updater.model_path
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
-                                            poll_interval=poll_interval, skill=skill)
+                                            poll_interval=poll_interval, skill=skill,
+                                            loading=loading)
     client_id = client_id or f"{CLIENT_ID_PREFIX}{socket.gethostname()}"
     try:
         link = open_link(streamer, state=state, **(neighbours or {}))

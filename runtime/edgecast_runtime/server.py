@@ -235,17 +235,27 @@ class ForecastHandler(BaseHTTPRequestHandler):
         model = holder.current
         self._model_sha = model.sha256
         info = model.describe()
+        watcher = holder.watcher
         info.update(loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.loaded_at)),
                     reloads=holder.reloads, refused_reloads=holder.refused,
-                    last_reload_error=holder.last_error)
+                    last_reload_error=holder.last_error,
+                    watcher=watcher.health() if watcher else None)
         return 200, info
 
     def _health(self):
-        model = self.server.holder.current
+        """503 "degraded" when the model watcher is dead or stuck: the hub still
+        answers, but would never take a new model."""
+        holder = self.server.holder
+        model = holder.current
         self._model_sha = model.sha256
-        return 200, {"status": "ok", "model_name": model.model_name, "model_sha256": model.sha256,
-                     "uptime_seconds": round(time.monotonic() - self.server.started, 3),
-                     "stream": self.server.streamer.status()}
+        watcher = holder.watcher
+        healthy = watcher is None or watcher.healthy()
+        return 200 if healthy else 503, {
+            "status": "ok" if healthy else "degraded", "model_name": model.model_name,
+            "model_sha256": model.sha256,
+            "uptime_seconds": round(time.monotonic() - self.server.started, 3),
+            "stream": self.server.streamer.status(),
+            "watcher": watcher.health() if watcher else None}
 
     def _metrics_text(self):
         return 200, TextBody(self._hub_metrics().text(), TEXT_CONTENT_TYPE)
