@@ -75,6 +75,10 @@ class ModelHolder:
     def current(self) -> Forecaster:
         return self._current
 
+    def watcher_health(self) -> dict | None:
+        """The watcher's liveness (ModelWatcher.health), None without a watcher."""
+        return self.watcher.health() if self.watcher else None
+
     def report(self, event: dict) -> None:
         self._log(event)
 
@@ -178,25 +182,25 @@ class ModelWatcher:
         return {"alive": alive, "stalled": alive and age > self._stall_seconds(),
                 "last_poll_age_seconds": round(age, 3), "poll_interval": self.interval}
 
-    def healthy(self) -> bool:
-        health = self.health()
-        return health["alive"] and not health["stalled"]
-
     def _stall_seconds(self) -> float:
         return max(STALL_SECONDS, 3 * (self.interval or HEARTBEAT_SECONDS))
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval or HEARTBEAT_SECONDS)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._round()
-            except Exception as exc:  # the holder refuses what it loads; this is the rest
-                self.holder.report({"event": "watcher_error",
-                                  "error": one_line(f"{type(exc).__name__}: {exc}", 500)})
-            self.last_round = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(self.interval or HEARTBEAT_SECONDS)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                try:
+                    self._round()
+                except Exception as exc:  # the holder refuses what it loads; this is the rest
+                    self.holder.report({"event": "watcher_error",
+                                        "error": one_line(f"{type(exc).__name__}: {exc}", 500)})
+                self.last_round = time.monotonic()
+        finally:
+            if not self._stop.is_set():  # /healthz now says "degraded"; say why once
+                self.holder.report({"event": "watcher_died"})
 
     def _round(self) -> None:
         if self._forced:

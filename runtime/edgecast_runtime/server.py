@@ -235,27 +235,20 @@ class ForecastHandler(BaseHTTPRequestHandler):
         model = holder.current
         self._model_sha = model.sha256
         info = model.describe()
-        watcher = holder.watcher
         info.update(loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.loaded_at)),
                     reloads=holder.reloads, refused_reloads=holder.refused,
-                    last_reload_error=holder.last_error,
-                    watcher=watcher.health() if watcher else None)
+                    last_reload_error=holder.last_error, watcher=holder.watcher_health())
         return 200, info
 
     def _health(self):
-        """503 "degraded" when the model watcher is dead or stuck: the hub still
-        answers, but would never take a new model."""
-        holder = self.server.holder
-        model = holder.current
+        model, watcher = self.server.holder.current, self.server.holder.watcher_health()
         self._model_sha = model.sha256
-        watcher = holder.watcher
-        healthy = watcher is None or watcher.healthy()
+        # 503 "degraded": a dead or stuck model watcher would never take a new model.
+        healthy = watcher is None or (watcher["alive"] and not watcher["stalled"])
         return 200 if healthy else 503, {
             "status": "ok" if healthy else "degraded", "model_name": model.model_name,
-            "model_sha256": model.sha256,
-            "uptime_seconds": round(time.monotonic() - self.server.started, 3),
-            "stream": self.server.streamer.status(),
-            "watcher": watcher.health() if watcher else None}
+            "model_sha256": model.sha256, "uptime_seconds": round(time.monotonic() - self.server.started, 3),
+            "stream": self.server.streamer.status(), "watcher": watcher}
 
     def _metrics_text(self):
         return 200, TextBody(self._hub_metrics().text(), TEXT_CONTENT_TYPE)
