@@ -81,7 +81,8 @@ class Forecaster:
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.size_bytes = len(data)
         # Before any session in this process: the manifest check below may open one.
-        self.trial = trial_in_child(self.path, data, threads) if loading.trial else None
+        self.trial = (trial_in_child(self.path, data, threads, loading.trial_memory_bytes)
+                      if loading.trial else None)
         self.manifest_path = None
         if check_manifest:
             self.manifest_path = check_against_manifest(

@@ -19,12 +19,15 @@ from . import model_probe
 from .errors import EdgecastRuntimeError, ModelError
 from .model_probe import one_line
 
-DEFAULT_MAX_MODEL_BYTES = 16 << 20  # an exported LSTM is ~10-100 KB; 16 MiB leaves room
+DEFAULT_MAX_MODEL_BYTES = 4 << 20  # an exported LSTM is ~10-100 KB
 MAX_MANIFEST_BYTES = 4 << 20
-# Private memory the trial may add to an idle onnxruntime child (~46 MB resident): with
-# the service (~70-90 MB) the two stay well under the unit's MemoryMax of 256 MB, and a
-# model that loads within it also loads within it in the service (the same bytes and options).
-TRIAL_MEMORY_BYTES = 64 << 20
+# Private memory the trial may add to an idle onnxruntime child (~46 MB resident): a
+# loaded model takes ~10x its file's size (measured: a 3.8 MB model 40 MB, a 15 MB one
+# 151 MB), so a model at the size cap fits. At the default cap the child and the
+# service (~70 MB) stay well under the unit's MemoryMax of 256 MB, and a model that
+# loads within it also loads within it in the service (the same bytes and options).
+TRIAL_MEMORY_PER_MODEL_BYTE = 16
+MIN_TRIAL_MEMORY_BYTES = 64 << 20
 TRIAL_TIMEOUT_SECONDS = 30.0
 PROBE_SCRIPT = Path(model_probe.__file__).resolve()
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -40,6 +43,11 @@ class ModelLoading:
     require_manifest: bool = False
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     trial: bool = False
+
+    @property
+    def trial_memory_bytes(self) -> int:
+        """64 MB at the default size cap; more for an operator who allows larger models."""
+        return max(MIN_TRIAL_MEMORY_BYTES, TRIAL_MEMORY_PER_MODEL_BYTE * self.max_model_bytes)
 
 
 SERVICE_LOADING = ModelLoading(trial=True)
@@ -87,11 +95,12 @@ def _read_at_most(descriptor: int, count: int) -> bytes:
 
 
 def trial_in_child(path: Path, data: bytes, threads: int,
+                   memory_bytes: int = MIN_TRIAL_MEMORY_BYTES,
                    timeout: float = TRIAL_TIMEOUT_SECONDS) -> dict:
     """Load `data` and forecast once on a zero window in a child process with at most
-    TRIAL_MEMORY_BYTES of private memory and `timeout` seconds. Returns the child's
+    `memory_bytes` of private memory and `timeout` seconds. Returns the child's
     figures; raises ModelError naming `path` and why the model was refused."""
-    command = [sys.executable, "-I", str(PROBE_SCRIPT), str(threads), str(TRIAL_MEMORY_BYTES),
+    command = [sys.executable, "-I", str(PROBE_SCRIPT), str(threads), str(memory_bytes),
                str(int(timeout) + 1)]
     started = time.monotonic()
     try:
@@ -106,7 +115,9 @@ def trial_in_child(path: Path, data: bytes, threads: int,
                                    f"{exc.strerror or exc}") from None
     verdict = _verdict(done.stdout)
     if verdict is None:
-        raise ModelError(f"{path}: {_crash_text(done.returncode)}")
+        said = done.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+        raise ModelError(f"{path}: {_crash_text(done.returncode)}"
+                         + (f" ({one_line(said[0], 200)})" if said else ""))
     if not verdict.get("ok"):
         raise ModelError(f"{path}: {one_line(verdict.get('error'))}")
     verdict["trial_seconds"] = round(time.monotonic() - started, 3)

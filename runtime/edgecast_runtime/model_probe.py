@@ -154,7 +154,8 @@ def zero_window(session: ort.InferenceSession) -> tuple[str, np.ndarray] | None:
 
 
 def _memory_failure(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or "allocat" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "allocat" in text or "bad_alloc" in text
 
 
 def trial(data: bytes, threads: int, budget_bytes: int) -> dict:

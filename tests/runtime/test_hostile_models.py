@@ -107,7 +107,7 @@ ATTACKS = [
     Attack("external_data", deploy_fixture("external_data.onnx"), "declares external data"),
     Attack("forged_log", deploy_fixture("forged_log.onnx"), "a forecast on a zero window failed"),
     Attack("fifo", deploy_fifo, "not a regular file (a FIFO, device or socket)"),
-    Attack("huge_file", deploy_huge_file, "is 314572800 bytes, more than the 16777216 allowed"),
+    Attack("huge_file", deploy_huge_file, "is 314572800 bytes, more than the 4194304 allowed"),
     Attack("missing_manifest", lambda model: (model.parent / "manifest.json").unlink(),
            "no manifest.json beside the model", options=["--require-manifest"], manifest=True),
 ]
