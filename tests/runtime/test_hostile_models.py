@@ -19,6 +19,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -196,6 +197,25 @@ def test_external_data_is_unreachable_without_the_trial(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelError, match="declares external data"):
         Forecaster(HOSTILE / "external_data.onnx", loading=ModelLoading(trial=False))
+
+
+def test_onnxruntime_prints_nothing_of_its_own(tmp_path):
+    """The forged-log model loaded without the trial and run: onnxruntime's error,
+    which carries the node's name, reaches no stream; the exception is ours to report."""
+    probe = (
+        "import sys\n"
+        "from edgecast_runtime import Forecaster\n"
+        "from edgecast_runtime.model_check import ModelLoading\n"
+        "model = Forecaster(sys.argv[1], loading=ModelLoading(trial=False))\n"
+        "try:\n"
+        "    model.predict([1.0, 2.0, 3.0, 4.0])\n"
+        "except Exception:\n"
+        "    print('refused at run')\n")
+    result = subprocess.run([sys.executable, "-c", probe,
+                             str(HOSTILE / "forged_log.onnx")],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.stdout.strip() == "refused at run", result
+    assert result.stderr == ""
 
 
 def test_max_model_bytes_and_the_unit_require_a_manifest():
