@@ -67,6 +67,12 @@ def deploy_fifo(model: Path) -> None:
     os.replace(incoming, model)
 
 
+def deploy_manifest_fifo(model: Path) -> None:
+    incoming = model.with_name("manifest.json.fifo")
+    os.mkfifo(incoming)
+    os.replace(incoming, model.with_name("manifest.json"))
+
+
 def deploy_huge_file(model: Path) -> None:
     """300 MB (sparse: no disk used): read whole, it alone passes the unit's cap."""
     incoming = model.with_name("model.onnx.incoming")
@@ -108,6 +114,7 @@ ATTACKS = [
     Attack("external_data", deploy_fixture("external_data.onnx"), "declares external data"),
     Attack("forged_log", deploy_fixture("forged_log.onnx"), "a forecast on a zero window failed"),
     Attack("fifo", deploy_fifo, "not a regular file (a FIFO, device or socket)"),
+    Attack("manifest_fifo", deploy_manifest_fifo, "manifest.json is not a regular file"),
     Attack("huge_file", deploy_huge_file, "is 314572800 bytes, more than the 4194304 allowed"),
     Attack("missing_manifest", lambda model: (model.parent / "manifest.json").unlink(),
            "no manifest.json beside the model", options=["--require-manifest"], manifest=True),
