@@ -67,7 +67,7 @@ class Forecaster:
     `check_manifest=False` skips the sha256 check against a manifest.json beside
     the model (it is on by default and a mismatch raises IntegrityError).
     `loading` (model_check.ModelLoading): a required manifest, the file size cap, and
-    a trial in a bounded child process first (the long-running commands use one).
+    a trial in a bounded child process first (the command line always asks for one).
     """
 
     def __init__(self, path, threads: int = DEFAULT_THREADS, check_manifest: bool = True,
