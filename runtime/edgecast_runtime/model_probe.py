@@ -161,7 +161,9 @@ def _memory_failure(exc: BaseException) -> bool:
 def trial(data: bytes, threads: int, budget_bytes: int) -> dict:
     """Load `data` and run one forecast on zeros under the memory budget."""
     started = time.monotonic()
-    _lower_limit(resource.RLIMIT_DATA, _private_bytes() + budget_bytes)
+    private = _status_kib("VmData")
+    if private is not None:  # Linux; elsewhere only the time limit holds
+        _lower_limit(resource.RLIMIT_DATA, private * 1024 + budget_bytes)
     budget_mb = budget_bytes >> 20
     try:
         session = open_session(data, threads)
@@ -189,21 +191,17 @@ def _lower_limit(kind: int, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
 
-def _private_bytes() -> int:
-    """What RLIMIT_DATA counts now (VmData): the budget is on top of it."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmData:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+def _status_kib(field: str) -> int | None:
+    """A figure of /proc/self/status in KiB (VmData: what RLIMIT_DATA counts; VmHWM:
+    the peak resident memory), None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
 
 
 def main(argv: list[str]) -> int:
@@ -213,7 +211,7 @@ def main(argv: list[str]) -> int:
     _lower_limit(resource.RLIMIT_CPU, cpu_seconds)
     data = sys.stdin.buffer.read()
     verdict = trial(data, threads, budget)
-    verdict["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    verdict["peak_rss_mb"] = round((_status_kib("VmHWM") or 0) / 1024, 1)
     sys.stdout.write(json.dumps(verdict) + "\n")
     sys.stdout.flush()
     return 0
