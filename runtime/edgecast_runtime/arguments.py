@@ -7,6 +7,8 @@ from typing import Callable, TypeVar
 
 from .clock import parse_clock
 from .errors import EdgecastRuntimeError
+from .model import DEFAULT_THREADS
+from .model_check import DEFAULT_MAX_MODEL_BYTES, ModelLoading
 from .skill import parse_window
 
 Number = TypeVar("Number", int, float)
@@ -56,3 +58,22 @@ def _number(text: str, kind: Callable[[str], Number], ok: Callable[[Number], boo
     if value is None or not ok(value):
         raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
     return value
+
+
+def model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model file and how it is loaded: options every command takes."""
+    parser.add_argument("model", metavar="MODEL.onnx", help="an ONNX model exported by edgecast")
+    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                        help="onnxruntime intra-op threads (default %(default)s)")
+    parser.add_argument("--require-manifest", action="store_true",
+                        help="refuse a model without a manifest.json beside it listing its "
+                             "sha256 (exit 3; a refused reload)")
+    parser.add_argument("--max-model-bytes", type=positive_int, default=DEFAULT_MAX_MODEL_BYTES,
+                        metavar="BYTES", help="refuse a larger model file unread "
+                                              "(default %(default)s)")
+
+
+def model_loading(args: argparse.Namespace) -> ModelLoading:
+    """Every model the command line loads is tried first in a bounded child process."""
+    return ModelLoading(require_manifest=args.require_manifest,
+                        max_model_bytes=args.max_model_bytes, trial=True)

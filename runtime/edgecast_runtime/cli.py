@@ -12,6 +12,8 @@ from . import __version__, commands, mqtt_policy, neighbours, replay, service
 from . import mqtt as mqtt_module
 from .arguments import (
     clock,
+    model_arguments,
+    model_loading,
     non_negative_float,
     non_negative_int,
     port,
@@ -27,7 +29,7 @@ from .errors import (
     OptionError,
     StateError,
 )
-from .model import DEFAULT_THREADS
+from .model_probe import one_line
 from .policy import (
     DEFAULT_MAX_HOLD,
     DEFAULT_ON_GAP,
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
 
 
 def fail(message: str, code: int) -> int:
-    first_line = " ".join(str(message).split("\n"))
+    first_line = one_line(message, 2000)  # no newline or control character from a model
     try:
         sys.stderr.write(f"{PROG}: error: {first_line}\n")
         sys.stderr.flush()
@@ -133,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     info = subcommands.add_parser("info", help="show a model's metadata after validating it")
-    _model_arguments(info)
+    model_arguments(info)
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=run_info)
 
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Forecast from one window: its values in time order for a one-feature "
                     "model, or --json with [look_back][n_features] (one window) or "
                     "[batch][look_back][n_features] (a batch).")
-    _model_arguments(predict)
+    model_arguments(predict)
     predict.add_argument("values", nargs="*", default=[], metavar="V", help="window values, oldest first")
     predict.add_argument("--json", dest="json_input", metavar="JSON",
                          help="the window(s) as JSON; '-' reads it from stdin")
@@ -155,12 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read one reading per line on stdin (CSV: [timestamp,]v1,...; or JSON: "
                     '{"values": [...], "timestamp": ...}) and answer each line with one '
                     "JSON line on stdout once the reading is durably stored.")
-    _model_arguments(stream)
+    model_arguments(stream)
     _stream_arguments(stream)
     stream.set_defaults(run=run_stream)
 
     serve = subcommands.add_parser("serve", help="serve forecasts over HTTP (JSON)")
-    _model_arguments(serve)
+    model_arguments(serve)
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help="address to bind (default %(default)s: loopback only)")
     serve.add_argument("--port", type=port, default=DEFAULT_PORT,
@@ -195,14 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay readings (a header line naming the features, then "
                     "timestamp,values... lines) through the streaming forecaster in memory and "
                     "print rolling MAE and RMSE per lead of the model and of persistence.")
-    _model_arguments(score)
+    model_arguments(score)
     score.add_argument("csv", metavar="CSV", help="recorded readings")
     score.add_argument("--json", action="store_true", help="print JSON")
     _stream_arguments(score)
     score.set_defaults(run=run_score)
 
     mqtt = subcommands.add_parser("mqtt", help="readings from an MQTT topic, forecasts to another")
-    _model_arguments(mqtt)
+    model_arguments(mqtt)
     mqtt.add_argument("--broker", required=True, metavar="HOST[:PORT]",
                       help=f"MQTT broker (port {mqtt_module.DEFAULT_PORT} when omitted)")
     mqtt.add_argument("--subscribe", required=True, metavar="TOPIC", help="topic of the readings")
@@ -239,12 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     _neighbour_arguments(mqtt)
     mqtt.set_defaults(run=run_mqtt)
     return parser
-
-
-def _model_arguments(parser) -> None:
-    parser.add_argument("model", metavar="MODEL.onnx", help="an ONNX model exported by edgecast")
-    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
-                        help="onnxruntime intra-op threads (default %(default)s)")
 
 
 def _stream_arguments(parser) -> None:
@@ -349,7 +345,7 @@ def _stream_settings(args) -> dict:
                           min_scored=args.alarm_min_scored, drift_threshold=args.drift_threshold,
                           enabled=getattr(args, "score", True))
     return {"threads": args.threads, "state": args.state, "policy": policy, "clock": data_clock,
-            "skill": skill}
+            "skill": skill, "loading": model_loading(args)}
 
 
 def run_stream(args) -> int:
@@ -391,7 +387,8 @@ def run_mqtt(args) -> int:
 
 
 def run_info(args) -> int:
-    return commands.show_info(args.model, threads=args.threads, as_json=args.json)
+    return commands.show_info(args.model, threads=args.threads, as_json=args.json,
+                              loading=model_loading(args))
 
 
 def run_predict(args) -> int:
@@ -401,4 +398,5 @@ def run_predict(args) -> int:
         raise UsageError("give the window's values (V1 V2 ...) or --json (see "
                          "'edgecast-runtime predict --help')")
     return commands.predict(args.model, threads=args.threads, values=args.values,
-                            json_text=args.json_input, output=args.output)
+                            json_text=args.json_input, output=args.output,
+                            loading=model_loading(args))

@@ -11,6 +11,8 @@ from .errors import InputShapeError, InputValueError
 from .formatting import float_list
 from .inputs import require_shape, to_float32
 from .model import DEFAULT_THREADS, Forecaster
+from .model_check import SERVICE_LOADING, ModelLoading
+from .reload import load_model
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,9 +24,10 @@ OUTPUTS = ("text", "json")  # predict: one line of values per window, or a JSON 
 DEFAULT_OUTPUT = "text"
 
 
-def show_info(model_path: str | Path, *, threads: int = DEFAULT_THREADS, as_json: bool = False) -> int:
+def show_info(model_path: str | Path, *, threads: int = DEFAULT_THREADS, as_json: bool = False,
+              loading: ModelLoading = SERVICE_LOADING) -> int:
     """Print a model's metadata, validated (as text, or JSON with `as_json`)."""
-    model = Forecaster(model_path, threads=threads)
+    model = load_model(model_path, threads, loading)
     info = model.describe()
     if as_json:
         print(json.dumps(info, indent=2))
@@ -65,11 +68,12 @@ def _range_text(bounds: Sequence[float | None]) -> str:
 
 
 def predict(model_path: str | Path, *, threads: int = DEFAULT_THREADS, values: Sequence[str] = (),
-            json_text: str | None = None, output: str = DEFAULT_OUTPUT) -> int:
+            json_text: str | None = None, output: str = DEFAULT_OUTPUT,
+            loading: ModelLoading = SERVICE_LOADING) -> int:
     """Print the forecast of one window given as command-line `values` (a
     one-feature model) or as `json_text` (one window or a batch; "-" reads stdin):
     one line of values per window, or a JSON object with `output="json"`."""
-    model = Forecaster(model_path, threads=threads)
+    model = load_model(model_path, threads, loading)
     if json_text is not None:
         forecasts, batch = _predict_document(model, _json_argument(json_text))
     else:

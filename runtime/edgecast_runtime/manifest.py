@@ -3,11 +3,12 @@ model must be listed in it with the sha256 of its bytes. `file_sha256` is the on
 digest of the runtime and the toolkit."""
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 from .errors import IntegrityError
+from .model_check import MAX_MANIFEST_BYTES, read_regular_file
+from .model_probe import load_bounded_json, one_line
 
 BLOCK_BYTES = 1 << 20  # files are hashed a block at a time: station archives can be large
 
@@ -21,17 +22,16 @@ def file_sha256(path: Union[str, Path]) -> str:
 
 
 def check_against_manifest(path: Path, manifest_path: Path, digest: str,
-                           recorded_name: Callable[[], Optional[str]]) -> Optional[Path]:
+                           recorded_name: Callable[[], Optional[str]],
+                           required: bool = False) -> Optional[Path]:
     """With a manifest.json beside the model, the model must be listed in it with
-    this sha256; without one there is nothing to check against. On a mismatch,
-    `recorded_name()` (the model's own name, None when unreadable) tells a manifest
-    of another bundle from a model file that was changed."""
-    if not manifest_path.exists():
+    this sha256; without one there is nothing to check against, unless `required`
+    (then IntegrityError). On a mismatch, `recorded_name()` (the model's own name,
+    None when unreadable) tells a manifest of another bundle from a model file that
+    was changed."""
+    manifest = _read_manifest(path, manifest_path, required)
+    if manifest is None:
         return None
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise IntegrityError(f"{manifest_path}: cannot read the manifest ({exc})") from None
     artifacts = manifest.get("artifacts") if isinstance(manifest, dict) else None
     entry = artifacts.get(path.name) if isinstance(artifacts, dict) else None
     expected = entry.get("sha256") if isinstance(entry, dict) else None
@@ -50,3 +50,20 @@ def check_against_manifest(path: Path, manifest_path: Path, digest: str,
     raise IntegrityError(f"{path}: sha256 {digest[:16]}... does not match "
                          f"{manifest_path} ({expected[:16]}...); "
                          f"the file was changed or corrupted")
+
+
+def _read_manifest(path: Path, manifest_path: Path, required: bool) -> object:
+    """The decoded manifest, or None when there is none and none is required. Read
+    like a model: a regular file of bounded size and nesting, never a FIFO."""
+    try:
+        data = read_regular_file(manifest_path, MAX_MANIFEST_BYTES, IntegrityError, "manifest")
+    except FileNotFoundError:
+        if required:
+            raise IntegrityError(f"{path}: no {manifest_path.name} beside the model, and "
+                                 f"--require-manifest refuses a model no manifest lists") from None
+        return None
+    try:
+        return load_bounded_json(data.decode("utf-8"), MAX_MANIFEST_BYTES)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise IntegrityError(f"{manifest_path}: cannot read the manifest "
+                             f"({one_line(exc, 200)})") from None

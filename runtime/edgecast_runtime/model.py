@@ -1,8 +1,9 @@
 """`Forecaster`: one exported edgecast model, loaded, checked against the graph
 contract (docs/graph-contract.md) and its manifest, ready to predict."""
 
+from __future__ import annotations
+
 import hashlib
-import json
 import math
 import time
 import warnings
@@ -32,6 +33,20 @@ from .errors import (
 )
 from .inputs import require_shape, shape_text, to_float32
 from .manifest import check_against_manifest
+from .model_check import ModelLoading, read_regular_file, trial_in_child
+from .model_probe import (
+    MAX_FEATURES,
+    MAX_HORIZON,
+    MAX_LOOK_BACK,
+    MAX_SPEC_BYTES,
+    MAX_WINDOW_VALUES,
+    JsonBoundError,
+    load_bounded_json,
+    load_failure,
+    one_line,
+    open_session,
+    silence_onnxruntime,
+)
 from .validity import ranges_from_spec
 
 FLOAT_TENSOR = "tensor(float)"
@@ -41,6 +56,7 @@ DEFAULT_THREADS = 1  # onnxruntime intra-op threads: a small hub, predictable la
 # The zero dot product that checks finiteness (see _prepare_fast_path) meets inf on
 # purpose; its NaN is the answer, not a problem worth a warning on stderr.
 warnings.filterwarnings("ignore", "invalid value encountered in dot", RuntimeWarning, __name__)
+silence_onnxruntime()
 
 
 class Forecaster:
@@ -50,21 +66,28 @@ class Forecaster:
     sequential execution suits a small hub and keeps latency predictable.
     `check_manifest=False` skips the sha256 check against a manifest.json beside
     the model (it is on by default and a mismatch raises IntegrityError).
+    `loading` (model_check.ModelLoading): a required manifest, the file size cap, and
+    a trial in a bounded child process first (the command line always asks for one).
     """
 
-    def __init__(self, path, threads: int = DEFAULT_THREADS, check_manifest: bool = True):
+    def __init__(self, path, threads: int = DEFAULT_THREADS, check_manifest: bool = True,
+                 loading: Optional[ModelLoading] = None) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise EdgecastRuntimeError(f"threads must be a positive integer, got {threads!r}")
+        loading = loading or ModelLoading()
         self.path = Path(path)
         self.threads = threads
-        data = _read_model_bytes(self.path)
+        data = _read_model_bytes(self.path, loading.max_model_bytes)
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.size_bytes = len(data)
+        # Before any session in this process: the manifest check below may open one.
+        self.trial = (trial_in_child(self.path, data, threads, loading.trial_memory_bytes)
+                      if loading.trial else None)
         self.manifest_path = None
         if check_manifest:
             self.manifest_path = check_against_manifest(
                 self.path, self.path.parent / MANIFEST_NAME, self.sha256,
-                lambda: _recorded_name(self.path, data))
+                lambda: _recorded_name(self.path, data), required=loading.require_manifest)
         self._session = _open_session(self.path, data, threads)
         metadata = self._session.get_modelmeta().custom_metadata_map
         self.schema_version, self.spec, self.layout, self.valid_ranges = _read_metadata(
@@ -262,17 +285,13 @@ class Forecaster:
                 f"horizon={self.horizon}, sha256={self.sha256[:12]!r})")
 
 
-def _read_model_bytes(path: Path) -> bytes:
+def _read_model_bytes(path: Path, max_bytes: int) -> bytes:
     """The model is read once into memory: the sha256 check and the session then
     see the very same bytes, even if the file is replaced meanwhile."""
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, max_bytes, ModelError, "model file", "--max-model-bytes")
     except FileNotFoundError:
         raise ModelError(f"model file not found: {path}") from None
-    except IsADirectoryError:
-        raise ModelError(f"{path} is a folder, not a model file") from None
-    except OSError as exc:
-        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
     if not data:
         raise ModelError(f"{path}: the file is empty, not an ONNX model")
     return data
@@ -291,25 +310,11 @@ def _model_name(path: Path, metadata: dict) -> str:
     return metadata.get(NAME_KEY) or path.stem
 
 
-def _open_session(path: Path, data: bytes, threads: int):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Spinning worker threads burn a small hub's CPU between requests.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
+def _open_session(path: Path, data: bytes, threads: int) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(data, sess_options=options,
-                                    providers=["CPUExecutionProvider"])
+        return open_session(data, threads)
     except Exception as exc:  # onnxruntime raises several unrelated exception types
-        raise ModelError(f"{path}: not a loadable ONNX model ({_ort_message(exc)})") from None
-
-
-def _ort_message(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+        raise ModelError(f"{path}: {load_failure(exc)}") from None
 
 
 def _read_metadata(path: Path, metadata: dict):
@@ -325,7 +330,9 @@ def _read_metadata(path: Path, metadata: dict):
     if text is None:
         raise ModelError(f"{path}: the {SPEC_KEY} metadata is missing")
     try:
-        spec = json.loads(text)
+        spec = load_bounded_json(text, MAX_SPEC_BYTES)
+    except JsonBoundError as exc:
+        raise ModelError(f"{path}: {SPEC_KEY} {exc}") from None
     except ValueError as exc:
         raise ModelError(f"{path}: {SPEC_KEY} is not valid JSON ({exc})") from None
     layout, ranges = _validate_spec(path, spec, version)
@@ -346,10 +353,15 @@ def _validate_spec(path: Path, spec, version: str):
         fail("needs 'features', a non-empty list of names")
     if "target" in spec and spec["target"] != features[0]:
         fail(f"has target {spec['target']!r} but features[0] is {features[0]!r}")
-    for key in ("look_back", "horizon"):
+    for key, most in (("look_back", MAX_LOOK_BACK), ("horizon", MAX_HORIZON)):
         value = spec.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            fail(f"needs '{key}', a positive integer (got {value!r})")
+            fail(f"needs '{key}', a positive integer (got {one_line(repr(value), 60)})")
+        if value > most:
+            fail(f"has '{key}' {value}, more than the {most} this runtime accepts")
+    if len(features) > MAX_FEATURES or spec["look_back"] * len(features) > MAX_WINDOW_VALUES:
+        fail(f"asks for a window of {spec['look_back']} x {len(features)} values; this runtime "
+             f"accepts at most {MAX_FEATURES} features and {MAX_WINDOW_VALUES} values")
     interval = spec.get("interval_seconds")
     if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
                                  or not math.isfinite(interval) or interval <= 0):

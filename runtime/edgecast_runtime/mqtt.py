@@ -27,6 +27,7 @@ from .errors import EdgecastRuntimeError, StateError
 from .logs import log_event
 from .metrics import HubMetrics
 from .model import DEFAULT_THREADS
+from .model_check import SERVICE_LOADING, ModelLoading
 from .mqtt_policy import (
     DEFAULT_MAX_READING_BYTES,
     NEIGHBOUR,
@@ -322,7 +323,8 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              release_dir: Optional[FilePath] = None, skill: Optional[SkillSettings] = None,
              status_topic: Optional[str] = None,
              status_interval: float = DEFAULT_STATUS_INTERVAL, neighbours: Optional[dict] = None,
-             max_payload: int = DEFAULT_MAX_READING_BYTES) -> int:
+             max_payload: int = DEFAULT_MAX_READING_BYTES,
+             loading: ModelLoading = SERVICE_LOADING) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
     SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT; `security`
     holds mqtt_security.configure_client's settings. With `trust` (the operator's
@@ -342,7 +344,8 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
         model_path = updater.model_path
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
-                                            poll_interval=poll_interval, skill=skill)
+                                            poll_interval=poll_interval, skill=skill,
+                                            loading=loading)
     notifier = Notifier()
     bridge = None
     try:

@@ -7,17 +7,37 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .contract import MANIFEST_NAME
-from .errors import EdgecastRuntimeError
+from .errors import EdgecastRuntimeError, ModelError
 from .model import DEFAULT_THREADS, Forecaster
+from .model_check import SERVICE_LOADING, TRIAL_TIMEOUT_SECONDS, ModelLoading
+from .model_probe import one_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 DEFAULT_POLL_SECONDS = 2.0
+HEARTBEAT_SECONDS = 5.0  # without polling, the watcher still wakes this often (liveness)
+# A watcher that has not come round for this long is stuck: longer than any reload
+# (a trial is stopped after TRIAL_TIMEOUT_SECONDS) and many wake-ups.
+STALL_SECONDS = TRIAL_TIMEOUT_SECONDS + 30.0
+
+
+def load_model(path: str | Path, threads: int = DEFAULT_THREADS,
+               loading: ModelLoading = SERVICE_LOADING) -> Forecaster:
+    """A Forecaster, or a ModelError whatever went wrong: a model whose metadata
+    breaks something unforeseen is still a bad model (exit code 3, a refused reload)."""
+    try:
+        return Forecaster(path, threads=threads, loading=loading)
+    except EdgecastRuntimeError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot be loaded ({type(exc).__name__}: "
+                         f"{one_line(exc, 200)})") from None
 
 
 def file_signature(path: Path) -> tuple[int, int, int] | None:
@@ -36,21 +56,31 @@ class ModelHolder:
     reloads never interleave); `log(event_dict)` receives reload events."""
 
     def __init__(self, path: str | Path, threads: int = DEFAULT_THREADS,
-                 log: Callable[[dict], None] | None = None) -> None:
+                 log: Callable[[dict], None] | None = None,
+                 loading: ModelLoading = SERVICE_LOADING) -> None:
         self.path = Path(path)
         self.threads = threads
+        self.loading = loading
         self._log = log or (lambda event: None)
         self._reload_lock = threading.Lock()
         self._listeners = []
         self.reloads = 0
         self.refused = 0
         self.last_error = None
+        self.watcher: ModelWatcher | None = None  # set by the watcher: /healthz reports it
         self._signature = self.signatures()
-        self._current = Forecaster(self.path, threads=threads)
+        self._current = load_model(self.path, threads, loading)
 
     @property
     def current(self) -> Forecaster:
         return self._current
+
+    def watcher_health(self) -> dict | None:
+        """The watcher's liveness (ModelWatcher.health), None without a watcher."""
+        return self.watcher.health() if self.watcher else None
+
+    def report(self, event: dict) -> None:
+        self._log(event)
 
     def on_swap(self, callback: Callable[[Forecaster, Forecaster], None]) -> None:
         self._listeners.append(callback)
@@ -71,23 +101,29 @@ class ModelHolder:
             self._signature = signature
             old = self._current
             try:
-                new = Forecaster(self.path, threads=self.threads)
+                new = load_model(self.path, self.threads, self.loading)
                 if new.sha256 == old.sha256:
                     return False
                 for callback in self._listeners:
                     callback(new, old)
-            except EdgecastRuntimeError as exc:
-                self.refused += 1
-                self.last_error = str(exc)
-                self._log({"event": "reload_refused", "reason": reason, "error": str(exc),
-                           "serving_sha256": old.sha256})
+            except Exception as exc:  # whatever it was, the old model keeps serving
+                self._refuse(reason, exc, old)
                 return False
             self._current = new
             self.reloads += 1
             self.last_error = None
             self._log({"event": "reloaded", "reason": reason, "model_name": new.model_name,
-                       "sha256": new.sha256, "previous_sha256": old.sha256})
+                       "sha256": new.sha256, "previous_sha256": old.sha256,
+                       "trial_seconds": (new.trial or {}).get("trial_seconds")})
             return True
+
+    def _refuse(self, reason: str, exc: Exception, old: Forecaster) -> None:
+        error = one_line(exc if isinstance(exc, EdgecastRuntimeError)
+                         else f"{type(exc).__name__}: {exc}", 500)
+        self.refused += 1
+        self.last_error = error
+        self._log({"event": "reload_refused", "reason": reason, "error": error,
+                   "serving_sha256": old.sha256})
 
     def switch_to(self, path: str | Path, reason: str) -> Forecaster:
         """Load the model at another `path` (a verified release, installed in a folder
@@ -95,7 +131,7 @@ class ModelHolder:
         EdgecastRuntimeError and keeps the old model when it does not load."""
         with self._reload_lock:
             old = self._current
-            new = Forecaster(path, threads=self.threads)
+            new = load_model(path, self.threads, self.loading)
             for callback in self._listeners:
                 callback(new, old)
             self.path = Path(path)
@@ -121,7 +157,9 @@ class ModelWatcher:
         self._stop = threading.Event()
         self._forced = False
         self._pending = None
+        self.last_round = time.monotonic()  # when the loop last came round
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        holder.watcher = self
 
     def start(self) -> "ModelWatcher":
         self._thread.start()
@@ -142,18 +180,40 @@ class ModelWatcher:
         self._wake.set()
         self._thread.join(timeout=10)
 
+    def health(self) -> dict:
+        """Alive and coming round: a dead or stuck watcher would never reload again."""
+        age = time.monotonic() - self.last_round
+        alive = self._thread.is_alive() and not self._stop.is_set()
+        return {"alive": alive, "stalled": alive and age > self._stall_seconds(),
+                "last_poll_age_seconds": round(age, 3), "poll_interval": self.interval}
+
+    def _stall_seconds(self) -> float:
+        return max(STALL_SECONDS, 3 * (self.interval or HEARTBEAT_SECONDS))
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            if self._forced:
-                self._forced = False
-                self._pending = None
-                self.holder.reload("signal")
-            elif self.interval:
-                self._poll()
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(self.interval or HEARTBEAT_SECONDS)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                try:
+                    self._round()
+                except Exception as exc:  # the holder refuses what it loads; this is the rest
+                    self.holder.report({"event": "watcher_error",
+                                        "error": one_line(f"{type(exc).__name__}: {exc}", 500)})
+                self.last_round = time.monotonic()
+        finally:
+            if not self._stop.is_set():  # /healthz now says "degraded"; say why once
+                self.holder.report({"event": "watcher_died"})
+
+    def _round(self) -> None:
+        if self._forced:
+            self._forced = False
+            self._pending = None
+            self.holder.reload("signal")
+        elif self.interval:
+            self._poll()
 
     def _poll(self) -> None:
         if not self.holder.changed():

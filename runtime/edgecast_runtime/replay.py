@@ -9,9 +9,11 @@ from typing import Optional
 
 from .errors import EdgecastRuntimeError, InputError
 from .logs import log_event
-from .model import DEFAULT_THREADS, Forecaster
+from .model import DEFAULT_THREADS
+from .model_check import SERVICE_LOADING, ModelLoading
 from .policy import StreamPolicy
 from .readings import Header, LineParser
+from .reload import load_model
 from .skill import SkillSettings, open_scorer
 from .streaming import StreamingForecaster
 
@@ -23,10 +25,11 @@ COLUMNS = (("window", "window", "{}"), ("lead", "lead", "{}"), ("scored", "count
 
 def score_csv(model_path, csv_path, *, threads: int = DEFAULT_THREADS,
               policy: Optional[StreamPolicy] = None, clock: Optional[tzinfo] = None,
-              skill: Optional[SkillSettings] = None, as_json: bool = False) -> int:
+              skill: Optional[SkillSettings] = None, as_json: bool = False,
+              loading: ModelLoading = SERVICE_LOADING) -> int:
     """Replay `csv_path` (a header line naming the features, then
     `timestamp,values...` lines, as `stream` reads them) and print the skill table."""
-    model = Forecaster(model_path, threads=threads)
+    model = load_model(model_path, threads, loading)
     policy = policy or StreamPolicy()
     scorer = open_scorer(model, None, policy.interval_seconds or model.interval_seconds,
                          skill or SkillSettings(), log_event)

@@ -259,15 +259,18 @@ class ForecastHandler(BaseHTTPRequestHandler):
         info = model.describe()
         info.update(loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.loaded_at)),
                     reloads=holder.reloads, refused_reloads=holder.refused,
-                    last_reload_error=holder.last_error)
+                    last_reload_error=holder.last_error, watcher=holder.watcher_health())
         return 200, info
 
     def _health(self):
-        model = self.server.holder.current
+        model, watcher = self.server.holder.current, self.server.holder.watcher_health()
         self._model_sha = model.sha256
-        return 200, {"status": "ok", "model_name": model.model_name, "model_sha256": model.sha256,
-                     "uptime_seconds": round(time.monotonic() - self.server.started, 3),
-                     "stream": self.server.streamer.status()}
+        # 503 "degraded": a dead or stuck model watcher would never take a new model.
+        healthy = watcher is None or (watcher["alive"] and not watcher["stalled"])
+        return 200 if healthy else 503, {
+            "status": "ok" if healthy else "degraded", "model_name": model.model_name,
+            "model_sha256": model.sha256, "uptime_seconds": round(time.monotonic() - self.server.started, 3),
+            "stream": self.server.streamer.status(), "watcher": watcher}
 
     def _metrics_text(self):
         return 200, TextBody(self._hub_metrics().text(), TEXT_CONTENT_TYPE)

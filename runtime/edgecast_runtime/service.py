@@ -15,11 +15,12 @@ from .http_auth import serve_token
 from .http_limits import allowed_host_names
 from .logs import log_event
 from .metrics import HubMetrics
-from .model import DEFAULT_THREADS, Forecaster
+from .model import DEFAULT_THREADS
+from .model_check import SERVICE_LOADING, ModelLoading
 from .neighbours import open_link
 from .policy import StreamPolicy
 from .readings import Header, LineParser
-from .reload import DEFAULT_POLL_SECONDS, ModelHolder, ModelWatcher
+from .reload import DEFAULT_POLL_SECONDS, ModelHolder, ModelWatcher, load_model
 from .server import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
@@ -69,12 +70,12 @@ def warn_if_memory_only(state: Optional[FilePath]) -> None:
 def open_holder(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
                 state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
                 clock: Optional[tzinfo] = None, poll_interval: float = DEFAULT_POLL_SECONDS,
-                skill: Optional[SkillSettings] = None
+                skill: Optional[SkillSettings] = None, loading: ModelLoading = SERVICE_LOADING
                 ) -> Tuple[ModelHolder, StreamingForecaster, ModelWatcher]:
     """The model holder, a streamer that follows its swaps, and a started watcher
     thread that reloads the model when its file is replaced or on SIGHUP
     (`poll_interval` 0: on SIGHUP only)."""
-    holder = ModelHolder(model_path, threads=threads, log=log_event)
+    holder = ModelHolder(model_path, threads=threads, log=log_event, loading=loading)
     streamer = open_streamer(holder.current, state=state, policy=policy, clock=clock, skill=skill)
 
     def follow(new, old):
@@ -101,10 +102,11 @@ class _Stop(Exception):
 
 def run_stream(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
                state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
-               clock: Optional[tzinfo] = None, skill: Optional[SkillSettings] = None) -> int:
+               clock: Optional[tzinfo] = None, skill: Optional[SkillSettings] = None,
+               loading: ModelLoading = SERVICE_LOADING) -> int:
     """Readings on stdin, one JSON answer line each on stdout, until end of input
     or SIGTERM/SIGINT (a reading in progress is answered first)."""
-    model = Forecaster(model_path, threads=threads)
+    model = load_model(model_path, threads, loading)
     streamer = open_streamer(model, state=state, policy=policy, clock=clock, skill=skill)
     progress = {"busy": False, "stop": False}
 
@@ -185,7 +187,7 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
               drain_seconds: float = DEFAULT_DRAIN_SECONDS, token_file: Optional[FilePath] = None,
               trusted_network: bool = False, skill: Optional[SkillSettings] = None,
               neighbours: Optional[dict] = None, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-              allowed_hosts: Sequence[str] = ()) -> int:
+              allowed_hosts: Sequence[str] = (), loading: ModelLoading = SERVICE_LOADING) -> int:
     """Serve HTTP until SIGTERM/SIGINT, then wait up to `drain_seconds` for the
     requests in flight; SIGHUP reloads the model. Beyond loopback a bearer token
     (`token_file`) is required unless `trusted_network` (http_auth). With `neighbours`
@@ -196,7 +198,8 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
     allowed = allowed_host_names(allowed_hosts, host)
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
-                                            poll_interval=poll_interval, skill=skill)
+                                            poll_interval=poll_interval, skill=skill,
+                                            loading=loading)
     try:
         server = ForecastServer((host, port), holder, streamer, max_body=max_body,
                                 max_batch=max_batch, request_timeout=request_timeout, token=token,

@@ -114,6 +114,102 @@ def write(path: Path, data: bytes) -> None:
     print(f"{path.relative_to(FIXTURES.parent)}: {len(data)} bytes")
 
 
+def contract_graph(nodes, initializers, metadata, look_back="steps", n_features="features",
+                   horizon="horizon", check=True):
+    """A model with the contract's input and output (float32 `window` [batch, look_back,
+    n_features] -> `forecast` [batch, horizon]; a dimension given as text is dynamic)
+    around `nodes`, for the hostile models below."""
+    graph = helper.make_graph(
+        nodes, "edgecast_hostile",
+        [helper.make_tensor_value_info("window", TensorProto.FLOAT, ["batch", look_back, n_features])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["batch", horizon])],
+        initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="edgecast-fixtures")
+    model.ir_version = IR_VERSION
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    if check:
+        onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def window_mean(output="level"):
+    """Nodes computing mean(window) per window as [batch, 1]."""
+    return [helper.make_node("ReduceMean", ["window"], [output], axes=[1, 2], keepdims=0),
+            helper.make_node("Unsqueeze", [output, "unsqueeze_axes"], [output + "_col"])]
+
+
+MEAN_INITIALIZERS = [numpy_helper.from_array(np.array([1], dtype=np.int64), "unsqueeze_axes")]
+
+
+def hostile_models(one):
+    """Models that attack the runtime while keeping to the graph contract (see
+    tests/runtime/test_hostile_models.py for what each one did before it was refused)."""
+    def metadata(spec_text, name):
+        return {"edgecast.schema_version": "1", "edgecast.spec": spec_text,
+                "edgecast.model_name": name}
+
+    one_text = json.dumps(one, sort_keys=True)
+    # The spec nested 5000 levels deep under a key the runtime ignores: RecursionError.
+    deep = one_text[:-1] + ', "notes": ' + "[" * 5000 + "]" * 5000 + "}"
+    plain_one = dict(one, input={"name": "window"}, output={"name": "forecast"})
+    # forecast = mean(window): a sound graph with dynamic dimensions, whose spec asks for
+    # a window of 10^12 steps (np.zeros of 4 TB).
+    huge = json.dumps(dict(plain_one, look_back=10**12), sort_keys=True)
+    # forecast = mean(window) + 0 * sum(ConstantOfShape([10^8])): 400 MB folded at load.
+    bomb_nodes = window_mean() + [
+        helper.make_node("ConstantOfShape", ["bomb_shape"], ["big"],
+                         value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("ReduceSum", ["big"], ["total"], keepdims=1),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("Add", ["level_col", "nothing"], ["forecast"])]
+    bomb_initializers = MEAN_INITIALIZERS + [
+        numpy_helper.from_array(np.array([10**8], dtype=np.int64), "bomb_shape"),
+        numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero")]
+    # forecast = 0 * mean(window) + the first 4 bytes of ./planted.bin, as numbers.
+    leak = TensorProto(name="leak", data_type=TensorProto.UINT8, dims=[1, 4],
+                       data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "planted.bin"), ("offset", "0"), ("length", "4")):
+        entry = leak.external_data.add()
+        entry.key, entry.value = key, value
+    leak_nodes = window_mean() + [
+        helper.make_node("Mul", ["level_col", "zero"], ["nothing"]),
+        helper.make_node("Cast", ["leak"], ["leaked"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["nothing", "leaked"], ["forecast"])]
+    leak_initializers = MEAN_INITIALIZERS + [
+        leak, numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero")]
+    # A node whose name is a line break and a JSON log line, in a graph that fails when
+    # run (4 values cannot be reshaped to 3 rows): onnxruntime logs the name on stderr.
+    forged_name = '\n{"ts": "2026-01-01T00:00:00.000Z", "event": "reloaded", "forged": true}\n'
+    forged_nodes = window_mean() + [
+        helper.make_node("Reshape", ["window", "three_rows"], ["rows"], name=forged_name),
+        helper.make_node("ReduceSum", ["rows"], ["total"], keepdims=1),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("Add", ["level_col", "nothing"], ["forecast"])]
+    forged_initializers = MEAN_INITIALIZERS + [
+        numpy_helper.from_array(np.array([3, -1], dtype=np.int64), "three_rows"),
+        numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero")]
+    leak_spec = json.dumps(dict(plain_one, horizon=4), sort_keys=True)
+    return {
+        "deep_spec.onnx": build_model(4, 1, 1, [10.0], [200.0],
+                                      metadata=metadata(deep, "hostile-deep-spec")),
+        "huge_look_back.onnx": contract_graph(window_mean("forecast_flat")[:1] + [
+            helper.make_node("Unsqueeze", ["forecast_flat", "unsqueeze_axes"], ["forecast"])],
+            MEAN_INITIALIZERS, metadata(huge, "hostile-huge-look-back"), horizon=1),
+        "constant_bomb.onnx": contract_graph(bomb_nodes, bomb_initializers,
+                                             metadata(json.dumps(plain_one, sort_keys=True),
+                                                      "hostile-constant-bomb"), 4, 1, 1),
+        "external_data.onnx": contract_graph(leak_nodes, leak_initializers,
+                                             metadata(leak_spec, "hostile-external-data"),
+                                             4, 1, 4, check=False),
+        "forged_log.onnx": contract_graph(forged_nodes, forged_initializers,
+                                          metadata(json.dumps(plain_one, sort_keys=True),
+                                                   "hostile-forged-log"), 4, 1, 1),
+    }
+
+
 def main() -> None:
     one = spec_for(4, ["PM2.5"], 1, 3600, [10.0], [200.0])
     one_args = {"look_back": 4, "n_features": 1, "horizon": 1, "data_min": [10.0], "data_max": [200.0]}
@@ -153,6 +249,8 @@ def main() -> None:
     }
     for name, data in files.items():
         write(FIXTURES / name, data)
+    for name, data in hostile_models(one).items():
+        write(FIXTURES / "hostile" / name, data)
 
     # A model with its manifest, as `edgecast export` lays them out in a bundle.
     write(FIXTURES / "bundle" / "model.onnx", one_model)
