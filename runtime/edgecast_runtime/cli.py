@@ -8,18 +8,15 @@ import argparse
 import os
 import sys
 
-from . import __version__, commands, mqtt_policy, neighbours, replay, service
+from . import __version__, commands, mqtt_policy, option_groups, replay, service
 from . import mqtt as mqtt_module
 from .arguments import (
-    clock,
     model_arguments,
     model_loading,
     non_negative_float,
-    non_negative_int,
     port,
     positive_float,
     positive_int,
-    window,
 )
 from .clock import parse_clock
 from .errors import (
@@ -31,17 +28,9 @@ from .errors import (
 )
 from .model_probe import one_line
 from .policy import (
-    DEFAULT_MAX_HOLD,
-    DEFAULT_ON_GAP,
-    DEFAULT_ON_MISSING,
     DEFAULT_ON_STATE_MISMATCH,
-    GAP_POLICIES,
-    MISSING_POLICIES,
-    STATE_MISMATCH_POLICIES,
     StreamPolicy,
 )
-from .reload import DEFAULT_POLL_SECONDS
-from .scoring import DEFAULT_GRACE_SECONDS
 from .server import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
@@ -158,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                     '{"values": [...], "timestamp": ...}) and answer each line with one '
                     "JSON line on stdout once the reading is durably stored.")
     model_arguments(stream)
-    _stream_arguments(stream)
+    option_groups.stream_arguments(stream)
     stream.set_defaults(run=run_stream)
 
     serve = subcommands.add_parser("serve", help="serve forecasts over HTTP (JSON)")
@@ -187,9 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most connections at once (default %(default)s; more: 503)")
     serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                        help="also serve Host: NAME (repeatable; IP addresses, localhost, this machine's name are)")
-    _stream_arguments(serve)
-    _reload_arguments(serve)
-    _neighbour_arguments(serve)
+    option_groups.stream_arguments(serve)
+    option_groups.reload_arguments(serve)
+    option_groups.neighbour_arguments(serve)
     serve.set_defaults(run=run_serve)
 
     score = subcommands.add_parser(
@@ -200,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_arguments(score)
     score.add_argument("csv", metavar="CSV", help="recorded readings")
     score.add_argument("--json", action="store_true", help="print JSON")
-    _stream_arguments(score)
+    option_groups.stream_arguments(score)
     score.set_defaults(run=run_score)
 
     mqtt = subcommands.add_parser("mqtt", help="readings from an MQTT topic, forecasts to another")
@@ -222,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                       default=mqtt_module.DEFAULT_RECONNECT_MAX, metavar="S",
                       help="longest wait between reconnection attempts (default %(default)s; "
                            "the wait doubles from 1 s)")
-    _broker_security_arguments(mqtt)
+    option_groups.broker_security_arguments(mqtt)
     updates = mqtt.add_argument_group("signed releases (docs/releases.md)")
     updates.add_argument("--trust", metavar="PUBKEY.pem",
                          help="install signed releases sent to this hub over MQTT, verified "
@@ -236,98 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--status-interval", type=positive_float,
                       default=mqtt_module.DEFAULT_STATUS_INTERVAL, metavar="S",
                       help="seconds between status messages (default %(default)s)")
-    _stream_arguments(mqtt)
-    _reload_arguments(mqtt)
-    _neighbour_arguments(mqtt)
+    option_groups.stream_arguments(mqtt)
+    option_groups.reload_arguments(mqtt)
+    option_groups.neighbour_arguments(mqtt)
     mqtt.set_defaults(run=run_mqtt)
     return parser
-
-
-def _stream_arguments(parser) -> None:
-    group = parser.add_argument_group("streaming")
-    group.add_argument("--state", metavar="FILE",
-                       help="durable state file (without it, readings live in memory only)")
-    group.add_argument("--on-missing", choices=MISSING_POLICIES, default=DEFAULT_ON_MISSING,
-                       help="a missing, non-finite or out-of-range value: reset the buffer, "
-                            "hold the last value, or refuse the reading (default %(default)s)")
-    group.add_argument("--on-gap", choices=GAP_POLICIES, default=DEFAULT_ON_GAP,
-                       help="missed sampling steps between timestamps: reset the buffer "
-                            "or hold the last value (default %(default)s)")
-    group.add_argument("--max-hold", type=non_negative_int, default=DEFAULT_MAX_HOLD, metavar="N",
-                       help="most consecutive steps filled by holding (default %(default)s), "
-                            "then reset")
-    group.add_argument("--interval", type=positive_float, default=None, metavar="SECONDS",
-                       help="sampling interval for gap detection (default: the model's)")
-    group.add_argument("--skill-window", type=window, action="append", metavar="SPAN",
-                       help="a rolling window for forecast skill, e.g. 72h or 30d (repeatable; "
-                            "default 72h and 30d; the first one drives the skill alarm)")
-    group.add_argument("--grace", type=window, default=DEFAULT_GRACE_SECONDS, metavar="SPAN",
-                       help="how long after its last target step a forecast waits for its "
-                            "truth before it expires (default 6h)")
-    group.add_argument("--alarm-checks", type=positive_int, default=SkillSettings.checks,
-                       metavar="K", help="consecutive checks that raise or clear an alarm "
-                                         "(default %(default)s)")
-    group.add_argument("--alarm-min-scored", type=positive_int, default=SkillSettings.min_scored,
-                       metavar="N", help="scored forecasts per lead before the skill alarm "
-                                         "judges (default %(default)s)")
-    group.add_argument("--drift-threshold", type=positive_float,
-                       default=SkillSettings.drift_threshold, metavar="Z",
-                       help="input-drift alarm: recent mean this many training standard "
-                            "deviations from the training mean (default %(default)s)")
-    group.add_argument("--no-score", dest="score", action="store_false",
-                       help="do not keep forecasts for scoring (no store beside the state file)")
-    group.add_argument("--clock", type=clock, default=None, metavar="ZONE",
-                       help="the clock of the training data's timestamps, for calendar "
-                            "features (hour_of_day, day_of_week) and for ISO times without "
-                            "a zone: UTC, an offset like +08:00, or a zone name like "
-                            "Asia/Shanghai (default: the model's recorded clock, else UTC)")
-    group.add_argument("--on-state-mismatch", choices=STATE_MISMATCH_POLICIES, default=None,
-                       help="a state file written for a model that reads other inputs: refuse "
-                            "to start (exit 5) or start afresh with a logged notice (default "
-                            "refuse; fresh with --trust)")
-    group.add_argument("--max-future-seconds", type=non_negative_float, default=None, metavar="S",
-                       help="refuse a reading stamped more than S seconds ahead of the hub's clock "
-                            "(default: one sampling interval + 900; not checked before 2020)")
-
-
-def _broker_security_arguments(parser) -> None:
-    group = parser.add_argument_group("broker authentication and TLS")
-    group.add_argument("--username", help="MQTT user name")
-    group.add_argument("--password-file", metavar="FILE", help="MQTT password: the file's first line")
-    group.add_argument("--password-env", metavar="VAR", help="MQTT password: this environment variable")
-    group.add_argument("--ca-file", metavar="FILE", help="TLS: verify the broker with this CA")
-    group.add_argument("--cert-file", metavar="FILE", help="TLS: client certificate")
-    group.add_argument("--key-file", metavar="FILE", help="TLS: client certificate's key")
-    group.add_argument("--tls", action="store_true", help="TLS with the system's CAs")
-
-
-def _broker_security(args) -> dict:
-    return {"username": args.username, "password_file": args.password_file,
-            "password_env": args.password_env, "ca_file": args.ca_file,
-            "cert_file": args.cert_file, "key_file": args.key_file, "tls": args.tls}
-
-
-def _neighbour_arguments(parser) -> None:
-    group = parser.add_argument_group("neighbours (a model that reads other stations' readings)")
-    group.add_argument("--station", default=None, help="this hub's station id (as in the model's neighbours)")
-    group.add_argument("--neighbour-topic", default=neighbours.READINGS_TOPIC, metavar="TEMPLATE",
-                       help="topic of a station's readings, with {station} (default %(default)s)")
-    group.add_argument("--neighbour-wait", type=non_negative_float, default=neighbours.DEFAULT_WAIT_SECONDS,
-                       metavar="S", help="wait up to S seconds for the neighbours' readings of the same time, "
-                       "then forecast with those present (default %(default)s)")
-    group.add_argument("--publish-readings", action="store_true",
-                       help="publish this hub's own readings on the readings topic for its neighbours")
-
-
-def _neighbour_settings(args) -> dict:
-    return {"station": args.station, "topic_template": args.neighbour_topic,
-            "wait_seconds": args.neighbour_wait, "publish_readings": args.publish_readings}
-
-
-def _reload_arguments(parser) -> None:
-    parser.add_argument("--poll-interval", type=non_negative_float, default=DEFAULT_POLL_SECONDS,
-                        metavar="S", help="check the model file for replacement every S seconds "
-                                          "(default %(default)s; 0 = only on SIGHUP)")
 
 
 # --- the long-running commands: the parsed options as named parameters -------------------
@@ -357,7 +259,7 @@ def run_serve(args) -> int:
                              poll_interval=args.poll_interval, max_body=args.max_body,
                              max_batch=args.max_batch, request_timeout=args.request_timeout,
                              drain_seconds=args.drain_seconds, token_file=args.token_file,
-                             trusted_network=args.trusted_network, neighbours=_neighbour_settings(args),
+                             trusted_network=args.trusted_network, neighbours=option_groups.neighbour_settings(args),
                              max_connections=args.max_connections, allowed_hosts=args.allowed_host,
                              **_stream_settings(args))
 
@@ -376,10 +278,10 @@ def run_mqtt(args) -> int:
                                 publish=args.publish, client_id=args.client_id,
                                 keepalive=args.keepalive, reconnect_max=args.reconnect_max,
                                 poll_interval=args.poll_interval,
-                                security=_broker_security(args), trust=args.trust,
+                                security=option_groups.broker_security(args), trust=args.trust,
                                 hub_id=args.hub_id or args.username,
                                 release_dir=args.release_dir, status_topic=args.status_topic,
-                                status_interval=args.status_interval, neighbours=_neighbour_settings(args),
+                                status_interval=args.status_interval, neighbours=option_groups.neighbour_settings(args),
                                 max_payload=args.max_payload, **_stream_settings(args))
 
 
