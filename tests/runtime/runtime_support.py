@@ -3,6 +3,7 @@ clashes with the toolkit tests' helpers): fixture paths, the installed console
 script, background processes (always killed in a finally), a loopback HTTP
 client and a Mosquitto broker started on a free loopback port."""
 
+import hashlib
 import http.client
 import json
 import os
@@ -376,6 +377,23 @@ def model_copy(tmp_path):
     target = folder / "model.onnx"
     shutil.copyfile(ONE, target)
     return target
+
+
+def manifest_for(model: Path) -> str:
+    """A manifest.json that lists `model` as model.onnx, as an export writes it."""
+    return json.dumps({"model_name": "fixture", "artifacts": {
+        "model.onnx": {"sha256": hashlib.sha256(Path(model).read_bytes()).hexdigest(),
+                       "kind": "onnx"}}})
+
+
+def bundled_copy(source: Path, folder: Path) -> Path:
+    """`source` copied to FOLDER/model.onnx with a manifest.json listing it (what
+    --require-manifest, as in the shipped unit, asks for)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "model.onnx"
+    shutil.copyfile(source, model)
+    (folder / "manifest.json").write_text(manifest_for(model))
+    return model
 
 
 def replace_atomically(source: Path, target: Path) -> None:

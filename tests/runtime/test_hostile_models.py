@@ -38,6 +38,7 @@ from runtime_support import (
     assert_one_line_error,
     cli_path,
     expected_forecast,
+    manifest_for,
     peak_rss_mb,
     record,
     replace_atomically,
@@ -85,11 +86,6 @@ def write_manifest(folder: Path, text: str) -> None:
     incoming = folder / "manifest.json.incoming"
     incoming.write_text(text)
     incoming.replace(folder / "manifest.json")
-
-
-def manifest_for(model: Path) -> str:
-    return json.dumps({"model_name": "fixture", "artifacts": {
-        "model.onnx": {"sha256": file_sha256(model), "kind": "onnx"}}})
 
 
 @dataclass

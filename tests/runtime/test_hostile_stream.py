@@ -22,6 +22,7 @@ from runtime_support import (
     Server,
     add_count,
     assert_one_line_error,
+    bundled_copy,
     cli_path,
     record,
     run_cli,
@@ -212,7 +213,7 @@ def test_a_state_of_the_previous_model_does_not_stop_the_unit(tmp_path):
     before = state.read_bytes()
     flags = unit_serve_flags(state)
     assert "--state" in flags
-    with Server(ONE, *flags) as server:
+    with Server(bundled_copy(ONE, tmp_path / "model"), *flags) as server:
         notice = server.wait_event("notice", state_discarded=str(state))
         assert "starting afresh" in notice["message"] and notice["kept_as"].endswith(".discarded")
         assert (tmp_path / "stream-state.json.discarded").read_bytes() == before
