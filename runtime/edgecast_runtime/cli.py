@@ -4,9 +4,12 @@ Every failure ends with one line on stderr, `edgecast-runtime: error: ...`, and 
 non-zero exit code (see EXIT_CODES); never a traceback.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
+from typing import NoReturn, Optional, Sequence
 
 from . import __version__, commands, mqtt_policy, option_groups, replay, service
 from . import mqtt as mqtt_module
@@ -61,11 +64,11 @@ class UsageError(Exception):
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints the usage and then the error; a hub's log wants one line."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
@@ -235,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 # --- the long-running commands: the parsed options as named parameters -------------------
 
 
-def _stream_settings(args) -> dict:
+def _stream_settings(args: argparse.Namespace) -> dict:
     on_mismatch = args.on_state_mismatch or (
         "fresh" if getattr(args, "trust", None) else DEFAULT_ON_STATE_MISMATCH)
     policy = StreamPolicy(on_missing=args.on_missing, on_gap=args.on_gap,
@@ -250,11 +253,11 @@ def _stream_settings(args) -> dict:
             "skill": skill, "loading": model_loading(args)}
 
 
-def run_stream(args) -> int:
+def run_stream(args: argparse.Namespace) -> int:
     return service.run_stream(args.model, **_stream_settings(args))
 
 
-def run_serve(args) -> int:
+def run_serve(args: argparse.Namespace) -> int:
     return service.run_serve(args.model, host=args.host, port=args.port,
                              poll_interval=args.poll_interval, max_body=args.max_body,
                              max_batch=args.max_batch, request_timeout=args.request_timeout,
@@ -264,7 +267,7 @@ def run_serve(args) -> int:
                              **_stream_settings(args))
 
 
-def run_score(args) -> int:
+def run_score(args: argparse.Namespace) -> int:
     settings = _stream_settings(args)
     if settings.pop("state"):
         raise UsageError("score replays in memory; --state is not used")
@@ -273,7 +276,7 @@ def run_score(args) -> int:
     return replay.score_csv(args.model, args.csv, as_json=args.json, **settings)
 
 
-def run_mqtt(args) -> int:
+def run_mqtt(args: argparse.Namespace) -> int:
     return mqtt_module.run_mqtt(args.model, broker=args.broker, subscribe=args.subscribe,
                                 publish=args.publish, client_id=args.client_id,
                                 keepalive=args.keepalive, reconnect_max=args.reconnect_max,
@@ -288,12 +291,12 @@ def run_mqtt(args) -> int:
 # --- info and predict ----------------------------------------------------------------------
 
 
-def run_info(args) -> int:
+def run_info(args: argparse.Namespace) -> int:
     return commands.show_info(args.model, threads=args.threads, as_json=args.json,
                               loading=model_loading(args))
 
 
-def run_predict(args) -> int:
+def run_predict(args: argparse.Namespace) -> int:
     if args.json_input is not None and args.values:
         raise UsageError("give the window either as values or with --json, not both")
     if args.json_input is None and not args.values:

@@ -7,13 +7,23 @@ forecasts issued, scored and expired) are read at scrape time, so they survive a
 restart; predict latency and absolute errors are histograms observed live, so a
 fleet can sum their buckets and sums across hubs."""
 
-from typing import Optional
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 from .skill import ALARMS, read_manifest
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from .model import Forecaster
+    from .scoring import Outcome
+    from .skill import StreamScorer
+    from .streaming import StreamingForecaster
 
 PREFIX = "edgecast"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -26,7 +36,7 @@ TEXT_CONTENT_TYPE = CONTENT_TYPE_LATEST
 class TextBody:
     """An HTTP answer that is not JSON (the Prometheus text format)."""
 
-    def __init__(self, data: bytes, content_type: str):
+    def __init__(self, data: bytes, content_type: str) -> None:
         self.data, self.content_type = data, content_type
 
 
@@ -34,7 +44,8 @@ class HubMetrics:
     """`current_model()` gives the model serving now; `streamer` the streaming
     forecaster (its scorer, when scoring, feeds the histograms)."""
 
-    def __init__(self, current_model, streamer, release: Optional[str] = None):
+    def __init__(self, current_model: Callable[[], Forecaster], streamer: StreamingForecaster,
+                 release: Optional[str] = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.current_model = current_model
         self.streamer = streamer
@@ -52,7 +63,7 @@ class HubMetrics:
             scorer.listeners.append(self._observe_errors)
             scorer.latency_listeners.append(self.latency.observe)
 
-    def _observe_errors(self, outcome) -> None:
+    def _observe_errors(self, outcome: Outcome) -> None:
         for lead, model_error, persistence_error in outcome.scored:
             self.errors.labels(str(lead), "model").observe(abs(model_error))
             self.errors.labels(str(lead), "persistence").observe(abs(persistence_error))
@@ -73,7 +84,7 @@ class HubMetrics:
             body.update(scorer.summary())
         return body
 
-    def release_label(self, model) -> str:
+    def release_label(self, model: Forecaster) -> str:
         if self.release is not None:
             return self.release
         release = (read_manifest(model) or {}).get("release")
@@ -85,10 +96,10 @@ class HubMetrics:
 class _StateCollector(Collector):
     """The metrics read from the stream's state and the forecast store at scrape time."""
 
-    def __init__(self, hub: HubMetrics):
+    def __init__(self, hub: HubMetrics) -> None:
         self.hub = hub
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         hub = self.hub
         model = hub.current_model()
         status = hub.streamer.status()
@@ -119,7 +130,7 @@ class _StateCollector(Collector):
         yield from _skill_families(scorer)
 
 
-def _skill_families(scorer):
+def _skill_families(scorer: Optional[StreamScorer]) -> Iterator[Metric]:
     ratio = GaugeMetricFamily(f"{PREFIX}_skill_ratio", "Rolling model RMSE / persistence RMSE",
                               labels=["lead", "window"])
     rmse = GaugeMetricFamily(f"{PREFIX}_rolling_rmse", "Rolling RMSE, target units",

@@ -8,7 +8,7 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import onnxruntime as ort
@@ -49,6 +49,12 @@ from .model_probe import (
 )
 from .validity import ranges_from_spec
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from .encodings import InputLayout
+    from .validity import ValidRanges
+
 FLOAT_TENSOR = "tensor(float)"
 BATCH_CHUNK = 1024  # windows per onnxruntime call in predict_batch
 DEFAULT_THREADS = 1  # onnxruntime intra-op threads: a small hub, predictable latency
@@ -70,7 +76,7 @@ class Forecaster:
     a trial in a bounded child process first (the command line always asks for one).
     """
 
-    def __init__(self, path, threads: int = DEFAULT_THREADS, check_manifest: bool = True,
+    def __init__(self, path: str | Path, threads: int = DEFAULT_THREADS, check_manifest: bool = True,
                  loading: Optional[ModelLoading] = None) -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise EdgecastRuntimeError(f"threads must be a positive integer, got {threads!r}")
@@ -134,7 +140,7 @@ class Forecaster:
                              f"(outputs: {sorted(outputs)})")
         self._check_tensor(outputs[self.output_name], "output", [None, self.horizon])
 
-    def _check_tensor(self, tensor, role: str, expected) -> None:
+    def _check_tensor(self, tensor: ort.NodeArg, role: str, expected: list[int | None]) -> None:
         if tensor.type != FLOAT_TENSOR:
             raise ModelError(f"{self.path}: {role} '{tensor.name}' is {tensor.type}, "
                              f"the contract needs float32")
@@ -168,13 +174,13 @@ class Forecaster:
         self._run_raw = inner.run if inner is not None else self._session.run
 
     @property
-    def session(self):
+    def session(self) -> ort.InferenceSession:
         """The onnxruntime InferenceSession (for inspection; predict() is the way in)."""
         return self._session
 
     # --- predicting --------------------------------------------------------------
 
-    def predict(self, window) -> np.ndarray:
+    def predict(self, window: ArrayLike) -> np.ndarray:
         """Forecast from one window of shape [look_back, n_features] (or a flat
         [look_back] sequence for a one-feature model): `horizon` float32 values.
         Direction features may be given as compass points (N ... NNW) or cv (calm)."""
@@ -190,7 +196,7 @@ class Forecaster:
             self.layout.require_finite(array, "window")  # names the first bad position
         return self._run(array.reshape(self._batch1_shape))[0]
 
-    def predict_batch(self, windows) -> np.ndarray:
+    def predict_batch(self, windows: ArrayLike) -> np.ndarray:
         """Forecast from windows of shape [batch, look_back, n_features] (or
         [batch, look_back] for a one-feature model): float32 [batch, horizon]."""
         expected = f"windows of shape [batch, {self.look_back}, {self.n_features}]"
@@ -210,15 +216,16 @@ class Forecaster:
             forecast[start:start + BATCH_CHUNK] = self._run(batch[start:start + BATCH_CHUNK])
         return forecast
 
-    def _is_window_shape(self, shape) -> bool:
+    def _is_window_shape(self, shape: tuple[int, ...]) -> bool:
         return shape == self.window_shape or shape == self._flat_shape
 
-    def is_batch_shape(self, shape) -> bool:
+    def is_batch_shape(self, shape: tuple[int, ...]) -> bool:
         """[batch, look_back, n_features], or [batch, look_back] for one feature."""
         return ((len(shape) == 3 and tuple(shape[1:]) == self.window_shape)
                 or (self.n_features == 1 and len(shape) == 2 and shape[1] == self.look_back))
 
-    def _to_array(self, data, what: str, shape_ok, expected: str) -> np.ndarray:
+    def _to_array(self, data: ArrayLike, what: str, shape_ok: Callable[[tuple[int, ...]], bool],
+                  expected: str) -> np.ndarray:
         """`data` as float32, compass points as degrees. When a value cannot be read,
         a wrong shape is reported first: it is the likelier mistake, and a row of the
         wrong length leaves its compass points unconverted."""
@@ -317,7 +324,7 @@ def _open_session(path: Path, data: bytes, threads: int) -> ort.InferenceSession
         raise ModelError(f"{path}: {load_failure(exc)}") from None
 
 
-def _read_metadata(path: Path, metadata: dict):
+def _read_metadata(path: Path, metadata: dict) -> tuple[str, dict, InputLayout, ValidRanges]:
     version = metadata.get(SCHEMA_KEY)
     if version is None:
         raise ModelError(f"{path}: no edgecast metadata ({SCHEMA_KEY} is missing); "
@@ -339,7 +346,7 @@ def _read_metadata(path: Path, metadata: dict):
     return version, spec, layout, ranges
 
 
-def _validate_spec(path: Path, spec, version: str):
+def _validate_spec(path: Path, spec: object, version: str) -> tuple[InputLayout, ValidRanges]:
     """Raises ModelError naming the problem; returns the input layout and the valid
     ranges of readings."""
     def fail(problem: str):
@@ -382,7 +389,8 @@ def _validate_spec(path: Path, spec, version: str):
     return layout, ranges_from_spec(spec, layout, fail)
 
 
-def _validate_declared_shape(fail, shape, role: str, expected_tail) -> None:
+def _validate_declared_shape(fail: Callable[[str], None], shape: object, role: str,
+                             expected_tail: list[int]) -> None:
     """The spec's own declared shape (when present) must agree with its look_back,
     feature count and horizon."""
     if shape is None:

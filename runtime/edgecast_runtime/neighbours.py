@@ -16,12 +16,14 @@ state only after the forecaster's own state is saved, so a SIGKILL in between ha
 it over again on restart, where the forecaster recognises it as a duplicate.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional
 
 from .contract import MASKED
 from .durable import PRIVATE_MODE, atomic_write
@@ -30,13 +32,19 @@ from .formatting import seconds_text
 from .readings import Reading
 from .state_file import read_private
 
+if TYPE_CHECKING:
+    from datetime import tzinfo
+
+    from .encodings import InputLayout
+    from .streaming import StreamingForecaster
+
 DEFAULT_WAIT_SECONDS = 120.0  # a neighbour's reading of the same hour usually arrives within a minute
 READINGS_TOPIC = "edgecast/readings/{station}"
 STATE_FORMAT = "edgecast-runtime-neighbours"
 STATE_VERSION = 1
 
 
-def neighbour_columns(layout, encodings) -> Dict[str, Dict[str, int]]:
+def neighbour_columns(layout: InputLayout, encodings: Optional[Iterable[object]]) -> Dict[str, Dict[str, int]]:
     """{station: {reading name: raw column index}} of a model's neighbours' readings."""
     columns: Dict[str, Dict[str, int]] = {}
     for index, entry in enumerate(encodings or []):
@@ -49,8 +57,9 @@ class NeighbourAligner:
     """Own readings and neighbours' readings in, complete (or timed-out) readings out to
     `streamer.observe_reading`; answers come back from `own`, `neighbour` and `release`."""
 
-    def __init__(self, streamer, columns: Dict[str, Dict[str, int]], wait_seconds: float = DEFAULT_WAIT_SECONDS,
-                 state_path=None, clock: Callable[[], float] = time.time):
+    def __init__(self, streamer: StreamingForecaster, columns: Dict[str, Dict[str, int]],
+                 wait_seconds: float = DEFAULT_WAIT_SECONDS, state_path: str | Path | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         if wait_seconds < 0 or not math.isfinite(wait_seconds):
             raise InputValueError(f"--neighbour-wait must be 0 or more seconds, got {wait_seconds}")
         self.streamer, self.columns, self.wait_seconds = streamer, columns, float(wait_seconds)
@@ -170,7 +179,7 @@ def _key(timestamp: float) -> str:
     return repr(float(timestamp))
 
 
-def _json_values(values) -> list:
+def _json_values(values: Iterable[float]) -> list:
     return [None if isinstance(v, float) and math.isnan(v) else v for v in values]
 
 
@@ -180,7 +189,7 @@ class NeighbourLink:
     as {"station", "timestamp", READING: value, ...} on the readings topic."""
 
     def __init__(self, aligner: NeighbourAligner, station: str, topic_template: str = READINGS_TOPIC,
-                 publish_readings: bool = False):
+                 publish_readings: bool = False) -> None:
         if "{station}" not in topic_template:
             raise InputValueError(f"--neighbour-topic {topic_template!r} needs a {{station}} placeholder")
         self.aligner, self.station, self.publish_readings = aligner, station, publish_readings
@@ -202,7 +211,7 @@ class NeighbourLink:
         values = {k: v for k, v in document.items() if k not in ("station", "timestamp")}
         return self.aligner.neighbour(station, float(document["timestamp"]), values)
 
-    def observe_document(self, document: dict, layout, clock) -> List[dict]:
+    def observe_document(self, document: dict, layout: InputLayout, clock: Optional[tzinfo]) -> List[dict]:
         """An HTTP observation: {"station": ID, ...} from a neighbour, the station's own without
         it (or with its own id)."""
         from .readings import reading_from_json
@@ -229,7 +238,7 @@ class NeighbourLink:
             return {**answers[-1], "released": len(answers)}
         return {"status": "waiting", **self.aligner.status()}
 
-    def reading_payload(self, reading: Reading, layout) -> Optional[str]:
+    def reading_payload(self, reading: Reading, layout: InputLayout) -> Optional[str]:
         """The own reading as published for the neighbours (None when not asked to)."""
         if not self.publish_readings or reading.timestamp is None:
             return None
@@ -242,7 +251,7 @@ class NeighbourLink:
     def start_releasing(self, publish: Callable[[dict], None], stopped: threading.Event,
                         every: float = 0.5) -> threading.Thread:
         """A thread handing over the readings whose wait is over, publishing their answers."""
-        def loop():
+        def loop() -> None:
             while not stopped.wait(every):
                 try:
                     answers = self.aligner.release()
@@ -256,8 +265,9 @@ class NeighbourLink:
         return thread
 
 
-def open_link(streamer, *, station: Optional[str], state=None, topic_template: str = READINGS_TOPIC,
-              wait_seconds: float = DEFAULT_WAIT_SECONDS, publish_readings: bool = False,
+def open_link(streamer: StreamingForecaster, *, station: Optional[str], state: str | Path | None = None,
+              topic_template: str = READINGS_TOPIC, wait_seconds: float = DEFAULT_WAIT_SECONDS,
+              publish_readings: bool = False,
               clock: Callable[[], float] = time.time) -> Optional[NeighbourLink]:
     """The link for a model that reads neighbours (None for one that does not and does not
     publish); its state beside the stream's: STATE.neighbours."""

@@ -2,15 +2,20 @@
 timestamp, parsed from a JSON object, a JSON array or number, or a CSV line (with
 or without a header). Shared by `stream`, POST /v1/observe and `mqtt`."""
 
+from __future__ import annotations
+
 import csv
 import json
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Collection, Dict, Iterable, List, Optional
 
 from .clock import parse_timestamp, seconds_from_parts
 from .encodings import InputLayout, direction_degrees
 from .errors import InputShapeError, InputValueError
 from .inputs import MISSING_WORDS, reading_value
+
+if TYPE_CHECKING:
+    from datetime import tzinfo
 
 # Names of a single timestamp column or key, in the order they are looked for (any case).
 TIMESTAMP_KEYS = ("timestamp", "datetime", "date_time", "ts", "time", "date", "epoch")
@@ -34,7 +39,7 @@ class Header:
     ignored_time_columns: List[str] = ()  # time-like columns left unread: another one is used
 
 
-def choose_time_columns(names, recorded=()) -> List[str]:
+def choose_time_columns(names: Iterable[str], recorded: Iterable[str] = ()) -> List[str]:
     """The columns (any case) a time is read from, in this order: the training file's
     own (`recorded`, from the spec), a single timestamp (timestamp, datetime,
     date_time, ts, epoch), date and time, a time or date column, year/month/day/hour
@@ -48,7 +53,7 @@ def choose_time_columns(names, recorded=()) -> List[str]:
     return [lowered[key] for key in keys]
 
 
-def _default_time_keys(lowered) -> List[str]:
+def _default_time_keys(lowered: Dict[str, str]) -> List[str]:
     for key in TIMESTAMP_KEYS[:4] + ("epoch",):
         if key in lowered:
             return [key]
@@ -67,7 +72,7 @@ class TimeColumns:
     case): the training file's own time columns (recorded in the spec), a single
     timestamp, separate date and time, or year/month/day/hour (and minute)."""
 
-    def __init__(self, names, layout: InputLayout):
+    def __init__(self, names: Iterable[str], layout: InputLayout) -> None:
         features = {name.lower() for name in layout.features}
         candidates = [name for name in names if name.lower() not in features]
         self.layout = layout
@@ -81,7 +86,7 @@ class TimeColumns:
                 f"time column(s) {self.ignored} cannot be read as a timestamp: give one of "
                 f"{', '.join(TIMESTAMP_KEYS)}, date and time, or {','.join(TIME_PARTS)}")
 
-    def seconds(self, value_of, clock) -> Optional[float]:
+    def seconds(self, value_of: Callable[[str], object], clock: Optional[tzinfo]) -> Optional[float]:
         """The timestamp, from `value_of(column name)`; None when its field is empty."""
         values = [value_of(name) for name in self.used]
         if not values or any(value is None or value == "" for value in values):
@@ -95,13 +100,14 @@ class TimeColumns:
         return parse_timestamp(values[0], clock, time_format)
 
 
-def as_layout(features_or_layout) -> InputLayout:
+def as_layout(features_or_layout: InputLayout | Iterable[str]) -> InputLayout:
     if isinstance(features_or_layout, InputLayout):
         return features_or_layout
     return InputLayout(list(features_or_layout))
 
 
-def reading_from_json(document, features, clock=None) -> Reading:
+def reading_from_json(document: object, features: InputLayout | Iterable[str],
+                      clock: Optional[tzinfo] = None) -> Reading:
     """A reading from decoded JSON: a number (one-feature models), a list of values,
     or an object with "values" (list), "value" (number) or one key per feature
     name, and optionally "timestamp" (or "ts", "time"). `features` is the model's
@@ -122,7 +128,7 @@ def reading_from_json(document, features, clock=None) -> Reading:
     return Reading(_values(raw, layout), timestamp)
 
 
-def _values_from_object(document: dict, layout: InputLayout):
+def _values_from_object(document: dict, layout: InputLayout) -> object:
     if "values" in document:
         return document["values"]
     if "value" in document:
@@ -139,7 +145,7 @@ def _values_from_object(document: dict, layout: InputLayout):
                           f"{wanted}; missing {missing}")
 
 
-def _matching_names(given, features) -> Dict[str, str]:
+def _matching_names(given: Collection[str], features: Iterable[str]) -> Dict[str, str]:
     """{feature: the given name that spells it}: exact first, then without regard to case."""
     lowered = {}
     for name in given:
@@ -193,7 +199,7 @@ class LineParser:
     naming the features (any case) and the time columns (see TimeColumns), columns
     in any order. A byte-order mark before the first line is dropped."""
 
-    def __init__(self, features, clock=None):
+    def __init__(self, features: InputLayout | Iterable[str], clock: Optional[tzinfo] = None) -> None:
         self.layout = as_layout(features)
         self.features = list(self.layout.features)
         self.clock = clock
@@ -203,7 +209,7 @@ class LineParser:
         self._width = 0  # fields per line, as in the header
         self._seen_data = False
 
-    def parse(self, line: str):
+    def parse(self, line: str) -> Reading | Header:
         text = line.strip().lstrip(BOM).strip()
         if not text:
             raise InputValueError("empty line: expected a reading")
@@ -221,7 +227,7 @@ class LineParser:
         self._seen_data = True
         return reading_from_json(document, self.layout, self.clock)
 
-    def _parse_csv(self, text: str):
+    def _parse_csv(self, text: str) -> Reading | Header:
         try:
             fields = [field.strip() for field in next(csv.reader([text]))]
         except csv.Error as exc:
@@ -233,12 +239,12 @@ class LineParser:
             return self._by_header(fields)
         return self._by_position(fields)
 
-    def _looks_like_header(self, fields) -> bool:
+    def _looks_like_header(self, fields: List[str]) -> bool:
         names = ({name.lower() for name in self.features + self.layout.time_columns}
                  | set(TIMESTAMP_KEYS) | set(TIME_PARTS))
         return any(field.lower() in names for field in fields)
 
-    def _read_header(self, fields) -> Header:
+    def _read_header(self, fields: List[str]) -> Header:
         keys = _matching_names(fields, self.features)
         missing = [name for name in self.features
                    if name not in keys and name not in self.layout.calendar_names]
@@ -251,7 +257,7 @@ class LineParser:
         self._time_index = {name: index[name] for name in self._time.used}
         return Header(fields, list(self._time.used), list(self._time.ignored))
 
-    def _by_header(self, fields) -> Reading:
+    def _by_header(self, fields: List[str]) -> Reading:
         if len(fields) != self._width:
             raise InputShapeError(f"expected {self._width} CSV fields as in the header, "
                                   f"got {len(fields)}")
@@ -263,7 +269,7 @@ class LineParser:
     def _timestamp(self, text: str) -> float:
         return parse_timestamp(text, self.clock, self.layout.time_format)
 
-    def _by_position(self, fields) -> Reading:
+    def _by_position(self, fields: List[str]) -> Reading:
         count = len(self.features)
         calendar = len(self.layout.calendar)
         if calendar and len(fields) == count - calendar + 1:

@@ -3,9 +3,11 @@ forecaster, offline and in memory, and print the forecast skill table (the same
 scoring as `stream`, `serve` and `mqtt`), so a model can be checked against last
 month's data on the hub itself."""
 
+from __future__ import annotations
+
 import json
 from datetime import tzinfo
-from typing import Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from .errors import EdgecastRuntimeError, InputError
 from .logs import log_event
@@ -17,13 +19,16 @@ from .reload import load_model
 from .skill import SkillSettings, open_scorer
 from .streaming import StreamingForecaster
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 COLUMNS = (("window", "window", "{}"), ("lead", "lead", "{}"), ("scored", "count", "{}"),
            ("model MAE", "model_mae", "{:.6f}"), ("model RMSE", "model_rmse", "{:.6f}"),
            ("persist. MAE", "persistence_mae", "{:.6f}"),
            ("persist. RMSE", "persistence_rmse", "{:.6f}"), ("skill", "skill_ratio", "{:.4f}"))
 
 
-def score_csv(model_path, csv_path, *, threads: int = DEFAULT_THREADS,
+def score_csv(model_path: str | Path, csv_path: str | Path, *, threads: int = DEFAULT_THREADS,
               policy: Optional[StreamPolicy] = None, clock: Optional[tzinfo] = None,
               skill: Optional[SkillSettings] = None, as_json: bool = False,
               loading: ModelLoading = SERVICE_LOADING) -> int:
@@ -53,7 +58,7 @@ def score_csv(model_path, csv_path, *, threads: int = DEFAULT_THREADS,
     return 0
 
 
-def _replay(streamer, parser, lines, result: dict) -> None:
+def _replay(streamer: StreamingForecaster, parser: LineParser, lines: Iterable[str], result: dict) -> None:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -20,6 +20,8 @@ resend answered as a duplicate, or the reconciliation at start) never scores twi
 a crash between the two writes is repaired at start from the state file's last
 reading and answer (`StreamScorer.reconcile`)."""
 
+from __future__ import annotations
+
 import json
 import math
 import os
@@ -190,7 +192,7 @@ class ForecastStore:
             scored.extend(errors)
         return scored
 
-    def set_meta(self, key: str, value) -> None:
+    def set_meta(self, key: str, value: object) -> None:
         with self._lock:
             try:
                 self._set_meta(key, json.dumps(value))
@@ -235,7 +237,7 @@ class ForecastStore:
             value = self._meta("last_applied")
         return None if value is None else float(value)
 
-    def meta(self, key: str, default=None):
+    def meta(self, key: str, default: object = None) -> object:
         with self._lock:
             value = self._meta(key)
         return default if value is None else json.loads(value)
@@ -284,7 +286,7 @@ def store_path_for(state_path: Path) -> Path:
     return state_path.with_name(state_path.name + ".scores.sqlite")
 
 
-def exact_float(value) -> Optional[float]:
+def exact_float(value: Optional[float]) -> Optional[float]:
     """A JSON number as the float64 holding its float32 value exactly, as numpy's
     float32 -> float64 cast does in the toolkit's evaluation."""
     if value is None:

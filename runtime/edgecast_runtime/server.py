@@ -3,12 +3,15 @@ server. Every answer is JSON, every request gets one access-log line on stderr.
 What a request must be before an endpoint sees it is in http_limits; how many
 connections are held, in connections."""
 
+from __future__ import annotations
+
 import json
 import socket
 import threading
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from . import __version__
@@ -31,6 +34,11 @@ from .http_limits import (
 from .logs import log_event
 from .metrics import TEXT_CONTENT_TYPE, TextBody
 from .readings import reading_from_json
+
+if TYPE_CHECKING:
+    from .metrics import HubMetrics
+    from .reload import ModelHolder
+    from .streaming import StreamingForecaster
 
 DEFAULT_HOST = "127.0.0.1"  # loopback only: exposing the service is a deliberate choice
 DEFAULT_PORT = 8080
@@ -60,10 +68,12 @@ class ForecastServer(BoundedConnections, ThreadingHTTPServer):
     # connections, which the standard library would join for up to the timeout.
     block_on_close = False
 
-    def __init__(self, address, holder, streamer, max_body=DEFAULT_MAX_BODY,
-                 max_batch=DEFAULT_MAX_BATCH, request_timeout=DEFAULT_REQUEST_TIMEOUT, token=None,
-                 metrics=None, max_connections=DEFAULT_MAX_CONNECTIONS, allowed_hosts=None,
-                 max_head_bytes=DEFAULT_MAX_HEAD_BYTES):
+    def __init__(self, address: Tuple[str, int], holder: ModelHolder, streamer: StreamingForecaster,
+                 max_body: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT, token: Optional[str] = None,
+                 metrics: Optional[HubMetrics] = None, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 allowed_hosts: Optional[frozenset[str]] = None,
+                 max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES) -> None:
         self.token = token  # the bearer token every endpoint but /healthz requires (http_auth)
         self.connections = ConnectionTable(max_connections)
         # names a request's Host may carry besides IP literals (DNS rebinding)
@@ -90,7 +100,7 @@ class ForecastServer(BoundedConnections, ThreadingHTTPServer):
             self._in_flight -= 1
             self._idle.notify_all()
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: socket.socket, client_address: Tuple[str, int]) -> None:
         """An exception that escaped a handler: one JSON log line, not a traceback."""
         import sys
         kind, exc = sys.exc_info()[:2]
@@ -107,10 +117,10 @@ class ForecastHandler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"
 
-    def version_string(self):
+    def version_string(self) -> str:
         return self.server_version
 
-    def setup(self):
+    def setup(self) -> None:
         # A per-read socket timeout drops idle keep-alive connections; the deadline
         # reader below bounds a whole request (line, headers, body), so a client that
         # trickles bytes (slow loris) cannot hold a thread for longer either.
@@ -120,7 +130,7 @@ class ForecastHandler(BaseHTTPRequestHandler):
                                       lambda: self.server.connections.set_idle(self.connection, False))
         self.rfile = HeadLimitedReader(self._reader, self.server.max_head_bytes)
 
-    def handle_one_request(self):
+    def handle_one_request(self) -> None:
         """One request, whose bytes must all arrive within --request-timeout of its
         first byte, its head within the head limit; one cut off before its body is
         read gets a 408 too."""
@@ -145,25 +155,25 @@ class ForecastHandler(BaseHTTPRequestHandler):
                                                   f"{self.server.request_timeout:g} s"), close=True)
             self._access_log(getattr(self, "command", None) or "-", 408, None)
 
-    def do_GET(self):
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self):
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_PUT(self):
+    def do_PUT(self) -> None:
         self._dispatch("PUT")
 
-    def do_DELETE(self):
+    def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def do_PATCH(self):
+    def do_PATCH(self) -> None:
         self._dispatch("PATCH")
 
-    def do_HEAD(self):
+    def do_HEAD(self) -> None:
         self._dispatch("HEAD")
 
-    def do_OPTIONS(self):
+    def do_OPTIONS(self) -> None:
         self._dispatch("OPTIONS")
 
     # --- dispatch ------------------------------------------------------------------
@@ -297,7 +307,8 @@ class ForecastHandler(BaseHTTPRequestHandler):
                             close=True)
         return decode_json(body)
 
-    def _send_json(self, status: int, body: dict, headers=None, close: bool = False) -> None:
+    def _send_json(self, status: int, body: Union[dict, TextBody], headers: Optional[dict] = None,
+                   close: bool = False) -> None:
         content_type = "application/json"
         try:
             if isinstance(body, TextBody):
@@ -332,7 +343,7 @@ class ForecastHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client went away; nothing left to tell it
             self._sent_bytes = 0
 
-    def send_error(self, code, message=None, explain=None):
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         """Errors raised by the standard library's request parsing, as JSON too."""
         self.close_connection = True
         if getattr(self, "request_version", None) == "HTTP/0.9":
@@ -343,7 +354,7 @@ class ForecastHandler(BaseHTTPRequestHandler):
                         close=True)
         self._access_log(getattr(self, "command", None) or "-", status, None)
 
-    def _access_log(self, method: str, status: int, started) -> None:
+    def _access_log(self, method: str, status: int, started: Optional[float]) -> None:
         record = {"event": "access", "client": self.client_address[0], "method": method,
                   "path": urlsplit(self.path).path if getattr(self, "path", None) else None,
                   "status": status, "bytes": getattr(self, "_sent_bytes", 0)}
@@ -353,10 +364,10 @@ class ForecastHandler(BaseHTTPRequestHandler):
             record["model_sha256"] = self._model_sha[:12]
         log_event(record)
 
-    def log_request(self, code="-", size="-"):
+    def log_request(self, code: Union[int, str] = "-", size: Union[int, str] = "-") -> None:
         pass  # replaced by _access_log, which knows the duration and the model
 
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: object) -> None:
         log_event({"event": "http", "client": self.client_address[0], "message": format % args})
 
 

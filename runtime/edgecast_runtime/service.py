@@ -2,13 +2,15 @@
 the streaming set-up and the signal handling. Every setting is a named parameter
 (the command line's parsing stays in cli.py)."""
 
+from __future__ import annotations
+
 import json
 import signal
 import sys
 import threading
 from datetime import tzinfo
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, BinaryIO, Dict, Optional, Sequence, TextIO, Tuple, Union
 
 from .errors import EdgecastRuntimeError, InputError, ModelError, StateError
 from .http_auth import serve_token
@@ -34,12 +36,15 @@ from .skill import SkillSettings, open_scorer
 from .streaming import StreamingForecaster
 from .systemd_notify import Notifier
 
+if TYPE_CHECKING:
+    from .model import Forecaster
+
 FilePath = Union[str, Path]  # a model or state file, as text or a Path
 MAX_LINE_BYTES = 64 * 1024
 DEFAULT_DRAIN_SECONDS = 10.0  # how long shutdown waits for requests in flight
 
 
-def open_streamer(model, *, state: Optional[FilePath] = None,
+def open_streamer(model: Forecaster, *, state: Optional[FilePath] = None,
                   policy: Optional[StreamPolicy] = None, clock: Optional[tzinfo] = None,
                   skill: Optional[SkillSettings] = None) -> StreamingForecaster:
     """The streaming forecaster of `model`, scoring its forecasts (skill.py) when the
@@ -78,7 +83,7 @@ def open_holder(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
     holder = ModelHolder(model_path, threads=threads, log=log_event, loading=loading)
     streamer = open_streamer(holder.current, state=state, policy=policy, clock=clock, skill=skill)
 
-    def follow(new, old):
+    def follow(new: Forecaster, old: Forecaster) -> None:
         outcome = streamer.use_model(new)
         log_event({"event": "stream_model_changed", "sha256": new.sha256, "outcome": outcome})
 
@@ -127,7 +132,8 @@ def run_stream(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
     return 0
 
 
-def _stream_lines(streamer, model, source, sink, progress) -> None:
+def _stream_lines(streamer: StreamingForecaster, model: Forecaster, source: BinaryIO, sink: TextIO,
+                  progress: Dict[str, bool]) -> None:
     parser = LineParser(model.layout, streamer.clock)
     number = 0
     while not progress["stop"]:
@@ -142,7 +148,8 @@ def _stream_lines(streamer, model, source, sink, progress) -> None:
         progress["busy"] = False
 
 
-def _answer_line(streamer, parser, raw: bytes, source, number: int = 0) -> dict:
+def _answer_line(streamer: StreamingForecaster, parser: LineParser, raw: bytes, source: BinaryIO,
+                 number: int = 0) -> dict:
     if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
         while raw and not raw.endswith(b"\n"):  # drop the rest of the oversized line
             raw = source.readline(MAX_LINE_BYTES)

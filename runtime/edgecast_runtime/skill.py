@@ -12,15 +12,23 @@ cleared:
   deviations from the training mean (the manifest's `input_statistics`), on
   `checks` consecutive readings; cleared likewise."""
 
+from __future__ import annotations
+
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .errors import StateError
 from .scoring import DEFAULT_GRACE_SECONDS, ForecastStore, Outcome, Step, exact_float, store_path_for
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .model import Forecaster
+    from .state_file import StreamState
 
 HOUR, DAY = 3600.0, 86400.0
 DEFAULT_WINDOWS = (72 * HOUR, 30 * DAY)
@@ -97,7 +105,7 @@ class StreamScorer:
         for listener in self.latency_listeners:
             listener(seconds)
 
-    def after_reading(self, state, model) -> Optional[Outcome]:
+    def after_reading(self, state: StreamState, model: Forecaster) -> Optional[Outcome]:
         step = self._step(state, model)
         if step is None:
             return None
@@ -131,7 +139,7 @@ class StreamScorer:
         self.log({"event": "notice", "message": f"forecast store: readings after {limit:.0f} "
                   f"(beyond the hub's clock) forgotten", "store_rewound": True})
 
-    def _step(self, state, model) -> Optional[Step]:
+    def _step(self, state: StreamState, model: Forecaster) -> Optional[Step]:
         if state.last_timestamp is None or state.last_values is None:
             return None
         values = state.last_values
@@ -234,7 +242,7 @@ def skill_row(sums: dict) -> dict:
     return row
 
 
-def open_scorer(model, state_path, interval: Optional[float], settings: SkillSettings,
+def open_scorer(model: Forecaster, state_path: Optional[Path], interval: Optional[float], settings: SkillSettings,
                 log: Callable[[dict], None]) -> Optional[StreamScorer]:
     """The scorer of a stream: its store beside the state file (in memory without
     one). None when the sampling interval is unknown: a truth cannot be placed."""
@@ -252,7 +260,7 @@ def open_scorer(model, state_path, interval: Optional[float], settings: SkillSet
     return StreamScorer(store, settings, statistics, log, tuple(model.features))
 
 
-def read_manifest(model) -> Optional[dict]:
+def read_manifest(model: Forecaster) -> Optional[dict]:
     """The manifest checked at load (None without one)."""
     path = getattr(model, "manifest_path", None)
     if path is None:

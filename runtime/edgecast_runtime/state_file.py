@@ -20,13 +20,16 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import IO, TYPE_CHECKING, Dict, Optional, Tuple
 
 import numpy as np
 
 from .durable import NOFOLLOW, PRIVATE_MODE, atomic_write, fsync_dir
 from .errors import StateError, StateMismatchError
 from .ring_buffer import RingBuffer
+
+if TYPE_CHECKING:
+    from .model import Forecaster
 
 try:
     import fcntl
@@ -55,11 +58,11 @@ class StreamState:
                            self.held, self.accepted, self.last_answer, counts)
 
 
-def empty_state(model) -> StreamState:
+def empty_state(model: Forecaster) -> StreamState:
     return StreamState(RingBuffer(model.look_back, model.n_features))
 
 
-def stream_inputs(model) -> dict:
+def stream_inputs(model: Forecaster) -> dict:
     """What the buffered readings mean to a model: which raw columns, encoded how,
     sampled how often, over how many steps, with calendar values in which clock.
     Two models with equal inputs can take over each other's buffer."""
@@ -70,11 +73,11 @@ def stream_inputs(model) -> dict:
             "clock": model.spec.get("clock")}
 
 
-def same_inputs(recorded: Optional[dict], model) -> bool:
+def same_inputs(recorded: Optional[dict], model: Forecaster) -> bool:
     return recorded == stream_inputs(model)
 
 
-def save_state(path: Path, state: StreamState, model) -> None:
+def save_state(path: Path, state: StreamState, model: Forecaster) -> None:
     document = {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
@@ -100,7 +103,7 @@ def save_state(path: Path, state: StreamState, model) -> None:
                          f"{exc.strerror or exc}; the reading was not accepted") from None
 
 
-def load_state(path: Path, model) -> Tuple[Optional[StreamState], Optional[dict]]:
+def load_state(path: Path, model: Forecaster) -> Tuple[Optional[StreamState], Optional[dict]]:
     """(the state in the file or None when there is none, the model it was written
     for when `model` adopts it: {"model_name", "model_sha256"}, else None)."""
     try:
@@ -183,7 +186,7 @@ def set_aside(path: Path) -> Optional[Path]:
     return aside
 
 
-def _require_same_inputs(path: Path, document: dict, model) -> None:
+def _require_same_inputs(path: Path, document: dict, model: Forecaster) -> None:
     recorded = document.get("inputs")
     if same_inputs(recorded, model):
         return
@@ -201,7 +204,7 @@ def _require_same_inputs(path: Path, document: dict, model) -> None:
         f"another --state to start afresh (or --on-state-mismatch fresh)")
 
 
-def _state_from_document(path: Path, document: dict, model) -> StreamState:
+def _state_from_document(path: Path, document: dict, model: Forecaster) -> StreamState:
     try:
         rows = np.asarray(document["buffer"], dtype=np.float32).reshape(-1, model.n_features)
         missing_allowed = model.layout.may_be_missing  # neighbours' readings may be missing (NaN)
@@ -240,7 +243,7 @@ def _count(value: object, name: str) -> int:
     return value
 
 
-def lock_state_file(path: Path):
+def lock_state_file(path: Path) -> Optional[IO[bytes]]:
     """Hold an exclusive lock beside the state file so two processes never
     interleave their readings in one state (the kernel drops it if we die).
     Returns the open lock file (close it to release), or None without fcntl."""

@@ -6,11 +6,13 @@ written durably before any answer is given (state_file); then the scorer
 (skill.StreamScorer), which keeps each forecast until its truth arrives. Timestamps
 are checked against the hub's clock (timeguard) before a reading moves the stream."""
 
+from __future__ import annotations
+
 import math
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,6 +42,12 @@ from .state_file import (
 )
 from .timeguard import FutureGuard, moment_text
 
+if TYPE_CHECKING:
+    from datetime import tzinfo
+
+    from .model import Forecaster
+    from .skill import StreamScorer
+
 
 class StreamingForecaster:
     """Feed readings with `observe`; thread-safe. With `state_path`, every accepted
@@ -51,9 +59,10 @@ class StreamingForecaster:
     policy's on_state_mismatch "fresh", moved aside to NAME.discarded with a logged
     notice. `now` is the hub's clock (timeguard.FutureGuard)."""
 
-    def __init__(self, forecaster, state_path=None, policy: Optional[StreamPolicy] = None,
-                 clock=None, log: Optional[Callable[[dict], None]] = None, scorer=None,
-                 now: Callable[[], float] = time.time):
+    def __init__(self, forecaster: Forecaster, state_path: str | Path | None = None,
+                 policy: Optional[StreamPolicy] = None, clock: Optional[tzinfo] = None,
+                 log: Optional[Callable[[dict], None]] = None, scorer: Optional[StreamScorer] = None,
+                 now: Callable[[], float] = time.time) -> None:
         self.scorer = scorer  # skill.StreamScorer: scores forecasts once their truth arrives
         self.policy = policy or StreamPolicy()
         # The data's clock for calendar features: given, else the model's own (spec
@@ -74,10 +83,10 @@ class StreamingForecaster:
             raise
 
     @property
-    def forecaster(self):
+    def forecaster(self) -> Forecaster:
         return self._forecaster
 
-    def _resume(self, log) -> StreamState:
+    def _resume(self, log: Callable[[dict], None]) -> StreamState:
         if self.state_path is None:
             return empty_state(self._forecaster)
         model = self._forecaster
@@ -113,7 +122,8 @@ class StreamingForecaster:
 
     # --- observing ---------------------------------------------------------------
 
-    def observe(self, values, timestamp=None) -> dict:
+    def observe(self, values: Sequence[float | str | None] | np.ndarray | float | str | None,
+                timestamp: Optional[float] = None) -> dict:
         """One reading (a value per feature, NaN/None for missing; a timestamp in
         seconds or None). Returns the answer: status "forecast" with the forecast,
         or "filling" while the buffer fills; "notice" says when a policy acted."""
@@ -153,17 +163,17 @@ class StreamingForecaster:
         calendar, not beyond the hub's clock); InputValueError otherwise."""
         return self._checked_timestamp(timestamp, self._forecaster)
 
-    def _checked_timestamp(self, timestamp, model) -> Optional[float]:
+    def _checked_timestamp(self, timestamp: Optional[float], model: Forecaster) -> Optional[float]:
         if timestamp is None:
             return None
         seconds = checked_seconds(timestamp)
         self.guard.check(seconds, self._interval(model))
         return seconds
 
-    def _interval(self, model) -> Optional[float]:
+    def _interval(self, model: Forecaster) -> Optional[float]:
         return self.policy.interval_seconds or model.interval_seconds
 
-    def _trusted_state(self, reading: Reading, model) -> Tuple[StreamState, Optional[str]]:
+    def _trusted_state(self, reading: Reading, model: Forecaster) -> Tuple[StreamState, Optional[str]]:
         """(the state to go on from, a notice when it restarts). A last timestamp beyond
         the hub's clock (accepted before timestamps were bounded, or while the clock was
         unset) cannot order an earlier reading: the stream restarts from this one."""
@@ -181,7 +191,7 @@ class StreamingForecaster:
                   f"the stream restarts here")
         return fresh, notice
 
-    def _score(self, state: StreamState, model) -> None:
+    def _score(self, state: StreamState, model: Forecaster) -> None:
         if self.scorer is None:
             return
         applied = self.scorer.last_timestamp
@@ -193,7 +203,7 @@ class StreamingForecaster:
                 self.scorer.rewind(limit)
         self.scorer.after_reading(state, model)
 
-    def _replay_duplicate(self, reading: Reading, model, state: StreamState) -> Optional[dict]:
+    def _replay_duplicate(self, reading: Reading, model: Forecaster, state: StreamState) -> Optional[dict]:
         """A reading sent again after a crash (same timestamp, same values) gets the
         answer it had, so a producer can resend whatever it saw no answer for."""
         if reading.timestamp is None or state.last_timestamp is None:
@@ -212,7 +222,8 @@ class StreamingForecaster:
         answer["duplicate"] = True
         return answer
 
-    def _advance(self, current: StreamState, reading: Reading, model, restarted: Optional[str] = None):
+    def _advance(self, current: StreamState, reading: Reading, model: Forecaster,
+                 restarted: Optional[str] = None) -> Tuple[StreamState, dict]:
         """The next state and the answer for `reading`, leaving `current` untouched
         so that a refused reading or a failed save changes nothing."""
         state = current.copy()
@@ -247,7 +258,7 @@ class StreamingForecaster:
         state.last_answer = answer
         return state, answer
 
-    def _summary(self, state: StreamState, model, timestamp=None) -> dict:
+    def _summary(self, state: StreamState, model: Forecaster, timestamp: Optional[float] = None) -> dict:
         answer = {"status": "filling"}
         if state.buffer.full:
             started = time.perf_counter()
@@ -263,14 +274,14 @@ class StreamingForecaster:
 
     # --- model swap and shutdown ------------------------------------------------------
 
-    def attach_scorer(self, scorer) -> None:
+    def attach_scorer(self, scorer: StreamScorer) -> None:
         """Score forecasts from now on, the state's last reading first (the store lags
         one reading behind after a crash between the two writes)."""
         with self._lock:
             scorer.after_reading(self._state, self._forecaster)
             self.scorer = scorer
 
-    def use_model(self, forecaster) -> str:
+    def use_model(self, forecaster: Forecaster) -> str:
         """Switch to a newly loaded model (hot reload). The buffered readings carry
         over when the new model reads the same inputs (state_file.stream_inputs, the
         rule a restart follows too); otherwise the buffer restarts. Returns a
@@ -309,7 +320,7 @@ class StreamingForecaster:
 
     # --- persistence -----------------------------------------------------------------
 
-    def _save(self, state: StreamState, model) -> None:
+    def _save(self, state: StreamState, model: Forecaster) -> None:
         if self.state_path is not None:
             save_state(self.state_path, state, model)
 
