@@ -389,8 +389,7 @@ def _validate_spec(path: Path, spec: object, version: str) -> tuple[InputLayout,
     return layout, ranges_from_spec(spec, layout, fail)
 
 
-def _validate_declared_shape(fail: Callable[[str], None], shape: object, role: str,
-                             expected_tail: list[int]) -> None:
+def _validate_declared_shape(fail: Callable[[str], None], shape: object, role: str, expected_tail: list[int]) -> None:
     """The spec's own declared shape (when present) must agree with its look_back,
     feature count and horizon."""
     if shape is None:
