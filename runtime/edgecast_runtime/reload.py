@@ -167,8 +167,10 @@ class ModelWatcher:
 
     @property
     def alive(self) -> bool:
-        """The watcher thread runs (what the service's watchdog pings depend on)."""
-        return self._thread.is_alive()
+        """The watcher thread runs and comes round: what the service's watchdog pings
+        depend on, so a dead or stuck watcher gets the service restarted."""
+        health = self.health()
+        return health["alive"] and not health["stalled"]
 
     def request_reload(self) -> None:
         """Safe to call from a signal handler: it only sets flags."""

@@ -48,7 +48,7 @@ from runtime_support import (
 from edgecast_runtime import Forecaster, ModelError, StreamingForecaster
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.model_check import ModelLoading, trial_in_child
-from edgecast_runtime.reload import ModelHolder, ModelWatcher
+from edgecast_runtime.reload import STALL_SECONDS, ModelHolder, ModelWatcher
 from edgecast_runtime.server import ForecastServer
 
 HOSTILE = FIXTURES / "hostile"
@@ -284,3 +284,17 @@ def test_the_trial_costs_little_at_start_and_reload(tmp_path):
            trial_child_peak_rss_mb=max(t["peak_rss_mb"] for t in trials),
            serve_start_median_s=round(statistics.median(starts), 3))
     assert all(t["ok"] and t["ran"] for t in trials)
+
+
+def test_a_stuck_watcher_stops_the_watchdog_pings():
+    """A watcher thread that lives but no longer comes round (a reload stuck past any
+    trial's timeout) counts as not alive for the service's watchdog, as for /healthz."""
+    holder = ModelHolder(ONE, loading=ModelLoading(trial=False))
+    watcher = ModelWatcher(holder, interval=60).start()  # asleep: it does not come round now
+    try:
+        assert watcher.alive
+        watcher.last_round -= 10 * STALL_SECONDS  # as if its last round were long ago
+        health = watcher.health()
+        assert health["alive"] and health["stalled"] and not watcher.alive
+    finally:
+        watcher.stop()
