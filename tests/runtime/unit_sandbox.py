@@ -20,6 +20,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 UNIT = Path(__file__).resolve().parents[2] / "runtime" / "deploy" / "edgecast-runtime.service"
@@ -159,12 +160,24 @@ def bwrap_works() -> str:
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # what systemd gives a service
 
 
+def shown_again(root: str, folders) -> list:
+    """--ro-bind of each host folder under `root`, for after the sandbox's empty tmpfs
+    on `root`: the venv running the tests in a clone under /tmp, say, which its
+    scripts' #! lines name (on a hub the venv is /opt/edgecast/venv itself)."""
+    binds = []
+    for folder in folders:
+        if Path(folder).is_relative_to(root):
+            binds += ["--ro-bind", str(folder), str(folder)]
+    return binds
+
+
 def bwrap_command(settings: dict, *, opt: Path, state: Path, runtime: Path, environment: dict,
-                  seccomp_fd=None) -> list:
+                  seccomp_fd=None, visible=(sys.prefix,)) -> list:
     """bubblewrap's arguments for the unit's sandbox; `opt`, `state` and `runtime` are the
     host folders seen as /opt/edgecast (read-only), the StateDirectory= and the
     RuntimeDirectory= (both writable); `environment`: what systemd adds to the unit's
-    Environment= (NOTIFY_SOCKET, WATCHDOG_USEC)."""
+    Environment= (NOTIFY_SOCKET, WATCHDOG_USEC); `visible`: host folders that stay
+    readable at their own paths even where a private tmpfs would hide them."""
     assert settings["ProtectSystem"] == "strict" and settings["PrivateTmp"] == "yes"
     assert settings["PrivateDevices"] == "yes" and settings["NoNewPrivileges"] == "yes"
     assert settings["DynamicUser"] == "yes" and settings["CapabilityBoundingSet"] == ""
@@ -173,10 +186,14 @@ def bwrap_command(settings: dict, *, opt: Path, state: Path, runtime: Path, envi
     command = ["bwrap", "--die-with-parent", "--new-session",
                "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup",
                "--uid", str(DYNAMIC_UID), "--gid", str(DYNAMIC_UID), "--cap-drop", "ALL",
-               "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-               "--tmpfs", "/opt", "--ro-bind", str(opt), "/opt/edgecast", "--remount-ro", "/opt",
-               "--tmpfs", "/var/lib", "--bind", str(state), state_dir, "--remount-ro", "/var/lib",
-               "--tmpfs", "/run", "--bind", str(runtime), runtime_dir, "--remount-ro", "/run",
+               "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+               "--tmpfs", "/tmp", *shown_again("/tmp", visible),
+               "--tmpfs", "/opt", "--ro-bind", str(opt), "/opt/edgecast", *shown_again("/opt", visible),
+               "--remount-ro", "/opt",
+               "--tmpfs", "/var/lib", "--bind", str(state), state_dir, *shown_again("/var/lib", visible),
+               "--remount-ro", "/var/lib",
+               "--tmpfs", "/run", "--bind", str(runtime), runtime_dir, *shown_again("/run", visible),
+               "--remount-ro", "/run",
                "--chdir", settings["WorkingDirectory"], "--clearenv"]
     variables = {"PATH": SYSTEMD_PATH}
     for assignment in shlex.split(settings["Environment"]):
