@@ -133,6 +133,9 @@ class Background:
                 if isinstance(event, dict):
                     self.events.append(event)
                 self._changed.notify_all()
+        # stderr closes as the process exits, a moment before poll() can see the exit:
+        # wait for it, or a waiter woken now would sleep out its whole timeout.
+        self.proc.wait()
         with self._changed:
             self._changed.notify_all()
 

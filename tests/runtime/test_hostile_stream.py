@@ -329,8 +329,9 @@ def test_a_state_path_that_is_a_symlink_is_refused_at_start(tmp_path, link_name)
     result = run_cli("stream", ONE, "--state", folder / "state.json", stdin="3600,2\n")
     assert_one_line_error(result, 5, "is a symbolic link", link_name)
     assert (folder / link_name).is_symlink() and snapshot(outside) == untouched
-    with pytest.raises(Exception):  # serve refuses it the same way
+    with pytest.raises(AssertionError, match="is a symbolic link") as refused:  # serve too
         Server(ONE, "--state", folder / "state.json", "--poll-interval", "0")
+    assert "running=False" in str(refused.value)  # it exited, it did not hang
     add_count("hostile_stream", "attacks_mounted")
     add_count("hostile_stream", "attacks_refused")
 
