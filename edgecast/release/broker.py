@@ -1,6 +1,6 @@
 """The operator's MQTT connection: authentication and TLS (the runtime's
 mqtt_security), publishing that waits for the broker's acknowledgement, and the hubs'
-retained status messages (topics: edgecast_runtime.delivery)."""
+retained status messages (topics: edgecast_runtime.releases.delivery)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from edgecast_runtime.delivery import ONLINE_WILDCARD, STATUS_WILDCARD, DeliveryError, hub_of
 from edgecast_runtime.errors import EdgecastRuntimeError
-from edgecast_runtime.mqtt import parse_broker
-from edgecast_runtime.mqtt_security import configure_client
+from edgecast_runtime.mqtt.security import configure_client, parse_broker
+from edgecast_runtime.releases.delivery import ONLINE_WILDCARD, STATUS_WILDCARD, DeliveryError, hub_of
 
 from .errors import ReleaseDeliveryError
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from edgecast.fleet.cli import app as fleet_app  # `edgecast fleet status` joins `fleet train` and `fleet report`
-from edgecast_runtime.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
+from edgecast_runtime.releases.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 
 from .settings import (
     DEFAULT_FAILURE_THRESHOLD,

@@ -1,5 +1,5 @@
 """Release records, toolkit side: `make_release` writes what a hub checks with
-edgecast_runtime.release_record.check_release (the format and its rules live there).
+edgecast_runtime.releases.record.check_release (the format and its rules live there).
 
 The record pins every file a hub receives (model.sig and the files it signs), the
 rollout plan, and a self-test: held-out windows of the bundle (windows.npz) with the
@@ -16,11 +16,11 @@ import numpy as np
 
 from edgecast.trainer.bundle import WINDOWS_FILE
 from edgecast_runtime.contract import MANIFEST_NAME
-from edgecast_runtime.delivery import MAX_RELEASE_MESSAGE_BYTES
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.model import Forecaster
-from edgecast_runtime.release_record import (
+from edgecast_runtime.releases.delivery import MAX_RELEASE_MESSAGE_BYTES
+from edgecast_runtime.releases.record import (
     RECORD_SPEC_VERSION,
     RECORD_TYPE,
     SELF_TEST_TOLERANCE,
@@ -28,7 +28,7 @@ from edgecast_runtime.release_record import (
     canonical_json,
     format_time,
 )
-from edgecast_runtime.signature import SIGNATURE_NAME, key_id, verify_bundle
+from edgecast_runtime.releases.signature import SIGNATURE_NAME, key_id, verify_bundle
 
 from .errors import SigningError
 from .settings import DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEALTHY_SECONDS, DEFAULT_LIFETIME

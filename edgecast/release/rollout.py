@@ -2,7 +2,7 @@
 goes to the hub whose id is STATION), delivered over MQTT in stages.
 
 Each hub's files are published first, in chunks, then its record (all retained, QoS 1;
-topics and chunks: edgecast_runtime.delivery). The canary hubs get the release first;
+topics and chunks: edgecast_runtime.releases.delivery). The canary hubs get the release first;
 the rest only once every canary has run it, state "running", for `healthy_seconds`
 without dropping off. When `max_failures` canaries refuse it (their status names the
 record and why), drop off or do not answer within `hub_timeout`, the rollout stops
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgecast_runtime.contract import MANIFEST_NAME
-from edgecast_runtime.delivery import (
+from edgecast_runtime.releases.delivery import (
     DEFAULT_CHUNK_BYTES,
     DeliveryError,
     check_hub_id,
@@ -29,7 +29,7 @@ from edgecast_runtime.delivery import (
     release_topic,
     split_file,
 )
-from edgecast_runtime.release_record import parse_signed
+from edgecast_runtime.releases.record import parse_signed
 
 from .broker import BrokerSettings, OperatorSession
 from .errors import ReleaseDeliveryError, SigningError

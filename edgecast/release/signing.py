@@ -23,7 +23,7 @@ from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.durable import atomic_write
 from edgecast_runtime.errors import SignatureError
 from edgecast_runtime.manifest import file_sha256
-from edgecast_runtime.signature import SIGNATURE_NAME, key_id, verify_bundle
+from edgecast_runtime.releases.signature import SIGNATURE_NAME, key_id, verify_bundle
 
 from .errors import SigningError
 

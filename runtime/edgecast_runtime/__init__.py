@@ -4,11 +4,33 @@ onnxruntime and numpy only.
     from edgecast_runtime import Forecaster
     model = Forecaster("model.onnx")
     model.predict([70, 72, 75, 80])        # -> array of `horizon` float32 values
+
+The package: a flat core, and one subpackage per transport or feature.
+
+    core        contract (the graph contract: metadata keys, schema versions, bundle file
+                names), model (Forecaster), admission + trial (a model file read within
+                bounds, tried in a child process), manifest, clock, encodings, validity,
+                inputs, readings, policy, ring_buffer, streaming (StreamingForecaster),
+                state (its durable file), durable (atomic writes), timeguard, neighbours,
+                reload (hot reload), lifecycle (what the long-running commands share),
+                errors, logs, formatting, systemd_notify
+    cli/        the `edgecast-runtime` command line: info, predict, stream, score
+    http/       `serve`: server, request limits, bearer token, connection bounds
+    mqtt/       `mqtt`: the bridge, what it lets in, how it reaches the broker
+    releases/   signed releases: delivery over MQTT, the record, the signature, updates
+    skill/      forecast skill: the scoring store, rolling skill and alarms, /metrics
+
+The path a reading takes: a transport (cli/stream.py, http/server.py, mqtt/bridge.py)
+parses it (readings.py) into StreamingForecaster.observe_reading (streaming.py), which
+checks its time (clock.py, timeguard.py) and values (validity.py, policy.py), fills the
+window (ring_buffer.py, encodings.py), writes the state (state.py) before answering,
+calls Forecaster.predict (model.py) and hands the forecast to the scorer
+(skill/rolling.py, skill/store.py), which /metrics shows (skill/metrics.py).
 """
 
 __version__ = "0.1.0"
 
-from .errors import (  # noqa: E402
+from edgecast_runtime.errors import (  # noqa: E402
     EdgecastRuntimeError,
     InputError,
     InputShapeError,
@@ -18,11 +40,11 @@ from .errors import (  # noqa: E402
     SchemaVersionError,
     StateError,
 )
-from .model import Forecaster  # noqa: E402
-from .policy import StreamPolicy  # noqa: E402
-from .readings import Reading  # noqa: E402
-from .ring_buffer import RingBuffer  # noqa: E402
-from .streaming import StreamingForecaster  # noqa: E402
+from edgecast_runtime.model import Forecaster  # noqa: E402
+from edgecast_runtime.policy import StreamPolicy  # noqa: E402
+from edgecast_runtime.readings import Reading  # noqa: E402
+from edgecast_runtime.ring_buffer import RingBuffer  # noqa: E402
+from edgecast_runtime.streaming import StreamingForecaster  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Optional
 
-from .errors import EdgecastRuntimeError, InputValueError
+from edgecast_runtime.errors import EdgecastRuntimeError, InputValueError
 
 UTC = timezone.utc
 _OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECASE)

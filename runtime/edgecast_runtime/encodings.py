@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import numpy as np
 
-from .clock import ClockError, TimeFormat, clock_name, spec_time_format, to_clock
-from .contract import (
+from edgecast_runtime.clock import ClockError, TimeFormat, clock_name, spec_time_format, to_clock
+from edgecast_runtime.contract import (
     CALENDAR_PERIODS,
     CALM_CODES,
     CALM_DEGREES,
@@ -33,9 +33,9 @@ from .contract import (
     NEIGHBOUR_SCHEMA_VERSION,
     NUMERIC,
 )
-from .errors import EdgecastRuntimeError, InputValueError
-from .formatting import seconds_text
-from .inputs import require_finite
+from edgecast_runtime.errors import EdgecastRuntimeError, InputValueError
+from edgecast_runtime.formatting import seconds_text
+from edgecast_runtime.inputs import require_finite
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

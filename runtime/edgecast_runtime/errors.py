@@ -37,7 +37,7 @@ class StateError(EdgecastRuntimeError):
 
 class StateMismatchError(StateError):
     """The state file was written for a model that reads other inputs (see
-    state_file.stream_inputs); the opt-in policy `on_state_mismatch="fresh"` starts afresh."""
+    state.stream_inputs); the opt-in policy `on_state_mismatch="fresh"` starts afresh."""
 
 
 class SignatureError(EdgecastRuntimeError):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputShapeError, InputValueError
+from edgecast_runtime.errors import InputShapeError, InputValueError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

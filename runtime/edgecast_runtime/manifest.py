@@ -6,9 +6,9 @@ import hashlib
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from .errors import IntegrityError
-from .model_check import MAX_MANIFEST_BYTES, read_regular_file
-from .model_probe import load_bounded_json, one_line
+from edgecast_runtime.admission import MAX_MANIFEST_BYTES, read_regular_file
+from edgecast_runtime.errors import IntegrityError
+from edgecast_runtime.trial import load_bounded_json, one_line
 
 BLOCK_BYTES = 1 << 20  # files are hashed a block at a time: station archives can be large
 

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Callable, Optional
 import numpy as np
 import onnxruntime as ort
 
-from .clock import spec_clock
-from .contract import (
+from edgecast_runtime.admission import ModelLoading, read_regular_file, trial_in_child
+from edgecast_runtime.clock import spec_clock
+from edgecast_runtime.contract import (
     INPUT_NAME,
     MANIFEST_NAME,
     NAME_KEY,
@@ -23,18 +24,17 @@ from .contract import (
     SPEC_KEY,
     SUPPORTED_SCHEMA_TEXTS,
 )
-from .encodings import layout_from_spec
-from .errors import (
+from edgecast_runtime.encodings import layout_from_spec
+from edgecast_runtime.errors import (
     EdgecastRuntimeError,
     InputShapeError,
     InputValueError,
     ModelError,
     SchemaVersionError,
 )
-from .inputs import require_shape, shape_text, to_float32
-from .manifest import check_against_manifest
-from .model_check import ModelLoading, read_regular_file, trial_in_child
-from .model_probe import (
+from edgecast_runtime.inputs import require_shape, shape_text, to_float32
+from edgecast_runtime.manifest import check_against_manifest
+from edgecast_runtime.trial import (
     MAX_FEATURES,
     MAX_HORIZON,
     MAX_LOOK_BACK,
@@ -47,13 +47,13 @@ from .model_probe import (
     open_session,
     silence_onnxruntime,
 )
-from .validity import ranges_from_spec
+from edgecast_runtime.validity import ranges_from_spec
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
 
-    from .encodings import InputLayout
-    from .validity import ValidRanges
+    from edgecast_runtime.encodings import InputLayout
+    from edgecast_runtime.validity import ValidRanges
 
 FLOAT_TENSOR = "tensor(float)"
 BATCH_CHUNK = 1024  # windows per onnxruntime call in predict_batch
@@ -72,7 +72,7 @@ class Forecaster:
     sequential execution suits a small hub and keeps latency predictable.
     `check_manifest=False` skips the sha256 check against a manifest.json beside
     the model (it is on by default and a mismatch raises IntegrityError).
-    `loading` (model_check.ModelLoading): a required manifest, the file size cap, and
+    `loading` (admission.ModelLoading): a required manifest, the file size cap, and
     a trial in a bounded child process first (the command line always asks for one).
     """
 

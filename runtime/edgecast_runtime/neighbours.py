@@ -25,18 +25,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional
 
-from .contract import MASKED
-from .durable import PRIVATE_MODE, atomic_write
-from .errors import InputValueError, StateError
-from .formatting import seconds_text
-from .readings import Reading
-from .state_file import read_private
+from edgecast_runtime.contract import MASKED
+from edgecast_runtime.durable import PRIVATE_MODE, atomic_write
+from edgecast_runtime.errors import InputValueError, StateError
+from edgecast_runtime.formatting import seconds_text
+from edgecast_runtime.readings import Reading
+from edgecast_runtime.state import read_private
 
 if TYPE_CHECKING:
     from datetime import tzinfo
 
-    from .encodings import InputLayout
-    from .streaming import StreamingForecaster
+    from edgecast_runtime.encodings import InputLayout
+    from edgecast_runtime.streaming import StreamingForecaster
 
 DEFAULT_WAIT_SECONDS = 120.0  # a neighbour's reading of the same hour usually arrives within a minute
 READINGS_TOPIC = "edgecast/readings/{station}"
@@ -214,7 +214,7 @@ class NeighbourLink:
     def observe_document(self, document: dict, layout: InputLayout, clock: Optional[tzinfo]) -> List[dict]:
         """An HTTP observation: {"station": ID, ...} from a neighbour, the station's own without
         it (or with its own id)."""
-        from .readings import reading_from_json
+        from edgecast_runtime.readings import reading_from_json
 
         station = document.get("station") if isinstance(document, dict) else None
         if station is None or station == self.station:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 
-from .errors import EdgecastRuntimeError, InputValueError
-from .state_file import StreamState
-from .validity import ValidRanges
+from edgecast_runtime.errors import EdgecastRuntimeError, InputValueError
+from edgecast_runtime.state import StreamState
+from edgecast_runtime.validity import ValidRanges
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,10 +9,10 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Collection, Dict, Iterable, List, Optional
 
-from .clock import parse_timestamp, seconds_from_parts
-from .encodings import InputLayout, direction_degrees
-from .errors import InputShapeError, InputValueError
-from .inputs import MISSING_WORDS, reading_value
+from edgecast_runtime.clock import parse_timestamp, seconds_from_parts
+from edgecast_runtime.encodings import InputLayout, direction_degrees
+from edgecast_runtime.errors import InputShapeError, InputValueError
+from edgecast_runtime.inputs import MISSING_WORDS, reading_value
 
 if TYPE_CHECKING:
     from datetime import tzinfo

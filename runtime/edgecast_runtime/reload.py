@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .contract import MANIFEST_NAME
-from .errors import EdgecastRuntimeError, ModelError
-from .model import DEFAULT_THREADS, Forecaster
-from .model_check import SERVICE_LOADING, TRIAL_TIMEOUT_SECONDS, ModelLoading
-from .model_probe import one_line
+from edgecast_runtime.admission import SERVICE_LOADING, TRIAL_TIMEOUT_SECONDS, ModelLoading
+from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.errors import EdgecastRuntimeError, ModelError
+from edgecast_runtime.model import DEFAULT_THREADS, Forecaster
+from edgecast_runtime.trial import one_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable

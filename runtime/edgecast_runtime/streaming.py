@@ -2,7 +2,7 @@
 look-back readings are buffered. It coordinates the parts: the calendar fill
 (encodings.InputLayout), the valid ranges (validity), the policy for missing
 values and gaps (policy), the ring buffer (ring_buffer) and the state file,
-written durably before any answer is given (state_file); then the scorer
+written durably before any answer is given (state); then the scorer
 (skill.StreamScorer), which keeps each forecast until its truth arrives. Timestamps
 are checked against the hub's clock (timeguard) before a reading moves the stream."""
 
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .clock import checked_seconds, clock_name
-from .errors import InputShapeError, InputValueError, StateError, StateMismatchError
-from .formatting import comparable, float_list, seconds_text
-from .policy import (
+from edgecast_runtime.clock import checked_seconds, clock_name
+from edgecast_runtime.errors import InputShapeError, InputValueError, StateError, StateMismatchError
+from edgecast_runtime.formatting import comparable, float_list, seconds_text
+from edgecast_runtime.policy import (
     MISSING,
     NON_FINITE,
     StreamPolicy,
@@ -28,9 +28,9 @@ from .policy import (
     count_missing,
     screen_ranges,
 )
-from .readings import Reading, reading_values
-from .ring_buffer import RingBuffer
-from .state_file import (
+from edgecast_runtime.readings import Reading, reading_values
+from edgecast_runtime.ring_buffer import RingBuffer
+from edgecast_runtime.state import (
     StreamState,
     empty_state,
     load_state,
@@ -40,13 +40,13 @@ from .state_file import (
     set_aside,
     stream_inputs,
 )
-from .timeguard import FutureGuard, moment_text
+from edgecast_runtime.timeguard import FutureGuard, moment_text
 
 if TYPE_CHECKING:
     from datetime import tzinfo
 
-    from .model import Forecaster
-    from .skill import StreamScorer
+    from edgecast_runtime.model import Forecaster
+    from edgecast_runtime.skill.rolling import StreamScorer
 
 
 class StreamingForecaster:
@@ -283,7 +283,7 @@ class StreamingForecaster:
 
     def use_model(self, forecaster: Forecaster) -> str:
         """Switch to a newly loaded model (hot reload). The buffered readings carry
-        over when the new model reads the same inputs (state_file.stream_inputs, the
+        over when the new model reads the same inputs (state.stream_inputs, the
         rule a restart follows too); otherwise the buffer restarts. Returns a
         sentence saying which."""
         with self._lock:
@@ -315,7 +315,7 @@ class StreamingForecaster:
             return {"buffered": len(state.buffer), "look_back": self._forecaster.look_back,
                     "accepted": state.accepted, "last_timestamp": state.last_timestamp,
                     "missing_values": state.copy().missing_values,
-                    "state_file": str(self.state_path) if self.state_path else None,
+                    "state": str(self.state_path) if self.state_path else None,
                     "clock": clock_name(self.clock)}
 
     # --- persistence -----------------------------------------------------------------

@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
-from .errors import InputValueError
+from edgecast_runtime.errors import InputValueError
 
 CLOCK_SET_AFTER = 1_577_836_800.0  # 2020-01-01T00:00:00Z
 DEFAULT_FUTURE_SLACK_SECONDS = 900.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .encodings import InputLayout
+from edgecast_runtime.encodings import InputLayout
 
 BELOW, ABOVE = "below_valid_range", "above_valid_range"
 Bounds = Tuple[Optional[float], Optional[float]]

@@ -1,13 +1,13 @@
-"""pytest fixtures for the runtime tests; the helpers live in runtime_support.
+"""pytest fixtures for the runtime tests; the helpers live in tests/support.
 
-The corpus, load and fault tests record what they tried in `runtime_support.FIGURES`;
+The corpus, load and fault tests record what they tried in `support.runtime.FIGURES`;
 the terminal summary prints it (a reader of `make test` output sees it without -s)
 and it is saved as runtime-figures.json in pytest's base temporary folder."""
 
 import json
 
-from runtime_support import FIGURES, broker, model_copy  # noqa: F401  (fixtures, found by name)
-from secure_broker import secure_broker  # noqa: F401  (a fixture, found by name)
+from support.broker import secure_broker  # noqa: F401  (a fixture, found by name)
+from support.runtime import FIGURES, broker, model_copy  # noqa: F401  (fixtures, found by name)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -4,7 +4,7 @@ answers on stdout, one error line on stderr, meaningful exit codes."""
 import json
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     FIXTURES,
     ONE,
     ONE_RANGES,
@@ -151,12 +151,12 @@ def test_predict_json_of_the_wrong_shape_names_the_shape_not_a_compass_value():
 
 
 def test_serve_help_shows_the_server_defaults():
-    from edgecast_runtime import server, service
+    from edgecast_runtime.http import defaults
 
     help_text = " ".join(run_cli("serve", "--help").stdout.split())
-    assert f"(default {server.DEFAULT_MAX_BODY}; larger: 413)" in help_text
-    assert f"(default {server.DEFAULT_PORT};" in help_text
-    assert f"(default {service.DEFAULT_DRAIN_SECONDS})" in help_text
+    assert f"(default {defaults.DEFAULT_MAX_BODY}; larger: 413)" in help_text
+    assert f"(default {defaults.DEFAULT_PORT};" in help_text
+    assert f"(default {defaults.DEFAULT_DRAIN_SECONDS})" in help_text
 
 
 def test_version_and_help():

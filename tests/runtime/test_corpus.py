@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     FIXTURES,
     ONE,
     ONE_REEXPORT,

@@ -27,7 +27,7 @@ import threading
 import time
 
 import pytest
-from runtime_support import ONE, Server, add_count, cli_path, kill_at_random_points, record
+from support.runtime import ONE, Server, add_count, cli_path, kill_at_random_points, record
 
 from edgecast_runtime import Forecaster, StreamingForecaster
 from edgecast_runtime.readings import reading_from_json

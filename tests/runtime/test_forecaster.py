@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import onnxruntime as ort
 import pytest
-from runtime_support import FIXTURES, ONE, ONE_REEXPORT, ONE_V2, THREE, expected_forecast
+from support.runtime import FIXTURES, ONE, ONE_REEXPORT, ONE_V2, THREE, expected_forecast
 
 from edgecast_runtime import (
     EdgecastRuntimeError,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     LOOPBACK,
     ONE,
     UNIT_MEMORY_CAP_MB,

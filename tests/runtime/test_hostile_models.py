@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     FIXTURES,
     LOOPBACK,
     ONE,
@@ -46,10 +46,10 @@ from runtime_support import (
 )
 
 from edgecast_runtime import Forecaster, ModelError, StreamingForecaster
+from edgecast_runtime.admission import ModelLoading, trial_in_child
+from edgecast_runtime.http.server import ForecastServer
 from edgecast_runtime.manifest import file_sha256
-from edgecast_runtime.model_check import ModelLoading, trial_in_child
 from edgecast_runtime.reload import STALL_SECONDS, ModelHolder, ModelWatcher
-from edgecast_runtime.server import ForecastServer
 
 HOSTILE = FIXTURES / "hostile"
 WINDOW = [70, 72, 75, 80]
@@ -208,7 +208,7 @@ def test_onnxruntime_prints_nothing_of_its_own(tmp_path):
     probe = (
         "import sys\n"
         "from edgecast_runtime import Forecaster\n"
-        "from edgecast_runtime.model_check import ModelLoading\n"
+        "from edgecast_runtime.admission import ModelLoading\n"
         "model = Forecaster(sys.argv[1], loading=ModelLoading(trial=False))\n"
         "try:\n"
         "    model.predict([1.0, 2.0, 3.0, 4.0])\n"

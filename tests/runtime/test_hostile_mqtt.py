@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     ONE,
     UNIT_MEMORY_CAP_MB,
     Background,
@@ -43,7 +43,7 @@ paho = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt (the [mqtt] ext
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from test_mqtt import READINGS, Listener, reading, start_runtime  # noqa: E402
 
-from edgecast_runtime.mqtt_policy import DEFAULT_MAX_READING_BYTES, default_client_id  # noqa: E402
+from edgecast_runtime.mqtt.policy import DEFAULT_MAX_READING_BYTES, default_client_id  # noqa: E402
 
 HOUR = 3600
 BIG_PAYLOAD_BYTES = 30 * 1024 * 1024

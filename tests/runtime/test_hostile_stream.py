@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     ONE,
     THREE,
     Background,
@@ -252,7 +252,7 @@ def test_an_unexpected_fault_on_one_line_is_an_error_answer_not_an_exit(monkeypa
     with an error, logs one line without a traceback, and the next line is read."""
     import io
 
-    from edgecast_runtime import service
+    from edgecast_runtime.cli import stream as stream_command
 
     model = Forecaster(ONE)
     stream = StreamingForecaster(model)
@@ -266,9 +266,9 @@ def test_an_unexpected_fault_on_one_line_is_an_error_answer_not_an_exit(monkeypa
 
     monkeypatch.setattr(stream, "observe_reading", flaky)
     logged = []
-    monkeypatch.setattr(service, "log_event", logged.append)
+    monkeypatch.setattr(stream_command, "log_event", logged.append)
     sink = io.StringIO()
-    service._stream_lines(stream, model, io.BytesIO(b"1\n2\n"), sink, {"busy": False, "stop": False})
+    stream_command._stream_lines(stream, model, io.BytesIO(b"1\n2\n"), sink, {"busy": False, "stop": False})
     answers = answers_of(sink.getvalue())
     assert answers[0]["status"] == "error" and "ZeroDivisionError" in answers[0]["error"]
     assert answers[1] == {"line": 2, "status": "filling"}

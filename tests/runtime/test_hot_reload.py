@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from runtime_support import FIXTURES, ONE, ONE_V2, Server, expected_forecast, replace_atomically
+from support.runtime import FIXTURES, ONE, ONE_V2, Server, expected_forecast, replace_atomically
 
 from edgecast_runtime import Forecaster
 

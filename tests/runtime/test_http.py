@@ -7,7 +7,7 @@ import socket
 import time
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     LOOPBACK,
     ONE,
     ONE_RANGES,

@@ -1,11 +1,11 @@
-"""`serve`'s bearer token (http_auth): required on every endpoint but /healthz when
+"""`serve`'s bearer token (http.auth): required on every endpoint but /healthz when
 given, 401 JSON without it; beyond loopback, no start without a token unless the
 network is declared trusted."""
 
 import http.client
 
 import pytest
-from runtime_support import LOOPBACK, ONE, Background, Server, assert_one_line_error, run_cli
+from support.runtime import LOOPBACK, ONE, Background, Server, assert_one_line_error, run_cli
 
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runtime_support import ONE, SCHEMA2, SEED_MODEL, THREE, record
+from support.runtime import ONE, SCHEMA2, SEED_MODEL, THREE, record
 
 FORBIDDEN = ("tensorflow", "keras", "sklearn", "pandas", "typer")
 
@@ -47,7 +47,9 @@ def test_sources_import_only_stdlib_numpy_onnxruntime_prometheus_client_and_paho
     base = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "paho", "prometheus_client",
                                            "edgecast_runtime"}
     package = Path(edgecast_runtime.__file__).parent
-    for source in sorted(package.glob("*.py")):
+    sources = sorted(package.rglob("*.py"))
+    assert any(source.parent != package for source in sources)  # the subpackages are read too
+    for source in sources:
         allowed = base | {"cryptography"} if source.name == "signature.py" else base
         tree = ast.parse(source.read_text(), filename=str(source))
         for node in ast.walk(tree):
@@ -66,17 +68,39 @@ def test_no_runtime_module_exceeds_400_lines():
     import edgecast_runtime
 
     package = Path(edgecast_runtime.__file__).parent
-    lengths = {source.name: len(source.read_text().splitlines()) for source in package.glob("*.py")}
+    lengths = {str(source.relative_to(package)): len(source.read_text().splitlines())
+               for source in package.rglob("*.py")}
     assert {name: count for name, count in lengths.items() if count > 400} == {}
-    assert len(lengths) >= 15  # the split modules are installed with the wheel
+    assert len(lengths) >= 40  # the subpackages' modules are installed with the wheel
+    assert "mqtt/bridge.py" in lengths and "http/server.py" in lengths
+
+
+# The runtime's own HTTP service (prometheus_client imports the standard library's
+# http.server for its own exporter, which the hub never starts).
+HTTP_MODULES = ("edgecast_runtime.http.server", "edgecast_runtime.http.command", "edgecast_runtime.http.limits",
+                "edgecast_runtime.http.connections", "edgecast_runtime.http.auth")
+
+
+@pytest.mark.parametrize("module", ["edgecast_runtime.mqtt.bridge", "edgecast_runtime.cli"])
+def test_an_mqtt_hub_loads_no_http_server(module):
+    """An MQTT-only hub (the bridge, or the command line that starts it) never imports
+    the HTTP server: `serve` imports it when it runs."""
+    probe = (f"import sys, {module}\n"
+             f"print(sorted(m for m in sys.modules if m in {HTTP_MODULES!r}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    serving = subprocess.run([sys.executable, "-c", "import sys, edgecast_runtime.http.command\n"
+                              "print('edgecast_runtime.http.server' in sys.modules)"], capture_output=True, text=True, timeout=60)
+    assert serving.stdout.strip() == "True"  # the probe can see the server when it is loaded
 
 
 SYS_MODULES_PROBE = """
 import json, sys
 import numpy as np
 from edgecast_runtime import Forecaster, StreamingForecaster
-import edgecast_runtime.cli, edgecast_runtime.server, edgecast_runtime.mqtt, edgecast_runtime.service
-import edgecast_runtime.metrics, edgecast_runtime.replay, edgecast_runtime.skill
+import edgecast_runtime.cli.main, edgecast_runtime.http.command, edgecast_runtime.mqtt.bridge, edgecast_runtime.lifecycle
+import edgecast_runtime.skill.metrics, edgecast_runtime.cli.replay, edgecast_runtime.skill.rolling
 model = Forecaster(sys.argv[1])
 window = np.ones(model.window_shape, dtype=np.float32)
 forecast = model.predict(window)

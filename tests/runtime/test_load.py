@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from runtime_support import ONE, ONE_V2, Server, expected_forecast, record, replace_atomically
+from support.runtime import ONE, ONE_V2, Server, expected_forecast, record, replace_atomically
 
 from edgecast_runtime import Forecaster
 

@@ -8,7 +8,7 @@ import signal
 import uuid
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     ONE,
     ONE_V2,
     Background,

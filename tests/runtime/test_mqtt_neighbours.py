@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import Background
+from support.runtime import Background
 
 from edgecast_runtime import Forecaster
 

@@ -143,7 +143,7 @@ def test_the_state_survives_a_restart_with_neighbours_readings(model, recorded, 
 
 
 def test_http_observe_takes_a_station_field(model, recorded, tmp_path):
-    from runtime_support import Server
+    from support.runtime import Server
 
     with Server(FIXTURE / "home.onnx", "--station", "home", "--neighbour-wait", "30",
                 "--state", tmp_path / "state.json") as server:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_support import ONE, SCHEMA2, expected_forecast
+from support.runtime import ONE, SCHEMA2, expected_forecast
 
 from edgecast_runtime import Forecaster, InputError, RingBuffer, StreamingForecaster, StreamPolicy
 from edgecast_runtime.readings import Header, LineParser, Reading

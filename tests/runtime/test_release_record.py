@@ -1,4 +1,4 @@
-"""Signed releases on the hub (edgecast_runtime.signature, edgecast_runtime.release_record):
+"""Signed releases on the hub (edgecast_runtime.releases.signature, edgecast_runtime.releases.record):
 the slim verifier on a real model-signing signature, release records' signature,
 version monotonicity, expiry with and without the boot-clock allowance, staged files'
 sha256, and the self-test on the committed models/pm25-seed.
@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from runtime_support import FIXTURES, REPO
+from support.runtime import FIXTURES, REPO
 
 from edgecast_runtime.errors import ReleaseError, SignatureError
-from edgecast_runtime.release_record import (
+from edgecast_runtime.releases.record import (
     Release,
     assemble_record,
     canonical_json,
@@ -32,7 +32,7 @@ from edgecast_runtime.release_record import (
     format_time,
     self_test,
 )
-from edgecast_runtime.signature import key_id, pae, verify_bundle
+from edgecast_runtime.releases.signature import key_id, pae, verify_bundle
 
 SEED = REPO / "models" / "pm25-seed"
 MODEL_FILES = ("manifest.json", "model.onnx", "model.tflite")
@@ -326,7 +326,7 @@ def test_self_test_fails_on_a_model_that_does_not_load(staged, operator, tmp_pat
 def test_without_cryptography_the_import_says_which_extra_to_install():
     probe = ("import sys; sys.modules['cryptography'] = None\n"
              "import edgecast_runtime\n"
-             "try:\n    import edgecast_runtime.release_record\n"
+             "try:\n    import edgecast_runtime.releases.record\n"
              "except ImportError as exc:\n    print(exc)\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runtime_support import FIXTURES, Server, assert_one_line_error, run_cli
+from support.runtime import FIXTURES, Server, assert_one_line_error, run_cli
 
 from edgecast_runtime import (
     Forecaster,

@@ -1,7 +1,7 @@
-"""MQTT with authentication, an ACL and TLS (secure_broker.py): an anonymous client, a
+"""MQTT with authentication, an ACL and TLS (tests/support/broker.py): an anonymous client, a
 wrong password, a client that does not trust the broker's CA (or skips TLS), a missing
 client certificate where one is required, and a hub publishing outside its ACL are each
-refused; a hub set up with edgecast_runtime.mqtt_security connects and publishes.
+refused; a hub set up with edgecast_runtime.mqtt.security connects and publishes.
 Also the password's sources (a file, an environment variable, never argv)."""
 
 import queue
@@ -10,10 +10,10 @@ import ssl
 
 import paho.mqtt.client as mqtt
 import pytest
-from runtime_support import LOOPBACK
+from support.runtime import LOOPBACK
 
 from edgecast_runtime.errors import BrokerSecurityError
-from edgecast_runtime.mqtt_security import configure_client, read_password
+from edgecast_runtime.mqtt.security import configure_client, read_password
 
 TIMEOUT = 10
 

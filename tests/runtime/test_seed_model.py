@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from runtime_support import SEED_MODEL, run_cli
+from support.runtime import SEED_MODEL, run_cli
 
 from edgecast_runtime import Forecaster
 

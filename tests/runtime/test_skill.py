@@ -9,12 +9,12 @@ import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from runtime_support import ONE, THREE, Background, Server, add_count, kill_at_random_points, run_cli
+from support.runtime import ONE, THREE, Background, Server, add_count, kill_at_random_points, run_cli
 
 from edgecast_runtime import Forecaster, StreamingForecaster
 from edgecast_runtime.readings import Reading
-from edgecast_runtime.scoring import ForecastStore, store_path_for
-from edgecast_runtime.skill import SkillSettings, open_scorer
+from edgecast_runtime.skill.rolling import SkillSettings, open_scorer
+from edgecast_runtime.skill.store import ForecastStore, store_path_for
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 MINUTE = 60  # THREE's sampling interval
@@ -243,7 +243,7 @@ def test_a_full_disk_for_the_store_stops_scoring_not_forecasting(tmp_path):
     import resource
     import subprocess
 
-    from runtime_support import cli_path
+    from support.runtime import cli_path
 
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (128 * 1024, 128 * 1024))

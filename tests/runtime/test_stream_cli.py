@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     ONE,
     ONE_REEXPORT,
     ONE_V2,

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from runtime_support import ONE, ONE_RANGES, ONE_V2, THREE, expected_forecast
+from support.runtime import ONE, ONE_RANGES, ONE_V2, THREE, expected_forecast
 
 from edgecast_runtime import (
     EdgecastRuntimeError,

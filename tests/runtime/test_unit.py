@@ -2,7 +2,7 @@
 `systemd-analyze security` rates it, and the service working under its settings:
 ready and watchdog notifications, HTTP on loopback, a hot reload, the state in the
 state folder only, a clean stop. Where systemd is not the init (this container, CI)
-the sandbox is rebuilt with bubblewrap from the unit's own keys (unit_sandbox.py)."""
+the sandbox is rebuilt with bubblewrap from the unit's own keys (tests/support/unit_sandbox.py)."""
 
 import contextlib
 import hashlib
@@ -23,8 +23,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from runtime_support import FIXTURES, ONE_V2, Background, expected_forecast, record, replace_atomically
-from unit_sandbox import (
+from support.runtime import FIXTURES, ONE_V2, Background, expected_forecast, record, replace_atomically
+from support.unit_sandbox import (
     UNIT,
     bwrap_command,
     bwrap_works,
@@ -155,7 +155,7 @@ def test_watchdog_interval_follows_the_environment(environ, expected):
 
 
 def test_the_serve_loop_pings_only_while_the_watcher_lives():
-    from edgecast_runtime.service import feed_watchdog
+    from edgecast_runtime.http.command import feed_watchdog
 
     class Loop:
         def __init__(self):

@@ -1,4 +1,4 @@
-"""The hub's release receiver (updates.py, delivery.py) in-process, without a broker:
+"""The hub's release receiver (releases/updates.py, releases/delivery.py) in-process, without a broker:
 records and chunks handed to `receive` as paho would, the status it publishes, the
 model it swaps in, and what a restart serves. Also the command line's refusals. The
 end-to-end test with Mosquitto and three hub processes is tests/toolkit/test_release_delivery.py."""
@@ -11,12 +11,12 @@ import sys
 import time
 
 import pytest
-from runtime_support import ONE, assert_one_line_error, run_cli
+from support.runtime import ONE, assert_one_line_error, run_cli
 from test_release_record import SEED, Signer, flip_byte, signed_seed_folder
 
-from edgecast_runtime.delivery import decode_chunk, files_topic, join_chunks, release_topic, split_file
+from edgecast_runtime.releases.delivery import decode_chunk, files_topic, join_chunks, release_topic, split_file
+from edgecast_runtime.releases.updates import HubUpdater
 from edgecast_runtime.reload import ModelHolder
-from edgecast_runtime.updates import HubUpdater
 
 HUB = "hub-7"
 
@@ -134,7 +134,7 @@ def test_trust_needs_a_hub_id_and_cryptography(tmp_path):
     assert_one_line_error(run_cli(*common), 1, "--trust needs --hub-id")
     assert_one_line_error(run_cli(*common, "--hub-id", "a/b"), 1, "hub id 'a/b'")
     probe = ("import sys; sys.modules['cryptography'] = None\n"
-             "from edgecast_runtime.cli import main\n"
+             "from edgecast_runtime.cli.main import main\n"
              f"sys.exit(main({[str(a) for a in common] + ['--hub-id', 'h1']!r}))\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stderr.strip() == (

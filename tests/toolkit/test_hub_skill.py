@@ -110,8 +110,8 @@ def test_stream_and_score_match_edgecast_evaluate_on_the_test_windows(station):
 
 def store_table(state: Path, interval: float) -> dict:
     """The stream's rolling skill over 30 days, read from the store beside its state."""
-    from edgecast_runtime.scoring import ForecastStore, store_path_for
-    from edgecast_runtime.skill import SkillSettings, StreamScorer
+    from edgecast_runtime.skill.rolling import SkillSettings, StreamScorer
+    from edgecast_runtime.skill.store import ForecastStore, store_path_for
 
     store = ForecastStore(store_path_for(state), interval)
     try:

@@ -1,5 +1,5 @@
 """Signed releases over MQTT, end to end: Mosquitto on loopback with passwords, an ACL
-and TLS (tests/runtime/secure_broker.py), three hub processes (`edgecast-runtime mqtt
+and TLS (tests/support/broker.py), three hub processes (`edgecast-runtime mqtt
 --trust`, the runtime installed in .venv) that answer readings all along, `edgecast
 release` and `edgecast fleet status`.
 
@@ -22,6 +22,7 @@ import pytest
 from conftest import REPO_ROOT, run_cli
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.broker import secure_broker  # noqa: E402,F401  (the fixture)
 
 from edgecast.release.broker import BrokerSettings, OperatorSession
 from edgecast.release.errors import ReleaseDeliveryError, SigningError
@@ -38,11 +39,8 @@ from edgecast.release.rollout import (
 )
 from edgecast.release.signing import load_private_key, new_keys, sign_bundle
 from edgecast_runtime.manifest import file_sha256
-from edgecast_runtime.release_record import assemble_record, canonical_json
-from edgecast_runtime.signature import key_id
-
-sys.path.insert(0, str(REPO_ROOT / "tests" / "runtime"))
-from secure_broker import secure_broker  # noqa: E402,F401  (the fixture)
+from edgecast_runtime.releases.record import assemble_record, canonical_json
+from edgecast_runtime.releases.signature import key_id
 
 FIXTURES = REPO_ROOT / "tests" / "runtime" / "fixtures"
 V1, V2 = FIXTURES / "one_feature.onnx", FIXTURES / "one_feature_v2.onnx"  # look_back 4, one feature

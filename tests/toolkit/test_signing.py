@@ -1,5 +1,5 @@
 """Signing (edgecast/release): keys, `edgecast sign`, and agreement between the hub's slim
-verifier (edgecast_runtime.signature) and the model-signing library's own verification
+verifier (edgecast_runtime.releases.signature) and the model-signing library's own verification
 on a corpus of valid and damaged bundles; release records made by the toolkit and
 checked by the runtime."""
 from __future__ import annotations
@@ -21,8 +21,8 @@ from edgecast.release.errors import SigningError
 from edgecast.release.record import make_release
 from edgecast.release.signing import deployable_files, new_keys, sign_bundle
 from edgecast_runtime.errors import SignatureError
-from edgecast_runtime.release_record import check_release, self_test
-from edgecast_runtime.signature import verify_bundle
+from edgecast_runtime.releases.record import check_release, self_test
+from edgecast_runtime.releases.signature import verify_bundle
 
 SEED = REPO_ROOT / "models" / "pm25-seed"
 MODEL_SIGNING = Path(sys.executable).parent / "model_signing"

@@ -1,0 +1,79 @@
+"""Value types of the runtime CLI's options: each turns a bad value into argparse's
+one-line usage error naming what was expected."""
+from __future__ import annotations
+
+import argparse
+from typing import Callable, TypeVar
+
+from edgecast_runtime.admission import DEFAULT_MAX_MODEL_BYTES, ModelLoading
+from edgecast_runtime.clock import parse_clock
+from edgecast_runtime.errors import EdgecastRuntimeError
+from edgecast_runtime.model import DEFAULT_THREADS
+from edgecast_runtime.skill.rolling import parse_window
+
+Number = TypeVar("Number", int, float)
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v < float("inf"), "a positive number")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+
+
+def clock(text: str) -> str:
+    try:
+        parse_clock(text)
+    except EdgecastRuntimeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def window(text: str) -> float:
+    try:
+        return parse_window(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a span like 72h, 30d or 3600, "
+                                         f"got {text!r}") from None
+
+
+def port(text: str) -> int:
+    return _number(text, int, lambda v: 0 <= v <= 65535, "a port number (0-65535)")
+
+
+def _number(text: str, kind: Callable[[str], Number], ok: Callable[[Number], bool], wanted: str) -> Number:
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model file and how it is loaded: options every command takes."""
+    parser.add_argument("model", metavar="MODEL.onnx", help="an ONNX model exported by edgecast")
+    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                        help="onnxruntime intra-op threads (default %(default)s)")
+    parser.add_argument("--require-manifest", action="store_true",
+                        help="refuse a model without a manifest.json beside it listing its "
+                             "sha256 (exit 3; a refused reload)")
+    parser.add_argument("--max-model-bytes", type=positive_int, default=DEFAULT_MAX_MODEL_BYTES,
+                        metavar="BYTES", help="refuse a larger model file unread "
+                                              "(default %(default)s)")
+
+
+def model_loading(args: argparse.Namespace) -> ModelLoading:
+    """Every model the command line loads is tried first in a bounded child process."""
+    return ModelLoading(require_manifest=args.require_manifest,
+                        max_model_bytes=args.max_model_bytes, trial=True)

@@ -1,0 +1,7 @@
+"""Signed releases on the hub (`mqtt --trust`).
+
+delivery.py: the topics and chunk format a release travels in; updates.py: receiving,
+staging, self-testing and swapping a release; record.py: the signed, versioned,
+expiring release record and its checks; signature.py: the slim verifier of OpenSSF
+model-signing signatures (the `[releases]` extra: cryptography).
+"""

@@ -1,0 +1,295 @@
+"""Pending forecasts and their scores, in SQLite beside the state file.
+
+Every forecast the stream issues waits in `pending` until a reading has arrived for
+each of its target steps; then its errors (model and persistence, one row per lead)
+move to `scored` and it leaves `pending`, in one transaction: scored exactly once.
+A forecast whose truth never comes (a gap, a missing or out-of-range target) expires
+`horizon × interval + grace` after it was issued and is counted. Scored rows are kept
+for `retention_seconds` (the longest rolling window), so storage stays bounded.
+
+Why WAL with synchronous=FULL: WAL lets a scrape read while a reading is written;
+FULL fsyncs the log at every commit, so a committed reading survives a power cut as
+the state file does (NORMAL could lose the last commits, and the stream, which has
+already answered, would never replay them). One fsync per reading is what the state
+file costs already.
+
+Consistency with the state file: the state file is written first, then the store,
+which records `last_applied` (the reading's timestamp) in the same transaction. A
+reading at or before `last_applied` changes nothing here, so applying one twice (a
+resend answered as a duplicate, or the reconciliation at start) never scores twice;
+a crash between the two writes is repaired at start from the state file's last
+reading and answer (`StreamScorer.reconcile`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from edgecast_runtime.errors import StateError
+
+DEFAULT_GRACE_SECONDS = 6 * 3600.0  # how long a late reading may still complete a forecast
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    issued REAL PRIMARY KEY,      -- the timestamp of the reading the forecast was made at
+    model_sha256 TEXT NOT NULL,
+    forecast TEXT NOT NULL,       -- JSON list, one value per lead
+    persistence REAL NOT NULL,    -- the last target reading at issue time
+    truths TEXT NOT NULL,         -- JSON list, null until that lead's reading arrives
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scored (
+    issued REAL NOT NULL,
+    lead INTEGER NOT NULL,
+    completed REAL NOT NULL,      -- the timestamp of the reading that completed it
+    model_error REAL NOT NULL,    -- forecast - truth
+    persistence_error REAL NOT NULL,
+    PRIMARY KEY (issued, lead)
+);
+CREATE INDEX IF NOT EXISTS scored_completed ON scored (completed);
+CREATE TABLE IF NOT EXISTS recent_inputs (ts REAL PRIMARY KEY, row TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+COUNTERS = ("issued", "scored", "expired")
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one accepted reading brings to the store."""
+
+    timestamp: float
+    truth: Optional[float]  # the target reading, None when missing or outside its valid range
+    forecast: Optional[List[float]]  # issued at this reading, None while the buffer fills
+    persistence: Optional[float]  # the last target value in the window the forecast read
+    inputs: Optional[List[float]]  # the numeric inputs, for the input-drift check
+    model_sha256: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    applied: bool  # False when the reading had been applied already
+    scored: List[Tuple[int, float, float]]  # (lead, model error, persistence error)
+    expired: int
+
+
+class ForecastStore:
+    """The SQLite file (":memory:" when `path` is None). Thread-safe."""
+
+    def __init__(self, path: Optional[Path], interval_seconds: float,
+                 grace_seconds: float = DEFAULT_GRACE_SECONDS,
+                 retention_seconds: float = 30 * 86400.0, input_window_seconds: float = 72 * 3600.0):
+        self.path = Path(path) if path else None
+        self.interval = float(interval_seconds)
+        self.grace = float(grace_seconds)
+        self.retention = float(retention_seconds)
+        self.input_window = float(input_window_seconds)
+        self._lock = threading.Lock()
+        try:
+            if self.path:
+                create_private(self.path)
+            self._db = sqlite3.connect(str(self.path) if self.path else ":memory:",
+                                       isolation_level=None, check_same_thread=False)
+            if self.path:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open the forecast store {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- writing ---------------------------------------------------------------------
+
+    def apply(self, step: Step) -> Outcome:
+        """Score the pending forecasts this reading completes, keep the new one,
+        expire and prune, in one transaction; nothing when already applied."""
+        with self._lock:
+            try:
+                return self._apply(step)
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StateError(f"cannot write the forecast store {self.path}: {exc}") from None
+
+    def _apply(self, step: Step) -> Outcome:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        last = self._meta("last_applied")
+        if last is not None and step.timestamp <= float(last):
+            db.execute("ROLLBACK")
+            return Outcome(False, [], 0)
+        scored = self._add_truth(step) if step.truth is not None else []
+        if step.forecast is not None and step.persistence is not None:
+            horizon = len(step.forecast)
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO pending VALUES (?, ?, ?, ?, ?, ?)",
+                (step.timestamp, step.model_sha256, json.dumps(step.forecast), step.persistence,
+                 json.dumps([None] * horizon),
+                 step.timestamp + horizon * self.interval + self.grace))
+            self._count("issued", cursor.rowcount)
+        expired = db.execute("DELETE FROM pending WHERE expires < ?", (step.timestamp,)).rowcount
+        self._count("expired", expired)
+        db.execute("DELETE FROM scored WHERE completed <= ?", (step.timestamp - self.retention,))
+        if step.inputs is not None:
+            db.execute("INSERT OR REPLACE INTO recent_inputs VALUES (?, ?)",
+                       (step.timestamp, json.dumps(step.inputs)))
+        db.execute("DELETE FROM recent_inputs WHERE ts <= ?", (step.timestamp - self.input_window,))
+        self._set_meta("last_applied", repr(step.timestamp))
+        db.execute("COMMIT")
+        return Outcome(True, scored, expired)
+
+    def rewind(self, limit: float) -> None:
+        """Delete forecasts, scores and inputs stamped after `limit`, and the record of
+        the last reading applied when it is after `limit`, in one transaction."""
+        with self._lock:
+            try:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM pending WHERE issued > ?", (limit,))
+                db.execute("DELETE FROM scored WHERE issued > ? OR completed > ?", (limit, limit))
+                db.execute("DELETE FROM recent_inputs WHERE ts > ?", (limit,))
+                last = self._meta("last_applied")
+                if last is not None and float(last) > limit:
+                    db.execute("DELETE FROM meta WHERE key = 'last_applied'")
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise StateError(f"cannot write the forecast store {self.path}: {exc}") from None
+
+    def _add_truth(self, step: Step) -> List[Tuple[int, float, float]]:
+        """Put the truth into every pending forecast that has this step as a target;
+        a forecast whose last missing truth this was is scored and leaves `pending`."""
+        db, now = self._db, step.timestamp
+        rows = db.execute("SELECT issued, forecast, persistence, truths FROM pending "
+                          "WHERE issued < ?", (now,)).fetchall()
+        scored = []
+        for issued, forecast_text, persistence, truths_text in rows:
+            steps = (now - issued) / self.interval
+            lead = int(round(steps))
+            truths = json.loads(truths_text)
+            # Readings less than half an interval off their step count as on it (jitter).
+            if not 1 <= lead <= len(truths) or abs(steps - lead) >= 0.5 or truths[lead - 1] is not None:
+                continue
+            truths[lead - 1] = step.truth
+            if any(value is None for value in truths):
+                db.execute("UPDATE pending SET truths = ? WHERE issued = ?", (json.dumps(truths), issued))
+                continue
+            forecast = json.loads(forecast_text)
+            errors = [(index + 1, forecast[index] - truth, persistence - truth)
+                      for index, truth in enumerate(truths)]
+            db.executemany("INSERT INTO scored VALUES (?, ?, ?, ?, ?)",
+                           [(issued, lead_, now, model, base) for lead_, model, base in errors])
+            db.execute("DELETE FROM pending WHERE issued = ?", (issued,))
+            self._count("scored", 1)
+            scored.extend(errors)
+        return scored
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self._lock:
+            try:
+                self._set_meta(key, json.dumps(value))
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot write the forecast store {self.path}: {exc}") from None
+
+    # --- reading -----------------------------------------------------------------------
+
+    def rolling(self, since: float) -> Dict[int, dict]:
+        """Per lead, over forecasts completed after `since`: the count and the sums
+        of absolute and squared errors of the model and of persistence."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT lead, COUNT(*), SUM(ABS(model_error)), SUM(model_error * model_error), "
+                "SUM(ABS(persistence_error)), SUM(persistence_error * persistence_error) "
+                "FROM scored WHERE completed > ? GROUP BY lead ORDER BY lead", (since,)).fetchall()
+        return {lead: {"count": n, "model_abs": ma, "model_sq": ms, "persistence_abs": pa,
+                       "persistence_sq": ps} for lead, n, ma, ms, pa, ps in rows}
+
+    def recent_inputs(self) -> List[List[Optional[float]]]:
+        with self._lock:
+            rows = self._db.execute("SELECT row FROM recent_inputs ORDER BY ts").fetchall()
+        return [json.loads(text) for (text,) in rows]
+
+    def counts(self) -> Dict[str, int]:
+        with self._lock:
+            found = {name: int(self._meta("count_" + name) or 0) for name in COUNTERS}
+            found["pending"] = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
+        return found
+
+    def pending_issue_times(self) -> List[float]:
+        with self._lock:
+            return [row[0] for row in self._db.execute("SELECT issued FROM pending ORDER BY issued")]
+
+    def scored_issue_times(self) -> List[float]:
+        with self._lock:
+            return [row[0] for row in self._db.execute(
+                "SELECT DISTINCT issued FROM scored ORDER BY issued")]
+
+    def last_applied(self) -> Optional[float]:
+        with self._lock:
+            value = self._meta("last_applied")
+        return None if value is None else float(value)
+
+    def meta(self, key: str, default: object = None) -> object:
+        with self._lock:
+            value = self._meta(key)
+        return default if value is None else json.loads(value)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _meta(self, key: str) -> Optional[str]:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def _count(self, name: str, amount: int) -> None:
+        if amount > 0:
+            self._set_meta("count_" + name, str(int(self._meta("count_" + name) or 0) + amount))
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction was open
+
+
+def create_private(path: Path) -> None:
+    """Create the store's file as 0600 (SQLite gives its -wal and -shm files the same
+    mode), refusing a symlink in its place as the state file does."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise StateError(f"{path} is a symbolic link; the hub's state files must be regular "
+                             f"files: put the file itself there") from None
+        raise StateError(f"cannot open the forecast store {path}: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def store_path_for(state_path: Path) -> Path:
+    """The store beside the state file: state.json -> state.json.scores.sqlite."""
+    return state_path.with_name(state_path.name + ".scores.sqlite")
+
+
+def exact_float(value: Optional[float]) -> Optional[float]:
+    """A JSON number as the float64 holding its float32 value exactly, as numpy's
+    float32 -> float64 cast does in the toolkit's evaluation."""
+    if value is None:
+        return None
+    number = float(np.float32(value))
+    return number if math.isfinite(number) else None
