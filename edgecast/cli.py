@@ -149,15 +149,16 @@ def train(
 
 
 class EpochBar:
-    """The epoch progress bar on stderr. The first progress line (training starts: the data
-    and settings were checked, so a bad input stays a one-line error) opens it; any later
-    line (export, after training) closes it first."""
+    """The epoch progress bar on stderr. The first progress line (the data and settings were
+    checked, so a bad input stays a one-line error) opens it; lines before the first epoch
+    (the reader's notes, "training on ...") print above it; a line after an epoch (export,
+    once training is over) closes it first."""
 
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
         self.progress = None
         self.task = None
-        self.opened = False
+        self.epochs_seen = False
 
     def __enter__(self) -> EpochBar:
         return self
@@ -166,22 +167,29 @@ class EpochBar:
         self._close()
 
     def line(self, text: str) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._close()
-        err.print(text, markup=False)
-        if not self.opened:
-            self.opened = True
-            self.progress = Progress(
-                TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"),
-                TimeElapsedColumn(), console=err, transient=False,
-            )
-            self.task = self.progress.add_task("", total=self.epochs)
-            self.progress.start()
+        if self.epochs_seen:
+            self._close()
+        err.print(text, markup=False)  # above the bar while it is live
+        if not self.epochs_seen:
+            self._open()
 
     def epoch(self, epoch: int, logs: dict) -> None:
+        self._open()
+        self.epochs_seen = True
         self.progress.update(self.task, completed=epoch,
                              description=f"loss {logs.get('loss', 0):.5f}  val {logs.get('val_loss', 0):.5f}")
+
+    def _open(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if self.progress is not None:
+            return
+        self.progress = Progress(
+            TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"),
+            TimeElapsedColumn(), console=err, transient=False,
+        )
+        self.task = self.progress.add_task("", total=self.epochs)
+        self.progress.start()
 
     def _close(self) -> None:
         if self.progress is not None:
