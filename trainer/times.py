@@ -68,7 +68,7 @@ class TimeLine:
 def read_times(path: Path, raw: pd.DataFrame, options: TimeOptions, data_columns: set[str],
                resolve: Callable[[str], str]) -> TimeLine:
     if options.unit is not None and options.unit not in UNITS:
-        raise DataError(f"--time-unit must be one of {', '.join(UNITS)}, got {options.unit!r}")
+        raise DataError(f"time_unit must be one of {', '.join(UNITS)}, got {options.unit!r}", settings=("time_unit",))
     columns = [resolve(name.strip()) for name in options.column.split(",")] if options.column else _detect(raw, data_columns)
     line = TimeLine(None, columns)
     if len(columns) == 1:
@@ -100,8 +100,8 @@ def _detect(raw: pd.DataFrame, data_columns: set[str]) -> list[str]:
 def _from_parts(path: Path, raw: pd.DataFrame, columns: list[str]) -> pd.Series:
     names = {column.lower(): column for column in columns}
     if not set(TIME_PARTS) <= set(names) or not set(names) <= {*TIME_PARTS, "minute"}:
-        raise DataError(f"{path}: --time-column {','.join(columns)}: expected one column, date,time, "
-                        f"or {','.join(TIME_PARTS)}[,minute]")
+        raise DataError(f"{path}: time_column {','.join(columns)}: expected one column, date,time, "
+                        f"or {','.join(TIME_PARTS)}[,minute]", settings=("time_column",))
     parts = raw[columns].apply(pd.to_numeric, errors="coerce").set_axis([c.lower() for c in columns], axis=1)
     times = pd.to_datetime(parts, errors="coerce")
     # pandas adds the hour as a duration, so hour 25 would silently become 1 o'clock the next day.
@@ -128,7 +128,7 @@ def _single(
     first = str(present.iloc[0]).strip() if len(present) else ""
     if _TIME_OF_DAY.match(first) and not options.format:
         raise DataError(f"{path}: column '{label}' holds times of day without a date ('{first}'); "
-                        f"pass --time-column DATE_COLUMN,{label}")
+                        f"pass time_column DATE_COLUMN,{label}", settings=("time_column",))
     dayfirst, text = None, source  # (text as pandas read it: a string copy of a million rows costs a second)
     if options.format is None and _NUMERIC_DATE.match(first):
         text = source.astype("string").str.strip()
@@ -159,7 +159,7 @@ def _from_epoch(
         if magnitude < SECONDS_FROM:
             raise DataError(
                 f"{path}: column '{label}' holds numbers ({numbers.min():g} .. {numbers.max():g}) too small for "
-                f"epoch seconds or milliseconds; pass --time-unit s or ms if they are")
+                f"epoch seconds or milliseconds; pass time_unit s or ms if they are", settings=("time_unit",))
         unit = epoch_unit(magnitude)
         notices.append(f"column '{label}': epoch {'milliseconds' if unit == 'ms' else 'seconds'} "
                        f"(by magnitude: {'at least' if unit == 'ms' else 'below'} {MILLISECONDS_FROM:g})")
@@ -180,7 +180,7 @@ def _to_datetime(path: Path, text: pd.Series, label: str, time_format: str | Non
             times = pd.to_datetime(text, errors="coerce", format=time_format, dayfirst=dayfirst, utc=True)
         except (ValueError, TypeError) as exc:
             raise DataError(f"{path}: column '{label}': timestamps cannot be put on one time line "
-                            f"({str(exc).splitlines()[0]}); pass --time-format") from None
+                            f"({str(exc).splitlines()[0]}); pass time_format", settings=("time_format",)) from None
     if notices is not None:
         notices.append(f"column '{label}': several UTC offsets (daylight saving?), put on one time line; "
                        f"calendar features follow --clock (default UTC)")
@@ -213,8 +213,8 @@ def _month_first_is_safe(path: Path, text: pd.Series, label: str) -> bool:
         why = "only day-first gives a regular series" if coverage[1] > coverage[0] else "both give a regular series"
         what = f"dates like '{text.dropna().iloc[0]}' could be day-first or month-first ({why})"
     separator = _NUMERIC_DATE.match(text.dropna().iloc[0]).group(1)
-    raise DataError(f"{path}: column '{label}': {what}; pass --dayfirst or --time-format "
-                    f"(e.g. '%d{separator}%m{separator}%Y %H:%M')")
+    raise DataError(f"{path}: column '{label}': {what}; pass dayfirst or time_format "
+                    f"(e.g. '%d{separator}%m{separator}%Y %H:%M')", settings=("dayfirst", "time_format"))
 
 
 def _coverage(times: pd.Series) -> float:
@@ -236,11 +236,11 @@ def _reject_bad_times(path: Path, source: pd.Series, times: pd.Series, label: st
 
 
 def clock_of(text: str) -> tzinfo:
-    """--clock as a tzinfo; a bad one is a one-line DataError."""
+    """The clock setting as a tzinfo; a bad one is a one-line DataError."""
     try:
         return parse_clock(text)
-    except ClockError as exc:
-        raise DataError(f"--{exc}") from None
+    except ClockError as exc:  # "clock 'X': ..."
+        raise DataError(str(exc), settings=("clock",)) from None
 
 
 def _on_clock(path: Path, line: TimeLine, clock: str | None) -> None:
@@ -252,7 +252,7 @@ def _on_clock(path: Path, line: TimeLine, clock: str | None) -> None:
             line.clock = getattr(zone, "key", None) or _fixed_name(zone)
         return
     if times is None:
-        raise DataError(f"{path}: --clock {clock!r} was given, but the file has no timestamps")
+        raise DataError(f"{path}: clock {clock!r} was given, but the file has no timestamps", settings=("clock",))
     target = clock_of(clock)
     line.clock = clock_name(target)
     line.times = times.dt.tz_convert(target) if zone is not None else _localize(times, target, line.notices)
