@@ -44,6 +44,8 @@ from .errors import DataError
 FIRST_DATA_ROW = 2  # a CSV's first data row is line 2: messages use file line numbers
 SECONDS_FROM = 1e8  # smaller epoch numbers (before 1973) are more likely counters than times
 _NUMERIC_DATE = re.compile(r"^\s*\d{1,2}([./-])\d{1,2}\1\d{2,4}\b")
+_DATE = re.compile(r"^\s*(\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4})(?![\d./-])")
+DATE_SAMPLE = 5  # values of a column looked at to tell whether it holds dates
 _TIME_OF_DAY = re.compile(r"^\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*$")
 
 
@@ -78,10 +80,13 @@ def read_times(path: Path, raw: pd.DataFrame, options: TimeOptions, data_columns
         line.times, line.time_format = _single(path, joined, ",".join(columns), options, line.notices)
     elif columns:
         line.times = _from_parts(path, raw, columns)
-    unused = [c for c in raw.columns if _time_like(c) and c not in columns and c not in data_columns]
+    unused = [c for c in raw.columns if c not in columns and c not in data_columns
+              and (_time_like(c) or _holds_dates(raw[c]))]
+    if unused and not columns:
+        _refuse_file_order(path, raw, unused)
     if unused:
-        used = f"time from {', '.join(columns)}" if columns else "no time column used: rows are taken in file order"
-        line.notices.append(f"{used}; time-like column(s) {', '.join(unused)} not used (name them with --time-column)")
+        line.notices.append(f"time from {', '.join(columns)}; time-like column(s) {', '.join(unused)} not used "
+                            f"(name them with --time-column)")
     _on_clock(path, line, options.clock)
     return line
 
@@ -90,6 +95,26 @@ def _time_like(name: str) -> bool:
     lowered = name.lower()
     return (lowered in TIMESTAMP_KEYS or lowered in TIME_PARTS or lowered == "minute"
             or re.search(r"(?:^|[^a-z])(?:date|time)", lowered) is not None)  # Date (UTC), time_utc; not update
+
+
+def _holds_dates(column: pd.Series) -> bool:
+    """Text whose first values are dates (ISO or numeric, with or without a time of day)."""
+    if pd.api.types.is_numeric_dtype(column):
+        return False
+    first = column.dropna().head(DATE_SAMPLE).astype(str)
+    return len(first) > 0 and bool(first.str.match(_DATE).all())
+
+
+def _refuse_file_order(path: Path, raw: pd.DataFrame, unused: list[str]) -> None:
+    """No time column was found, but one looks like it: never train in file order in silence."""
+    present = raw[unused[0]].dropna()
+    sample = f" ('{str(present.iloc[0]).strip()}')" if len(present) else ""
+    named = ", ".join(f"'{name}'" for name in unused)
+    raise DataError(
+        f"{path}: column{'s' if len(unused) > 1 else ''} {named} look{'' if len(unused) > 1 else 's'} like "
+        f"timestamps{sample}, but none was recognised as the time column, so rows would be taken in file order; "
+        f"pass time_column '{unused[0]}' (and dayfirst or time_format when its dates need them)",
+        settings=("time_column", "dayfirst", "time_format"))
 
 
 def _detect(raw: pd.DataFrame, data_columns: set[str]) -> list[str]:
