@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -22,7 +22,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 class EdgecastError(Exception):
-    """Base of every error the toolkit reports to the user as one line."""
+    """Base of every error the toolkit reports to the user as one line.
+
+    A message that names settings names them as the Python API does (`max_gap`) and lists
+    them in `settings`, so the command line can say them as its flags (`--max-gap`)."""
+
+    def __init__(self, *args: object, settings: Sequence[str] = ()) -> None:
+        super().__init__(*args)
+        self.settings = tuple(settings)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:

@@ -85,8 +85,8 @@ def check_modes(names: list[str]) -> list[str]:
     unknown = [name for name in names if name not in MODES]
     if unknown:
         raise QuantizationError(
-            f"unknown --quantize mode {', '.join(repr(n) for n in unknown)}: choose from {', '.join(MODES)}"
-        )
+            f"unknown quantize mode {', '.join(repr(n) for n in unknown)}: choose from {', '.join(MODES)}",
+            settings=("quantize",))
     return list(dict.fromkeys(names))
 
 

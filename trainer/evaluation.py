@@ -130,11 +130,11 @@ def backtest(
     so the backtest shows how steady its lead is over time, not how it would retrain.
     """
     if folds < 1:
-        raise DataError(f"--backtest must be at least 1, got {folds}")
+        raise DataError(f"backtest must be at least 1, got {folds}", settings=("backtest",))
     everything = _concatenate([split.train, split.val, split.test])
     blocks = np.array_split(np.arange(len(split.test)), folds)
     if min(len(block) for block in blocks) == 0:
-        raise DataError(f"--backtest {folds}: the test split has only {len(split.test)} windows")
+        raise DataError(f"backtest {folds}: the test split has only {len(split.test)} windows", settings=("backtest",))
     results = []
     for block in blocks:
         windows = split.test.take(block)
@@ -165,7 +165,8 @@ def _with_neighbours(bundle: Bundle, series: Series, options: ReadOptions, files
     found = {station_from_file_name(path) for path in files}
     if found != wanted:
         raise DataError(f"{bundle.path}: the model reads neighbours {', '.join(sorted(wanted))}; "
-                        f"missing file(s) for {', '.join(sorted(wanted - found))} (pass --neighbours)")
+                        f"missing file(s) for {', '.join(sorted(wanted - found))} (pass them as neighbours)",
+                        settings=("neighbours",))
     readings = recorded.get("features") or next(iter(spec["neighbours"].values()))
     series, _ = add_neighbours(series, files, readings, options, spec["gap_policy"]["max_gap"],
                                tuple(bundle.training["config"]["split"]))

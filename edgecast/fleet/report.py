@@ -49,7 +49,7 @@ def report(fleet_dir: str | Path, leads: Sequence[int] = DEFAULT_LEADS, without:
     if not names:
         raise FleetError(f"{fleet_dir}: no station bundle and no {RUN_RECORD}; run `edgecast fleet train` first")
     if without is not None and not Path(without).is_dir():
-        raise FleetError(f"{without}: no such fleet folder (--without)")
+        raise FleetError(f"{without}: no such fleet folder (without)", settings=("without",))
     rows = [_station_row(fleet_dir / name, name, leads, last_run.get(name, {})) for name in names]
     for row in rows:
         _add_comparisons(row, fleet_dir / row["station"], Path(without) / row["station"] if without else None, leads)
@@ -65,7 +65,7 @@ def report(fleet_dir: str | Path, leads: Sequence[int] = DEFAULT_LEADS, without:
 def _check_leads(leads: Iterable[int | str]) -> list[int]:
     leads = sorted({int(lead) for lead in leads})
     if not leads or leads[0] < 1:
-        raise FleetError(f"--leads must be steps of 1 or more, got {','.join(map(str, leads)) or 'none'}")
+        raise FleetError(f"leads must be steps of 1 or more, got {','.join(map(str, leads)) or 'none'}", settings=("leads",))
     return leads
 
 

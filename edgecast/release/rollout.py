@@ -78,7 +78,8 @@ def parse_canary(text: str) -> tuple[int | None, float | None]:
             return int(text), None
     except ValueError:
         pass
-    raise SigningError(f"--canary {text!r}: expected a number of hubs (0 or more) or a percentage in (0, 100]%")
+    raise SigningError(f"canary {text!r}: expected a number of hubs (0 or more) or a percentage in (0, 100]%",
+                       settings=("canary",))
 
 
 def canary_count(hubs: int, canary_hubs: int | None, canary_percent: float | None) -> int:
