@@ -142,7 +142,10 @@ def watch_release(updater: HubUpdater, holder: ModelHolder) -> ExpiryWatch:
 
     def changed(state: Dict[str, Any]) -> None:
         updater.log({"event": "release_expired" if state.get("release_expired") else "release_valid", **state})
-        updater.publish_status()
+        try:
+            updater.publish_status()
+        except Exception as exc:  # the next status (a change, a reconnect) still carries it
+            updater.log({"event": "internal_error", "error": f"expiry status: {type(exc).__name__}: {exc}"})
 
     current = holder  # the model served now: a release installed later moves it
     return ExpiryWatch(lambda: current.current.path, changed, lambda: _alive(updater)).start()
