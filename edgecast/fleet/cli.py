@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from edgecast import options as opt
-from edgecast.export.settings import EXPORT_DEFAULTS
+from edgecast.exporter.settings import EXPORT_DEFAULTS
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, split_text
 
 from .settings import DEFAULT_FLEET_NAME, DEFAULT_LEADS

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from edgecast.common import EdgecastError, write_json_atomic
+from edgecast.base import EdgecastError, write_json_atomic
 from edgecast.trainer.settings import TrainConfig
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def _check(settings: FleetSettings, workers: int | None, cpus_per_task: int) -> 
     if cpus_per_task < 1:
         raise FleetError(f"--cpus-per-task must be at least 1, got {cpus_per_task}")
     if settings.quantize:
-        from edgecast.export.quantize import check_modes
+        from edgecast.exporter.quantize import check_modes
 
         check_modes(settings.quantize)
 

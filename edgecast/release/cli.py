@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 
-from edgecast.fleet.cli import app as fleet_app  # `edgecast fleet status` joins `fleet train` and `fleet report`
 from edgecast_runtime.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 
 from .settings import (
@@ -108,7 +107,6 @@ def release(
               markup=False)
 
 
-@fleet_app.command("status")
 def fleet_status(
     broker: BrokerOption,
     wait: Annotated[float, typer.Option("--wait", min=0.1, help="Seconds to collect the hubs' statuses.")] = DEFAULT_WAIT_SECONDS,
