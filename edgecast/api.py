@@ -14,21 +14,20 @@ function needs it, so `import edgecast` stays quick.
 """
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgecast import options
-from edgecast.export.errors import ExportError
-from edgecast.export.reports import ExportResult, VerifyResult
-from edgecast.export.settings import TARGETS
+from edgecast.exporter.reports import ExportResult, VerifyResult
 from edgecast.plots import DEFAULT_SIZE, STRETCH_STEPS
 from edgecast.trainer.reports import Backtest, DataRecord, Evaluation, Metrics
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, TrainConfig
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgecast.trainer.data import ReadOptions, Series
 
 Progress = Callable[[str], object]  # receives one line of progress at a time
@@ -213,35 +212,22 @@ def export(bundle: str | Path, *, progress: Progress | None = None, **settings: 
     TensorFlow Lite Micro build verified in TFLM (`ExportResult.micro`); it makes the two
     files it chooses between, so a refused `tflite-int8` it asked for itself is no error.
     """
-    from edgecast.export.pipeline import export_bundle
+    from edgecast.exporter.pipeline import export_bundle
 
     given = options.values(settings, options.EXPORT_COMMAND)
-    quantize, target = given["quantize"], given["target"]
-    if target not in TARGETS:
-        raise ExportError(f"target {target!r} is not one of {', '.join(TARGETS)}", settings=("target",))
-    asked = [quantize] if isinstance(quantize, str) else list(quantize)
-    modes = asked + ["tflite-int8"] * (target == "mcu" and "tflite-int8" not in asked)
-    result = export_bundle(Path(bundle), opset=given["opset"], tflite=given["tflite"], progress=progress or _silent,
-                           quantize=modes, builtin_ops=given["builtin_ops"] or target == "mcu")
-    refused = {mode: why for mode, why in result.refused.items() if mode in asked}
-    from edgecast.export.micro import MICRO_DIR, export_micro
-
-    micro, removed = None, list(result.removed)
-    if target == "mcu":
-        micro = export_micro(Path(bundle), progress=progress or _silent)
-    elif (Path(bundle) / MICRO_DIR).is_dir():  # the manifest no longer describes it: gone, and said so
-        shutil.rmtree(Path(bundle) / MICRO_DIR)
-        removed.append(Path(bundle) / MICRO_DIR)
-    return replace(result, refused=refused, micro=micro, removed=removed)
+    quantize = given["quantize"]
+    modes = [quantize] if isinstance(quantize, str) else list(quantize)
+    return export_bundle(Path(bundle), opset=given["opset"], tflite=given["tflite"], progress=progress or _silent,
+                         quantize=modes, builtin_ops=given["builtin_ops"], target=given["target"])
 
 
 def verify(bundle: str | Path) -> VerifyResult:
     """Recompute parity of the exported artifacts against scaler + Keras + inverse, measure
-    every artifact on the test split and check the files against the manifest."""
-    from edgecast.export.micro import verify_micro
-    from edgecast.export.pipeline import verify_bundle
+    every artifact on the test split, check the files against the manifest, and run a
+    microcontroller build the manifest records in TFLM again."""
+    from edgecast.exporter.pipeline import verify_bundle
 
-    return replace(verify_bundle(Path(bundle)), micro=verify_micro(Path(bundle)))
+    return verify_bundle(Path(bundle))
 
 
 def evaluate(
@@ -287,7 +273,8 @@ def evaluate(
             raise PlotError(str(exc)) from None
     model_bundle = read_bundle(bundle)
     evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest,
-                                        Path(artifact) if artifact is not None else None, list(neighbours))
+                                        _artifact_forecast(Path(artifact)) if artifact is not None else None,
+                                        list(neighbours))
     if plot is None:
         return EvaluateResult(model_bundle.path, evaluation)
     test_windows = len(evaluation.test_end)
@@ -307,7 +294,7 @@ def demo(models_dir: str | Path = MODELS_DIR, *, name: str | None = None, seed: 
     """The tutorial's model on the embedded 25-value series: train, export, and forecast
     the tutorial's window through Keras, the runtime (ONNX) and LiteRT (TFLite)."""
     from edgecast import tutorial
-    from edgecast.export.parity import TOLERANCE
+    from edgecast.exporter.parity import TOLERANCE
 
     trained = train_series(tutorial.series(), tutorial.config(seed), Path(models_dir) / (name or tutorial.DEMO_NAME),
                            progress, on_epoch)
@@ -319,17 +306,30 @@ def demo(models_dir: str | Path = MODELS_DIR, *, name: str | None = None, seed: 
 def _backend_forecasts(bundle_dir: Path, window: list[float]) -> dict[str, float]:
     import numpy as np
 
-    from edgecast.export.parity import reference_forecast, tflite_forecast
+    from edgecast.exporter.parity import reference_forecast, tflite_forecast
     from edgecast.trainer.bundle import read_bundle
     from edgecast_runtime import Forecaster
+    from edgecast_runtime.contract import ONNX_FILE, TFLITE_FILE
 
     bundle = read_bundle(bundle_dir)
     x = np.asarray(window, np.float32).reshape(1, len(window), 1)
     return {
         "Keras (scaler + model + inverse)": float(reference_forecast(bundle.load_model(), bundle.spec, x)[0, 0]),
-        "ONNX Runtime (edgecast-runtime)": float(Forecaster(bundle_dir / "model.onnx").predict(window)[0]),
-        "TFLite (LiteRT)": float(tflite_forecast(bundle_dir / "model.tflite", x)[0, 0]),
+        "ONNX Runtime (edgecast-runtime)": float(Forecaster(bundle_dir / ONNX_FILE).predict(window)[0]),
+        "TFLite (LiteRT)": float(tflite_forecast(bundle_dir / TFLITE_FILE, x)[0, 0]),
     }
+
+
+def _artifact_forecast(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The exported file's forecasts of raw windows, one window per call as the hub's stream
+    predicts (a batch can move float32 results); the file is opened on the first call."""
+
+    def forecast(x: np.ndarray) -> np.ndarray:
+        from edgecast.exporter.backends import open_artifact
+
+        return open_artifact(path).forecast(x, 1)
+
+    return forecast
 
 
 def _say(progress: Progress | None, line: str) -> None:

@@ -21,18 +21,18 @@ import typer
 from edgecast import options as opt
 from edgecast import tables
 from edgecast.api import evaluate as api_evaluate
+from edgecast.base import EdgecastError
 from edgecast.cli_options import Settings, with_options
-from edgecast.common import EdgecastError
-from edgecast.export.settings import TARGETS
+from edgecast.exporter.settings import TARGETS
 from edgecast.fleet.cli import app as fleet_app
 from edgecast.plots import size_text
-from edgecast.release.cli import keys_app, release, sign
+from edgecast.release.cli import fleet_status, keys_app, release, sign
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR
 from edgecast.tutorial import DEMO_NAME
 
 if TYPE_CHECKING:
     from edgecast.api import TrainResult
-    from edgecast.export.reports import ExportResult
+    from edgecast.exporter.reports import ExportResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -46,11 +46,12 @@ out = tables.console()
 err = tables.console(stderr=True)
 # Options of `evaluate` not held in a settings object: the API function's own defaults.
 EVALUATE_DEFAULTS = {name: p.default for name, p in inspect.signature(api_evaluate).parameters.items()}
-app.add_typer(fleet_app, name="fleet")  # fleet train, fleet report, fleet status
-# Signed releases (edgecast/release/): keys new, sign, release.
+app.add_typer(fleet_app, name="fleet")  # fleet train, fleet report (edgecast/fleet/cli.py)
+# Signed releases (edgecast/release/cli.py): keys new, sign, release, and fleet status.
 app.add_typer(keys_app, name="keys")
 app.command("sign")(sign)
 app.command("release")(release)
+fleet_app.command("status")(fleet_status)
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
 
@@ -177,8 +178,8 @@ def _print_training_summary(result: TrainResult) -> None:
 def export(bundle: BundleArg, settings: Settings) -> None:
     """Export ONNX and TFLite with the scaler in the graph; fail unless parity holds."""
     from edgecast import api
-    from edgecast.export.errors import ParityError
-    from edgecast.export.quantize import QuantizationError
+    from edgecast.exporter.errors import ParityError
+    from edgecast.exporter.quantize import QuantizationError
 
     if settings["target"] not in TARGETS:
         raise typer.BadParameter(f"'{settings['target']}' is not one of {', '.join(TARGETS)}", param_hint="'--target'")

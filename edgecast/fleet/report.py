@@ -9,9 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecast.common import write_json_atomic
-from edgecast.trainer.bundle import METRICS_FILE, TRAINING_FILE
-from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast.base import write_json_atomic
+from edgecast_runtime.contract import MANIFEST_NAME, METRICS_FILE, TRAINING_FILE
 from edgecast_runtime.durable import atomic_write
 
 from .run import RUN_RECORD, FleetError

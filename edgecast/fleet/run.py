@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from edgecast import options
-from edgecast.common import EdgecastError, write_json_atomic
+from edgecast.base import EdgecastError, write_json_atomic
 from edgecast.trainer.settings import MODELS_DIR, TrainConfig
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def _check(settings: FleetSettings, workers: int | None, cpus_per_task: int) -> 
     if cpus_per_task < 1:
         raise FleetError(f"cpus_per_task must be at least 1, got {cpus_per_task}", settings=("cpus_per_task",))
     if settings.quantize:
-        from edgecast.export.quantize import check_modes
+        from edgecast.exporter.quantize import check_modes
 
         check_modes(settings.quantize)
 

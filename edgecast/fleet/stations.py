@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecast.export.settings import DEFAULT_OPSET
+from edgecast.exporter.settings import DEFAULT_OPSET
 from edgecast.trainer.errors import DataError
 from edgecast.trainer.settings import TrainConfig
 from edgecast.trainer.stations import (  # noqa: F401  (part of this module's API)

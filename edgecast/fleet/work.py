@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgecast.common import write_json_atomic
+from edgecast.base import write_json_atomic
 from edgecast_runtime.durable import replace_folder
 
 from .stations import STATION_RECORD, FleetSettings, Station
@@ -66,7 +66,7 @@ def pin_threads(cpus: int) -> int:
 
 def _configure_tensorflow(cpus: int) -> None:
     """The same pool sizes through TensorFlow's own API, in case its environment reading changes."""
-    from edgecast.common import import_tensorflow
+    from edgecast.base import import_tensorflow
 
     if os.environ.get(TF_THREADS_SET):
         return
@@ -111,7 +111,7 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
     data = prepare(series, settings.config)  # bad settings or too few rows fail before TensorFlow loads
     _configure_tensorflow(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
     from edgecast import api
-    from edgecast.export.errors import ParityError
+    from edgecast.exporter.errors import ParityError
     from edgecast.trainer.model import keras
 
     keras.backend.clear_session()  # a reused worker starts each station from a clean Keras state
@@ -139,6 +139,6 @@ def one_line(exc: BaseException) -> str:
 
 
 def _is_edgecast_error(exc: BaseException) -> bool:
-    from edgecast.common import EdgecastError
+    from edgecast.base import EdgecastError
 
     return isinstance(exc, EdgecastError)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 
-from edgecast.fleet.cli import app as fleet_app  # `edgecast fleet status` joins `fleet train` and `fleet report`
 from edgecast_runtime.releases.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 
 from .settings import (
@@ -152,7 +151,6 @@ def _broker_flags() -> Iterator[None]:
                                    f"--ca-file CA.crt (the broker's CA) or --tls (the system's CAs)") from None
 
 
-@fleet_app.command("status")
 def fleet_status(
     broker: BrokerOption,
     wait: Annotated[float, typer.Option("--wait", min=0.1, help="Seconds to collect the hubs' statuses.")] = DEFAULT_WAIT_SECONDS,

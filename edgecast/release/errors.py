@@ -1,5 +1,5 @@
 """Typed errors of signing and releasing."""
-from edgecast.common import EdgecastError
+from edgecast.base import EdgecastError
 
 
 class SigningError(EdgecastError):

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.trainer.bundle import WINDOWS_FILE
-from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.contract import MANIFEST_NAME, ONNX_FILE, WINDOWS_FILE
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.model import Forecaster
@@ -33,7 +32,7 @@ from edgecast_runtime.releases.signature import SIGNATURE_NAME, key_id, verify_b
 
 from .errors import SigningError
 from .settings import DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEALTHY_SECONDS, DEFAULT_LIFETIME
-from .signing import PRIMARY_MODEL, load_private_key
+from .signing import load_private_key
 
 REFERENCE_WINDOWS = 8
 
@@ -106,7 +105,7 @@ def _self_test(bundle_dir: Path, windows: np.ndarray | None) -> dict:
     if windows is None:
         windows = _held_out_windows(bundle_dir)
     try:
-        forecasts = Forecaster(bundle_dir / PRIMARY_MODEL).predict_batch(windows)
+        forecasts = Forecaster(bundle_dir / ONNX_FILE).predict_batch(windows)
     except EdgecastRuntimeError as exc:
         raise SigningError(f"cannot compute the self-test forecasts: {exc}") from None
     return {"windows": np.asarray(windows, dtype=np.float32).tolist(), "expected": forecasts.tolist(),

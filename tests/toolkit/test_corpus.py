@@ -23,8 +23,8 @@ import pytest
 from conftest import hourly_frame, run_cli
 from test_cli import assert_one_line_error
 
-from edgecast.common import EdgecastError
-from edgecast.export.errors import ExportError  # no TensorFlow behind this import
+from edgecast.base import EdgecastError
+from edgecast.exporter.errors import ExportError  # no TensorFlow behind this import
 from edgecast.trainer.data import load_csv
 from edgecast.trainer.errors import BundleError, DataError
 from edgecast.trainer.pipeline import TrainConfig, prepare
@@ -435,7 +435,7 @@ def expect_unchanged_failure(bundle: Path, action: Callable[[], object], error, 
 
 @pytest.mark.parametrize("case", EXPORT_CASES, ids=[c.id for c in EXPORT_CASES])
 def test_export_corpus(case: BundleCase, bundle_copy):
-    from edgecast.export.pipeline import export_bundle
+    from edgecast.exporter.pipeline import export_bundle
 
     case.damage(bundle_copy)
     message = expect_unchanged_failure(
@@ -445,7 +445,7 @@ def test_export_corpus(case: BundleCase, bundle_copy):
 
 
 def test_export_into_a_folder_that_is_not_a_bundle(tmp_path):
-    from edgecast.export.pipeline import export_bundle
+    from edgecast.exporter.pipeline import export_bundle
 
     with pytest.raises(BundleError, match="not a folder"):
         export_bundle(tmp_path / "nowhere", progress=lambda _: None)
@@ -467,7 +467,7 @@ VERIFY_CASES = [
 
 @pytest.mark.parametrize("case", VERIFY_CASES, ids=[c.id for c in VERIFY_CASES])
 def test_verify_corpus(case: BundleCase, bundle_copy):
-    from edgecast.export.pipeline import verify_bundle
+    from edgecast.exporter.pipeline import verify_bundle
 
     case.damage(bundle_copy)
     message = expect_unchanged_failure(bundle_copy, lambda: verify_bundle(bundle_copy), case.error, case.fragments)
@@ -485,7 +485,7 @@ def test_verify_corpus(case: BundleCase, bundle_copy):
     ids=["onnx-tampered-but-loadable", "tflite-deleted", "spec-tampered"],
 )
 def test_verify_reports_tampering_without_changing_anything(bundle_copy, damage, problem):
-    from edgecast.export.pipeline import verify_bundle
+    from edgecast.exporter.pipeline import verify_bundle
 
     damage(bundle_copy)
     before = snapshot(bundle_copy)
@@ -499,7 +499,7 @@ def test_constant_target_trains_and_exports_without_nan(tmp_path):
     """The scaler's zero range (data_min == data_max) in training, the graph and parity."""
     import onnxruntime as ort
 
-    from edgecast.export.pipeline import export_bundle
+    from edgecast.exporter.pipeline import export_bundle
     from edgecast.trainer.pipeline import train
 
     frame = hourly_frame(hours=120).assign(**{"PM2.5": 42.0, "TEMP": 3.0})

@@ -1,5 +1,9 @@
-"""What every part of the toolkit shares: its error base, durable JSON writes, and
-keeping TensorFlow's and LiteRT's C++ start-up chatter off the user's terminal.
+"""The bottom layer of the toolkit: its error base, durable JSON writes, and keeping
+TensorFlow's and LiteRT's C++ start-up chatter off the user's terminal.
+
+The trainer and export build on this module, and the API, the CLI, the fleet and the
+releases build on those. It imports the standard library, the runtime and (when asked
+to) TensorFlow, never another part of the toolkit (tests/toolkit/test_layers.py).
 
 TensorFlow 2.21 logs oneDNN and CUDA notices through absl before its log level is
 read, so TF_CPP_MIN_LOG_LEVEL cannot hide them; they are written to file descriptor
