@@ -10,6 +10,7 @@
 - Refusals: the digests of refused records, the most recent `size` of them.
 - Throttle: at most one log line or status message a second per kind, with a count of
   those left out.
+- Pending: a verified record waiting for its files.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from pathlib import Path
 
     from edgecast_runtime.releases.delivery import Chunk
+    from edgecast_runtime.releases.record import Release
 
 # What a hub holds of releases not yet staged on disk: far under the unit's MemoryMax
 # (256 MB) beside the hub's own ~90 MB. A chunk costs ~150 bytes beside its data.
@@ -211,3 +214,20 @@ class Throttle:
     def due(self, kind: str) -> float:
         """Seconds until `kind` is allowed again (0 when it is)."""
         return max(0.0, self._last.get(kind, float("-inf")) + self.interval - self.clock())
+
+
+@dataclass
+class Pending:
+    """A verified record waiting for its files; `staged`: those verified and on disk."""
+
+    release: Release
+    digest: str
+    record: bytes
+    staging: Path
+    progress: float
+    staged: set = field(default_factory=set)
+
+    def owns(self, key: LayoutKey) -> bool:
+        entry = self.release.files.get(key.file)
+        return (key.version == self.release.version and entry is not None
+                and (entry.size, entry.sha256) == (key.size, key.sha256))

@@ -24,13 +24,12 @@ import shutil
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from edgecast_runtime.errors import EdgecastRuntimeError, ModelError, ReleaseError
 from edgecast_runtime.logs import log_event
-from edgecast_runtime.releases.assembly import STALE_SECONDS, ChunkStore, Refusals, Throttle
+from edgecast_runtime.releases.assembly import STALE_SECONDS, ChunkStore, Pending, Refusals, Throttle
 from edgecast_runtime.releases.delivery import (
     DeliveryError,
     decode_chunk,
@@ -46,7 +45,7 @@ from edgecast_runtime.releases.folder import ReleaseFolder, now_text
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from edgecast_runtime.releases.assembly import Layout, LayoutKey
+    from edgecast_runtime.releases.assembly import Layout
     from edgecast_runtime.releases.record import Release
     from edgecast_runtime.releases.signature import PublicKeySource
     from edgecast_runtime.reload import ModelHolder
@@ -64,23 +63,6 @@ def release_checks() -> ModuleType:
         raise EdgecastRuntimeError("--trust needs the 'cryptography' package: "
                                    "pip install 'edgecast-runtime[releases]'") from None
     return release_record
-
-
-@dataclass
-class Pending:
-    """A verified record waiting for its files; `staged`: those verified and on disk."""
-
-    release: Release
-    digest: str
-    record: bytes
-    staging: Path
-    progress: float
-    staged: set = field(default_factory=set)
-
-    def owns(self, key: LayoutKey) -> bool:
-        entry = self.release.files.get(key.file)
-        return (key.version == self.release.version and entry is not None
-                and (entry.size, entry.sha256) == (key.size, key.sha256))
 
 
 class HubUpdater:
