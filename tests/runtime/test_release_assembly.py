@@ -196,3 +196,28 @@ def test_the_self_test_runs_in_the_trial_child():
                             ({**right, "windows": "nope"}, "not arrays of numbers")]:
         with pytest.raises(ModelError, match=fragment):
             trial_in_child(ONE, data, 1, check=check)
+
+
+def test_any_order_and_duplicates_of_the_chunks_install_once(tmp_path, operator):
+    """The record first, then every chunk twice in a random order, with a poison layout
+    (other chunk size, right sha256 and size, junk bytes, complete) among them."""
+    bundle = signed_seed_folder(tmp_path / "bundle", operator)
+    hub = Hub(tmp_path / "hub", operator.public_pem)
+    try:
+        messages = []
+        for path in sorted(bundle.iterdir()):
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            messages += [(path.name, p) for _, p in split_file(6, path.name, data, sha, 1024)]
+            if path.name == "model.tflite":  # 11,560 bytes: a complete layout of 2048-byte junk
+                messages += [(path.name, p) for _, p in split_file(6, path.name, b"j" * len(data), sha, 2048)]
+        random.Random(3).shuffle(messages)
+        hub.updater.receive(release_topic(HUB), operator.record(bundle, version=6, created=_now()))
+        for name, payload in messages + messages[::-1]:
+            hub.updater.receive(f"edgecast/hub/{HUB}/files/{name}/0", payload)
+        status = hub.wait(lambda s: s["version"] == 6, "6 installed")
+        assert status["state"] == "running" and status["last_error"] is None
+        assert hub.holder.current.sha256 == hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
+        assert hub.updater.buffered()["chunks"] == 0  # nothing of release 6 left behind
+    finally:
+        hub.updater.stop()
