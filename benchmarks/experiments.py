@@ -30,6 +30,8 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from edgecast_runtime.spec import Spec
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -228,9 +230,9 @@ def batch_child(bundle_dir: str, variant: str, threads: int, count: int) -> dict
     import resource
 
     path = Path(bundle_dir) / "model.onnx"
-    spec = json.loads((Path(bundle_dir) / "preprocessing.json").read_text())
-    x = np.random.default_rng(0).uniform(spec["scaler"]["data_min"], spec["scaler"]["data_max"],
-                                         size=(count, spec["look_back"], len(spec["features"]))).astype(np.float32)
+    spec = Spec.from_dict(json.loads((Path(bundle_dir) / "preprocessing.json").read_text()))
+    x = np.random.default_rng(0).uniform(spec.scaler.data_min, spec.scaler.data_max,
+                                         size=(count, spec.look_back, spec.n_features)).astype(np.float32)
     if variant == "runtime":
         from edgecast_runtime import Forecaster
 
@@ -271,10 +273,10 @@ def main() -> None:
                                                         if (p / "model.onnx").is_file())
     results = {"rounds": ROUNDS, "calls_per_round": CALLS, "models": {}}
     for bundle_dir in bundles:
-        spec = json.loads((bundle_dir / "preprocessing.json").read_text())
+        spec = Spec.from_dict(json.loads((bundle_dir / "preprocessing.json").read_text()))
         rng = np.random.default_rng(0)
-        low, high = spec["scaler"]["data_min"], spec["scaler"]["data_max"]
-        shape = (spec["look_back"], len(low))
+        low, high = spec.scaler.data_min, spec.scaler.data_max
+        shape = (spec.look_back, len(low))
         x1 = rng.uniform(low, high, size=(1, *shape)).astype(np.float32)
         xb = rng.uniform(low, high, size=(1024, *shape)).astype(np.float32)
         print(f"== {bundle_dir.name}", flush=True)

@@ -285,7 +285,7 @@ def evaluate(
     stretch = forecast_stretch(evaluation.test_end, evaluation.test_y, evaluation.model_forecast, start, plot_steps,
                                (lambda row: times[row]) if times else (lambda row: row))
     title = f"{model_bundle.name} on {Path(data).name}"
-    written = draw_evaluation(Path(plot), evaluation.metrics, stretch, model_bundle.spec["target"], title, size)
+    written = draw_evaluation(Path(plot), evaluation.metrics, stretch, model_bundle.spec.target, title, size)
     return EvaluateResult(model_bundle.path, evaluation, written)
 
 

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from edgecast.trainer.bundle import Bundle, read_bundle, read_json
-from edgecast.trainer.forecast import predict_raw, spec_encodings
+from edgecast.trainer.forecast import predict_raw
 from edgecast.trainer.reports import Metrics
 from edgecast.trainer.settings import SHOWN_METHODS as METHODS
 from edgecast_runtime.contract import MANIFEST_NAME, REPORT_FILE, REPORT_PLOT_FILE
 from edgecast_runtime.durable import atomic_write
 
 from .plots import LABELS, STRETCH_STEPS, Stretch, draw_evaluation, first_unbroken_start, forecast_stretch
+
+if TYPE_CHECKING:
+    from edgecast_runtime.spec import Spec
 
 STRETCH_DAYS = 7
 
@@ -27,7 +31,7 @@ def write_report(bundle_dir: Path, out: Path | None = None) -> Path:
     bundle = read_bundle(bundle_dir)
     out = Path(out) if out is not None else bundle.path / REPORT_FILE
     plot = out.with_suffix(".png") if out.name != REPORT_FILE else bundle.path / REPORT_PLOT_FILE
-    draw_evaluation(plot, Metrics.from_dict(bundle.metrics), _stretch(bundle), bundle.spec["target"], f"{bundle.name}: test split")
+    draw_evaluation(plot, Metrics.from_dict(bundle.metrics), _stretch(bundle), bundle.spec.target, f"{bundle.name}: test split")
     manifest_path = bundle.path / MANIFEST_NAME
     manifest = read_json(manifest_path) if manifest_path.is_file() else None
     text = "\n".join(_sections(bundle, manifest, _relative(plot, out.parent)))
@@ -48,14 +52,14 @@ def _stretch(bundle: Bundle) -> Stretch | None:
     if "test_end" not in windows:  # bundles from before the row index was kept
         return None
     predicted = predict_raw(bundle.load_model(), bundle.spec, windows["test_x"])
-    interval = bundle.spec.get("interval_seconds")
+    interval = bundle.spec.interval_seconds
     length = int(STRETCH_DAYS * 86400 // interval) if interval else STRETCH_STEPS
     start = first_unbroken_start(windows["test_end"], length)
     return forecast_stretch(windows["test_end"], windows["test_y"], predicted, start, length, _row_clock(bundle))
 
 
 def _row_clock(bundle: Bundle) -> Callable[[int], pd.Timestamp | int]:
-    split, interval = bundle.training["split"], bundle.spec.get("interval_seconds")
+    split, interval = bundle.training["split"], bundle.spec.interval_seconds
     if not interval:
         return lambda row: row
     first_row, first_time = split["first_test_row"], pd.Timestamp(split["first_test_time"])
@@ -67,7 +71,7 @@ def _sections(bundle: Bundle, manifest: dict | None, plot: str) -> list[str]:
     return [
         f"# Model card: {bundle.name}",
         "",
-        f"Forecasts **{spec['target']}** {spec['horizon']} step(s) ahead from the last {spec['look_back']} "
+        f"Forecasts **{spec.target}** {spec.horizon} step(s) ahead from the last {spec.look_back} "
         f"readings (interval {_interval(spec)}). Created {training['created']}.",
         "",
         *_data_section(training),
@@ -84,8 +88,8 @@ def _sections(bundle: Bundle, manifest: dict | None, plot: str) -> list[str]:
     ]
 
 
-def _interval(spec: dict) -> str:
-    seconds = spec.get("interval_seconds")
+def _interval(spec: Spec) -> str:
+    seconds = spec.interval_seconds
     return f"{seconds:g} s" if seconds else "unknown (no timestamps)"
 
 
@@ -102,14 +106,14 @@ def _data_section(training: dict) -> list[str]:
     ]
 
 
-def _features_section(spec: dict) -> list[str]:
+def _features_section(spec: Spec) -> list[str]:
     lines = ["## Features (the raw inputs a hub sends, in this order)", "", "| # | feature | kind | raw input | model columns |",
              "| --- | --- | --- | --- | --- |"]
-    for index, encoding in enumerate(spec_encodings(spec)):
-        raw = encoding.get("raw", "the reading in its own units")
-        lines.append(f"| {index} | {encoding['feature']} | {encoding['kind']} | {raw} | {', '.join(encoding['columns'])} |")
-    formulation = spec.get("target_formulation", {"kind": "level"})["kind"]
-    return lines + ["", f"Target formulation: `{formulation}`; schema version {spec['schema_version']}.", ""]
+    for index, encoding in enumerate(spec.feature_encodings):
+        raw = encoding.raw if encoding.raw is not None else "the reading in its own units"
+        lines.append(f"| {index} | {encoding.feature} | {encoding.kind} | {raw} | {', '.join(encoding.columns)} |")
+    formulation = spec.formulation.kind
+    return lines + ["", f"Target formulation: `{formulation}`; schema version {spec.schema_version}.", ""]
 
 
 def _split_section(training: dict) -> list[str]:
@@ -125,7 +129,7 @@ def _split_section(training: dict) -> list[str]:
     ]
 
 
-def _settings_section(training: dict, spec: dict) -> list[str]:
+def _settings_section(training: dict, spec: Spec) -> list[str]:
     config, history = training["config"], training["history"]
     shown = ", ".join(f"{key} {value}" for key, value in config.items() if key not in ("split", "target_units"))
     return [

@@ -21,6 +21,8 @@ from .reports import AccuracyReport, ArtifactAccuracy
 if TYPE_CHECKING:
     import keras
 
+    from edgecast_runtime.spec import Spec
+
 
 def errors(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     difference = np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)
@@ -39,7 +41,7 @@ def op_summary(path: Path) -> dict:
 
 
 def accuracy_report(
-    model: keras.Model, spec: dict, windows: dict[str, np.ndarray], artifacts: dict[str, Path]
+    model: keras.Model, spec: Spec, windows: dict[str, np.ndarray], artifacts: dict[str, Path]
 ) -> AccuracyReport:
     """One row per artifact (file name -> path), next to the float model on the same windows."""
     test_x, test_y = windows["test_x"], windows["test_y"]
@@ -67,7 +69,7 @@ def accuracy_report(
     return AccuracyReport(
         split="test",
         windows=int(len(test_x)),
-        units=f"raw units of {spec['target']}, all horizon steps pooled",
+        units=f"raw units of {spec.target}, all horizon steps pooled",
         float_model=float_errors,
         artifacts={name: ArtifactAccuracy.from_dict(row) for name, row in rows.items()},
     )

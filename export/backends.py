@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import keras
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgecast_runtime.spec import Spec
+
 KERAS_PREDICT = "keras-predict"
 KERAS_CALL = "keras-call"
 
@@ -121,7 +123,7 @@ def open_tflite(path: Path, threads: int = 1, reset_variables: bool | None = Non
     return Runner("litert", predict_one, predict_many)
 
 
-def keras_runner(model: keras.Model, spec: dict, direct_call: bool = False) -> Runner:
+def keras_runner(model: keras.Model, spec: Spec, direct_call: bool = False) -> Runner:
     """The trainer's pipeline (trainer/forecast.py `predict_raw`) around a loaded model."""
     from edgecast.trainer.bundle import scaler_from_spec
     from edgecast.trainer.forecast import predict_raw
@@ -140,14 +142,11 @@ def keras_runner(model: keras.Model, spec: dict, direct_call: bool = False) -> R
 def load_keras(bundle_dir: Path, threads: int | None = None, direct_call: bool = False) -> Runner:
     """A fresh process's Keras runner from model.keras and preprocessing.json alone.
     `threads` sizes TensorFlow's pools, which is only possible before its first op."""
-    import json
-
     from edgecast.base import import_tensorflow
-    from edgecast.trainer.bundle import Bundle
-    from edgecast_runtime.contract import SPEC_FILE
+    from edgecast.trainer.bundle import SPEC_FILE, Bundle, read_spec_file
 
     bundle_dir = Path(bundle_dir)
-    spec = json.loads((bundle_dir / SPEC_FILE).read_text(encoding="utf-8"))
+    spec = read_spec_file(bundle_dir / SPEC_FILE)
     if threads:
         tf = import_tensorflow()
         tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     import tensorflow
     from tensorflow.lite.python.lite import TFLiteConverterBaseV2
 
+    from edgecast_runtime.spec import Spec
+
 FUSED_OP = "UNIDIRECTIONAL_SEQUENCE_LSTM"
 # The only LSTM configuration the fused op computes (TANH cell, sigmoid gates, biases).
 FUSABLE_CONFIG = {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True,
@@ -136,7 +138,7 @@ class _ConstantWeights:
 
 
 @contextmanager
-def fused_converter(model: keras.Model, spec: dict) -> Iterator[TFLiteConverterBaseV2]:
+def fused_converter(model: keras.Model, spec: Spec) -> Iterator[TFLiteConverterBaseV2]:
     """A TFLite converter over the raw-units graph with fused LSTMs, static batch 1,
     valid inside the `with` block (it reads a temporary SavedModel)."""
     function = raw_units_function(_ConstantWeights(_fusable_clone(model)), spec, batch=TFLITE_BATCH)

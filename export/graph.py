@@ -16,7 +16,7 @@ zero-range feature (range treated as 1) is reproduced exactly rather than re-der
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,18 +24,19 @@ import numpy as np
 from edgecast.base import import_tensorflow
 from edgecast.trainer import features
 from edgecast.trainer.bundle import scaler_from_spec
-from edgecast.trainer.forecast import spec_encodings, spec_formulation
-from edgecast.trainer.settings import CHANGE
 from edgecast_runtime.contract import DIRECTION, INPUT_NAME, MASKED, NUMERIC, OUTPUT_NAME
+from edgecast_runtime.spec import CHANGE
 
 if TYPE_CHECKING:
     import tensorflow
     from sklearn.preprocessing import MinMaxScaler
 
+    from edgecast_runtime.spec import Encoding, Spec
+
 tf = import_tensorflow()
 
 
-def scaling_constants(spec: dict) -> dict[str, np.ndarray]:
+def scaling_constants(spec: Spec) -> dict[str, np.ndarray]:
     scaler = scaler_from_spec(spec)
     return {
         "scale": scaler.scale_.astype(np.float32),
@@ -58,15 +59,15 @@ def _shifted_scaling(scaler: MinMaxScaler) -> dict[str, np.ndarray]:
 
 
 def raw_units_function(
-    model: Callable[..., tensorflow.Tensor], spec: dict, batch: int | None
+    model: Callable[..., tensorflow.Tensor], spec: Spec, batch: int | None
 ) -> tensorflow.types.experimental.PolymorphicFunction:
     """A tf.function from raw `window [batch, look_back, n_features]` to raw `forecast [batch, horizon]`.
     `model`: a Keras model, or anything called like one (export/fused_lstm.py `_ConstantWeights`)."""
     constants = scaling_constants(spec)
-    signature = tf.TensorSpec([batch, spec["look_back"], len(spec["features"])], tf.float32, name=INPUT_NAME)
+    signature = tf.TensorSpec([batch, spec.look_back, spec.n_features], tf.float32, name=INPUT_NAME)
 
-    encodings, formulation = spec_encodings(spec), spec_formulation(spec)
-    floor = spec.get("target_min")
+    encodings, formulation = spec.feature_encodings, spec.formulation
+    floor = spec.target_min
 
     # Constants are created inside the function: captured tensors would become extra
     # graph inputs in tf2onnx.
@@ -76,8 +77,8 @@ def raw_units_function(
         scaled = (encoded - tf.constant(constants["shift"])) * tf.constant(constants["scale"]) + tf.constant(
             constants["residual"])
         predicted = model(scaled, training=False)
-        if formulation["kind"] == CHANGE:
-            step_scale = tf.constant(np.asarray(formulation["step_scale"], np.float32))
+        if formulation.kind == CHANGE:
+            step_scale = tf.constant(np.asarray(formulation.step_scale, np.float32))
             raw = window[:, -1, 0:1] + predicted * step_scale
         else:
             raw = (predicted - tf.constant(constants["target_offset"])) / tf.constant(constants["target_scale"])
@@ -88,29 +89,29 @@ def raw_units_function(
     return forecast
 
 
-def encoded_window(window: tensorflow.Tensor, encodings: list[dict]) -> tensorflow.Tensor:
+def encoded_window(window: tensorflow.Tensor, encodings: Sequence[Encoding]) -> tensorflow.Tensor:
     """The graph twin of trainer/features.py `encode`; plain readings pass through untouched."""
     if not features.needs_hub_knowledge(encodings):
         return window
     parts = []
     for index, encoding in enumerate(encodings):
         value = window[:, :, index]
-        if encoding["kind"] == NUMERIC:
+        if encoding.kind == NUMERIC:
             parts.append(value)
             continue
-        if encoding["kind"] == MASKED:
+        if encoding.kind == MASKED:
             # NotEqual(x, x) as the condition: tf2onnx then keeps a real Where, where it
             # would otherwise write the select as cond * x + (1 - cond) * y, and NaN * 0 is NaN.
             missing = tf.not_equal(value, value)
-            fill = encoding["fill"]
-            stand_in = window[:, :, fill["column"]] if "column" in fill else tf.constant(np.float32(fill["value"]))
+            fill = encoding.fill
+            stand_in = window[:, :, fill.column] if fill.column is not None else tf.constant(np.float32(fill.value))
             parts += [tf.where(missing, stand_in, value), 1 - tf.cast(missing, tf.float32)]
             continue
-        if encoding["kind"] == DIRECTION:
+        if encoding.kind == DIRECTION:
             angle = value * tf.constant(math.pi / 180, tf.float32)
             blowing = tf.cast(value >= 0, tf.float32)  # calm (negative) -> (0, 0)
             parts += [tf.sin(angle) * blowing, tf.cos(angle) * blowing]
         else:
-            angle = value * tf.constant(2 * math.pi / encoding["period"], tf.float32)
+            angle = value * tf.constant(2 * math.pi / encoding.period, tf.float32)
             parts += [tf.sin(angle), tf.cos(angle)]
     return tf.stack(parts, axis=-1)

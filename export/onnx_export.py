@@ -18,6 +18,8 @@ from .settings import DEFAULT_OPSET
 if TYPE_CHECKING:
     import keras
 
+    from edgecast_runtime.spec import Spec
+
 # tf2onnx 1.17 is tested from opset 13 on; older opsets convert some graphs and fail
 # others deep inside the converter, so they are refused up front.
 OLDEST_OPSET = 13
@@ -29,7 +31,7 @@ def supported_opsets() -> range:
     return range(OLDEST_OPSET, max(constants.OPSET_TO_IR_VERSION) + 1)
 
 
-def to_onnx(model: keras.Model, spec: dict, model_name: str, opset: int = DEFAULT_OPSET) -> bytes:
+def to_onnx(model: keras.Model, spec: Spec, model_name: str, opset: int = DEFAULT_OPSET) -> bytes:
     """Serialized ONNX model: dynamic batch, scaling as graph ops, spec in metadata_props."""
     opsets = supported_opsets()
     if opset not in opsets:
@@ -58,11 +60,11 @@ def _first_line(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _name_dimensions(proto: onnx.ModelProto, spec: dict) -> None:
+def _name_dimensions(proto: onnx.ModelProto, spec: Spec) -> None:
     """Replace tf2onnx's `unk__N` batch dimension with a readable `batch`."""
     (window,) = [i for i in proto.graph.input if i.name == INPUT_NAME]
     (forecast,) = [o for o in proto.graph.output if o.name == OUTPUT_NAME]
-    expected = {INPUT_NAME: [spec["look_back"], len(spec["features"])], OUTPUT_NAME: [spec["horizon"]]}
+    expected = {INPUT_NAME: [spec.look_back, spec.n_features], OUTPUT_NAME: [spec.horizon]}
     for tensor in (window, forecast):
         dims = tensor.type.tensor_type.shape.dim
         dims[0].ClearField("dim_value")
@@ -71,16 +73,16 @@ def _name_dimensions(proto: onnx.ModelProto, spec: dict) -> None:
             dim.dim_value = size
 
 
-def _attach_metadata(proto: onnx.ModelProto, spec: dict, model_name: str) -> None:
+def _attach_metadata(proto: onnx.ModelProto, spec: Spec, model_name: str) -> None:
     del proto.metadata_props[:]
     for key, value in (
-        (SCHEMA_KEY, schema_version_text(spec["schema_version"])),
-        (SPEC_KEY, json.dumps(spec, separators=(",", ":"), ensure_ascii=False)),
+        (SCHEMA_KEY, schema_version_text(spec.schema_version)),
+        (SPEC_KEY, json.dumps(spec.to_dict(), separators=(",", ":"), ensure_ascii=False)),
         (NAME_KEY, model_name),
     ):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.doc_string = (
-        f"edgecast forecaster '{model_name}': window [batch, {spec['look_back']}, {len(spec['features'])}] "
-        f"in raw units -> forecast [batch, {spec['horizon']}] of {spec['target']} in raw units"
+        f"edgecast forecaster '{model_name}': window [batch, {spec.look_back}, {spec.n_features}] "
+        f"in raw units -> forecast [batch, {spec.horizon}] of {spec.target} in raw units"
     )

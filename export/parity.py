@@ -15,7 +15,6 @@ import numpy as np
 
 from edgecast.trainer.bundle import scaler_from_spec
 from edgecast.trainer.features import masked_indices
-from edgecast.trainer.forecast import spec_encodings
 from edgecast.trainer.neighbours import all_silent, mask_at_random
 from edgecast_runtime.contract import CALM_DEGREES, DIRECTION, MASKED, NUMERIC
 
@@ -25,54 +24,56 @@ from .reports import ParityCheck, ParityReport
 if TYPE_CHECKING:
     import keras
 
+    from edgecast_runtime.spec import Spec
+
 TOLERANCE = 1e-3
 WINDOWS_PER_SET = 256
 LARGE_BATCH = 256
 REFERENCE = "encode + MinMaxScaler.transform (float64) -> Keras predict -> back to raw units (float64)"
 
 
-def parity_windows(held_out_x: np.ndarray, spec: dict, seed: int = 0) -> dict[str, np.ndarray]:
+def parity_windows(held_out_x: np.ndarray, spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
     picks = np.linspace(0, len(held_out_x) - 1, num=min(WINDOWS_PER_SET, len(held_out_x))).round().astype(int)
     held_out = held_out_x[np.unique(picks)].astype(np.float32)
     sets = {"held-out": held_out, "random": random_windows(spec, seed)}
-    neighbours = masked_indices(spec_encodings(spec))
+    neighbours = masked_indices(spec.feature_encodings)
     if neighbours:
         sets["held-out, neighbours masked"] = mask_at_random(held_out, neighbours, np.random.default_rng(seed))
         sets["held-out, neighbours missing"] = all_silent(held_out, neighbours)
     return sets
 
 
-def random_windows(spec: dict, seed: int = 0) -> np.ndarray:
+def random_windows(spec: Spec, seed: int = 0) -> np.ndarray:
     """Uniform windows over [min - range/2, max + range/2]; the first two sit wholly outside."""
     low, high = raw_ranges(spec)
     reach = np.where(high > low, (high - low) / 2, 1.0)
-    shape = (WINDOWS_PER_SET, spec["look_back"], len(low))
+    shape = (WINDOWS_PER_SET, spec.look_back, len(low))
     windows = np.random.default_rng(seed).uniform(low - reach, high + reach, size=shape)
     windows[0] = high + reach * 0.9
     windows[1] = low - reach * 0.9
     return windows.astype(np.float32)
 
 
-def raw_ranges(spec: dict) -> tuple[np.ndarray, np.ndarray]:
+def raw_ranges(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
     """Per raw feature: the training range of a reading; one turn (with calm just below)
     for a direction; one period for a calendar value."""
     scaler = scaler_from_spec(spec)
     low, high, column = [], [], 0
-    for encoding in spec_encodings(spec):
-        if encoding["kind"] in (NUMERIC, MASKED):
+    for encoding in spec.feature_encodings:
+        if encoding.kind in (NUMERIC, MASKED):
             low.append(scaler.data_min_[column])
             high.append(scaler.data_max_[column])
-        elif encoding["kind"] == DIRECTION:
+        elif encoding.kind == DIRECTION:
             low.append(CALM_DEGREES - 90.0)
             high.append(360.0)
         else:
             low.append(0.0)
-            high.append(float(encoding["period"]))
-        column += len(encoding["columns"])
+            high.append(float(encoding.period))
+        column += len(encoding.columns)
     return np.asarray(low, np.float64), np.asarray(high, np.float64)
 
 
-def reference_forecast(model: keras.Model, spec: dict, x: np.ndarray) -> np.ndarray:
+def reference_forecast(model: keras.Model, spec: Spec, x: np.ndarray) -> np.ndarray:
     """The trainer's own pipeline (trainer/forecast.py), the one its metrics were measured with."""
     return keras_runner(model, spec).forecast(x)
 
@@ -93,7 +94,7 @@ def compare(predicted: np.ndarray, reference: np.ndarray) -> dict:
     return {"max_abs": max_abs, "max_rel": float(relative.max()), "passed": bool(max_abs <= TOLERANCE)}
 
 
-def check_parity(model: keras.Model, spec: dict, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> ParityReport:
+def check_parity(model: keras.Model, spec: Spec, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> ParityReport:
     """`artifacts` maps file names to paths (possibly temporary); kinds by extension."""
     window_sets = parity_windows(held_out_x, spec)
     references = {name: reference_forecast(model, spec, x) for name, x in window_sets.items()}
@@ -104,7 +105,7 @@ def check_parity(model: keras.Model, spec: dict, held_out_x: np.ndarray, artifac
             for batch in _batches(artifact, len(x)):
                 result = compare(runner.forecast(x, batch), references[set_name])
                 checks.append(ParityCheck(artifact=artifact, windows=set_name, n=len(x), batch=batch, **result))
-    return ParityReport(reference=REFERENCE, tolerance_abs=TOLERANCE, units=f"raw units of {spec['target']}",
+    return ParityReport(reference=REFERENCE, tolerance_abs=TOLERANCE, units=f"raw units of {spec.target}",
                         passed=all(check.passed for check in checks), checks=checks)
 
 

@@ -167,19 +167,19 @@ def verify_bundle(bundle_dir: Path) -> VerifyResult:
 def held_out_windows(bundle: Bundle, model: keras.Model) -> np.ndarray:
     """The test windows of windows.npz, checked against the spec and the Keras model's input."""
     spec = bundle.spec
-    expected = (spec["look_back"], len(spec["features"]))
+    expected = (spec.look_back, spec.n_features)
     model_input = tuple(model.input_shape[1:]) if hasattr(model, "input_shape") else None
-    encoded = len(spec.get("encoded_features") or spec["features"])
-    if model_input is not None and model_input != (spec["look_back"], encoded):
+    encoded = len(spec.model_columns)
+    if model_input is not None and model_input != (spec.look_back, encoded):
         raise BundleError(
             f"{bundle.path / KERAS_FILE}: the model takes windows [batch, {', '.join(map(str, model_input))}] "
-            f"but {SPEC_FILE} describes [batch, {spec['look_back']}, {encoded}]: the files are from different models"
+            f"but {SPEC_FILE} describes [batch, {spec.look_back}, {encoded}]: the files are from different models"
         )
     model_output = tuple(model.output_shape[1:]) if hasattr(model, "output_shape") else None
-    if model_output is not None and model_output != (spec["horizon"],):
+    if model_output is not None and model_output != (spec.horizon,):
         raise BundleError(
             f"{bundle.path / KERAS_FILE}: the model forecasts [batch, {', '.join(map(str, model_output))}] "
-            f"but {SPEC_FILE} says horizon {spec['horizon']}: the files are from different models"
+            f"but {SPEC_FILE} says horizon {spec.horizon}: the files are from different models"
         )
     windows = bundle.windows()
     where = bundle.path / WINDOWS_FILE

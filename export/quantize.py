@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import onnx
     from tensorflow.lite.python.lite import TFLiteConverterBaseV2
 
+    from edgecast_runtime.spec import Spec
+
 
 class QuantizationError(ExportError):
     """A quantization mode cannot be produced for this model; says why."""
@@ -91,7 +93,7 @@ def check_modes(names: list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def quantize(mode: Mode, model: keras.Model, spec: dict, float_onnx: Path, calibration_x: np.ndarray | None) -> bytes:
+def quantize(mode: Mode, model: keras.Model, spec: Spec, float_onnx: Path, calibration_x: np.ndarray | None) -> bytes:
     """The quantized artifact's bytes, or QuantizationError saying why not."""
     if mode.name == "onnx-int8":
         return onnx_dynamic_int8(float_onnx)
@@ -144,7 +146,7 @@ def compact_onnx_names(proto: onnx.ModelProto) -> None:
         node.output[:] = [rename(name) for name in node.output]
 
 
-def tflite_weights_only(model: keras.Model, spec: dict, float16: bool) -> bytes:
+def tflite_weights_only(model: keras.Model, spec: Spec, float16: bool) -> bytes:
     """fp16 or dynamic-range int8 weights on the same WHILE-loop graph as model.tflite."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -161,7 +163,7 @@ def tflite_weights_only(model: keras.Model, spec: dict, float16: bool) -> bytes:
 
 
 def tflite_full_integer(
-    model: keras.Model, spec: dict, calibration_x: np.ndarray | None, int16_activations: bool
+    model: keras.Model, spec: Spec, calibration_x: np.ndarray | None, int16_activations: bool
 ) -> bytes:
     """Every op integer; the converter refuses (and so do we) if any op cannot be."""
     name = "tflite-int16x8" if int16_activations else "tflite-int8"
@@ -183,7 +185,7 @@ def tflite_full_integer(
     return compact_tflite_names(_fused_int8(model, spec, calibrate))
 
 
-def _fused_int8(model: keras.Model, spec: dict, calibrate: Callable[[TFLiteConverterBaseV2], bytes]) -> bytes:
+def _fused_int8(model: keras.Model, spec: Spec, calibrate: Callable[[TFLiteConverterBaseV2], bytes]) -> bytes:
     from .fused_lstm import FUSED_OP, fused_converter
     from .oplist import tflite_ops
 
@@ -229,9 +231,9 @@ def compact_tflite_names(data: bytes) -> bytes:
     return bytes(builder.Output())
 
 
-def calibration_windows(calibration_x: np.ndarray | None, spec: dict, mode_name: str) -> np.ndarray:
+def calibration_windows(calibration_x: np.ndarray | None, spec: Spec, mode_name: str) -> np.ndarray:
     """The bundle's raw-unit training windows plus constant windows across the training range."""
-    shape = (spec["look_back"], len(spec["features"]))
+    shape = (spec.look_back, spec.n_features)
     if calibration_x is None or len(calibration_x) == 0:
         raise QuantizationError(
             f"{mode_name}: the bundle's windows.npz has no calibration_x (training windows) to calibrate on; "

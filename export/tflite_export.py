@@ -14,10 +14,12 @@ from .graph import raw_units_function, tf
 if TYPE_CHECKING:
     import keras
 
+    from edgecast_runtime.spec import Spec
+
 TFLITE_BATCH = 1
 
 
-def to_tflite(model: keras.Model, spec: dict) -> bytes:
+def to_tflite(model: keras.Model, spec: Spec) -> bytes:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     function = raw_units_function(model, spec, batch=TFLITE_BATCH)

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import keras
     import tensorflow
 
+    from edgecast_runtime.spec import Spec
+
 
 def unrolled_clone(model: keras.Model) -> keras.Model:
     """The same model with every recurrent layer unrolled (the look-back is static)."""
@@ -39,7 +41,7 @@ def unrolled_clone(model: keras.Model) -> keras.Model:
     return clone
 
 
-def unrolled_converter(model: keras.Model, spec: dict) -> tensorflow.lite.TFLiteConverter:
+def unrolled_converter(model: keras.Model, spec: Spec) -> tensorflow.lite.TFLiteConverter:
     """A TFLite converter over the unrolled raw-units function, variables frozen to constants."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -51,7 +53,7 @@ def unrolled_converter(model: keras.Model, spec: dict) -> tensorflow.lite.TFLite
     return converter
 
 
-def to_builtin_tflite(model: keras.Model, spec: dict) -> bytes:
+def to_builtin_tflite(model: keras.Model, spec: Spec) -> bytes:
     """Float32, static batch 1, builtin ops only; refused (ExportError) if any other op appears."""
     try:
         with silenced_stderr():

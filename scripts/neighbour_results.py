@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from edgecast_cli import edgecast  # noqa: E402  (scripts/ is on sys.path when run)
 
+from edgecast_runtime.spec import Spec  # noqa: E402
+
 SETTINGS = ["--target", "PM2.5", "--clock", "+08:00", "--horizon", "6", "--units", "32", "--epochs", "8",
             "--patience", "3", "--workers", "2"]
 STEPS = (1, 6)
@@ -100,10 +102,10 @@ def station_row(models_dir: Path, csv: Path) -> dict:
         "with_neighbours_unclipped": pick(network["model_unclipped"]),
     }
     manifest = json.loads((models_dir / "network" / station / "manifest.json").read_text())
-    spec = json.loads((models_dir / "network" / station / "preprocessing.json").read_text())
+    spec = Spec.from_dict(json.loads((models_dir / "network" / station / "preprocessing.json").read_text()))
     return {
         "station": station,
-        "neighbours": sorted(spec["neighbours"]),
+        "neighbours": sorted(neighbour.station for neighbour in spec.neighbours),
         "test_windows": network["windows"],
         "rmse": rmse,
         "ratio_with_to_own": {k: round(rmse["with_neighbours"][k] / rmse["own_history"][k], 4) for k in rmse["own_history"]},

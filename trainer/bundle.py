@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,18 +33,34 @@ from edgecast_runtime.contract import (
     PLAIN_SCHEMA_VERSION,
     SCHEMA_VERSION,
     SPEC_FILE,
-    SUPPORTED_SCHEMA_VERSIONS,
     TRAINING_FILE,
     WINDOWS_FILE,
 )
 from edgecast_runtime.durable import replace_folder
+from edgecast_runtime.spec import (
+    LEVEL,
+    Encoding,
+    Formulation,
+    GapPolicy,
+    Neighbour,
+    Scaler,
+    Spec,
+    SpecError,
+    SpecTimeFormat,
+    TensorInfo,
+    ValidRange,
+)
 
 from . import features as feature_encodings
 from .errors import BundleError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import keras
     from sklearn.preprocessing import MinMaxScaler
+
+    from edgecast_runtime.clock import TimeFormat
 
 TRAINER_FILES = (KERAS_FILE, SPEC_FILE, METRICS_FILE, TRAINING_FILE, WINDOWS_FILE)
 FOLDER_MODE = 0o755
@@ -67,62 +84,55 @@ def make_spec(
     time_columns: list[str],
     scaler: MinMaxScaler,
     max_gap: int,
-    encodings: list[dict] | None = None,
-    formulation: dict | None = None,
+    encodings: Sequence[Encoding] | None = None,
+    formulation: Formulation | None = None,
     target_units: str | None = None,
     clock: str | None = None,
     valid_ranges: dict | None = None,
-    time_format: dict | None = None,
+    time_format: TimeFormat | None = None,
     target_min: float | None = None,
-) -> dict:
+) -> Spec:
     """The preprocessing spec of the graph contract, from a MinMaxScaler fitted on the encoded columns."""
-    encodings = encodings or [feature_encodings.numeric(name) for name in features]
+    encodings = tuple(encodings or [feature_encodings.numeric(name) for name in features])
     schema = SCHEMA_VERSION if feature_encodings.needs_hub_knowledge(encodings) else PLAIN_SCHEMA_VERSION
-    neighbours = [e for e in encodings if e["kind"] == MASKED]
-    schema = NEIGHBOUR_SCHEMA_VERSION if neighbours else schema
-    held = [e["feature"] for e in encodings if e["kind"] == DIRECTION]
-    spec = {
-        "schema_version": schema,
-        "target": target,
-        "features": list(features),
-        "look_back": int(look_back),
-        "horizon": int(horizon),
-        "interval_seconds": interval_seconds,
-        "time_columns": list(time_columns),
-        "scaler": {
-            "kind": "minmax",
-            "feature_range": [float(v) for v in scaler.feature_range],
-            "data_min": [float(v) for v in scaler.data_min_],
-            "data_max": [float(v) for v in scaler.data_max_],
-        },
-        "gap_policy": {"max_gap": int(max_gap), "method": "linear", "hold_last": held},
-        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", look_back, len(features)], "units": "raw"},
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", horizon], "units": "raw"},
-        "encodings": encodings,
-        "encoded_features": feature_encodings.encoded_columns(encodings),
-        "target_formulation": formulation or {"kind": "level"},
-        "target_units": target_units,
-        "clock": clock,  # of the training timestamps; the runtime reads hub times in it
-    }
-    # Optional keys, absent when they say nothing: the range of each feature's valid
-    # readings ({name: [min or null, max or null]}; the hub treats others as missing)
-    # and how the training file wrote its times (edgecast_runtime.clock.TimeFormat).
-    if valid_ranges:
-        spec["valid_ranges"] = {name: list(bounds) for name, bounds in valid_ranges.items()}
-    if time_format:
-        spec["time_format"] = dict(time_format)
-    # The lowest forecast the graph gives (a concentration is never negative), and the
-    # neighbouring stations whose readings the model reads ({station: [readings]}).
-    if target_min is not None:
-        spec["target_min"] = float(target_min)
-    if neighbours:
-        spec["neighbours"] = {}
-        for encoding in neighbours:
-            spec["neighbours"].setdefault(encoding["station"], []).append(encoding["reading"])
-    return spec
+    neighbours: dict[str, list[str]] = {}
+    for encoding in encodings:
+        if encoding.kind == MASKED:
+            neighbours.setdefault(encoding.station, []).append(encoding.reading)
+    return Spec(
+        schema_version=NEIGHBOUR_SCHEMA_VERSION if neighbours else schema,
+        target=target,
+        features=tuple(features),
+        look_back=int(look_back),
+        horizon=int(horizon),
+        interval_seconds=interval_seconds,
+        time_columns=tuple(time_columns),
+        scaler=Scaler(
+            "minmax", tuple(float(v) for v in scaler.feature_range), tuple(float(v) for v in scaler.data_min_),
+            tuple(float(v) for v in scaler.data_max_),
+        ),
+        gap_policy=GapPolicy(int(max_gap), "linear", tuple(e.feature for e in encodings if e.kind == DIRECTION)),
+        input=TensorInfo(INPUT_NAME, "float32", ("batch", int(look_back), len(features)), "raw"),
+        output=TensorInfo(OUTPUT_NAME, "float32", ("batch", int(horizon)), "raw"),
+        encodings=encodings,
+        encoded_features=tuple(feature_encodings.encoded_columns(encodings)),
+        target_formulation=formulation or Formulation(LEVEL),
+        target_units=target_units,
+        clock=clock,  # of the training timestamps; the runtime reads hub times in it
+        # Optional keys, absent when they say nothing: the range of each feature's valid
+        # readings ({name: [min or null, max or null]}; the hub treats others as missing)
+        # and how the training file wrote its times (edgecast_runtime.clock.TimeFormat).
+        valid_ranges=MappingProxyType({name: ValidRange(*bounds) for name, bounds in valid_ranges.items()})
+        if valid_ranges else None,
+        time_format=SpecTimeFormat.recording(time_format),
+        # The lowest forecast the graph gives (a concentration is never negative), and the
+        # neighbouring stations whose readings the model reads ({station: [readings]}).
+        target_min=None if target_min is None else float(target_min),
+        neighbours=tuple(Neighbour(station, tuple(readings)) for station, readings in neighbours.items()) or None,
+    )
 
 
-def write_bundle(out_dir: Path, model: keras.Model, spec: dict, metrics: dict, training: dict, windows: dict) -> Path:
+def write_bundle(out_dir: Path, model: keras.Model, spec: Spec, metrics: dict, training: dict, windows: dict) -> Path:
     """Write the whole bundle into a temporary sibling folder, then swap it in.
 
     A crash leaves either the old bundle or the new one, never a mix; export artifacts
@@ -134,7 +144,7 @@ def write_bundle(out_dir: Path, model: keras.Model, spec: dict, metrics: dict, t
     try:
         staging.chmod(FOLDER_MODE)
         model.save(staging / KERAS_FILE)
-        write_json_atomic(staging / SPEC_FILE, spec)
+        write_json_atomic(staging / SPEC_FILE, spec.to_dict())
         write_json_atomic(staging / METRICS_FILE, metrics)
         write_json_atomic(staging / TRAINING_FILE, training)
         np.savez_compressed(staging / WINDOWS_FILE, **windows)
@@ -148,7 +158,7 @@ def write_bundle(out_dir: Path, model: keras.Model, spec: dict, metrics: dict, t
 @dataclass
 class Bundle:
     path: Path
-    spec: dict
+    spec: Spec
     metrics: dict
     training: dict
 
@@ -176,13 +186,12 @@ class Bundle:
         return scaler_from_spec(self.spec)
 
 
-def scaler_from_spec(spec: dict) -> MinMaxScaler:
+def scaler_from_spec(spec: Spec) -> MinMaxScaler:
     """Rebuild the fitted MinMaxScaler from the spec: fitting on [min, max] gives the same state."""
     from sklearn.preprocessing import MinMaxScaler
 
-    scaler_spec = spec["scaler"]
-    bounds = np.array([scaler_spec["data_min"], scaler_spec["data_max"]], dtype=np.float64)
-    return MinMaxScaler(feature_range=tuple(scaler_spec["feature_range"])).fit(bounds)
+    bounds = np.array([spec.scaler.data_min, spec.scaler.data_max], dtype=np.float64)
+    return MinMaxScaler(feature_range=tuple(spec.scaler.feature_range)).fit(bounds)
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -192,16 +201,7 @@ def read_bundle(path: str | Path) -> Bundle:
     missing = [name for name in TRAINER_FILES if not (path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: not an edgecast bundle, missing {', '.join(missing)}")
-    spec = _read_object(path / SPEC_FILE)
-    if spec.get("schema_version") not in SUPPORTED_SCHEMA_VERSIONS:
-        readable = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
-        raise BundleError(
-            f"{path / SPEC_FILE}: schema version {spec.get('schema_version')!r}, this edgecast reads {readable}"
-        )
-    for key in ("target", "features", "look_back", "horizon", "scaler"):
-        if key not in spec:
-            raise BundleError(f"{path / SPEC_FILE}: missing key '{key}'")
-    _check_spec(path / SPEC_FILE, spec)
+    spec = read_spec_file(path / SPEC_FILE)
     metrics, training = _read_object(path / METRICS_FILE), _read_object(path / TRAINING_FILE)
     data = training.get("data")
     if not isinstance(data, dict) or not all(isinstance(data.get(key), str) for key in ("source", "sha256")):
@@ -209,41 +209,17 @@ def read_bundle(path: str | Path) -> Bundle:
     return Bundle(path, spec, metrics, training)
 
 
+def read_spec_file(path: Path) -> Spec:
+    """A bundle's preprocessing.json, checked as the runtime checks a model's spec and
+    for what the toolkit needs besides (a schema version it reads, the scaler)."""
+    try:
+        return Spec.from_dict(_read_object(path))
+    except SpecError as exc:
+        raise BundleError(f"{path}: {exc}") from None
+
+
 def _read_object(path: Path) -> dict:
     payload = read_json(path)
     if not isinstance(payload, dict):
         raise BundleError(f"{path}: expected a JSON object, got a JSON {type(payload).__name__}")
     return payload
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _is_numbers(value: object, length: int) -> bool:
-    return (
-        isinstance(value, list) and len(value) == length
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)
-    )
-
-
-def _check_spec(path: Path, spec: dict) -> None:
-    """Types and lengths a reader relies on, so a damaged spec fails here and not deep in a converter."""
-    features = spec["features"]
-    if not isinstance(spec["target"], str) or not (
-        isinstance(features, list) and features and all(isinstance(f, str) for f in features)
-    ):
-        raise BundleError(f"{path}: 'target' must be a column name and 'features' a non-empty list of names")
-    for key in ("look_back", "horizon"):
-        if not _is_count(spec[key]):
-            raise BundleError(f"{path}: '{key}' must be a whole number of at least 1, got {spec[key]!r}")
-    encoded = spec.get("encoded_features")
-    columns = len(encoded) if isinstance(encoded, list) else len(features)
-    scaler = spec["scaler"]
-    if not isinstance(scaler, dict):
-        raise BundleError(f"{path}: 'scaler' must be an object, got {scaler!r}")
-    for key, length in (("data_min", columns), ("data_max", columns), ("feature_range", 2)):
-        if not _is_numbers(scaler.get(key), length):
-            raise BundleError(
-                f"{path}: 'scaler.{key}' must be a list of {length} finite numbers, got {scaler.get(key)!r}"
-            )

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from edgecast_runtime.clock import TimeFormat
 from edgecast_runtime.contract import CALENDAR_PERIODS, DIRECTION
 from edgecast_runtime.manifest import file_sha256
+from edgecast_runtime.spec import Encoding
 
 from . import features as encodings_of
 from . import validity
@@ -53,9 +55,9 @@ class Series:
     rows_read: int
     values_interpolated: int
     values_missing: int
-    encodings: list[dict] | None = None  # one per feature (trainer/features.py); None: all numeric
+    encodings: list[Encoding] | None = None  # one per feature (trainer/features.py); None: all numeric
     clock: str | None = None  # the timestamps' clock (UTC, +08:00, a zone name); None: not known
-    time_format: dict | None = None  # the spec's optional `time_format` (edgecast_runtime.clock)
+    time_format: TimeFormat | None = None  # how the file wrote its times (the spec's optional `time_format`)
     valid_ranges: dict = field(default_factory=dict)  # {feature: (min or None, max or None)}
     invalid: dict = field(default_factory=dict)  # {column: {reason: count}} of readings made missing
     notices: list[str] = field(default_factory=list)  # what the reader decided on its own
@@ -231,10 +233,10 @@ def _regularise(path: Path, frame: pd.DataFrame, times: pd.Series | None) -> tup
 
 
 def _fill_gaps(frame: pd.DataFrame, target: str, max_gap: int, interval: float | None, time_columns: list[str],
-               path: Path, rows_read: int, encodings: list[dict]) -> Series:
+               path: Path, rows_read: int, encodings: list[Encoding]) -> Series:
     before = int(frame.isna().sum().sum())
     # Angles and calm codes do not interpolate linearly (350 and 10 degrees are neighbours).
-    hold = {e["feature"] for e in encodings if e["kind"] == DIRECTION}
+    hold = {e.feature for e in encodings if e.kind == DIRECTION}
     filled = frame.apply(lambda column: fill_short_gaps(column, max_gap, hold=column.name in hold))
     after = int(filled.isna().sum().sum())
     return Series(

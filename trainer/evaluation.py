@@ -16,7 +16,7 @@ import numpy as np
 from . import baselines
 from .errors import DataError
 from .features import masked_indices
-from .forecast import predict_raw, spec_encodings
+from .forecast import predict_raw
 from .neighbours import all_silent
 from .reports import Backtest, DataRecord, Evaluation, Metrics
 from .settings import METHODS
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import keras
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import MinMaxScaler
+
+    from edgecast_runtime.spec import Spec
 
     from .bundle import Bundle
     from .data import ReadOptions, Series
@@ -62,38 +64,38 @@ def seasonal_persistence(target: np.ndarray, windows: Windows, horizon: int, sea
 
 
 def forecasts(
-    model: keras.Model, spec: dict, scaler: MinMaxScaler, target: np.ndarray, windows: Windows, ridge: Ridge
+    model: keras.Model, spec: Spec, scaler: MinMaxScaler, target: np.ndarray, windows: Windows, ridge: Ridge
 ) -> dict:
     """Every method's forecasts for `windows`, raw units `[n, horizon]`."""
-    horizon = spec["horizon"]
+    horizon = spec.horizon
     predicted = {
         "model": predict_raw(model, spec, windows.x, scaler),
         **model_variants(model, spec, scaler, windows),
         "persistence": baselines.persistence(windows.x, horizon),
-        "ridge": baselines.ridge_predict(ridge, model_inputs(scaler, spec_encodings(spec), windows.x)),
+        "ridge": baselines.ridge_predict(ridge, model_inputs(scaler, spec.feature_encodings, windows.x)),
     }
-    season = season_steps(spec.get("interval_seconds"))
+    season = season_steps(spec.interval_seconds)
     if season is not None:
         predicted["seasonal_persistence"] = seasonal_persistence(target, windows, horizon, season)
     return predicted
 
 
-def model_variants(model: keras.Model, spec: dict, scaler: MinMaxScaler, windows: Windows) -> dict[str, np.ndarray]:
+def model_variants(model: keras.Model, spec: Spec, scaler: MinMaxScaler, windows: Windows) -> dict[str, np.ndarray]:
     """The model with every neighbour missing, and without its clip, where these apply."""
     variants = {}
-    neighbours = masked_indices(spec_encodings(spec))
+    neighbours = masked_indices(spec.feature_encodings)
     if neighbours:
         variants["model_neighbours_missing"] = predict_raw(model, spec, all_silent(windows.x, neighbours), scaler)
-    if spec.get("target_min") is not None:
+    if spec.target_min is not None:
         variants["model_unclipped"] = predict_raw(model, spec, windows.x, scaler, clip=False)
     return variants
 
 
-def fit_ridge(spec: dict, scaler: MinMaxScaler, windows: Windows) -> Ridge:
-    return baselines.fit_ridge(model_inputs(scaler, spec_encodings(spec), windows.x), windows.y)
+def fit_ridge(spec: Spec, scaler: MinMaxScaler, windows: Windows) -> Ridge:
+    return baselines.fit_ridge(model_inputs(scaler, spec.feature_encodings, windows.x), windows.y)
 
 
-def score(spec: dict, windows: Windows, predicted: dict) -> dict:
+def score(spec: Spec, windows: Windows, predicted: dict) -> dict:
     """RMSE and MAE per step, on the windows every method can forecast (seasonal
     persistence needs the day before, which the first windows of a series lack)."""
     usable = np.ones(len(windows), bool)
@@ -101,14 +103,14 @@ def score(spec: dict, windows: Windows, predicted: dict) -> dict:
         usable &= np.isfinite(forecast).all(axis=1)
     if not usable.any():
         raise DataError("no test window that every method can forecast")
-    horizon = spec["horizon"]
+    horizon = spec.horizon
     metrics = {
         "split": "test",
         "windows": int(usable.sum()),
         "windows_dropped": int((~usable).sum()),
         "horizon_steps": list(range(1, horizon + 1)),
-        "step_hours": step_hours(spec.get("interval_seconds"), horizon),
-        "units": spec.get("target_units") or "raw target units",
+        "step_hours": step_hours(spec.interval_seconds, horizon),
+        "units": spec.target_units or "raw target units",
     }
     for method in METHODS:
         if method in predicted:
@@ -116,14 +118,14 @@ def score(spec: dict, windows: Windows, predicted: dict) -> dict:
     return metrics
 
 
-def evaluate_split(model: keras.Model, spec: dict, scaler: MinMaxScaler, split: SplitData, target: np.ndarray) -> dict:
+def evaluate_split(model: keras.Model, spec: Spec, scaler: MinMaxScaler, split: SplitData, target: np.ndarray) -> dict:
     """Test-split metrics of the model and every baseline; ridge is fitted on the training split."""
     ridge = fit_ridge(spec, scaler, split.train)
     return score(spec, split.test, forecasts(model, spec, scaler, target, split.test, ridge))
 
 
 def backtest(
-    model: keras.Model, spec: dict, scaler: MinMaxScaler, split: SplitData, target: np.ndarray, folds: int
+    model: keras.Model, spec: Spec, scaler: MinMaxScaler, split: SplitData, target: np.ndarray, folds: int
 ) -> dict:
     """`folds` consecutive blocks of the test split, each a forecast origin.
 
@@ -140,7 +142,7 @@ def backtest(
     results = []
     for block in blocks:
         windows = split.test.take(block)
-        origin_row = int(windows.end[0]) - spec["horizon"] + 1  # first target row of the block
+        origin_row = int(windows.end[0]) - spec.horizon + 1  # first target row of the block
         ridge = fit_ridge(spec, scaler, everything.take(everything.end < origin_row))
         metrics = score(spec, windows, forecasts(model, spec, scaler, target, windows, ridge))
         results.append({"first_target_row": origin_row, **metrics})
@@ -162,19 +164,19 @@ def _with_neighbours(bundle: Bundle, series: Series, options: ReadOptions, files
     spec = bundle.spec
     recorded = bundle.training.get("neighbours", {})
     files = files or [entry["source"] for entry in recorded.get("sources", {}).values()]
-    wanted = set(spec["neighbours"])
+    wanted = {neighbour.station for neighbour in spec.neighbours}
     files = [path for path in files if station_from_file_name(path) in wanted]
     found = {station_from_file_name(path) for path in files}
     if found != wanted:
         raise DataError(f"{bundle.path}: the model reads neighbours {', '.join(sorted(wanted))}; "
                         f"missing file(s) for {', '.join(sorted(wanted - found))} (pass them as neighbours)",
                         settings=("neighbours",))
-    readings = recorded.get("features") or next(iter(spec["neighbours"].values()))
-    series, _ = add_neighbours(series, files, readings, options, spec["gap_policy"]["max_gap"],
+    readings = recorded.get("features") or list(spec.neighbours[0].readings)
+    series, _ = add_neighbours(series, files, readings, options, spec.max_gap,
                                tuple(bundle.training["config"]["split"]))
-    if series.features != spec["features"]:
+    if series.features != list(spec.features):
         raise DataError(f"{bundle.path}: the neighbours give columns {series.features}, the model reads "
-                        f"{spec['features']}")
+                        f"{list(spec.features)}")
     return series
 
 
@@ -208,7 +210,7 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
     series = _load_like_training(bundle, csv_path, load_csv, neighbours)
     config = bundle.training["config"]
     split = split_windows(
-        series.values(), spec["look_back"], spec["horizon"], tuple(config["split"]), series.source, series.encodings
+        series.values(), spec.look_back, spec.horizon, tuple(config["split"]), series.source, series.encodings
     )
     model, scaler, target = bundle.load_model(), bundle.scaler(), series.values()[:, 0]
     ridge = fit_ridge(spec, scaler, split.train)
@@ -228,27 +230,25 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
 
 def _load_like_training(bundle: Bundle, csv_path: Path, load_csv: Callable[..., Series],
                         neighbours: list[Path] | None = None) -> Series:
-    from edgecast_runtime.clock import spec_time_format
-
     from .data import ReadOptions
 
     spec = bundle.spec
-    wanted = [e["kind"] for e in spec_encodings(spec)]
-    time_format = spec_time_format(spec)
-    ranges = spec.get("valid_ranges", {})
+    wanted = spec.kinds
+    time_format = spec.times
+    ranges = spec.valid_ranges or {}
     options = ReadOptions(
-        time_column=",".join(spec.get("time_columns", [])) or None, time_unit=time_format.unit,
-        time_format=time_format.format, dayfirst=bool(time_format.dayfirst), clock=spec.get("clock"),
+        time_column=",".join(spec.time_columns or []) or None, time_unit=time_format.unit,
+        time_format=time_format.format, dayfirst=bool(time_format.dayfirst), clock=spec.clock,
         # the training ranges exactly: a default the training run removed stays removed
-        valid_ranges={name: tuple(ranges.get(name, (None, None)))
-                      for name, kind in zip(spec["features"], wanted) if kind not in ("cyclic", "masked")},
+        valid_ranges={name: (ranges[name].low, ranges[name].high) if name in ranges else (None, None)
+                      for name, kind in zip(spec.features, wanted) if kind not in ("cyclic", "masked")},
     )
-    own = [name for name, kind in zip(spec["features"], wanted) if kind != "masked"]
-    series = load_csv(csv_path, spec["target"], own[1:], max_gap=spec["gap_policy"]["max_gap"], options=options)
-    if spec.get("neighbours"):
+    own = [name for name, kind in zip(spec.features, wanted) if kind != "masked"]
+    series = load_csv(csv_path, spec.target, own[1:], max_gap=spec.max_gap, options=options)
+    if spec.neighbours:
         series = _with_neighbours(bundle, series, options, neighbours)
-    found = [e["kind"] for e in series.encodings]
-    for name, want, got in zip(spec["features"], wanted, found):
+    found = [e.kind for e in series.encodings]
+    for name, want, got in zip(spec.features, wanted, found):
         if want != got:
             raise DataError(f"{csv_path}: column '{name}' reads as {got}, but the model was trained on it as {want}")
     return series

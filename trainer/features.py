@@ -36,79 +36,74 @@ from edgecast_runtime.contract import (
     NUMERIC,
     PRESENT_SUFFIX,
 )
+from edgecast_runtime.spec import Encoding, Fill
 
 if TYPE_CHECKING:  # pandas loads with the data, not with the bundle reader
+    from collections.abc import Sequence
+
     import pandas as pd
 
 
-def numeric(name: str) -> dict:
-    return {"feature": name, "kind": NUMERIC, "columns": [name]}
+def numeric(name: str) -> Encoding:
+    return Encoding(name, NUMERIC, (name,))
 
 
-def direction(name: str) -> dict:
-    return {
-        "feature": name,
-        "kind": DIRECTION,
-        "raw": "degrees clockwise from north (direction the wind comes from); any negative value means calm",
-        "calm_value": CALM_DEGREES,
-        "columns": [f"{name}_sin", f"{name}_cos"],
-    }
+def direction(name: str) -> Encoding:
+    return Encoding(
+        name, DIRECTION, (f"{name}_sin", f"{name}_cos"),
+        raw="degrees clockwise from north (direction the wind comes from); any negative value means calm",
+        calm_value=CALM_DEGREES,
+    )
 
 
-def calendar(name: str) -> dict:
-    period = CALENDAR_PERIODS[name]
+def calendar(name: str) -> Encoding:
     raw = "hour of day 0..23 of the row's timestamp" if name == "hour_of_day" else "day of week 0..6 of the row's timestamp, Monday 0"
-    return {"feature": name, "kind": CYCLIC, "period": period, "raw": raw, "columns": [f"{name}_sin", f"{name}_cos"]}
+    return Encoding(name, CYCLIC, (f"{name}_sin", f"{name}_cos"), period=CALENDAR_PERIODS[name], raw=raw)
 
 
-def masked(name: str, station: str, reading: str, fill: dict) -> dict:
-    """A neighbour's reading. `fill` stands in for it when missing: {"column": i}, the raw
+def masked(name: str, station: str, reading: str, fill: Fill) -> Encoding:
+    """A neighbour's reading. `fill` stands in for it when missing: Fill(column=i), the raw
     feature i of the same window (the station's own reading of the same quantity, the
-    best guess of a nearby value), or {"value": v}, a constant in raw units."""
-    return {
-        "feature": name,
-        "kind": MASKED,
-        "station": station,
-        "reading": reading,
-        "raw": "the neighbouring station's reading; NaN when it did not arrive",
-        "fill": dict(fill),
-        "columns": [name, f"{name}{PRESENT_SUFFIX}"],
-    }
+    best guess of a nearby value), or Fill(value=v), a constant in raw units."""
+    return Encoding(
+        name, MASKED, (name, f"{name}{PRESENT_SUFFIX}"), station=station, reading=reading,
+        raw="the neighbouring station's reading; NaN when it did not arrive", fill=fill,
+    )
 
 
-def masked_indices(encodings: list[dict]) -> list[int]:
+def masked_indices(encodings: Sequence[Encoding]) -> list[int]:
     """Raw feature positions that may be NaN in a window (neighbours' readings)."""
-    return [index for index, encoding in enumerate(encodings) if encoding["kind"] == MASKED]
+    return [index for index, encoding in enumerate(encodings) if encoding.kind == MASKED]
 
 
-def encoded_columns(encodings: list[dict]) -> list[str]:
-    return [column for encoding in encodings for column in encoding["columns"]]
+def encoded_columns(encodings: Sequence[Encoding]) -> list[str]:
+    return [column for encoding in encodings for column in encoding.columns]
 
 
-def needs_hub_knowledge(encodings: list[dict]) -> bool:
+def needs_hub_knowledge(encodings: Sequence[Encoding]) -> bool:
     """True when some input is not a plain reading: a reader of schema 1 would feed it wrongly."""
-    return any(encoding["kind"] != NUMERIC for encoding in encodings)
+    return any(encoding.kind != NUMERIC for encoding in encodings)
 
 
-def encode(x: np.ndarray, encodings: list[dict]) -> np.ndarray:
+def encode(x: np.ndarray, encodings: Sequence[Encoding]) -> np.ndarray:
     """Raw `[..., n_features]` to encoded `[..., n_columns]`, float64 (the reference the graph matches)."""
     x = np.asarray(x, np.float64)
     parts = []
     for index, encoding in enumerate(encodings):
         value = x[..., index]
-        if encoding["kind"] == NUMERIC:
+        if encoding.kind == NUMERIC:
             parts.append(value)
-        elif encoding["kind"] == MASKED:
+        elif encoding.kind == MASKED:
             present = np.isfinite(value)
-            fill = encoding["fill"]
-            stand_in = x[..., fill["column"]] if "column" in fill else np.full_like(value, fill["value"])
+            fill = encoding.fill
+            stand_in = x[..., fill.column] if fill.column is not None else np.full_like(value, fill.value)
             parts += [np.where(present, value, stand_in), present.astype(np.float64)]
-        elif encoding["kind"] == DIRECTION:
+        elif encoding.kind == DIRECTION:
             angle = np.deg2rad(value)
             blowing = (value >= 0).astype(np.float64)
             parts += [np.sin(angle) * blowing, np.cos(angle) * blowing]
         else:
-            angle = value * (2 * math.pi / encoding["period"])
+            angle = value * (2 * math.pi / encoding.period)
             parts += [np.sin(angle), np.cos(angle)]
     return np.stack(parts, axis=-1)
 

@@ -10,29 +10,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import features
 from .bundle import scaler_from_spec
-from .settings import LEVEL
 from .windows import forecasts_from_outputs, model_inputs
 
 if TYPE_CHECKING:
     import keras
     from sklearn.preprocessing import MinMaxScaler
 
+    from edgecast_runtime.spec import Spec
+
 PREDICT_BATCH = 1024
 
 
-def spec_encodings(spec: dict) -> list[dict]:
-    """The spec's encodings; a spec from before encodings existed has only numeric features."""
-    return spec.get("encodings") or [features.numeric(name) for name in spec["features"]]
-
-
-def spec_formulation(spec: dict) -> dict:
-    return spec.get("target_formulation") or {"kind": LEVEL}
-
-
 def predict_raw(
-    model: keras.Model, spec: dict, x: np.ndarray, scaler: MinMaxScaler | None = None, direct_call: bool = False,
+    model: keras.Model, spec: Spec, x: np.ndarray, scaler: MinMaxScaler | None = None, direct_call: bool = False,
     clip: bool = True,
 ) -> np.ndarray:
     """Raw windows `[n, look_back, n_features]` to raw forecasts `[n, horizon]`, float64,
@@ -41,11 +32,11 @@ def predict_raw(
     `direct_call` runs `model(inputs, training=False)` instead of `model.predict`: one
     graph call without predict's per-call set-up, which `edgecast bench` compares."""
     scaler = scaler if scaler is not None else scaler_from_spec(spec)
-    inputs = model_inputs(scaler, spec_encodings(spec), x)
+    inputs = model_inputs(scaler, spec.feature_encodings, x)
     if direct_call:
         outputs = model(inputs, training=False)
     else:
         outputs = model.predict(inputs, batch_size=PREDICT_BATCH, verbose=0)
-    forecast = forecasts_from_outputs(scaler, spec_formulation(spec), x, outputs)
-    floor = spec.get("target_min")
+    forecast = forecasts_from_outputs(scaler, spec.formulation, x, outputs)
+    floor = spec.target_min
     return np.maximum(forecast, floor) if clip and floor is not None else forecast

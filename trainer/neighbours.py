@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from edgecast_runtime.contract import NEIGHBOUR_SEPARATOR
+from edgecast_runtime.spec import Fill
 
 from . import features as encodings_of
 from .data import ReadOptions, Series, load_csv
@@ -112,15 +113,15 @@ def _training_correlation(own: pd.Series, other: pd.Series, first_val: int) -> f
     return float(value) if np.isfinite(value) else -1.0
 
 
-def _fill(series: Series, values: pd.Series, reading: str, first_val: int) -> dict:
+def _fill(series: Series, values: pd.Series, reading: str, first_val: int) -> Fill:
     """The station's own reading of the same quantity when it has one, else the
     neighbour's training mean."""
     if reading in series.features:
-        return {"column": series.features.index(reading)}
+        return Fill(column=series.features.index(reading))
     mean = values.iloc[:first_val].mean()
     if not np.isfinite(mean):
         raise DataError(f"{series.source}: neighbour column {values.name!r} has no value in the training split")
-    return {"value": float(mean)}
+    return Fill(value=float(mean))
 
 
 def mask_at_random(x: np.ndarray, columns: list[int], rng: np.random.Generator) -> np.ndarray:

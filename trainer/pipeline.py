@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgecast_runtime.contract import MASKED, NUMERIC
+from edgecast_runtime.spec import Formulation, Spec
 
 from .bundle import make_spec, write_bundle
 from .data import Series
@@ -64,7 +65,7 @@ def train(
 
     data = data if data is not None else prepare(series, config)
     values = series.values()
-    formulation = change_formulation(data.train) if config.formulation == CHANGE else {"kind": LEVEL}
+    formulation = change_formulation(data.train) if config.formulation == CHANGE else Formulation(LEVEL)
     spec = make_spec(
         series.target, series.features, config.look_back, config.horizon,
         series.interval_seconds, series.time_columns, data.scaler, config.max_gap,
@@ -81,10 +82,10 @@ def train(
     if config.neighbour_fallback and masked_indices(series.encodings):
         # The same network on the station's own columns (the first ones, unmasked), trained
         # first, from the same seed: the model it would be without neighbours.
-        own_encodings = [e for e in spec["encodings"] if e["kind"] != MASKED]
+        own_encodings = tuple(e for e in spec.encodings if e.kind != MASKED)
         own_columns = len(encoded_columns(own_encodings))
         own_pairs = [(x[..., :own_columns], y) for x, y in (train_pair, val_pair)]
-        own_net, own_history = _fit_network(keras_model, config, {**spec, "encodings": own_encodings},
+        own_net, own_history = _fit_network(keras_model, config, replace(spec, encodings=own_encodings),
                                             *own_pairs, None, "own_history")
         fallback = (own_net, own_columns, own_history)
     net, history = _fit_network(keras_model, config, spec, train_pair, val_pair, on_epoch)
@@ -100,7 +101,7 @@ def train(
     return TrainResult(Path(out_dir), metrics, training)
 
 
-def _fit_network(keras_model: ModuleType, config: TrainConfig, spec: dict, train_pair: tuple[np.ndarray, np.ndarray],
+def _fit_network(keras_model: ModuleType, config: TrainConfig, spec: Spec, train_pair: tuple[np.ndarray, np.ndarray],
                  val_pair: tuple[np.ndarray, np.ndarray], on_epoch: Callable[[int, dict], object] | None,
                  name: str = "edgecast_lstm") -> tuple[keras.Model, dict]:
     """Build (from the seed), start from ridge and train one network; (model, history)."""
@@ -121,12 +122,12 @@ def _fit_network(keras_model: ModuleType, config: TrainConfig, spec: dict, train
     return net, history
 
 
-def _presence_columns(spec: dict, scaler: MinMaxScaler) -> list[tuple[int, float, float]]:
+def _presence_columns(spec: Spec, scaler: MinMaxScaler) -> list[tuple[int, float, float]]:
     """(encoded column, scale, min) of each neighbour's presence column."""
-    columns = spec["encoded_features"]
-    return [(columns.index(e["columns"][1]), float(scaler.scale_[columns.index(e["columns"][1])]),
-             float(scaler.min_[columns.index(e["columns"][1])]))
-            for e in spec["encodings"] if e["kind"] == MASKED]
+    columns = spec.encoded_features
+    return [(columns.index(e.columns[1]), float(scaler.scale_[columns.index(e.columns[1])]),
+             float(scaler.min_[columns.index(e.columns[1])]))
+            for e in spec.encodings if e.kind == MASKED]
 
 
 def target_floor(config: TrainConfig, train_target: np.ndarray) -> float | None:
@@ -143,21 +144,21 @@ def _silence(windows: Windows, columns: list[int], rng: np.random.Generator) -> 
     return Windows(mask_at_random(windows.x, columns, rng), windows.y, windows.end) if columns else windows
 
 
-def _quadratic(config: TrainConfig, spec: dict, fit_inputs: np.ndarray) -> tuple:
+def _quadratic(config: TrainConfig, spec: Spec, fit_inputs: np.ndarray) -> tuple:
     """(basis, low, high) of the linear map's quadratic terms, ranged on the fitted windows."""
     from .model import quadratic_basis, summary_range
 
-    encodings = spec["encodings"]
-    basis = quadratic_basis(config.look_back, [len(e["columns"]) for e in encodings],
-                            [e["kind"] == NUMERIC for e in encodings])
+    encodings = spec.encodings
+    basis = quadratic_basis(config.look_back, [len(e.columns) for e in encodings],
+                            [e.kind == NUMERIC for e in encodings])
     return (basis, *summary_range(basis, fit_inputs))
 
 
-def _network_pair(windows: Windows, scaler: MinMaxScaler, spec: dict) -> tuple[np.ndarray, np.ndarray]:
+def _network_pair(windows: Windows, scaler: MinMaxScaler, spec: Spec) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, targets) as the network sees them."""
     return (
-        model_inputs(scaler, spec["encodings"], windows.x),
-        model_targets(scaler, spec["target_formulation"], windows.x, windows.y),
+        model_inputs(scaler, spec.feature_encodings, windows.x),
+        model_targets(scaler, spec.formulation, windows.x, windows.y),
     )
 
 

@@ -63,7 +63,7 @@ class TimeLine:
     times: pd.Series | None  # datetime64, on one clock
     columns: list[str] = field(default_factory=list)
     clock: str | None = None
-    time_format: dict | None = None  # the spec's optional `time_format`
+    time_format: TimeFormat | None = None  # how the times were written (the spec's optional `time_format`)
     notices: list[str] = field(default_factory=list)
 
 
@@ -144,8 +144,8 @@ def _from_parts(path: Path, raw: pd.DataFrame, columns: list[str]) -> pd.Series:
 
 def _single(
     path: Path, source: pd.Series, label: str, options: TimeOptions, notices: list[str]
-) -> tuple[pd.Series, dict | None]:
-    """Timestamps and the spec's time_format from one column (or date and time joined)."""
+) -> tuple[pd.Series, TimeFormat]:
+    """Timestamps and how they were written, from one column (or date and time joined)."""
     numbers = _epoch_numbers(source)
     if numbers is not None:
         return _from_epoch(path, numbers, label, options.unit, notices)
@@ -160,7 +160,7 @@ def _single(
         dayfirst = options.dayfirst or _month_first_is_safe(path, text, label)
     times = _to_datetime(path, text, label, options.format, bool(dayfirst), notices)
     _reject_bad_times(path, source, times, label)
-    return times, TimeFormat(None, options.format, dayfirst).as_spec()
+    return times, TimeFormat(None, options.format, dayfirst)
 
 
 def _epoch_numbers(source: pd.Series) -> pd.Series | None:
@@ -178,7 +178,7 @@ def _epoch_numbers(source: pd.Series) -> pd.Series | None:
 
 def _from_epoch(
     path: Path, numbers: pd.Series, label: str, unit: str | None, notices: list[str]
-) -> tuple[pd.Series, dict | None]:
+) -> tuple[pd.Series, TimeFormat]:
     magnitude = float(numbers.abs().median())
     if unit is None:
         if magnitude < SECONDS_FROM:
@@ -190,7 +190,7 @@ def _from_epoch(
                        f"(by magnitude: {'at least' if unit == 'ms' else 'below'} {MILLISECONDS_FROM:g})")
     times = pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
     _reject_bad_times(path, numbers, times, label)
-    return times, TimeFormat(unit).as_spec()
+    return times, TimeFormat(unit)
 
 
 def _to_datetime(path: Path, text: pd.Series, label: str, time_format: str | None, dayfirst: bool,

@@ -1,11 +1,14 @@
 """Windowing, the chronological split and the training-only scaler."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.preprocessing import MinMaxScaler
+
+from edgecast_runtime.spec import Encoding, Formulation
 
 from .errors import DataError
 from .features import encode, masked_indices
@@ -75,7 +78,7 @@ def split_windows(
     horizon: int,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     source: str = "data",
-    encodings: list[dict] | None = None,
+    encodings: Sequence[Encoding] | None = None,
 ) -> SplitData:
     """Chronological split by each window's last target row; scaler fitted on train rows only.
 
@@ -103,7 +106,7 @@ def split_windows(
     return SplitData(parts["train"], parts["val"], parts["test"], (first_val, first_test), scaler)
 
 
-def input_statistics(train_rows: np.ndarray, encodings: list[dict]) -> dict:
+def input_statistics(train_rows: np.ndarray, encodings: Sequence[Encoding]) -> dict:
     """Per numeric feature, the training rows' mean, standard deviation, 1st/99th
     percentiles and count: the reference the hub's input-drift alarm compares its
     recent readings with (directions and calendar values have no meaningful mean)."""
@@ -111,10 +114,10 @@ def input_statistics(train_rows: np.ndarray, encodings: list[dict]) -> dict:
     for index, encoding in enumerate(encodings):
         column = train_rows[:, index].astype(np.float64)
         column = column[np.isfinite(column)]
-        if encoding["kind"] != "numeric" or len(column) == 0:
+        if encoding.kind != "numeric" or len(column) == 0:
             continue
         q01, q99 = np.percentile(column, [1, 99])
-        described[encoding["feature"]] = {
+        described[encoding.feature] = {
             "mean": float(column.mean()), "std": float(column.std()),
             "q01": float(q01), "q99": float(q99), "count": int(len(column)),
         }
@@ -135,12 +138,12 @@ def scale_windows(scaler: MinMaxScaler, x: np.ndarray) -> np.ndarray:
     return scaler.transform(flat).reshape(x.shape).astype(np.float32)
 
 
-def model_inputs(scaler: MinMaxScaler, encodings: list[dict], x: np.ndarray) -> np.ndarray:
+def model_inputs(scaler: MinMaxScaler, encodings: Sequence[Encoding], x: np.ndarray) -> np.ndarray:
     """Raw windows to what the network reads: encoded, then MinMax-scaled."""
     return scale_windows(scaler, encode(x, encodings))
 
 
-def change_formulation(train: Windows) -> dict:
+def change_formulation(train: Windows) -> Formulation:
     """Predict the change from the window's last value, each step divided by its training spread.
 
     Starting from "no change" puts the untrained network at persistence instead of having
@@ -150,23 +153,25 @@ def change_formulation(train: Windows) -> dict:
     """
     change = train.y.astype(np.float64) - train.x[:, -1, :1].astype(np.float64)
     spread = change.std(axis=0)
-    return {"kind": CHANGE, "step_scale": [float(s) if s > 0 else 1.0 for s in spread]}
+    return Formulation(CHANGE, tuple(float(s) if s > 0 else 1.0 for s in spread))
 
 
-def model_targets(scaler: MinMaxScaler, formulation: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def model_targets(scaler: MinMaxScaler, formulation: Formulation, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """What the network learns for raw targets `y`: see `forecasts_from_outputs` for the inverse."""
-    if formulation["kind"] == CHANGE:
+    if formulation.kind == CHANGE:
         change = np.asarray(y, np.float64) - x[:, -1, :1].astype(np.float64)
-        return (change / np.asarray(formulation["step_scale"])).astype(np.float32)
+        return (change / np.asarray(formulation.step_scale)).astype(np.float32)
     return scale_target(scaler, y)
 
 
-def forecasts_from_outputs(scaler: MinMaxScaler, formulation: dict, x: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+def forecasts_from_outputs(
+    scaler: MinMaxScaler, formulation: Formulation, x: np.ndarray, outputs: np.ndarray
+) -> np.ndarray:
     """Network outputs to raw target units, float64: last value + output * step_scale, or the
     scaler's inverse for the level formulation."""
     outputs = np.asarray(outputs, np.float64)
-    if formulation["kind"] == CHANGE:
-        return x[:, -1, :1].astype(np.float64) + outputs * np.asarray(formulation["step_scale"])
+    if formulation.kind == CHANGE:
+        return x[:, -1, :1].astype(np.float64) + outputs * np.asarray(formulation.step_scale)
     return unscale_target(scaler, outputs)
 
 

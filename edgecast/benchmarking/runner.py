@@ -37,6 +37,7 @@ import numpy as np
 
 from edgecast.base import EdgecastError, write_json_atomic
 from edgecast_runtime.contract import KERAS_FILE, MANIFEST_NAME, ONNX_FILE, SPEC_FILE, TFLITE_FILE, TRAINING_FILE
+from edgecast_runtime.spec import Spec, SpecError
 
 from . import child
 from .results import BackendResult, BenchReport, ColdStart, Latency, ModelInfo, ModelResult, Throughput
@@ -113,16 +114,16 @@ def write_report(out: Path, report: dict) -> None:
 def bench_bundle(bundle_dir: Path, quick: bool, runtime_python: Path | None, environments: dict,
                  backends: tuple[str, ...] = BACKENDS, progress: Callable[[str], None] = print) -> ModelResult:
     settings = QUICK if quick else FULL
-    spec = _read_json(bundle_dir / SPEC_FILE)
     for name in sorted({artifact for backend in backends for artifact in ARTIFACTS[backend]}):
         if not (bundle_dir / name).is_file():
             raise BenchError(f"{bundle_dir / name} is missing: run 'edgecast export {bundle_dir}' first")
+    spec = _read_spec(bundle_dir / "preprocessing.json")
     threads = (1,) if quick else tuple(sorted({1, os.cpu_count() or 1}))
     resets = _reset_flags(bundle_dir)
     windows = _windows(spec, settings["big"])
     result = ModelResult(
-        model=ModelInfo(name=bundle_dir.name, path=str(bundle_dir), look_back=spec["look_back"],
-                        n_features=len(spec["features"]), horizon=spec["horizon"], units=_units(bundle_dir)),
+        model=ModelInfo(name=bundle_dir.name, path=str(bundle_dir), look_back=spec.look_back,
+                        n_features=spec.n_features, horizon=spec.horizon, units=_units(bundle_dir)),
         settings=_settings_record(settings, quick, threads),
     )
     with tempfile.TemporaryDirectory(prefix="edgecast-bench-") as scratch:
@@ -210,10 +211,10 @@ def _reset_flags(bundle_dir: Path) -> dict[str, bool]:
     return {name: bool(entry.get("reset_variables_before_invoke")) for name, entry in artifacts.items()}
 
 
-def _windows(spec: dict, count: int) -> np.ndarray:
-    low = np.asarray(spec["scaler"]["data_min"], np.float64)
-    high = np.asarray(spec["scaler"]["data_max"], np.float64)
-    shape = (count, spec["look_back"], len(low))
+def _windows(spec: Spec, count: int) -> np.ndarray:
+    low = np.asarray(spec.scaler.data_min, np.float64)
+    high = np.asarray(spec.scaler.data_max, np.float64)
+    shape = (count, spec.look_back, len(low))
     return np.random.default_rng(0).uniform(low, high, size=shape).astype(np.float32)
 
 
@@ -222,6 +223,13 @@ def _units(bundle_dir: Path) -> int | None:
     if training.is_file():
         return _read_json(training).get("config", {}).get("units")
     return None
+
+
+def _read_spec(path: Path) -> Spec:
+    try:
+        return Spec.from_dict(_read_json(path))
+    except SpecError as exc:
+        raise BenchError(f"{path}: {exc}") from None
 
 
 def _read_json(path: Path) -> dict:

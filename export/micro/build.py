@@ -106,11 +106,11 @@ def _render(
     rows = ",\n".join("    {" + ", ".join(_float_literal(v) for v in step) + "}" for step in np.asarray(window, np.float64))
     main = main_source({
         "model_name": bundle.name, "model_file": result.model_file, "precision": result.precision,
-        "tflm_release": result.tflm_release, "target": spec["target"], "look_back": spec["look_back"],
-        "features": len(spec["features"]), "feature_list": ", ".join(spec["features"]), "horizon": spec["horizon"],
+        "tflm_release": result.tflm_release, "target": spec.target, "look_back": spec.look_back,
+        "features": spec.n_features, "feature_list": ", ".join(spec.features), "horizon": spec.horizon,
         "arena_min_bytes": result.arena["min_bytes"], "margin_text": result.arena["margin"],
         "arena_bytes": result.arena["bytes"], "example_window": rows,
-        "target_units": spec.get("target_units") or f"raw units of {spec['target']}",
+        "target_units": spec.target_units or f"raw units of {spec.target}",
         "expected_forecast": " ".join(f"{v:.4f}" for v in expected),
     })
     return {

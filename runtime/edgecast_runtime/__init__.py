@@ -8,7 +8,8 @@ onnxruntime and numpy only.
 The package: a flat core, and one subpackage per transport or feature.
 
     core        contract (the graph contract: metadata keys, schema versions, bundle file
-                names), model (Forecaster), admission + trial (a model file read within
+                names), spec + spec_checks (the typed preprocessing spec, read, checked
+                and written in one place), model (Forecaster), admission + trial (a model file read within
                 bounds, tried in a child process), manifest, clock, encodings, validity,
                 inputs, readings, policy, ring_buffer, streaming (StreamingForecaster),
                 state (its durable file), durable (atomic writes), timeguard, neighbours,

@@ -25,7 +25,6 @@ _OFFSET = re.compile(r"^(?:UTC|GMT)?([+-])(\d{1,2})(?::?(\d{2}))?$", re.IGNORECA
 UNITS = ("s", "ms")
 # Epoch numbers from 1e11 up are milliseconds: as seconds they would be after the year 5000.
 MILLISECONDS_FROM = 1e11
-SPEC_KEY = "time_format"  # optional preprocessing-spec key: how the training file wrote its times
 _DATE_SEPARATORS = "/.-"
 _TIMES_OF_DAY = (" %H:%M:%S", " %H:%M", "T%H:%M:%S", "T%H:%M", "")
 # The calendar's range (years 1 to 9999): a timestamp outside it has no hour or weekday,
@@ -77,17 +76,6 @@ def offset_name(offset: timedelta) -> str:
     return f"{'-' if offset.total_seconds() < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def spec_clock(spec: dict) -> Optional[tzinfo]:
-    """The training data's clock the spec records (`clock`), or None when it records none
-    (older bundles, data without timestamps): then UTC unless --clock says otherwise."""
-    value = spec.get("clock")
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ClockError("expected a string such as UTC, +08:00 or Asia/Shanghai")
-    return parse_clock(value)
-
-
 def to_clock(seconds: float, clock: Optional[tzinfo]) -> datetime:
     try:
         return datetime.fromtimestamp(seconds, clock or UTC)
@@ -104,28 +92,6 @@ class TimeFormat:
     unit: Optional[str] = None
     format: Optional[str] = None
     dayfirst: Optional[bool] = None
-
-    def as_spec(self) -> Optional[dict]:
-        if self == TimeFormat():
-            return None
-        return {"unit": self.unit, "format": self.format, "dayfirst": self.dayfirst}
-
-
-def spec_time_format(spec: dict) -> TimeFormat:
-    """The spec's optional `time_format`; raises ClockError when it is malformed."""
-    value = spec.get(SPEC_KEY)
-    if value is None:
-        return TimeFormat()
-    if not isinstance(value, dict):
-        raise ClockError(f"'{SPEC_KEY}' must be an object")
-    unit, text, dayfirst = value.get("unit"), value.get("format"), value.get("dayfirst")
-    if unit is not None and unit not in UNITS:
-        raise ClockError(f"'{SPEC_KEY}.unit' {unit!r} is not one of {list(UNITS)}")
-    if text is not None and not isinstance(text, str):
-        raise ClockError(f"'{SPEC_KEY}.format' must be text")
-    if dayfirst is not None and not isinstance(dayfirst, bool):
-        raise ClockError(f"'{SPEC_KEY}.dayfirst' must be true, false or null")
-    return TimeFormat(unit, text, dayfirst)
 
 
 def epoch_unit(magnitude: float) -> str:

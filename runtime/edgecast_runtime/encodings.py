@@ -20,17 +20,14 @@ from typing import TYPE_CHECKING, Any, List, Optional
 
 import numpy as np
 
-from edgecast_runtime.clock import ClockError, TimeFormat, clock_name, spec_time_format, to_clock
+from edgecast_runtime.clock import TimeFormat, clock_name, to_clock
 from edgecast_runtime.contract import (
-    CALENDAR_PERIODS,
     CALM_CODES,
     CALM_DEGREES,
     COMPASS_DEGREES,
     CYCLIC,
     DIRECTION,
-    KINDS,
     MASKED,
-    NEIGHBOUR_SCHEMA_VERSION,
     NUMERIC,
 )
 from edgecast_runtime.errors import EdgecastRuntimeError, InputValueError
@@ -38,7 +35,7 @@ from edgecast_runtime.formatting import seconds_text
 from edgecast_runtime.inputs import require_finite
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
 
 class InputLayout:
@@ -163,82 +160,3 @@ def calendar_value(name: str, moment: datetime) -> float:
     if name == "day_of_week":
         return float(moment.weekday())
     raise EdgecastRuntimeError(f"unknown calendar feature {name!r}")
-
-
-def layout_from_spec(spec: dict, version: str, fail: Callable[[str], None]) -> InputLayout:
-    """The input layout of a validated spec; `fail(problem)` raises a ModelError."""
-    features = spec["features"]
-    encodings = spec.get("encodings")
-    if encodings is None:
-        if version != "1":
-            fail(f"is schema {version} but has no 'encodings'")
-        kinds = [NUMERIC] * len(features)
-    else:
-        kinds = _kinds(encodings, features, fail)
-    if version == "1" and any(kind != NUMERIC for kind in kinds):
-        fail("declares direction or calendar encodings, which need schema version 2")
-    if MASKED in kinds and int(version) < NEIGHBOUR_SCHEMA_VERSION:
-        fail(f"declares neighbours' readings (masked), which need schema version {NEIGHBOUR_SCHEMA_VERSION}")
-    columns = sum(1 if kind == NUMERIC else 2 for kind in kinds)
-    encoded = spec.get("encoded_features")
-    if encoded is not None:
-        if not isinstance(encoded, list) or not all(isinstance(c, str) for c in encoded):
-            fail("has 'encoded_features' that is not a list of names")
-        if len(encoded) != columns:
-            fail(f"lists {len(encoded)} encoded_features, but its encodings make {columns} columns")
-    scaler = spec.get("scaler")
-    if isinstance(scaler, dict):
-        for key in ("data_min", "data_max"):
-            values = scaler.get(key)
-            if isinstance(values, list) and len(values) != columns:
-                fail(f"has scaler.{key} of {len(values)} values for {columns} model columns")
-    formulation = spec.get("target_formulation")
-    if formulation is not None and not (isinstance(formulation, dict)
-                                        and isinstance(formulation.get("kind"), str)):
-        fail("has a malformed 'target_formulation' (expected an object with a 'kind')")
-    units = spec.get("target_units")
-    if units is not None and not isinstance(units, str):
-        fail(f"has 'target_units' {units!r}; expected text or null")
-    gap = spec.get("gap_policy")
-    hold = gap.get("hold_last", []) if isinstance(gap, dict) else []
-    if not isinstance(hold, list) or not all(isinstance(n, str) for n in hold):
-        fail("has a malformed gap_policy.hold_last (expected a list of feature names)")
-    unknown = [name for name in hold if name not in features]
-    if unknown:
-        fail(f"has gap_policy.hold_last {unknown} that are not features")
-    time_columns = spec.get("time_columns") or []
-    if not isinstance(time_columns, list) or not all(isinstance(n, str) for n in time_columns):
-        fail("has malformed 'time_columns' (expected a list of column names)")
-    try:
-        time_format = spec_time_format(spec)
-    except ClockError as exc:
-        fail(f"has {exc}")
-    return InputLayout(features, kinds, hold, time_columns, time_format)
-
-
-def _kinds(encodings: Any, features: List[str], fail: Callable[[str], None]) -> List[str]:
-    if not isinstance(encodings, list) or len(encodings) != len(features):
-        fail(f"needs 'encodings', one per feature ({len(features)})")
-    kinds = []
-    for index, (entry, name) in enumerate(zip(encodings, features)):
-        if not isinstance(entry, dict) or entry.get("feature") != name:
-            fail(f"encodings[{index}] must describe feature {name!r} (features order)")
-        kind = entry.get("kind")
-        if kind not in KINDS:
-            fail(f"encodings[{index}] ({name}) has kind {kind!r}; this runtime knows {list(KINDS)}")
-        if kind == CYCLIC:
-            period = CALENDAR_PERIODS.get(name)
-            if period is None:
-                fail(f"encodings[{index}]: calendar feature {name!r} is unknown to this runtime "
-                     f"(it derives {', '.join(CALENDAR_PERIODS)})")
-            if entry.get("period") != period:
-                fail(f"encodings[{index}] ({name}) has period {entry.get('period')!r}, "
-                     f"expected {period}")
-        if kind == MASKED and not (isinstance(entry.get("station"), str) and isinstance(entry.get("fill"), dict)):
-            fail(f"encodings[{index}] ({name}) is a neighbour's reading without its 'station' and 'fill'")
-        if kind == DIRECTION:
-            calm = entry.get("calm_value", CALM_DEGREES)
-            if isinstance(calm, bool) or not isinstance(calm, (int, float)) or not calm < 0:
-                fail(f"encodings[{index}] ({name}) has calm_value {calm!r}; expected a negative number")
-        kinds.append(kind)
-    return kinds

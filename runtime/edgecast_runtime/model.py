@@ -4,7 +4,6 @@ contract (docs/graph-contract.md) and its manifest, ready to predict."""
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import warnings
 from pathlib import Path
@@ -14,17 +13,13 @@ import numpy as np
 import onnxruntime as ort
 
 from edgecast_runtime.admission import ModelLoading, read_regular_file, trial_in_child
-from edgecast_runtime.clock import spec_clock
 from edgecast_runtime.contract import (
-    INPUT_NAME,
     MANIFEST_NAME,
     NAME_KEY,
-    OUTPUT_NAME,
     SCHEMA_KEY,
     SPEC_KEY,
     SUPPORTED_SCHEMA_TEXTS,
 )
-from edgecast_runtime.encodings import layout_from_spec
 from edgecast_runtime.errors import (
     EdgecastRuntimeError,
     InputShapeError,
@@ -34,26 +29,18 @@ from edgecast_runtime.errors import (
 )
 from edgecast_runtime.inputs import require_shape, shape_text, to_float32
 from edgecast_runtime.manifest import check_against_manifest
+from edgecast_runtime.spec import Spec, SpecError
 from edgecast_runtime.trial import (
-    MAX_FEATURES,
-    MAX_HORIZON,
-    MAX_LOOK_BACK,
     MAX_SPEC_BYTES,
-    MAX_WINDOW_VALUES,
     JsonBoundError,
     load_bounded_json,
     load_failure,
-    one_line,
     open_session,
     silence_onnxruntime,
 )
-from edgecast_runtime.validity import ranges_from_spec
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike
-
-    from edgecast_runtime.encodings import InputLayout
-    from edgecast_runtime.validity import ValidRanges
 
 FLOAT_TENSOR = "tensor(float)"
 BATCH_CHUNK = 1024  # windows per onnxruntime call in predict_batch
@@ -96,8 +83,9 @@ class Forecaster:
                 lambda: _recorded_name(self.path, data), required=loading.require_manifest)
         self._session = _open_session(self.path, data, threads)
         metadata = self._session.get_modelmeta().custom_metadata_map
-        self.schema_version, self.spec, self.layout, self.valid_ranges = _read_metadata(
-            self.path, metadata)
+        self.schema_version, self.spec = _read_metadata(self.path, metadata)
+        self.layout = self.spec.layout()
+        self.valid_ranges = self.spec.reading_ranges(self.layout)
         self.model_name = _model_name(self.path, metadata)
         self._bind_spec()
         self._check_tensors()
@@ -108,22 +96,22 @@ class Forecaster:
 
     def _bind_spec(self) -> None:
         spec = self.spec
-        self.features = list(spec["features"])
-        self.target = spec.get("target", self.features[0])
-        self.look_back = spec["look_back"]
-        self.horizon = spec["horizon"]
-        self.n_features = len(self.features)
-        self.interval_seconds = spec.get("interval_seconds")
-        self.input_name = spec.get("input", {}).get("name", INPUT_NAME)
-        self.output_name = spec.get("output", {}).get("name", OUTPUT_NAME)
+        self.features = list(spec.features)
+        self.target = spec.target_name
+        self.look_back = spec.look_back
+        self.horizon = spec.horizon
+        self.n_features = spec.n_features
+        self.interval_seconds = spec.interval_seconds
+        self.input_name = spec.input_name
+        self.output_name = spec.output_name
         self.window_shape = (self.look_back, self.n_features)
         self._output_names = [self.output_name]
         self.feature_kinds = list(self.layout.kinds)
-        self.encoded_features = spec.get("encoded_features")
-        self.target_formulation = spec.get("target_formulation")
-        self.target_units = spec.get("target_units")
+        self.encoded_features = None if spec.encoded_features is None else list(spec.encoded_features)
+        self.target_formulation = spec.target_formulation  # None when the spec has none (level)
+        self.target_units = spec.target_units
         self.hold_last = list(self.layout.hold_last)
-        self.clock = spec_clock(spec)  # the training data's clock, None when the spec has none
+        self.clock = spec.data_clock  # the training data's clock, None when the spec has none
 
     def _check_tensors(self) -> None:
         """The spec must describe the graph's real tensors, or predictions would be
@@ -270,12 +258,12 @@ class Forecaster:
                           for name, kind in zip(self.features, self.feature_kinds)],
             "encoded_features": self.encoded_features,
             "hold_last": self.hold_last,
-            "target_formulation": self.target_formulation,
+            "target_formulation": self.target_formulation and self.target_formulation.to_dict(),
             "target_units": self.target_units,
             "look_back": self.look_back,
             "horizon": self.horizon,
             "interval_seconds": self.interval_seconds,
-            "clock": self.spec.get("clock"),
+            "clock": self.spec.clock,
             "valid_ranges": self.valid_ranges.describe(),
             "input": {"name": self.input_name, "dtype": "float32",
                       "shape": ["batch", self.look_back, self.n_features]},
@@ -324,7 +312,7 @@ def _open_session(path: Path, data: bytes, threads: int) -> ort.InferenceSession
         raise ModelError(f"{path}: {load_failure(exc)}") from None
 
 
-def _read_metadata(path: Path, metadata: dict) -> tuple[str, dict, InputLayout, ValidRanges]:
+def _read_metadata(path: Path, metadata: dict) -> tuple[str, Spec]:
     version = metadata.get(SCHEMA_KEY)
     if version is None:
         raise ModelError(f"{path}: no edgecast metadata ({SCHEMA_KEY} is missing); "
@@ -337,63 +325,12 @@ def _read_metadata(path: Path, metadata: dict) -> tuple[str, dict, InputLayout, 
     if text is None:
         raise ModelError(f"{path}: the {SPEC_KEY} metadata is missing")
     try:
-        spec = load_bounded_json(text, MAX_SPEC_BYTES)
+        data = load_bounded_json(text, MAX_SPEC_BYTES)
     except JsonBoundError as exc:
         raise ModelError(f"{path}: {SPEC_KEY} {exc}") from None
     except ValueError as exc:
         raise ModelError(f"{path}: {SPEC_KEY} is not valid JSON ({exc})") from None
-    layout, ranges = _validate_spec(path, spec, version)
-    return version, spec, layout, ranges
-
-
-def _validate_spec(path: Path, spec: object, version: str) -> tuple[InputLayout, ValidRanges]:
-    """Raises ModelError naming the problem; returns the input layout and the valid
-    ranges of readings."""
-    def fail(problem: str):
-        raise ModelError(f"{path}: {SPEC_KEY} {problem}")
-
-    if not isinstance(spec, dict):
-        fail("is not a JSON object")
-    features = spec.get("features")
-    if (not isinstance(features, list) or not features
-            or not all(isinstance(f, str) and f for f in features)):
-        fail("needs 'features', a non-empty list of names")
-    if "target" in spec and spec["target"] != features[0]:
-        fail(f"has target {spec['target']!r} but features[0] is {features[0]!r}")
-    for key, most in (("look_back", MAX_LOOK_BACK), ("horizon", MAX_HORIZON)):
-        value = spec.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            fail(f"needs '{key}', a positive integer (got {one_line(repr(value), 60)})")
-        if value > most:
-            fail(f"has '{key}' {value}, more than the {most} this runtime accepts")
-    if len(features) > MAX_FEATURES or spec["look_back"] * len(features) > MAX_WINDOW_VALUES:
-        fail(f"asks for a window of {spec['look_back']} x {len(features)} values; this runtime "
-             f"accepts at most {MAX_FEATURES} features and {MAX_WINDOW_VALUES} values")
-    interval = spec.get("interval_seconds")
-    if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
-                                 or not math.isfinite(interval) or interval <= 0):
-        fail(f"has 'interval_seconds' {interval!r}; expected a positive number or null")
-    for role in ("input", "output"):
-        block = spec.get(role, {})
-        if not isinstance(block, dict) or not isinstance(block.get("name", ""), str):
-            fail(f"has a malformed '{role}' block")
-    _validate_declared_shape(fail, spec.get("input", {}).get("shape"), "input",
-                             [spec["look_back"], len(features)])
-    _validate_declared_shape(fail, spec.get("output", {}).get("shape"), "output",
-                             [spec["horizon"]])
     try:
-        spec_clock(spec)
-    except EdgecastRuntimeError as exc:
-        fail(f"has 'clock' {spec.get('clock')!r}: {exc}; pass --clock to override it")
-    layout = layout_from_spec(spec, version, fail)
-    return layout, ranges_from_spec(spec, layout, fail)
-
-
-def _validate_declared_shape(fail: Callable[[str], None], shape: object, role: str, expected_tail: list[int]) -> None:
-    """The spec's own declared shape (when present) must agree with its look_back,
-    feature count and horizon."""
-    if shape is None:
-        return
-    if not isinstance(shape, list) or list(shape[1:]) != expected_tail:
-        fail(f"declares {role} shape {shape!r}, inconsistent with "
-             f"{['batch'] + expected_tail} from its look_back, features and horizon")
+        return version, Spec.from_dict(data, version)
+    except SpecError as exc:
+        raise ModelError(f"{path}: {SPEC_KEY} {exc}") from None

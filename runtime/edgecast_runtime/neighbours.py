@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from datetime import tzinfo
 
     from edgecast_runtime.encodings import InputLayout
+    from edgecast_runtime.spec import Encoding
     from edgecast_runtime.streaming import StreamingForecaster
 
 DEFAULT_WAIT_SECONDS = 120.0  # a neighbour's reading of the same hour usually arrives within a minute
@@ -44,12 +45,13 @@ STATE_FORMAT = "edgecast-runtime-neighbours"
 STATE_VERSION = 1
 
 
-def neighbour_columns(layout: InputLayout, encodings: Optional[Iterable[object]]) -> Dict[str, Dict[str, int]]:
+def neighbour_columns(layout: InputLayout, encodings: Optional[Iterable[Encoding]]) -> Dict[str, Dict[str, int]]:
     """{station: {reading name: raw column index}} of a model's neighbours' readings."""
     columns: Dict[str, Dict[str, int]] = {}
     for index, entry in enumerate(encodings or []):
-        if isinstance(entry, dict) and entry.get("kind") == MASKED:
-            columns.setdefault(entry["station"], {})[entry.get("reading", layout.features[index])] = index
+        if entry.kind == MASKED:
+            reading = entry.reading if entry.reading is not None else layout.features[index]
+            columns.setdefault(entry.station, {})[reading] = index
     return columns
 
 
@@ -272,7 +274,7 @@ def open_link(streamer: StreamingForecaster, *, station: Optional[str], state: s
     """The link for a model that reads neighbours (None for one that does not and does not
     publish); its state beside the stream's: STATE.neighbours."""
     model = streamer.forecaster
-    columns = neighbour_columns(model.layout, model.spec.get("encodings"))
+    columns = neighbour_columns(model.layout, model.spec.encodings)
     if not columns and not publish_readings:
         return None
     if not station:

@@ -70,7 +70,7 @@ def stream_inputs(model: Forecaster) -> dict:
             "kinds": list(model.feature_kinds),
             "look_back": model.look_back,
             "interval_seconds": model.interval_seconds,
-            "clock": model.spec.get("clock")}
+            "clock": model.spec.clock}
 
 
 def same_inputs(recorded: Optional[dict], model: Forecaster) -> bool:

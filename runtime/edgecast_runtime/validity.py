@@ -9,7 +9,7 @@ trainer may screen more columns than the model reads."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from edgecast_runtime.encodings import InputLayout
 
@@ -47,38 +47,3 @@ class ValidRanges:
                 found.append((index, ABOVE, f"{self.features[index]} {value:g} is above "
                                             f"the valid maximum {high:g}"))
         return found
-
-
-def ranges_from_spec(spec: dict, layout: InputLayout, fail: Callable[[str], None]) -> ValidRanges:
-    """The spec's `valid_ranges` (absent: none); `fail(problem)` raises a ModelError."""
-    declared = spec.get("valid_ranges")
-    if declared is None:
-        return ValidRanges(layout, {})
-    if not isinstance(declared, dict):
-        fail(f"has 'valid_ranges' {_short(declared)}; expected an object mapping a feature "
-             f"name to [min, max] (either may be null)")
-    bounds = {}
-    for name, pair in declared.items():
-        low, high = _bounds(name, pair, fail)
-        if name in layout.features and (low is not None or high is not None):
-            bounds[layout.features.index(name)] = (low, high)
-    return ValidRanges(layout, bounds)
-
-
-def _bounds(name: str, pair: Any, fail: Callable[[str], None]) -> Bounds:
-    if not isinstance(pair, list) or len(pair) != 2:
-        fail(f"has valid_ranges[{name!r}] {_short(pair)}; expected [min, max] (either may be null)")
-    for bound in pair:
-        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
-                                  or not math.isfinite(bound)):
-            fail(f"has valid_ranges[{name!r}] {_short(pair)}; each bound must be a finite "
-                 f"number or null")
-    low, high = (None if bound is None else float(bound) for bound in pair)
-    if low is not None and high is not None and low > high:
-        fail(f"has valid_ranges[{name!r}] {_short(pair)}: the minimum is above the maximum")
-    return low, high
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

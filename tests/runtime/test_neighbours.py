@@ -37,7 +37,7 @@ def recorded():
 
 def aligner_for(model, clock, folder=None):
     streamer = StreamingForecaster(model, state_path=folder / "stream.json" if folder else None)
-    columns = neighbour_columns(model.layout, model.spec["encodings"])
+    columns = neighbour_columns(model.layout, model.spec.encodings)
     return NeighbourAligner(streamer, columns, WAIT, folder / "neighbours.json" if folder else None, clock)
 
 
@@ -59,7 +59,7 @@ def window_rows(model, recorded, hours, silent=()):
 
 def test_the_model_reads_two_neighbours_and_refuses_nan_elsewhere(model):
     assert model.schema_version == "3"
-    assert neighbour_columns(model.layout, model.spec["encodings"]) == {"far": {"PM2.5": 1}, "upwind": {"PM2.5": 2}}
+    assert neighbour_columns(model.layout, model.spec.encodings) == {"far": {"PM2.5": 1}, "upwind": {"PM2.5": 2}}
     window = np.full((model.look_back, model.n_features), 50, np.float32)
     window[:, 1:] = np.nan
     assert np.isfinite(model.predict(window)).all()

@@ -20,8 +20,8 @@ from edgecast_runtime import (
     StreamPolicy,
 )
 from edgecast_runtime.clock import parse_clock
-from edgecast_runtime.contract import COMPASS_POINTS
-from edgecast_runtime.model import _validate_spec
+from edgecast_runtime.contract import COMPASS_POINTS, SCHEMA_KEY, SPEC_KEY
+from edgecast_runtime.model import _read_metadata
 
 MODEL = FIXTURES / "schema2" / "model.onnx"
 REFERENCE = json.loads((FIXTURES / "schema2" / "reference.json").read_text())
@@ -49,7 +49,8 @@ def test_loads_schema_2_metadata(model):
     assert model.features == ["PM2.5", "TEMP", "wd", "hour_of_day", "day_of_week"]
     assert model.feature_kinds == ["numeric", "numeric", "direction", "cyclic", "cyclic"]
     assert model.hold_last == ["wd"] and len(model.encoded_features) == 8
-    assert model.target_formulation["kind"] in ("level", "change_from_last")
+    assert model.target_formulation.kind in ("level", "change_from_last")
+    assert model.describe()["target_formulation"] == model.target_formulation.to_dict()
     assert model.target_units is None  # trained without --target-units: null, allowed
     assert model.manifest_path is not None  # the sha256 was checked
     info = model.describe()
@@ -186,20 +187,22 @@ def test_cli_bad_clock_is_a_usage_error():
     assert_one_line_error(result, 2, "--clock", "not UTC, an offset")
 
 
-SPEC = json.loads(json.dumps(Forecaster(MODEL).spec))
+SPEC = json.loads(json.dumps(Forecaster(MODEL).spec.to_dict()))
+
+
+def validate(spec, version="2"):
+    """The spec as Forecaster reads it from a model's metadata (ModelError naming m.onnx)."""
+    return _read_metadata(Path("m.onnx"), {SCHEMA_KEY: version, SPEC_KEY: json.dumps(spec)})[1]
 
 
 def test_the_models_recorded_clock_is_the_default(model, tmp_path):
     """A spec with "clock" (edgecast train --clock) sets the streamer's clock; --clock
     (the clock argument) still wins; without either it is UTC."""
-    from edgecast_runtime.clock import spec_clock
-
-    assert spec_clock({**SPEC, "clock": "+08:00"}) == parse_clock("+08:00")
-    assert spec_clock(SPEC) is None and model.clock is None
-    _validate_spec(Path("m.onnx"), {**SPEC, "clock": "+08:00"}, "2")
+    assert validate({**SPEC, "clock": "+08:00"}).data_clock == parse_clock("+08:00")
+    assert validate(SPEC).data_clock is None and model.clock is None
     for bad in ("Mars/Olympus", 8):
         with pytest.raises(ModelError, match="'clock'.*pass --clock"):
-            _validate_spec(Path("m.onnx"), {**SPEC, "clock": bad}, "2")
+            validate({**SPEC, "clock": bad})
 
     class RecordedClock:  # the model as Forecaster binds it from a spec with "clock"
         def __init__(self, inner, clock):
@@ -231,8 +234,8 @@ def test_schema_2_specs_are_validated(change, version, fragment):
     spec = json.loads(json.dumps(SPEC))
     change(spec)
     with pytest.raises(ModelError, match=None) as caught:
-        _validate_spec(Path("m.onnx"), spec, version)
-    assert fragment in str(caught.value)
+        validate(spec, version)
+    assert fragment in str(caught.value) and str(caught.value).startswith("m.onnx: edgecast.spec ")
 
 
 def test_unknown_calendar_feature_is_refused():
@@ -240,7 +243,7 @@ def test_unknown_calendar_feature_is_refused():
     spec["features"][4] = spec["encodings"][4]["feature"] = "month"
     spec["input"]["shape"] = ["batch", 4, 5]
     with pytest.raises(ModelError, match="calendar feature 'month' is unknown"):
-        _validate_spec(Path("m.onnx"), spec, "2")
+        validate(spec)
 
 
 @pytest.mark.parametrize("ranges, fragment", [
@@ -252,14 +255,14 @@ def test_unknown_calendar_feature_is_refused():
 ])
 def test_malformed_valid_ranges_refuse_the_model(ranges, fragment):
     with pytest.raises(ModelError) as caught:
-        _validate_spec(Path("m.onnx"), {**SPEC, "valid_ranges": ranges}, "2")
+        validate({**SPEC, "valid_ranges": ranges})
     assert fragment in str(caught.value) and "m.onnx" in str(caught.value)
 
 
 def test_valid_ranges_leave_calm_winds_alone():
     """A negative direction is calm by contract, whatever range wd is given."""
-    _, ranges = _validate_spec(Path("m.onnx"), {**SPEC, "valid_ranges": {
-        "PM2.5": [0, None], "wd": [0, 360], "RAIN": [0, 200]}}, "2")
+    spec = validate({**SPEC, "valid_ranges": {"PM2.5": [0, None], "wd": [0, 360], "RAIN": [0, 200]}})
+    ranges = spec.reading_ranges(spec.layout())
     assert ranges.describe() == {"PM2.5": [0.0, None], "wd": [0.0, 360.0]}
     assert ranges.outside([50.0, 10.0, -1.0, 3.0, 0.0]) == []
     assert [reason for _, reason, _ in ranges.outside([-3.0, 10.0, 400.0, 3.0, 0.0])] == [

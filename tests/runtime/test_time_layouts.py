@@ -12,11 +12,11 @@ from edgecast_runtime.clock import (
     clock_name,
     parse_clock,
     parse_timestamp,
-    spec_time_format,
 )
-from edgecast_runtime.encodings import InputLayout, layout_from_spec
+from edgecast_runtime.encodings import InputLayout
 from edgecast_runtime.errors import EdgecastRuntimeError, InputShapeError, InputValueError, ModelError
 from edgecast_runtime.readings import Header, LineParser, reading_from_json
+from edgecast_runtime.spec import Spec
 
 FEATURES = ["PM2.5", "TEMP"]
 MARCH_FIRST = datetime(2013, 3, 1, tzinfo=timezone.utc).timestamp()
@@ -103,17 +103,16 @@ def test_zone_rules_for_times_without_an_offset():
     assert parse_timestamp("2014-03-30T03:30+02:00", zone) == skipped
 
 
-def test_clock_names_and_spec_time_format():
+def test_clock_names_and_the_recorded_time_format():
     assert [clock_name(parse_clock(t)) for t in ("utc", "-0530", "UTC+8", "+00:00")] == ["UTC", "-05:30", "+08:00", "UTC"]
     assert clock_name(timezone(timedelta(hours=1))) == "+01:00"
-    assert spec_time_format({"time_format": {"unit": "ms", "format": None, "dayfirst": None}}) == TimeFormat("ms")
-    assert spec_time_format({}) == TimeFormat()
-
-    def fail(problem):
-        raise ModelError(problem)
-
-    spec = {"features": FEATURES, "time_columns": ["ts"], "time_format": {"unit": "minutes"}}
+    spec = {"features": FEATURES, "look_back": 4, "horizon": 1, "time_columns": ["ts"]}
+    recorded = {"unit": "ms", "format": None, "dayfirst": None}
+    assert Spec.from_dict({**spec, "time_format": recorded}, "1").times == TimeFormat("ms")
+    assert Spec.from_dict(spec, "1").times == TimeFormat()
     with pytest.raises(ModelError, match=r"'time_format.unit' 'minutes' is not one of \['s', 'ms'\]"):
-        layout_from_spec(spec, "1", fail)
-    layout = layout_from_spec({**spec, "time_format": {"unit": "s"}}, "1", fail)
+        Spec.from_dict({**spec, "time_format": {"unit": "minutes"}}, "1")
+    read = Spec.from_dict({**spec, "time_format": {"unit": "s"}}, "1")
+    layout = read.layout()
     assert layout.time_columns == ["ts"] and layout.time_format == TimeFormat("s")
+    assert read.to_dict()["time_format"] == {"unit": "s"}  # written back as it was read

@@ -37,7 +37,7 @@ def test_runtime_reads_back_what_export_writes(kind, trained_bundle, encoded_bun
     path = trained_bundle if kind == "plain" else encoded_bundle
     bundle = read_bundle(path)
     expected_schema = contract.PLAIN_SCHEMA_VERSION if kind == "plain" else contract.SCHEMA_VERSION
-    assert bundle.spec["schema_version"] == expected_schema
+    assert bundle.spec.schema_version == expected_schema
 
     metadata = {entry.key: entry.value for entry in onnx.load(path / "model.onnx").metadata_props}
     assert set(metadata) == {contract.SCHEMA_KEY, contract.SPEC_KEY, contract.NAME_KEY}
@@ -49,7 +49,7 @@ def test_runtime_reads_back_what_export_writes(kind, trained_bundle, encoded_bun
     assert model.schema_version in contract.SUPPORTED_SCHEMA_TEXTS
     assert model.model_name == metadata[contract.NAME_KEY] == bundle.name
     assert (model.input_name, model.output_name) == (contract.INPUT_NAME, contract.OUTPUT_NAME)
-    assert model.feature_kinds == [encoding["kind"] for encoding in bundle.spec["encodings"]]
+    assert model.feature_kinds == [encoding.kind for encoding in bundle.spec.encodings]
     assert set(model.feature_kinds) <= set(contract.KINDS)
 
 
@@ -79,7 +79,7 @@ def test_runtime_turns_compass_points_into_the_trainers_degrees(encoded_bundle):
 
 def test_runtime_derives_the_trainers_calendar_values_in_the_datas_clock(encoded_bundle):
     model = Forecaster(encoded_bundle / "model.onnx")
-    assert model.spec["clock"] == CLOCK
+    assert model.spec.clock == CLOCK
     # Across a UTC day boundary that is not one on the data's clock, and over a week.
     times = pd.date_range("2024-03-30 20:00", periods=24 * 8, freq="h", tz=CLOCK)
     for name in model.layout.calendar_names:

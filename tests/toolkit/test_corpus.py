@@ -340,6 +340,16 @@ def remove(name: str) -> Callable[[Path], None]:
     return lambda bundle: (bundle / name).unlink()
 
 
+def another_model(look_back: int | None = None, horizon: int | None = None) -> Callable[[dict], None]:
+    """Another model's spec: sound in itself (its declared shapes agree), not this model's."""
+    def change(spec: dict) -> None:
+        if look_back is not None:
+            spec["look_back"] = spec["input"]["shape"][1] = look_back
+        if horizon is not None:
+            spec["horizon"] = spec["output"]["shape"][1] = horizon
+    return change
+
+
 def windows_npz(**arrays) -> Callable[[Path], None]:
     return lambda bundle: np.savez(bundle / "windows.npz", **arrays)
 
@@ -388,10 +398,12 @@ EXPORT_CASES = [
                ("preprocessing.json", "'look_back' must be a whole number of at least 1, got 'six'")),
     BundleCase("spec-horizon-zero", edit_json("preprocessing.json", lambda s: s.update(horizon=0)), BundleError,
                ("preprocessing.json", "'horizon' must be a whole number of at least 1, got 0")),
-    BundleCase("spec-from-another-model", edit_json("preprocessing.json", lambda s: s.update(look_back=5)), BundleError,
+    BundleCase("spec-from-another-model", edit_json("preprocessing.json", another_model(look_back=5)), BundleError,
                ("model.keras", "takes windows [batch, 6, 2]", "preprocessing.json describes [batch, 5, 2]")),
-    BundleCase("spec-other-horizon", edit_json("preprocessing.json", lambda s: s.update(horizon=3)), BundleError,
+    BundleCase("spec-other-horizon", edit_json("preprocessing.json", another_model(horizon=3)), BundleError,
                ("model.keras", "forecasts [batch, 2]", "horizon 3")),
+    BundleCase("spec-inconsistent-shape", edit_json("preprocessing.json", lambda s: s.update(look_back=5)), BundleError,
+               ("preprocessing.json", "declares input shape ['batch', 6, 2], inconsistent with ['batch', 5, 2]")),
     BundleCase("training-json-without-data", edit_json("training.json", lambda t: t.pop("data")), BundleError,
                ("training.json", "'source' and 'sha256'")),
     BundleCase("metrics-json-not-json", write("metrics.json", b""), BundleError, ("metrics.json", "not valid JSON")),

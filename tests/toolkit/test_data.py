@@ -91,10 +91,12 @@ def test_too_few_rows_names_the_requirement():
 
 def test_zero_range_feature_is_scaled_like_scikit_learn():
     from edgecast.trainer.bundle import scaler_from_spec
+    from edgecast_runtime.spec import Scaler, Spec
 
     rows = np.column_stack([np.arange(10.0), np.full(10, 7.0)])
     fitted = MinMaxScaler().fit(rows)
-    spec = {"scaler": {"feature_range": [0.0, 1.0], "data_min": fitted.data_min_.tolist(), "data_max": fitted.data_max_.tolist()}}
+    spec = Spec(1, "a", ("a", "b"), 4, 1, scaler=Scaler("minmax", (0.0, 1.0), tuple(fitted.data_min_.tolist()),
+                                                       tuple(fitted.data_max_.tolist())))
     rebuilt = scaler_from_spec(spec)
     np.testing.assert_array_equal(rebuilt.scale_, fitted.scale_)
     np.testing.assert_array_equal(rebuilt.min_, fitted.min_)
@@ -139,7 +141,7 @@ def test_recorded_clock_reaches_the_runtime(tmp_path):
                    "--models-dir", tmp_path).returncode == 0
     assert run_cli("export", tmp_path / "beijing").returncode == 0
     model = Forecaster(tmp_path / "beijing" / "model.onnx")
-    assert model.spec["clock"] == "+08:00" and model.describe()["clock"] == "+08:00"
+    assert model.spec.clock == "+08:00" and model.describe()["clock"] == "+08:00"
     stream = StreamingForecaster(model, tmp_path / "state.json")
     midnight_utc = datetime(2024, 3, 11, tzinfo=timezone.utc).timestamp()
     stream.observe([50.0, 10.0], midnight_utc)

@@ -27,7 +27,7 @@ def test_onnx_graph_follows_the_contract(trained_bundle):
     assert meta["edgecast.schema_version"] == "1"
     spec = json.loads(meta["edgecast.spec"])
     assert spec["features"] == ["PM2.5", "TEMP"] and spec["target"] == "PM2.5"
-    assert spec == read_bundle(trained_bundle).spec
+    assert spec == read_bundle(trained_bundle).spec.to_dict()
 
 
 def test_onnx_takes_raw_units_at_any_batch(trained_bundle):
@@ -52,7 +52,7 @@ def test_tflite_has_static_batch_one_and_matches_keras(trained_bundle):
 def test_random_parity_windows_leave_the_training_range(trained_bundle):
     spec = read_bundle(trained_bundle).spec
     x = random_windows(spec)
-    low, high = np.array(spec["scaler"]["data_min"]), np.array(spec["scaler"]["data_max"])
+    low, high = np.array(spec.scaler.data_min), np.array(spec.scaler.data_max)
     assert (x > high).any(axis=(0, 1)).all() and (x < low).any(axis=(0, 1)).all()
 
 

@@ -82,7 +82,7 @@ def test_compass_and_calm_become_degrees_and_sin_cos():
 def test_loader_derives_calendar_and_holds_wind_over_short_gaps(tmp_path):
     series = load_csv(synthetic_csv(tmp_path / "s.csv"), "pm", COVARIATES.split(","))
     assert series.features == ["pm", "temp", "wd", "hour_of_day", "day_of_week"]
-    assert [e["kind"] for e in series.encodings] == ["numeric", "numeric", "direction", "cyclic", "cyclic"]
+    assert [e.kind for e in series.encodings] == ["numeric", "numeric", "direction", "cyclic", "cyclic"]
     frame = series.frame
     assert frame["wd"].iloc[50:53].eq(frame["wd"].iloc[49]).all()  # held, not interpolated
     assert frame["hour_of_day"].iloc[:3].tolist() == [0, 1, 2]
@@ -92,12 +92,12 @@ def test_loader_derives_calendar_and_holds_wind_over_short_gaps(tmp_path):
 def test_plain_models_keep_schema_1_and_encoded_ones_get_2():
     scaler = fit_scaler(np.array([[0.0, 1.0], [10.0, 3.0]]), "test")
     plain = make_spec("pm", ["pm", "temp"], 4, 2, 3600, [], scaler, 6)
-    assert plain["schema_version"] == 1
+    assert plain.schema_version == 1
     encodings = [features.numeric("pm"), features.direction("wd")]
     scaler3 = fit_scaler(np.zeros((2, 3)) + [[0, -1, -1], [9, 1, 1]], "test")
     encoded = make_spec("pm", ["pm", "wd"], 4, 2, 3600, [], scaler3, 6, encodings=encodings)
-    assert encoded["schema_version"] == 2
-    assert encoded["encoded_features"] == ["pm", "wd_sin", "wd_cos"]
+    assert encoded.schema_version == 2
+    assert encoded.encoded_features == ("pm", "wd_sin", "wd_cos")
 
 
 def test_seasonal_persistence_repeats_the_day_before():
@@ -114,8 +114,8 @@ def test_seasonal_persistence_repeats_the_day_before():
 def test_covariate_multistep_export_matches_the_trainers_pipeline(exported):
     bundle_dir, _ = exported
     bundle = read_bundle(bundle_dir)
-    assert bundle.spec["horizon"] == HORIZON and bundle.spec["schema_version"] == 2
-    assert bundle.spec["target_formulation"]["kind"] == "change_from_last"
+    assert bundle.spec.horizon == HORIZON and bundle.spec.schema_version == 2
+    assert bundle.spec.target_formulation.kind == "change_from_last"
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     parity = manifest["parity"]
     assert parity["passed"]
@@ -285,7 +285,7 @@ def test_linear_map_is_fitted_on_training_and_validation_windows(tmp_path):
 @pytest.mark.skipif(not CHANGPING.is_file(), reason=f"real data absent: {CHANGPING} (see ../shared/data/README.md)")
 def test_real_station_wind_column_reads_as_directions():
     series = load_csv(CHANGPING, "PM2.5", ["WSPM", "wd", "hour_of_day"])
-    assert [e["kind"] for e in series.encodings] == ["numeric", "numeric", "direction", "cyclic"]
+    assert [e.kind for e in series.encodings] == ["numeric", "numeric", "direction", "cyclic"]
     degrees = series.frame["wd"].dropna()
     assert set(degrees.unique()) <= set(COMPASS_DEGREES.values())
     assert series.frame["wd"].isna().sum() < 140  # README: 140 missing; short gaps are held

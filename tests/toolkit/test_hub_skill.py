@@ -58,8 +58,7 @@ def evaluated_series(bundle: Path, csv: Path):
     from edgecast.trainer.data import load_csv
 
     spec = read_bundle(bundle).spec
-    return load_csv(csv, spec["target"], spec["features"][1:], None, spec["gap_policy"]["max_gap"],
-                    clock=spec.get("clock")), spec
+    return load_csv(csv, spec.target, list(spec.features[1:]), None, spec.max_gap, clock=spec.clock), spec
 
 
 def readings_csv(frame: pd.DataFrame, values: np.ndarray, features: list[str]) -> str:
@@ -79,18 +78,18 @@ def test_stream_and_score_match_edgecast_evaluate_on_the_test_windows(station):
     training = json.loads((station["bundle"] / "training.json").read_text())
     first_test = training["split"]["first_test_row"]
     # The first test window's inputs start look_back + horizon - 1 rows before its last target.
-    start = first_test - spec["look_back"] - spec["horizon"] + 1
+    start = first_test - spec.look_back - spec.horizon + 1
     values = series.values()[start:]
     frame = series.frame.iloc[start:]
     assert (frame.index[-1] - frame.index[0]).days < 30  # all inside the 30-day window
-    text = readings_csv(frame, values, spec["features"])
+    text = readings_csv(frame, values, list(spec.features))
     (station["folder"] / "test_split.csv").write_text(text)
 
     streamed = runtime("stream", station["model"], "--state", station["folder"] / "state.json", stdin=text)
     assert streamed.returncode == 0, streamed.stderr
     answers = [json.loads(line) for line in streamed.stdout.splitlines()]
     assert all(answer["status"] != "error" for answer in answers), answers[:3]
-    stream_rows = store_table(station["folder"] / "state.json", spec["interval_seconds"])
+    stream_rows = store_table(station["folder"] / "state.json", spec.interval_seconds)
 
     scored = runtime("score", station["model"], station["folder"] / "test_split.csv", "--json")
     assert scored.returncode == 0, scored.stderr
@@ -140,9 +139,9 @@ def test_a_drifting_sensor_raises_the_skill_alarm_and_it_clears_when_the_drift_s
     drift_from, drift_to = 200, 320  # hours: the offset grows 0.25 °C an hour, then the sensor is fixed
     values[drift_from:drift_to, 0] += 0.25 * np.arange(1, drift_to - drift_from + 1)
     path = station["folder"] / "drifting.csv"
-    path.write_text(readings_csv(frame, values, spec["features"]))
+    path.write_text(readings_csv(frame, values, list(spec.features)))
     clean = station["folder"] / "clean.csv"
-    clean.write_text(readings_csv(frame, deployment(station)[1], spec["features"]))
+    clean.write_text(readings_csv(frame, deployment(station)[1], list(spec.features)))
     settings = ("--skill-window", "72h", "--alarm-min-scored", "12")
 
     baseline = runtime("score", station["model"], clean, *settings, "--json")
@@ -168,10 +167,10 @@ def test_a_sensor_reading_too_warm_raises_the_input_drift_alarm(station):
     series, spec = evaluated_series(station["bundle"], station["csv"])
     frame, values = series.frame.iloc[1000:1400], series.values()[1000:1400].copy()
     clean = station["folder"] / "april.csv"
-    clean.write_text(readings_csv(frame, values, spec["features"]))
+    clean.write_text(readings_csv(frame, values, list(spec.features)))
     values[200:, 0] += 40.0  # °C
     warm = station["folder"] / "warm.csv"
-    warm.write_text(readings_csv(frame, values, spec["features"]))
+    warm.write_text(readings_csv(frame, values, list(spec.features)))
 
     assert alarm_events(runtime("score", station["model"], clean).stderr, "input_drift") == []
     result = runtime("score", station["model"], warm, "--json")

@@ -13,6 +13,7 @@ from conftest import hourly_frame, run_cli
 from edgecast.trainer.data import ReadOptions, load_csv
 from edgecast.trainer.errors import DataError
 from edgecast.trainer.neighbours import add_neighbours, all_silent, mask_at_random
+from edgecast_runtime.spec import Fill
 
 SPLIT = (0.7, 0.15, 0.15)
 
@@ -48,8 +49,8 @@ def test_neighbours_are_aligned_by_timestamp_and_named(network):
     # rows 100..109 are absent from the neighbour's file: missing, longer than max_gap 6
     assert joined.frame["PM2.5@upwind"].iloc[100:110].isna().all()
     assert joined.frame["PM2.5@upwind"].iloc[99] == pytest.approx(upwind["PM2.5"].iloc[99])
-    assert [e["kind"] for e in joined.encodings] == ["numeric", "masked", "masked"]
-    assert joined.encodings[1]["fill"] == {"column": 0}  # the station's own PM2.5 stands in
+    assert [e.kind for e in joined.encodings] == ["numeric", "masked", "masked"]
+    assert joined.encodings[1].fill == Fill(column=0)  # the station's own PM2.5 stands in
 
 
 def test_the_k_neighbours_are_chosen_on_the_training_split_only(tmp_path):
@@ -129,9 +130,10 @@ def test_train_export_parity_with_masked_neighbours_and_runtime(network, tmp_pat
     from edgecast.trainer.bundle import read_bundle
     from edgecast.trainer.forecast import predict_raw
 
-    low = random_windows(spec) - 200
-    model = read_bundle(bundle).load_model()
-    assert predict_raw(model, spec, low, clip=False).min() < 0
+    typed = read_bundle(bundle)
+    low = random_windows(typed.spec) - 200
+    model = typed.load_model()
+    assert predict_raw(model, typed.spec, low, clip=False).min() < 0
     assert forecaster.predict_batch(low).min() >= 0
 
     evaluated = run_cli("evaluate", bundle, network["home"], "--json")

@@ -104,7 +104,7 @@ def test_onnx_int8_quantizes_the_lstm_and_runs_in_plain_onnxruntime(quantized_bu
     assert "MatMulInteger" in summary["quantized_ops"] and "LSTM" not in summary["ops"]
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     bundle = read_bundle(quantized_bundle)
-    assert json.loads(meta["edgecast.spec"]) == bundle.spec and meta["edgecast.schema_version"] == "1"
+    assert json.loads(meta["edgecast.spec"]) == bundle.spec.to_dict() and meta["edgecast.schema_version"] == "1"
 
     x = bundle.windows()["test_x"][:7]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -112,7 +112,7 @@ def test_onnx_int8_quantizes_the_lstm_and_runs_in_plain_onnxruntime(quantized_bu
     assert [i.name for i in session.get_inputs()] == ["window"] and output.name == "forecast"
     quantized = session.run(None, {"window": x})[0]
     expected = reference_forecast(bundle.load_model(), bundle.spec, x)
-    target_range = bundle.spec["scaler"]["data_max"][0] - bundle.spec["scaler"]["data_min"][0]
+    target_range = bundle.spec.scaler.data_max[0] - bundle.spec.scaler.data_min[0]
     assert quantized.shape == (7, 2)
     assert np.abs(quantized - expected).max() < 0.05 * target_range
 
@@ -202,8 +202,8 @@ def test_calibration_adds_windows_across_the_training_range(quantized_bundle):
     calibration = bundle.windows()["calibration_x"]
     samples = calibration_windows(calibration, bundle.spec, "tflite-int8")
     np.testing.assert_array_equal(samples[: len(calibration)], calibration)
-    assert samples[:, :, 0].max() == pytest.approx(bundle.spec["scaler"]["data_max"][0])
-    assert samples[:, :, 1].min() == pytest.approx(bundle.spec["scaler"]["data_min"][1])
+    assert samples[:, :, 0].max() == pytest.approx(bundle.spec.scaler.data_max[0])
+    assert samples[:, :, 1].min() == pytest.approx(bundle.spec.scaler.data_min[1])
     with pytest.raises(QuantizationError, match="calibration_x"):
         calibration_windows(None, bundle.spec, "tflite-int8")
     with pytest.raises(QuantizationError, match="shape"):

@@ -25,8 +25,8 @@ from edgecast.trainer.bundle import make_spec
 from edgecast.trainer.data import ReadOptions, load_csv
 from edgecast.trainer.errors import DataError
 from edgecast.trainer.pipeline import TrainConfig, prepare, train
-from edgecast_runtime.encodings import layout_from_spec
 from edgecast_runtime.readings import LineParser
+from edgecast_runtime.spec import Spec
 
 pytestmark = pytest.mark.skipif(not CHANGPING.is_file(),
                                 reason=f"real data not available: {CHANGPING} is absent (../shared/data)")
@@ -206,12 +206,12 @@ def test_unused_time_columns_and_small_epoch_numbers_are_named(station, tmp_path
 
 
 def spec_of(series) -> dict:
-    """The spec train() would write for this series, without training."""
+    """The spec train() would write for this series, without training, as JSON."""
     data = prepare(series, CONFIG)
     return json.loads(json.dumps(make_spec(
         series.target, series.features, CONFIG.look_back, CONFIG.horizon, series.interval_seconds,
         series.time_columns, data.scaler, CONFIG.max_gap, encodings=series.encodings, clock=series.clock,
-        valid_ranges=series.valid_ranges, time_format=series.time_format)))
+        valid_ranges=series.valid_ranges, time_format=series.time_format).to_dict()))
 
 
 def test_the_runtime_reads_the_training_files_own_lines(station, tmp_path):
@@ -223,7 +223,7 @@ def test_the_runtime_reads_the_training_files_own_lines(station, tmp_path):
         target, features = ("pm2.5", ["temp"]) if shape.bom else ("PM2.5", ["TEMP"])
         series = load_csv(path, target, features, options=shape.options)
         spec = spec_of(series)
-        parser = LineParser(layout_from_spec(spec, str(spec["schema_version"]), pytest.fail))
+        parser = LineParser(Spec.from_dict(spec, str(spec["schema_version"])).layout())
         lines = path.read_text(encoding="utf-8").splitlines()
         parser.parse(lines[0])
         stamps = [parser.parse(line).timestamp for line in lines[1:200]]
