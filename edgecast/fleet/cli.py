@@ -46,12 +46,12 @@ def _numbers(text: str, option: str, kind: Callable[[str], object] = float) -> t
 
 @app.command("train")
 def train_command(
-    data: Annotated[list[str], typer.Argument(help="Station CSV/CSV.gz files, folders of them, or globs.")],
+    data: Annotated[list[str], typer.Argument(help="Station CSV/CSV.gz files, folders of them, or globs; STATION=FILE names a file's station.")],
     target: opt.Target,
     features: opt.Features = [],
     time_column: opt.TimeColumn = None,
     clock: opt.Clock = None,
-    station_column: Annotated[Optional[str], typer.Option(help="Column holding the station id (default: from the file name).")] = None,
+    station_column: Annotated[Optional[str], typer.Option(help="Column holding the station id, in any case (default: from the file name). Ids are lower-cased.")] = None,
     look_back: opt.LookBack = DEFAULTS.look_back,
     horizon: opt.Horizon = DEFAULTS.horizon,
     units: opt.Units = DEFAULTS.units,
@@ -106,6 +106,9 @@ def train_command(
             workers=workers, cpus_per_task=cpus_per_task, force=force, neighbours=neighbours,
             neighbour_features=opt.split_list(neighbour_features), on_event=progress.on_event,
         )
+    for station in result.stations:
+        for notice in station.notices or ():
+            err.print(f"{station.station}: note: {notice}", markup=False, soft_wrap=True)
     for station in result.failed:
         err.print(f"{station.station}: {station.error}", markup=False, soft_wrap=True)
     out.print(result.summary_line(), markup=False, soft_wrap=True)

@@ -35,6 +35,7 @@ LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # results are small dicts; Ray's defau
 # Rewriting the record after every station would write O(stations^2) bytes on a big fleet.
 RECORD_EVERY_SECONDS = 5.0
 TRAINED, SKIPPED, FAILED = "trained", "skipped", "failed"
+RAY_CLUSTER_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a one-machine Ray on loopback (_loopback_only)
 
 
 class FleetError(EdgecastError):
@@ -54,6 +55,7 @@ class StationResult:
     host: str | None = None
     pid: int | None = None
     threads: int | None = None
+    notices: list[str] = field(default_factory=list)  # e.g. a neighbour left out, and why
 
 
 @dataclass
@@ -116,6 +118,7 @@ def train(
     stations, unnamed = find_stations(list(data), station_column)  # before any folder is made: a typo makes none
     if neighbours:
         settings.neighbour_files = {str(s.data): s.sha256 for s in stations}
+        settings.neighbour_ids = {str(s.data): s.station for s in stations}
     fleet_dir = (Path(models_dir) / name).resolve()
     fleet_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(fleet_dir):
@@ -178,8 +181,13 @@ def _run_on_ray(todo: list[Station], settings: FleetSettings, fleet_dir: Path, r
 
     owned = not ray.is_initialized()
     init_started = time.perf_counter()
-    if owned:
-        _connect(ray, address, workers, cpus_per_task)
+    restore = _loopback_only(ray) if owned and not address else None
+    try:
+        if owned:
+            _connect(ray, address, workers, cpus_per_task)
+    except BaseException:
+        _restore(ray, restore)
+        raise
     result.ray_init_seconds = round(time.perf_counter() - init_started, 3)
     try:
         cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
@@ -205,6 +213,46 @@ def _run_on_ray(todo: list[Station], settings: FleetSettings, fleet_dir: Path, r
     finally:
         if owned:
             ray.shutdown()
+        _restore(ray, restore)
+
+
+def _loopback_only(ray: ModuleType) -> str | None:
+    """Make the embedded local cluster listen on loopback only (Ray has no authentication).
+
+    Ray 2.60 on Linux takes the node's IP from the route to the outside, and its GCS,
+    raylet, object manager, workers and agents listen on every interface (`*`, `::`),
+    whatever `_node_ip_address` says (ray.init turns 127.0.0.1 back into that IP). With
+    its "no cluster" mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the default on macOS and
+    Windows) the node IP is 127.0.0.1 and every process binds there. The processes
+    inherit the environment; the driver's constant is read at import, so it is set too.
+    Returns the variable's previous value for `_restore`."""
+    previous = os.environ.get(RAY_CLUSTER_VARIABLE)
+    os.environ[RAY_CLUSTER_VARIABLE] = "0"
+    constants = _ray_constants(ray)
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    return previous if previous is not None else ""
+
+
+def _restore(ray: ModuleType, previous: str | None) -> None:
+    """Undo `_loopback_only` (None: it was not applied), so a later `--address` joins as a node."""
+    if previous is None:
+        return
+    if previous:
+        os.environ[RAY_CLUSTER_VARIABLE] = previous
+    else:
+        os.environ.pop(RAY_CLUSTER_VARIABLE, None)
+    constants = _ray_constants(ray)
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = constants.env_bool(RAY_CLUSTER_VARIABLE, not constants.IS_WINDOWS_OR_OSX)
+
+
+def _ray_constants(ray: ModuleType) -> ModuleType | None:
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: the environment variable alone applies
+        return None
+    return ray_constants if hasattr(ray_constants, "ENABLE_RAY_CLUSTER") else None
 
 
 def _connect(ray: ModuleType, address: str | None, workers: int | None, cpus_per_task: int) -> None:
