@@ -1,7 +1,7 @@
 """A fleet run: find the stations, skip the up-to-date ones, run the rest as Ray tasks.
 
-Ray is the engine: `ray.init()` starts the embedded local cluster, an address joins a
-real one. The driver only keeps at most `workers` tasks in flight (so `--workers` caps
+Ray is the engine: `ray.init()` starts the embedded local cluster (listening on loopback
+only: `_loopback_only`), an address joins a real one. The driver only keeps at most `workers` tasks in flight (so `--workers` caps
 the parallelism even on a bigger cluster) and records each result as it arrives.
 """
 from __future__ import annotations
@@ -108,8 +108,13 @@ def train(
 ) -> FleetResult:
     """Train (and with `export`, export and verify) one bundle per station under models_dir/name/STATION.
 
+    `data`: files, folders and globs; `STATION=FILE` names a file's station (else the
+    `station_column`'s value, found in any case, else the file name's id; ids lower-cased).
+
     `neighbours`: "all" (every other station's readings are inputs) or K (the K whose
-    target correlates most with the station's on its training split)."""
+    target correlates most with the station's on its training split). A neighbour file
+    that cannot be read or aligned is left out of the others' inputs (StationResult.notices
+    says so); only its own station fails."""
     started = time.perf_counter()
     settings = FleetSettings(target, list(features), time_column, clock, config or TrainConfig(),
                              export, list(quantize), builtin_ops, opset, neighbours, list(neighbour_features))

@@ -47,7 +47,7 @@ class FleetSettings:
         if self.neighbours in (None, NEIGHBOURS_ALL):
             return None
         if not self.neighbours.isdigit() or int(self.neighbours) < 1:
-            raise DataError(f"--neighbours must be 'all' or a whole number of at least 1, got {self.neighbours!r}")
+            raise DataError(f"neighbours must be 'all' or a whole number of at least 1, got {self.neighbours!r}")
         return int(self.neighbours)
 
     def as_dict(self) -> dict:

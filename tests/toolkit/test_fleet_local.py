@@ -7,7 +7,7 @@ one tiny run, watched from outside while it runs.
 - Neighbours whatever their column's case (`--target pm2.5` with `PM2.5` files and one
   file spelling it `pm2.5`), a station named with STATION=FILE, and one bad station file
   that fails that station alone: the others train, leaving it out as a neighbour with a
-  notice.
+  notice; `fleet report` lists each station's neighbours and the one left out.
 """
 from __future__ import annotations
 
@@ -138,6 +138,14 @@ def test_local_fleet_listens_on_loopback_only_and_neighbours_fail_alone(tmp_path
         assert [f for f in spec["features"] if "@" in f] == [f"{own}@{other}" for other in others], spec["features"]
         recorded = json.loads((fleet_dir / station / "training.json").read_text())["neighbours"]
         assert recorded["stations"] == others and "broken" in recorded["dropped"]
+
+    report = run_cli("fleet", "report", fleet_dir, "--leads", "1", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    data = (fleet_dir / "fleet.md").read_text().split("## Data per station", 1)[1]
+    alpha = next(line for line in data.splitlines() if line.startswith("| alpha |"))
+    # (escaped for Markdown: a parenthesis reads "\(")
+    assert "beta \\(" in alpha and "gamma \\(" in alpha and "left out: broken \\(" in alpha, alpha
+    assert "| 3600 s |" in alpha and "| 240 / 240 |" in alpha, alpha
 
 
 def test_a_file_without_a_station_id_is_refused_saying_how_to_name_it(tmp_path: Path):

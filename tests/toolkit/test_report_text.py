@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EDGECAST, hourly_frame, run_cli
+from support.broker import secure_broker  # noqa: F401  (the fixture)
 
 TAG = "<img src=x onerror=alert(1)>"
 FORMULA = '=HYPERLINK("http://example.invalid")'
@@ -122,3 +123,23 @@ def test_keys_new_warns_inside_a_git_tree_that_does_not_ignore_them(tmp_path: Pa
 def test_the_repository_ignores_keys():
     repo = Path(__file__).resolve().parents[2]
     assert "keys/" in (repo / ".gitignore").read_text().split()
+
+
+def test_fleet_status_prints_the_whole_table_when_piped(secure_broker):  # noqa: F811  (the imported fixture)
+    from edgecast.release.broker import BrokerSettings, OperatorSession
+
+    settings = BrokerSettings(f"127.0.0.1:{secure_broker.port}", username="operator",
+                              password_file=str(secure_broker.password_file("operator")), ca_file=str(secure_broker.ca_file))
+    error = {"version": 7, "reason": "signature", "message": "the release record is signed by another key " * 3}
+    status = {"state": "running", "version": 6, "model_name": "changping-pm25-horizon-6", "sha256": "ab" * 32,
+              "since": "2026-12-06T08:00:00Z", "last_error": error}
+    with OperatorSession(settings, client_id="status-writer") as session:
+        session.publish("edgecast/hub/hub-1/status", json.dumps(status).encode())
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    run = subprocess.run([str(EDGECAST), "fleet", "status", "--broker", f"127.0.0.1:{secure_broker.port}",
+                          "--username", "operator", "--password-file", str(secure_broker.password_file("operator")),
+                          "--ca-file", str(secure_broker.ca_file), "--wait", "1"],
+                         capture_output=True, text=True, env={**env, "NO_COLOR": "1"}, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "changping-pm25-horizon-6" in run.stdout and error["message"].strip() in run.stdout, run.stdout
+    assert "…" not in run.stdout and max(map(len, run.stdout.splitlines())) > 200
