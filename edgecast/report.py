@@ -19,14 +19,13 @@ from edgecast.trainer.settings import SHOWN_METHODS as METHODS
 from edgecast_runtime.contract import MANIFEST_NAME, REPORT_FILE, REPORT_PLOT_FILE
 from edgecast_runtime.durable import atomic_write
 
+from .escaping import escape
 from .plots import LABELS, STRETCH_STEPS, Stretch, draw_evaluation, first_unbroken_start, forecast_stretch
 
 if TYPE_CHECKING:
     from edgecast_runtime.spec import Spec
 
 STRETCH_DAYS = 7
-
-
 def write_report(bundle_dir: Path, out: Path | None = None) -> Path:
     bundle = read_bundle(bundle_dir)
     out = Path(out) if out is not None else bundle.path / REPORT_FILE
@@ -69,9 +68,9 @@ def _row_clock(bundle: Bundle) -> Callable[[int], pd.Timestamp | int]:
 def _sections(bundle: Bundle, manifest: dict | None, plot: str) -> list[str]:
     spec, training, metrics = bundle.spec, bundle.training, bundle.metrics
     return [
-        f"# Model card: {bundle.name}",
+        f"# Model card: {escape(bundle.name)}",
         "",
-        f"Forecasts **{spec.target}** {spec.horizon} step(s) ahead from the last {spec.look_back} "
+        f"Forecasts **{escape(spec.target)}** {spec.horizon} step(s) ahead from the last {spec.look_back} "
         f"readings (interval {_interval(spec)}). Created {training['created']}.",
         "",
         *_data_section(training),
@@ -98,7 +97,7 @@ def _data_section(training: dict) -> list[str]:
     return [
         "## Data",
         "",
-        f"- source: `{data['source']}`",
+        f"- source: {escape(data['source'])}",
         f"- sha256: `{data['sha256']}`",
         f"- rows read {data['rows_read']}, on the regular grid {data['rows_regular']}; "
         f"{data['values_interpolated']} values filled, {data['values_missing']} left missing (long gaps)",
@@ -111,7 +110,8 @@ def _features_section(spec: Spec) -> list[str]:
              "| --- | --- | --- | --- | --- |"]
     for index, encoding in enumerate(spec.feature_encodings):
         raw = encoding.raw if encoding.raw is not None else "the reading in its own units"
-        lines.append(f"| {index} | {encoding.feature} | {encoding.kind} | {raw} | {', '.join(encoding.columns)} |")
+        lines.append(f"| {index} | {escape(encoding.feature)} | {encoding.kind} | {escape(raw)} "
+                     f"| {escape(', '.join(encoding.columns))} |")
     formulation = spec.formulation.kind
     return lines + ["", f"Target formulation: `{formulation}`; schema version {spec.schema_version}.", ""]
 
@@ -147,7 +147,7 @@ def _metrics_section(metrics: dict) -> list[str]:
     hours = metrics.get("step_hours")
     header = ["step", "lead"] + [f"{LABELS[m]} {measure}" for m in methods for measure in ("RMSE", "MAE")]
     lines = [
-        f"## Metrics against baselines (test split, {metrics['windows']} windows, {metrics['units']})",
+        f"## Metrics against baselines (test split, {metrics['windows']} windows, {escape(metrics['units'])})",
         "",
         "Metrics: RMSE (root mean squared error) and MAE (mean absolute error) per horizon step, for "
         + ", ".join(LABELS[m] for m in methods) + "."
@@ -172,7 +172,7 @@ def _parity_section(manifest: dict | None) -> list[str]:
         "## Parity",
         "",
         f"Against {parity['reference']}: **{'passed' if parity['passed'] else 'FAILED'}** "
-        f"(tolerance {parity['tolerance_abs']:g} {parity['units']}).",
+        f"(tolerance {parity['tolerance_abs']:g} {escape(parity['units'])}).",
         "",
         "| artifact | windows | n | batch | max abs error | max rel error |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -189,6 +189,6 @@ def _artifacts_section(folder: Path) -> list[str]:
     lines = ["## Artifact sizes", "", "| file | bytes |", "| --- | --- |"]
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         if path.name not in (REPORT_FILE, REPORT_PLOT_FILE):
-            lines.append(f"| {path.name} | {path.stat().st_size} |")
+            lines.append(f"| {escape(path.name)} | {path.stat().st_size} |")
     return lines + [""]
 

@@ -63,8 +63,29 @@ def read_manifest(bundle_path: Path) -> dict:
             f"run `edgecast export {bundle_path}` again"
         )
     for name in artifacts:
+        _refuse_malformed(path, name)
         _refuse_outside_the_bundle(Path(bundle_path), path, name)
     return manifest
+
+
+def _refuse_malformed(manifest_path: Path, name: str) -> None:
+    """A name no file in the bundle can have: empty, '.', a NUL or another control
+    character, a trailing '/' (a folder), surrounding spaces or a backslash. One line
+    each, before any path is made of it (a NUL would make the OS calls raise)."""
+    why = None
+    if name.strip() in ("", "."):
+        why = "it is empty or '.'"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        why = "it holds a NUL or another control character"
+    elif name.endswith("/"):
+        why = "it ends with '/' (a folder)"
+    elif name != name.strip():
+        why = "it begins or ends with a space"
+    elif "\\" in name:
+        why = "it holds a backslash"
+    if why:
+        raise BundleError(f"{manifest_path}: artifact name {name!r} is not a file name ({why}); "
+                          f"refusing the manifest")
 
 
 def _refuse_outside_the_bundle(bundle_path: Path, manifest_path: Path, name: str) -> None:

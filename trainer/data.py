@@ -176,6 +176,9 @@ def _find(raw: pd.DataFrame, name: str) -> str | None:
 
 def _resolve(path: Path, raw: pd.DataFrame, name: str, delimiter: str | None = None) -> str:
     found = _find(raw, name)
+    same = [column for column in raw.columns if column.lower() == name.lower()]
+    if found is None and len(same) > 1:
+        raise DataError(f"{path}: column {name!r} is ambiguous: {', '.join(same)} differ only in case")
     if found is None:
         shown = ", ".join(raw.columns[:20])
         hint = ""

@@ -159,14 +159,14 @@ def _concatenate(parts: list[Windows]) -> Windows:
 def _with_neighbours(bundle: Bundle, series: Series, options: ReadOptions, files: list[Path] | None) -> Series:
     """The series with the neighbours' columns the model reads, in its order."""
     from .neighbours import add_neighbours
-    from .stations import station_from_file_name
+    from .stations import station_of
 
     spec = bundle.spec
     recorded = bundle.training.get("neighbours", {})
-    files = files or [entry["source"] for entry in recorded.get("sources", {}).values()]
+    files = files or [f"{station}={entry['source']}" for station, entry in recorded.get("sources", {}).items()]
     wanted = {neighbour.station for neighbour in spec.neighbours}
-    files = [path for path in files if station_from_file_name(path) in wanted]
-    found = {station_from_file_name(path) for path in files}
+    files = [path for path in files if station_of(path)[0] in wanted]
+    found = {station_of(path)[0] for path in files}
     if found != wanted:
         raise DataError(f"{bundle.path}: the model reads neighbours {', '.join(sorted(wanted))}; "
                         f"missing file(s) for {', '.join(sorted(wanted - found))} (pass them as neighbours)",

@@ -47,9 +47,9 @@ def _numbers(text: str, option: str, kind: Callable[[str], object] = float) -> t
 @app.command("train")
 @with_options(*opt.FLEET)
 def train_command(
-    data: Annotated[list[str], typer.Argument(help="Station CSV/CSV.gz files, folders of them, or globs.")],
+    data: Annotated[list[str], typer.Argument(help="Station CSV/CSV.gz files, folders of them, or globs; STATION=FILE names a file's station.")],
     settings: Settings,
-    station_column: Annotated[Optional[str], typer.Option(help="Column holding the station id (default: from the file name).")] = None,
+    station_column: Annotated[Optional[str], typer.Option(help="Column holding the station id, in any case (default: from the file name). Ids are lower-cased.")] = None,
     name: Annotated[str, typer.Option(help="Fleet name: bundles go to MODELS_DIR/NAME/STATION.")] = DEFAULT_FLEET_NAME,
     models_dir: Annotated[Path, typer.Option(help="Where fleets live.")] = MODELS_DIR,
     export: Annotated[bool, typer.Option(help="Also export (ONNX, TFLite) and verify each bundle in its task, with the "
@@ -76,6 +76,9 @@ def train_command(
         result = fleet.train(data, station_column=station_column, name=name, models_dir=models_dir, export=export,
                              address=address, workers=workers, cpus_per_task=cpus_per_task, force=force,
                              neighbours=neighbours, on_event=progress.on_event, **settings)
+    for station in result.stations:
+        for notice in station.notices or ():
+            err.print(f"{station.station}: note: {notice}", markup=False, soft_wrap=True)
     for station in result.failed:
         err.print(f"{station.station}: {opt.as_flags(station.error, station.error_settings)}", markup=False,
                   soft_wrap=True)

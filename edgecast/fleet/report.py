@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecast.base import write_json_atomic
+from edgecast.escaping import escape
 from edgecast_runtime.contract import MANIFEST_NAME, METRICS_FILE, TRAINING_FILE
 from edgecast_runtime.durable import atomic_write
 
@@ -90,6 +91,7 @@ def _station_row(bundle: Path, name: str, leads: list[int], run: dict) -> dict:
     }
     training = _read(bundle / TRAINING_FILE) or {}
     row["train_seconds"] = training.get("train_seconds")
+    row["data"] = _data_summary(training)
     record = _read(bundle / STATION_RECORD) or {}
     row["data_sha256"] = record.get("data", {}).get("sha256") or training.get("data", {}).get("sha256")
     manifest = _read(bundle / MANIFEST_NAME)
@@ -100,6 +102,37 @@ def _station_row(bundle: Path, name: str, leads: list[int], run: dict) -> dict:
         row["artifact_bytes"] = {artifact: entry.get("bytes") for artifact, entry in manifest.get("artifacts", {}).items()
                                  if entry.get("kind") in ("onnx", "tflite")}
     return row
+
+
+def _data_summary(training: dict) -> dict:
+    """What the station was trained and tested on: the test period, the interval (or none
+    detected: trained in file order), gaps, invalid values and sentinels, its neighbours."""
+    data = training.get("data") if isinstance(training.get("data"), dict) else {}
+    split = training.get("split") if isinstance(training.get("split"), dict) else {}
+    neighbours = training.get("neighbours") if isinstance(training.get("neighbours"), dict) else {}
+    interval, rows = data.get("interval_seconds"), data.get("rows_regular")
+    first_row, first_time = split.get("first_test_row"), split.get("first_test_time")
+    test_period = None
+    if interval and first_time and isinstance(rows, int) and isinstance(first_row, int):
+        import pandas as pd
+
+        last = pd.Timestamp(first_time) + pd.Timedelta(seconds=interval * (rows - 1 - first_row))
+        test_period = [str(first_time), str(last)]
+    elif isinstance(rows, int) and isinstance(first_row, int):
+        test_period = [f"row {first_row}", f"row {rows - 1}"]
+    invalid = data.get("values_invalid") if isinstance(data.get("values_invalid"), dict) else {}
+    return {
+        "test_period": test_period,
+        "interval_seconds": interval,
+        "rows_read": data.get("rows_read"),
+        "rows_regular": rows,
+        "values_interpolated": data.get("values_interpolated"),
+        "values_missing": data.get("values_missing"),
+        "values_invalid": {name: sum(counts.values()) for name, counts in invalid.items() if isinstance(counts, dict)},
+        "neighbours": list(neighbours.get("stations", [])),
+        "neighbour_correlations": {s: neighbours.get("correlations", {}).get(s) for s in neighbours.get("stations", [])},
+        "neighbours_left_out": dict(neighbours.get("dropped", {})),
+    }
 
 
 def _add_comparisons(row: dict, bundle: Path, own_bundle: Path | None, leads: list[int]) -> None:
@@ -176,11 +209,11 @@ def _draw_skill(path: Path, rows: list[dict], leads: list[int]) -> Path | None:
 
 def _markdown(summary: dict) -> str:
     leads, rows = summary["leads"], summary["stations"]
-    units = next((r["units"] for r in rows if r.get("units")), "raw target units")
-    lines = [f"# Fleet report: {summary['fleet']}", "",
+    units = escape(next((r["units"] for r in rows if r.get("units")), "raw target units"))
+    lines = [f"# Fleet report: {escape(summary['fleet'])}", "",
              f"{len(rows)} stations; test-split RMSE ({units}) at leads {', '.join(f'+{lead}' for lead in leads)}; "
              "ratio = model RMSE / persistence RMSE (below 1 beats persistence). "
-             f"Median station: **{summary['median_station']}**; worst: **{summary['worst_station']}** "
+             f"Median station: **{escape(summary['median_station'])}**; worst: **{escape(summary['worst_station'])}** "
              "(by the mean ratio over the leads).", ""]
     shown = list(METHODS)
     for extra, position in ((OWN_HISTORY, 1), (NEIGHBOURS_MISSING, 2)):
@@ -194,20 +227,44 @@ def _markdown(summary: dict) -> str:
     header += ["parity max abs", "artifacts (bytes)", "train s", "flag"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["station"], row["status"] + (f": {row['error']}" if row.get("error") else "")]
+        cells = [escape(row["station"]), escape(row["status"] + (f": {row['error']}" if row.get("error") else ""))]
         for lead in leads:
             rmse = row.get("rmse", {})
             cells += [_num(rmse.get(m, {}).get(str(lead))) for m in shown]
             cells.append(_num(row.get("ratio_to_persistence", {}).get(str(lead)), 3))
         parity = row.get("parity")
         cells.append("-" if not parity else f"{parity['max_abs']:.2e} ({'ok' if parity['passed'] else 'FAILED'})")
-        cells.append(", ".join(f"{k} {v}" for k, v in row.get("artifact_bytes", {}).items()) or "-")
+        cells.append(escape(", ".join(f"{k} {v}" for k, v in row.get("artifact_bytes", {}).items()) or "-"))
         cells.append(_num(row.get("train_seconds"), 1))
         cells.append(", ".join(row["flags"]))
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += _data_table(rows)
     if summary["plot"]:
         lines += ["", f"![skill per station and lead]({summary['plot']})"]
     return "\n".join(lines) + "\n"
+
+
+def _data_table(rows: list[dict]) -> list[str]:
+    """Per station: test period, interval, data quality, neighbours and units."""
+    lines = ["", "## Data per station", "",
+             "| station | test period | interval | rows read / on the grid | filled / left missing "
+             "| invalid or sentinel | neighbours (training correlation) | units |", "|" + "---|" * 8]
+    for row in rows:
+        data = row.get("data")
+        if not data:
+            lines.append(f"| {escape(row['station'])} |" + " - |" * 7)
+            continue
+        period = " to ".join(data["test_period"]) if data["test_period"] else "-"
+        interval = f"{data['interval_seconds']:g} s" if data["interval_seconds"] else "none detected (file order)"
+        invalid = ", ".join(f"{name} {count}" for name, count in data["values_invalid"].items()) or "none"
+        neighbours = ", ".join(f"{s} ({_num(c)})" for s, c in data["neighbour_correlations"].items()) or "none"
+        if data["neighbours_left_out"]:
+            neighbours += "; left out: " + ", ".join(f"{s} ({why})" for s, why in data["neighbours_left_out"].items())
+        cells = [row["station"], period, interval, f"{data['rows_read']} / {data['rows_regular']}",
+                 f"{data['values_interpolated']} / {data['values_missing']}", invalid, neighbours,
+                 row.get("units") or "-"]
+        lines.append("| " + " | ".join(escape(c) for c in cells) + " |")
+    return lines
 
 
 def _num(value: float | None, digits: int = 2) -> str:

@@ -1,7 +1,7 @@
 """A fleet run: find the stations, skip the up-to-date ones, run the rest as Ray tasks.
 
-Ray is the engine: `ray.init()` starts the embedded local cluster, an address joins a
-real one. The driver only keeps at most `workers` tasks in flight (so `--workers` caps
+Ray is the engine: `ray.init()` starts the embedded local cluster (listening on loopback
+only: `_loopback_only`), an address joins a real one. The driver only keeps at most `workers` tasks in flight (so `--workers` caps
 the parallelism even on a bigger cluster) and records each result as it arrives.
 """
 from __future__ import annotations
@@ -36,6 +36,7 @@ LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # results are small dicts; Ray's defau
 # Rewriting the record after every station would write O(stations^2) bytes on a big fleet.
 RECORD_EVERY_SECONDS = 5.0
 TRAINED, SKIPPED, FAILED = "trained", "skipped", "failed"
+RAY_CLUSTER_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a one-machine Ray on loopback (_loopback_only)
 
 
 class FleetError(EdgecastError):
@@ -56,6 +57,7 @@ class StationResult:
     host: str | None = None
     pid: int | None = None
     threads: int | None = None
+    notices: list[str] = field(default_factory=list)  # e.g. a neighbour left out, and why
 
 
 @dataclass
@@ -103,12 +105,17 @@ def train(
 ) -> FleetResult:
     """Train (and with `export`, export and verify) one bundle per station under models_dir/name/STATION.
 
+    `data`: files, folders and globs; `STATION=FILE` names a file's station (else the
+    `station_column`'s value, found in any case, else the file name's id; ids lower-cased).
+
     Every training and reading option of `edgecast.train` is a keyword here, with the same
     default, and so are the export options of `edgecast.export` that apply with `export`
     (the option table, edgecast/options.py; the signature lists them); each station is read
     and trained with them. `config`: a TrainConfig for the training options not given as
     keywords. `neighbours`: "all" (every other station's readings are inputs) or K (the K
-    whose target correlates most with the station's on its training split)."""
+    whose target correlates most with the station's on its training split). A neighbour file
+    that cannot be read or aligned is left out of the others' inputs (StationResult.notices
+    says so); only its own station fails."""
     started = time.perf_counter()
     settings = fleet_settings(target, config, export, neighbours, settings)
     _check(settings, workers, cpus_per_task)
@@ -116,6 +123,7 @@ def train(
     stations, unnamed = find_stations(list(data), station_column)  # before any folder is made: a typo makes none
     if neighbours:
         settings.neighbour_files = {str(s.data): s.sha256 for s in stations}
+        settings.neighbour_ids = {str(s.data): s.station for s in stations}
     fleet_dir = (Path(models_dir) / name).resolve()
     fleet_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(fleet_dir):
@@ -193,8 +201,13 @@ def _run_on_ray(todo: list[Station], settings: FleetSettings, fleet_dir: Path, r
 
     owned = not ray.is_initialized()
     init_started = time.perf_counter()
-    if owned:
-        _connect(ray, address, workers, cpus_per_task)
+    restore = _loopback_only(ray) if owned and not address else None
+    try:
+        if owned:
+            _connect(ray, address, workers, cpus_per_task)
+    except BaseException:
+        _restore(ray, restore)
+        raise
     result.ray_init_seconds = round(time.perf_counter() - init_started, 3)
     try:
         cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
@@ -220,6 +233,46 @@ def _run_on_ray(todo: list[Station], settings: FleetSettings, fleet_dir: Path, r
     finally:
         if owned:
             ray.shutdown()
+        _restore(ray, restore)
+
+
+def _loopback_only(ray: ModuleType) -> str | None:
+    """Make the embedded local cluster listen on loopback only (Ray has no authentication).
+
+    Ray 2.60 on Linux takes the node's IP from the route to the outside, and its GCS,
+    raylet, object manager, workers and agents listen on every interface (`*`, `::`),
+    whatever `_node_ip_address` says (ray.init turns 127.0.0.1 back into that IP). With
+    its "no cluster" mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the default on macOS and
+    Windows) the node IP is 127.0.0.1 and every process binds there. The processes
+    inherit the environment; the driver's constant is read at import, so it is set too.
+    Returns the variable's previous value for `_restore`."""
+    previous = os.environ.get(RAY_CLUSTER_VARIABLE)
+    os.environ[RAY_CLUSTER_VARIABLE] = "0"
+    constants = _ray_constants(ray)
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    return previous if previous is not None else ""
+
+
+def _restore(ray: ModuleType, previous: str | None) -> None:
+    """Undo `_loopback_only` (None: it was not applied), so a later `--address` joins as a node."""
+    if previous is None:
+        return
+    if previous:
+        os.environ[RAY_CLUSTER_VARIABLE] = previous
+    else:
+        os.environ.pop(RAY_CLUSTER_VARIABLE, None)
+    constants = _ray_constants(ray)
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = constants.env_bool(RAY_CLUSTER_VARIABLE, not constants.IS_WINDOWS_OR_OSX)
+
+
+def _ray_constants(ray: ModuleType) -> ModuleType | None:
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: the environment variable alone applies
+        return None
+    return ray_constants if hasattr(ray_constants, "ENABLE_RAY_CLUSTER") else None
 
 
 def _connect(ray: ModuleType, address: str | None, workers: int | None, cpus_per_task: int) -> None:

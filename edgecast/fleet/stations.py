@@ -15,6 +15,7 @@ from edgecast.trainer.settings import TrainConfig
 from edgecast.trainer.stations import (  # noqa: F401  (part of this module's API)
     DATA_SUFFIXES,
     FILE_NAME_PREFIXES,
+    named_file,
     safe_station_id,
     station_from_file_name,
 )
@@ -51,6 +52,7 @@ class FleetSettings:
     decimal: str | None = None
     valid_ranges: dict[str, tuple] = field(default_factory=dict)  # {column: (min or None, max or None)}
     tflite: bool = True  # with export: model.tflite too
+    neighbour_ids: dict[str, str] = field(default_factory=dict)  # every station's file -> its station id
 
     def neighbour_count(self) -> int | None:
         """None for every other station, else K."""
@@ -97,11 +99,17 @@ class Station:
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def data_files(sources: list[str | Path]) -> list[Path]:
-    """Files named directly, every CSV/CSV.gz in a named folder, and glob matches; in a stable order."""
-    found: dict[Path, None] = {}
+def data_files(sources: list[str | Path]) -> list[tuple[str | None, Path]]:
+    """(station or None, file): files named directly (STATION=FILE names the station),
+    every CSV/CSV.gz in a named folder, and glob matches; in a stable order."""
+    found: dict[Path, str | None] = {}
     for source in map(str, sources):
-        if glob.has_magic(source):
+        name, named = named_file(source)
+        if name is not None:
+            if not named.is_file():
+                raise DataError(f"{source}: no such file ({name}=FILE names one file)")
+            paths = [named]
+        elif glob.has_magic(source):
             matches = [Path(p) for p in sorted(glob.glob(source, recursive=True))]
             if not matches:
                 raise DataError(f"{source}: no file matches")
@@ -114,8 +122,10 @@ def data_files(sources: list[str | Path]) -> list[Path]:
             paths = [Path(source)]
         else:
             raise DataError(f"{source}: no such file or folder")
-        found.update((p.resolve(), None) for p in paths)
-    return list(found)
+        for path in paths:
+            if name is not None or path.resolve() not in found:
+                found[path.resolve()] = name
+    return [(name, path) for path, name in found.items()]
 
 
 def _is_data(path: Path) -> bool:
@@ -123,33 +133,45 @@ def _is_data(path: Path) -> bool:
 
 
 def station_from_column(path: Path, column: str) -> str:
-    """The one value of `column` in the file (one station per file)."""
+    """The one value of `column` (found whatever its case) in the file (one station per file)."""
     import pandas as pd  # here: `edgecast --help` need not load it
 
     try:
-        values = pd.read_csv(path, usecols=[column], dtype=str)[column].dropna().unique()
-    except ValueError:
-        raise DataError(f"{path}: no column {column!r} for station_column", settings=("station_column",)) from None
+        header = [str(c).strip() for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns]
+        same = [c for c in header if c.casefold() == column.casefold()]
+        if len(same) > 1 and column not in same:
+            raise DataError(f"{path}: station column {column!r} is ambiguous: {', '.join(same)} differ only in case",
+                            settings=("station_column",))
+        found = column if column in header else (same[0] if same else column)
+        values = pd.read_csv(path, usecols=lambda c: str(c).strip() == found, dtype=str, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    if values.shape[1] != 1:
+        raise DataError(f"{path}: no column {column!r} for the station id; columns are: {', '.join(header[:20])}",
+                        settings=("station_column",))
+    values = values.iloc[:, 0].dropna().map(str.strip).unique()
     if len(values) != 1:
         shown = ", ".join(sorted(values)[:5]) or "none"
-        raise DataError(f"{path}: column {column!r} holds {len(values)} station ids ({shown}); give one file per station")
-    return safe_station_id(str(values[0]).strip(), path)
+        raise DataError(f"{path}: column {found!r} holds {len(values)} station ids ({shown}); give one file per station")
+    return safe_station_id(str(values[0]), path)
 
 
 def find_stations(sources: list[str | Path], station_column: str | None) -> tuple[list[Station], dict[str, DataError]]:
     """(stations, files that could not be named): a file whose id cannot be read fails alone.
-    Two files naming the same station are an error: one bundle per station."""
+    An id is STATION of STATION=FILE, else the station column's value, else the file
+    name's (normalised: see trainer/stations.py). Two files naming the same station are
+    an error: one bundle per station."""
     stations, unnamed, seen = [], {}, {}
-    for path in data_files(sources):
+    for name, path in data_files(sources):
         try:
-            station = station_from_column(path, station_column) if station_column else station_from_file_name(path)
+            station = name or (station_from_column(path, station_column) if station_column
+                               else station_from_file_name(path))
         except DataError as exc:
             unnamed[str(path)] = exc
             continue
         if station in seen:
-            raise DataError(f"station {station!r} comes from two files: {seen[station]} and {path}")
+            raise DataError(f"station {station!r} comes from two files: {seen[station]} and {path} "
+                            "(ids ignore case; name one: STATION=FILE)")
         seen[station] = path
         stations.append(Station(station, path, file_sha256(path)))
     return stations, unnamed

@@ -99,15 +99,19 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
     """The per-station pipeline: the same calls `edgecast train`, `export` and `verify` make
     (the one place that knows them, so it can follow the toolkit's Python API)."""
     from edgecast.trainer.data import load_csv
-    from edgecast.trainer.neighbours import add_neighbours
+    from edgecast.trainer.neighbours import DROP, add_neighbours
     from edgecast.trainer.pipeline import prepare, train
 
     read = settings.read_options()
     series = load_csv(station.data, settings.target, settings.features, max_gap=settings.config.max_gap, options=read)
-    if settings.neighbours:
-        others = [path for path in settings.neighbour_files if Path(path) != Path(station.data)]
-        series, _ = add_neighbours(series, others, settings.neighbour_features, read, settings.config.max_gap,
-                                   settings.config.split, settings.neighbour_count())
+    notices = []
+    if settings.neighbours:  # a neighbour file that cannot be used is left out (DROP), with a notice
+        others = [f"{settings.neighbour_ids.get(path, '')}={path}" if settings.neighbour_ids.get(path) else path
+                  for path in settings.neighbour_files if Path(path) != Path(station.data)]
+        series, record = add_neighbours(series, others, settings.neighbour_features, read, settings.config.max_gap,
+                                        settings.config.split, settings.neighbour_count(), station=station.station,
+                                        unusable=DROP)
+        notices += [f"neighbour {other} left out: {why}" for other, why in sorted(record.dropped.items())]
     data = prepare(series, settings.config)  # bad settings or too few rows fail before TensorFlow loads
     _configure_tensorflow(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
     from edgecast import api
@@ -116,7 +120,8 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
 
     keras.backend.clear_session()  # a reused worker starts each station from a clean Keras state
     trained = train(series, settings.config, out_dir, data=data)
-    outcome = {"train_seconds": trained.training["train_seconds"], "epochs_run": trained.training["history"]["epochs_run"]}
+    outcome = {"train_seconds": trained.training["train_seconds"], "epochs_run": trained.training["history"]["epochs_run"],
+               "notices": notices}
     if settings.export:
         started = time.perf_counter()
         exported = api.export(out_dir, opset=settings.opset, tflite=settings.tflite, quantize=settings.quantize,

@@ -37,6 +37,11 @@ def keys_new(
     files = new_keys(folder)
     out.print(f"private key {files.private} (keep it secret; mode 0600)", markup=False)
     out.print(f"public key  {files.public} (give it to the hubs: they trust what it verifies)", markup=False)
+    if files.unignored_in is not None:
+        Console(stderr=True, highlight=False).print(
+            f"warning: {files.private} is inside the git work tree {files.unignored_in}, which does not ignore it: "
+            f"add its folder to {files.unignored_in / '.gitignore'} before a commit publishes the key",
+            markup=False, soft_wrap=True)
 
 
 def sign(
@@ -176,7 +181,9 @@ def fleet_status(
     if not statuses:
         out.print(f"no hub status on {broker} (edgecast/hub/+/status) within {wait:g} s", markup=False)
         return
+    from edgecast.tables import console
+
     table = Table(*COLUMNS)
     for row in status_rows(statuses):  # plain text: a hub's word is never markup
         table.add_row(*(Text(cell) for cell in row))
-    out.print(table, soft_wrap=True)
+    console().print(table, soft_wrap=True)  # not a terminal (a pipe): the whole table, no 80-column cut

@@ -14,8 +14,10 @@ library in key mode (EC P-256), the file that `model_signing verify key` checks.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +41,26 @@ DEPLOYABLE_KINDS = ("onnx", "tflite")
 class KeyFiles:
     private: Path
     public: Path
+    unignored_in: Path | None = None  # the git work tree that would commit the private key
+
+
+def git_tree_not_ignoring(path: Path) -> Path | None:
+    """The top of the git work tree holding `path` when git does not ignore it (a `git add
+    -A` would commit it); None outside a work tree, when it is ignored, or without git."""
+    git = shutil.which("git")
+    folder = Path(path).parent
+    if git is None or not folder.is_dir():
+        return None
+    try:
+        top = subprocess.run([git, "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10)
+        if top.returncode != 0:
+            return None
+        ignored = subprocess.run([git, "-C", str(folder), "check-ignore", "-q", "--", Path(path).name],
+                                 capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(top.stdout.strip()) if ignored.returncode == 1 else None
 
 
 @dataclass(frozen=True)
@@ -69,7 +91,7 @@ def new_keys(out_dir: Path) -> KeyFiles:
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
     _write_private(files.private, private_pem, 0o600)
     _write_private(files.public, public_pem, 0o644)
-    return files
+    return replace(files, unignored_in=git_tree_not_ignoring(files.private))
 
 
 def deployable_files(bundle_dir: Path) -> list[str]:

@@ -86,7 +86,7 @@ def ray_head():
 
 def _station_csv(folder: Path, station: str, seed: int, gz: bool = False) -> Path:
     frame = hourly_frame(hours=300, seed=seed)
-    frame["station"] = station
+    frame["Station"] = station  # as the UCI files spell it
     path = folder / f"PRSA_Data_{station}_20240101-20240113.csv{'.gz' if gz else ''}"
     text = frame.to_csv(index=False).encode()
     path.write_bytes(gzip.compress(text) if gz else text)
@@ -141,18 +141,19 @@ def test_a_bad_station_fails_alone_and_a_rerun_skips_finished_stations(tmp_path:
     data.mkdir()
     _station_csv(data, "Alpha", 0)
     _station_csv(data, "Beta", 1, gz=True)
-    (data / "broken.csv").write_text("year,month,day,hour,PM2.5,TEMP,station\n2024,1,1,0,5,1,Broken\n")
+    (data / "broken.csv").write_text("year,month,day,hour,PM2.5,TEMP,Station\n2024,1,1,0,5,1,Broken\n")
     args = [str(data), *TINY, "--station-column", "station", "--address", ray_head, "--models-dir", "models"]
     first = _fleet(*args, cwd=tmp_path)
     assert first.returncode == 1, first.stdout + first.stderr  # exit code = stations failed
     assert "2 trained, 0 skipped, 1 failed of 3 stations" in first.stdout
-    failure = [line for line in first.stderr.splitlines() if line.startswith("Broken: ")]
+    failure = [line for line in first.stderr.splitlines() if line.startswith("broken: ")]
     assert len(failure) == 1 and "broken.csv" in failure[0], first.stderr
     assert "Traceback" not in first.stderr
     fleet_dir = tmp_path / "models" / "fleet"
-    assert sorted(p.name for p in fleet_dir.iterdir() if p.is_dir()) == ["Alpha", "Beta"]  # ids from the column
+    # ids from the column `Station` (found for `station`), lower-cased as every id is
+    assert sorted(p.name for p in fleet_dir.iterdir() if p.is_dir()) == ["alpha", "beta"]
     assert not _hidden_leftovers(fleet_dir)
-    written = {s: (fleet_dir / s / "model.keras").stat().st_mtime_ns for s in ("Alpha", "Beta")}
+    written = {s: (fleet_dir / s / "model.keras").stat().st_mtime_ns for s in ("alpha", "beta")}
 
     second = _fleet(*args, cwd=tmp_path)
     assert second.returncode == 1 and "0 trained, 2 skipped, 1 failed of 3 stations" in second.stdout, second.stdout
@@ -160,7 +161,7 @@ def test_a_bad_station_fails_alone_and_a_rerun_skips_finished_stations(tmp_path:
 
     run_record = json.loads((fleet_dir / "fleet-run.json").read_text())
     assert {s["station"]: s["status"] for s in run_record["stations"]} == {
-        "Alpha": "skipped", "Beta": "skipped", "Broken": "failed"}
+        "alpha": "skipped", "beta": "skipped", "broken": "failed"}
 
 
 def test_new_data_or_new_settings_make_a_station_stale(tmp_path: Path):
