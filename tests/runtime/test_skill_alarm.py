@@ -16,7 +16,7 @@ import csv
 import json
 
 import pytest
-from support.runtime import FIXTURES, REPO, record, run_cli
+from support.runtime import FIXTURES, REPO, assert_one_line_error, record, run_cli
 
 MODEL = FIXTURES / "skill" / "ar24.onnx"
 CHANGPING = REPO.parent / "shared" / "data" / "PRSA_Data_Changping_20130301-20170228.csv"
@@ -27,7 +27,7 @@ FLAPPING_MONTHS = (24000, 34080, 21120)  # first rows: 2015-11-04, 2017-01-12, 2
 OLD_RULE = ("--skill-raise-above", "1", "--skill-clear-below", "1", "--skill-checks", "3",
             "--skill-alarm-window", "72h")
 
-pytestmark = pytest.mark.skipif(
+needs_data = pytest.mark.skipif(
     not CHANGPING.exists(), reason=f"real data not available: {CHANGPING} is absent (../shared/data)")
 
 
@@ -59,6 +59,7 @@ def alarm_changes(path, *options):
             if e.get("alarm") == "skill" and e["event"] in ("alarm_raised", "alarm_cleared")]
 
 
+@needs_data
 def test_clean_months_change_the_skill_alarm_at_most_twice(changping, tmp_path):
     figures = {}
     for start in FLAPPING_MONTHS:
@@ -72,6 +73,7 @@ def test_clean_months_change_the_skill_alarm_at_most_twice(changping, tmp_path):
     record("skill_alarm", changes_per_30_days=figures)
 
 
+@needs_data
 def test_a_sensor_zero_shift_still_raises_the_skill_alarm(changping, tmp_path):
     start, shift_at = 29040, 240  # 2016-06-09; the zero shifts ten days in
     rows = changping[start:start + MONTH]
@@ -81,3 +83,13 @@ def test_a_sensor_zero_shift_still_raises_the_skill_alarm(changping, tmp_path):
     delay_hours = (shifted[0][1] - rows[shift_at][0]) / 3600
     record("skill_alarm", raised_hours_after_shift=delay_hours)
     assert 0 < delay_hours < 20 * 24
+
+
+def test_thresholds_the_wrong_way_round_are_a_usage_error(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("timestamp,PM2.5\n1767225600,40\n")
+    for options, fragment in ((("--skill-clear-below", "1.2"), "--skill-clear-below must be at most"),
+                              (("--skill-raise-above", "0"), "--skill-raise-above"),
+                              (("--skill-checks", "0"), "--skill-checks")):
+        result = run_cli("score", MODEL, path, *options)
+        assert_one_line_error(result, 2, fragment)

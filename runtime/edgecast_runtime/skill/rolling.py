@@ -265,7 +265,8 @@ class StreamScorer:
         event = {"event": "alarm_raised" if bad else "alarm_cleared", "alarm": name,
                  "timestamp": timestamp}
         if name == SKILL:
-            event["pooled_ratio"] = self.pooled_ratio()
+            ratio = self.pooled_ratio()
+            event["pooled_ratio"] = ratio if ratio is not None and math.isfinite(ratio) else None
             event["threshold"] = (self.settings.skill_raise_above if bad
                                   else self.settings.skill_clear_below)
             event["skill"] = self.table(windows=(self.settings.skill_alarm_window,))

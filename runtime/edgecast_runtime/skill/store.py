@@ -136,7 +136,7 @@ class ForecastStore:
                 raise sqlite3.DatabaseError(f"quick_check: {verdict[0] if verdict else 'no answer'}")
             db.executescript(SCHEMA)
             for table in TABLES:  # a table of the same name with other columns is damage too
-                db.execute(f"SELECT * FROM {table} LIMIT 0")  # noqa: S608 (fixed names)
+                db.execute(f"SELECT * FROM {table} LIMIT 0")
             db.execute("SELECT issued, model_sha256, forecast, persistence, truths, expires "
                        "FROM pending LIMIT 0")
             db.execute("SELECT issued, lead, completed, model_error, persistence_error "
