@@ -148,6 +148,8 @@ EXPECTED_METRICS = {
     "edgecast_forecasts_pending": ("gauge", set()),
     "edgecast_predict_latency_seconds": ("histogram", set()),
     "edgecast_absolute_error": ("histogram", {"lead", "source"}),
+    "edgecast_squared_error": ("summary", {"lead", "source"}),
+    "edgecast_forecasts_dropped": ("counter", set()),
     "edgecast_skill_ratio": ("gauge", {"lead", "window"}),
     "edgecast_rolling_rmse": ("gauge", {"lead", "window", "source"}),
     "edgecast_rolling_mae": ("gauge", {"lead", "window", "source"}),
@@ -188,6 +190,7 @@ def test_metrics_of_a_running_serve_parse_with_prometheus_clients_own_parser(tmp
     scored = value[("edgecast_forecasts_scored_total", ())]
     assert scored > 0
     assert value[("edgecast_absolute_error_count", (("lead", "3"), ("source", "model")))] == scored
+    assert value[("edgecast_squared_error_count", (("lead", "3"), ("source", "model")))] == scored
     assert value[("edgecast_model_info", (("model_name", "fixture-three"), ("release", ""),
                   ("sha256", Forecaster(THREE).sha256)))] == 1
     assert status == 200 and summary["readings"] == 40 and summary["forecasts"]["scored"] == scored

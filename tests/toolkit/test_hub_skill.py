@@ -142,7 +142,9 @@ def test_a_drifting_sensor_raises_the_skill_alarm_and_it_clears_when_the_drift_s
     path.write_text(readings_csv(frame, values, list(spec.features)))
     clean = station["folder"] / "clean.csv"
     clean.write_text(readings_csv(frame, deployment(station)[1], list(spec.features)))
-    settings = ("--skill-window", "72h", "--alarm-min-scored", "12")
+    # A fast alarm (72 h, 3 checks; the margin and band kept) for a steady target like TEMP.
+    settings = ("--skill-window", "72h", "--alarm-min-scored", "12", "--skill-alarm-window", "72h",
+                "--skill-checks", "3")
 
     baseline = runtime("score", station["model"], clean, *settings, "--json")
     assert baseline.returncode == 0, baseline.stderr

@@ -250,9 +250,14 @@ def _stream_settings(args: argparse.Namespace) -> dict:
                           max_hold=args.max_hold, interval_seconds=args.interval,
                           on_state_mismatch=on_mismatch, max_future_seconds=args.max_future_seconds)
     data_clock = parse_clock(args.clock) if args.clock else None
+    if args.skill_clear_below > args.skill_raise_above:
+        raise UsageError("--skill-clear-below must be at most --skill-raise-above")
     skill = SkillSettings(windows=tuple(args.skill_window or DEFAULT_WINDOWS),
                           grace_seconds=args.grace, checks=args.alarm_checks,
                           min_scored=args.alarm_min_scored, drift_threshold=args.drift_threshold,
+                          skill_raise_above=args.skill_raise_above,
+                          skill_clear_below=args.skill_clear_below, skill_checks=args.skill_checks,
+                          skill_alarm_window=args.skill_alarm_window,
                           enabled=getattr(args, "score", True))
     return {"threads": args.threads, "state": args.state, "policy": policy, "clock": data_clock,
             "skill": skill, "loading": model_loading(args)}

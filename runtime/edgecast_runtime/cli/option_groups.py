@@ -44,13 +44,14 @@ def stream_arguments(parser: argparse.ArgumentParser) -> None:
                        help="sampling interval for gap detection (default: the model's)")
     group.add_argument("--skill-window", type=window, action="append", metavar="SPAN",
                        help="a rolling window for forecast skill, e.g. 72h or 30d (repeatable; "
-                            "default 72h and 30d; the first one drives the skill alarm)")
+                            "default 72h and 30d)")
     group.add_argument("--grace", type=window, default=DEFAULT_GRACE_SECONDS, metavar="SPAN",
                        help="how long after its last target step a forecast waits for its "
                             "truth before it expires (default 6h)")
     group.add_argument("--alarm-checks", type=positive_int, default=SkillSettings.checks,
-                       metavar="K", help="consecutive checks that raise or clear an alarm "
-                                         "(default %(default)s)")
+                       metavar="K", help="consecutive checks that raise or clear the input-drift "
+                                         "alarm (default %(default)s)")
+    skill_alarm_arguments(group)
     group.add_argument("--alarm-min-scored", type=positive_int, default=SkillSettings.min_scored,
                        metavar="N", help="scored forecasts per lead before the skill alarm "
                                          "judges (default %(default)s)")
@@ -72,6 +73,24 @@ def stream_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-future-seconds", type=non_negative_float, default=None, metavar="S",
                        help="refuse a reading stamped more than S seconds ahead of the hub's clock "
                             "(default: one sampling interval + 900; not checked before 2020)")
+
+
+def skill_alarm_arguments(group: argparse._ArgumentGroup) -> None:
+    """The skill alarm's margin and hysteresis (skill/rolling.py)."""
+    group.add_argument("--skill-raise-above", type=positive_float,
+                       default=SkillSettings.skill_raise_above, metavar="R",
+                       help="skill alarm: raised when the pooled model/persistence RMSE ratio "
+                            "is above R (default %(default)s) ...")
+    group.add_argument("--skill-clear-below", type=positive_float,
+                       default=SkillSettings.skill_clear_below, metavar="R",
+                       help="... and cleared only once it is below R (default %(default)s; "
+                            "at most --skill-raise-above)")
+    group.add_argument("--skill-alarm-window", type=window, default=SkillSettings.skill_alarm_window,
+                       metavar="SPAN", help="the span over which the skill alarm judges the "
+                                            "ratio (default 7d)")
+    group.add_argument("--skill-checks", type=positive_int, default=SkillSettings.skill_checks,
+                       metavar="K", help="consecutive scored forecasts past a threshold that "
+                                         "raise or clear the skill alarm (default %(default)s)")
 
 
 def broker_security_arguments(parser: argparse.ArgumentParser) -> None:

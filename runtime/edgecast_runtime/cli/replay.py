@@ -81,7 +81,8 @@ def skill_text(report: dict) -> str:
     lines = [f"{report['model_name']}: {report['readings']} readings "
              f"({report['refused']} refused), {counts['issued']} forecasts issued, "
              f"{counts['scored']} scored, {counts['expired']} expired, "
-             f"{counts['pending']} still waiting for their truth"]
+             f"{counts['pending']} still waiting for their truth"
+             + (f", {counts['dropped']} dropped (too many pending)" if counts.get("dropped") else "")]
     rows = [[fmt.format(row[key]) if row[key] is not None else "-" for _, key, fmt in COLUMNS]
             for row in report["skill"]]
     widths = [max([len(title)] + [len(row[i]) for row in rows]) for i, (title, _, _) in enumerate(COLUMNS)]

@@ -5,13 +5,15 @@ registry per server (never the process-wide default), so several can coexist.
 Counts the stream keeps on disk (readings accepted, values rejected by reason,
 forecasts issued, scored and expired) are read at scrape time, so they survive a
 restart; predict latency and absolute errors are histograms observed live, so a
-fleet can sum their buckets and sums across hubs."""
+fleet can sum their buckets and sums across hubs. Squared errors are a summary
+(`_sum` and `_count`) over the same observations, so that RMSE and the RMSE ratio of
+`edgecast_skill_ratio` can be built in PromQL (see squared_errors below)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, Summary, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -58,9 +60,11 @@ class HubMetrics:
                                 "Absolute error of scored forecasts, target units, by lead "
                                 "step and source (model or persistence)",
                                 ["lead", "source"], buckets=ERROR_BUCKETS, registry=self.registry)
+        self.squared = squared_errors(self.registry)
         self.registry.register(_StateCollector(self))
         scorer = streamer.scorer
         if scorer is not None:
+            declare_leads(self.errors, self.squared, horizon=current_model().horizon)
             scorer.listeners.append(self._observe_errors)
             scorer.latency_listeners.append(self.latency.observe)
 
@@ -68,6 +72,8 @@ class HubMetrics:
         for lead, model_error, persistence_error in outcome.scored:
             self.errors.labels(str(lead), "model").observe(abs(model_error))
             self.errors.labels(str(lead), "persistence").observe(abs(persistence_error))
+            self.squared.labels(str(lead), "model").observe(model_error * model_error)
+            self.squared.labels(str(lead), "persistence").observe(persistence_error * persistence_error)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
@@ -92,6 +98,26 @@ class HubMetrics:
         if isinstance(release, dict):
             release = release.get("version")
         return "" if release is None else str(release)
+
+
+def squared_errors(registry: CollectorRegistry) -> Summary:
+    """`edgecast_squared_error{lead, source}`: a summary without quantiles, whose `_sum`
+    (squared errors, target units²) and `_count` (scored forecasts) grow with every
+    scored forecast, as `edgecast_absolute_error` does. Over the same forecasts,
+    sqrt(model _sum / persistence _sum) is `edgecast_skill_ratio` (the counts cancel)."""
+    return Summary(f"{PREFIX}_squared_error", "Squared error of scored forecasts, target "
+                   "units squared, by lead step and source (model or persistence)",
+                   ["lead", "source"], registry=registry)
+
+
+def declare_leads(*families: Histogram | Summary, horizon: int) -> None:
+    """Show every lead and source at 0 from the first scrape: Prometheus's increase()
+    then starts each series from 0 at the same scrape, and a ratio of two increases
+    is the ratio of the errors scored in the range."""
+    for family in families:
+        for lead in range(1, int(horizon) + 1):
+            for source in SOURCES:
+                family.labels(str(lead), source)
 
 
 class _StateCollector(Collector):
@@ -127,6 +153,9 @@ class _StateCollector(Collector):
                                   value=counts.get("scored", 0))
         yield CounterMetricFamily(f"{PREFIX}_forecasts_expired", "Forecasts whose truth never "
                                   "came within horizon + grace", value=counts.get("expired", 0))
+        yield CounterMetricFamily(f"{PREFIX}_forecasts_dropped", "Pending forecasts dropped, "
+                                  "oldest first, beyond the store's cap on their number",
+                                  value=counts.get("dropped", 0))
         yield GaugeMetricFamily(f"{PREFIX}_forecasts_pending", "Forecasts waiting for truth",
                                 value=counts.get("pending", 0))
         yield from _skill_families(scorer)

@@ -3,10 +3,14 @@ arrive later (scoring.ForecastStore), rolling MAE and RMSE per lead for the mode
 and for persistence, and two alarms, each logged once when raised and once when
 cleared:
 
-- skill: over the first (shortest) window, the model's RMSE pooled over all leads
-  is above persistence's, with at least `min_scored` forecasts scored per lead, on
-  `checks` consecutive checks (one check per scored forecast); cleared after as many
-  consecutive checks the other way.
+- skill: over `skill_alarm_window` (7 days: over 72 h, hourly PM2.5's ratio is too
+  noisy to judge a model on), the ratio of the model's RMSE pooled over all leads to
+  persistence's is above `skill_raise_above` (a margin over 1), with at
+  least `min_scored` forecasts scored per lead, on `skill_checks` consecutive checks
+  (one check per scored forecast); cleared only once it is below `skill_clear_below`
+  on as many consecutive checks. A check inside the band between counts for neither
+  and breaks a run: a ratio wandering around 1 (a model about as good as persistence)
+  leaves the alarm as it is instead of flapping.
 - input_drift: the mean of a numeric feature over the last `drift_window` readings
   (at least `drift_min_readings`) is more than `drift_threshold` training standard
   deviations from the training mean (the manifest's `input_statistics`), on
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgecast_runtime.errors import StateError
+from edgecast_runtime.errors import OptionError, StateError
 from edgecast_runtime.skill.store import (
     DEFAULT_GRACE_SECONDS,
     ForecastStore,
@@ -45,14 +49,24 @@ ALARMS = (SKILL, INPUT_DRIFT)
 
 @dataclass(frozen=True)
 class SkillSettings:
-    windows: Tuple[float, ...] = DEFAULT_WINDOWS  # rolling windows, seconds; the first drives the alarm
+    windows: Tuple[float, ...] = DEFAULT_WINDOWS  # rolling windows shown, seconds
     grace_seconds: float = DEFAULT_GRACE_SECONDS
-    checks: int = 3  # consecutive checks that raise or clear an alarm
+    checks: int = 3  # consecutive checks that raise or clear the input-drift alarm
     min_scored: int = 24  # scored forecasts per lead before the skill alarm may judge
     drift_window: float = 72 * HOUR
     drift_min_readings: int = 24
     drift_threshold: float = 3.0  # in training standard deviations
     enabled: bool = True  # False: forecasts are not kept or scored (no store file)
+    skill_raise_above: float = 1.1  # skill alarm: raised above this pooled RMSE ratio ...
+    skill_clear_below: float = 1.0  # ... and cleared only below this one
+    skill_checks: int = 48  # consecutive checks that raise or clear the skill alarm
+    skill_alarm_window: float = 7 * DAY  # the span the skill alarm judges
+    max_pending: Optional[int] = None  # pending forecasts kept at most (None: from the horizon)
+
+    def __post_init__(self) -> None:
+        if not (0 < self.skill_clear_below <= self.skill_raise_above < math.inf):
+            raise OptionError(f"skill_clear_below ({self.skill_clear_below}) must be positive and "
+                             f"at most skill_raise_above ({self.skill_raise_above})")
 
 
 def window_name(seconds: float) -> str:
@@ -129,9 +143,9 @@ class StreamScorer:
         for listener in self.listeners:
             listener(outcome)
         if outcome.scored:
-            self._judge(SKILL, self._skill_worse(), step.timestamp)
+            self._judge(SKILL, self._skill_worse(), step.timestamp, self.settings.skill_checks)
         if self.statistics:
-            self._judge(INPUT_DRIFT, self._inputs_drifted(), step.timestamp)
+            self._judge(INPUT_DRIFT, self._inputs_drifted(), step.timestamp, self.settings.checks)
         return outcome
 
     def rewind(self, limit: float) -> None:
@@ -166,14 +180,16 @@ class StreamScorer:
 
     # --- rolling skill ------------------------------------------------------------------
 
-    def table(self, now: Optional[float] = None) -> List[dict]:
-        """One row per window and lead: count, MAE and RMSE of the model and of
-        persistence, and the skill ratio (model RMSE / persistence RMSE)."""
+    def table(self, now: Optional[float] = None, windows: Optional[Tuple[float, ...]] = None
+              ) -> List[dict]:
+        """One row per window (the rolling `windows` unless given) and lead: count, MAE
+        and RMSE of the model and of persistence, and the skill ratio (model RMSE /
+        persistence RMSE)."""
         now = self.last_timestamp if now is None else now
         rows = []
         if now is None:
             return rows
-        for window in self.settings.windows:
+        for window in windows or self.settings.windows:
             for lead, sums in self.store.rolling(now - window).items():
                 rows.append({"window": window_name(window), "window_seconds": window,
                              "lead": lead, **skill_row(sums)})
@@ -187,13 +203,32 @@ class StreamScorer:
 
     # --- alarms ------------------------------------------------------------------------
 
-    def _skill_worse(self) -> Optional[bool]:
-        sums = self.store.rolling(self.last_timestamp - self.settings.windows[0])
+    def pooled_ratio(self) -> Optional[float]:
+        """The skill alarm's figure: model RMSE / persistence RMSE over the alarm's window,
+        pooled over the leads; None with fewer than `min_scored` forecasts per lead."""
+        if self.last_timestamp is None:
+            return None
+        sums = self.store.rolling(self.last_timestamp - self.settings.skill_alarm_window)
         if not sums or min(s["count"] for s in sums.values()) < self.settings.min_scored:
             return None  # too few to judge
         model = sum(s["model_sq"] for s in sums.values())
         persistence = sum(s["persistence_sq"] for s in sums.values())
-        return model > persistence
+        if persistence <= 0:
+            return math.inf if model > 0 else None
+        return math.sqrt(model / persistence)
+
+    def _skill_worse(self) -> Optional[bool]:
+        """True above `skill_raise_above`, False below `skill_clear_below`, None in
+        between (and with too few scored): see the module's docstring."""
+        ratio = self.pooled_ratio()
+        if ratio is None:
+            return None
+        if ratio > self.settings.skill_raise_above:
+            return True
+        if ratio < self.settings.skill_clear_below:
+            return False
+        self._streaks[SKILL] = 0  # in the band: a run of checks either way is broken
+        return None
 
     def drift_scores(self) -> Dict[int, float]:
         """{feature index: |recent mean - training mean| / training std}."""
@@ -215,14 +250,14 @@ class StreamScorer:
     def _name(self, index: int) -> str:
         return self.features[index] if index < len(self.features) else str(index)
 
-    def _judge(self, name: str, bad: Optional[bool], timestamp: float) -> None:
+    def _judge(self, name: str, bad: Optional[bool], timestamp: float, checks: int) -> None:
         """Count consecutive checks against the alarm's current state; flip it (and
         log it, once) after `checks` of them in a row."""
         if bad is None:
             return
         active = self.alarms[name]
         self._streaks[name] = self._streaks[name] + 1 if bad != active else 0
-        if self._streaks[name] < self.settings.checks:
+        if self._streaks[name] < checks:
             return
         self._streaks[name] = 0
         self.alarms[name] = bad
@@ -230,8 +265,11 @@ class StreamScorer:
         event = {"event": "alarm_raised" if bad else "alarm_cleared", "alarm": name,
                  "timestamp": timestamp}
         if name == SKILL:
-            event["skill"] = [row for row in self.table() if row["window_seconds"]
-                              == self.settings.windows[0]]
+            ratio = self.pooled_ratio()
+            event["pooled_ratio"] = ratio if ratio is not None and math.isfinite(ratio) else None
+            event["threshold"] = (self.settings.skill_raise_above if bad
+                                  else self.settings.skill_clear_below)
+            event["skill"] = self.table(windows=(self.settings.skill_alarm_window,))
         else:
             event["drift_scores"] = {self._name(index): round(score, 3)
                                      for index, score in self.drift_scores().items()}
@@ -261,8 +299,9 @@ def open_scorer(model: Forecaster, state_path: Optional[Path], interval: Optiona
         return None
     store = ForecastStore(store_path_for(state_path) if state_path else None, interval,
                           grace_seconds=settings.grace_seconds,
-                          retention_seconds=max(settings.windows),
-                          input_window_seconds=settings.drift_window)
+                          retention_seconds=max(*settings.windows, settings.skill_alarm_window),
+                          input_window_seconds=settings.drift_window,
+                          max_pending=settings.max_pending, log=log)
     statistics = input_statistics(read_manifest(model), list(model.features))
     return StreamScorer(store, settings, statistics, log, tuple(model.features))
 

@@ -18,7 +18,15 @@ which records `last_applied` (the reading's timestamp) in the same transaction. 
 reading at or before `last_applied` changes nothing here, so applying one twice (a
 resend answered as a duplicate, or the reconciliation at start) never scores twice;
 a crash between the two writes is repaired at start from the state file's last
-reading and answer (`StreamScorer.reconcile`)."""
+reading and answer (`StreamScorer.reconcile`).
+
+A damaged store (not a database, a broken header, a truncated file) holds only
+scores, while the readings state is what the hub needs: at open it is set aside
+(renamed `NAME.damaged-YYYYmmddTHHMMSSZ`, with its -wal and -shm), logged, and a
+fresh store is started. Pending forecasts are bounded by count as well as by time:
+readings far closer together than the sampling interval each leave a pending row,
+and every reading scans them all, so beyond `max_pending` the oldest are dropped and
+counted (`dropped`)."""
 
 from __future__ import annotations
 
@@ -27,9 +35,10 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -57,7 +66,10 @@ CREATE INDEX IF NOT EXISTS scored_completed ON scored (completed);
 CREATE TABLE IF NOT EXISTS recent_inputs (ts REAL PRIMARY KEY, row TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-COUNTERS = ("issued", "scored", "expired")
+COUNTERS = ("issued", "scored", "expired", "dropped")
+TABLES = ("pending", "scored", "recent_inputs", "meta")
+# SQLite's result codes for a file that is damaged rather than unreachable.
+SQLITE_CORRUPT, SQLITE_NOTADB = 11, 26
 
 
 @dataclass(frozen=True)
@@ -84,24 +96,55 @@ class ForecastStore:
 
     def __init__(self, path: Optional[Path], interval_seconds: float,
                  grace_seconds: float = DEFAULT_GRACE_SECONDS,
-                 retention_seconds: float = 30 * 86400.0, input_window_seconds: float = 72 * 3600.0):
+                 retention_seconds: float = 30 * 86400.0, input_window_seconds: float = 72 * 3600.0,
+                 max_pending: Optional[int] = None, log: Optional[Callable[[dict], None]] = None):
         self.path = Path(path) if path else None
         self.interval = float(interval_seconds)
         self.grace = float(grace_seconds)
         self.retention = float(retention_seconds)
         self.input_window = float(input_window_seconds)
+        self.max_pending = max_pending  # None: twice the most a forecast per interval leaves
         self._lock = threading.Lock()
         try:
-            if self.path:
-                create_private(self.path)
-            self._db = sqlite3.connect(str(self.path) if self.path else ":memory:",
-                                       isolation_level=None, check_same_thread=False)
-            if self.path:
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self._db = self._connect()
         except sqlite3.Error as exc:
-            raise StateError(f"cannot open the forecast store {self.path}: {exc}") from None
+            if self.path is None or not is_damage(exc):
+                raise StateError(f"cannot open the forecast store {self.path}: {exc}") from None
+            aside = set_aside(self.path)
+            (log or (lambda event: None))(
+                {"event": "store_set_aside", "path": str(self.path), "moved_to": str(aside),
+                 "error": str(exc), "message": "the forecast store was damaged: set aside, "
+                 "scoring starts afresh (the readings state is kept)"})
+            try:
+                self._db = self._connect()
+            except sqlite3.Error as again:
+                raise StateError(f"cannot open the forecast store {self.path}: {again}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open (or create) the store and check it: its header, its pages (quick_check)
+        and the columns of its tables."""
+        if self.path:
+            create_private(self.path)
+        db = sqlite3.connect(str(self.path) if self.path else ":memory:",
+                             isolation_level=None, check_same_thread=False)
+        try:
+            if self.path:
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            verdict = db.execute("PRAGMA quick_check").fetchone()
+            if verdict is None or verdict[0] != "ok":
+                raise sqlite3.DatabaseError(f"quick_check: {verdict[0] if verdict else 'no answer'}")
+            db.executescript(SCHEMA)
+            for table in TABLES:  # a table of the same name with other columns is damage too
+                db.execute(f"SELECT * FROM {table} LIMIT 0")
+            db.execute("SELECT issued, model_sha256, forecast, persistence, truths, expires "
+                       "FROM pending LIMIT 0")
+            db.execute("SELECT issued, lead, completed, model_error, persistence_error "
+                       "FROM scored LIMIT 0")
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         with self._lock:
@@ -135,6 +178,7 @@ class ForecastStore:
                  json.dumps([None] * horizon),
                  step.timestamp + horizon * self.interval + self.grace))
             self._count("issued", cursor.rowcount)
+            self._drop_beyond(self.max_pending or pending_cap(horizon, self.interval, self.grace))
         expired = db.execute("DELETE FROM pending WHERE expires < ?", (step.timestamp,)).rowcount
         self._count("expired", expired)
         db.execute("DELETE FROM scored WHERE completed <= ?", (step.timestamp - self.retention,))
@@ -191,6 +235,15 @@ class ForecastStore:
             self._count("scored", 1)
             scored.extend(errors)
         return scored
+
+    def _drop_beyond(self, cap: int) -> None:
+        """Keep at most `cap` pending forecasts: the oldest beyond it are dropped, counted."""
+        excess = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0] - cap
+        if excess > 0:
+            dropped = self._db.execute(
+                "DELETE FROM pending WHERE issued IN "
+                "(SELECT issued FROM pending ORDER BY issued LIMIT ?)", (excess,)).rowcount
+            self._count("dropped", dropped)
 
     def set_meta(self, key: str, value: object) -> None:
         with self._lock:
@@ -279,6 +332,42 @@ def create_private(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """A file SQLite cannot read as a database (not one, a broken header, torn pages),
+    as opposed to one it cannot reach (permissions, a full disk, a lock)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    text = str(exc)
+    return "not a database" in text or "malformed" in text or "quick_check" in text
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged store (and its -wal and -shm: a log left behind would be
+    replayed into the fresh file) to NAME.damaged-TIMESTAMP; the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    counter = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{counter}")
+        counter += 1
+    try:
+        for suffix in ("-wal", "-shm", ""):
+            companion = path.with_name(path.name + suffix)
+            if companion.exists():
+                os.replace(companion, target.with_name(target.name + suffix))
+    except OSError as exc:
+        raise StateError(f"the forecast store {path} is damaged and cannot be set aside: "
+                         f"{exc.strerror or exc}") from None
+    return target
+
+
+def pending_cap(horizon: int, interval: float, grace: float) -> int:
+    """Twice the pending forecasts a reading per interval leaves (each waits
+    horizon × interval + grace), and at least 64."""
+    return max(64, 2 * (horizon + int(math.ceil(grace / interval)) + 1))
 
 
 def store_path_for(state_path: Path) -> Path:
