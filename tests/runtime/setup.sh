@@ -3,7 +3,8 @@
 # the Mosquitto broker (the MQTT tests start their own on loopback, so the system
 # service need not run), bubblewrap and libseccomp's Python bindings (test_unit.py
 # rebuilds the systemd unit's sandbox with them where systemd is not the init), and
-# systemd-analyze (the unit's exposure). Quiet and idempotent: installs only what is missing.
+# systemd-analyze (the unit's exposure), strace (test_telemetry.py records every
+# network call of the runtime with it). Quiet and idempotent: installs only what is missing.
 set -euo pipefail
 
 missing=()
@@ -13,6 +14,7 @@ fi
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 /usr/bin/python3 -c "import seccomp" >/dev/null 2>&1 || missing+=(python3-seccomp)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
