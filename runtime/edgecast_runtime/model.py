@@ -296,7 +296,7 @@ def _read_model_bytes(path: Path, max_bytes: int) -> bytes:
     """The model is read once into memory: the sha256 check and the session then
     see the very same bytes, even if the file is replaced meanwhile."""
     try:
-        data = read_regular_file(path, max_bytes, ModelError, "model file", "--max-model-bytes")
+        data = read_regular_file(path, max_bytes, ModelError, "model file", "max_model_bytes")
     except FileNotFoundError:
         raise ModelError(f"model file not found: {path}") from None
     if not data:
@@ -384,7 +384,8 @@ def _validate_spec(path: Path, spec: object, version: str) -> tuple[InputLayout,
     try:
         spec_clock(spec)
     except EdgecastRuntimeError as exc:
-        fail(f"has 'clock' {spec.get('clock')!r}: {exc}; pass --clock to override it")
+        raise ModelError(f"{path}: {SPEC_KEY} has 'clock' {spec.get('clock')!r}: {exc}; give clock "
+                         f"to override it", setting="clock") from None
     layout = layout_from_spec(spec, version, fail)
     return layout, ranges_from_spec(spec, layout, fail)
 

@@ -61,7 +61,8 @@ class NeighbourAligner:
                  wait_seconds: float = DEFAULT_WAIT_SECONDS, state_path: str | Path | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if wait_seconds < 0 or not math.isfinite(wait_seconds):
-            raise InputValueError(f"--neighbour-wait must be 0 or more seconds, got {wait_seconds}")
+            raise InputValueError(f"neighbour_wait must be 0 or more seconds, got {wait_seconds}",
+                                  setting="neighbour_wait")
         self.streamer, self.columns, self.wait_seconds = streamer, columns, float(wait_seconds)
         self.state_path = Path(state_path) if state_path else None
         self.clock = clock
@@ -191,7 +192,8 @@ class NeighbourLink:
     def __init__(self, aligner: NeighbourAligner, station: str, topic_template: str = READINGS_TOPIC,
                  publish_readings: bool = False) -> None:
         if "{station}" not in topic_template:
-            raise InputValueError(f"--neighbour-topic {topic_template!r} needs a {{station}} placeholder")
+            raise InputValueError(f"neighbour_topic {topic_template!r} needs a {{station}} placeholder",
+                                  setting="neighbour_topic")
         self.aligner, self.station, self.publish_readings = aligner, station, publish_readings
         self.readings_topic = topic_template.format(station=station)
         self.neighbour_topics = {topic_template.format(station=s): s for s in aligner.stations}
@@ -276,7 +278,8 @@ def open_link(streamer: StreamingForecaster, *, station: Optional[str], state: s
     if not columns and not publish_readings:
         return None
     if not station:
-        raise InputValueError("this hub's station id is needed (--station) to follow or publish readings")
+        raise InputValueError("this hub's station id is needed (station) to follow or publish readings",
+                              setting="station")
     path = Path(f"{state}.neighbours") if state else None
     return NeighbourLink(NeighbourAligner(streamer, columns, wait_seconds, path, clock), station, topic_template,
                          publish_readings)

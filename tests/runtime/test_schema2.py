@@ -198,7 +198,7 @@ def test_the_models_recorded_clock_is_the_default(model, tmp_path):
     assert spec_clock(SPEC) is None and model.clock is None
     _validate_spec(Path("m.onnx"), {**SPEC, "clock": "+08:00"}, "2")
     for bad in ("Mars/Olympus", 8):
-        with pytest.raises(ModelError, match="'clock'.*pass --clock"):
+        with pytest.raises(ModelError, match="'clock'.*give clock to override it"):
             _validate_spec(Path("m.onnx"), {**SPEC, "clock": bad}, "2")
 
     class RecordedClock:  # the model as Forecaster binds it from a spec with "clock"

@@ -15,9 +15,11 @@ from edgecast_runtime import __version__
 from edgecast_runtime.cli import commands, option_groups, replay
 from edgecast_runtime.cli import stream as stream_command
 from edgecast_runtime.cli.arguments import (
+    as_flags,
     model_arguments,
     model_loading,
     non_negative_float,
+    option_table,
     port,
     positive_float,
     positive_int,
@@ -74,13 +76,14 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         return args.run(args)
     except UsageError as exc:
         return fail(str(exc), USAGE_EXIT)
-    except EdgecastRuntimeError as exc:
-        return fail(str(exc), exit_code_for(exc))
+    except EdgecastRuntimeError as exc:  # the library names settings; the command line says flags
+        return fail(as_flags(str(exc), exc.settings, option_table(parser)), exit_code_for(exc))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -45,9 +45,9 @@ def serve_token(host: str, token_file: str | Path | None = None, trusted_network
     if token_file is not None:
         return read_token(token_file)
     if not is_loopback(host) and not trusted_network:
-        raise EdgecastRuntimeError(f"serve on {host} (beyond loopback) needs --token-file FILE "
-                                   f"(a bearer token clients must send), or --trusted-network "
-                                   f"to serve without one")
+        raise EdgecastRuntimeError(f"serve on {host} (beyond loopback) needs token_file FILE "
+                                   f"(a bearer token clients must send), or trusted_network "
+                                   f"to serve without one", setting=("token_file", "trusted_network"))
     return None
 
 
