@@ -207,11 +207,24 @@ class NeighbourLink:
     def neighbour_message(self, topic: str, text: str) -> List[dict]:
         """A reading published by a neighbour's hub."""
         document = json.loads(text)
-        if not isinstance(document, dict) or not isinstance(document.get("timestamp"), (int, float)):
-            raise InputValueError("a neighbour's reading must be a JSON object with a numeric 'timestamp'")
-        station = self.neighbour_topics[topic]
-        values = {k: v for k, v in document.items() if k not in ("station", "timestamp")}
-        return self.aligner.neighbour(station, float(document["timestamp"]), values)
+        if not isinstance(document, dict):
+            raise InputValueError("a neighbour's reading must be a JSON object with a 'timestamp'")
+        return self._neighbour_reading(self.neighbour_topics[topic], document)
+
+    def _neighbour_reading(self, station: str, document: dict) -> List[dict]:
+        """A neighbour's {"timestamp", READING: value, ...}: its time in any form the
+        station's own readings take (epoch seconds or milliseconds, ISO 8601 in the
+        data's clock without a zone, the training file's time columns: readings.py)."""
+        from edgecast_runtime.readings import TimeColumns
+
+        streamer = self.aligner.streamer
+        fields = {k: v for k, v in document.items() if isinstance(k, str) and k != "station"}
+        columns = TimeColumns(list(fields), streamer.forecaster.layout)
+        timestamp = columns.seconds(fields.get, streamer.clock)
+        if timestamp is None:
+            raise InputValueError("a neighbour's reading needs a 'timestamp' (epoch seconds or ISO 8601)")
+        values = {k: v for k, v in fields.items() if k not in columns.used}
+        return self.aligner.neighbour(station, timestamp, values)
 
     def observe_document(self, document: dict, layout: InputLayout, clock: Optional[tzinfo]) -> List[dict]:
         """An HTTP observation: {"station": ID, ...} from a neighbour, the station's own without
@@ -227,11 +240,7 @@ class NeighbourLink:
         if station not in self.aligner.columns:
             raise InputValueError(f"station {station!r} is not a neighbour of this model "
                                   f"(its neighbours: {', '.join(self.aligner.stations)})")
-        timestamp = document.get("timestamp")
-        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
-            raise InputValueError("a neighbour's reading needs a numeric 'timestamp' (seconds since the epoch)")
-        values = {k: v for k, v in document.items() if k not in ("station", "timestamp")}
-        return self.aligner.neighbour(station, float(timestamp), values)
+        return self._neighbour_reading(station, document)
 
     def http_answer(self, answers: List[dict]) -> dict:
         """One HTTP answer for the readings an observation released: the last one's, or
