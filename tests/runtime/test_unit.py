@@ -59,6 +59,7 @@ def test_unit_is_a_notify_service_with_a_watchdog_and_an_empty_working_directory
     assert settings["Type"] == "notify" and settings["NotifyAccess"] == "main"
     assert settings["WatchdogSec"] and settings["UMask"] == "0077"
     assert settings["WorkingDirectory"] == "/run/" + settings["RuntimeDirectory"]
+    assert "ORT_DISABLE_TELEMETRY=1" in settings["Environment"].split()  # issue 26: no telemetry
     assert exec_start(settings)[:2] == ["/opt/edgecast/venv/bin/edgecast-runtime", "serve"]
 
 
