@@ -8,7 +8,7 @@ RVENV := .venv-runtime
 PIP_FLAGS := --quiet --disable-pip-version-check
 RUNTIME_SOURCES := runtime/pyproject.toml $(shell find runtime/edgecast_runtime -name '*.py' 2>/dev/null)
 
-.PHONY: demo test lint test-runtime test-toolkit bench bench-fleet clean
+.PHONY: demo test lint test-runtime test-toolkit test-aarch64 bench bench-fleet clean
 
 $(VENV)/.installed: pyproject.toml runtime/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,11 @@ test-runtime: $(RVENV)/.installed
 
 test-toolkit: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests/toolkit -q
+
+# The runtime's suite (a stated subset) and the committed models' forecasts on 64-bit ARM:
+# a Debian arm64 root under qemu-user emulation, cached in /var/cache/edgecast (needs root).
+test-aarch64: $(RVENV)/.installed
+	bash scripts/test_aarch64.sh
 
 # Speed, memory and size of every backend on three model sizes (about 9 minutes):
 # writes benchmarks/results.json and benchmarks/results.md.

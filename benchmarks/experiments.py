@@ -83,7 +83,7 @@ def throughput(run: Callable[[np.ndarray], object], x: np.ndarray, repeats: int 
 
 def converted_graph(bundle_dir: Path) -> onnx.ModelProto:
     """The bundle's model as tf2onnx converts it, without export/onnx_clean.py."""
-    from edgecast.export import onnx_export
+    from edgecast.exporter import onnx_export
     from edgecast.trainer.bundle import read_bundle
 
     bundle = read_bundle(bundle_dir)

@@ -2,8 +2,12 @@
 
 The Python API (edgecast/api.py) is reachable from here: `edgecast.train`, `edgecast.export`,
 `edgecast.verify`, `edgecast.evaluate` and their result types. They are imported on first
-use, so `import edgecast` loads neither TensorFlow nor the trainer. `edgecast.export` is
-also the name of the export package: the package is callable, and calling it is export().
+use, so `import edgecast` loads neither TensorFlow nor the trainer.
+
+The folders are mapped into this namespace (pyproject.toml): `trainer/` is
+`edgecast.trainer` and `export/` is `edgecast.exporter`. The export package is not
+`edgecast.export`: importing a submodule sets the package as an attribute of its parent,
+which would shadow the function `edgecast.export` here.
 """
 from __future__ import annotations
 
@@ -40,10 +44,6 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "export":  # the package edgecast.export, callable as the API's export()
-        import edgecast.export
-
-        return edgecast.export
     if name in API:
         from edgecast import api
 

@@ -14,21 +14,21 @@ function needs it, so `import edgecast` stays quick.
 """
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgecast.export.errors import ExportError
-from edgecast.export.reports import ExportResult, VerifyResult
-from edgecast.export.settings import EXPORT_DEFAULTS, TARGETS
+from edgecast import options
+from edgecast.exporter.reports import ExportResult, VerifyResult
 from edgecast.plots import DEFAULT_SIZE, STRETCH_STEPS
 from edgecast.trainer.reports import Backtest, DataRecord, Evaluation, Metrics
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, TrainConfig
 
 if TYPE_CHECKING:
-    from edgecast.trainer.data import Series
+    import numpy as np
+
+    from edgecast.trainer.data import ReadOptions, Series
 
 Progress = Callable[[str], object]  # receives one line of progress at a time
 EpochHook = Callable[[int, dict], object]  # (epoch number from 1, Keras logs: loss, val_loss)
@@ -118,56 +118,29 @@ def default_bundle_name(data: str | Path) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or DEFAULT_NAME
 
 
+@options.keywords(*options.TRAIN)
 def train(
     data: str | Path,
     target: str,
     *,
-    features: Sequence[str] = (),
-    time_column: str | None = None,
-    clock: str | None = None,
-    look_back: int = DEFAULTS.look_back,
-    horizon: int = DEFAULTS.horizon,
-    units: int = DEFAULTS.units,
-    layers: int = DEFAULTS.layers,
-    dropout: float = DEFAULTS.dropout,
-    formulation: str = DEFAULTS.formulation,
-    linear_skip: bool = DEFAULTS.linear_skip,
-    quadratic_skip: bool = DEFAULTS.quadratic_skip,
-    linear_fit_with_val: bool = DEFAULTS.linear_fit_with_val,
-    target_units: str | None = DEFAULTS.target_units,
-    epochs: int = DEFAULTS.epochs,
-    batch_size: int = DEFAULTS.batch_size,
-    patience: int = DEFAULTS.patience,
-    learning_rate: float = DEFAULTS.learning_rate,
-    seed: int = DEFAULTS.seed,
-    max_gap: int = DEFAULTS.max_gap,
-    split: tuple[float, float, float] = DEFAULTS.split,
     name: str | None = None,
     models_dir: str | Path = MODELS_DIR,
-    time_unit: str | None = None,
-    time_format: str | None = None,
-    dayfirst: bool = False,
-    delimiter: str | None = None,
-    decimal: str | None = None,
-    valid_ranges: Mapping[str, tuple[float | None, float | None]] | Sequence[str] = (),
     neighbours: Sequence[str | Path] = (),
-    neighbour_features: Sequence[str] = (),
     neighbour_count: int | None = None,
-    neighbour_masking: bool = DEFAULTS.neighbour_masking,
-    neighbour_fallback: bool = DEFAULTS.neighbour_fallback,
-    target_min: float | None = DEFAULTS.target_min,
-    clip_target: bool = DEFAULTS.clip_target,
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
+    **settings: Any,
 ) -> TrainResult:
     """Train an LSTM forecaster on a CSV and write the bundle `models_dir/name`.
 
-    `features`: extra input columns (numeric, compass wind directions, or the calendar
-    features hour_of_day and day_of_week). `name` defaults to the file's name
-    (default_bundle_name). How the file is written (`time_column` such as `date,time`,
-    `time_unit`, `time_format`, `dayfirst`, `clock`, `delimiter`, `decimal`) is detected
-    when not given; `valid_ranges` maps a column to (min, max), either bound None, or is
-    a list of `COLUMN=MIN,MAX` texts. Bad data or settings fail before TensorFlow loads.
+    Every option of `edgecast train` is a keyword here, with the same default (the option
+    table, edgecast/options.py; the signature lists them). `features`: extra input columns
+    (numeric, compass wind directions, or the calendar features hour_of_day and
+    day_of_week). `name` defaults to the file's name (default_bundle_name). How the file
+    is written (`time_column` such as `date,time`, `time_unit`, `time_format`, `dayfirst`,
+    `clock`, `delimiter`, `decimal`) is detected when not given; `valid_ranges` maps a
+    column to (min, max), either bound None, or is a list of `COLUMN=MIN,MAX` texts. Bad
+    data or settings fail before TensorFlow loads.
 
     `neighbours`: other stations' files (station id from the file name), read the same
     way and aligned on this file's timestamps; their `neighbour_features` (default: the
@@ -179,27 +152,30 @@ def train(
     window. Forecasts are clipped at `target_min` (default: 0 when the training
     split has no negative target; `clip_target=False`: never).
     """
-    from edgecast.trainer.data import ReadOptions, load_csv
+    from edgecast.trainer.data import load_csv
     from edgecast.trainer.neighbours import add_neighbours
-    from edgecast.trainer.validity import parse_range
 
-    ranges = dict(valid_ranges) if isinstance(valid_ranges, Mapping) else dict(map(parse_range, valid_ranges))
-    read = ReadOptions(time_column=time_column, time_unit=time_unit, time_format=time_format, dayfirst=dayfirst,
-                       clock=clock, delimiter=delimiter, decimal=decimal, valid_ranges=ranges)
-    config = TrainConfig(
-        look_back=look_back, horizon=horizon, units=units, epochs=epochs, batch_size=batch_size,
-        patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap, split=tuple(split),
-        layers=layers, dropout=dropout, formulation=formulation, linear_skip=linear_skip,
-        quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val, target_units=target_units,
-        target_min=target_min, clip_target=clip_target, neighbour_masking=neighbour_masking,
-        neighbour_fallback=neighbour_fallback,
-    )
-    series = load_csv(data, target, list(features), max_gap=max_gap, options=read)
+    given = options.values({**settings, "target": target}, options.TRAIN)
+    read = read_options(given)
+    config = options.train_config(given)
+    series = load_csv(data, target, list(given["features"]), max_gap=config.max_gap, options=read)
     if neighbours:
-        series, _ = add_neighbours(series, list(neighbours), list(neighbour_features), read, max_gap,
-                                   tuple(split), neighbour_count)
+        series, _ = add_neighbours(series, list(neighbours), list(given["neighbour_features"]), read, config.max_gap,
+                                   config.split, neighbour_count)
     out_dir = Path(models_dir) / (name or default_bundle_name(data))
     return train_series(series, config, out_dir, progress, on_epoch)
+
+
+def read_options(given: Mapping[str, Any]) -> ReadOptions:
+    """edgecast.trainer.data.ReadOptions from the reading options (`valid_ranges` as a
+    mapping or as `COLUMN=MIN,MAX` texts)."""
+    from edgecast.trainer.data import ReadOptions
+    from edgecast.trainer.validity import parse_range
+
+    ranges = given.get("valid_ranges", ())
+    ranges = dict(ranges) if isinstance(ranges, Mapping) else dict(map(parse_range, ranges))
+    names = {f.name for f in fields(ReadOptions)} - {"valid_ranges"}
+    return ReadOptions(valid_ranges=ranges, **{key: value for key, value in given.items() if key in names})
 
 
 def train_series(series: Series, config: TrainConfig, out_dir: Path, progress: Progress | None = None,
@@ -225,16 +201,8 @@ def train_series(series: Series, config: TrainConfig, out_dir: Path, progress: P
     )
 
 
-def export(
-    bundle: str | Path,
-    *,
-    opset: int = EXPORT_DEFAULTS.opset,
-    tflite: bool = EXPORT_DEFAULTS.tflite,
-    quantize: Sequence[str] = EXPORT_DEFAULTS.quantize,
-    builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops,
-    target: str = EXPORT_DEFAULTS.target,
-    progress: Progress | None = None,
-) -> ExportResult:
+@options.keywords(*options.EXPORT_COMMAND)
+def export(bundle: str | Path, *, progress: Progress | None = None, **settings: Any) -> ExportResult:
     """Export ONNX (and TFLite, quantized variants) with the scaler in the graph.
 
     Raises ParityError (carrying its report) and writes nothing when an artifact does not
@@ -244,33 +212,22 @@ def export(
     TensorFlow Lite Micro build verified in TFLM (`ExportResult.micro`); it makes the two
     files it chooses between, so a refused `tflite-int8` it asked for itself is no error.
     """
-    from edgecast.export.pipeline import export_bundle
+    from edgecast.exporter.pipeline import export_bundle
 
-    if target not in TARGETS:
-        raise ExportError(f"target {target!r} is not one of {', '.join(TARGETS)}")
-    asked = [quantize] if isinstance(quantize, str) else list(quantize)
-    modes = asked + ["tflite-int8"] * (target == "mcu" and "tflite-int8" not in asked)
-    result = export_bundle(Path(bundle), opset=opset, tflite=tflite, progress=progress or _silent,
-                           quantize=modes, builtin_ops=builtin_ops or target == "mcu")
-    refused = {mode: why for mode, why in result.refused.items() if mode in asked}
-    from edgecast.export.micro import MICRO_DIR, export_micro
-
-    micro, removed = None, list(result.removed)
-    if target == "mcu":
-        micro = export_micro(Path(bundle), progress=progress or _silent)
-    elif (Path(bundle) / MICRO_DIR).is_dir():  # the manifest no longer describes it: gone, and said so
-        shutil.rmtree(Path(bundle) / MICRO_DIR)
-        removed.append(Path(bundle) / MICRO_DIR)
-    return replace(result, refused=refused, micro=micro, removed=removed)
+    given = options.values(settings, options.EXPORT_COMMAND)
+    quantize = given["quantize"]
+    modes = [quantize] if isinstance(quantize, str) else list(quantize)
+    return export_bundle(Path(bundle), opset=given["opset"], tflite=given["tflite"], progress=progress or _silent,
+                         quantize=modes, builtin_ops=given["builtin_ops"], target=given["target"])
 
 
 def verify(bundle: str | Path) -> VerifyResult:
     """Recompute parity of the exported artifacts against scaler + Keras + inverse, measure
-    every artifact on the test split and check the files against the manifest."""
-    from edgecast.export.micro import verify_micro
-    from edgecast.export.pipeline import verify_bundle
+    every artifact on the test split, check the files against the manifest, and run a
+    microcontroller build the manifest records in TFLM again."""
+    from edgecast.exporter.pipeline import verify_bundle
 
-    return replace(verify_bundle(Path(bundle)), micro=verify_micro(Path(bundle)))
+    return verify_bundle(Path(bundle))
 
 
 def evaluate(
@@ -316,13 +273,14 @@ def evaluate(
             raise PlotError(str(exc)) from None
     model_bundle = read_bundle(bundle)
     evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest,
-                                        Path(artifact) if artifact is not None else None, list(neighbours))
+                                        _artifact_forecast(Path(artifact)) if artifact is not None else None,
+                                        list(neighbours))
     if plot is None:
         return EvaluateResult(model_bundle.path, evaluation)
     test_windows = len(evaluation.test_end)
     start = first_unbroken_start(evaluation.test_end, plot_steps) if plot_start is None else plot_start
     if not 0 <= start < test_windows:
-        raise PlotError(f"--plot-start must be in 0..{test_windows - 1}, got {start}")
+        raise PlotError(f"plot_start must be in 0..{test_windows - 1}, got {start}", settings=("plot_start",))
     times = evaluation.times
     stretch = forecast_stretch(evaluation.test_end, evaluation.test_y, evaluation.model_forecast, start, plot_steps,
                                (lambda row: times[row]) if times else (lambda row: row))
@@ -336,7 +294,7 @@ def demo(models_dir: str | Path = MODELS_DIR, *, name: str | None = None, seed: 
     """The tutorial's model on the embedded 25-value series: train, export, and forecast
     the tutorial's window through Keras, the runtime (ONNX) and LiteRT (TFLite)."""
     from edgecast import tutorial
-    from edgecast.export.parity import TOLERANCE
+    from edgecast.exporter.parity import TOLERANCE
 
     trained = train_series(tutorial.series(), tutorial.config(seed), Path(models_dir) / (name or tutorial.DEMO_NAME),
                            progress, on_epoch)
@@ -348,17 +306,30 @@ def demo(models_dir: str | Path = MODELS_DIR, *, name: str | None = None, seed: 
 def _backend_forecasts(bundle_dir: Path, window: list[float]) -> dict[str, float]:
     import numpy as np
 
-    from edgecast.export.parity import reference_forecast, tflite_forecast
+    from edgecast.exporter.parity import reference_forecast, tflite_forecast
     from edgecast.trainer.bundle import read_bundle
     from edgecast_runtime import Forecaster
+    from edgecast_runtime.contract import ONNX_FILE, TFLITE_FILE
 
     bundle = read_bundle(bundle_dir)
     x = np.asarray(window, np.float32).reshape(1, len(window), 1)
     return {
         "Keras (scaler + model + inverse)": float(reference_forecast(bundle.load_model(), bundle.spec, x)[0, 0]),
-        "ONNX Runtime (edgecast-runtime)": float(Forecaster(bundle_dir / "model.onnx").predict(window)[0]),
-        "TFLite (LiteRT)": float(tflite_forecast(bundle_dir / "model.tflite", x)[0, 0]),
+        "ONNX Runtime (edgecast-runtime)": float(Forecaster(bundle_dir / ONNX_FILE).predict(window)[0]),
+        "TFLite (LiteRT)": float(tflite_forecast(bundle_dir / TFLITE_FILE, x)[0, 0]),
     }
+
+
+def _artifact_forecast(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The exported file's forecasts of raw windows, one window per call as the hub's stream
+    predicts (a batch can move float32 results); the file is opened on the first call."""
+
+    def forecast(x: np.ndarray) -> np.ndarray:
+        from edgecast.exporter.backends import open_artifact
+
+        return open_artifact(path).forecast(x, 1)
+
+    return forecast
 
 
 def _say(progress: Progress | None, line: str) -> None:

@@ -1,9 +1,11 @@
 """The `edgecast` command: a thin typer layer over the Python API (edgecast/api.py).
 
 Each command parses its options, calls the API function of the same name and prints
-its typed result (tables in edgecast/tables.py). Defaults come from the settings the
-API uses. Heavy imports (TensorFlow, tf2onnx) happen inside the API functions, so
-`--help` is quick. Every EdgecastError reaches the user as one line and exit code 2.
+its typed result (tables in edgecast/tables.py). The options of `train` and `export`
+come from the option table (edgecast/options.py) the API takes its keywords from; other
+defaults from the settings the API uses. Heavy imports (TensorFlow, tf2onnx) happen
+inside the API functions, so `--help` is quick. Every EdgecastError reaches the user as
+one line and exit code 2, the settings it names said as flags (`max_gap` as `--max-gap`).
 """
 from __future__ import annotations
 
@@ -19,17 +21,18 @@ import typer
 from edgecast import options as opt
 from edgecast import tables
 from edgecast.api import evaluate as api_evaluate
-from edgecast.common import EdgecastError
-from edgecast.export.settings import EXPORT_DEFAULTS, TARGETS
+from edgecast.base import EdgecastError
+from edgecast.cli_options import Settings, with_options
+from edgecast.exporter.settings import TARGETS
 from edgecast.fleet.cli import app as fleet_app
 from edgecast.plots import size_text
-from edgecast.release.cli import keys_app, release, sign
-from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, split_text
+from edgecast.release.cli import fleet_status, keys_app, release, sign
+from edgecast.trainer.settings import DEFAULTS, MODELS_DIR
 from edgecast.tutorial import DEMO_NAME
 
 if TYPE_CHECKING:
     from edgecast.api import TrainResult
-    from edgecast.export.reports import ExportResult
+    from edgecast.exporter.reports import ExportResult
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -43,11 +46,12 @@ out = tables.console()
 err = tables.console(stderr=True)
 # Options of `evaluate` not held in a settings object: the API function's own defaults.
 EVALUATE_DEFAULTS = {name: p.default for name, p in inspect.signature(api_evaluate).parameters.items()}
-app.add_typer(fleet_app, name="fleet")  # fleet train, fleet report, fleet status
-# Signed releases (edgecast/release/): keys new, sign, release.
+app.add_typer(fleet_app, name="fleet")  # fleet train, fleet report (edgecast/fleet/cli.py)
+# Signed releases (edgecast/release/cli.py): keys new, sign, release, and fleet status.
 app.add_typer(keys_app, name="keys")
 app.command("sign")(sign)
 app.command("release")(release)
+fleet_app.command("status")(fleet_status)
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
 
@@ -61,7 +65,7 @@ def main() -> None:
         err.print("edgecast: aborted", markup=False)
         sys.exit(130)
     except EdgecastError as exc:
-        err.print(f"edgecast: error: {exc}", markup=False, soft_wrap=True)
+        err.print(f"edgecast: error: {opt.as_flags(str(exc), exc.settings)}", markup=False, soft_wrap=True)
         sys.exit(2)
     except OSError as exc:
         err.print(f"edgecast: error: {exc}", markup=False, soft_wrap=True)
@@ -85,45 +89,18 @@ def _is_kind(exc: Exception, name: str) -> bool:
 
 
 @app.command()
+@with_options(*opt.TRAIN)
 def train(
     data: Annotated[Path, typer.Argument(help="CSV with a timestamp column or year,month,day,hour columns.")],
-    target: opt.Target,
-    features: opt.Features = [],
-    time_column: opt.TimeColumn = None,
-    clock: opt.Clock = None,
-    look_back: opt.LookBack = DEFAULTS.look_back,
-    horizon: opt.Horizon = DEFAULTS.horizon,
-    units: opt.Units = DEFAULTS.units,
-    layers: opt.Layers = DEFAULTS.layers,
-    dropout: opt.Dropout = DEFAULTS.dropout,
-    formulation: opt.Formulation = DEFAULTS.formulation,
-    linear_skip: opt.LinearSkip = DEFAULTS.linear_skip,
-    quadratic_skip: opt.QuadraticSkip = DEFAULTS.quadratic_skip,
-    linear_fit_with_val: opt.LinearFitWithVal = DEFAULTS.linear_fit_with_val,
-    target_units: opt.TargetUnits = DEFAULTS.target_units,
-    epochs: opt.Epochs = DEFAULTS.epochs,
-    batch_size: opt.BatchSize = DEFAULTS.batch_size,
-    patience: opt.Patience = DEFAULTS.patience,
-    learning_rate: opt.LearningRate = DEFAULTS.learning_rate,
-    seed: opt.Seed = DEFAULTS.seed,
-    max_gap: opt.MaxGap = DEFAULTS.max_gap,
-    split: opt.Split = split_text(DEFAULTS.split),
+    settings: Settings,
     name: Annotated[Optional[str], typer.Option(help="Bundle name (default: from the CSV file name).")] = None,
-    models_dir: opt.ModelsDir = MODELS_DIR,
-    # How the file is written (edgecast.trainer.data.ReadOptions): defaults are sniffed or detected.
-    time_unit: Annotated[Optional[str], typer.Option(help="Unit of epoch-number times: s or ms (default: by magnitude).")] = None,
-    time_format: Annotated[Optional[str], typer.Option(help="strptime format of the times, e.g. '%d.%m.%Y %H:%M' (date,time joined by a space).")] = None,
-    dayfirst: Annotated[bool, typer.Option("--dayfirst", help="Numeric dates are day-first (13/03/2013).")] = False,
-    delimiter: Annotated[Optional[str], typer.Option(help="Field delimiter, e.g. ';' or tab (default: sniffed).")] = None,
-    decimal: Annotated[Optional[str], typer.Option(help="Decimal mark, '.' or ',' (default: sniffed).")] = None,
-    valid_range: Annotated[list[str], typer.Option(help="COLUMN=MIN,MAX: other readings are missing (repeat; a bound may be empty). Concentrations default to MIN 0.")] = [],
-    neighbours: Annotated[list[Path], typer.Option(help="Neighbouring stations' files (repeat): their readings become inputs FEATURE@STATION, aligned by timestamp.")] = [],
-    neighbour_features: Annotated[list[str], typer.Option(help="The neighbours' columns to read (default: the target).")] = [],
-    neighbour_count: Annotated[Optional[int], typer.Option(help="Keep the K neighbours whose target correlates most with this one on the training split.")] = None,
-    neighbour_masking: Annotated[bool, typer.Option(help="Silence neighbours at random in training, so the model forecasts without them.")] = DEFAULTS.neighbour_masking,
-    neighbour_fallback: Annotated[bool, typer.Option(help="Also train on the station's own inputs; the graph uses that network when no neighbour's reading is in the window.")] = DEFAULTS.neighbour_fallback,
-    target_min: Annotated[Optional[float], typer.Option(help="Clip forecasts below this in the graph (default: 0 when no training target is negative).")] = DEFAULTS.target_min,
-    clip_target: Annotated[bool, typer.Option(help="Clip forecasts at --target-min (or 0 for a never-negative target).")] = DEFAULTS.clip_target,
+    models_dir: Annotated[Path, typer.Option(help="Where bundles live.")] = MODELS_DIR,
+    neighbours: Annotated[list[Path], typer.Option(
+        help="Neighbouring stations' files (repeat): their readings become inputs FEATURE@STATION, aligned by "
+        "timestamp.", rich_help_panel=opt.NEIGHBOURS)] = [],
+    neighbour_count: Annotated[Optional[int], typer.Option(
+        help="Keep the K neighbours whose target correlates most with this one on the training split.",
+        rich_help_panel=opt.NEIGHBOURS)] = None,
 ) -> None:
     """Train an LSTM forecaster on a CSV and write the bundle models/NAME.
 
@@ -132,32 +109,23 @@ def train(
     """
     from edgecast import api
 
-    with EpochBar(epochs) as bar:
-        result = api.train(
-            data, target, features=opt.split_list(features), time_column=time_column, clock=clock,
-            look_back=look_back, horizon=horizon, units=units, layers=layers, dropout=dropout,
-            formulation=formulation, linear_skip=linear_skip, quadratic_skip=quadratic_skip,
-            linear_fit_with_val=linear_fit_with_val, target_units=target_units, epochs=epochs,
-            batch_size=batch_size, patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
-            split=opt.split_fractions(split), name=name, models_dir=models_dir, time_unit=time_unit, time_format=time_format,
-            dayfirst=dayfirst, delimiter=delimiter, decimal=decimal, valid_ranges=valid_range,
-            neighbours=neighbours, neighbour_features=opt.split_list(neighbour_features), neighbour_count=neighbour_count,
-            neighbour_masking=neighbour_masking, neighbour_fallback=neighbour_fallback, target_min=target_min, clip_target=clip_target,
-            progress=bar.line, on_epoch=bar.epoch,
-        )
+    with EpochBar(settings["epochs"]) as bar:
+        result = api.train(data, name=name, models_dir=models_dir, neighbours=neighbours,
+                           neighbour_count=neighbour_count, progress=bar.line, on_epoch=bar.epoch, **settings)
     _print_training_summary(result)
 
 
 class EpochBar:
-    """The epoch progress bar on stderr. The first progress line (training starts: the data
-    and settings were checked, so a bad input stays a one-line error) opens it; any later
-    line (export, after training) closes it first."""
+    """The epoch progress bar on stderr. The first progress line (the data and settings were
+    checked, so a bad input stays a one-line error) opens it; lines before the first epoch
+    (the reader's notes, "training on ...") print above it; a line after an epoch (export,
+    once training is over) closes it first."""
 
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
         self.progress = None
         self.task = None
-        self.opened = False
+        self.epochs_seen = False
 
     def __enter__(self) -> EpochBar:
         return self
@@ -166,22 +134,29 @@ class EpochBar:
         self._close()
 
     def line(self, text: str) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._close()
-        err.print(text, markup=False)
-        if not self.opened:
-            self.opened = True
-            self.progress = Progress(
-                TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"),
-                TimeElapsedColumn(), console=err, transient=False,
-            )
-            self.task = self.progress.add_task("", total=self.epochs)
-            self.progress.start()
+        if self.epochs_seen:
+            self._close()
+        err.print(text, markup=False)  # above the bar while it is live
+        if not self.epochs_seen:
+            self._open()
 
     def epoch(self, epoch: int, logs: dict) -> None:
+        self._open()
+        self.epochs_seen = True
         self.progress.update(self.task, completed=epoch,
                              description=f"loss {logs.get('loss', 0):.5f}  val {logs.get('val_loss', 0):.5f}")
+
+    def _open(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if self.progress is not None:
+            return
+        self.progress = Progress(
+            TextColumn("epoch {task.completed}/{task.total}"), BarColumn(), TextColumn("{task.description}"),
+            TimeElapsedColumn(), console=err, transient=False,
+        )
+        self.task = self.progress.add_task("", total=self.epochs)
+        self.progress.start()
 
     def _close(self) -> None:
         if self.progress is not None:
@@ -199,31 +174,17 @@ def _print_training_summary(result: TrainResult) -> None:
 
 
 @app.command()
-def export(
-    bundle: BundleArg,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = EXPORT_DEFAULTS.opset,
-    tflite: Annotated[bool, typer.Option(help="Also export TFLite float32 (static batch 1).")] = EXPORT_DEFAULTS.tflite,
-    quantize: Annotated[list[str], typer.Option(
-        help="Also write a quantized artifact (repeat, or comma-separated): onnx-int8, tflite-fp16, "
-        "tflite-dynamic-int8, tflite-int8, tflite-int16x8.")] = list(EXPORT_DEFAULTS.quantize),
-    builtin_ops: Annotated[bool, typer.Option(
-        help="Also write model.builtin.tflite: builtin ops only, LSTM unrolled (no Flex ops, control flow or "
-        "variables), for TFLite Micro and minimal interpreters.")] = EXPORT_DEFAULTS.builtin_ops,
-    target: Annotated[str, typer.Option(
-        help="hub: the artifacts above. mcu: also BUNDLE/micro/, a TensorFlow Lite Micro build (int8 when it keeps "
-        "test RMSE within 3%, else float32 builtin ops) as C++ sources, verified in TFLM with its arena measured.",
-    )] = EXPORT_DEFAULTS.target,
-) -> None:
+@with_options(*opt.EXPORT_COMMAND)
+def export(bundle: BundleArg, settings: Settings) -> None:
     """Export ONNX and TFLite with the scaler in the graph; fail unless parity holds."""
     from edgecast import api
-    from edgecast.export.errors import ParityError
-    from edgecast.export.quantize import QuantizationError
+    from edgecast.exporter.errors import ParityError
+    from edgecast.exporter.quantize import QuantizationError
 
-    if target not in TARGETS:
-        raise typer.BadParameter(f"'{target}' is not one of {', '.join(TARGETS)}", param_hint="'--target'")
+    if settings["target"] not in TARGETS:
+        raise typer.BadParameter(f"'{settings['target']}' is not one of {', '.join(TARGETS)}", param_hint="'--target'")
     try:
-        result = api.export(bundle, opset=opset, tflite=tflite, quantize=opt.split_list(quantize),
-                            builtin_ops=builtin_ops, target=target, progress=_progress_line)
+        result = api.export(bundle, progress=_progress_line, **settings)
     except ParityError as exc:
         out.print(tables.parity_table(exc.report))
         raise

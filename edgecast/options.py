@@ -1,52 +1,211 @@
-"""The typer options that `edgecast train` and `edgecast fleet train` share: each option's
-name, type and help written once (their defaults come from the trainer's DEFAULTS)."""
+"""The one table of training, reading and export options.
+
+Each option is written once here: its name (the keyword of the Python API, the field of
+TrainConfig, ReadOptions or ExportOptions, and the name library errors use), its type,
+default and help. The commands `edgecast train`, `edgecast fleet train` and `edgecast
+export` get their typer options from it (edgecast/cli_options.py), and `edgecast.train`,
+`edgecast.fleet.train` and `edgecast.export` their keywords and defaults (`keywords`
+below), so the four cannot drift apart. Training defaults are TrainConfig's (DEFAULTS),
+export defaults ExportOptions' (EXPORT_DEFAULTS).
+
+Library errors name a setting (`max_gap`) and list it in the error's `settings`; the
+command line says it as its flag (`--max-gap`) through `as_flags`. Importable without
+typer, pandas or TensorFlow.
+"""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+import functools
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Optional, TypeVar, Union
 
-import typer
+from edgecast.export.settings import EXPORT_DEFAULTS, TARGETS
+from edgecast.trainer.settings import CHANGE, DEFAULTS, LEVEL, TrainConfig, split_text
 
-Target = Annotated[str, typer.Option(help="Column to forecast.")]
-Features = Annotated[list[str], typer.Option(help="Extra input columns (repeat, or comma-separated).")]
-TimeColumn = Annotated[Optional[str], typer.Option(
-    help="Time column(s): one name, date,time, or year,month,day,hour (default: detected).")]
-Clock = Annotated[Optional[str], typer.Option(
-    help="Clock of timestamps without a zone (UTC, +08:00, Asia/Shanghai); recorded for the runtime's calendar features.")]
-LookBack = Annotated[int, typer.Option(help="Input steps per window.")]
-Horizon = Annotated[int, typer.Option(help="Steps predicted at once.")]
-Units = Annotated[int, typer.Option(help="LSTM units.")]
-Layers = Annotated[int, typer.Option(help="Stacked LSTM layers.")]
-Dropout = Annotated[float, typer.Option(help="Dropout after each LSTM layer (training only).")]
-Formulation = Annotated[str, typer.Option(help="What the network predicts: change_from_last or level.")]
-LinearSkip = Annotated[bool, typer.Option(help="Add a ridge-initialised linear map of the window to the LSTM's output.")]
-QuadraticSkip = Annotated[bool, typer.Option(
-    help="The linear map also reads products of recent readings, changes and means.")]
-LinearFitWithVal = Annotated[bool, typer.Option(
-    help="Fit the linear map on training and validation windows (the test split stays unseen).")]
-TargetUnits = Annotated[Optional[str], typer.Option(help="Units of the target for tables and plots, e.g. µg/m³.")]
-Epochs = Annotated[int, typer.Option(help="Most epochs; early stopping may end sooner.")]
-BatchSize = Annotated[int, typer.Option(help="Training batch size.")]
-Patience = Annotated[int, typer.Option(help="Epochs without validation improvement before stopping.")]
-LearningRate = Annotated[float, typer.Option(help="Adam learning rate.")]
-Seed = Annotated[int, typer.Option(help="Same seed, same data, same numbers.")]
-MaxGap = Annotated[int, typer.Option(help="Longest run of missing steps to interpolate.")]
-Split = Annotated[str, typer.Option(help="Train,validation,test fractions (chronological).")]
-ModelsDir = Annotated[Path, typer.Option(help="Where bundles live.")]
-Opset = Annotated[int, typer.Option(help="ONNX opset.")]
+# The panels of --help the options are shown in.
+READING, MODEL, NEIGHBOURS, EXPORT = "Reading the file", "Model and training", "Neighbours", "Export"
+REQUIRED = inspect.Parameter.empty  # an option without a default must be given
 
 
-def split_list(values: list[str]) -> list[str]:
+@dataclass(frozen=True)
+class Option:
+    name: str  # the setting: API keyword, field name, the name errors use
+    type: type  # of one value: str, int, float, bool (the command line reads str when `text` is set)
+    default: Any  # the Python API's default; REQUIRED: must be given
+    help: str
+    panel: str
+    many: bool = False  # repeatable; a tuple (or any sequence) in Python
+    commas: bool = False  # with `many`: comma-separated values are split too
+    optional: bool = False  # None is a value: "detected", "not set"
+    flag: str | None = None  # when not --name-with-dashes; a bool with a flag has no --no- form
+    # A value the command line writes as text: (text -> value, raising ValueError; value -> text).
+    text: tuple[Callable[[str], Any], Callable[[Any], str]] | None = None
+    python: Any = None  # the Python API's type when not the one `annotation` derives
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or flag_of(self.name)
+
+    def is_default(self, value: Any) -> bool:
+        return list(value) == list(self.default) if self.many else value == self.default
+
+    def annotation(self) -> Any:
+        """The Python API's type of the value."""
+        if self.python is not None:
+            return self.python
+        kind = tuple[self.type, ...] if self.many else self.type
+        return Optional[kind] if self.optional else kind
+
+
+def flag_of(name: str) -> str:
+    """A setting's command-line flag: from the table, else --name-with-dashes."""
+    option = _BY_NAME.get(name)
+    return option.flag if option is not None and option.flag else "--" + name.replace("_", "-")
+
+
+def as_flags(message: str, settings: Iterable[str]) -> str:
+    """A library message with the settings it names said as flags (`max_gap` -> `--max-gap`)."""
+    for name in settings:
+        message = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag_of(name), message)
+    return message
+
+
+def split_list(values: Iterable[str]) -> list[str]:
     """Repeated and comma-separated values as one list."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
 def split_fractions(text: str) -> tuple[float, float, float]:
-    """`--split` as three fractions, or typer's one-line usage error."""
+    """`0.7,0.15,0.15` as three fractions; ValueError otherwise."""
     try:
         parts = tuple(float(p) for p in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers", param_hint="'--split'") from None
+        parts = ()
     if len(parts) != 3:
-        raise typer.BadParameter(f"'{text}' is not three comma-separated numbers", param_hint="'--split'")
+        raise ValueError(f"'{text}' is not three comma-separated numbers")
     return parts
+
+
+def _trained(name: str, help: str, panel: str = MODEL, **more: Any) -> Option:
+    """A TrainConfig field: its type and default are the dataclass's."""
+    default = getattr(DEFAULTS, name)
+    kind = type(default) if default is not None else more.pop("type")
+    return Option(name, kind, default, help, panel, **more)
+
+
+READING_OPTIONS = (
+    Option("target", str, REQUIRED, "Column to forecast.", READING),
+    Option("features", str, (), "Extra input columns (repeat, or comma-separated).", READING, many=True, commas=True),
+    Option("time_column", str, None, "Time column(s): one name, date,time, or year,month,day,hour (default: detected).",
+           READING, optional=True),
+    Option("clock", str, None, "Clock of timestamps without a zone (UTC, +08:00, Asia/Shanghai); recorded for the "
+           "runtime's calendar features.", READING, optional=True),
+    Option("time_unit", str, None, "Unit of epoch-number times: s or ms (default: by magnitude).", READING, optional=True),
+    Option("time_format", str, None, "strptime format of the times, e.g. '%d.%m.%Y %H:%M' (date,time joined by a space).",
+           READING, optional=True),
+    Option("dayfirst", bool, False, "Numeric dates are day-first (13/03/2013).", READING, flag="--dayfirst"),
+    Option("delimiter", str, None, "Field delimiter, e.g. ';' or tab (default: sniffed).", READING, optional=True),
+    Option("decimal", str, None, "Decimal mark, '.' or ',' (default: sniffed).", READING, optional=True),
+    Option("valid_ranges", str, (), "COLUMN=MIN,MAX: other readings are missing (repeat; a bound may be empty). "
+           "Concentrations default to MIN 0.", READING, many=True, flag="--valid-range",
+           python=Union[Mapping[str, tuple[Optional[float], Optional[float]]], Sequence[str]]),
+    _trained("max_gap", "Longest run of missing steps to interpolate.", READING),
+)
+TRAINING_OPTIONS = (
+    _trained("look_back", "Input steps per window."),
+    _trained("horizon", "Steps predicted at once."),
+    _trained("units", "LSTM units."),
+    _trained("layers", "Stacked LSTM layers."),
+    _trained("dropout", "Dropout after each LSTM layer (training only)."),
+    _trained("formulation", f"What the network predicts: {CHANGE} or {LEVEL}."),
+    _trained("linear_skip", "Add a ridge-initialised linear map of the window to the LSTM's output."),
+    _trained("quadratic_skip", "The linear map also reads products of recent readings, changes and means."),
+    _trained("linear_fit_with_val", "Fit the linear map on training and validation windows (the test split stays unseen)."),
+    _trained("target_units", "Units of the target for tables and plots, e.g. µg/m³.", type=str, optional=True),
+    _trained("target_min", "Clip forecasts below this in the graph (default: 0 when no training target is negative).",
+             type=float, optional=True),
+    _trained("clip_target", "Clip forecasts at --target-min (or 0 for a never-negative target)."),
+    _trained("epochs", "Most epochs; early stopping may end sooner."),
+    _trained("batch_size", "Training batch size."),
+    _trained("patience", "Epochs without validation improvement before stopping."),
+    _trained("learning_rate", "Adam learning rate."),
+    _trained("seed", "Same seed, same data, same numbers."),
+    Option("split", tuple, DEFAULTS.split, "Train,validation,test fractions (chronological).", MODEL,
+           text=(split_fractions, split_text)),
+)
+NEIGHBOUR_OPTIONS = (
+    Option("neighbour_features", str, (), "The neighbours' columns to read (default: the target).", NEIGHBOURS,
+           many=True, commas=True),
+    _trained("neighbour_masking", "Silence neighbours at random in training, so the model forecasts without them.",
+             NEIGHBOURS),
+    _trained("neighbour_fallback", "Also train on the station's own inputs; the graph uses that network when no "
+             "neighbour's reading is in the window.", NEIGHBOURS),
+)
+EXPORT_OPTIONS = (
+    Option("opset", int, EXPORT_DEFAULTS.opset, "ONNX opset.", EXPORT),
+    Option("tflite", bool, EXPORT_DEFAULTS.tflite, "Also export TFLite float32 (static batch 1).", EXPORT),
+    Option("quantize", str, EXPORT_DEFAULTS.quantize, "Also write a quantized artifact (repeat, or comma-separated): "
+           "onnx-int8, tflite-fp16, tflite-dynamic-int8, tflite-int8, tflite-int16x8.", EXPORT, many=True, commas=True),
+    Option("builtin_ops", bool, EXPORT_DEFAULTS.builtin_ops, "Also write model.builtin.tflite: builtin ops only, LSTM "
+           "unrolled (no Flex ops, control flow or variables), for TFLite Micro and minimal interpreters.", EXPORT),
+)
+# `edgecast export --target`: not shared with the fleet, whose --target is the column to forecast.
+EXPORT_TARGET = Option("target", str, EXPORT_DEFAULTS.target, f"{' or '.join(TARGETS)}. hub: the artifacts above. "
+                       "mcu: also BUNDLE/micro/, a TensorFlow Lite Micro build (int8 when it keeps test RMSE within 3%, "
+                       "else float32 builtin ops) as C++ sources, verified in TFLM with its arena measured.", EXPORT)
+
+# What `edgecast train` and `edgecast.train` take from the table; the fleet takes all of it
+# and the export options shared with `edgecast export`.
+TRAIN = READING_OPTIONS + TRAINING_OPTIONS + NEIGHBOUR_OPTIONS
+FLEET = TRAIN + EXPORT_OPTIONS
+EXPORT_COMMAND = EXPORT_OPTIONS + (EXPORT_TARGET,)
+TRAIN_CONFIG_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+_BY_NAME = {option.name: option for option in FLEET}
+
+
+def values(given: Mapping[str, Any], options: Iterable[Option]) -> dict[str, Any]:
+    """Every option's value: as given, else its default."""
+    return {option.name: given.get(option.name, option.default) for option in options}
+
+
+def train_config(given: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """TrainConfig from the training options given; the others from `base` (default: DEFAULTS)."""
+    from dataclasses import replace
+
+    chosen = {name: value for name, value in given.items() if name in TRAIN_CONFIG_FIELDS}
+    if "split" in chosen:
+        chosen["split"] = tuple(chosen["split"])
+    return replace(base or TrainConfig(), **chosen)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def keywords(*options: Option) -> Callable[[F], F]:
+    """A Python API function taking `**options`: its signature shows every option of the
+    table with its default (help(), inspect), and a keyword that is neither one of them
+    nor a parameter of the function is a TypeError, as for any function."""
+    def decorate(function: F) -> F:
+        own = inspect.signature(function)
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        explicit = {p.name for p in params}
+        known = explicit | {option.name for option in options}
+        table = [inspect.Parameter(option.name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
+                                   annotation=option.annotation())
+                 for option in options if option.name not in explicit]
+        first_keyword = next((i for i, p in enumerate(params) if p.kind is p.KEYWORD_ONLY), len(params))
+        params[first_keyword:first_keyword] = table  # after the positional parameters
+
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            for name in kwargs:
+                if name not in known:
+                    raise TypeError(f"{function.__name__}() got an unexpected keyword argument {name!r}")
+            return function(*args, **kwargs)
+
+        checked.__signature__ = own.replace(parameters=params)
+        return checked  # type: ignore[return-value]
+
+    return decorate

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast.common import EdgecastError
+from edgecast.base import EdgecastError
 from edgecast.trainer.reports import Metrics
 from edgecast_runtime.durable import atomic_write
 

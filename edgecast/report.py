@@ -15,20 +15,18 @@ from edgecast.trainer.bundle import Bundle, read_bundle, read_json
 from edgecast.trainer.forecast import predict_raw, spec_encodings
 from edgecast.trainer.reports import Metrics
 from edgecast.trainer.settings import SHOWN_METHODS as METHODS
-from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.contract import MANIFEST_NAME, REPORT_FILE, REPORT_PLOT_FILE
 from edgecast_runtime.durable import atomic_write
 
 from .plots import LABELS, STRETCH_STEPS, Stretch, draw_evaluation, first_unbroken_start, forecast_stretch
 
-REPORT_FILE = "report.md"
-PLOT_FILE = "report.png"
 STRETCH_DAYS = 7
 
 
 def write_report(bundle_dir: Path, out: Path | None = None) -> Path:
     bundle = read_bundle(bundle_dir)
     out = Path(out) if out is not None else bundle.path / REPORT_FILE
-    plot = out.with_suffix(".png") if out.name != REPORT_FILE else bundle.path / PLOT_FILE
+    plot = out.with_suffix(".png") if out.name != REPORT_FILE else bundle.path / REPORT_PLOT_FILE
     draw_evaluation(plot, Metrics.from_dict(bundle.metrics), _stretch(bundle), bundle.spec["target"], f"{bundle.name}: test split")
     manifest_path = bundle.path / MANIFEST_NAME
     manifest = read_json(manifest_path) if manifest_path.is_file() else None
@@ -186,7 +184,7 @@ def _parity_section(manifest: dict | None) -> list[str]:
 def _artifacts_section(folder: Path) -> list[str]:
     lines = ["## Artifact sizes", "", "| file | bytes |", "| --- | --- |"]
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if path.name not in (REPORT_FILE, PLOT_FILE):
+        if path.name not in (REPORT_FILE, REPORT_PLOT_FILE):
             lines.append(f"| {path.name} | {path.stat().st_size} |")
     return lines + [""]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from edgecast.export.reports import AccuracyReport, ArtifactAccuracy, ParityReport
+from edgecast.exporter.reports import AccuracyReport, ArtifactAccuracy, ParityReport
 from edgecast.trainer.reports import Backtest, Metrics
 from edgecast.trainer.settings import SHOWN_METHODS as METHODS
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgecast_runtime.contract import ONNX_FILE, TFLITE_FILE
+
 from .backends import Runner, open_artifact
 from .oplist import onnx_summary, tflite_summary
 from .parity import LARGE_BATCH, reference_forecast
@@ -73,7 +75,7 @@ def accuracy_report(
 
 def _add_size_ratios(rows: dict[str, dict]) -> None:
     """Each artifact's size as a fraction of the float32 file of its format, when measured too."""
-    float_bytes = {name.rsplit(".", 1)[-1]: rows[name]["bytes"] for name in ("model.onnx", "model.tflite") if name in rows}
+    float_bytes = {name.rsplit(".", 1)[-1]: rows[name]["bytes"] for name in (ONNX_FILE, TFLITE_FILE) if name in rows}
     for name, row in rows.items():
         reference = float_bytes.get(name.rsplit(".", 1)[-1])
         row["size_vs_float32"] = row["bytes"] / reference if reference else None

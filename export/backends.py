@@ -81,7 +81,7 @@ def tflite_interpreter(path: Path, threads: int = 1) -> Interpreter:
     """LiteRT's interpreter (tf.lite.Interpreter is deprecated), tensors allocated."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgecast.common import silenced_stderr
+    from edgecast.base import silenced_stderr
 
     from .errors import ExportError
 
@@ -142,8 +142,9 @@ def load_keras(bundle_dir: Path, threads: int | None = None, direct_call: bool =
     `threads` sizes TensorFlow's pools, which is only possible before its first op."""
     import json
 
-    from edgecast.common import import_tensorflow
-    from edgecast.trainer.bundle import SPEC_FILE, Bundle
+    from edgecast.base import import_tensorflow
+    from edgecast.trainer.bundle import Bundle
+    from edgecast_runtime.contract import SPEC_FILE
 
     bundle_dir = Path(bundle_dir)
     spec = json.loads((bundle_dir / SPEC_FILE).read_text(encoding="utf-8"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgecast.common import EdgecastError
+from edgecast.base import EdgecastError
 
 if TYPE_CHECKING:
     from .reports import ParityReport
@@ -19,3 +19,7 @@ class ParityError(EdgecastError):
     def __init__(self, message: str, report: ParityReport) -> None:
         super().__init__(message)
         self.report = report
+
+
+class MicroError(ExportError):
+    """The microcontroller build cannot be made or does not verify; says why, with the numbers."""

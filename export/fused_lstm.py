@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast.common import silenced_stderr
+from edgecast.base import silenced_stderr
 
 from .errors import ExportError
 from .graph import raw_units_function, tf

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast.common import import_tensorflow
+from edgecast.base import import_tensorflow
 from edgecast.trainer import features
 from edgecast.trainer.bundle import scaler_from_spec
 from edgecast.trainer.forecast import spec_encodings, spec_formulation

@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from edgecast.common import write_json_atomic
-from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, Bundle, read_json
+from edgecast.base import write_json_atomic
+from edgecast.trainer.bundle import Bundle, read_json
 from edgecast.trainer.errors import BundleError
-from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.contract import KERAS_FILE, MANIFEST_NAME, SPEC_FILE
 from edgecast_runtime.manifest import file_sha256
 
 MANIFEST_SCHEMA = 1
@@ -101,7 +101,7 @@ def _other_model(bundle: Bundle, manifest: dict, differing: list[str]) -> str | 
     """Why the manifest describes another model, or None: the Keras model it lists is not
     this one, and the spec or the training data it names is not this bundle's either
     (a spec edited on its own is tampering, not another model)."""
-    if MODEL_FILE not in differing:
+    if KERAS_FILE not in differing:
         return None
     recorded = manifest.get("training_data", {}) if isinstance(manifest.get("training_data"), dict) else {}
     other_data = recorded.get("sha256") not in (None, bundle.training["data"]["sha256"])

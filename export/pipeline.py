@@ -1,16 +1,28 @@
-"""`edgecast export` and `edgecast verify`: convert, prove parity, record the manifest."""
+"""`edgecast export` and `edgecast verify`: convert, prove parity, build for a
+microcontroller when asked, record the manifest (once, as the last step)."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast.trainer.bundle import MODEL_FILE, SPEC_FILE, WINDOWS_FILE, Bundle, read_bundle
+from edgecast.trainer.bundle import Bundle, read_bundle
 from edgecast.trainer.errors import BundleError
-from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.contract import (
+    BUILTIN_TFLITE_FILE,
+    KERAS_FILE,
+    MANIFEST_NAME,
+    MICRO_DIR,
+    ONNX_FILE,
+    SPEC_FILE,
+    TFLITE_FILE,
+    WINDOWS_FILE,
+)
 from edgecast_runtime.durable import atomic_write, fsync_dir
 
 from .errors import ExportError, ParityError
@@ -18,33 +30,49 @@ from .manifest import artifact_entry, integrity_problems, read_manifest, write_m
 from .onnx_export import to_onnx
 from .parity import check_parity
 from .reports import ExportResult, Integrity, ParityReport, VerifyResult
-from .settings import EXPORT_DEFAULTS
+from .settings import EXPORT_DEFAULTS, MCU, TARGETS
 from .tflite_export import TFLITE_BATCH, to_tflite
-from .unrolled import BUILTIN_FILE, to_builtin_tflite
+from .unrolled import to_builtin_tflite
 
 if TYPE_CHECKING:
     import keras
 
-ONNX_FILE = "model.onnx"
-TFLITE_FILE = "model.tflite"
+    from .micro.build import MicroResult
+
+MICRO_MODE = "tflite-int8"  # the full-integer file a microcontroller build chooses from
 
 
 def export_bundle(
     bundle_dir: Path, opset: int = EXPORT_DEFAULTS.opset, tflite: bool = EXPORT_DEFAULTS.tflite,
     progress: Callable[[str], object] = print, quantize: Sequence[str] = EXPORT_DEFAULTS.quantize,
-    builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops,
+    builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops, target: str = EXPORT_DEFAULTS.target,
 ) -> ExportResult:
-    """Write model.onnx (and model.tflite) only if they pass parity; then the manifest.
+    """Write model.onnx (and model.tflite) only if they pass parity; then the quantized
+    modes; then, for target "mcu", BUNDLE/micro/; last the manifest, written once.
 
     The conversions go to temporary files first: a failed parity check leaves the
     bundle exactly as it was. Quantized modes (export/quantize.py) follow the float
     artifacts; a refused mode is listed under manifest["quantization"]["refused"].
-    Optional files of an earlier export that this one did not write are removed and
-    named in the result.
+    Target "mcu" also makes the two files a microcontroller build chooses between
+    (model.builtin.tflite and model.int8.tflite; a refused tflite-int8 it added itself is
+    no error, so `refused` lists only the modes asked for) and the build (export/micro/),
+    recorded in the manifest's "micro" section; a failed build raises MicroError after
+    the manifest records the artifacts that were written. Optional files of an earlier
+    export that this one did not write, micro/ among them, are removed and named in the
+    result.
     """
     from .quantize import check_modes
 
-    modes = check_modes(list(quantize))
+    if target not in TARGETS:
+        raise ExportError(f"target {target!r} is not one of {', '.join(TARGETS)}", settings=("target",))
+    asked = check_modes(list(quantize))
+    micro = target == MCU
+    modes = asked + [MICRO_MODE] * (micro and MICRO_MODE not in asked)
+    builtin_ops = builtin_ops or micro
+    if micro:
+        from .micro.tflm import tflm_release
+
+        tflm_release()  # without the tflite-micro package, fail before minutes of work
     bundle = read_bundle(bundle_dir)
     model = bundle.load_model()
     held_out = held_out_windows(bundle, model)  # before converting: a damaged bundle fails in a blink
@@ -54,7 +82,7 @@ def export_bundle(
         staged[TFLITE_FILE] = to_tflite(model, bundle.spec)
         progress(f"converted to TFLite (float32, static batch {TFLITE_BATCH})")
     if builtin_ops:
-        staged[BUILTIN_FILE] = to_builtin_tflite(model, bundle.spec)
+        staged[BUILTIN_TFLITE_FILE] = to_builtin_tflite(model, bundle.spec)
         progress(f"converted to builtin-ops-only TFLite (unrolled, float32, static batch {TFLITE_BATCH})")
     temporary = _stage(bundle.path, staged)
     try:
@@ -68,30 +96,57 @@ def export_bundle(
         for path in temporary.values():
             Path(path).unlink(missing_ok=True)
     artifacts = _artifact_entries(bundle.path, list(staged), opset)
-    return _add_quantized(bundle, model, modes, artifacts, parity, progress)
+    extra = _add_quantized(bundle, model, modes, artifacts, progress)
+    refused = extra.get("quantization", {}).get("refused", {})
+    built = None
+    try:
+        if micro:
+            from .micro.build import build_micro
+
+            built = build_micro(bundle, model, artifacts, refused.get(MICRO_MODE), progress)
+    finally:  # the manifest describes the artifacts on disk, with or without a micro build
+        result = _record(bundle, artifacts, parity, extra, built, keep_micro=micro)
+    return replace(result, refused={mode: why for mode, why in refused.items() if mode in asked})
 
 
 def _add_quantized(
-    bundle: Bundle, model: keras.Model, modes: list[str], artifacts: dict, parity: ParityReport,
-    progress: Callable[[str], object],
-) -> ExportResult:
-    from .variants import export_quantized, remove_stale
+    bundle: Bundle, model: keras.Model, modes: list[str], artifacts: dict, progress: Callable[[str], object],
+) -> dict:
+    """Writes the quantized modes and adds their entries to `artifacts`; gives the manifest's
+    "quantization" section (nothing without modes)."""
+    from .variants import export_quantized
 
     floats = {name: bundle.path / name for name, entry in artifacts.items() if entry.get("precision") == "float32"}
     quantized = export_quantized(bundle, model, modes, floats, progress) if modes else None
-    extra = {}
-    if quantized:
-        artifacts.update(quantized.entries)
-        extra = {"quantization": {"refused": quantized.refused, "accuracy": quantized.accuracy.to_dict()}}
+    if not quantized:
+        return {}
+    artifacts.update(quantized.entries)
+    return {"quantization": {"refused": quantized.refused, "accuracy": quantized.accuracy.to_dict()}}
+
+
+def _record(bundle: Bundle, artifacts: dict, parity: ParityReport, extra: dict, micro: MicroResult | None,
+            keep_micro: bool) -> ExportResult:
+    """The manifest, then the removal of what it no longer lists: optional files of an
+    earlier export, and micro/ when this export is not for a microcontroller."""
+    from .variants import remove_stale
+
+    if micro is not None:
+        extra = {**extra, "micro": micro.manifest_entry()}
     manifest = write_manifest(bundle, artifacts, parity.to_dict(), extra)
-    removed = remove_stale(bundle.path, set(artifacts))  # after the manifest stops listing them
-    return ExportResult.from_manifest(bundle.path, bundle.path / MANIFEST_NAME, manifest, removed)
+    removed = remove_stale(bundle.path, set(artifacts))
+    if not keep_micro and (bundle.path / MICRO_DIR).is_dir():
+        shutil.rmtree(bundle.path / MICRO_DIR)
+        removed.append(bundle.path / MICRO_DIR)
+    result = ExportResult.from_manifest(bundle.path, bundle.path / MANIFEST_NAME, manifest, removed)
+    return replace(result, micro=micro)
 
 
 def verify_bundle(bundle_dir: Path) -> VerifyResult:
     """Parity of the float32 artifacts on disk, recomputed now, plus their integrity;
-    for every model artifact (quantized ones too) its size and test-split accuracy."""
+    for every model artifact (quantized ones too) its size and test-split accuracy; the
+    microcontroller build, when the manifest records one, run again in TFLM."""
     from .accuracy import accuracy_report
+    from .micro.build import verify_micro
 
     bundle = read_bundle(bundle_dir)
     manifest = read_manifest(bundle.path)
@@ -106,7 +161,7 @@ def verify_bundle(bundle_dir: Path) -> VerifyResult:
     _require_loadable_onnx(exported, problems)
     parity = check_parity(model, bundle.spec, held_out, floats)
     accuracy = accuracy_report(model, bundle.spec, bundle.windows(), exported)
-    return VerifyResult(bundle.path, parity, accuracy, Integrity(not problems, problems))
+    return VerifyResult(bundle.path, parity, accuracy, Integrity(not problems, problems), verify_micro(bundle.path))
 
 
 def held_out_windows(bundle: Bundle, model: keras.Model) -> np.ndarray:
@@ -117,13 +172,13 @@ def held_out_windows(bundle: Bundle, model: keras.Model) -> np.ndarray:
     encoded = len(spec.get("encoded_features") or spec["features"])
     if model_input is not None and model_input != (spec["look_back"], encoded):
         raise BundleError(
-            f"{bundle.path / MODEL_FILE}: the model takes windows [batch, {', '.join(map(str, model_input))}] "
+            f"{bundle.path / KERAS_FILE}: the model takes windows [batch, {', '.join(map(str, model_input))}] "
             f"but {SPEC_FILE} describes [batch, {spec['look_back']}, {encoded}]: the files are from different models"
         )
     model_output = tuple(model.output_shape[1:]) if hasattr(model, "output_shape") else None
     if model_output is not None and model_output != (spec["horizon"],):
         raise BundleError(
-            f"{bundle.path / MODEL_FILE}: the model forecasts [batch, {', '.join(map(str, model_output))}] "
+            f"{bundle.path / KERAS_FILE}: the model forecasts [batch, {', '.join(map(str, model_output))}] "
             f"but {SPEC_FILE} says horizon {spec['horizon']}: the files are from different models"
         )
     windows = bundle.windows()
@@ -167,13 +222,13 @@ def _stage(folder: Path, staged: dict[str, bytes]) -> dict[str, Path]:
 
 def _artifact_entries(folder: Path, names: list[str], opset: int) -> dict:
     entries = {
-        MODEL_FILE: artifact_entry(folder / MODEL_FILE, kind="keras", role="source model (scaled space)"),
+        KERAS_FILE: artifact_entry(folder / KERAS_FILE, kind="keras", role="source model (scaled space)"),
         SPEC_FILE: artifact_entry(folder / SPEC_FILE, kind="spec"),
     }
     for name in names:
         if name == ONNX_FILE:
             entries[name] = artifact_entry(folder / name, kind="onnx", precision="float32", batch="dynamic", opset=opset)
-        elif name == BUILTIN_FILE:
+        elif name == BUILTIN_TFLITE_FILE:
             entries[name] = artifact_entry(
                 folder / name, kind="tflite", precision="float32", batch=TFLITE_BATCH,
                 description="builtin ops only: recurrence unrolled over the look-back, no control flow or variables",

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast.common import silenced_stderr
+from edgecast.base import silenced_stderr
+from edgecast_runtime.contract import QUANTIZED_FILES
 
 from .errors import ExportError
 from .graph import tf
@@ -61,16 +62,16 @@ class Mode:
 MODES = {
     mode.name: mode
     for mode in (
-        Mode("onnx-int8", "model.int8.onnx", "onnx", "int8",
+        Mode("onnx-int8", QUANTIZED_FILES["onnx-int8"], "onnx", "int8",
              "int8 weights, activations quantized to uint8 at run time (onnxruntime quantize_dynamic)"),
-        Mode("tflite-fp16", "model.fp16.tflite", "tflite", "float16",
+        Mode("tflite-fp16", QUANTIZED_FILES["tflite-fp16"], "tflite", "float16",
              "float16 weights, dequantized to float32 at load; WHILE-loop graph"),
-        Mode("tflite-dynamic-int8", "model.dynamic-int8.tflite", "tflite", "dynamic-int8",
+        Mode("tflite-dynamic-int8", QUANTIZED_FILES["tflite-dynamic-int8"], "tflite", "dynamic-int8",
              "int8 weights, float32 activations (dynamic range); WHILE-loop graph"),
-        Mode("tflite-int8", "model.int8.tflite", "tflite", "int8",
+        Mode("tflite-int8", QUANTIZED_FILES["tflite-int8"], "tflite", "int8",
              "int8 weights and activations, float32 input/output; fused LSTM op, "
              "reset variables before each window"),
-        Mode("tflite-int16x8", "model.int16x8.tflite", "tflite", "int16x8",
+        Mode("tflite-int16x8", QUANTIZED_FILES["tflite-int16x8"], "tflite", "int16x8",
              "int8 weights, int16 activations, float32 input/output; unrolled builtin-ops graph"),
     )
 }
@@ -85,8 +86,8 @@ def check_modes(names: list[str]) -> list[str]:
     unknown = [name for name in names if name not in MODES]
     if unknown:
         raise QuantizationError(
-            f"unknown --quantize mode {', '.join(repr(n) for n in unknown)}: choose from {', '.join(MODES)}"
-        )
+            f"unknown quantize mode {', '.join(repr(n) for n in unknown)}: choose from {', '.join(MODES)}",
+            settings=("quantize",))
     return list(dict.fromkeys(names))
 
 
@@ -104,7 +105,7 @@ def onnx_dynamic_int8(float_onnx: Path) -> bytes:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as folder:
-        quantized_path = Path(folder) / "model.int8.onnx"
+        quantized_path = Path(folder) / QUANTIZED_FILES["onnx-int8"]
         try:
             with silenced_stderr():
                 quantize_dynamic(float_onnx, quantized_path, weight_type=QuantType.QInt8)

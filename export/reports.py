@@ -104,7 +104,7 @@ class VerifyResult:
     parity: ParityReport
     accuracy: AccuracyReport
     integrity: Integrity
-    micro: dict[str, Any] | None = None  # the microcontroller build checked now (export/micro.py), if any
+    micro: dict[str, Any] | None = None  # the microcontroller build checked now (export/micro/build.py), if any
 
     @property
     def passed(self) -> bool:
@@ -138,7 +138,7 @@ class ExportResult:
     refused: dict[str, str] = field(default_factory=dict)  # quantized mode -> why it cannot be made
     removed: list[Path] = field(default_factory=list)  # files of an earlier export deleted now
     manifest: dict[str, Any] = field(default_factory=dict)  # manifest.json as written
-    micro: Any = None  # export/micro.py MicroResult, with target="mcu"
+    micro: Any = None  # export/micro/build.py MicroResult, with target="mcu"
 
     @classmethod
     def from_manifest(cls, bundle: Path, manifest_path: Path, manifest: dict[str, Any],

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 DEFAULT_OPSET = 17
 # hub: the artifacts alone; mcu: also BUNDLE/micro/, a TensorFlow Lite Micro build
-TARGETS = ("hub", "mcu")
+HUB, MCU = "hub", "mcu"
+TARGETS = (HUB, MCU)
 
 
 @dataclass(frozen=True)

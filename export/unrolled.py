@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgecast.common import silenced_stderr
+from edgecast.base import silenced_stderr
 
 from .errors import ExportError
 from .graph import raw_units_function, tf
@@ -22,8 +22,6 @@ from .tflite_export import TFLITE_BATCH
 if TYPE_CHECKING:
     import keras
     import tensorflow
-
-BUILTIN_FILE = "model.builtin.tflite"
 
 
 def unrolled_clone(model: keras.Model) -> keras.Model:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgecast_runtime.contract import BUILTIN_TFLITE_FILE, ONNX_FILE
 from edgecast_runtime.durable import atomic_write
 
 from .accuracy import accuracy_report
@@ -18,7 +19,6 @@ from .manifest import artifact_entry
 from .oplist import has_variable_state
 from .quantize import MODES, QuantizationError, quantize
 from .reports import AccuracyReport
-from .unrolled import BUILTIN_FILE
 
 if TYPE_CHECKING:
     import keras
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # Files only some exports write; one left from an earlier export would no longer be
 # listed in the manifest (and the runtime refuses unlisted models), so it is removed.
-OPTIONAL_FILES = (BUILTIN_FILE, *(mode.file for mode in MODES.values()))
+OPTIONAL_FILES = (BUILTIN_TFLITE_FILE, *(mode.file for mode in MODES.values()))
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def export_quantized(
     for name in mode_names:
         mode = MODES[name]
         try:
-            data = quantize(mode, model, bundle.spec, float_files["model.onnx"], windows.get("calibration_x"))
+            data = quantize(mode, model, bundle.spec, float_files[ONNX_FILE], windows.get("calibration_x"))
         except QuantizationError as exc:
             refused[name] = str(exc)
             progress(f"refused --quantize {name}: {exc}")

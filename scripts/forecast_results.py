@@ -120,7 +120,7 @@ def main() -> None:
     missing = [name for name in STATIONS.values() if not (args.data_dir / name).is_file()]
     if missing:
         raise SystemExit(f"{args.data_dir}: missing {', '.join(missing)}; the Beijing data are needed for this script")
-    from edgecast.common import write_json_atomic
+    from edgecast.base import write_json_atomic
     from edgecast.trainer.settings import DEFAULTS
     from edgecast_runtime.durable import atomic_write
 

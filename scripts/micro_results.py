@@ -57,9 +57,11 @@ def other_file(bundle: Path, micro: dict) -> dict:
     """Arena and timing of the file the export did not choose, measured the same way."""
     import numpy as np
 
-    from edgecast.export.micro import BUILTIN_FILE, INT8_FILE, PROBE_WINDOWS, _timing, run_tflm, smallest_arena
-    from edgecast.export.micro_flash import flash_estimate
-    from edgecast.export.oplist import tflite_ops
+    from edgecast.exporter.micro.checks import INT8_FILE
+    from edgecast.exporter.micro.flash import flash_estimate
+    from edgecast.exporter.micro.tflm import PROBE_WINDOWS, run_tflm, smallest_arena, timing
+    from edgecast.exporter.oplist import tflite_ops
+    from edgecast_runtime.contract import BUILTIN_TFLITE_FILE as BUILTIN_FILE
 
     name = BUILTIN_FILE if micro["model_file"] == INT8_FILE else INT8_FILE
     path = bundle / name
@@ -69,7 +71,7 @@ def other_file(bundle: Path, micro: dict) -> dict:
     arena["ninety_percent_fails"] = not run_tflm(path, arena["ninety_percent_bytes"], x[:PROBE_WINDOWS]).ran
     ops = sorted({op["op"] for op in tflite_ops(path)})
     return {"file": name, "arena": arena, "flash": flash_estimate(path.stat().st_size, ops),
-            "timing": _timing(path, arena["bytes"], x), "verification": micro["verification"].get(name)}
+            "timing": timing(path, arena["bytes"], x), "verification": micro["verification"].get(name)}
 
 
 def row(model: str, chosen: bool, file: str, arena: dict, flash: dict, timing: dict, check: dict | None) -> dict:
@@ -157,7 +159,7 @@ def markdown(results: dict) -> str:
         f"{len(results['rows'])} files.",
         "- **Flash**: the model array is exact. The code is an estimate: TFLM's published 16 KB core runtime "
         "(Cortex-M3) plus, per op, the x86-64 machine code of that kernel in the tflite-micro wheel "
-        "(`export/tflm_kernel_sizes.json`, from `scripts/tflm_kernel_sizes.py`). x86-64 code is larger than "
+        "(`export/micro/tflm_kernel_sizes.json`, from `scripts/tflm_kernel_sizes.py`). x86-64 code is larger than "
         "Thumb-2 and every dtype is instantiated there, so the code part leans high.",
         "- **µs per forecast**: median over 500 forecasts (reset state, set the window, invoke, read the output) through "
         "each interpreter's Python binding, one thread, TFLM and LiteRT in the same process on this machine "
@@ -187,7 +189,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
     results = run(args.data_dir, args.work_dir, args.epochs)
-    from edgecast.common import write_json_atomic
+    from edgecast.base import write_json_atomic
     from edgecast_runtime.durable import atomic_write
 
     write_json_atomic(ROOT / "results" / "micro.json", results)

@@ -39,7 +39,7 @@ INT8_FILES = ("model.int8.onnx", "model.dynamic-int8.tflite", "model.int8.tflite
 
 
 def run(csv: Path, models_dir: Path, epochs: int) -> dict:
-    from edgecast.export.quantize import MODES
+    from edgecast.exporter.quantize import MODES
 
     bundle = models_dir / "changping-quantized"
     edgecast("train", str(csv), "--target", "PM2.5", "--look-back", str(LOOK_BACK), "--epochs", str(epochs),
@@ -56,7 +56,7 @@ SWEEP_MODES = ("onnx-int8", "tflite-dynamic-int8", "tflite-int8")
 
 
 def sweep(csv: Path, models_dir: Path, units: list[int]) -> list[dict]:
-    from edgecast.export.quantize import MODES
+    from edgecast.exporter.quantize import MODES
 
     rows = []
     for width in units:
@@ -80,7 +80,7 @@ def stripped_float_sizes(bundle: Path) -> dict[str, int]:
     ratio can also be read without that advantage."""
     import onnx
 
-    from edgecast.export.quantize import compact_onnx_names, compact_tflite_names
+    from edgecast.exporter.quantize import compact_onnx_names, compact_tflite_names
 
     proto = onnx.load(str(bundle / "model.onnx"))
     compact_onnx_names(proto)
@@ -99,8 +99,8 @@ def latency_us(path: Path, windows: np.ndarray, reset_variables: bool) -> float:
     fused LSTM, the variable reset its manifest entry asks for is part of the cost)."""
     import numpy as np
 
-    from edgecast.export.backends import latency_us as call_latencies
-    from edgecast.export.backends import open_artifact
+    from edgecast.exporter.backends import latency_us as call_latencies
+    from edgecast.exporter.backends import open_artifact
 
     runner = open_artifact(path, threads=1, reset_variables=reset_variables)
     pool = windows[:LATENCY_WINDOWS]
@@ -271,7 +271,7 @@ def main() -> None:
     results = run(csv, args.models_dir, args.epochs)
     results["units_sweep"] = sweep(csv, args.models_dir, [int(u) for u in args.sweep_units.split(",") if u.strip()])
 
-    from edgecast.common import write_json_atomic
+    from edgecast.base import write_json_atomic
     from edgecast_runtime.durable import atomic_write
 
     out = ROOT / "results"

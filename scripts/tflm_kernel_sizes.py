@@ -1,5 +1,5 @@
 """Measure the code size of each TFLite Micro kernel in the tflite-micro wheel, for the
-flash estimate of `edgecast export --target mcu` (export/micro_flash.py).
+flash estimate of `edgecast export --target mcu` (export/micro/flash.py).
 
 The wheel's `_runtime.so` is TFLM's interpreter and every kernel, compiled for x86-64
 with its symbols kept. A kernel's size here is the sum of the text symbols that belong
@@ -8,7 +8,7 @@ parser and the reference_ops templates instantiated for it (every dtype). x86-64
 is larger than Cortex-M Thumb-2 code, and a firmware links only the dtypes it uses, so
 these figures lean high; they are an estimate, not a link map. Needs binutils' `nm`.
 
-    .venv/bin/python scripts/tflm_kernel_sizes.py   # rewrites export/tflm_kernel_sizes.json
+    .venv/bin/python scripts/tflm_kernel_sizes.py   # rewrites export/micro/tflm_kernel_sizes.json
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-OUT = Path(__file__).resolve().parents[1] / "export" / "tflm_kernel_sizes.json"
+OUT = Path(__file__).resolve().parents[1] / "export" / "micro" / "tflm_kernel_sizes.json"
 # Name fragments beyond the op's own camel-case names; the LSTM kernel keeps its
 # step functions in lstm_internal and its integer helpers in tensor_utils.
 EXTRA = {
@@ -59,7 +59,7 @@ def main() -> None:
     from tflite_micro.python.tflite_micro import _runtime
     from tflite_micro.python.tflite_micro._version import __version__
 
-    from edgecast.export.micro_cpp import RESOLVER_METHODS
+    from edgecast.exporter.micro.cpp import RESOLVER_METHODS
 
     table = symbols(Path(_runtime.__file__))
     sizes = {}

@@ -20,16 +20,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast.common import import_tensorflow, write_json_atomic
+from edgecast.base import import_tensorflow, write_json_atomic
 from edgecast_runtime.contract import (
     DIRECTION,
     INPUT_NAME,
+    KERAS_FILE,
     MASKED,
+    METRICS_FILE,
     NEIGHBOUR_SCHEMA_VERSION,
     OUTPUT_NAME,
     PLAIN_SCHEMA_VERSION,
     SCHEMA_VERSION,
+    SPEC_FILE,
     SUPPORTED_SCHEMA_VERSIONS,
+    TRAINING_FILE,
+    WINDOWS_FILE,
 )
 from edgecast_runtime.durable import replace_folder
 
@@ -40,12 +45,7 @@ if TYPE_CHECKING:
     import keras
     from sklearn.preprocessing import MinMaxScaler
 
-MODEL_FILE = "model.keras"
-SPEC_FILE = "preprocessing.json"
-METRICS_FILE = "metrics.json"
-TRAINING_FILE = "training.json"
-WINDOWS_FILE = "windows.npz"
-TRAINER_FILES = (MODEL_FILE, SPEC_FILE, METRICS_FILE, TRAINING_FILE, WINDOWS_FILE)
+TRAINER_FILES = (KERAS_FILE, SPEC_FILE, METRICS_FILE, TRAINING_FILE, WINDOWS_FILE)
 FOLDER_MODE = 0o755
 
 
@@ -133,7 +133,7 @@ def write_bundle(out_dir: Path, model: keras.Model, spec: dict, metrics: dict, t
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         staging.chmod(FOLDER_MODE)
-        model.save(staging / MODEL_FILE)
+        model.save(staging / KERAS_FILE)
         write_json_atomic(staging / SPEC_FILE, spec)
         write_json_atomic(staging / METRICS_FILE, metrics)
         write_json_atomic(staging / TRAINING_FILE, training)
@@ -161,9 +161,9 @@ class Bundle:
         import keras
 
         try:
-            return keras.saving.load_model(self.path / MODEL_FILE, compile=False)
+            return keras.saving.load_model(self.path / KERAS_FILE, compile=False)
         except Exception as exc:  # Keras raises many types for a damaged file
-            raise BundleError(f"{self.path / MODEL_FILE}: cannot load the Keras model ({exc})") from None
+            raise BundleError(f"{self.path / KERAS_FILE}: cannot load the Keras model ({exc})") from None
 
     def windows(self) -> dict[str, np.ndarray]:
         try:

@@ -178,10 +178,10 @@ def _resolve(path: Path, raw: pd.DataFrame, name: str, delimiter: str | None = N
         shown = ", ".join(raw.columns[:20])
         hint = ""
         if len(raw.columns) == 1:
-            hint = (f" (the file reads as one column with --delimiter {delimiter!r}: is that its delimiter?)" if delimiter
-                    else " (the file reads as one column: pass --delimiter if its fields are separated by something "
+            hint = (f" (the file reads as one column with delimiter {delimiter!r}: is that its delimiter?)" if delimiter
+                    else " (the file reads as one column: pass delimiter if its fields are separated by something "
                     "other than , ; tab or |)")
-        raise DataError(f"{path}: no column {name!r}; columns are: {shown}{hint}")
+        raise DataError(f"{path}: no column {name!r}; columns are: {shown}{hint}", settings=("delimiter",) if hint else ())
     return found
 
 
@@ -214,8 +214,9 @@ def _regularise(path: Path, frame: pd.DataFrame, times: pd.Series | None) -> tup
     duplicated = frame.index.duplicated()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated)[0])
-        hint = "" if frame.index.tz is not None else " (local times with daylight saving? pass --clock ZONE)"
-        raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: timestamp {frame.index[row]} appears more than once{hint}")
+        hint = "" if frame.index.tz is not None else " (local times with daylight saving? pass clock ZONE)"
+        raise DataError(f"{path}: row {row + FIRST_DATA_ROW}: timestamp {frame.index[row]} appears more than once{hint}",
+                        settings=("clock",) if hint else ())
     frame = frame.sort_index(kind="stable")
     if len(frame) < 2:
         return frame, None

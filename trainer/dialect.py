@@ -39,12 +39,13 @@ class Dialect:
 
 
 def option_character(text: str | None, option: str) -> str | None:
-    """A --delimiter or --decimal value: one character, or a name such as tab."""
+    """A delimiter or decimal setting: one character, or a name such as tab."""
     if text is None:
         return None
     character = _NAMED.get(text.lower(), text)
     if len(character) != 1:
-        raise DataError(f"--{option} {text!r} is not one character (or tab, semicolon, comma, pipe, space)")
+        raise DataError(f"{option} {text!r} is not one character (or tab, semicolon, comma, pipe, space)",
+                        settings=(option,))
     return character
 
 

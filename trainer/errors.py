@@ -1,5 +1,5 @@
 """Typed errors of the trainer. Each carries the facts a user needs to fix the input."""
-from edgecast.common import EdgecastError
+from edgecast.base import EdgecastError
 
 
 class DataError(EdgecastError):

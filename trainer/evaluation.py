@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from .data import ReadOptions, Series
 
 SECONDS_PER_DAY = 86400
+# An exported model's forecasts: raw-unit windows [n, look_back, features] -> [n, horizon].
+ArtifactForecast = Callable[[np.ndarray], np.ndarray]
 
 
 def season_steps(interval_seconds: float | None) -> int | None:
@@ -130,11 +132,11 @@ def backtest(
     so the backtest shows how steady its lead is over time, not how it would retrain.
     """
     if folds < 1:
-        raise DataError(f"--backtest must be at least 1, got {folds}")
+        raise DataError(f"backtest must be at least 1, got {folds}", settings=("backtest",))
     everything = _concatenate([split.train, split.val, split.test])
     blocks = np.array_split(np.arange(len(split.test)), folds)
     if min(len(block) for block in blocks) == 0:
-        raise DataError(f"--backtest {folds}: the test split has only {len(split.test)} windows")
+        raise DataError(f"backtest {folds}: the test split has only {len(split.test)} windows", settings=("backtest",))
     results = []
     for block in blocks:
         windows = split.test.take(block)
@@ -165,7 +167,8 @@ def _with_neighbours(bundle: Bundle, series: Series, options: ReadOptions, files
     found = {station_from_file_name(path) for path in files}
     if found != wanted:
         raise DataError(f"{bundle.path}: the model reads neighbours {', '.join(sorted(wanted))}; "
-                        f"missing file(s) for {', '.join(sorted(wanted - found))} (pass --neighbours)")
+                        f"missing file(s) for {', '.join(sorted(wanted - found))} (pass them as neighbours)",
+                        settings=("neighbours",))
     readings = recorded.get("features") or next(iter(spec["neighbours"].values()))
     series, _ = add_neighbours(series, files, readings, options, spec["gap_policy"]["max_gap"],
                                tuple(bundle.training["config"]["split"]))
@@ -186,14 +189,16 @@ def _mean_over_folds(results: list[dict]) -> dict:
     }
 
 
-def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0, artifact: Path | None = None,
+def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
+                           artifact_forecast: ArtifactForecast | None = None,
                            neighbours: list[Path] | None = None) -> Evaluation:
     """Re-read a CSV the way the bundle was trained, split it with the training fractions,
     and score the test split with the bundle's own scaler (the one in its graph).
 
-    With `artifact` (an exported model file, e.g. the bundle's model.onnx), the model's
-    forecasts are that file's, one window per call as a hub computes them; the backtest
-    keeps the Keras model. Gives the metrics, the backtest (when `folds`), the test windows and the model's
+    With `artifact_forecast` (the forecasts of an exported model file, e.g. the bundle's
+    model.onnx, run as a hub runs it; the caller supplies it, as the trainer never
+    imports export), the model's forecasts are that file's; the backtest keeps the
+    Keras model. Gives the metrics, the backtest (when `folds`), the test windows and the model's
     forecasts for them, and the timestamp of every row (None without timestamps).
     """
     from .data import load_csv
@@ -208,11 +213,8 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0, artif
     model, scaler, target = bundle.load_model(), bundle.scaler(), series.values()[:, 0]
     ridge = fit_ridge(spec, scaler, split.train)
     predicted = forecasts(model, spec, scaler, target, split.test, ridge)
-    if artifact is not None:
-        from edgecast.export.backends import open_artifact
-
-        # One window per call, as the hub's stream predicts (a batch can move float32 results).
-        predicted["model"] = open_artifact(artifact).forecast(split.test.x, 1)
+    if artifact_forecast is not None:
+        predicted["model"] = artifact_forecast(split.test.x)
     return Evaluation(
         data=DataRecord(series.source, series.sha256, series.sha256 == bundle.training["data"]["sha256"]),
         metrics=Metrics.from_dict(score(spec, split.test, predicted)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from edgecast.common import import_tensorflow
+from edgecast.base import import_tensorflow
 
 tf = import_tensorflow()
 

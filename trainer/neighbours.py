@@ -86,7 +86,7 @@ def add_neighbours(
     chosen = sorted(loaded)
     if count is not None:
         if count < 1:
-            raise DataError(f"--neighbours K must be at least 1, got {count}")
+            raise DataError(f"neighbour_count must be at least 1, got {count}", settings=("neighbour_count",))
         chosen = sorted(sorted(loaded, key=lambda s: -correlations[s])[:count])
     frame, encodings = series.frame.copy(), list(series.encodings)
     ranges = dict(series.valid_ranges)

@@ -56,13 +56,13 @@ class TrainConfig:
     def check(self) -> None:
         for name in ("look_back", "horizon", "units", "epochs", "batch_size", "layers"):
             if getattr(self, name) < 1:
-                raise DataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise DataError(f"{name} must be at least 1, got {getattr(self, name)}", settings=(name,))
         if self.max_gap < 0:
-            raise DataError(f"--max-gap must be 0 or more, got {self.max_gap}")
+            raise DataError(f"max_gap must be 0 or more, got {self.max_gap}", settings=("max_gap",))
         if not 0 <= self.dropout < 1:
-            raise DataError(f"--dropout must be in [0, 1), got {self.dropout}")
+            raise DataError(f"dropout must be in [0, 1), got {self.dropout}", settings=("dropout",))
         if self.formulation not in (LEVEL, CHANGE):
-            raise DataError(f"--formulation must be {LEVEL} or {CHANGE}, got {self.formulation!r}")
+            raise DataError(f"formulation must be {LEVEL} or {CHANGE}, got {self.formulation!r}", settings=("formulation",))
 
 
 DEFAULTS = TrainConfig()

@@ -44,6 +44,8 @@ from .errors import DataError
 FIRST_DATA_ROW = 2  # a CSV's first data row is line 2: messages use file line numbers
 SECONDS_FROM = 1e8  # smaller epoch numbers (before 1973) are more likely counters than times
 _NUMERIC_DATE = re.compile(r"^\s*\d{1,2}([./-])\d{1,2}\1\d{2,4}\b")
+_DATE = re.compile(r"^\s*(\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4})(?![\d./-])")
+DATE_SAMPLE = 5  # values of a column looked at to tell whether it holds dates
 _TIME_OF_DAY = re.compile(r"^\s*\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*$")
 
 
@@ -68,7 +70,7 @@ class TimeLine:
 def read_times(path: Path, raw: pd.DataFrame, options: TimeOptions, data_columns: set[str],
                resolve: Callable[[str], str]) -> TimeLine:
     if options.unit is not None and options.unit not in UNITS:
-        raise DataError(f"--time-unit must be one of {', '.join(UNITS)}, got {options.unit!r}")
+        raise DataError(f"time_unit must be one of {', '.join(UNITS)}, got {options.unit!r}", settings=("time_unit",))
     columns = [resolve(name.strip()) for name in options.column.split(",")] if options.column else _detect(raw, data_columns)
     line = TimeLine(None, columns)
     if len(columns) == 1:
@@ -78,10 +80,13 @@ def read_times(path: Path, raw: pd.DataFrame, options: TimeOptions, data_columns
         line.times, line.time_format = _single(path, joined, ",".join(columns), options, line.notices)
     elif columns:
         line.times = _from_parts(path, raw, columns)
-    unused = [c for c in raw.columns if _time_like(c) and c not in columns and c not in data_columns]
+    unused = [c for c in raw.columns if c not in columns and c not in data_columns
+              and (_time_like(c) or _holds_dates(raw[c]))]
+    if unused and not columns:
+        _refuse_file_order(path, raw, unused)
     if unused:
-        used = f"time from {', '.join(columns)}" if columns else "no time column used: rows are taken in file order"
-        line.notices.append(f"{used}; time-like column(s) {', '.join(unused)} not used (name them with --time-column)")
+        line.notices.append(f"time from {', '.join(columns)}; time-like column(s) {', '.join(unused)} not used "
+                            f"(name them with --time-column)")
     _on_clock(path, line, options.clock)
     return line
 
@@ -92,6 +97,26 @@ def _time_like(name: str) -> bool:
             or re.search(r"(?:^|[^a-z])(?:date|time)", lowered) is not None)  # Date (UTC), time_utc; not update
 
 
+def _holds_dates(column: pd.Series) -> bool:
+    """Text whose first values are dates (ISO or numeric, with or without a time of day)."""
+    if pd.api.types.is_numeric_dtype(column):
+        return False
+    first = column.dropna().head(DATE_SAMPLE).astype(str)
+    return len(first) > 0 and bool(first.str.match(_DATE).all())
+
+
+def _refuse_file_order(path: Path, raw: pd.DataFrame, unused: list[str]) -> None:
+    """No time column was found, but one looks like it: never train in file order in silence."""
+    present = raw[unused[0]].dropna()
+    sample = f" ('{str(present.iloc[0]).strip()}')" if len(present) else ""
+    named = ", ".join(f"'{name}'" for name in unused)
+    raise DataError(
+        f"{path}: column{'s' if len(unused) > 1 else ''} {named} look{'' if len(unused) > 1 else 's'} like "
+        f"timestamps{sample}, but none was recognised as the time column, so rows would be taken in file order; "
+        f"pass time_column '{unused[0]}' (and dayfirst or time_format when its dates need them)",
+        settings=("time_column", "dayfirst", "time_format"))
+
+
 def _detect(raw: pd.DataFrame, data_columns: set[str]) -> list[str]:
     """As the hub finds them in a header: edgecast_runtime.readings.choose_time_columns."""
     return choose_time_columns([column for column in raw.columns if column not in data_columns])
@@ -100,8 +125,8 @@ def _detect(raw: pd.DataFrame, data_columns: set[str]) -> list[str]:
 def _from_parts(path: Path, raw: pd.DataFrame, columns: list[str]) -> pd.Series:
     names = {column.lower(): column for column in columns}
     if not set(TIME_PARTS) <= set(names) or not set(names) <= {*TIME_PARTS, "minute"}:
-        raise DataError(f"{path}: --time-column {','.join(columns)}: expected one column, date,time, "
-                        f"or {','.join(TIME_PARTS)}[,minute]")
+        raise DataError(f"{path}: time_column {','.join(columns)}: expected one column, date,time, "
+                        f"or {','.join(TIME_PARTS)}[,minute]", settings=("time_column",))
     parts = raw[columns].apply(pd.to_numeric, errors="coerce").set_axis([c.lower() for c in columns], axis=1)
     times = pd.to_datetime(parts, errors="coerce")
     # pandas adds the hour as a duration, so hour 25 would silently become 1 o'clock the next day.
@@ -128,7 +153,7 @@ def _single(
     first = str(present.iloc[0]).strip() if len(present) else ""
     if _TIME_OF_DAY.match(first) and not options.format:
         raise DataError(f"{path}: column '{label}' holds times of day without a date ('{first}'); "
-                        f"pass --time-column DATE_COLUMN,{label}")
+                        f"pass time_column DATE_COLUMN,{label}", settings=("time_column",))
     dayfirst, text = None, source  # (text as pandas read it: a string copy of a million rows costs a second)
     if options.format is None and _NUMERIC_DATE.match(first):
         text = source.astype("string").str.strip()
@@ -159,7 +184,7 @@ def _from_epoch(
         if magnitude < SECONDS_FROM:
             raise DataError(
                 f"{path}: column '{label}' holds numbers ({numbers.min():g} .. {numbers.max():g}) too small for "
-                f"epoch seconds or milliseconds; pass --time-unit s or ms if they are")
+                f"epoch seconds or milliseconds; pass time_unit s or ms if they are", settings=("time_unit",))
         unit = epoch_unit(magnitude)
         notices.append(f"column '{label}': epoch {'milliseconds' if unit == 'ms' else 'seconds'} "
                        f"(by magnitude: {'at least' if unit == 'ms' else 'below'} {MILLISECONDS_FROM:g})")
@@ -180,7 +205,7 @@ def _to_datetime(path: Path, text: pd.Series, label: str, time_format: str | Non
             times = pd.to_datetime(text, errors="coerce", format=time_format, dayfirst=dayfirst, utc=True)
         except (ValueError, TypeError) as exc:
             raise DataError(f"{path}: column '{label}': timestamps cannot be put on one time line "
-                            f"({str(exc).splitlines()[0]}); pass --time-format") from None
+                            f"({str(exc).splitlines()[0]}); pass time_format", settings=("time_format",)) from None
     if notices is not None:
         notices.append(f"column '{label}': several UTC offsets (daylight saving?), put on one time line; "
                        f"calendar features follow --clock (default UTC)")
@@ -213,8 +238,8 @@ def _month_first_is_safe(path: Path, text: pd.Series, label: str) -> bool:
         why = "only day-first gives a regular series" if coverage[1] > coverage[0] else "both give a regular series"
         what = f"dates like '{text.dropna().iloc[0]}' could be day-first or month-first ({why})"
     separator = _NUMERIC_DATE.match(text.dropna().iloc[0]).group(1)
-    raise DataError(f"{path}: column '{label}': {what}; pass --dayfirst or --time-format "
-                    f"(e.g. '%d{separator}%m{separator}%Y %H:%M')")
+    raise DataError(f"{path}: column '{label}': {what}; pass dayfirst or time_format "
+                    f"(e.g. '%d{separator}%m{separator}%Y %H:%M')", settings=("dayfirst", "time_format"))
 
 
 def _coverage(times: pd.Series) -> float:
@@ -236,11 +261,11 @@ def _reject_bad_times(path: Path, source: pd.Series, times: pd.Series, label: st
 
 
 def clock_of(text: str) -> tzinfo:
-    """--clock as a tzinfo; a bad one is a one-line DataError."""
+    """The clock setting as a tzinfo; a bad one is a one-line DataError."""
     try:
         return parse_clock(text)
-    except ClockError as exc:
-        raise DataError(f"--{exc}") from None
+    except ClockError as exc:  # "clock 'X': ..."
+        raise DataError(str(exc), settings=("clock",)) from None
 
 
 def _on_clock(path: Path, line: TimeLine, clock: str | None) -> None:
@@ -252,7 +277,7 @@ def _on_clock(path: Path, line: TimeLine, clock: str | None) -> None:
             line.clock = getattr(zone, "key", None) or _fixed_name(zone)
         return
     if times is None:
-        raise DataError(f"{path}: --clock {clock!r} was given, but the file has no timestamps")
+        raise DataError(f"{path}: clock {clock!r} was given, but the file has no timestamps", settings=("clock",))
     target = clock_of(clock)
     line.clock = clock_name(target)
     line.times = times.dt.tz_convert(target) if zone is not None else _localize(times, target, line.notices)

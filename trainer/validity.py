@@ -32,13 +32,14 @@ def parse_range(text: str) -> tuple[str, Range]:
     column, equals, bounds = text.partition("=")
     parts = bounds.split(",")
     if not equals or not column.strip() or len(parts) != 2:
-        raise DataError(f"--valid-range {text!r}: expected COLUMN=MIN,MAX (either bound may be empty)")
+        raise DataError(f"valid_ranges {text!r}: expected COLUMN=MIN,MAX (either bound may be empty)",
+                        settings=("valid_ranges",))
     try:
         low, high = (float(part) if part.strip() else None for part in parts)
     except ValueError:
-        raise DataError(f"--valid-range {text!r}: the bounds are not numbers") from None
+        raise DataError(f"valid_ranges {text!r}: the bounds are not numbers", settings=("valid_ranges",)) from None
     if low is not None and high is not None and low > high:
-        raise DataError(f"--valid-range {text!r}: the minimum is above the maximum")
+        raise DataError(f"valid_ranges {text!r}: the minimum is above the maximum", settings=("valid_ranges",))
     return column.strip(), (low, high)
 
 
@@ -57,7 +58,8 @@ def ranges_for(columns: list[str], given: dict[str, Range], resolve: Callable[[s
     for name, bounds in given.items():
         column = resolve(name)
         if column not in ranges:
-            raise DataError(f"--valid-range names column {column!r}, which is neither the target nor a feature")
+            raise DataError(f"valid_ranges names column {column!r}, which is neither the target nor a feature",
+                            settings=("valid_ranges",))
         ranges[column] = tuple(bounds)
     return {name: tuple(bounds) for name, bounds in ranges.items() if bounds is not None and bounds != (None, None)}
 

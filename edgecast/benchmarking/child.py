@@ -8,7 +8,7 @@ Each prints one JSON object on its last line of stdout.
 It is run by path: the runtime's and bare onnxruntime's cold starts run in the
 runtime-only environment, where the `edgecast` toolkit is not installed. So this file
 imports the standard library and numpy only, and the toolkit's runner
-(edgecast.export.backends) only for backends that run in the toolkit's environment.
+(edgecast.exporter.backends) only for backends that run in the toolkit's environment.
 
 `cold` is the tiny script a user would write: import the backend, load the model,
 forecast one window, nothing else. It reports the CLOCK_MONOTONIC time (system-wide on
@@ -35,6 +35,8 @@ BACKENDS = ("runtime", "onnxruntime", "litert", "keras-predict", "keras-call")
 
 def load(backend: str, bundle_dir: str, threads: int, reset_variables: bool = False) -> tuple[Predict, Predict]:
     """(predict_one(window [look_back, F]) -> [horizon], predict_many(windows [N, look_back, F]) -> [N, horizon])."""
+    # The bundle's file names (edgecast_runtime.contract's ONNX_FILE, TFLITE_FILE) are spelled
+    # out here: importing even the contract would load the runtime into every cold start.
     onnx_path = os.path.join(bundle_dir, "model.onnx")
     if backend == "runtime":
         from edgecast_runtime import Forecaster
@@ -43,7 +45,7 @@ def load(backend: str, bundle_dir: str, threads: int, reset_variables: bool = Fa
         return forecaster.predict, forecaster.predict_batch
     if backend not in BACKENDS:
         raise SystemExit(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
-    from edgecast.export import backends
+    from edgecast.exporter import backends
 
     if backend == "onnxruntime":
         runner = backends.open_onnx(onnx_path, threads)
@@ -103,7 +105,7 @@ def speed(backend: str, bundle_dir: str, options: dict[str, Any]) -> dict[str, d
     """Latency (when asked), batch throughput and one big call, timed by the toolkit's runner."""
     import numpy as np
 
-    from edgecast.export.backends import latency_us, timed
+    from edgecast.exporter.backends import latency_us, timed
 
     windows = np.load(options["windows"], mmap_mode="r")
     predict_one, predict_many = load(backend, bundle_dir, options["threads"], options.get("reset_variables", False))

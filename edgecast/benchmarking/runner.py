@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.common import EdgecastError, write_json_atomic
+from edgecast.base import EdgecastError, write_json_atomic
+from edgecast_runtime.contract import KERAS_FILE, MANIFEST_NAME, ONNX_FILE, SPEC_FILE, TFLITE_FILE, TRAINING_FILE
 
 from . import child
 from .results import BackendResult, BenchReport, ColdStart, Latency, ModelInfo, ModelResult, Throughput
@@ -64,11 +65,11 @@ QUICK = {
 }
 LATENCY_POOL = 256  # different windows the latency calls cycle over
 ARTIFACTS = {
-    "runtime": ["model.onnx"],
-    "onnxruntime": ["model.onnx"],
-    "litert": ["model.tflite"],
-    "keras-predict": ["model.keras", "preprocessing.json"],
-    "keras-call": ["model.keras", "preprocessing.json"],
+    "runtime": [ONNX_FILE],
+    "onnxruntime": [ONNX_FILE],
+    "litert": [TFLITE_FILE],
+    "keras-predict": [KERAS_FILE, SPEC_FILE],
+    "keras-call": [KERAS_FILE, SPEC_FILE],
 }
 RUNTIME_ONLY, FULL_TOOLKIT = "runtime-only", "full toolkit"
 ENVIRONMENT = {"runtime": RUNTIME_ONLY, "onnxruntime": RUNTIME_ONLY, "litert": FULL_TOOLKIT,
@@ -112,7 +113,7 @@ def write_report(out: Path, report: dict) -> None:
 def bench_bundle(bundle_dir: Path, quick: bool, runtime_python: Path | None, environments: dict,
                  backends: tuple[str, ...] = BACKENDS, progress: Callable[[str], None] = print) -> ModelResult:
     settings = QUICK if quick else FULL
-    spec = _read_json(bundle_dir / "preprocessing.json")
+    spec = _read_json(bundle_dir / SPEC_FILE)
     for name in sorted({artifact for backend in backends for artifact in ARTIFACTS[backend]}):
         if not (bundle_dir / name).is_file():
             raise BenchError(f"{bundle_dir / name} is missing: run 'edgecast export {bundle_dir}' first")
@@ -202,7 +203,7 @@ def _cold(python: Path, backend: str, bundle_dir: Path, window: np.ndarray, rese
 
 def _reset_flags(bundle_dir: Path) -> dict[str, bool]:
     """Artifacts whose manifest entry says to reset variables before each window."""
-    path = bundle_dir / "manifest.json"
+    path = bundle_dir / MANIFEST_NAME
     if not path.is_file():
         return {}
     artifacts = _read_json(path).get("artifacts", {})
@@ -217,7 +218,7 @@ def _windows(spec: dict, count: int) -> np.ndarray:
 
 
 def _units(bundle_dir: Path) -> int | None:
-    training = bundle_dir / "training.json"
+    training = bundle_dir / TRAINING_FILE
     if training.is_file():
         return _read_json(training).get("config", {}).get("units")
     return None

@@ -24,8 +24,8 @@ from rich.progress import (
 from rich.text import Text
 
 from edgecast import options as opt
-from edgecast.export.settings import EXPORT_DEFAULTS
-from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, split_text
+from edgecast.cli_options import Settings, with_options
+from edgecast.trainer.settings import MODELS_DIR
 
 from .settings import DEFAULT_FLEET_NAME, DEFAULT_LEADS
 
@@ -45,69 +45,40 @@ def _numbers(text: str, option: str, kind: Callable[[str], object] = float) -> t
 
 
 @app.command("train")
+@with_options(*opt.FLEET)
 def train_command(
     data: Annotated[list[str], typer.Argument(help="Station CSV/CSV.gz files, folders of them, or globs.")],
-    target: opt.Target,
-    features: opt.Features = [],
-    time_column: opt.TimeColumn = None,
-    clock: opt.Clock = None,
+    settings: Settings,
     station_column: Annotated[Optional[str], typer.Option(help="Column holding the station id (default: from the file name).")] = None,
-    look_back: opt.LookBack = DEFAULTS.look_back,
-    horizon: opt.Horizon = DEFAULTS.horizon,
-    units: opt.Units = DEFAULTS.units,
-    layers: opt.Layers = DEFAULTS.layers,
-    dropout: opt.Dropout = DEFAULTS.dropout,
-    formulation: opt.Formulation = DEFAULTS.formulation,
-    linear_skip: opt.LinearSkip = DEFAULTS.linear_skip,
-    quadratic_skip: opt.QuadraticSkip = DEFAULTS.quadratic_skip,
-    linear_fit_with_val: opt.LinearFitWithVal = DEFAULTS.linear_fit_with_val,
-    target_units: opt.TargetUnits = DEFAULTS.target_units,
-    epochs: opt.Epochs = DEFAULTS.epochs,
-    batch_size: opt.BatchSize = DEFAULTS.batch_size,
-    patience: opt.Patience = DEFAULTS.patience,
-    learning_rate: opt.LearningRate = DEFAULTS.learning_rate,
-    seed: opt.Seed = DEFAULTS.seed,
-    max_gap: opt.MaxGap = DEFAULTS.max_gap,
-    split: opt.Split = split_text(DEFAULTS.split),
     name: Annotated[str, typer.Option(help="Fleet name: bundles go to MODELS_DIR/NAME/STATION.")] = DEFAULT_FLEET_NAME,
     models_dir: Annotated[Path, typer.Option(help="Where fleets live.")] = MODELS_DIR,
-    export: Annotated[bool, typer.Option(help="Also export (ONNX, TFLite) and verify each bundle in its task.")] = False,
-    quantize: Annotated[list[str], typer.Option(help="With --export: quantized artifacts too (as `edgecast export --quantize`).")] = [],
-    builtin_ops: Annotated[bool, typer.Option(help="With --export: also model.builtin.tflite (builtin ops only).")] = False,
-    opset: opt.Opset = EXPORT_DEFAULTS.opset,
+    export: Annotated[bool, typer.Option(help="Also export (ONNX, TFLite) and verify each bundle in its task, with the "
+                                         "other options of this panel.", rich_help_panel=opt.EXPORT)] = False,
     address: Annotated[Optional[str], typer.Option(help="Join a Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a local one).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Stations trained at once (default: the cluster's CPUs / --cpus-per-task).")] = None,
     cpus_per_task: Annotated[int, typer.Option(help="CPUs per station task; TensorFlow and BLAS use that many threads.")] = 1,
     force: Annotated[bool, typer.Option(help="Retrain stations whose data and settings are unchanged.")] = False,
-    neighbours: Annotated[Optional[str], typer.Option(help="Other stations' readings as inputs: 'all', or K for the K whose target correlates most (training split).")] = None,
-    neighbour_features: Annotated[list[str], typer.Option(help="The neighbours' columns to read (default: the target).")] = [],
+    neighbours: Annotated[Optional[str], typer.Option(
+        help="Other stations' readings as inputs: 'all', or K for the K whose target correlates most (training split).",
+        rich_help_panel=opt.NEIGHBOURS)] = None,
 ) -> None:
     """Train one bundle per station as Ray tasks; skip stations that are up to date.
 
-    The exit code is the number of stations that failed (at most 100).
+    Every training and reading option of `edgecast train` applies to each station. The
+    exit code is the number of stations that failed (at most 100).
     """
     from edgecast import fleet
-    from edgecast.trainer.settings import TrainConfig
 
-    if (quantize or builtin_ops) and not export:
-        raise typer.BadParameter("--quantize and --builtin-ops need --export")
-    config = TrainConfig(
-        look_back=look_back, horizon=horizon, units=units, epochs=epochs, batch_size=batch_size,
-        patience=patience, learning_rate=learning_rate, seed=seed, max_gap=max_gap,
-        split=opt.split_fractions(split), layers=layers, dropout=dropout, formulation=formulation,
-        linear_skip=linear_skip, quadratic_skip=quadratic_skip, linear_fit_with_val=linear_fit_with_val,
-        target_units=target_units,
-    )
+    changed = [o.cli_flag for o in opt.EXPORT_OPTIONS if not o.is_default(settings[o.name])]
+    if changed and not export:
+        raise typer.BadParameter(f"{' and '.join(changed)} need{'s' if len(changed) == 1 else ''} --export")
     with FleetProgress() as progress:
-        result = fleet.train(
-            data, target, features=opt.split_list(features), time_column=time_column, clock=clock, config=config,
-            station_column=station_column, name=name, models_dir=models_dir, export=export,
-            quantize=opt.split_list(quantize), builtin_ops=builtin_ops, opset=opset, address=address,
-            workers=workers, cpus_per_task=cpus_per_task, force=force, neighbours=neighbours,
-            neighbour_features=opt.split_list(neighbour_features), on_event=progress.on_event,
-        )
+        result = fleet.train(data, station_column=station_column, name=name, models_dir=models_dir, export=export,
+                             address=address, workers=workers, cpus_per_task=cpus_per_task, force=force,
+                             neighbours=neighbours, on_event=progress.on_event, **settings)
     for station in result.failed:
-        err.print(f"{station.station}: {station.error}", markup=False, soft_wrap=True)
+        err.print(f"{station.station}: {opt.as_flags(station.error, station.error_settings)}", markup=False,
+                  soft_wrap=True)
     out.print(result.summary_line(), markup=False, soft_wrap=True)
     if result.failed:
         raise typer.Exit(min(len(result.failed), MAX_EXIT_CODE))

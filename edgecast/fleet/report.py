@@ -9,9 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecast.common import write_json_atomic
-from edgecast.trainer.bundle import METRICS_FILE, TRAINING_FILE
-from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast.base import write_json_atomic
+from edgecast_runtime.contract import MANIFEST_NAME, METRICS_FILE, TRAINING_FILE
 from edgecast_runtime.durable import atomic_write
 
 from .run import RUN_RECORD, FleetError
@@ -49,7 +48,7 @@ def report(fleet_dir: str | Path, leads: Sequence[int] = DEFAULT_LEADS, without:
     if not names:
         raise FleetError(f"{fleet_dir}: no station bundle and no {RUN_RECORD}; run `edgecast fleet train` first")
     if without is not None and not Path(without).is_dir():
-        raise FleetError(f"{without}: no such fleet folder (--without)")
+        raise FleetError(f"{without}: no such fleet folder (without)", settings=("without",))
     rows = [_station_row(fleet_dir / name, name, leads, last_run.get(name, {})) for name in names]
     for row in rows:
         _add_comparisons(row, fleet_dir / row["station"], Path(without) / row["station"] if without else None, leads)
@@ -65,7 +64,7 @@ def report(fleet_dir: str | Path, leads: Sequence[int] = DEFAULT_LEADS, without:
 def _check_leads(leads: Iterable[int | str]) -> list[int]:
     leads = sorted({int(lead) for lead in leads})
     if not leads or leads[0] < 1:
-        raise FleetError(f"--leads must be steps of 1 or more, got {','.join(map(str, leads)) or 'none'}")
+        raise FleetError(f"leads must be steps of 1 or more, got {','.join(map(str, leads)) or 'none'}", settings=("leads",))
     return leads
 
 

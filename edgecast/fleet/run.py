@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from edgecast.common import EdgecastError, write_json_atomic
-from edgecast.trainer.settings import TrainConfig
+from edgecast import options
+from edgecast.base import EdgecastError, write_json_atomic
+from edgecast.trainer.settings import MODELS_DIR, TrainConfig
 
 if TYPE_CHECKING:
     import ray
@@ -47,6 +48,7 @@ class StationResult:
     data: str
     status: str  # trained, skipped or failed
     error: str | None = None
+    error_settings: list[str] = field(default_factory=list)  # the settings the error names (EdgecastError.settings)
     seconds: float | None = None  # the whole task: load, train, export, verify, write
     train_seconds: float | None = None
     export_seconds: float | None = None
@@ -81,36 +83,34 @@ class FleetResult:
 Event = Callable[[str, object], None]  # ("start", (total, skipped)) then ("station", StationResult)
 
 
+@options.keywords(*options.FLEET)
 def train(
     data: list[str | Path],
     target: str,
     *,
-    features: list[str] = (),
-    time_column: str | None = None,
-    clock: str | None = None,
     config: TrainConfig | None = None,
     station_column: str | None = None,
     name: str = DEFAULT_FLEET_NAME,
-    models_dir: str | Path = "models",
+    models_dir: str | Path = MODELS_DIR,
     export: bool = False,
-    quantize: list[str] = (),
-    builtin_ops: bool = False,
-    opset: int = 17,
     address: str | None = None,
     workers: int | None = None,
     cpus_per_task: int = 1,
     force: bool = False,
     neighbours: str | None = None,
-    neighbour_features: list[str] = (),
     on_event: Event | None = None,
+    **settings: Any,
 ) -> FleetResult:
     """Train (and with `export`, export and verify) one bundle per station under models_dir/name/STATION.
 
-    `neighbours`: "all" (every other station's readings are inputs) or K (the K whose
-    target correlates most with the station's on its training split)."""
+    Every training and reading option of `edgecast.train` is a keyword here, with the same
+    default, and so are the export options of `edgecast.export` that apply with `export`
+    (the option table, edgecast/options.py; the signature lists them); each station is read
+    and trained with them. `config`: a TrainConfig for the training options not given as
+    keywords. `neighbours`: "all" (every other station's readings are inputs) or K (the K
+    whose target correlates most with the station's on its training split)."""
     started = time.perf_counter()
-    settings = FleetSettings(target, list(features), time_column, clock, config or TrainConfig(),
-                             export, list(quantize), builtin_ops, opset, neighbours, list(neighbour_features))
+    settings = fleet_settings(target, config, export, neighbours, settings)
     _check(settings, workers, cpus_per_task)
     settings.neighbour_count()  # a bad --neighbours fails here
     stations, unnamed = find_stations(list(data), station_column)  # before any folder is made: a typo makes none
@@ -121,7 +121,8 @@ def train(
     with _exclusive(fleet_dir):
         shutil.rmtree(fleet_dir / STAGING, ignore_errors=True)  # left by a killed run; we hold the lock
         result = FleetResult(fleet_dir, address=address)
-        result.stations += [StationResult(Path(path).name, path, FAILED, error) for path, error in unnamed.items()]
+        result.stations += [StationResult(Path(path).name, path, FAILED, str(error), list(error.settings))
+                            for path, error in unnamed.items()]
         todo = []
         for station in stations:
             if not force and up_to_date(fleet_dir / station.station, station, settings):
@@ -139,14 +140,28 @@ def train(
     return result
 
 
+def fleet_settings(target: str, config: TrainConfig | None, export: bool, neighbours: str | None,
+                   given: dict[str, Any]) -> FleetSettings:
+    from edgecast.api import read_options
+
+    chosen = options.values({**given, "target": target}, options.FLEET)
+    read = read_options(chosen)  # a bad valid range fails here, before any station runs
+    return FleetSettings(
+        target, list(chosen["features"]), read.time_column, read.clock, options.train_config(given, config),
+        export, list(chosen["quantize"]), chosen["builtin_ops"], chosen["opset"], neighbours,
+        list(chosen["neighbour_features"]), time_unit=read.time_unit, time_format=read.time_format,
+        dayfirst=read.dayfirst, delimiter=read.delimiter, decimal=read.decimal, valid_ranges=read.valid_ranges,
+        tflite=chosen["tflite"])
+
+
 def _check(settings: FleetSettings, workers: int | None, cpus_per_task: int) -> None:
     settings.config.check()
     if workers is not None and workers < 1:
-        raise FleetError(f"--workers must be at least 1, got {workers}")
+        raise FleetError(f"workers must be at least 1, got {workers}", settings=("workers",))
     if cpus_per_task < 1:
-        raise FleetError(f"--cpus-per-task must be at least 1, got {cpus_per_task}")
+        raise FleetError(f"cpus_per_task must be at least 1, got {cpus_per_task}", settings=("cpus_per_task",))
     if settings.quantize:
-        from edgecast.export.quantize import check_modes
+        from edgecast.exporter.quantize import check_modes
 
         check_modes(settings.quantize)
 

@@ -7,8 +7,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgecast.export.settings import DEFAULT_OPSET
+from edgecast.exporter.settings import DEFAULT_OPSET
 from edgecast.trainer.errors import DataError
 from edgecast.trainer.settings import TrainConfig
 from edgecast.trainer.stations import (  # noqa: F401  (part of this module's API)
@@ -18,6 +19,9 @@ from edgecast.trainer.stations import (  # noqa: F401  (part of this module's AP
     station_from_file_name,
 )
 from edgecast_runtime.manifest import file_sha256
+
+if TYPE_CHECKING:
+    from edgecast.trainer.data import ReadOptions
 
 NEIGHBOURS_ALL = "all"
 STATION_RECORD = "fleet-station.json"  # written into each bundle, last, before it is swapped in
@@ -39,17 +43,46 @@ class FleetSettings:
     neighbours: str | None = None  # "all", or K: the K stations whose target correlates most (training split)
     neighbour_features: list[str] = field(default_factory=list)  # default: the target
     neighbour_files: dict[str, str] = field(default_factory=dict)  # every station's file -> sha256
+    # How the files are read, beyond time_column and clock (edgecast.trainer.data.ReadOptions).
+    time_unit: str | None = None
+    time_format: str | None = None
+    dayfirst: bool = False
+    delimiter: str | None = None
+    decimal: str | None = None
+    valid_ranges: dict[str, tuple] = field(default_factory=dict)  # {column: (min or None, max or None)}
+    tflite: bool = True  # with export: model.tflite too
 
     def neighbour_count(self) -> int | None:
         """None for every other station, else K."""
         if self.neighbours in (None, NEIGHBOURS_ALL):
             return None
         if not self.neighbours.isdigit() or int(self.neighbours) < 1:
-            raise DataError(f"--neighbours must be 'all' or a whole number of at least 1, got {self.neighbours!r}")
+            raise DataError(f"neighbours must be 'all' or a whole number of at least 1, got {self.neighbours!r}",
+                            settings=("neighbours",))
         return int(self.neighbours)
+
+    def read_options(self) -> ReadOptions:
+        from edgecast.trainer.data import ReadOptions
+
+        return ReadOptions(time_column=self.time_column, time_unit=self.time_unit, time_format=self.time_format,
+                           dayfirst=self.dayfirst, clock=self.clock, delimiter=self.delimiter, decimal=self.decimal,
+                           valid_ranges=dict(self.valid_ranges))
 
     def as_dict(self) -> dict:
         return {**asdict(self), "config": asdict(self.config)}
+
+    def fingerprint_dict(self) -> dict:
+        """as_dict() without the settings added after fleets were first written while they
+        keep their defaults: a fleet trained before they existed stays up to date."""
+        settings = self.as_dict()
+        for name in ADDED_LATER:
+            if settings[name] == asdict(FleetSettings(self.target))[name]:
+                del settings[name]
+        return settings
+
+
+# FleetSettings fields that older fingerprints do not have (see fingerprint_dict).
+ADDED_LATER = ("time_unit", "time_format", "dayfirst", "delimiter", "decimal", "valid_ranges", "tflite")
 
 
 @dataclass
@@ -59,7 +92,8 @@ class Station:
     sha256: str
 
     def fingerprint(self, settings: FleetSettings) -> str:
-        payload = json.dumps({"data_sha256": self.sha256, "settings": settings.as_dict()}, sort_keys=True, default=str)
+        payload = json.dumps({"data_sha256": self.sha256, "settings": settings.fingerprint_dict()}, sort_keys=True,
+                             default=str)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -95,7 +129,7 @@ def station_from_column(path: Path, column: str) -> str:
     try:
         values = pd.read_csv(path, usecols=[column], dtype=str)[column].dropna().unique()
     except ValueError:
-        raise DataError(f"{path}: no column {column!r} for --station-column") from None
+        raise DataError(f"{path}: no column {column!r} for station_column", settings=("station_column",)) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     if len(values) != 1:
@@ -104,7 +138,7 @@ def station_from_column(path: Path, column: str) -> str:
     return safe_station_id(str(values[0]).strip(), path)
 
 
-def find_stations(sources: list[str | Path], station_column: str | None) -> tuple[list[Station], dict[str, str]]:
+def find_stations(sources: list[str | Path], station_column: str | None) -> tuple[list[Station], dict[str, DataError]]:
     """(stations, files that could not be named): a file whose id cannot be read fails alone.
     Two files naming the same station are an error: one bundle per station."""
     stations, unnamed, seen = [], {}, {}
@@ -112,7 +146,7 @@ def find_stations(sources: list[str | Path], station_column: str | None) -> tupl
         try:
             station = station_from_column(path, station_column) if station_column else station_from_file_name(path)
         except DataError as exc:
-            unnamed[str(path)] = str(exc)
+            unnamed[str(path)] = exc
             continue
         if station in seen:
             raise DataError(f"station {station!r} comes from two files: {seen[station]} and {path}")

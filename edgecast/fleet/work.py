@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgecast.common import write_json_atomic
+from edgecast.base import write_json_atomic
 from edgecast_runtime.durable import replace_folder
 
 from .stations import STATION_RECORD, FleetSettings, Station
@@ -39,7 +39,7 @@ def station_task(station: Station, settings: FleetSettings, fleet_dir: str, run_
             result.update(build_station(station, settings, Path(fleet_dir), run_id))
         result["status"] = "trained"
     except Exception as exc:  # any error is this station's alone
-        result.update(status="failed", error=one_line(exc))
+        result.update(status="failed", error=one_line(exc), error_settings=list(getattr(exc, "settings", ())))
     result["seconds"] = round(time.perf_counter() - started, 3)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
     return result
@@ -66,7 +66,7 @@ def pin_threads(cpus: int) -> int:
 
 def _configure_tensorflow(cpus: int) -> None:
     """The same pool sizes through TensorFlow's own API, in case its environment reading changes."""
-    from edgecast.common import import_tensorflow
+    from edgecast.base import import_tensorflow
 
     if os.environ.get(TF_THREADS_SET):
         return
@@ -98,11 +98,11 @@ def build_station(station: Station, settings: FleetSettings, fleet_dir: Path, ru
 def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> dict:
     """The per-station pipeline: the same calls `edgecast train`, `export` and `verify` make
     (the one place that knows them, so it can follow the toolkit's Python API)."""
-    from edgecast.trainer.data import ReadOptions, load_csv
+    from edgecast.trainer.data import load_csv
     from edgecast.trainer.neighbours import add_neighbours
     from edgecast.trainer.pipeline import prepare, train
 
-    read = ReadOptions(time_column=settings.time_column, clock=settings.clock)
+    read = settings.read_options()
     series = load_csv(station.data, settings.target, settings.features, max_gap=settings.config.max_gap, options=read)
     if settings.neighbours:
         others = [path for path in settings.neighbour_files if Path(path) != Path(station.data)]
@@ -111,7 +111,7 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
     data = prepare(series, settings.config)  # bad settings or too few rows fail before TensorFlow loads
     _configure_tensorflow(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
     from edgecast import api
-    from edgecast.export.errors import ParityError
+    from edgecast.exporter.errors import ParityError
     from edgecast.trainer.model import keras
 
     keras.backend.clear_session()  # a reused worker starts each station from a clean Keras state
@@ -119,7 +119,7 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
     outcome = {"train_seconds": trained.training["train_seconds"], "epochs_run": trained.training["history"]["epochs_run"]}
     if settings.export:
         started = time.perf_counter()
-        exported = api.export(out_dir, opset=settings.opset, quantize=settings.quantize,
+        exported = api.export(out_dir, opset=settings.opset, tflite=settings.tflite, quantize=settings.quantize,
                               builtin_ops=settings.builtin_ops)
         if exported.refused:
             raise ParityError("; ".join(exported.refused.values()), exported.parity)
@@ -139,6 +139,6 @@ def one_line(exc: BaseException) -> str:
 
 
 def _is_edgecast_error(exc: BaseException) -> bool:
-    from edgecast.common import EdgecastError
+    from edgecast.base import EdgecastError
 
     return isinstance(exc, EdgecastError)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -12,9 +14,9 @@ from typing import TYPE_CHECKING
 
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.mqtt.security import configure_client, parse_broker
-from edgecast_runtime.releases.delivery import ONLINE_WILDCARD, STATUS_WILDCARD, DeliveryError, hub_of
+from edgecast_runtime.releases.delivery import ONLINE_WILDCARD, STATUS_WILDCARD, TOPIC_ROOT, DeliveryError, hub_of
 
-from .errors import ReleaseDeliveryError
+from .errors import ReleaseDeliveryError, TlsNeededError
 
 if TYPE_CHECKING:
     from paho.mqtt import client as mqtt
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 15.0
 PUBLISH_TIMEOUT = 30.0
+SYNC_TIMEOUT = 5.0  # the longest to wait for the retained messages to have arrived
+RELEASE_WILDCARD = f"{TOPIC_ROOT}/+/release"
+CLOSED = "closed"  # the broker closed the connection before its CONNACK
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,8 @@ class BrokerSettings:
 class OperatorSession:
     """A connected MQTT v5 client that follows every hub's retained status and whether
     it is online: `statuses` shows a hub that dropped off (its last will) with its
-    last status and state "offline"."""
+    last status and state "offline"; `records` holds each hub's retained release record
+    (bytes). `sync()` waits until the retained messages have arrived."""
 
     def __init__(self, settings: BrokerSettings, client_id: str):
         import paho.mqtt.client as mqtt
@@ -55,10 +61,15 @@ class OperatorSession:
         self.settings = settings
         self._statuses: dict[str, dict] = {}  # hub id -> its latest status
         self._online: dict[str, bool] = {}
+        self._records: dict[str, bytes] = {}
+        self._connected = False
+        self._sync_topic = f"edgecast/operator/sync/{client_id}"
+        self._synced = threading.Event()
         self.changed = threading.Condition()
         self._connack: queue.Queue = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        self.client.on_connect = lambda client, userdata, flags, code, props: self._connack.put(code)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self._refused: dict[int, str] = {}  # message id -> the broker's PUBACK refusal
         self.client.on_publish = self._on_publish
@@ -79,12 +90,47 @@ class OperatorSession:
             code = self._connack.get(timeout=CONNECT_TIMEOUT)
         except queue.Empty:
             code = None
-        if code is None or code.is_failure:
+        if code is None or code == CLOSED or code.is_failure:
             self.__exit__()
-            raise ReleaseDeliveryError(f"the broker {self.settings.broker} refused the connection: "
-                                       f"{code or 'no answer'}")
-        self.client.subscribe([(STATUS_WILDCARD, 1), (ONLINE_WILDCARD, 1)])
+            if code is not None and code != CLOSED:
+                raise ReleaseDeliveryError(f"the broker {self.settings.broker} refused the connection: {code}")
+            raise ReleaseDeliveryError(self._no_answer(closed=code == CLOSED))
+        self.client.subscribe([(STATUS_WILDCARD, 1), (ONLINE_WILDCARD, 1), (RELEASE_WILDCARD, 1),
+                               (self._sync_topic, 1)])
         return self
+
+    def _no_answer(self, closed: bool) -> str:
+        """Why no MQTT answer came: a TLS port reached without TLS is said as such."""
+        what = "closed the connection without an MQTT answer" if closed else \
+            f"gave no MQTT answer within {CONNECT_TIMEOUT:g} s"
+        tls_configured = bool(self.settings.ca_file or self.settings.cert_file or self.settings.tls)
+        if not tls_configured and speaks_tls(self.host, self.port):
+            raise TlsNeededError(f"the broker {self.settings.broker} {what}")
+        return (f"the broker {self.settings.broker} {what}: is it an MQTT broker"
+                f"{'' if tls_configured else ', and does it need TLS'}?")
+
+    def sync(self, timeout: float = SYNC_TIMEOUT) -> bool:
+        """Wait until the broker has sent the retained statuses and records: it sends
+        them on subscribing, before a message published after the subscription. False
+        when that message did not come back within `timeout` (then `timeout` was waited)."""
+        self._synced.clear()
+        self.client.publish(self._sync_topic, b"sync", qos=1, retain=False)
+        return self._synced.wait(timeout)
+
+    @property
+    def records(self) -> dict[str, bytes]:
+        with self.changed:
+            return dict(self._records)
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, code: ReasonCode,
+                    properties: Properties | None) -> None:
+        self._connected = not code.is_failure
+        self._connack.put(code)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, code: ReasonCode,
+                       properties: Properties | None) -> None:
+        if not self._connected:  # closed before any CONNACK: a TLS port, or not MQTT at all
+            self._connack.put(CLOSED)
 
     def __exit__(self, *exc_info) -> None:
         self.client.disconnect()
@@ -123,16 +169,38 @@ class OperatorSession:
         return self.statuses
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self._sync_topic:
+            self._synced.set()
+            return
         try:
             hub = hub_of(message.topic)
-            document = json.loads(message.payload) if message.payload else None
+            document = None if message.topic.endswith("/release") or not message.payload \
+                else json.loads(message.payload)
         except (DeliveryError, ValueError):
             return
         with self.changed:
-            if message.topic.endswith("/online"):
+            if message.topic.endswith("/release"):
+                self._records[hub] = bytes(message.payload)  # an empty retained message clears it
+                if not message.payload:
+                    self._records.pop(hub, None)
+            elif message.topic.endswith("/online"):
                 self._online[hub] = bool(isinstance(document, dict) and document.get("online"))
             elif isinstance(document, dict):
                 self._statuses[hub] = document
             else:
                 self._statuses.pop(hub, None)
             self.changed.notify_all()
+
+
+def speaks_tls(host: str, port: int, timeout: float = 5.0) -> bool:
+    """True when a TLS handshake succeeds at host:port (the certificate not checked: this
+    only tells a TLS port from a plain one, to say what is missing)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=host):
+            return True
+    except (OSError, ValueError):
+        return False

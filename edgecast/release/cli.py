@@ -1,13 +1,15 @@
 """`edgecast keys new DIR` and `edgecast sign models/NAME --key KEY.pem`."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
-from edgecast.fleet.cli import app as fleet_app  # `edgecast fleet status` joins `fleet train` and `fleet report`
 from edgecast_runtime.releases.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 
 from .settings import (
@@ -78,7 +80,8 @@ def release(
     key: Annotated[Path, typer.Option("--key", help="The operator's EC P-256 private key (PEM).")],
     broker: BrokerOption,
     expires: Annotated[str, typer.Option("--expires", help="Lifetime of the record: 30d, 12h, 90m, 3600s.")] = DEFAULT_LIFETIME_TEXT,
-    canary: Annotated[str, typer.Option("--canary", help="Hubs that get it first: a number or a percentage.")] = "1",
+    canary: Annotated[str, typer.Option(
+        "--canary", help="Hubs that get it first: a number, a percentage, or hub ids (hub-3,hub-5).")] = "1",
     healthy_seconds: Annotated[float, typer.Option(
         "--healthy-seconds", min=0, help="How long the canaries must run it before the rest get it.")] = DEFAULT_HEALTHY_SECONDS,
     max_failures: Annotated[int, typer.Option(
@@ -91,24 +94,63 @@ def release(
     username: UsernameOption = None, password_file: PasswordFileOption = None, password_env: PasswordEnvOption = None,
     ca_file: CaFileOption = None, cert_file: CertFileOption = None, key_file: KeyFileOption = None,
     tls: TlsOption = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check against the hubs' retained statuses and print what would be sent to whom; "
+                          "send nothing.")] = False,
 ) -> None:
-    """Release signed bundles to their hubs over MQTT: canaries first, then the rest."""
-    from .rollout import canary_count, find_bundles, parse_canary, parse_duration, prepare, roll_out
+    """Release signed bundles to their hubs over MQTT: canaries first, then the rest.
+    Refused before anything is sent when the version is already released with other
+    files; hubs that are offline are skipped with a notice."""
+    from .rollout import find_bundles, parse_canaries, prepare, roll_out
 
-    canary_hubs, canary_percent = parse_canary(canary)
+    canary_hubs, canary_percent, canary_names = parse_canaries(canary)
     found = find_bundles(bundles)
-    releases = prepare(found, key, version, expires_in=parse_duration(expires), canary_hubs=canary_hubs,
+    releases = prepare(found, key, version, expires_in=_lifetime(expires), canary_hubs=canary_hubs,
                        canary_percent=canary_percent, healthy_seconds=healthy_seconds,
                        failure_threshold=max_failures)
     settings = _settings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
-    outcomes = roll_out(settings, releases, canaries=canary_count(len(releases), canary_hubs, canary_percent),
-                        healthy_seconds=healthy_seconds, max_failures=max_failures, hub_timeout=hub_timeout,
-                        chunk_bytes=chunk_bytes, progress=lambda message: out.print(message, markup=False))
-    out.print(f"release {version}: {len(outcomes)} hub(s) running it: {', '.join(o.hub for o in outcomes)}",
-              markup=False)
+    with _broker_flags():
+        outcomes = roll_out(settings, releases, canaries=0, canary_hubs=canary_hubs, canary_percent=canary_percent,
+                            canary_names=canary_names, healthy_seconds=healthy_seconds, max_failures=max_failures,
+                            hub_timeout=hub_timeout, chunk_bytes=chunk_bytes, dry_run=dry_run,
+                            progress=lambda message: out.print(message, markup=False, soft_wrap=True))
+    if dry_run:
+        return
+    running = [o.hub for o in outcomes if o.outcome == "healthy"]
+    skipped = [o.hub for o in outcomes if o.outcome == "skipped"]
+    out.print(f"release {version}: {len(running)} hub(s) running it: {', '.join(running)}"
+              + (f"; skipped (offline): {', '.join(skipped)}" if skipped else ""), markup=False, soft_wrap=True)
 
 
-@fleet_app.command("status")
+def _lifetime(text: str) -> timedelta:
+    """--expires, at most the hubs' limit (MAX_VALIDITY)."""
+    from edgecast_runtime.releases.record import MAX_VALIDITY
+
+    from .errors import SigningError
+    from .rollout import parse_duration
+
+    try:
+        lifetime = parse_duration(text)
+    except SigningError as exc:
+        raise SigningError(f"--expires: {exc}") from None
+    if lifetime > MAX_VALIDITY:
+        raise SigningError(f"--expires {text}: a release record is valid for at most {MAX_VALIDITY.days} days "
+                           f"(hubs refuse a longer one); release again before it expires")
+    return lifetime
+
+
+@contextmanager
+def _broker_flags() -> Iterator[None]:
+    """A broker error that names a setting, said with the command line's flags."""
+    from .errors import ReleaseDeliveryError, TlsNeededError
+
+    try:
+        yield
+    except TlsNeededError as exc:
+        raise ReleaseDeliveryError(f"{exc.problem}: the port speaks TLS, so TLS is likely needed: pass "
+                                   f"--ca-file CA.crt (the broker's CA) or --tls (the system's CAs)") from None
+
+
 def fleet_status(
     broker: BrokerOption,
     wait: Annotated[float, typer.Option("--wait", min=0.1, help="Seconds to collect the hubs' statuses.")] = DEFAULT_WAIT_SECONDS,
@@ -121,11 +163,13 @@ def fleet_status(
     import json
 
     from rich.table import Table
+    from rich.text import Text
 
     from .status import COLUMNS, fleet_status, status_rows
 
-    statuses = fleet_status(_settings(broker, username, password_file, password_env, ca_file, cert_file,
-                                      key_file, tls), wait)
+    with _broker_flags():
+        statuses = fleet_status(_settings(broker, username, password_file, password_env, ca_file, cert_file,
+                                          key_file, tls), wait)
     if as_json:
         out.print(json.dumps(statuses, indent=2, sort_keys=True), markup=False, soft_wrap=True)
         return
@@ -133,6 +177,6 @@ def fleet_status(
         out.print(f"no hub status on {broker} (edgecast/hub/+/status) within {wait:g} s", markup=False)
         return
     table = Table(*COLUMNS)
-    for row in status_rows(statuses):
-        table.add_row(*row)
+    for row in status_rows(statuses):  # plain text: a hub's word is never markup
+        table.add_row(*(Text(cell) for cell in row))
     out.print(table, soft_wrap=True)

@@ -1,5 +1,5 @@
 """Typed errors of signing and releasing."""
-from edgecast.common import EdgecastError
+from edgecast.base import EdgecastError
 
 
 class SigningError(EdgecastError):
@@ -9,3 +9,13 @@ class SigningError(EdgecastError):
 class ReleaseDeliveryError(EdgecastError):
     """A release cannot be delivered: the broker refuses the connection or a message, or
     the rollout stopped because canary hubs failed."""
+
+
+class TlsNeededError(ReleaseDeliveryError):
+    """The broker's port speaks TLS and the connection was made without it. `problem`
+    says what happened; the message adds the settings to give (ca_file, tls)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}: the port speaks TLS, so TLS is likely needed "
+                         f"(give the broker's CA, ca_file, or use the system's CAs, tls)")
+        self.problem = problem

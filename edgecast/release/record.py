@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.trainer.bundle import WINDOWS_FILE
-from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.contract import MANIFEST_NAME, ONNX_FILE, WINDOWS_FILE
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.model import Forecaster
 from edgecast_runtime.releases.delivery import MAX_RELEASE_MESSAGE_BYTES
 from edgecast_runtime.releases.record import (
+    MAX_VALIDITY,
     RECORD_SPEC_VERSION,
     RECORD_TYPE,
     SELF_TEST_TOLERANCE,
@@ -32,7 +32,7 @@ from edgecast_runtime.releases.signature import SIGNATURE_NAME, key_id, verify_b
 
 from .errors import SigningError
 from .settings import DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEALTHY_SECONDS, DEFAULT_LIFETIME
-from .signing import PRIMARY_MODEL, load_private_key
+from .signing import load_private_key
 
 REFERENCE_WINDOWS = 8
 
@@ -40,13 +40,21 @@ REFERENCE_WINDOWS = 8
 def make_release(bundle_dir: Path, key_path: Path, version: int, *, expires_in: timedelta = DEFAULT_LIFETIME,
                  canary_hubs: int | None = None, canary_percent: float | None = None,
                  healthy_seconds: float = DEFAULT_HEALTHY_SECONDS, failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
-                 reference_windows: np.ndarray | None = None, now: datetime | None = None) -> bytes:
+                 reference_windows: np.ndarray | None = None, now: datetime | None = None,
+                 max_lifetime: timedelta = MAX_VALIDITY) -> bytes:
     """The signed release record (bytes) of a signed bundle. The default rollout sends it
-    to one canary hub first; `reference_windows` default to the bundle's held-out ones."""
+    to one canary hub first; `reference_windows` default to the bundle's held-out ones.
+    `expires_in` is at most `max_lifetime`, itself at most the hubs' MAX_VALIDITY
+    (366 days): a record valid for years would let a frozen hub run it for years."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
     bundle_dir = Path(bundle_dir)
+    if max_lifetime > MAX_VALIDITY:
+        raise SigningError(f"max_lifetime {max_lifetime} is above the hubs' limit of {MAX_VALIDITY.days} days")
+    if not timedelta(0) < expires_in <= max_lifetime:
+        raise SigningError(f"expires_in {expires_in} must be above 0 and at most max_lifetime ({max_lifetime}): "
+                           f"hubs refuse a record valid for longer")
     key = load_private_key(key_path)
     public_key = key.public_key()
     try:
@@ -97,7 +105,7 @@ def _self_test(bundle_dir: Path, windows: np.ndarray | None) -> dict:
     if windows is None:
         windows = _held_out_windows(bundle_dir)
     try:
-        forecasts = Forecaster(bundle_dir / PRIMARY_MODEL).predict_batch(windows)
+        forecasts = Forecaster(bundle_dir / ONNX_FILE).predict_batch(windows)
     except EdgecastRuntimeError as exc:
         raise SigningError(f"cannot compute the self-test forecasts: {exc}") from None
     return {"windows": np.asarray(windows, dtype=np.float32).tolist(), "expected": forecasts.tolist(),

@@ -3,10 +3,15 @@ goes to the hub whose id is STATION), delivered over MQTT in stages.
 
 Each hub's files are published first, in chunks, then its record (all retained, QoS 1;
 topics and chunks: edgecast_runtime.releases.delivery). The canary hubs get the release first;
-the rest only once every canary has run it, state "running", for `healthy_seconds`
-without dropping off. When `max_failures` canaries refuse it (their status names the
-record and why), drop off or do not answer within `hub_timeout`, the rollout stops
-and the other hubs are never sent it: they keep their model.
+the rest only once every canary has run it, state "running", with the released
+model.onnx (the sha256 the hub reports, not the version number alone), for
+`healthy_seconds` without dropping off. When `max_failures` canaries refuse it (their
+status names the record and why), drop off or do not answer within `hub_timeout`, the
+rollout stops and the other hubs are never sent it: they keep their model.
+
+Before anything is sent, the hubs' retained statuses and the broker's retained records
+are checked (preflight.py): a reused version with other files is refused, offline hubs
+are skipped with a notice; `dry_run` stops there, having sent nothing.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from .broker import BrokerSettings, OperatorSession
 from .errors import ReleaseDeliveryError, SigningError
 from .record import make_release
 from .settings import DEFAULT_HUB_TIMEOUT
+from .status import clean
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -50,6 +56,10 @@ class HubRelease:
     @property
     def record_sha256(self) -> str:
         return hashlib.sha256(self.record).hexdigest()
+
+    @property
+    def model_sha256(self) -> str:
+        return parse_signed(json.loads(self.record)["signed"]).files["model.onnx"].sha256
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,24 @@ def parse_canary(text: str) -> tuple[int | None, float | None]:
             return int(text), None
     except ValueError:
         pass
-    raise SigningError(f"--canary {text!r}: expected a number of hubs (0 or more) or a percentage in (0, 100]%")
+    raise SigningError(f"canary {text!r}: expected a number of hubs (0 or more), a percentage in (0, 100]% "
+                       f"or hub ids separated by commas", settings=("canary",))
+
+
+def parse_canaries(text: str) -> tuple[int | None, float | None, list[str]]:
+    """(canary_hubs, canary_percent, canary names) from N, P% or HUB[,HUB...]."""
+    stripped = text.strip()
+    if stripped and (stripped[0].isdigit() or stripped[0] in "-.") and "," not in stripped:
+        return (*parse_canary(stripped), [])
+    names = [name.strip() for name in stripped.split(",") if name.strip()]
+    try:
+        checked = [check_hub_id(name) for name in names]
+    except DeliveryError as exc:
+        raise SigningError(f"canary {text!r}: {exc}", settings=("canary",)) from None
+    if not checked or len(set(checked)) != len(checked):
+        raise SigningError(f"canary {text!r}: expected a number of hubs, a percentage or distinct hub ids",
+                          settings=("canary",))
+    return len(checked), None, checked
 
 
 def canary_count(hubs: int, canary_hubs: int | None, canary_percent: float | None) -> int:
@@ -135,8 +162,11 @@ def judge(status: dict | None, release: HubRelease, healthy_since: float | None,
         return "pending", "no status yet", healthy_since
     error = status.get("last_error") or {}
     if error.get("record_sha256") == release.record_sha256:
-        return "failed", f"{error.get('reason')}: {error.get('message')}", healthy_since
+        return "failed", clean(f"{error.get('reason')}: {error.get('message')}"), healthy_since
     running = status.get("version") == release.version and status.get("state") == "running"
+    if running and status.get("sha256") != release.model_sha256:
+        return "failed", clean(f"runs version {release.version} with model.onnx {str(status.get('sha256'))[:12]}, "
+                               f"not the released {release.model_sha256[:12]}"), None
     if running:
         healthy_since = now if healthy_since is None else healthy_since
         if now - healthy_since >= healthy_seconds:
@@ -144,7 +174,7 @@ def judge(status: dict | None, release: HubRelease, healthy_since: float | None,
         return "installed", f"version {release.version} running", healthy_since
     if healthy_since is not None:
         return "failed", f"dropped version {release.version} while being watched (state {status.get('state')})", None
-    return "pending", f"state {status.get('state')}, version {status.get('version')}", None
+    return "pending", clean(f"state {status.get('state')}, version {status.get('version')}"), None
 
 
 def watch(session: OperatorSession, releases: list[HubRelease], healthy_seconds: float, timeout: float,
@@ -175,19 +205,40 @@ def watch(session: OperatorSession, releases: list[HubRelease], healthy_seconds:
 
 def roll_out(settings: BrokerSettings, releases: list[HubRelease], *, canaries: int, healthy_seconds: float,
              max_failures: int, hub_timeout: float = DEFAULT_HUB_TIMEOUT, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-             progress: Callable[[str], None] = lambda message: None) -> list[HubOutcome]:
-    """Canaries first, then the rest; raises ReleaseDeliveryError when the canaries fail
-    (the others are not sent the release) or when any hub fails in the end."""
-    first, rest = releases[:canaries], releases[canaries:]
+             progress: Callable[[str], None] = lambda message: None, canary_hubs: int | None = None,
+             canary_percent: float | None = None, canary_names: list[str] | None = None,
+             dry_run: bool = False) -> list[HubOutcome]:
+    """Check first (preflight.plan: reused versions refused, offline hubs skipped), then
+    canaries, then the rest; raises ReleaseDeliveryError when the canaries fail (the
+    others are not sent the release) or when any hub fails in the end. `canaries` counts
+    them when no canary_* option is given. A dry run prints the plan and sends nothing."""
+    from .preflight import describe, plan
+
     with OperatorSession(settings, client_id=f"edgecast-release-{releases[0].version}-{time.time_ns()}") as session:
-        outcomes = []
+        session.sync()
+        if canary_hubs is None and canary_percent is None and not canary_names:
+            canary_hubs = canaries
+        checked = plan(releases, session.statuses, session.records, canary_hubs=canary_hubs,
+                       canary_percent=canary_percent, canary_names=canary_names or [])
+        if dry_run:
+            for line in describe(checked):
+                progress(line)
+            return []
+        for hub, why in checked.skipped:
+            progress(f"{hub}: skipped: {why}; not sent release {checked.version}, it keeps its model "
+                     f"(release again once it is back)")
+        if not checked.send:
+            raise ReleaseDeliveryError(f"release {checked.version}: every hub is offline; nothing sent")
+        first, rest = checked.send[:checked.canaries], checked.send[checked.canaries:]
+        outcomes = [HubOutcome(hub, "skipped", why) for hub, why in checked.skipped]
         if first:
             for release in first:
                 deliver(session, release, chunk_bytes)
             progress(f"sent release {releases[0].version} to {len(first)} canary hub(s): "
                      f"{', '.join(r.hub for r in first)}; waiting {healthy_seconds:g} s of health")
-            outcomes = watch(session, first, healthy_seconds, hub_timeout, progress)
-            failed = [o for o in outcomes if o.outcome != "healthy"]
+            watched = watch(session, first, healthy_seconds, hub_timeout, progress)
+            outcomes += watched
+            failed = [o for o in watched if o.outcome != "healthy"]
             if len(failed) >= max_failures:
                 held = ", ".join(r.hub for r in rest) or "none"
                 raise ReleaseDeliveryError(
@@ -199,7 +250,7 @@ def roll_out(settings: BrokerSettings, releases: list[HubRelease], *, canaries: 
         if rest:
             progress(f"sent release {releases[0].version} to {len(rest)} more hub(s)")
             outcomes += watch(session, rest, 0.0, hub_timeout, progress)
-    failed = [o for o in outcomes if o.outcome != "healthy"]
+    failed = [o for o in outcomes if o.outcome not in ("healthy", "skipped")]
     if failed:
         raise ReleaseDeliveryError(f"release {releases[0].version}: "
                                    + "; ".join(f"{o.hub} {o.outcome}: {o.detail}" for o in failed))

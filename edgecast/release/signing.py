@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecast_runtime.contract import MANIFEST_NAME
+from edgecast_runtime.contract import MANIFEST_NAME, ONNX_FILE
 from edgecast_runtime.durable import atomic_write
 from edgecast_runtime.errors import SignatureError
 from edgecast_runtime.manifest import file_sha256
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 PRIVATE_KEY_NAME = "private.pem"
 PUBLIC_KEY_NAME = "public.pem"
 DEPLOYABLE_KINDS = ("onnx", "tflite")
-PRIMARY_MODEL = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -90,8 +89,8 @@ def deployable_files(bundle_dir: Path) -> list[str]:
         raise SigningError(f"{manifest_path} has no 'artifacts' table")
     names = sorted(name for name, entry in artifacts.items()
                    if isinstance(entry, dict) and entry.get("kind") in DEPLOYABLE_KINDS)
-    if PRIMARY_MODEL not in names:
-        raise SigningError(f"{manifest_path} lists no {PRIMARY_MODEL}; run `edgecast export {bundle_dir}` first")
+    if ONNX_FILE not in names:
+        raise SigningError(f"{manifest_path} lists no {ONNX_FILE}; run `edgecast export {bundle_dir}` first")
     for name in names:
         path = bundle_dir / name
         if Path(name).name != name or not path.is_file() or path.is_symlink():

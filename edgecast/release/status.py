@@ -1,13 +1,25 @@
 """`edgecast fleet status`: every hub's retained status (edgecast/hub/ID/status), read
-for a bounded time: its model, release version, state and last error."""
+for a bounded time: its model, release version, state and last error.
+
+Everything a hub reports is the hub's word: a compromised hub may put escape sequences
+(clear the screen, set the window title) or rich markup into it, so every field is
+`clean`ed (control characters shown as \\xNN) and printed as plain text."""
 from __future__ import annotations
 
+import re
 import time
 
 from .broker import BrokerSettings, OperatorSession
 from .settings import DEFAULT_WAIT_SECONDS
 
 COLUMNS = ("hub", "state", "version", "model", "sha256", "since", "last error")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: str) -> str:
+    """`text` without terminal control: C0/C1 controls, DEL and bidi overrides as \\xNN."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}" if ord(match.group()) < 0x100
+                        else f"\\u{ord(match.group()):04x}", text)
 
 
 def fleet_status(settings: BrokerSettings, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> dict[str, dict]:
@@ -25,7 +37,14 @@ def last_error_text(status: dict) -> str:
     return f"{where} refused ({error.get('reason')}): {error.get('message')}"
 
 
+def state_text(status: dict) -> str:
+    state = str(status.get("state", "?"))
+    return f"{state}, release expired {status.get('release_expires')}" if status.get("release_expired") else state
+
+
 def status_rows(statuses: dict[str, dict]) -> list[tuple[str, ...]]:
-    return [(hub, str(status.get("state", "?")), str(status.get("version") or "-"),
+    """The table's rows, every field cleaned of terminal control."""
+    rows = [(hub, state_text(status), str(status.get("version") or "-"),
              str(status.get("model_name") or "-"), str(status.get("sha256") or "-")[:12],
              str(status.get("since") or "-"), last_error_text(status)) for hub, status in statuses.items()]
+    return [tuple(clean(cell) for cell in row) for row in rows]

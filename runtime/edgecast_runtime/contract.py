@@ -26,6 +26,27 @@ OUTPUT_NAME = "forecast"
 # Beside an exported model: artifacts with their sha256, checked before a model is used.
 MANIFEST_NAME = "manifest.json"
 
+# The files of a model bundle (models/NAME/), named here once. The trainer writes:
+KERAS_FILE = "model.keras"  # the Keras model, in scaled space
+SPEC_FILE = "preprocessing.json"  # the preprocessing spec
+METRICS_FILE = "metrics.json"  # test-split errors of the model and the baselines
+TRAINING_FILE = "training.json"  # settings, data source and sha256, split, history
+WINDOWS_FILE = "windows.npz"  # held-out windows (and a training sample for calibration)
+# Export adds MANIFEST_NAME and:
+ONNX_FILE = "model.onnx"  # what a hub runs
+TFLITE_FILE = "model.tflite"
+BUILTIN_TFLITE_FILE = "model.builtin.tflite"  # builtin ops only, the LSTM unrolled
+QUANTIZED_FILES = {  # quantization mode -> its file
+    "onnx-int8": "model.int8.onnx", "tflite-fp16": "model.fp16.tflite",
+    "tflite-dynamic-int8": "model.dynamic-int8.tflite", "tflite-int8": "model.int8.tflite",
+    "tflite-int16x8": "model.int16x8.tflite",
+}
+MICRO_DIR = "micro"  # the microcontroller build (a folder), described by MICRO_DIR/MICRO_FILE
+MICRO_FILE = "micro.json"
+# `edgecast report` writes, by default:
+REPORT_FILE = "report.md"
+REPORT_PLOT_FILE = "report.png"
+
 # How a raw column a hub reads becomes the model's inputs.
 # MASKED: a neighbour's reading; NaN means it did not arrive, and the graph replaces it
 # by its fill and a 0/1 presence column (docs/graph-contract.md, *Neighbours*).

@@ -61,11 +61,12 @@ class SignatureError(EdgecastRuntimeError):
 class ReleaseError(EdgecastRuntimeError):
     """A release is refused: a malformed record, a version not above the running one, an
     expired record, or a model that fails its self-test. `reason` is a short code for a
-    hub's status message."""
+    hub's status message; `version` the refused record's version, once it is known."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, version: "int | None" = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.version = version
 
 
 class BrokerSecurityError(EdgecastRuntimeError):

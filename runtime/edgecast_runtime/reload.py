@@ -53,7 +53,10 @@ class ModelHolder:
     """The model currently in use, and the means to replace it.
 
     `on_swap(new, old)` callbacks run after a swap (under the reload lock, so two
-    reloads never interleave); `log(event_dict)` receives reload events."""
+    reloads never interleave); `log(event_dict)` receives reload events. `guard(new)`,
+    when set, must pass before a model reloaded from disk is swapped in (under `--trust`:
+    releases.guard, only the running release's signed model); a release installed
+    through `switch_to` was verified by its installer."""
 
     def __init__(self, path: str | Path, threads: int = DEFAULT_THREADS,
                  log: Callable[[dict], None] | None = None,
@@ -68,6 +71,7 @@ class ModelHolder:
         self.refused = 0
         self.last_error = None
         self.watcher: ModelWatcher | None = None  # set by the watcher: /healthz reports it
+        self.guard: Callable[[Forecaster], None] | None = None
         self._signature = self.signatures()
         self._current = load_model(self.path, threads, loading)
 
@@ -104,6 +108,8 @@ class ModelHolder:
                 new = load_model(self.path, self.threads, self.loading)
                 if new.sha256 == old.sha256:
                     return False
+                if self.guard is not None:
+                    self.guard(new)
                 for callback in self._listeners:
                     callback(new, old)
             except Exception as exc:  # whatever it was, the old model keeps serving

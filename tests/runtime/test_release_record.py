@@ -238,14 +238,13 @@ def test_expiry_allows_the_stated_clock_skew(staged, operator):
         check_release(record, operator.public_pem, 4, now=late, clock_skew_allowance=timedelta(minutes=1))
 
 
-@pytest.mark.parametrize("hub_clock", [datetime(1970, 1, 1, 0, 0, 42, tzinfo=timezone.utc),
-                                       BUILT - timedelta(days=40)],
-                         ids=["before the 2020 floor", "before the release was made"])
-def test_unsynced_clock_accepts_with_a_logged_notice(staged, operator, hub_clock):
-    """A hub that has not synced its clock cannot judge expiry: the (expired by any real
-    clock) record is accepted, the notice logged, and time_checked is False."""
+def test_unsynced_clock_accepts_with_a_logged_notice(staged, operator):
+    """A hub that has not synced its clock (before the 2020 floor) cannot judge expiry:
+    the (expired by any real clock) record is accepted, the notice logged, and
+    time_checked is False."""
     record = operator.record(staged, lifetime=timedelta(days=2))
     logged = []
+    hub_clock = datetime(1970, 1, 1, 0, 0, 42, tzinfo=timezone.utc)
     release = check_release(record, operator.public_pem, 4, now=hub_clock, log=logged.append)
     assert not release.time_checked and "not synced" in release.notice
     assert logged == [{"event": "release_clock_unknown", "version": 5, "message": release.notice}]
@@ -332,3 +331,57 @@ def test_without_cryptography_the_import_says_which_extra_to_install():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ("signed releases need the 'cryptography' package: "
                                      "pip install 'edgecast-runtime[releases]'")
+
+
+# --- a freeze: validity bound, records from the future, reused versions -------------
+
+def test_record_created_in_the_future_is_refused_beyond_the_allowance(staged, operator):
+    """Before, a record created in 2099 was accepted with its expiry unchecked."""
+    future = operator.record(staged, created=datetime(2099, 1, 1, tzinfo=timezone.utc), lifetime=timedelta(days=30))
+    with pytest.raises(ReleaseError, match="was made at 2099-01-01T00:00:00Z, after the hub's time") as caught:
+        check_release(future, operator.public_pem, 4, now=SOON)
+    assert caught.value.reason == "future" and caught.value.version == 5
+    slightly = operator.record(staged, created=SOON + timedelta(minutes=4))
+    assert check_release(slightly, operator.public_pem, 4, now=SOON).time_checked  # within the 5 min allowance
+    with pytest.raises(ReleaseError, match="after the hub's time"):
+        check_release(slightly, operator.public_pem, 4, now=SOON, clock_skew_allowance=60)
+
+
+def test_validity_is_bounded(staged, operator):
+    """Before, expires in year 9999 was accepted."""
+    forever = operator.record(staged, lifetime=datetime(9999, 1, 1, tzinfo=timezone.utc) - BUILT)
+    with pytest.raises(ReleaseError, match="at most 366 days") as caught:
+        check_release(forever, operator.public_pem, 4, now=SOON)
+    assert caught.value.reason == "validity"
+    year = operator.record(staged, lifetime=timedelta(days=366))
+    assert check_release(year, operator.public_pem, 4, now=SOON)
+    with pytest.raises(ReleaseError, match="at most 30 days"):
+        check_release(year, operator.public_pem, 4, now=SOON, max_validity=timedelta(days=30))
+
+
+def test_refusals_name_the_refused_version(staged, operator):
+    with pytest.raises(ReleaseError) as caught:
+        check_release(operator.record(staged, version=3), operator.public_pem, 4, now=SOON)
+    assert (caught.value.reason, caught.value.version) == ("rollback", 3)
+    expired = operator.record(staged, version=7, lifetime=timedelta(days=2))
+    with pytest.raises(ReleaseError) as caught:
+        check_release(expired, operator.public_pem, 4, now=BUILT + timedelta(days=3))
+    assert (caught.value.reason, caught.value.version) == ("expired", 7)
+
+
+def test_running_version_with_other_files_is_refused(staged, operator, tmp_path):
+    installed = tmp_path / "releases"
+    installed.mkdir()
+    (installed / "v5.release.json").write_bytes(operator.record(staged, version=5))
+    same = operator.record(staged, version=5, created=BUILT + timedelta(hours=1))  # other bytes, same files
+    assert check_release(same, operator.public_pem, 5, now=SOON, installed_dir=installed).already_running
+    other = tmp_path / "other"
+    shutil.copytree(staged, other)
+    flip_byte(other / "model.tflite")
+    operator.sign_folder(other, MODEL_FILES)
+    reused = operator.record(other, version=5)
+    with pytest.raises(ReleaseError, match="already installed with other files") as caught:
+        check_release(reused, operator.public_pem, 5, now=SOON, installed_dir=installed)
+    assert (caught.value.reason, caught.value.version) == ("reused-version", 5)
+    assert check_release(operator.record(other, version=6), operator.public_pem, 5, now=SOON,
+                         installed_dir=installed).version == 6

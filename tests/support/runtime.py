@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "runtime" / "fixtures"
 SEED_MODEL = REPO / "models" / "pm25-seed" / "model.onnx"
 LOOPBACK = "127.0.0.1"
+# Waits in these helpers are multiplied by this: `make test-aarch64` runs the suite under
+# qemu-user emulation, many times slower than the machine itself (its timings mean nothing).
+TIME_SCALE = float(os.environ.get("EDGECAST_TEST_TIME_SCALE", "1"))
 
 # What the corpus, load and fault tests tried and measured, by test area; printed in
 # the terminal summary by conftest.py.
@@ -68,6 +71,7 @@ def cli_path() -> str:
 
 
 def run_cli(*args, stdin=None, timeout=60):
+    timeout *= TIME_SCALE
     return subprocess.run([cli_path(), *map(str, args)], input=stdin, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -118,7 +122,7 @@ class Background:
         self.proc.stdin.flush()
 
     def answer(self, timeout=10.0):
-        return self.answers.get(timeout=timeout)
+        return self.answers.get(timeout=timeout * TIME_SCALE)
 
     def _drain(self):
         for raw in self.proc.stderr:
@@ -140,6 +144,7 @@ class Background:
 
     def wait_event(self, name, timeout=15.0, count=1, **fields):
         """The `count`-th event called `name` whose fields match; fails after `timeout`."""
+        timeout *= TIME_SCALE
         def matching():
             return [e for e in self.events if e.get("event") == name
                     and all(e.get(k) == v for k, v in fields.items())]
@@ -160,6 +165,7 @@ class Background:
 
     def stop(self, signum=signal.SIGTERM, timeout=15.0) -> int:
         self.send_signal(signum)
+        timeout *= TIME_SCALE
         try:
             return self.proc.wait(timeout)
         finally:
@@ -205,7 +211,7 @@ class Server(Background):
         """(status, decoded JSON body, response headers); `body` may be an object
         (sent as JSON), bytes, or None; a body is sent as application/json unless
         `headers` say otherwise."""
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout * TIME_SCALE)
         try:
             if body is not None and not isinstance(body, bytes):
                 body = json.dumps(body).encode()

@@ -46,7 +46,7 @@ def tiny_csv(tmp_path: Path) -> Path:
 def train_and_export(folder: Path, hours: int, seed: int, epochs: int, **export_options: object) -> Path:
     """A small two-feature, two-step model trained on `hours` of hourly_frame and exported
     (`export_options`: quantize, builtin_ops, ...). Shared by the session and module fixtures."""
-    from edgecast.export.pipeline import export_bundle
+    from edgecast.exporter.pipeline import export_bundle
     from edgecast.trainer.data import load_csv
     from edgecast.trainer.pipeline import TrainConfig, train
 

@@ -41,14 +41,17 @@ def test_import_edgecast_loads_no_tensorflow():
     assert result.stdout.strip() == "[]"
 
 
-def test_export_is_both_the_function_and_the_package():
-    import inspect
-
-    import edgecast
-    import edgecast.export.pipeline as pipeline
-
-    assert callable(edgecast.export) and edgecast.export.pipeline is pipeline
-    assert list(inspect.signature(edgecast.export).parameters)[:2] == ["bundle", "opset"]
+def test_export_stays_the_function_when_the_export_package_is_imported():
+    """The export package is edgecast.exporter: importing its modules leaves edgecast.export
+    the API's function (a package of that name would replace it as an attribute)."""
+    code = ("import inspect, edgecast, edgecast.exporter.pipeline, edgecast.exporter.micro.build; "
+            "from edgecast import api; "
+            "assert edgecast.export is api.export, edgecast.export; "
+            "assert edgecast.exporter.pipeline.__name__ == 'edgecast.exporter.pipeline'; "
+            "print(list(inspect.signature(edgecast.export).parameters)[:2])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['bundle', 'opset']"
 
 
 @pytest.mark.parametrize("file, name", [
@@ -88,3 +91,25 @@ def test_verify_and_evaluate_results_are_typed_and_give_the_cli_json(trained_bun
     assert set(evaluated.metrics.methods) >= {"model", "persistence", "ridge"}
     printed = json.loads(run_cli("evaluate", trained_bundle, csv, "--json").stdout)
     assert printed == json.loads(json.dumps(evaluated.to_dict()))
+
+
+def test_evaluate_scores_an_exported_artifact_as_the_hub_runs_it(trained_bundle, tmp_path):
+    """`artifact`: the API hands the trainer the exported file's runner (the trainer never
+    imports export); its forecasts replace Keras's, within the parity tolerance of them."""
+    import numpy as np
+
+    import edgecast
+    from edgecast.exporter.parity import TOLERANCE
+
+    csv = tmp_path / "hourly.csv"
+    hourly_frame(hours=300).to_csv(csv, index=False)
+    keras = edgecast.evaluate(trained_bundle, csv).evaluation.model_forecast
+    for name in ("model.onnx", "model.tflite"):
+        evaluated = edgecast.evaluate(trained_bundle, csv, artifact=trained_bundle / name)
+        forecast = evaluated.evaluation.model_forecast
+        assert forecast.shape == keras.shape
+        assert np.max(np.abs(forecast - keras)) <= TOLERANCE and np.any(forecast != keras), name
+    printed = json.loads(run_cli("evaluate", trained_bundle, csv, "--artifact", trained_bundle / "model.onnx",
+                                 "--json").stdout)
+    onnx = edgecast.evaluate(trained_bundle, csv, artifact=trained_bundle / "model.onnx")
+    assert printed == json.loads(json.dumps(onnx.to_dict()))

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from test_forecasting import synthetic_csv
 
-from edgecast.export.parity import TOLERANCE, reference_forecast
-from edgecast.export.pipeline import export_bundle
+from edgecast.exporter.parity import TOLERANCE, reference_forecast
+from edgecast.exporter.pipeline import export_bundle
 from edgecast.trainer import features
 from edgecast.trainer.bundle import read_bundle
 from edgecast.trainer.data import load_csv

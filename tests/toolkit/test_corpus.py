@@ -23,8 +23,8 @@ import pytest
 from conftest import hourly_frame, run_cli
 from test_cli import assert_one_line_error
 
-from edgecast.common import EdgecastError
-from edgecast.export.errors import ExportError  # no TensorFlow behind this import
+from edgecast.base import EdgecastError
+from edgecast.exporter.errors import ExportError  # no TensorFlow behind this import
 from edgecast.trainer.data import load_csv
 from edgecast.trainer.errors import BundleError, DataError
 from edgecast.trainer.pipeline import TrainConfig, prepare
@@ -143,7 +143,7 @@ TRAINER_CASES = [
     Case("tab-delimiter", lambda: text_of(stamped(), sep="\t"), check=check_same_as_comma, load={"features": ["TEMP"]}),
     Case("space-delimiter", lambda: text_of(stamped().assign(timestamp=lambda f: f.timestamp.str.replace(" ", "T")),
                                             sep=" "), DataError,
-         ("no column 'PM2.5'", "timestamp PM2.5 TEMP", "pass --delimiter")),
+         ("no column 'PM2.5'", "timestamp PM2.5 TEMP", "pass delimiter")),
     Case("not-utf8", b"timestamp,PM2.5\n\xff\xfe\x00,1\n", DataError, ("not a readable CSV", "utf-8")),
     Case("unterminated-quote", 'timestamp,PM2.5\n"2024-01-01 00:00,1\n', DataError, ("not a readable CSV", "EOF inside string")),
     Case("ragged-row", "timestamp,PM2.5\n2024-01-01 00:00,1\n2024-01-01 01:00,1,5,6\n", DataError,
@@ -177,15 +177,15 @@ TRAINER_CASES = [
     Case("unknown-feature", lambda: text_of(stamped()), DataError, ("no column 'HUMI'",), load={"features": ["TEMP", "HUMI"]}),
     Case("all-na-feature", lambda: text_of(stamped().assign(TEMP=np.nan)), DataError,
          ("column 'TEMP' has no numeric values",), load={"features": ["TEMP"]}),
-    Case("look-back-zero", lambda: text_of(stamped()), DataError, ("--look-back must be at least 1, got 0",),
+    Case("look-back-zero", lambda: text_of(stamped()), DataError, ("look_back must be at least 1, got 0",),
          config=TrainConfig(look_back=0), names_file=False),
-    Case("look-back-negative", lambda: text_of(stamped()), DataError, ("--look-back must be at least 1, got -3",),
+    Case("look-back-negative", lambda: text_of(stamped()), DataError, ("look_back must be at least 1, got -3",),
          config=TrainConfig(look_back=-3), names_file=False),
-    Case("horizon-zero", lambda: text_of(stamped()), DataError, ("--horizon must be at least 1, got 0",),
+    Case("horizon-zero", lambda: text_of(stamped()), DataError, ("horizon must be at least 1, got 0",),
          config=TrainConfig(horizon=0), names_file=False),
-    Case("horizon-negative", lambda: text_of(stamped()), DataError, ("--horizon must be at least 1, got -1",),
+    Case("horizon-negative", lambda: text_of(stamped()), DataError, ("horizon must be at least 1, got -1",),
          config=TrainConfig(horizon=-1), names_file=False),
-    Case("max-gap-negative", lambda: text_of(stamped()), DataError, ("--max-gap must be 0 or more, got -1",),
+    Case("max-gap-negative", lambda: text_of(stamped()), DataError, ("max_gap must be 0 or more, got -1",),
          config=TrainConfig(max_gap=-1), names_file=False),
     Case("split-not-summing-to-1", lambda: text_of(stamped()), DataError,
          ("split fractions must be three positive numbers summing to 1", "(0.5, 0.3, 0.3)"),
@@ -435,7 +435,7 @@ def expect_unchanged_failure(bundle: Path, action: Callable[[], object], error, 
 
 @pytest.mark.parametrize("case", EXPORT_CASES, ids=[c.id for c in EXPORT_CASES])
 def test_export_corpus(case: BundleCase, bundle_copy):
-    from edgecast.export.pipeline import export_bundle
+    from edgecast.exporter.pipeline import export_bundle
 
     case.damage(bundle_copy)
     message = expect_unchanged_failure(
@@ -445,7 +445,7 @@ def test_export_corpus(case: BundleCase, bundle_copy):
 
 
 def test_export_into_a_folder_that_is_not_a_bundle(tmp_path):
-    from edgecast.export.pipeline import export_bundle
+    from edgecast.exporter.pipeline import export_bundle
 
     with pytest.raises(BundleError, match="not a folder"):
         export_bundle(tmp_path / "nowhere", progress=lambda _: None)
@@ -467,7 +467,7 @@ VERIFY_CASES = [
 
 @pytest.mark.parametrize("case", VERIFY_CASES, ids=[c.id for c in VERIFY_CASES])
 def test_verify_corpus(case: BundleCase, bundle_copy):
-    from edgecast.export.pipeline import verify_bundle
+    from edgecast.exporter.pipeline import verify_bundle
 
     case.damage(bundle_copy)
     message = expect_unchanged_failure(bundle_copy, lambda: verify_bundle(bundle_copy), case.error, case.fragments)
@@ -485,7 +485,7 @@ def test_verify_corpus(case: BundleCase, bundle_copy):
     ids=["onnx-tampered-but-loadable", "tflite-deleted", "spec-tampered"],
 )
 def test_verify_reports_tampering_without_changing_anything(bundle_copy, damage, problem):
-    from edgecast.export.pipeline import verify_bundle
+    from edgecast.exporter.pipeline import verify_bundle
 
     damage(bundle_copy)
     before = snapshot(bundle_copy)
@@ -499,7 +499,7 @@ def test_constant_target_trains_and_exports_without_nan(tmp_path):
     """The scaler's zero range (data_min == data_max) in training, the graph and parity."""
     import onnxruntime as ort
 
-    from edgecast.export.pipeline import export_bundle
+    from edgecast.exporter.pipeline import export_bundle
     from edgecast.trainer.pipeline import train
 
     frame = hourly_frame(hours=120).assign(**{"PM2.5": 42.0, "TEMP": 3.0})

@@ -119,7 +119,7 @@ def test_clock_is_recorded_or_taken_from_zoned_timestamps(tmp_path):
     series = load_csv(zoned, "PM2.5", ["hour_of_day"], clock="UTC")
     assert series.clock == "UTC" and series.frame["hour_of_day"].iloc[0] == 16  # 00:00+08:00 is 16:00 UTC
     assert [clock_name(parse_clock(t)) for t in ("utc", "-0530", "UTC+8")] == ["UTC", "-05:30", "+08:00"]
-    with pytest.raises(DataError, match="--clock 'Mars/Olympus' is not UTC"):
+    with pytest.raises(DataError, match="clock 'Mars/Olympus' is not UTC"):
         load_csv(naive, "PM2.5", clock="Mars/Olympus")
 
 

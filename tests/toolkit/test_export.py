@@ -8,9 +8,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgecast.export.errors import ExportError, ParityError
-from edgecast.export.parity import TOLERANCE, check_parity, random_windows, reference_forecast, tflite_forecast
-from edgecast.export.pipeline import export_bundle, verify_bundle
+from edgecast.exporter.errors import ExportError, ParityError
+from edgecast.exporter.parity import TOLERANCE, check_parity, random_windows, reference_forecast, tflite_forecast
+from edgecast.exporter.pipeline import export_bundle, verify_bundle
 from edgecast.trainer.bundle import read_bundle
 from edgecast_runtime.manifest import file_sha256
 
@@ -86,7 +86,7 @@ def test_verify_recomputes_parity_and_catches_a_replaced_file(trained_bundle, tm
 
 def test_parity_detects_a_graph_of_another_model(trained_bundle, tmp_path):
     """An ONNX file whose weights differ from the Keras model must fail parity."""
-    from edgecast.export.onnx_export import to_onnx
+    from edgecast.exporter.onnx_export import to_onnx
 
     bundle = read_bundle(trained_bundle)
     other = bundle.load_model()
@@ -100,8 +100,8 @@ def test_parity_detects_a_graph_of_another_model(trained_bundle, tmp_path):
 def test_export_refuses_to_write_artifacts_that_fail_parity(trained_bundle, tmp_path, monkeypatch):
     import shutil
 
-    import edgecast.export.pipeline as pipeline
-    from edgecast.export.onnx_export import to_onnx
+    import edgecast.exporter.pipeline as pipeline
+    from edgecast.exporter.onnx_export import to_onnx
 
     copy = tmp_path / "bundle"
     shutil.copytree(trained_bundle, copy)
@@ -125,7 +125,7 @@ def test_export_refuses_to_write_artifacts_that_fail_parity(trained_bundle, tmp_
 
 
 def test_unsupported_opset_is_refused(trained_bundle):
-    from edgecast.export.onnx_export import to_onnx
+    from edgecast.exporter.onnx_export import to_onnx
 
     bundle = read_bundle(trained_bundle)
     with pytest.raises(ExportError, match="opset 99 is not supported"):
@@ -133,7 +133,7 @@ def test_unsupported_opset_is_refused(trained_bundle):
 
 
 def test_selected_opset_is_written(trained_bundle):
-    from edgecast.export.onnx_export import to_onnx
+    from edgecast.exporter.onnx_export import to_onnx
 
     bundle = read_bundle(trained_bundle)
     model = onnx.load_from_string(to_onnx(bundle.load_model(), bundle.spec, "x", opset=15))

@@ -129,7 +129,7 @@ def test_exported_graph_encodes_calm_and_wraps_the_compass(exported):
     forecast is a vector of HORIZON values."""
     import onnxruntime as ort
 
-    from edgecast.export.parity import reference_forecast
+    from edgecast.exporter.parity import reference_forecast
 
     bundle_dir, _ = exported
     bundle = read_bundle(bundle_dir)

@@ -49,7 +49,7 @@ def symlink_out(bundle: Path) -> str:
 
 @pytest.mark.parametrize("listing", [absolute, dot_dot, symlink_out])
 def test_verify_refuses_an_artifact_outside_the_bundle(seed_copy, listing):
-    from edgecast.export.pipeline import verify_bundle
+    from edgecast.exporter.pipeline import verify_bundle
 
     name = listing(seed_copy)
     list_artifact(seed_copy, name)
@@ -59,7 +59,7 @@ def test_verify_refuses_an_artifact_outside_the_bundle(seed_copy, listing):
 
 
 def test_a_symlink_within_the_bundle_is_still_read(seed_copy):
-    from edgecast.export.manifest import read_manifest
+    from edgecast.exporter.manifest import read_manifest
 
     os.symlink("model.onnx", seed_copy / "alias.onnx")
     list_artifact(seed_copy, "alias.onnx")

@@ -15,18 +15,13 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from edgecast.export.micro import (
-    BUILTIN_FILE,
-    ERROR_BUDGET_PCT,
-    INT8_FILE,
-    LITERT_AGREEMENT,
-    _choose,
-    run_tflm,
-    verify_micro,
-)
-from edgecast.export.micro_cpp import RESOLVER_METHODS
-from edgecast.export.oplist import tflite_ops
-from edgecast.export.parity import TOLERANCE
+from edgecast.exporter.micro.build import verify_micro
+from edgecast.exporter.micro.checks import ERROR_BUDGET_PCT, INT8_FILE, LITERT_AGREEMENT, choose
+from edgecast.exporter.micro.cpp import RESOLVER_METHODS
+from edgecast.exporter.micro.tflm import run_tflm
+from edgecast.exporter.oplist import tflite_ops
+from edgecast.exporter.parity import TOLERANCE
+from edgecast_runtime.contract import BUILTIN_TFLITE_FILE as BUILTIN_FILE
 
 MICRO_FILES = {"model_data.cc", "model_data.h", "op_resolver.h", "main.cc", "micro.json"}
 
@@ -95,7 +90,7 @@ def test_op_resolver_is_the_files_op_list(micro_bundle: Path):
 
 def test_tflm_parity_and_int8_accuracy(micro_bundle: Path):
     """The chosen file passed in TFLM at export; the int8 file agrees with LiteRT, rerun now."""
-    from edgecast.export.parity import tflite_forecast
+    from edgecast.exporter.parity import tflite_forecast
 
     record = micro_record(micro_bundle)
     assert record["verification"][record["model_file"]]["passed"]
@@ -113,7 +108,7 @@ def test_tflm_parity_and_int8_accuracy(micro_bundle: Path):
 
 def test_builtin_file_matches_keras_in_tflm(micro_bundle: Path):
     """Whatever was chosen, the float32 builtin-ops file runs in TFLM within the parity tolerance."""
-    from edgecast.export.parity import reference_forecast
+    from edgecast.exporter.parity import reference_forecast
     from edgecast.trainer.bundle import read_bundle
 
     bundle = read_bundle(micro_bundle)
@@ -163,10 +158,10 @@ def test_verify_shows_the_micro_build_and_catches_a_changed_file(micro_bundle: P
 def test_choice_and_its_reason():
     within = {INT8_FILE: {"rmse_change_pct": ERROR_BUDGET_PCT - 0.5}}
     over = {INT8_FILE: {"rmse_change_pct": ERROR_BUDGET_PCT + 0.5}}
-    assert _choose(within, None)[0] == INT8_FILE
-    chosen, reason = _choose(over, None)
+    assert choose(within, None)[0] == INT8_FILE
+    chosen, reason = choose(over, None)
     assert chosen == BUILTIN_FILE and "over the 3% budget" in reason
-    chosen, reason = _choose({}, "the converter refused")
+    chosen, reason = choose({}, "the converter refused")
     assert chosen == BUILTIN_FILE and "tflite-int8 was refused (the converter refused)" in reason
 
 
@@ -174,3 +169,50 @@ def test_unknown_target_is_a_usage_error(trained_bundle: Path):
     result = run_cli("export", trained_bundle, "--target", "fpga")
     assert result.returncode == 2
     assert "'fpga' is not one of hub, mcu" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["built", "build-fails"])
+def test_the_micro_build_is_a_pipeline_step_before_the_one_manifest_write(trained_bundle, tmp_path, monkeypatch,
+                                                                           fails):
+    """The pipeline makes the files the build chooses between, runs the build (replaced
+    here by a stand-in) before it writes the manifest, and writes the manifest once; a
+    failed build leaves a manifest that describes the artifacts on disk, without "micro"."""
+    from edgecast import base
+    from edgecast.exporter.errors import MicroError
+    from edgecast.exporter.manifest import integrity_problems, read_manifest
+    from edgecast.exporter.micro import build
+    from edgecast.exporter.pipeline import export_bundle
+    from edgecast.trainer.bundle import read_bundle
+
+    bundle = tmp_path / "hourly"
+    shutil.copytree(trained_bundle, bundle)
+    written = []
+    atomic_write = base.atomic_write
+    monkeypatch.setattr(base, "atomic_write", lambda path, data: (written.append(Path(path).name),
+                                                                  atomic_write(path, data))[1])
+    stand_in = build.MicroResult(bundle / "micro", BUILTIN_FILE, "float32", "a stand-in", ERROR_BUDGET_PCT,
+                                 "tflite-micro test", {}, {}, {"bytes": 1024}, {}, {}, {})
+    seen = {}
+
+    def build_micro(model_bundle, model, artifacts, int8_refused, progress):
+        seen.update(artifacts=set(artifacts), refused=int8_refused, manifest_writes=written.count("manifest.json"))
+        if fails:
+            raise MicroError("the stand-in build failed")
+        return stand_in
+
+    monkeypatch.setattr(build, "build_micro", build_micro)
+    if fails:
+        with pytest.raises(MicroError, match="the stand-in build failed"):
+            export_bundle(bundle, target="mcu", progress=lambda line: None)
+    else:
+        result = export_bundle(bundle, target="mcu", progress=lambda line: None)
+        assert result.micro is stand_in and result.refused == {}
+    assert seen["manifest_writes"] == 0 and written.count("manifest.json") == 1
+    assert {BUILTIN_FILE, INT8_FILE} <= seen["artifacts"] or seen["refused"]
+    manifest = read_manifest(bundle)
+    assert set(manifest["artifacts"]) == seen["artifacts"]
+    assert integrity_problems(read_bundle(bundle), manifest) == []
+    if fails:
+        assert "micro" not in manifest
+    else:
+        assert manifest["micro"] == stand_in.manifest_entry() and manifest["micro"]["folder"] == "micro"

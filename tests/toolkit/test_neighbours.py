@@ -125,7 +125,7 @@ def test_train_export_parity_with_masked_neighbours_and_runtime(network, tmp_pat
 
     # Windows far below the training range: the network's own output goes negative
     # there, the graph's Max keeps the export at 0 or above.
-    from edgecast.export.parity import random_windows
+    from edgecast.exporter.parity import random_windows
     from edgecast.trainer.bundle import read_bundle
     from edgecast.trainer.forecast import predict_raw
 

@@ -4,8 +4,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from edgecast.common import import_tensorflow
-from edgecast.export.onnx_clean import clean_graph
+from edgecast.base import import_tensorflow
+from edgecast.exporter.onnx_clean import clean_graph
 from edgecast.trainer.model import build_model
 
 tf = import_tensorflow()

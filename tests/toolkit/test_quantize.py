@@ -11,13 +11,20 @@ import onnxruntime as ort
 import pytest
 from conftest import hourly_frame, run_cli, train_and_export
 
-from edgecast.export.fused_lstm import FUSED_OP
-from edgecast.export.oplist import builtin_only_problems, has_variable_state, onnx_summary, tflite_ops, tflite_summary
-from edgecast.export.parity import TOLERANCE, random_windows, reference_forecast, tflite_forecast
-from edgecast.export.pipeline import export_bundle, verify_bundle
-from edgecast.export.quantize import MODES, QuantizationError, calibration_windows, check_modes
-from edgecast.export.unrolled import BUILTIN_FILE
-from edgecast.trainer.bundle import WINDOWS_FILE, read_bundle
+from edgecast.exporter.fused_lstm import FUSED_OP
+from edgecast.exporter.oplist import (
+    builtin_only_problems,
+    has_variable_state,
+    onnx_summary,
+    tflite_ops,
+    tflite_summary,
+)
+from edgecast.exporter.parity import TOLERANCE, random_windows, reference_forecast, tflite_forecast
+from edgecast.exporter.pipeline import export_bundle, verify_bundle
+from edgecast.exporter.quantize import MODES, QuantizationError, calibration_windows, check_modes
+from edgecast.trainer.bundle import read_bundle
+from edgecast_runtime.contract import BUILTIN_TFLITE_FILE as BUILTIN_FILE
+from edgecast_runtime.contract import WINDOWS_FILE
 from edgecast_runtime.manifest import file_sha256
 
 ALL_MODES = list(MODES)
@@ -206,7 +213,7 @@ def test_calibration_adds_windows_across_the_training_range(quantized_bundle):
 def test_calendar_features_calibrate_in_raw_units_and_unsupported_int16_ops_are_refused(tmp_path):
     """hour_of_day enters raw and is encoded (sin/cos) in the graph: calibration windows
     stay raw-shaped, and 16x8 quantization, which has no COS kernel, is refused by name."""
-    from edgecast.export.quantize import quantize
+    from edgecast.exporter.quantize import quantize
     from edgecast.trainer.data import load_csv
     from edgecast.trainer.pipeline import TrainConfig, train
 

@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgecast.export.onnx_canonical import canonicalize
-from edgecast.export.pipeline import export_bundle
+from edgecast.exporter.onnx_canonical import canonicalize
+from edgecast.exporter.pipeline import export_bundle
 from edgecast.trainer.bundle import TRAINER_FILES
 
 QUANTIZE = ["onnx-int8", "tflite-int8"]  # the full-integer TFLite once left stray bytes behind

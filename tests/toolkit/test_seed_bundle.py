@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 
-from edgecast.export.parity import TOLERANCE, reference_forecast, tflite_forecast
-from edgecast.export.pipeline import verify_bundle
+from edgecast.exporter.parity import TOLERANCE, reference_forecast, tflite_forecast
+from edgecast.exporter.pipeline import verify_bundle
 from edgecast.trainer.bundle import read_bundle
 from edgecast.tutorial import DEMO_WINDOW, series_sha256
 from edgecast_runtime.manifest import file_sha256

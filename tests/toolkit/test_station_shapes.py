@@ -107,9 +107,9 @@ SHAPES = [
     Shape("date-and-time-dayfirst", date_and_time, ReadOptions(dayfirst=True)),
     Shape("date-and-time-format", date_and_time, ReadOptions(time_column="date,time", time_format="%d.%m.%Y %H:%M")),
     Shape("date-and-time-unsaid", date_and_time, refused=("dates are day-first", "'16.10.2013 04:00' in row 2",
-                                                          "pass --dayfirst or --time-format")),
+                                                          "pass dayfirst or time_format")),
     Shape("day-first", day_first, ReadOptions(dayfirst=True)),
-    Shape("day-first-unsaid", day_first, refused=("dates are day-first", "pass --dayfirst or --time-format",
+    Shape("day-first-unsaid", day_first, refused=("dates are day-first", "pass dayfirst or time_format",
                                                   "'%d/%m/%Y %H:%M'")),
     Shape("semicolon-decimal-comma", day_first, ReadOptions(dayfirst=True), {"sep": ";", "decimal": ","}),
     Shape("semicolon-given", day_first, ReadOptions(dayfirst=True, delimiter=";", decimal=","),
@@ -118,7 +118,7 @@ SHAPES = [
     Shape("berlin-offsets-on-berlin-clock", berlin_offsets, ReadOptions(clock="Europe/Berlin")),
     Shape("berlin-naive-on-berlin-clock", berlin_naive, ReadOptions(clock="Europe/Berlin"), train=True),
     Shape("berlin-naive-unsaid", berlin_naive, refused=("row 263", "2013-10-27 02:00:00 appears more than once",
-                                                        "pass --clock ZONE")),
+                                                        "pass clock ZONE")),
     Shape("bom-and-header-case", bom_and_case, bom=True),
     Shape("sentinels-and-glitches", glitches, train=True),
 ]
@@ -183,7 +183,7 @@ def test_ambiguous_short_day_first_file_is_refused(station, tmp_path):
     early = station[station["naive"] >= "2013-11-01"].head(216)
     day_first(early).to_csv(path, index=False)
     with pytest.raises(DataError, match="could be day-first or month-first .only day-first gives a regular series.; "
-                                        "pass --dayfirst"):
+                                        "pass dayfirst"):
         load_csv(path, "PM2.5")
     assert load_csv(path, "PM2.5", options=ReadOptions(dayfirst=True)).interval_seconds == 3600
 
@@ -197,11 +197,11 @@ def test_unused_time_columns_and_small_epoch_numbers_are_named(station, tmp_path
     assert any("year, month, day, hour not used" in note for note in series.notes())
     counter = tmp_path / "counter.csv"
     pd.DataFrame({"ts": range(len(station)), "PM2.5": station["PM2.5"]}).to_csv(counter, index=False)
-    with pytest.raises(DataError, match="too small for epoch seconds or milliseconds; pass --time-unit s or ms"):
+    with pytest.raises(DataError, match="too small for epoch seconds or milliseconds; pass time_unit s or ms"):
         load_csv(counter, "PM2.5")
     time_only = tmp_path / "time-only.csv"
     date_and_time(station).drop(columns="date").to_csv(time_only, index=False)
-    with pytest.raises(DataError, match="times of day without a date .'04:00'.; pass --time-column DATE_COLUMN,time"):
+    with pytest.raises(DataError, match="times of day without a date .'04:00'.; pass time_column DATE_COLUMN,time"):
         load_csv(time_only, "PM2.5")
 
 

@@ -16,18 +16,24 @@ The hub's rules (check_release):
 - The signature is checked first; nothing in an unverified record is trusted.
 - A version lower than the running one is refused (rollback). An operator's revert is a
   new, higher release that points at the old model.
-- The running version itself is accepted as a no-op (`already_running`): a retained
-  record is delivered again on every reconnect, and re-delivery must not re-install or
-  fail. Versions are never reused: a different record with the running version is not
-  installed either. Its expiry is still checked, so a hub whose running release has
-  expired says so (and keeps serving its model).
-- An expired record is refused (freeze): now > expires + clock_skew_allowance.
+- The running version itself is accepted as a no-op (`already_running`) when the
+  record names the same files as the installed one: a retained record is delivered
+  again on every reconnect, and re-delivery must not re-install or fail. Versions are
+  never reused: a record with the running version and other files is refused
+  (`reused-version`, with `installed_dir`, the folder of the installed records). Its
+  expiry is still checked, so a hub whose running release has expired says so (and
+  keeps serving its model).
+- An expired record is refused (freeze): now > expires + clock_skew_allowance. A record
+  valid for longer than MAX_VALIDITY (366 days) after its `created` is refused
+  (`validity`), so no record freezes a hub for years.
+- A record `created` later than the hub's clock plus the allowance is refused
+  (`future`): a record from the future would skip the expiry check. The refusal is
+  not final: once the clock is right, the same record delivered again is judged anew.
 - Boot-clock allowance: a hub without a battery-backed clock may run before NTP has
-  synced. When its clock reads earlier than TIME_FLOOR (2020-01-01) or earlier than the
-  record's own `created` time (minus the allowance), the time is unknown: expiry cannot
-  be judged, so the record is accepted with a logged notice (`time_checked` False);
-  version monotonicity is still enforced, so such a hub can be held back but never
-  rolled back.
+  synced. When its clock reads earlier than TIME_FLOOR (2020-01-01), the time is
+  unknown: expiry cannot be judged, so the record is accepted with a logged notice
+  (`time_checked` False); version monotonicity is still enforced, so such a hub can be
+  held back but never rolled back.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ RECORD_TYPE = "edgecast-release"
 RECORD_SPEC_VERSION = 1
 TIME_FLOOR = datetime(2020, 1, 1, tzinfo=timezone.utc)
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
+MAX_VALIDITY = timedelta(days=366)  # the longest a record may be valid after its `created`
 SELF_TEST_TOLERANCE = 1e-3
 REQUIRED_FILES = ("manifest.json", "model.onnx", SIGNATURE_NAME)
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -130,11 +137,14 @@ def assemble_record(signed: dict, keyid: str, signature: bytes) -> bytes:
 def check_release(record_bytes: bytes, trusted_key: PublicKeySource, running_version: Optional[int],
                   now: Optional[datetime] = None,
                   clock_skew_allowance: Union[timedelta, float] = DEFAULT_CLOCK_SKEW, *,
-                  files_dir: str | Path | None = None, log: Callable[[dict], None] = log_event) -> Release:
+                  files_dir: str | Path | None = None, installed_dir: str | Path | None = None,
+                  max_validity: timedelta = MAX_VALIDITY, log: Callable[[dict], None] = log_event) -> Release:
     """Check a release record for a hub that runs `running_version` (None: no release
     yet) at time `now` (default: the hub's clock), allowing `clock_skew_allowance` (a
     timedelta or seconds) of clock error. With `files_dir`, the staged files are
-    checked too (check_staged_files). Raises SignatureError or ReleaseError."""
+    checked too (check_staged_files); with `installed_dir` (the hub's release folder,
+    vN.release.json), a record of the running version must name the installed files.
+    Raises SignatureError or ReleaseError (with the record's version once verified)."""
     if not isinstance(clock_skew_allowance, timedelta):
         clock_skew_allowance = timedelta(seconds=float(clock_skew_allowance))
     if clock_skew_allowance < timedelta(0):
@@ -142,15 +152,26 @@ def check_release(record_bytes: bytes, trusted_key: PublicKeySource, running_ver
     key = load_public_key(trusted_key)
     signed = verify_record_signature(record_bytes, key)
     release = parse_signed(signed, key_id(key))
-    if running_version is not None and release.version < running_version:
-        raise ReleaseError(f"release version {release.version} is lower than the running version "
-                           f"{running_version}; refused (a revert is a new, higher release)", "rollback")
-    already_running = running_version is not None and release.version == running_version
+    version = release.version
+    if running_version is not None and version < running_version:
+        raise ReleaseError(f"release version {version} is lower than the running version "
+                           f"{running_version}; refused (a revert is a new, higher release)", "rollback", version)
+    already_running = running_version is not None and version == running_version
+    if already_running and installed_dir is not None:
+        check_not_reused(release, installed_dir)
+    if release.expires - release.created > max_validity:
+        raise ReleaseError(f"release version {version} is valid until {format_time(release.expires)}, "
+                           f"{(release.expires - release.created).days} days after it was made; this hub "
+                           f"accepts at most {max_validity.days} days (max_validity)", "validity", version)
     now = datetime.now(timezone.utc) if now is None else _as_utc(now)
-    notice = _clock_notice(release, now, clock_skew_allowance)
+    notice = _clock_notice(release, now)
+    if notice is None and now < release.created - clock_skew_allowance:
+        raise ReleaseError(f"release version {version} was made at {format_time(release.created)}, after the "
+                           f"hub's time {format_time(now)} (allowance {clock_skew_allowance}); refused "
+                           f"until the clocks agree", "future", version)
     if notice is None and now > release.expires + clock_skew_allowance:
-        raise ReleaseError(f"release version {release.version} expired at {format_time(release.expires)} "
-                           f"(hub time {format_time(now)}); refused", "expired")
+        raise ReleaseError(f"release version {version} expired at {format_time(release.expires)} "
+                           f"(hub time {format_time(now)}); refused", "expired", version)
     if notice is not None:
         log({"event": "release_clock_unknown", "version": release.version, "message": notice})
     release = replace(release, already_running=already_running, time_checked=notice is None, notice=notice)
@@ -262,14 +283,29 @@ def self_test(forecaster_path: str | Path, record: Union[Release, dict]) -> floa
     return worst
 
 
-def _clock_notice(release: Release, now: datetime, allowance: timedelta) -> Optional[str]:
+def _clock_notice(release: Release, now: datetime) -> Optional[str]:
     if now < TIME_FLOOR:
         return (f"hub clock {format_time(now)} is before {format_time(TIME_FLOOR)}: not synced yet, "
                 f"expiry of release {release.version} not checked")
-    if now < release.created - allowance:
-        return (f"hub clock {format_time(now)} is before release {release.version} was made "
-                f"({format_time(release.created)}): not synced yet, expiry not checked")
     return None
+
+
+def check_not_reused(release: Release, installed_dir: str | Path) -> None:
+    """A record of an installed version must name exactly the installed files: a
+    version is never reused for other files (ReleaseError `reused-version`)."""
+    path = Path(installed_dir) / f"v{release.version}.release.json"
+    try:
+        installed = _files(json.loads(path.read_bytes())["signed"]["files"])
+    except (OSError, ValueError, KeyError, TypeError, ReleaseError):
+        return  # nothing installed under this version (the factory model) or unreadable: checked on start
+    if installed != release.files:
+        def model(files: Dict[str, FileEntry]) -> str:
+            entry = files.get("model.onnx")
+            return entry.sha256[:16] if entry else "none"
+        raise ReleaseError(f"release version {release.version} is already installed with other files "
+                           f"(model.onnx sha256 {model(installed)}..., this record's {model(release.files)}...); "
+                           f"refused: a version is never reused, release new files under a higher version",
+                           "reused-version", release.version)
 
 
 def _files(files: Any) -> Dict[str, FileEntry]:

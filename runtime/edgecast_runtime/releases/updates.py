@@ -35,6 +35,7 @@ from edgecast_runtime.releases.delivery import (
     release_topic,
     status_topic,
 )
+from edgecast_runtime.releases.expiry import release_expiry, watch_release
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -94,6 +95,7 @@ class HubUpdater:
         """Serve with `holder`; `publish(payload)` sends the retained status."""
         self.holder, self._publish = holder, publish
         self._thread.start()
+        watch_release(self, holder)  # hot reload loads only signed files; an expiry is said
         return self
 
     def stop(self) -> None:
@@ -109,7 +111,8 @@ class HubUpdater:
     def status(self) -> bytes:
         """The status as published."""
         model = self.holder.current if self.holder else None
-        status = {**self._status, "model_name": model.model_name if model else None,
+        status = {**self._status, **release_expiry(model.path if model else None),
+                  "model_name": model.model_name if model else None,
                   "sha256": model.sha256 if model else None, "updated": _now_text()}
         return json.dumps(status, sort_keys=True, separators=(",", ":")).encode()
 
@@ -159,9 +162,10 @@ class HubUpdater:
         if not record or digest in self._refused or (self._pending and self._pending[1] == digest):
             return
         try:
-            release = self.checks.check_release(record, self.key, self.version, log=self.log)
-        except EdgecastRuntimeError as exc:
-            self._refuse(exc, digest, None)
+            release = self.checks.check_release(record, self.key, self.version, log=self.log,
+                                                installed_dir=self.release_dir)
+        except EdgecastRuntimeError as exc:  # a record from the future is judged again later
+            self._refuse(exc, digest, getattr(exc, "version", None), remember=getattr(exc, "reason", "") != "future")
             return
         if release.already_running:
             return

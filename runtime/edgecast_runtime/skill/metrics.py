@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
+from edgecast_runtime.releases.expiry import expiry_families, release_expiry
 from edgecast_runtime.skill.rolling import ALARMS, read_manifest
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class HubMetrics:
         body = {"model_name": model.model_name, "model_sha256": model.sha256,
                 "release": self.release_label(model),
                 "readings": status["accepted"], "rejected_values": status["missing_values"],
-                "scoring": scorer is not None}
+                "scoring": scorer is not None, **release_expiry(model.path)}
         if scorer is not None:
             body.update(scorer.summary())
         return body
@@ -107,6 +108,7 @@ class _StateCollector(Collector):
         info.add_metric([], {"model_name": model.model_name, "sha256": model.sha256,
                              "release": hub.release_label(model)})
         yield info
+        yield from expiry_families(model.path, PREFIX)  # a running release past its expiry
         yield CounterMetricFamily(f"{PREFIX}_readings", "Readings accepted by the stream",
                                   value=status["accepted"])
         rejected = CounterMetricFamily(f"{PREFIX}_rejected_readings",

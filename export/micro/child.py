@@ -1,4 +1,4 @@
-"""One TensorFlow Lite Micro run in its own process: `python -m edgecast.export.micro_child`.
+"""One TensorFlow Lite Micro run in its own process: `python -m edgecast.exporter.micro.child`.
 
 TFLM's interpreter aborts or crashes the whole process (SIGSEGV, SIGABRT) when its arena
 is too small for some ops, instead of raising, so every TFLM run goes through this

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from string import Template
 
-from .errors import ExportError
+from ..errors import ExportError
 
 ARRAY_NAME = "g_edgecast_model"
 BYTES_PER_LINE = 12
@@ -100,5 +100,5 @@ inline TfLiteStatus RegisterEdgecastOps(EdgecastOpResolver& resolver) {{
 
 def main_source(values: dict) -> str:
     """The example of one forecast: the hand-written template with this model's figures."""
-    template = resources.files("edgecast.export").joinpath("templates/micro_main.cc.in").read_text()
+    template = resources.files(__package__).joinpath("templates/micro_main.cc.in").read_text()
     return Template(template).substitute(values)

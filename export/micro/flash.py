@@ -21,7 +21,7 @@ UNMATCHED_BYTES = 512
 
 
 def kernel_sizes() -> dict:
-    return json.loads(resources.files("edgecast.export").joinpath("tflm_kernel_sizes.json").read_text())
+    return json.loads(resources.files(__package__).joinpath("tflm_kernel_sizes.json").read_text())
 
 
 def flash_estimate(model_bytes: int, ops: list[str]) -> dict:

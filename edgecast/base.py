@@ -1,5 +1,9 @@
-"""What every part of the toolkit shares: its error base, durable JSON writes, and
-keeping TensorFlow's and LiteRT's C++ start-up chatter off the user's terminal.
+"""The bottom layer of the toolkit: its error base, durable JSON writes, and keeping
+TensorFlow's and LiteRT's C++ start-up chatter off the user's terminal.
+
+The trainer and export build on this module, and the API, the CLI, the fleet and the
+releases build on those. It imports the standard library, the runtime and (when asked
+to) TensorFlow, never another part of the toolkit (tests/toolkit/test_layers.py).
 
 TensorFlow 2.21 logs oneDNN and CUDA notices through absl before its log level is
 read, so TF_CPP_MIN_LOG_LEVEL cannot hide them; they are written to file descriptor
@@ -12,7 +16,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -22,7 +26,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 class EdgecastError(Exception):
-    """Base of every error the toolkit reports to the user as one line."""
+    """Base of every error the toolkit reports to the user as one line.
+
+    A message that names settings names them as the Python API does (`max_gap`) and lists
+    them in `settings`, so the command line can say them as its flags (`--max-gap`)."""
+
+    def __init__(self, *args: object, settings: Sequence[str] = ()) -> None:
+        super().__init__(*args)
+        self.settings = tuple(settings)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
