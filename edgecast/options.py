@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Optional, TypeVar, Union
 
-from edgecast.export.settings import EXPORT_DEFAULTS, TARGETS
+from edgecast.exporter.settings import EXPORT_DEFAULTS, TARGETS
 from edgecast.trainer.settings import CHANGE, DEFAULTS, LEVEL, TrainConfig, split_text
 
 # The panels of --help the options are shown in.

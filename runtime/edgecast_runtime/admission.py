@@ -98,12 +98,17 @@ def _read_at_most(descriptor: int, count: int) -> bytes:
 
 def trial_in_child(path: Path, data: bytes, threads: int,
                    memory_bytes: int = MIN_TRIAL_MEMORY_BYTES,
-                   timeout: float = TRIAL_TIMEOUT_SECONDS) -> dict:
+                   timeout: float = TRIAL_TIMEOUT_SECONDS, check: dict | None = None) -> dict:
     """Load `data` and forecast once on a zero window in a child process with at most
-    `memory_bytes` of private memory and `timeout` seconds. Returns the child's
-    figures; raises ModelError naming `path` and why the model was refused."""
+    `memory_bytes` of private memory and `timeout` seconds; with `check` (a release's
+    self-test: {"windows", "expected", "tolerance"}), forecast its windows there too and
+    compare (the verdict's "self_test_max_error"). Returns the child's figures; raises
+    ModelError naming `path` and why the model was refused."""
     command = [sys.executable, "-I", str(PROBE_SCRIPT), str(threads), str(memory_bytes),
                str(int(timeout) + 1)]
+    if check is not None:  # the self-test follows the model's bytes on stdin
+        command.append(str(len(data)))
+        data = data + json.dumps(check, separators=(",", ":")).encode()
     started = time.monotonic()
     try:
         # cwd: the empty folder, so nothing relative in the child can name a real file.

@@ -9,7 +9,10 @@ The child reads the model's bytes on stdin, caps its own private writable memory
 (RLIMIT_DATA: the kernel refuses the allocation that would pass the cap, however
 fast it comes, and does not count the large read-only mappings of the libraries
 that make RLIMIT_AS useless here), opens the session with the service's options,
-runs one forecast on a zero window, and prints one JSON verdict line."""
+runs one forecast on a zero window, and prints one JSON verdict line. Given a release's
+self-test too (its reference windows, the forecasts the signed model gives for them and a
+tolerance, as JSON after the model's bytes), it forecasts those windows and compares, so a
+release's model is first loaded and run here, never in the hub's own process."""
 
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ MAX_LOOK_BACK = 10_000
 MAX_HORIZON = 10_000
 MAX_FEATURES = 1_000
 MAX_WINDOW_VALUES = 100_000  # look_back x features: the buffer, the state file, each request
+MAX_SELF_TEST_WINDOWS = 1_000
 
 SILENT = 4  # onnxruntime's "fatal" severity: it prints nothing of its own on stderr
 EXTERNAL_DATA_KEY = "session.model_external_initializers_file_folder_path"
@@ -162,8 +166,9 @@ def _memory_failure(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "allocat" in text or "bad_alloc" in text
 
 
-def trial(data: bytes, threads: int, budget_bytes: int) -> dict:
-    """Load `data` and run one forecast on zeros under the memory budget."""
+def trial(data: bytes, threads: int, budget_bytes: int, check: dict | None = None) -> dict:
+    """Load `data` and run one forecast on zeros under the memory budget; with `check`
+    ({"windows", "expected", "tolerance"}), a release's self-test too."""
     started = time.monotonic()
     private = _status_kib("VmData")
     if private is not None:  # Linux; elsewhere only the time limit holds
@@ -184,7 +189,52 @@ def trial(data: bytes, threads: int, budget_bytes: int) -> dict:
                 return {"ok": False, "error": f"needs more than {budget_mb} MB of memory to load "
                                               f"and forecast once"}
             return {"ok": False, "error": f"a forecast on a zero window failed ({one_line(exc, 200)})"}
-    return {"ok": True, "seconds": round(time.monotonic() - started, 4), "ran": feed is not None}
+    verdict = {"ok": True, "seconds": round(time.monotonic() - started, 4), "ran": feed is not None}
+    if check is not None:
+        try:
+            verdict["self_test_max_error"] = self_test(session, feed, check)
+        except SelfTestFailure as exc:
+            return {"ok": False, "error": f"self-test: {exc}", "self_test": False}
+        except Exception as exc:
+            if _memory_failure(exc):
+                return {"ok": False, "error": f"needs more than {budget_mb} MB of memory for its self-test"}
+            return {"ok": False, "error": f"self-test: the forecast failed ({one_line(exc, 200)})",
+                    "self_test": False}
+    return verdict
+
+
+class SelfTestFailure(ValueError):
+    """A release's model does not give the forecasts its record says."""
+
+
+def self_test(session: ort.InferenceSession, feed: tuple[str, np.ndarray] | None, check: dict) -> float:
+    """The largest difference between the model's forecasts of the reference windows and
+    the expected ones; SelfTestFailure past the tolerance or on any mismatch of shapes."""
+    if feed is None:
+        raise SelfTestFailure("the model's spec and graph do not describe a window to forecast")
+    look_back, n_features = feed[1].shape[1:]
+    try:
+        windows = np.asarray(check["windows"], dtype=np.float32)
+        expected = np.asarray(check["expected"], dtype=np.float64)
+        tolerance = float(check["tolerance"])
+    except (KeyError, TypeError, ValueError):
+        raise SelfTestFailure("the reference windows or forecasts are not arrays of numbers") from None
+    if windows.ndim == 2 and n_features == 1:
+        windows = windows.reshape(*windows.shape, 1)
+    if windows.ndim != 3 or windows.shape[1:] != (look_back, n_features) \
+            or not 0 < len(windows) <= MAX_SELF_TEST_WINDOWS or not np.isfinite(windows).all():
+        raise SelfTestFailure(f"the reference windows have shape {list(windows.shape)}, the model takes "
+                              f"[batch, {look_back}, {n_features}] (finite, at most {MAX_SELF_TEST_WINDOWS})")
+    forecasts = np.asarray(session.run(None, {feed[0]: windows})[0], dtype=np.float64)
+    if forecasts.shape != expected.shape:
+        raise SelfTestFailure(f"the model gives forecasts of shape {list(forecasts.shape)}, the release "
+                              f"expects {list(expected.shape)}")
+    errors = np.abs(forecasts - expected)
+    worst = float(errors.max())
+    if not worst <= tolerance:
+        window = int(np.unravel_index(int(np.nanargmax(errors)), errors.shape)[0]) if np.isfinite(worst) else 0
+        raise SelfTestFailure(f"reference window {window} is off by {worst:.6g} (tolerance {tolerance:g})")
+    return worst
 
 
 def _lower_limit(kind: int, value: int) -> None:
@@ -209,12 +259,22 @@ def _status_kib(field: str) -> int | None:
 
 
 def main(argv: list[str]) -> int:
-    """argv: threads, memory budget in bytes, CPU seconds. The verdict goes to stdout."""
+    """argv: threads, memory budget in bytes, CPU seconds and, with a self-test, the model's
+    length in bytes (its self-test follows the model on stdin, as JSON). The verdict goes to
+    stdout."""
     silence_onnxruntime()
-    threads, budget, cpu_seconds = (int(value) for value in argv)
+    threads, budget, cpu_seconds = (int(value) for value in argv[:3])
     _lower_limit(resource.RLIMIT_CPU, cpu_seconds)
     data = sys.stdin.buffer.read()
-    verdict = trial(data, threads, budget)
+    check = None
+    if len(argv) > 3:
+        length = int(argv[3])
+        try:
+            check = load_bounded_json(data[length:].decode("utf-8"), MAX_SPEC_BYTES * 4)
+        except (UnicodeDecodeError, ValueError):
+            check = {}
+        data = data[:length]
+    verdict = trial(data, threads, budget, check if isinstance(check, dict) or check is None else {})
     verdict["peak_rss_mb"] = round((_status_kib("VmHWM") or 0) / 1024, 1)
     sys.stdout.write(json.dumps(verdict) + "\n")
     sys.stdout.flush()

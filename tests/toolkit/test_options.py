@@ -46,7 +46,7 @@ def test_fleet_train_takes_every_training_and_reading_option_of_train():
 
 
 def test_export_options_of_fleet_train_are_those_of_export():
-    from edgecast.export.settings import EXPORT_DEFAULTS
+    from edgecast.exporter.settings import EXPORT_DEFAULTS
 
     commands = _commands()
     export, fleet = _options(commands["export"]), _options(commands["fleet train"])

@@ -14,8 +14,13 @@ Every topic of hub ID lies under edgecast/hub/ID/ (the broker's ACL fences a hub
 A chunk is one JSON header line, then the chunk's bytes:
 {"version": 7, "file": "model.onnx", "index": 0, "count": 3, "size": 2593, "sha256": "..."}\\n<bytes>
 `size` and `sha256` are the whole file's; a file of 0 bytes is one empty chunk. Chunks
-are retained so a hub that was offline receives them on its next connection; a chunk
-of another version than the record's is ignored.
+are retained so a hub that was offline receives them on its next connection.
+
+Every chunk but a file's last holds `chunk_bytes` bytes (MIN_CHUNK_BYTES to MAX_CHUNK_BYTES;
+a file of one chunk may be smaller), so a chunk's header and length say the file's whole
+layout: `count` must be ceil(size / chunk_bytes), `index` below it, and the length the one
+that index needs (layout_of). A hub keeps chunks per layout, so a chunk of another layout
+(another count or chunk size) never mixes with a release's own.
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ ONLINE_WILDCARD = f"{TOPIC_ROOT}/+/online"
 ONLINE, OFFLINE = b'{"online":true}', b'{"online":false}'
 DEFAULT_CHUNK_BYTES = 64 * 1024  # far below Mosquitto's and most brokers' packet limits
 MAX_CHUNK_BYTES = 1024 * 1024  # the largest chunk `edgecast release --chunk-bytes` may send
+MIN_CHUNK_BYTES = 1024  # the smallest (but for a file's last, or only, chunk)
 MAX_HEADER_BYTES = 1024
 # The largest release message a hub accepts: a chunk with its header line, or a record
 # (its self-test windows: a few KiB to some 100 KiB).
 MAX_RELEASE_MESSAGE_BYTES = MAX_CHUNK_BYTES + MAX_HEADER_BYTES
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class DeliveryError(EdgecastRuntimeError):
@@ -96,8 +103,8 @@ def hub_of(topic: str) -> str:
 def split_file(version: int, name: str, data: bytes, sha256: str,
                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
     """The chunks of one file, as (index, payload) pairs."""
-    if chunk_bytes < 1:
-        raise DeliveryError(f"chunk size must be at least 1 byte, got {chunk_bytes}")
+    if not MIN_CHUNK_BYTES <= chunk_bytes <= MAX_CHUNK_BYTES:
+        raise DeliveryError(f"chunk size must be {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES} bytes, got {chunk_bytes}")
     count = max(1, -(-len(data) // chunk_bytes))
     for index in range(count):
         header = {"version": version, "file": name, "index": index, "count": count,
@@ -116,9 +123,32 @@ def decode_chunk(payload: bytes) -> Chunk:
                       int(header["count"]), int(header["size"]), str(header["sha256"]), payload[end + 1:])
     except (ValueError, KeyError, TypeError) as exc:
         raise DeliveryError(f"a file chunk's header is malformed ({exc})") from None
-    if not 0 <= chunk.index < chunk.count or chunk.size < 0:
+    if not 0 <= chunk.index < chunk.count or chunk.size < 0 or chunk.version < 1:
         raise DeliveryError(f"chunk {chunk.index} of {chunk.count} of {chunk.file} is out of range")
+    if not _SHA256.match(chunk.sha256):
+        raise DeliveryError(f"a chunk of {chunk.file} names no sha256")
     return chunk
+
+
+def layout_of(chunk: Chunk) -> int:
+    """The chunk size of the file layout `chunk` belongs to (its file's size for a file of
+    one chunk), once its count, index and length agree with its file's size; DeliveryError
+    otherwise: a count that disagrees with the size, an index past it, a zero-byte chunk of
+    a file that is not empty, a chunk too small or too large."""
+    size, count, index, length = chunk.size, chunk.count, chunk.index, len(chunk.data)
+    if count == 1:
+        chunk_bytes = size
+    elif index < count - 1:
+        chunk_bytes = length
+    else:  # the last chunk: the others hold (size - length) bytes in count - 1 equal chunks
+        chunk_bytes = (size - length) // (count - 1)
+    expected = -(-size // chunk_bytes) if chunk_bytes else 1
+    last = size - (count - 1) * chunk_bytes
+    if (count > 1 and not MIN_CHUNK_BYTES <= chunk_bytes) or chunk_bytes > MAX_CHUNK_BYTES or expected != count \
+            or length != (chunk_bytes if index < count - 1 else last) or (length == 0 and size > 0):
+        raise DeliveryError(f"chunk {index} of {count} ({length} bytes) of {chunk.file} does not fit a file of "
+                            f"{size} bytes in chunks of {MIN_CHUNK_BYTES} to {MAX_CHUNK_BYTES} bytes")
+    return chunk_bytes
 
 
 def join_chunks(chunks: dict) -> bytes:
