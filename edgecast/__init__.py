@@ -11,9 +11,14 @@ which would shadow the function `edgecast.export` here.
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# onnxruntime's telemetry (a device id under ~/.cache/Microsoft, uploads to Microsoft)
+# stays off in the toolkit too: set before anything imports onnxruntime.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 __all__ = [
     "__version__", "train", "export", "verify", "evaluate", "demo", "default_bundle_name",

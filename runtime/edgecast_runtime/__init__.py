@@ -31,6 +31,14 @@ calls Forecaster.predict (model.py) and hands the forecast to the scorer
 
 __version__ = "0.1.0"
 
+import os as _os  # noqa: E402
+
+# onnxruntime (1.29 and later) writes a device id and an event database under
+# ~/.cache/Microsoft and sends them to mobile.events.data.microsoft.com unless this is
+# set before its library loads; every module of this package is imported after this
+# one, and the trial's child inherits the environment. An operator's own value stays.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from edgecast_runtime.errors import (  # noqa: E402
     EdgecastRuntimeError,
     InputError,

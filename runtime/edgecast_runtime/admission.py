@@ -54,11 +54,12 @@ SERVICE_LOADING = ModelLoading(trial=True)
 
 
 def read_regular_file(path: Path, max_bytes: int, error: type[ModelError], what: str,
-                      option: str = "") -> bytes:
+                      setting: str = "") -> bytes:
     """The bytes of `path`, opened without blocking and read only when it is a regular
     file of at most `max_bytes`: a FIFO, a device or a socket put in its place is
-    refused at once instead of hanging a reader. FileNotFoundError passes through."""
-    limit = f" ({option})" if option else ""
+    refused at once instead of hanging a reader. FileNotFoundError passes through.
+    `setting`: the name of the size limit's setting, for the message."""
+    limit = f" ({setting})" if setting else ""
     try:
         descriptor = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
@@ -74,12 +75,13 @@ def read_regular_file(path: Path, max_bytes: int, error: type[ModelError], what:
                         f"refusing to read it as a {what}")
         if info.st_size > max_bytes:
             raise error(f"{path} is {info.st_size} bytes, more than the {max_bytes} "
-                        f"allowed for a {what}{limit}")
+                        f"allowed for a {what}{limit}", setting=setting or ())
         data = _read_at_most(descriptor, max_bytes + 1)
     finally:
         os.close(descriptor)
     if len(data) > max_bytes:  # it grew while being read
-        raise error(f"{path} is more than the {max_bytes} bytes allowed for a {what}{limit}")
+        raise error(f"{path} is more than the {max_bytes} bytes allowed for a {what}{limit}",
+                    setting=setting or ())
     return data
 
 

@@ -2,9 +2,17 @@
 that names the file, field or shape involved, so a CLI can print it on one line
 and a server can map it to a status code."""
 
+from __future__ import annotations
+
 
 class EdgecastRuntimeError(Exception):
-    """Base of every error the runtime raises on purpose."""
+    """Base of every error the runtime raises on purpose. `settings`: the settings its
+    message names (`neighbour_wait`, `token_file`: the library's names, never a
+    command-line flag), which the command line says as its flags."""
+
+    def __init__(self, *args: object, setting: str | tuple[str, ...] = ()) -> None:
+        super().__init__(*args)
+        self.settings = (setting,) if isinstance(setting, str) else tuple(setting)
 
 
 class ModelError(EdgecastRuntimeError):

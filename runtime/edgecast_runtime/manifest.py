@@ -60,7 +60,8 @@ def _read_manifest(path: Path, manifest_path: Path, required: bool) -> object:
     except FileNotFoundError:
         if required:
             raise IntegrityError(f"{path}: no {manifest_path.name} beside the model, and "
-                                 f"--require-manifest refuses a model no manifest lists") from None
+                                 f"require_manifest refuses a model no manifest lists",
+                                 setting="require_manifest") from None
         return None
     try:
         return load_bounded_json(data.decode("utf-8"), MAX_MANIFEST_BYTES)

@@ -284,7 +284,7 @@ def _read_model_bytes(path: Path, max_bytes: int) -> bytes:
     """The model is read once into memory: the sha256 check and the session then
     see the very same bytes, even if the file is replaced meanwhile."""
     try:
-        data = read_regular_file(path, max_bytes, ModelError, "model file", "--max-model-bytes")
+        data = read_regular_file(path, max_bytes, ModelError, "model file", "max_model_bytes")
     except FileNotFoundError:
         raise ModelError(f"model file not found: {path}") from None
     if not data:
@@ -333,4 +333,4 @@ def _read_metadata(path: Path, metadata: dict) -> tuple[str, Spec]:
     try:
         return version, Spec.from_dict(data, version)
     except SpecError as exc:
-        raise ModelError(f"{path}: {SPEC_KEY} {exc}") from None
+        raise ModelError(f"{path}: {SPEC_KEY} {exc}", setting=exc.settings) from None

@@ -63,7 +63,8 @@ class NeighbourAligner:
                  wait_seconds: float = DEFAULT_WAIT_SECONDS, state_path: str | Path | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if wait_seconds < 0 or not math.isfinite(wait_seconds):
-            raise InputValueError(f"--neighbour-wait must be 0 or more seconds, got {wait_seconds}")
+            raise InputValueError(f"neighbour_wait must be 0 or more seconds, got {wait_seconds}",
+                                  setting="neighbour_wait")
         self.streamer, self.columns, self.wait_seconds = streamer, columns, float(wait_seconds)
         self.state_path = Path(state_path) if state_path else None
         self.clock = clock
@@ -193,7 +194,8 @@ class NeighbourLink:
     def __init__(self, aligner: NeighbourAligner, station: str, topic_template: str = READINGS_TOPIC,
                  publish_readings: bool = False) -> None:
         if "{station}" not in topic_template:
-            raise InputValueError(f"--neighbour-topic {topic_template!r} needs a {{station}} placeholder")
+            raise InputValueError(f"neighbour_topic {topic_template!r} needs a {{station}} placeholder",
+                                  setting="neighbour_topic")
         self.aligner, self.station, self.publish_readings = aligner, station, publish_readings
         self.readings_topic = topic_template.format(station=station)
         self.neighbour_topics = {topic_template.format(station=s): s for s in aligner.stations}
@@ -207,11 +209,24 @@ class NeighbourLink:
     def neighbour_message(self, topic: str, text: str) -> List[dict]:
         """A reading published by a neighbour's hub."""
         document = json.loads(text)
-        if not isinstance(document, dict) or not isinstance(document.get("timestamp"), (int, float)):
-            raise InputValueError("a neighbour's reading must be a JSON object with a numeric 'timestamp'")
-        station = self.neighbour_topics[topic]
-        values = {k: v for k, v in document.items() if k not in ("station", "timestamp")}
-        return self.aligner.neighbour(station, float(document["timestamp"]), values)
+        if not isinstance(document, dict):
+            raise InputValueError("a neighbour's reading must be a JSON object with a 'timestamp'")
+        return self._neighbour_reading(self.neighbour_topics[topic], document)
+
+    def _neighbour_reading(self, station: str, document: dict) -> List[dict]:
+        """A neighbour's {"timestamp", READING: value, ...}: its time in any form the
+        station's own readings take (epoch seconds or milliseconds, ISO 8601 in the
+        data's clock without a zone, the training file's time columns: readings.py)."""
+        from edgecast_runtime.readings import TimeColumns
+
+        streamer = self.aligner.streamer
+        fields = {k: v for k, v in document.items() if isinstance(k, str) and k != "station"}
+        columns = TimeColumns(list(fields), streamer.forecaster.layout)
+        timestamp = columns.seconds(fields.get, streamer.clock)
+        if timestamp is None:
+            raise InputValueError("a neighbour's reading needs a 'timestamp' (epoch seconds or ISO 8601)")
+        values = {k: v for k, v in fields.items() if k not in columns.used}
+        return self.aligner.neighbour(station, timestamp, values)
 
     def observe_document(self, document: dict, layout: InputLayout, clock: Optional[tzinfo]) -> List[dict]:
         """An HTTP observation: {"station": ID, ...} from a neighbour, the station's own without
@@ -227,11 +242,7 @@ class NeighbourLink:
         if station not in self.aligner.columns:
             raise InputValueError(f"station {station!r} is not a neighbour of this model "
                                   f"(its neighbours: {', '.join(self.aligner.stations)})")
-        timestamp = document.get("timestamp")
-        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
-            raise InputValueError("a neighbour's reading needs a numeric 'timestamp' (seconds since the epoch)")
-        values = {k: v for k, v in document.items() if k not in ("station", "timestamp")}
-        return self.aligner.neighbour(station, float(timestamp), values)
+        return self._neighbour_reading(station, document)
 
     def http_answer(self, answers: List[dict]) -> dict:
         """One HTTP answer for the readings an observation released: the last one's, or
@@ -278,7 +289,8 @@ def open_link(streamer: StreamingForecaster, *, station: Optional[str], state: s
     if not columns and not publish_readings:
         return None
     if not station:
-        raise InputValueError("this hub's station id is needed (--station) to follow or publish readings")
+        raise InputValueError("this hub's station id is needed (station) to follow or publish readings",
+                              setting="station")
     path = Path(f"{state}.neighbours") if state else None
     return NeighbourLink(NeighbourAligner(streamer, columns, wait_seconds, path, clock), station, topic_template,
                          publish_readings)

@@ -55,8 +55,8 @@ SPEC_KEYS = ("schema_version", "target", "features", "look_back", "horizon", "in
              "target_units", "clock", "valid_ranges", TIME_FORMAT, "target_min", "neighbours")
 
 
-def fail(problem: str) -> NoReturn:
-    raise SpecError(problem)
+def fail(problem: str, setting: str | tuple[str, ...] = ()) -> NoReturn:
+    raise SpecError(problem, setting=setting)
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -120,7 +120,7 @@ def read_spec(data: object, version: Optional[str]) -> Spec:
                 raise ClockError("expected a string such as UTC, +08:00 or Asia/Shanghai")
             parse_clock(clock)
         except ClockError as exc:
-            fail(f"has 'clock' {clock!r}: {exc}; pass --clock to override it")
+            fail(f"has 'clock' {clock!r}: {exc}; give clock to override it", setting="clock")
     encodings = data.get("encodings")
     if encodings is None and version != "1":
         fail(f"is schema {version} but has no 'encodings'")

@@ -200,8 +200,9 @@ def _require_same_inputs(path: Path, document: dict, model: Forecaster) -> None:
     raise StateMismatchError(
         f"{path} was written for another model (sha256 "
         f"{str(document.get('model_sha256'))[:12]}, {document.get('model_name')!r}) {why}, "
-        f"not {model.sha256[:12]} ({model.model_name!r}); remove it or pass "
-        f"another --state to start afresh (or --on-state-mismatch fresh)")
+        f"not {model.sha256[:12]} ({model.model_name!r}); remove it or give "
+        f"another state to start afresh (or on_state_mismatch fresh)",
+        setting=("state", "on_state_mismatch"))
 
 
 def _state_from_document(path: Path, document: dict, model: Forecaster) -> StreamState:

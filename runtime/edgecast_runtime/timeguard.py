@@ -75,7 +75,7 @@ class FutureGuard:
             raise InputValueError(
                 f"timestamp {moment_text(timestamp)} is in the future: the hub's clock reads "
                 f"{moment_text(limit - allowance)} and accepts at most {allowance:g} s ahead "
-                f"(--max-future-seconds); reading refused")
+                f"(max_future_seconds); reading refused", setting="max_future_seconds")
 
     def untrusted(self, timestamp: Optional[float], interval: Optional[float]) -> bool:
         """Whether an accepted timestamp lies beyond the limit (with the clock set)."""

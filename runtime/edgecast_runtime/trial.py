@@ -25,8 +25,10 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-import onnxruntime as ort
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # run as a script: before onnxruntime loads
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 # Bounds on what a model's metadata may ask for. The fixtures and real exports are far
 # below them (look_back 4-168, a few features, specs of a few hundred bytes, depth <= 5).
@@ -86,6 +88,8 @@ def silence_onnxruntime() -> None:
     """onnxruntime's default logger writes to stderr lines whose text a model controls
     (node names); in a journal of JSON lines they could pass for the service's own."""
     ort.set_default_logger_severity(SILENT)
+    if hasattr(ort, "disable_telemetry_events"):  # and its telemetry off, as the environment says
+        ort.disable_telemetry_events()
 
 
 def empty_folder() -> str:

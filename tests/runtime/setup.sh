@@ -4,7 +4,9 @@
 # service need not run), bubblewrap and libseccomp's Python bindings (test_unit.py
 # rebuilds the systemd unit's sandbox with them where systemd is not the init), and
 # systemd-analyze (the unit's exposure), and the Prometheus server (test_prometheus.py
-# scrapes a hub and evaluates the README's query; the package's own service need not run). Quiet and idempotent: installs only what is missing.
+# scrapes a hub and evaluates the README's query; the package's own service need not run),
+# strace (test_telemetry.py records every network call of the runtime with it).
+# Quiet and idempotent: installs only what is missing.
 set -euo pipefail
 
 missing=()
@@ -15,6 +17,7 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 /usr/bin/python3 -c "import seccomp" >/dev/null 2>&1 || missing+=(python3-seccomp)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi

@@ -176,7 +176,7 @@ def test_a_rebound_host_name_is_refused_421_and_logged(server, host):
     for request in (f"GET /v1/model HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(),
                     f"POST /v1/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY):
-        document = assert_refused(server.raw(request), 421, "--allowed-host")
+        document = assert_refused(server.raw(request), 421, "allowed_hosts")
         assert host in document["error"]
     event = server.wait_event("host_refused", host=host)
     assert event["client"] == LOOPBACK

@@ -54,7 +54,7 @@ class Operator:
 def start_hub(broker, station, folder):
     return Background("mqtt", FIXTURE / f"{station}.onnx", "--broker", f"127.0.0.1:{broker.port}",
                       "--subscribe", f"hub/{station}/in", "--publish", f"hub/{station}/out",
-                      "--state", folder / f"{station}.json", "--client-id", f"hub-{station}",
+                      "--state", folder / f"{station}.json",
                       "--reconnect-max", "1", "--poll-interval", "0.1", "--station", station,
                       "--publish-readings", "--neighbour-wait", str(WAIT))
 

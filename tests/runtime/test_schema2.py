@@ -201,7 +201,7 @@ def test_the_models_recorded_clock_is_the_default(model, tmp_path):
     assert validate({**SPEC, "clock": "+08:00"}).data_clock == parse_clock("+08:00")
     assert validate(SPEC).data_clock is None and model.clock is None
     for bad in ("Mars/Olympus", 8):
-        with pytest.raises(ModelError, match="'clock'.*pass --clock"):
+        with pytest.raises(ModelError, match="'clock'.*give clock to override it"):
             validate({**SPEC, "clock": bad})
 
     class RecordedClock:  # the model as Forecaster binds it from a spec with "clock"

@@ -6,7 +6,14 @@ file (mosquitto_passwd -b) for the hubs and an operator; an ACL; and a mosquitto
 with two TLS listeners on 127.0.0.1, free ports, `allow_anonymous false`:
 
 - `port`: user name and password over TLS;
-- `cert_port`: the same, and a client certificate signed by the CA is required too.
+- `cert_port`: the same, and a client certificate signed by the CA is required too;
+- `operator_port`: user name and password over TLS, the operator's account only.
+
+On the hubs' listeners (`port`, `cert_port`) the client id is the user name
+(`use_username_as_clientid true`): one hub's credentials cannot take over another's
+session by connecting with its client id. The operator's tools (`edgecast release`,
+`fleet status`, a test's session), which connect several at once under one user name,
+use `operator_port`, whose password file holds the operator alone.
 
 The ACL fences each hub to its own topics: it reads and publishes under
 `edgecast/hub/<id>/#`, reads and publishes `edgecast/readings/<id>`, and nothing else.
@@ -39,6 +46,7 @@ class SecureBroker:
     ca_file: Path
     passwords: dict = field(default_factory=dict)  # user -> password
     process: subprocess.Popen = None
+    operator_port: int = 0  # the operator's listener (see the module's docstring)
 
     def password_file(self, user: str) -> Path:
         """The user's password in a file of its own (mode 0600), as a hub keeps it."""
@@ -88,16 +96,22 @@ def acl_text(operator: str) -> str:
 
 
 def config_text(broker: SecureBroker) -> str:
+    """Per-listener settings: the hubs' listeners bind the client id to the user name,
+    the operator's listener takes only the operator's account."""
     folder = broker.folder
     tls = (f"cafile {folder / 'ca.crt'}\ncertfile {folder / 'server.crt'}\nkeyfile {folder / 'server.key'}\n"
            "tls_version tlsv1.2\n")
+    hubs = (f"allow_anonymous false\npassword_file {folder / 'passwd'}\nacl_file {folder / 'acl'}\n"
+            "use_username_as_clientid true\n")
+    operator = (f"allow_anonymous false\npassword_file {folder / 'operator.passwd'}\n"
+                f"acl_file {folder / 'acl'}\n")
     # Started as root, mosquitto drops to the user `mosquitto`, who cannot read this
     # test's files; it stays the user running the tests instead.
     user = pwd.getpwuid(os.geteuid()).pw_name
-    return (f"user {user}\nallow_anonymous false\npassword_file {folder / 'passwd'}\nacl_file {folder / 'acl'}\n"
-            f"log_dest file {folder / 'mosquitto.log'}\n\n"
-            f"listener {broker.port} {LOOPBACK}\n{tls}require_certificate false\n\n"
-            f"listener {broker.cert_port} {LOOPBACK}\n{tls}require_certificate true\n")
+    return (f"user {user}\nper_listener_settings true\nlog_dest file {folder / 'mosquitto.log'}\n\n"
+            f"listener {broker.port} {LOOPBACK}\n{hubs}{tls}require_certificate false\n\n"
+            f"listener {broker.cert_port} {LOOPBACK}\n{hubs}{tls}require_certificate true\n\n"
+            f"listener {broker.operator_port} {LOOPBACK}\n{operator}{tls}require_certificate false\n")
 
 
 def start(broker: SecureBroker) -> None:
@@ -107,7 +121,7 @@ def start(broker: SecureBroker) -> None:
                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         log.close()
-    wait_listening(broker, (broker.port, broker.cert_port))
+    wait_listening(broker, (broker.port, broker.cert_port, broker.operator_port))
 
 
 def wait_listening(broker: SecureBroker, ports) -> None:
@@ -143,8 +157,9 @@ def secure_broker(tmp_path):
     passwords = {**HUBS, OPERATOR[0]: OPERATOR[1]}
     make_certificates(folder, list(passwords))
     make_password_file(folder / "passwd", passwords)
+    make_password_file(folder / "operator.passwd", dict([OPERATOR]))
     (folder / "acl").write_text(acl_text(OPERATOR[0]))
-    broker = SecureBroker(folder, free_port(), free_port(), folder / "ca.crt", passwords)
+    broker = SecureBroker(folder, free_port(), free_port(), folder / "ca.crt", passwords, operator_port=free_port())
     (folder / "mosquitto.conf").write_text(config_text(broker))
     try:
         start(broker)

@@ -73,7 +73,7 @@ class Hub:
         self.log = open(folder / "hub.log", "wb")
         command = [str(RUNTIME), "mqtt", str(folder / "model.onnx"), "--broker", f"127.0.0.1:{broker.port}",
                    "--subscribe", f"edgecast/readings/{name}", "--publish", f"edgecast/hub/{name}/forecasts",
-                   "--client-id", name, "--username", name, "--password-file", str(broker.password_file(name)),
+                   "--username", name, "--password-file", str(broker.password_file(name)),
                    "--ca-file", str(broker.ca_file), "--trust", str(public_key), "--poll-interval", "0",
                    "--state", str(folder / "state.json")]
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -155,7 +155,7 @@ def wait_for(session: OperatorSession, check, what: str) -> dict:
 
 
 def broker_options(broker) -> list[str]:
-    return ["--broker", f"127.0.0.1:{broker.port}", "--username", "operator",
+    return ["--broker", f"127.0.0.1:{broker.operator_port}", "--username", "operator",
             "--password-file", str(broker.password_file("operator")), "--ca-file", str(broker.ca_file)]
 
 
@@ -168,7 +168,7 @@ def fleet(secure_broker, tmp_path):  # noqa: F811  (the imported fixture)
     for hub in HUBS:
         make_bundle(fleet_dir / hub, V2, keys.private)
     hubs = [Hub(hub, tmp_path / "hubs" / hub, secure_broker, keys.public) for hub in HUBS]
-    settings = BrokerSettings(f"127.0.0.1:{secure_broker.port}", "operator",
+    settings = BrokerSettings(f"127.0.0.1:{secure_broker.operator_port}", "operator",
                               str(secure_broker.password_file("operator")), ca_file=str(secure_broker.ca_file))
     try:
         with OperatorSession(settings, client_id="test-operator") as session:
@@ -320,7 +320,7 @@ def test_canary_that_never_answers_stops_the_rollout_from_the_command_line(secur
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
     assert "stopped" in lines[0] and "hub-2 no answer" in lines[0] and "(hub-3)" in lines[0], lines[0]
-    settings = BrokerSettings(f"127.0.0.1:{secure_broker.port}", "operator",
+    settings = BrokerSettings(f"127.0.0.1:{secure_broker.operator_port}", "operator",
                               str(secure_broker.password_file("operator")), ca_file=str(secure_broker.ca_file))
     retained = {}
     with OperatorSession(settings, client_id="test-retained") as session:

@@ -172,7 +172,7 @@ def start_hub(name: str, folder, broker, public_key, *extra: str) -> subprocess.
     shutil.copy(V1, folder / "model.onnx")
     command = [str(RUNTIME), "mqtt", str(folder / "model.onnx"), "--broker", f"127.0.0.1:{broker.port}",
                "--subscribe", f"edgecast/readings/{name}", "--publish", f"edgecast/hub/{name}/forecasts",
-               "--client-id", name, "--username", name, "--password-file", str(broker.password_file(name)),
+               "--username", name, "--password-file", str(broker.password_file(name)),
                "--ca-file", str(broker.ca_file), "--trust", str(public_key), *extra]
     return subprocess.Popen(command, stdout=open(folder / "hub.log", "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -183,7 +183,7 @@ def test_trusting_hub_never_serves_an_unsigned_model_and_says_when_its_release_e
     bundle = make_bundle(tmp_path / "fleet" / "hub-1", V2, keys.private)
     folder = tmp_path / "hubs" / "hub-1"
     hub = start_hub("hub-1", folder, secure_broker, keys.public, "--poll-interval", "0.2")
-    settings = BrokerSettings(f"127.0.0.1:{secure_broker.port}", "operator",
+    settings = BrokerSettings(f"127.0.0.1:{secure_broker.operator_port}", "operator",
                               str(secure_broker.password_file("operator")), ca_file=str(secure_broker.ca_file))
     try:
         with OperatorSession(settings, client_id="test-operator") as session:

@@ -3,6 +3,7 @@ one-line usage error naming what was expected."""
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Callable, TypeVar
 
 from edgecast_runtime.admission import DEFAULT_MAX_MODEL_BYTES, ModelLoading
@@ -77,3 +78,32 @@ def model_loading(args: argparse.Namespace) -> ModelLoading:
     """Every model the command line loads is tried first in a bounded child process."""
     return ModelLoading(require_manifest=args.require_manifest,
                         max_model_bytes=args.max_model_bytes, trial=True)
+
+
+# The library's names for settings whose option is spelled otherwise (`allowed_hosts` is
+# the list `--allowed-host` builds).
+SETTING_DESTS = {"allowed_hosts": "allowed_host"}
+
+
+def option_table(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """{dest: '--long-option'} of every option of the parser and its subcommands."""
+    table: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                for dest, option in option_table(subparser).items():
+                    table.setdefault(dest, option)
+        longs = [option for option in action.option_strings if option.startswith("--")]
+        if longs:
+            table.setdefault(action.dest, max(longs, key=len))
+    return table
+
+
+def as_flags(message: str, settings: tuple[str, ...], table: dict[str, str]) -> str:
+    """A library message that names settings (`neighbour_wait`), said with the command
+    line's flags (`--neighbour-wait`): each named setting standing as a word of its own."""
+    for setting in settings:
+        flag = table.get(SETTING_DESTS.get(setting, setting))
+        if flag:
+            message = re.sub(rf"(?:(?<=^)|(?<=[\s(])){re.escape(setting)}(?=[\s),:;]|$)", flag, message)
+    return message

@@ -15,9 +15,11 @@ from edgecast_runtime import __version__
 from edgecast_runtime.cli import commands, option_groups, replay
 from edgecast_runtime.cli import stream as stream_command
 from edgecast_runtime.cli.arguments import (
+    as_flags,
     model_arguments,
     model_loading,
     non_negative_float,
+    option_table,
     port,
     positive_float,
     positive_int,
@@ -74,13 +76,14 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         return args.run(args)
     except UsageError as exc:
         return fail(str(exc), USAGE_EXIT)
-    except EdgecastRuntimeError as exc:
-        return fail(str(exc), exit_code_for(exc))
+    except EdgecastRuntimeError as exc:  # the library names settings; the command line says flags
+        return fail(as_flags(str(exc), exc.settings, option_table(parser)), exit_code_for(exc))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -176,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on SIGTERM, wait up to S seconds for requests in flight "
                             "(default %(default)s)")
     serve.add_argument("--token-file", metavar="FILE",
-                       help="require 'Authorization: Bearer TOKEN' (the file's first line) on "
-                            "every endpoint except /healthz; needed beyond loopback")
+                       help="require 'Authorization: Bearer TOKEN' (the file's first line; the file "
+                            "owner-only, mode 0600) on every endpoint; /healthz without it says only "
+                            "ok or degraded; needed beyond loopback")
     serve.add_argument("--trusted-network", action="store_true",
                        help="serve beyond loopback without a token (the network is trusted)")
     serve.add_argument("--max-connections", type=positive_int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
@@ -209,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--client-id", default=None,
                       help="MQTT client id (default: edgecast-[HUB-ID-]HASH, HASH from /etc/machine-id and "
                            "the --subscribe topic); the broker keeps this client's session and queued "
-                           "readings under it")
+                           "readings under it. No credential: bind ids to user names on the broker "
+                           "(docs/releases.md)")
     mqtt.add_argument("--max-payload", type=positive_int, default=mqtt_policy.DEFAULT_MAX_READING_BYTES,
                       metavar="BYTES", help="largest reading accepted (default %(default)s, at most "
                                             f"{mqtt_policy.MAX_READING_BYTES}); larger ones are dropped unread")

@@ -117,7 +117,8 @@ def neighbour_arguments(parser: argparse.ArgumentParser) -> None:
                        help="topic of a station's readings, with {station} (default %(default)s)")
     group.add_argument("--neighbour-wait", type=non_negative_float, default=neighbours.DEFAULT_WAIT_SECONDS,
                        metavar="S", help="wait up to S seconds for the neighbours' readings of the same time, "
-                       "then forecast with those present (default %(default)s)")
+                       "then forecast with those present (default %(default)s; serve: GET /v1/forecast/latest "
+                       "shows a forecast released so)")
     group.add_argument("--publish-readings", action="store_true",
                        help="publish this hub's own readings on the readings topic for its neighbours")
 

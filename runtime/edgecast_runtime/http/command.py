@@ -19,6 +19,7 @@ from edgecast_runtime.http.defaults import (
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT,
 )
+from edgecast_runtime.http.latest import TIMER
 from edgecast_runtime.http.limits import allowed_host_names
 from edgecast_runtime.http.server import ForecastServer
 from edgecast_runtime.lifecycle import FilePath, on_signals, open_holder, warn_if_memory_only
@@ -43,6 +44,13 @@ def feed_watchdog(server: ForecastServer, notifier: Notifier, watcher: ModelWatc
         notifier.watchdog(watcher.alive)
 
     server.service_actions = service_actions
+
+
+def released_by_timer(server: ForecastServer, answer: dict) -> None:
+    """A forecast the neighbours' wait released after its request was answered: logged,
+    and kept for GET /v1/forecast/latest."""
+    log_event({"event": "forecast", **answer})
+    server.latest.offer(answer, TIMER)
 
 
 def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -88,8 +96,7 @@ def run_serve(model_path: FilePath, *, host: str = DEFAULT_HOST, port: int = DEF
     if neighbours and neighbours.get("station"):
         server.neighbours = open_link(streamer, state=state, **neighbours)
         if server.neighbours is not None:
-            server.neighbours.start_releasing(lambda answer: log_event({"event": "forecast", **answer}),
-                                              threading.Event())
+            server.neighbours.start_releasing(lambda answer: released_by_timer(server, answer), threading.Event())
     bound_host, bound_port = server.server_address[:2]
     model = holder.current
     log_event({"event": "listening", "host": bound_host, "port": bound_port,

@@ -130,8 +130,8 @@ def allowed_host_names(extra: Iterable[str] = (), bind_host: Optional[str] = Non
         names.add(_normal(bind_host))
     for name in extra:
         if not _NAME.fullmatch(_normal(name)):
-            raise EdgecastRuntimeError(f"--allowed-host {name!r} is not a host name "
-                                       f"(letters, digits, '-', '_' and dots; no port)")
+            raise EdgecastRuntimeError(f"allowed_hosts {name!r} is not a host name "
+                                       f"(letters, digits, '-', '_' and dots; no port)", setting="allowed_hosts")
         names.add(_normal(name))
     return frozenset(names)
 
@@ -151,8 +151,8 @@ def check_host(headers: Message, request_version: str, target: str, allowed: fro
         name = _host_name(host)
         if not (_is_ip(name) or name in allowed):
             log_event({"event": "host_refused", "client": client, "host": host[:200]})
-            raise HttpError(421, f"this hub does not answer to the host {host[:100]!r}; start serve "
-                                 f"with --allowed-host NAME to serve that name", close=True)
+            raise HttpError(421, f"this hub does not answer to the host {host[:100]!r}; the hub's "
+                                 f"allowed_hosts setting lists the names it serves", close=True)
 
 
 def declared_length(headers: Message, max_body: int) -> Optional[int]:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from edgecast_runtime import __version__
 from edgecast_runtime.errors import InputError, ModelError, StateError
 from edgecast_runtime.formatting import float_list
-from edgecast_runtime.http.auth import authorized
+from edgecast_runtime.http.auth import authorized, carries_token
 from edgecast_runtime.http.connections import BoundedConnections, ConnectionTable
 from edgecast_runtime.http.defaults import (
     DEFAULT_MAX_BATCH,
@@ -25,6 +25,7 @@ from edgecast_runtime.http.defaults import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
 )
+from edgecast_runtime.http.latest import OBSERVE, LatestForecast
 from edgecast_runtime.http.limits import (
     DEFAULT_MAX_HEAD_BYTES,
     DeadlineReader,
@@ -54,6 +55,7 @@ ROUTES = {
     "/healthz": {"GET": "health"},
     "/metrics": {"GET": "metrics_text"},
     "/v1/metrics": {"GET": "metrics_json"},
+    "/v1/forecast/latest": {"GET": "latest_forecast"},
 }
 
 
@@ -84,6 +86,7 @@ class ForecastServer(BoundedConnections, ThreadingHTTPServer):
         self.holder = holder
         self.streamer = streamer
         self.metrics = metrics  # metrics.HubMetrics, for /metrics and /v1/metrics
+        self.latest = LatestForecast()  # GET /v1/forecast/latest
         self.max_body = max_body
         self.max_batch = max_batch
         self.request_timeout = request_timeout
@@ -255,9 +258,14 @@ class ForecastHandler(BaseHTTPRequestHandler):
         streamer = self.server.streamer
         link = getattr(self.server, "neighbours", None)  # neighbours.NeighbourLink of a hub with neighbours
         if link is not None:
-            answer = link.http_answer(link.observe_document(document, streamer.forecaster.layout, streamer.clock))
+            released = link.observe_document(document, streamer.forecaster.layout, streamer.clock)
+            answer = link.http_answer(released)
         else:
-            answer = streamer.observe_reading(reading_from_json(document, streamer.forecaster.layout, streamer.clock))
+            released = [streamer.observe_reading(reading_from_json(document, streamer.forecaster.layout,
+                                                                   streamer.clock))]
+            answer = dict(released[0])
+        for item in released:
+            self.server.latest.offer(item, OBSERVE)
         model = streamer.forecaster
         self._model_sha = model.sha256
         answer.update(model_name=model.model_name, model_sha256=model.sha256)
@@ -278,10 +286,16 @@ class ForecastHandler(BaseHTTPRequestHandler):
         self._model_sha = model.sha256
         # 503 "degraded": a dead or stuck model watcher would never take a new model.
         healthy = watcher is None or (watcher["alive"] and not watcher["stalled"])
-        return 200 if healthy else 503, {
+        status = 200 if healthy else 503
+        if not carries_token(self.headers.get("Authorization"), self.server.token):
+            return status, {"status": "ok" if healthy else "degraded"}  # a probe without the token: no details
+        return status, {
             "status": "ok" if healthy else "degraded", "model_name": model.model_name,
             "model_sha256": model.sha256, "uptime_seconds": round(time.monotonic() - self.server.started, 3),
             "stream": self.server.streamer.status(), "watcher": watcher}
+
+    def _latest_forecast(self):
+        return 200, self.server.latest.answer()
 
     def _metrics_text(self):
         return 200, TextBody(self._hub_metrics().text(), TEXT_CONTENT_TYPE)

@@ -310,8 +310,8 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
     updater = None
     if trust is not None:
         if not hub_id:
-            raise EdgecastRuntimeError("--trust needs --hub-id (or --username): the hub's topics "
-                                       "are edgecast/hub/ID/...")
+            raise EdgecastRuntimeError("trust needs hub_id (or username): the hub's topics "
+                                       "are edgecast/hub/ID/...", setting=("trust", "hub_id", "username"))
         updater = HubUpdater(check_hub_id(hub_id), trust, release_dir or Path(model_path).parent / "releases",
                              model_path)
         model_path = updater.model_path
@@ -354,17 +354,17 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
 
 
 def _subscriptions(subscribe: str, updater: Optional[HubUpdater], link: Optional[NeighbourLink]) -> list:
-    """(option, filter) of every subscription, for mqtt.policy.check_topics."""
-    return [("--subscribe", subscribe), *(("--hub-id", topic) for topic in (updater.topics if updater else ())),
-            *(("--neighbour-topic", topic) for topic in (link.subscriptions() if link is not None else ()))]
+    """(setting, filter) of every subscription, for mqtt.policy.check_topics."""
+    return [("subscribe", subscribe), *(("hub_id", topic) for topic in (updater.topics if updater else ())),
+            *(("neighbour_topic", topic) for topic in (link.subscriptions() if link is not None else ()))]
 
 
 def _publications(publish: str, status_topic: Optional[str], updater: Optional[HubUpdater],
                   link: Optional[NeighbourLink]) -> list:
-    """(option, topic) of every topic the hub publishes to."""
-    topics = [("--publish", publish), ("--status-topic", status_topic)]
+    """(setting, topic) of every topic the hub publishes to."""
+    topics = [("publish", publish), ("status_topic", status_topic)]
     if updater is not None:
-        topics += [("--hub-id", updater.status_topic), ("--hub-id", updater.online_topic)]
+        topics += [("hub_id", updater.status_topic), ("hub_id", updater.online_topic)]
     if link is not None and link.publish_readings:
-        topics.append(("--publish-readings", link.readings_topic))
+        topics.append(("publish_readings", link.readings_topic))
     return topics

@@ -37,7 +37,7 @@ from edgecast_runtime.releases.delivery import MAX_RELEASE_MESSAGE_BYTES
 PathLike = Union[str, Path]
 
 DEFAULT_MAX_READING_BYTES = 64 * 1024  # a reading is a line of numbers: well under 1 KiB
-MAX_READING_BYTES = 1024 * 1024  # the most --max-payload may allow
+MAX_READING_BYTES = 1024 * 1024  # the most max_payload may allow
 PACKET_OVERHEAD_BYTES = 4096  # fixed header, topic name, packet id and properties
 READING, NEIGHBOUR, RELEASE = "reading", "neighbour reading", "release message"
 
@@ -54,7 +54,8 @@ class PayloadGate:
     def __init__(self, max_reading_bytes: int = DEFAULT_MAX_READING_BYTES, releases: bool = False,
                  log: Callable[[dict], None] = log_event) -> None:
         if not 0 < max_reading_bytes <= MAX_READING_BYTES:
-            raise OptionError(f"--max-payload must be 1 to {MAX_READING_BYTES} bytes, got {max_reading_bytes}")
+            raise OptionError(f"max_payload must be 1 to {MAX_READING_BYTES} bytes, got {max_reading_bytes}",
+                              setting="max_payload")
         self.limits = {READING: max_reading_bytes, NEIGHBOUR: max_reading_bytes}
         if releases:
             self.limits[RELEASE] = MAX_RELEASE_MESSAGE_BYTES
@@ -93,18 +94,20 @@ class PayloadGate:
 def check_topics(subscriptions: Iterable[Tuple[str, str]], publications: Iterable[Tuple[str, Optional[str]]],
                  matches: Callable[[str, str], bool]) -> None:
     """Refuse (OptionError) a publication topic that is a filter, and a subscription
-    filter that matches a topic the hub publishes to. Both are (option, topic) pairs;
+    filter that matches a topic the hub publishes to. Both are (setting, topic) pairs;
     `matches(filter, topic)` is paho's topic_matches_sub."""
     subscriptions = list(subscriptions)
     for option, topic in publications:
         if not topic:
             continue
         if "+" in topic or "#" in topic:
-            raise OptionError(f"{option} {topic!r} is a topic filter; the hub publishes to one topic name")
+            raise OptionError(f"{option} {topic!r} is a topic filter; the hub publishes to one topic name",
+                              setting=option)
         for filter_option, topic_filter in subscriptions:
             if matches(topic_filter, topic):
                 raise OptionError(f"{filter_option} {topic_filter!r} matches {option} {topic!r}, where this hub "
-                                  f"publishes: it would read its own messages; subscribe to a narrower topic")
+                                  f"publishes: it would read its own messages; subscribe to a narrower topic",
+                                  setting=(filter_option, option))
 
 
 def read_machine_id(paths: Sequence[PathLike] = MACHINE_ID_FILES) -> Optional[bytes]:
@@ -132,7 +135,7 @@ def _state_secret(state: PathLike) -> bytes:
         return bytes.fromhex(secret)
     except (OSError, UnicodeDecodeError) as exc:
         raise StateError(f"cannot keep the MQTT client id's secret in {path}: {exc}; "
-                         f"give --client-id") from None
+                         f"give client_id", setting="client_id") from None
 
 
 def default_client_id(subscribe: str, name: Optional[str] = None, state: Optional[PathLike] = None,

@@ -61,8 +61,8 @@ def release_checks() -> ModuleType:
     try:
         from edgecast_runtime.releases import record as release_record
     except ImportError:
-        raise EdgecastRuntimeError("--trust needs the 'cryptography' package: "
-                                   "pip install 'edgecast-runtime[releases]'") from None
+        raise EdgecastRuntimeError("trust needs the 'cryptography' package: "
+                                   "pip install 'edgecast-runtime[releases]'", setting="trust") from None
     return release_record
 
 
