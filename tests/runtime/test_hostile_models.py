@@ -33,6 +33,7 @@ from support.runtime import (
     ONE,
     ONE_V2,
     REPO,
+    TIME_SCALE,
     UNIT_MEMORY_CAP_MB,
     Server,
     assert_one_line_error,
@@ -186,10 +187,10 @@ def test_hostile_model_at_start_up_exits_3_with_one_line(tmp_path, attack):
     attack.deploy(model)
     command = [cli_path(), "serve", str(model), "--host", LOOPBACK, "--port", "0", *attack.options]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=20,
+        result = subprocess.run(command, capture_output=True, text=True, timeout=20 * TIME_SCALE,
                                 cwd=model.parent)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"serve did not refuse {attack.name} within 20 s")
+        pytest.fail(f"serve did not refuse {attack.name} within {20 * TIME_SCALE:g} s")
     assert_one_line_error(result, 3, attack.fragment)
 
 
