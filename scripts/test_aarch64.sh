@@ -97,7 +97,8 @@ cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
     LANG=C.UTF-8 PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 ORT_DISABLE_TELEMETRY=1 \
-    EDGECAST_TEST_TIME_SCALE="${EDGECAST_TEST_TIME_SCALE:-8}" "$@"; }
+    EDGECAST_TEST_TIME_SCALE="${EDGECAST_TEST_TIME_SCALE:-8}" \
+    EDGECAST_RUNTIME_TRIAL_SECONDS="${EDGECAST_RUNTIME_TRIAL_SECONDS:-240}" "$@"; }
 
 say "$(in_root /usr/bin/python3 -c 'import platform, sys; print(platform.machine(), sys.version.split()[0])')"
 if [ ! -x "$ROOT/opt/venv/bin/python" ]; then

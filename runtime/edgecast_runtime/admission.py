@@ -38,11 +38,13 @@ class ModelLoading:
     """How model files are admitted. `require_manifest`: a model without a
     manifest.json beside it is refused (IntegrityError). `max_model_bytes`: a larger
     file is refused before it is read. `trial`: try each model in a child process
-    first (on for the long-running commands; the Python API loads directly)."""
+    first (on for the long-running commands; the Python API loads directly), stopped
+    after `trial_seconds` (a slow board, or an emulated one, may need more)."""
 
     require_manifest: bool = False
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     trial: bool = False
+    trial_seconds: float = TRIAL_TIMEOUT_SECONDS
 
     @property
     def trial_memory_bytes(self) -> int:

@@ -196,7 +196,8 @@ class ModelWatcher:
                 "last_poll_age_seconds": round(age, 3), "poll_interval": self.interval}
 
     def _stall_seconds(self) -> float:
-        return max(STALL_SECONDS, 3 * (self.interval or HEARTBEAT_SECONDS))
+        trial = self.holder.loading.trial_seconds + 30.0  # a reload may spend a whole trial
+        return max(STALL_SECONDS, trial, 3 * (self.interval or HEARTBEAT_SECONDS))
 
     def _run(self) -> None:
         try:

@@ -3,14 +3,17 @@ one-line usage error naming what was expected."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from typing import Callable, TypeVar
 
-from edgecast_runtime.admission import DEFAULT_MAX_MODEL_BYTES, ModelLoading
+from edgecast_runtime.admission import DEFAULT_MAX_MODEL_BYTES, TRIAL_TIMEOUT_SECONDS, ModelLoading
 from edgecast_runtime.clock import parse_clock
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.model import DEFAULT_THREADS
 from edgecast_runtime.skill.rolling import parse_window
+
+TRIAL_SECONDS_VARIABLE = "EDGECAST_RUNTIME_TRIAL_SECONDS"
 
 Number = TypeVar("Number", int, float)
 
@@ -72,12 +75,28 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-model-bytes", type=positive_int, default=DEFAULT_MAX_MODEL_BYTES,
                         metavar="BYTES", help="refuse a larger model file unread "
                                               "(default %(default)s)")
+    parser.add_argument("--trial-seconds", type=positive_float, default=default_trial_seconds(), metavar="S",
+                        help="stop a model's trial (a load and one forecast in a child process) after "
+                             f"S seconds (default %(default)s, or ${TRIAL_SECONDS_VARIABLE}; a slow board "
+                             "may need more)")
+
+
+def default_trial_seconds() -> float:
+    """The trial's time limit unless the command line says otherwise: a slow board sets it
+    once for every command (the unit's Environment=)."""
+    text = os.environ.get(TRIAL_SECONDS_VARIABLE)
+    if text is None:
+        return TRIAL_TIMEOUT_SECONDS
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError as exc:
+        raise EdgecastRuntimeError(f"${TRIAL_SECONDS_VARIABLE}: {exc}") from None
 
 
 def model_loading(args: argparse.Namespace) -> ModelLoading:
     """Every model the command line loads is tried first in a bounded child process."""
     return ModelLoading(require_manifest=args.require_manifest,
-                        max_model_bytes=args.max_model_bytes, trial=True)
+                        max_model_bytes=args.max_model_bytes, trial=True, trial_seconds=args.trial_seconds)
 
 
 # The library's names for settings whose option is spelled otherwise (`allowed_hosts` is

@@ -76,14 +76,16 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    parser = None
     try:
+        parser = build_parser()  # its defaults may come from the environment, and be wrong
         args = parser.parse_args(argv)
         return args.run(args)
     except UsageError as exc:
         return fail(str(exc), USAGE_EXIT)
     except EdgecastRuntimeError as exc:  # the library names settings; the command line says flags
-        return fail(as_flags(str(exc), exc.settings, option_table(parser)), exit_code_for(exc))
+        flags = option_table(parser) if parser is not None else {}
+        return fail(as_flags(str(exc), exc.settings, flags), exit_code_for(exc))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
