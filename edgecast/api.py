@@ -222,7 +222,8 @@ def export(bundle: str | Path, *, progress: Progress | None = None, **settings: 
     asked = [quantize] if isinstance(quantize, str) else list(quantize)
     modes = asked + ["tflite-int8"] * (target == "mcu" and "tflite-int8" not in asked)
     result = export_bundle(Path(bundle), opset=given["opset"], tflite=given["tflite"], progress=progress or _silent,
-                           quantize=modes, builtin_ops=given["builtin_ops"] or target == "mcu")
+                           quantize=modes, builtin_ops=given["builtin_ops"] or target == "mcu",
+                           max_rmse_change=given["max_rmse_change"])
     refused = {mode: why for mode, why in result.refused.items() if mode in asked}
     from edgecast.export.micro import MICRO_DIR, export_micro
 

@@ -32,7 +32,7 @@ TFLITE_FILE = "model.tflite"
 def export_bundle(
     bundle_dir: Path, opset: int = EXPORT_DEFAULTS.opset, tflite: bool = EXPORT_DEFAULTS.tflite,
     progress: Callable[[str], object] = print, quantize: Sequence[str] = EXPORT_DEFAULTS.quantize,
-    builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops,
+    builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops, max_rmse_change: float = EXPORT_DEFAULTS.max_rmse_change,
 ) -> ExportResult:
     """Write model.onnx (and model.tflite) only if they pass parity; then the manifest.
 
@@ -44,7 +44,7 @@ def export_bundle(
     """
     from .quantize import check_modes
 
-    modes = check_modes(list(quantize))
+    modes = check_modes(list(quantize), max_rmse_change)
     bundle = read_bundle(bundle_dir)
     model = bundle.load_model()
     held_out = held_out_windows(bundle, model)  # before converting: a damaged bundle fails in a blink
@@ -68,21 +68,23 @@ def export_bundle(
         for path in temporary.values():
             Path(path).unlink(missing_ok=True)
     artifacts = _artifact_entries(bundle.path, list(staged), opset)
-    return _add_quantized(bundle, model, modes, artifacts, parity, progress)
+    return _add_quantized(bundle, model, modes, artifacts, parity, progress, max_rmse_change)
 
 
 def _add_quantized(
     bundle: Bundle, model: keras.Model, modes: list[str], artifacts: dict, parity: ParityReport,
-    progress: Callable[[str], object],
+    progress: Callable[[str], object], max_rmse_change: float = EXPORT_DEFAULTS.max_rmse_change,
 ) -> ExportResult:
     from .variants import export_quantized, remove_stale
 
     floats = {name: bundle.path / name for name, entry in artifacts.items() if entry.get("precision") == "float32"}
-    quantized = export_quantized(bundle, model, modes, floats, progress) if modes else None
+    quantized = export_quantized(bundle, model, modes, floats, progress, max_rmse_change) if modes else None
     extra = {}
     if quantized:
         artifacts.update(quantized.entries)
         extra = {"quantization": {"refused": quantized.refused, "accuracy": quantized.accuracy.to_dict()}}
+        if quantized.auto is not None:
+            extra["quantization"]["auto"] = quantized.auto
     manifest = write_manifest(bundle, artifacts, parity.to_dict(), extra)
     removed = remove_stale(bundle.path, set(artifacts))  # after the manifest stops listing them
     return ExportResult.from_manifest(bundle.path, bundle.path / MANIFEST_NAME, manifest, removed)
