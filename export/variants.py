@@ -59,7 +59,8 @@ def export_quantized(
     compares sizes and errors in one place. With `auto` among the modes, see the module."""
     windows = bundle.windows()
     asked = [name for name in mode_names if name != AUTO]
-    candidates = [name for name in MODES if name not in asked] if AUTO in mode_names else []
+    candidates = [name for name in MODES if name not in asked and FLOAT_FILES[MODES[name].kind] in float_files
+                  ] if AUTO in mode_names else []  # a backend whose float file was not exported has no candidates
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=bundle.path) as scratch:
         made, refused = {}, {}
         for name in asked + candidates:
