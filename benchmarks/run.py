@@ -11,6 +11,9 @@ Two epochs are enough: speed does not depend on how well a model is trained, onl
 on its shape. The Changping models need ../shared/data (or --data); without it they are
 skipped with a message and only the tutorial model is measured.
 
+The backends are timed interleaved, in rounds (edgecast/benchmarking/rounds.py), and
+every ratio is reported with its bootstrap 95 % interval, beside the targets too.
+
 Run `make .venv-runtime/.installed` first so that the runtime's cold start and size are
 measured in the runtime-only environment, as on a hub.
 """
@@ -83,10 +86,16 @@ def header(report: dict) -> str:
     return (
         f"Measured {report['created']} on {m['cpu']} ({m['cores']} cores, shared), Python {m['python']}, "
         f"onnxruntime {v['onnxruntime']}, TensorFlow {v['tensorflow']}, Keras {v['keras']}, "
-        f"ai-edge-litert {v['ai-edge-litert']}. Latency: 1 thread, single window. Throughput: windows/s "
+        f"ai-edge-litert {v['ai-edge-litert']}, load average {_load(m.get('load_average_before'))} before and "
+        f"{_load(m.get('load_average_after'))} after. Backends timed interleaved in rounds; each ratio is the median "
+        f"over rounds with its bootstrap 95 % interval. Latency: 1 thread, single window. Throughput: windows/s "
         f"at the stated thread count. Environment: runtime-only {env['runtime-only']['bytes'] / 1e6:.0f} MB, "
         f"full toolkit {env['full toolkit']['bytes'] / 1e6:.0f} MB installed.\n\n"
     )
+
+
+def _load(averages: list[float] | None) -> str:
+    return "/".join(f"{value:.2f}" for value in averages) if averages else "unknown"
 
 
 if __name__ == "__main__":

@@ -19,13 +19,24 @@ def targets(model: dict, environments: dict | None) -> list[dict]:
     def latency(name: str) -> float | None:
         return backends[name]["latency_us"]["median"] if "latency_us" in backends.get(name, {}) else None
 
-    runtime, bare, litert, keras = (latency(n) for n in ("runtime", "onnxruntime", "litert", "keras-predict"))
-    if runtime and bare:
-        add("runtime latency / bare onnxruntime latency", runtime / bare, 1.15, runtime / bare <= 1.15)
-    if runtime and litert:
-        add("runtime latency / LiteRT latency", runtime / litert, 1.0, runtime < litert)
-    if runtime and keras:
-        add("Keras predict latency / runtime latency", keras / runtime, 1000, keras / runtime >= 1000)
+    def interleaved(top: str, bottom: str) -> tuple[float, list[float] | None] | None:
+        """The ratio of the interleaved rounds (median, 95 % interval); else of the two medians."""
+        for found_ratio in model.get("ratios", []):
+            if (found_ratio["numerator"], found_ratio["denominator"], found_ratio["measure"]) == (top, bottom, "latency"):
+                return found_ratio["median"], [found_ratio["low"], found_ratio["high"]]
+        a, b = latency(top), latency(bottom)
+        return (a / b, None) if a and b else None
+
+    for top, bottom, name, limit, met in (
+        ("runtime", "onnxruntime", "runtime latency / bare onnxruntime latency", 1.15, lambda r: r <= 1.15),
+        ("runtime", "litert", "runtime latency / LiteRT latency", 1.0, lambda r: r < 1.0),
+        ("keras-predict", "runtime", "Keras predict latency / runtime latency", 1000, lambda r: r >= 1000),
+    ):
+        measured = interleaved(top, bottom)
+        if measured is not None:
+            add(name, measured[0], limit, met(measured[0]))
+            if measured[1] is not None:
+                found[-1]["interval_95"] = measured[1]
     if "runtime" in backends and "keras-predict" in backends:
         cold_runtime, cold_keras = backends["runtime"]["cold_start"], backends["keras-predict"]["cold_start"]
         ratio = cold_runtime["median_s"] / cold_keras["median_s"]
@@ -48,8 +59,10 @@ def targets(model: dict, environments: dict | None) -> list[dict]:
 
 def targets_table(found: list[dict]) -> list[str]:
     """Markdown lines: one row per target."""
-    lines = ["| target | measured | limit | met |", "|---|---|---|---|"]
+    lines = ["| target | measured [95 % interval] | limit | met |", "|---|---|---|---|"]
     for target in found:
         met = "yes" if target["met"] else "**no**"
-        lines.append(f"| {target['target']} | {target['value']:.3g}× | {target['limit']:g}× | {met} |")
+        interval = target.get("interval_95")
+        value = f"{target['value']:.3g}×" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+        lines.append(f"| {target['target']} | {value} | {target['limit']:g}× | {met} |")
     return lines

@@ -218,7 +218,8 @@ def export(bundle: str | Path, *, progress: Progress | None = None, **settings: 
     quantize = given["quantize"]
     modes = [quantize] if isinstance(quantize, str) else list(quantize)
     return export_bundle(Path(bundle), opset=given["opset"], tflite=given["tflite"], progress=progress or _silent,
-                         quantize=modes, builtin_ops=given["builtin_ops"], target=given["target"])
+                         quantize=modes, builtin_ops=given["builtin_ops"], target=given["target"],
+                         max_rmse_change=given["max_rmse_change"])
 
 
 def verify(bundle: str | Path) -> VerifyResult:

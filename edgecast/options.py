@@ -147,10 +147,25 @@ EXPORT_OPTIONS = (
     Option("opset", int, EXPORT_DEFAULTS.opset, "ONNX opset.", EXPORT),
     Option("tflite", bool, EXPORT_DEFAULTS.tflite, "Also export TFLite float32 (static batch 1).", EXPORT),
     Option("quantize", str, EXPORT_DEFAULTS.quantize, "Also write a quantized artifact (repeat, or comma-separated): "
-           "onnx-int8, tflite-fp16, tflite-dynamic-int8, tflite-int8, tflite-int16x8.", EXPORT, many=True, commas=True),
+           "onnx-int8, onnx-static-int8, tflite-fp16, tflite-dynamic-int8, tflite-int8, tflite-int16x8; or auto: "
+           "per backend the smallest batch-independent file within --max-rmse-change.", EXPORT, many=True, commas=True),
     Option("builtin_ops", bool, EXPORT_DEFAULTS.builtin_ops, "Also write model.builtin.tflite: builtin ops only, LSTM "
            "unrolled (no Flex ops, control flow or variables), for TFLite Micro and minimal interpreters.", EXPORT),
 )
+# `edgecast export --max-rmse-change`: the fleet exports with the default budget.
+MAX_RMSE_CHANGE = Option("max_rmse_change", float, EXPORT_DEFAULTS.max_rmse_change, "With --quantize auto: the "
+                         "largest test-RMSE change a quantized file may cost, percent of the float model's (1%).",
+                         EXPORT, text=(lambda text: _percent(text), lambda value: f"{value:g}%"))
+
+
+def _percent(text: str) -> float:
+    """`1%` or `1` as 1.0; ValueError otherwise."""
+    try:
+        return float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise ValueError(f"'{text}' is not a percentage such as 1%") from None
+
+
 # `edgecast export --target`: not shared with the fleet, whose --target is the column to forecast.
 EXPORT_TARGET = Option("target", str, EXPORT_DEFAULTS.target, f"{' or '.join(TARGETS)}. hub: the artifacts above. "
                        "mcu: also BUNDLE/micro/, a TensorFlow Lite Micro build (int8 when it keeps test RMSE within 3%, "
@@ -160,7 +175,7 @@ EXPORT_TARGET = Option("target", str, EXPORT_DEFAULTS.target, f"{' or '.join(TAR
 # and the export options shared with `edgecast export`.
 TRAIN = READING_OPTIONS + TRAINING_OPTIONS + NEIGHBOUR_OPTIONS
 FLEET = TRAIN + EXPORT_OPTIONS
-EXPORT_COMMAND = EXPORT_OPTIONS + (EXPORT_TARGET,)
+EXPORT_COMMAND = EXPORT_OPTIONS + (MAX_RMSE_CHANGE, EXPORT_TARGET)
 TRAIN_CONFIG_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 _BY_NAME = {option.name: option for option in FLEET}
 

@@ -46,6 +46,7 @@ def export_bundle(
     bundle_dir: Path, opset: int = EXPORT_DEFAULTS.opset, tflite: bool = EXPORT_DEFAULTS.tflite,
     progress: Callable[[str], object] = print, quantize: Sequence[str] = EXPORT_DEFAULTS.quantize,
     builtin_ops: bool = EXPORT_DEFAULTS.builtin_ops, target: str = EXPORT_DEFAULTS.target,
+    max_rmse_change: float = EXPORT_DEFAULTS.max_rmse_change,
 ) -> ExportResult:
     """Write model.onnx (and model.tflite) only if they pass parity; then the quantized
     modes; then, for target "mcu", BUNDLE/micro/; last the manifest, written once.
@@ -65,7 +66,7 @@ def export_bundle(
 
     if target not in TARGETS:
         raise ExportError(f"target {target!r} is not one of {', '.join(TARGETS)}", settings=("target",))
-    asked = check_modes(list(quantize))
+    asked = check_modes(list(quantize), max_rmse_change)
     micro = target == MCU
     modes = asked + [MICRO_MODE] * (micro and MICRO_MODE not in asked)
     builtin_ops = builtin_ops or micro
@@ -96,7 +97,7 @@ def export_bundle(
         for path in temporary.values():
             Path(path).unlink(missing_ok=True)
     artifacts = _artifact_entries(bundle.path, list(staged), opset)
-    extra = _add_quantized(bundle, model, modes, artifacts, progress)
+    extra = _add_quantized(bundle, model, modes, artifacts, progress, max_rmse_change)
     refused = extra.get("quantization", {}).get("refused", {})
     built = None
     try:
@@ -111,17 +112,21 @@ def export_bundle(
 
 def _add_quantized(
     bundle: Bundle, model: keras.Model, modes: list[str], artifacts: dict, progress: Callable[[str], object],
+    max_rmse_change: float = EXPORT_DEFAULTS.max_rmse_change,
 ) -> dict:
     """Writes the quantized modes and adds their entries to `artifacts`; gives the manifest's
     "quantization" section (nothing without modes)."""
     from .variants import export_quantized
 
     floats = {name: bundle.path / name for name, entry in artifacts.items() if entry.get("precision") == "float32"}
-    quantized = export_quantized(bundle, model, modes, floats, progress) if modes else None
+    quantized = export_quantized(bundle, model, modes, floats, progress, max_rmse_change) if modes else None
     if not quantized:
         return {}
     artifacts.update(quantized.entries)
-    return {"quantization": {"refused": quantized.refused, "accuracy": quantized.accuracy.to_dict()}}
+    section = {"refused": quantized.refused, "accuracy": quantized.accuracy.to_dict()}
+    if quantized.auto is not None:  # --quantize auto: what was chosen per backend, and why
+        section["auto"] = quantized.auto
+    return {"quantization": section}
 
 
 def _record(bundle: Bundle, artifacts: dict, parity: ParityReport, extra: dict, micro: MicroResult | None,

@@ -14,7 +14,8 @@ TARGETS = (HUB, MCU)
 class ExportOptions:
     opset: int = DEFAULT_OPSET
     tflite: bool = True  # model.tflite (float32, static batch 1) beside model.onnx
-    quantize: tuple[str, ...] = ()  # quantized modes (export/quantize.py MODES)
+    quantize: tuple[str, ...] = ()  # quantized modes (export/quantize.py MODES), or "auto"
+    max_rmse_change: float = 1.0  # with quantize auto: the test-RMSE budget, percent of the float model's
     builtin_ops: bool = False  # model.builtin.tflite: builtin ops only, LSTM unrolled
     target: str = TARGETS[0]
 

@@ -35,7 +35,7 @@ LOOK_BACK = 24
 MAX_SIZE_RATIO = 0.40
 MAX_RMSE_CHANGE_PCT = 3.0
 # The int8 artifacts held to these targets; int16x8 (int16 activations) is reported beside them.
-INT8_FILES = ("model.int8.onnx", "model.dynamic-int8.tflite", "model.int8.tflite")
+INT8_FILES = ("model.int8.onnx", "model.static-int8.onnx", "model.dynamic-int8.tflite", "model.int8.tflite")
 
 
 def run(csv: Path, models_dir: Path, epochs: int) -> dict:
@@ -52,7 +52,7 @@ def run(csv: Path, models_dir: Path, epochs: int) -> dict:
     return summarise(bundle, report, manifest, training, csv)
 
 
-SWEEP_MODES = ("onnx-int8", "tflite-dynamic-int8", "tflite-int8")
+SWEEP_MODES = ("onnx-int8", "onnx-static-int8", "tflite-dynamic-int8", "tflite-int8")
 
 
 def sweep(csv: Path, models_dir: Path, units: list[int]) -> list[dict]:
@@ -200,7 +200,7 @@ def markdown(results: dict) -> str:
         lines.append(f"- `{row['file']}`: {ops}{floating}")
     effects = ", ".join(f"`{r['file']}` {r['batch_effect']:.3g}" for r in results["artifacts"] if r["batch_effect"] is not None)
     lines += ["", *NOTES, f"- Largest batch-1 vs batch-256 forecast difference: {effects}.",
-              *sweep_markdown(results["units_sweep"])]
+              *sweep_markdown(results["units_sweep"], results.get("units_sweep_created"))]
     if results["refused"]:
         lines += ["", "Refused modes:", *(f"- {mode}: {why}" for mode, why in results["refused"].items())]
     return "\n".join(lines) + "\n"
@@ -230,6 +230,20 @@ NOTES = [
     "int8 here buys size, not speed.",
     "- ONNX accuracy figures are at batch 256. Dynamic quantization (`model.int8.onnx`) takes its activation scale from the "
     "whole input tensor, so a window's forecast shifts slightly with the other windows in its batch (figures below).",
+    "- `model.static-int8.onnx` (`--quantize onnx-static-int8`) is onnxruntime's `quantize_static` in QDQ form, "
+    "calibrated (MinMax) on the same training windows plus constant windows as the full-integer TFLite file: its "
+    "scales are fixed, so a window's forecast is the same alone and inside any batch (batch effect 0, a hypothesis "
+    "property test in tests/toolkit/test_static_int8.py). Only LSTM and MatMul nodes are quantized "
+    "(`op_types_to_quantize`). The LSTM is not in onnxruntime's QDQ registry, so no integer LSTM kernel runs: the "
+    "quantizer's generic rule stores W, R and B as int8 initializers with DequantizeLinear in front of the float LSTM "
+    "kernel, and puts a QuantizeLinear/DequantizeLinear pair on its input; the MatMuls (Dense head and skip map) get "
+    "int8 weights and QDQ inputs, which onnxruntime fuses into integer matmuls. The file shrinks by its int8 weights; "
+    "the LSTM still computes in float, so it is not faster. Quantizing every op the QDQ registry knows (Slice, "
+    "Reshape, Max, Min, Relu around the scaler and the clip as well) cost 20 % test RMSE on a 16-unit Changping model.",
+    "- `--quantize auto --max-rmse-change 1%` makes every mode, measures each on the test split and keeps per backend "
+    "(ONNX, TFLite) the smallest file within the budget whose forecasts do not depend on the batch (the dynamic "
+    "int8 ONNX file never qualifies); `manifest.json` `quantization.auto` gives each candidate's size, RMSE change, "
+    "batch effect and why it was or was not chosen.",
     "- Full-integer calibration uses the bundle's 512 training windows (`windows.npz` `calibration_x`) plus 16 "
     "constant windows across the training range; without those the calibrated output range stopped at the largest "
     "forecast of the sample and clipped every larger one. Readings beyond the training range still saturate: the "
@@ -238,16 +252,17 @@ NOTES = [
 ]
 
 
-def sweep_markdown(rows: list[dict]) -> list[str]:
+def sweep_markdown(rows: list[dict], created: str | None = None) -> list[str]:
     if not rows:
         return []
+    when = f" Measured {created} by an earlier run of the script (rerun with --sweep-units to refresh)." if created else ""
     files = list(rows[0]["size_vs_float32"])
     lines = [
         "",
         "## Size against model width",
         "",
         "Same data and look-back, one training epoch each (sizes do not depend on training; RMSE change is "
-        "measured against each model's own float version).",
+        f"measured against each model's own float version).{when}",
         "",
         "| units | model.onnx bytes | model.tflite bytes | " + " | ".join(f"{f} (of float32, RMSE change)" for f in files) + " |",
         "| ---: | ---: | ---: | " + " | ".join("---:" for _ in files) + " |",
@@ -269,7 +284,13 @@ def main() -> None:
     if not csv.is_file():
         raise SystemExit(f"{csv}: not found; the real data live in ../shared/data beside the project")
     results = run(csv, args.models_dir, args.epochs)
-    results["units_sweep"] = sweep(csv, args.models_dir, [int(u) for u in args.sweep_units.split(",") if u.strip()])
+    widths = [int(u) for u in args.sweep_units.split(",") if u.strip()]
+    results["units_sweep"] = sweep(csv, args.models_dir, widths)
+    earlier = ROOT / "results" / "quantization.json"
+    if not widths and earlier.is_file():  # keep the last sweep's rows, saying when they were measured
+        before = json.loads(earlier.read_text())
+        results["units_sweep"] = before.get("units_sweep", [])
+        results["units_sweep_created"] = before.get("units_sweep_created", before.get("created"))
 
     from edgecast.base import write_json_atomic
     from edgecast_runtime.durable import atomic_write

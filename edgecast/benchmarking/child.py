@@ -1,9 +1,14 @@
 """The measuring half of `edgecast bench`: a fresh process per measurement, one backend each.
 
     python child.py cold  BACKEND BUNDLE_DIR OPTIONS_JSON   # {"window": [[...]], "reset_variables": false}
-    python child.py speed BACKEND BUNDLE_DIR OPTIONS_JSON   # {"windows": "x.npy", "threads": 1, ...}
+    python child.py serve BACKEND BUNDLE_DIR OPTIONS_JSON   # {"windows": "x.npy", "threads": 1, ...}
 
-Each prints one JSON object on its last line of stdout.
+`cold` prints one JSON object on its last line of stdout. `serve` loads the backend,
+warms it up, says {"ready": true} and then answers one JSON request per line of stdin
+with one JSON line ({"op": "latency", "calls": K}: K single-window calls, each timed;
+{"op": "batch"}: one call on the batch block; {"op": "big", "repeats": R}: the big call;
+{"op": "quit"}), so the parent can time every backend in turn, round after round
+(rounds.py), while each stays in its own process with its own thread settings.
 
 It is run by path: the runtime's and bare onnxruntime's cold starts run in the
 runtime-only environment, where the `edgecast` toolkit is not installed. So this file
@@ -101,39 +106,66 @@ def vm_hwm_kib() -> int | None:
     return None
 
 
-def speed(backend: str, bundle_dir: str, options: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Latency (when asked), batch throughput and one big call, timed by the toolkit's runner."""
+def time_block(predict_one: Predict, pool: np.ndarray, calls: int, start: int,
+               clock: Callable[[], int] = time.perf_counter_ns) -> list[float]:
+    """Microseconds of each of `calls` single-window calls, cycling over `pool` from
+    position `start` (successive blocks go on where the last one stopped)."""
+    elapsed = []
+    for index in range(start, start + calls):
+        window = pool[index % len(pool)]
+        began = clock()
+        predict_one(window)
+        elapsed.append((clock() - began) / 1000.0)
+    return elapsed
+
+
+def serve(backend: str, bundle_dir: str, options: dict[str, Any]) -> None:
+    """Answer timing requests on stdin until "quit" or end of input (see the module's doc)."""
     import numpy as np
 
-    from edgecast.exporter.backends import latency_us, timed
+    from edgecast.exporter.backends import timed
 
+    # The protocol goes to a private copy of stdout; fd 1 becomes stderr, so nothing a
+    # library prints can corrupt it.
+    answers = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
     windows = np.load(options["windows"], mmap_mode="r")
     predict_one, predict_many = load(backend, bundle_dir, options["threads"], options.get("reset_variables", False))
-    result = {}
-    if options["latency_calls"]:
-        pool = np.ascontiguousarray(windows[: options["pool"]])
-        times = latency_us(predict_one, pool, options["latency_calls"], options["warmup"])
-        result["latency_us"] = {"calls": len(times), "median": float(np.median(times)),
-                                "p99": float(np.percentile(times, 99)), "mean": float(times.mean()),
-                                "min": float(times.min())}
+    pool = np.ascontiguousarray(windows[: options["pool"]])
     block = np.ascontiguousarray(windows[: options["batch"]])
-    predict_many(block)  # warm-up
-    batch = timed(predict_many, block, options["batch_repeats"])
-    result["batch"] = {"windows_per_s": float(np.median([len(block) / s for s in batch.wall_s]))}
-    big = np.ascontiguousarray(windows[: options["big"]])
-    predict_many(big[: options["batch"]])  # warm-up at a realistic size
-    run = timed(predict_many, big, options["big_repeats"])
-    result["big"] = {"seconds": run.median_s, "windows_per_s": len(big) / run.median_s,
-                     "cpu_per_wall": run.cpu_per_wall, "checksum": float(np.asarray(run.forecasts, np.float64).sum())}
-    return result
+    time_block(predict_one, pool, options["warmup"], 0)
+    predict_many(block)
+    answers.write(json.dumps({"ready": True}) + "\n")
+    position = 0
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request["op"]
+        if op == "quit":
+            break
+        if op == "latency":
+            answer: dict[str, Any] = {"us": time_block(predict_one, pool, request["calls"], position)}
+            position += request["calls"]
+        elif op == "batch":
+            run = timed(predict_many, block, 1)
+            answer = {"seconds": run.wall_s[0], "windows": len(block)}
+        elif op == "big":
+            big = np.ascontiguousarray(windows[: options["big"]])
+            run = timed(predict_many, big, request["repeats"])
+            answer = {"seconds": run.median_s, "windows_per_s": len(big) / run.median_s,
+                      "cpu_per_wall": run.cpu_per_wall,
+                      "checksum": float(np.asarray(run.forecasts, np.float64).sum())}
+        else:
+            answer = {"error": f"unknown op {op!r}"}
+        answers.write(json.dumps(answer) + "\n")
 
 
 def main(argv: list[str]) -> None:
     mode, backend, bundle_dir, options = argv[1], argv[2], argv[3], json.loads(argv[4])
     if mode == "cold":
         report = cold(backend, bundle_dir, options)
-    elif mode == "speed":
-        report = speed(backend, bundle_dir, options)
+    elif mode == "serve":
+        serve(backend, bundle_dir, options)
+        return
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     sys.stdout.write("\n" + json.dumps(report) + "\n")

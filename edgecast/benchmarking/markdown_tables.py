@@ -12,6 +12,9 @@ def markdown(report: BenchReport, after_model: Callable[[ModelResult], list[str]
     for model in report.models:
         lines += model_table(model, report.environments)
         lines.append("")
+        if model.ratios:
+            lines += ratio_table(model)
+            lines.append("")
         if after_model is not None:
             lines += after_model(model)
             lines.append("")
@@ -35,6 +38,17 @@ def model_table(model: ModelResult, environments: dict) -> list[str]:
         row += [f"{backend.cold_start.median_s:.2f}", f"{backend.cold_start.peak_rss_mib:.0f}",
                 f"{backend.artifact_bytes:,}", f"{environments[backend.environment]['bytes'] / 1e6:.0f}"]
         lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def ratio_table(model: ModelResult) -> list[str]:
+    """Each ratio between backends: the median over the interleaved rounds and its 95 % interval."""
+    lines = ["| ratio (interleaved rounds) | measure | threads | median | 95 % interval | rounds |",
+             "|---|---|---|---|---|---|"]
+    for found in model.ratios:
+        what = "latency" if found.measure == "latency" else f"batch {model.settings['batch']} windows/s"
+        lines.append(f"| {found.name} | {what} | {found.threads} | {found.median:.3g}× "
+                     f"| {found.low:.3g}–{found.high:.3g} | {found.rounds} |")
     return lines
 
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-SCHEMA_VERSION = 1
+from edgecast.base import EdgecastError
+
+from .rounds import Ratio
+
+SCHEMA_VERSION = 2  # 2: latency and batch throughput interleaved in rounds, `ratios` with intervals
 PEAK_RSS_HOW = ("VmHWM of the child at its first forecast (its ru_maxrss also counts the spawning "
                 "parent's peak, inherited through fork and exec on Linux)")
+
+
+class BenchError(EdgecastError):
+    """A bundle cannot be benchmarked, or a measuring child process failed."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +114,11 @@ class ModelResult:
     model: ModelInfo
     settings: dict
     backends: dict[str, BackendResult] = field(default_factory=dict)
+    ratios: list[Ratio] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"model": asdict(self.model), "backends": {name: b.to_json() for name, b in self.backends.items()},
-                "settings": self.settings}
+                "ratios": [r.to_json() for r in self.ratios], "settings": self.settings}
 
 
 @dataclass

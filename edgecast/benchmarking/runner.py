@@ -7,15 +7,18 @@ Keras call (`model(x, training=False)`). Keras runs inside the trainer's own pip
 raw-units forecasts; all but the runtime run through export/backends.py, the runner
 parity and the accuracy report use.
 
-Every measurement runs in a child process (child.py), so thread counts hold
-(TensorFlow fixes its thread pools at start-up) and no backend warms another's caches.
-Measured per backend:
-  * single-window latency, median and p99 over many calls, 1 thread;
-  * throughput in windows/s at batch 1024 (median of repeats) and for one call on
+Every backend runs in its own child process (child.py), so thread counts hold
+(TensorFlow fixes its thread pools at start-up) and no backend warms another's caches;
+the backends are timed interleaved, in rounds (interleaved.py, rounds.py), so load from
+elsewhere on the machine lands on all of them alike. Measured per backend:
+  * single-window latency, median and p99 over every call of every round, 1 thread;
+  * throughput in windows/s at batch 1024 (median over rounds) and for one call on
     100,000 windows, at 1 thread and at every core; LiteRT has batch 1 only, so its
     "batch" is a loop of single invokes;
+  * the ratios between backends (runtime/onnxruntime, runtime/LiteRT, ...): per round,
+    then the median over rounds with a bootstrap 95 % interval;
   * cold start: spawn of a new process to its first forecast, median of several runs
-    of a tiny script (import, load, forecast), and that process's peak RSS;
+    of a tiny script (import, load, forecast), interleaved too, and its peak RSS;
   * artifact bytes and the installed size of the environment the backend needs.
 """
 from __future__ import annotations
@@ -35,31 +38,35 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecast.base import EdgecastError, write_json_atomic
+from edgecast.base import write_json_atomic
 from edgecast_runtime.contract import KERAS_FILE, MANIFEST_NAME, ONNX_FILE, SPEC_FILE, TFLITE_FILE, TRAINING_FILE
 from edgecast_runtime.spec import Spec, SpecError
 
 from . import child
-from .results import BackendResult, BenchReport, ColdStart, Latency, ModelInfo, ModelResult, Throughput
+from .interleaved import measure
+from .results import BackendResult, BenchError, BenchReport, ColdStart, ModelInfo, ModelResult
+from .rounds import round_order
 from .sizes import environment_sizes
 
 BACKENDS = child.BACKENDS
 REPO = Path(__file__).resolve().parents[2]
 
+# Latency blocks are single-window calls per backend per round: 40 rounds give 5,000
+# calls of the runtime, onnxruntime and LiteRT, 480 of a Keras call, 200 of Keras predict.
 FULL = {
-    "latency_calls": {"runtime": 5000, "onnxruntime": 5000, "litert": 5000, "keras-call": 500, "keras-predict": 200},
+    "rounds": 40,
+    "latency_block": {"runtime": 125, "onnxruntime": 125, "litert": 125, "keras-call": 12, "keras-predict": 5},
     "warmup": {"runtime": 300, "onnxruntime": 300, "litert": 300, "keras-call": 20, "keras-predict": 5},
     "batch": 1024,
-    "batch_repeats": {"runtime": 15, "onnxruntime": 15, "litert": 3, "keras-call": 5, "keras-predict": 5},
     "big": 100_000,
     "big_repeats": {"runtime": 3, "onnxruntime": 3, "litert": 1, "keras-call": 3, "keras-predict": 3},
     "cold_runs": 5,
 }
 QUICK = {
-    "latency_calls": {"runtime": 200, "onnxruntime": 200, "litert": 200, "keras-call": 10, "keras-predict": 5},
+    "rounds": 4,
+    "latency_block": {"runtime": 50, "onnxruntime": 50, "litert": 50, "keras-call": 3, "keras-predict": 2},
     "warmup": {"runtime": 20, "onnxruntime": 20, "litert": 20, "keras-call": 2, "keras-predict": 1},
     "batch": 64,
-    "batch_repeats": {"runtime": 2, "onnxruntime": 2, "litert": 1, "keras-call": 1, "keras-predict": 1},
     "big": 256,
     "big_repeats": {"runtime": 1, "onnxruntime": 1, "litert": 1, "keras-call": 1, "keras-predict": 1},
     "cold_runs": 1,
@@ -81,10 +88,6 @@ NOTES = {
 }
 
 
-class BenchError(EdgecastError):
-    """A bundle cannot be benchmarked, or a measuring child process failed."""
-
-
 def default_runtime_python() -> Path | None:
     """The runtime-only environment (`make .venv-runtime/.installed`), when it exists."""
     candidate = REPO / ".venv-runtime" / "bin" / "python"
@@ -96,11 +99,13 @@ def run(bundle_dirs: list[Path], quick: bool = False, runtime_python: Path | Non
     """Benchmark every bundle; `runtime_python` defaults to .venv-runtime when present."""
     runtime_python = runtime_python if runtime_python is not None else default_runtime_python()
     environments = environment_sizes(runtime_python)
+    load_before = _load_average()
     models = [bench_bundle(Path(path), quick, runtime_python, environments, progress=progress)
               for path in bundle_dirs]
     return BenchReport(
         created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        machine=machine(), versions=versions(), runtime_python=str(runtime_python) if runtime_python else None,
+        machine={**machine(), "load_average_before": load_before, "load_average_after": _load_average()},
+        versions=versions(), runtime_python=str(runtime_python) if runtime_python else None,
         environments=environments, models=models,
     )
 
@@ -129,33 +134,20 @@ def bench_bundle(bundle_dir: Path, quick: bool, runtime_python: Path | None, env
     with tempfile.TemporaryDirectory(prefix="edgecast-bench-") as scratch:
         windows_path = Path(scratch) / "windows.npy"
         np.save(windows_path, windows)
-        for backend in backends:
-            reset = resets.get(ARTIFACTS[backend][0], False)
-            latency, throughput = None, []
-            for count in threads:
-                progress(f"  {bundle_dir.name}: {backend} speed, {count} thread(s)")
-                measured = _child(sys.executable, "speed", backend, bundle_dir, {
-                    "windows": str(windows_path), "threads": count, "reset_variables": reset,
-                    "latency_calls": settings["latency_calls"][backend] if count == 1 else 0,
+
+        def child_options(backend: str) -> dict:
+            return {"windows": str(windows_path), "reset_variables": resets.get(ARTIFACTS[backend][0], False),
                     "warmup": settings["warmup"][backend], "pool": LATENCY_POOL, "batch": settings["batch"],
-                    "batch_repeats": settings["batch_repeats"][backend], "big": settings["big"],
-                    "big_repeats": settings["big_repeats"][backend],
-                })
-                if "latency_us" in measured:
-                    latency = Latency(**measured["latency_us"])
-                throughput.append(Throughput(
-                    threads=count, batch=settings["batch"], big=settings["big"],
-                    batch_windows_per_s=measured["batch"]["windows_per_s"],
-                    big_windows_per_s=measured["big"]["windows_per_s"], big_seconds=measured["big"]["seconds"],
-                    cpu_per_wall=measured["big"]["cpu_per_wall"], checksum=measured["big"]["checksum"],
-                ))
-            runtime_only = ENVIRONMENT[backend] == RUNTIME_ONLY and runtime_python
-            interpreter = runtime_python if runtime_only else Path(sys.executable)
-            progress(f"  {bundle_dir.name}: {backend} cold start x{settings['cold_runs']} ({interpreter})")
+                    "big": settings["big"]}
+
+        speeds = [measure(sys.executable, bundle_dir, backends, count, settings, child_options, progress)
+                  for count in threads]
+        result.ratios = [found for speed in speeds for found in speed.ratios]
+        colds = _colds(bundle_dir, backends, windows[0], resets, settings["cold_runs"], runtime_python, progress)
+        for backend in backends:
             result.backends[backend] = BackendResult(
-                latency=latency, throughput=throughput,
-                cold_start=_cold(interpreter, backend, bundle_dir, windows[0], reset, settings["cold_runs"]),
-                artifacts=ARTIFACTS[backend],
+                latency=speeds[0].latency.get(backend), throughput=[speed.throughput[backend] for speed in speeds],
+                cold_start=colds[backend], artifacts=ARTIFACTS[backend],
                 artifact_bytes=sum((bundle_dir / name).stat().st_size for name in ARTIFACTS[backend]),
                 environment=ENVIRONMENT[backend], environment_bytes=environments[ENVIRONMENT[backend]]["bytes"],
                 note=NOTES.get(backend),
@@ -163,11 +155,41 @@ def bench_bundle(bundle_dir: Path, quick: bool, runtime_python: Path | None, env
     return result
 
 
+def _colds(bundle_dir: Path, backends: tuple[str, ...], window: np.ndarray, resets: dict[str, bool], runs: int,
+           runtime_python: Path | None, progress: Callable[[str], None]) -> dict[str, ColdStart]:
+    """Cold starts interleaved like the speed rounds: run k starts every backend once, in rotating order."""
+    def interpreter(backend: str) -> Path:
+        runtime_only = ENVIRONMENT[backend] == RUNTIME_ONLY and runtime_python
+        return runtime_python if runtime_only else Path(sys.executable)
+
+    progress(f"  {bundle_dir.name}: cold starts, {runs} round(s) of {', '.join(backends)}")
+    found: dict[str, list[dict]] = {backend: [] for backend in backends}
+    for index in range(runs):
+        for backend in round_order(backends, index):
+            options = {"window": window.tolist(), "reset_variables": resets.get(ARTIFACTS[backend][0], False)}
+            start = time.clock_gettime(time.CLOCK_MONOTONIC)
+            measured = _child(interpreter(backend), "cold", backend, bundle_dir, options)
+            found[backend].append({**measured, "seconds": measured["t_first_forecast"] - start})
+    colds = {}
+    for backend, runs_of in found.items():
+        seconds = [run["seconds"] for run in runs_of]
+        colds[backend] = ColdStart(
+            runs=runs, median_s=statistics.median(seconds), all_s=seconds,
+            peak_rss_mib=statistics.median((run["vm_hwm_kib"] or run["ru_maxrss_kib"]) / 1024 for run in runs_of),
+            ru_maxrss_mib=statistics.median(run["ru_maxrss_kib"] / 1024 for run in runs_of),
+            python=str(interpreter(backend)), forecast=runs_of[0]["forecast"])
+    return colds
+
+
 def _settings_record(settings: dict, quick: bool, threads: tuple[int, ...]) -> dict:
     return {
         "quick": quick, "threads_measured": list(threads), "latency_threads": 1,
-        "latency_calls": settings["latency_calls"], "batch": settings["batch"], "big": settings["big"],
-        "big_repeats": settings["big_repeats"], "batch_repeats": settings["batch_repeats"],
+        "rounds": settings["rounds"], "latency_block": settings["latency_block"],
+        "latency_calls": {name: settings["rounds"] * calls for name, calls in settings["latency_block"].items()},
+        "batch": settings["batch"], "big": settings["big"], "big_repeats": settings["big_repeats"],
+        "interleaving": "each round times a block of single-window calls and one batch call of every backend, "
+                        "in an order rotated by one each round; every backend stays loaded in its own process; "
+                        "the big call is timed once per backend after the rounds",
         "keras_threads": "TensorFlow intra- and inter-op pools set to the count; tf.data may add its own threads",
         "cold_runs": settings["cold_runs"], "inputs": "uniform random raw windows over the training range, seed 0",
     }
@@ -185,21 +207,6 @@ def _child(python: Path | str, mode: str, backend: str, bundle_dir: Path, option
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise BenchError(f"benchmark child {mode} {backend} failed (exit {done.returncode}): " + " | ".join(tail))
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _cold(python: Path, backend: str, bundle_dir: Path, window: np.ndarray, reset: bool, runs: int) -> ColdStart:
-    options = {"window": window.tolist(), "reset_variables": reset}
-    seconds, rss, maxrss, forecasts = [], [], [], []
-    for _ in range(runs):
-        start = time.clock_gettime(time.CLOCK_MONOTONIC)
-        measured = _child(python, "cold", backend, bundle_dir, options)
-        seconds.append(measured["t_first_forecast"] - start)
-        rss.append((measured["vm_hwm_kib"] or measured["ru_maxrss_kib"]) / 1024)
-        maxrss.append(measured["ru_maxrss_kib"] / 1024)
-        forecasts.append(measured["forecast"])
-    return ColdStart(runs=runs, median_s=statistics.median(seconds), all_s=seconds,
-                     peak_rss_mib=statistics.median(rss), ru_maxrss_mib=statistics.median(maxrss),
-                     python=str(python), forecast=forecasts[0])
 
 
 def _reset_flags(bundle_dir: Path) -> dict[str, bool]:
@@ -240,6 +247,14 @@ def _read_json(path: Path) -> dict:
 
 
 # --- context ---------------------------------------------------------------------
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (as `uptime` prints them), where there are any."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def machine() -> dict:

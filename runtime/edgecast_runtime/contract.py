@@ -37,7 +37,7 @@ ONNX_FILE = "model.onnx"  # what a hub runs
 TFLITE_FILE = "model.tflite"
 BUILTIN_TFLITE_FILE = "model.builtin.tflite"  # builtin ops only, the LSTM unrolled
 QUANTIZED_FILES = {  # quantization mode -> its file
-    "onnx-int8": "model.int8.onnx", "tflite-fp16": "model.fp16.tflite",
+    "onnx-int8": "model.int8.onnx", "onnx-static-int8": "model.static-int8.onnx", "tflite-fp16": "model.fp16.tflite",
     "tflite-dynamic-int8": "model.dynamic-int8.tflite", "tflite-int8": "model.int8.tflite",
     "tflite-int16x8": "model.int16x8.tflite",
 }

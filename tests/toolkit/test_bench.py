@@ -37,7 +37,7 @@ def test_bench_quick_writes_the_report(tutorial_bundle, tmp_path):
     assert "| backend |" in done.stdout
 
     report = json.loads(out.read_text())
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert positive(report["environments"]["runtime-only"]["bytes"])
     assert positive(report["environments"]["full toolkit"]["bytes"])
     (model,) = report["models"]
@@ -55,6 +55,15 @@ def test_bench_quick_writes_the_report(tutorial_bundle, tmp_path):
         assert positive(cold["median_s"]) and positive(cold["peak_rss_mib"]), name
         assert positive(entry["artifact_bytes"]) and positive(entry["environment_bytes"]), name
         forecasts.append(cold["forecast"][0])
+    # the backends were timed in interleaved rounds: each ratio with its bootstrap interval, printed too
+    ratios = {(r["ratio"], r["measure"]): r for r in model["ratios"]}
+    assert {("runtime/onnxruntime", "latency"), ("runtime/litert", "latency"),
+            ("runtime/onnxruntime", "throughput")} <= set(ratios)
+    for found in ratios.values():
+        assert positive(found["low"]) and found["low"] <= found["median"] <= found["high"], found
+        assert found["rounds"] == model["settings"]["rounds"] >= 2
+    assert "runtime/onnxruntime" in done.stdout and "95 % interval" in done.stdout
+    assert len(report["machine"]["load_average_before"]) == 3
     # every backend forecast the same raw-units value for the same window
     assert max(forecasts) - min(forecasts) < 1e-3
     # the project's pass/fail targets stay out of a user's report and terminal
