@@ -79,8 +79,8 @@ class Rollout:
     """`edgecast release` in a child process, followed through the hubs' statuses: when
     each hub's record arrived and when it first reported v2 healthy."""
 
-    def __init__(self, feeder: Feeder, names: list[str], v2_sha: str):
-        self.feeder, self.names, self.v2_sha = feeder, names, v2_sha
+    def __init__(self, feeder: Feeder, names: list[str], v2_sha: str, log_path: Path):
+        self.feeder, self.names, self.v2_sha, self.log_path = feeder, names, v2_sha, log_path
         self.record_at: dict[str, float] = {}
         self.healthy_at: dict[str, float] = {}
 
@@ -190,8 +190,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
                                "hubs_cpu_seconds_sum": round(before["hubs"]["cpu_seconds"]["sum"]
                                                              - before_baseline["hubs"]["cpu_seconds"]["sum"], 2)}
 
-        rollout = Rollout(feeder, names, v2_sha)
-        rollout.log_path = work / "release.log"
+        rollout = Rollout(feeder, names, v2_sha, work / "release.log")
         command = [str(EDGECAST), "release", str(fleet_dir), "--version", str(VERSION), "--key", str(keys.private),
                    "--canary", args.canary, "--healthy-seconds", f"{args.healthy_seconds:g}",
                    "--hub-timeout", f"{args.hub_timeout:g}", *operator_options(broker)]
