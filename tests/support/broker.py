@@ -87,9 +87,11 @@ def make_password_file(path: Path, passwords: dict) -> None:
             raise AssertionError(f"mosquitto_passwd failed: {result.stderr}")
 
 
-def acl_text(operator: str) -> str:
+def acl_text(operator: str, operator_reads=()) -> str:
+    """`operator_reads`: more topics the operator may read (benchmarks/ adds `$SYS/#`)."""
     return (f"user {operator}\n"
-            "topic readwrite edgecast/#\n\n"
+            "topic readwrite edgecast/#\n"
+            + "".join(f"topic read {topic}\n" for topic in operator_reads) + "\n"
             "# every other user is a hub, fenced to its own topics (%u is the user name)\n"
             "pattern readwrite edgecast/hub/%u/#\n"
             "pattern readwrite edgecast/readings/%u\n")
