@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecast_runtime import trial
+from edgecast_runtime.deadline import DEFAULT_RUN_TIMEOUT
 from edgecast_runtime.errors import EdgecastRuntimeError, ModelError
 from edgecast_runtime.trial import one_line
 
@@ -38,11 +39,14 @@ class ModelLoading:
     """How model files are admitted. `require_manifest`: a model without a
     manifest.json beside it is refused (IntegrityError). `max_model_bytes`: a larger
     file is refused before it is read. `trial`: try each model in a child process
-    first (on for the long-running commands; the Python API loads directly)."""
+    first (on for the long-running commands; the Python API loads directly).
+    `run_timeout`: seconds each onnxruntime call may take before it is stopped
+    (deadline.py; None: no bound, as for the Python API)."""
 
     require_manifest: bool = False
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     trial: bool = False
+    run_timeout: float | None = None
 
     @property
     def trial_memory_bytes(self) -> int:
@@ -50,7 +54,7 @@ class ModelLoading:
         return max(MIN_TRIAL_MEMORY_BYTES, TRIAL_MEMORY_PER_MODEL_BYTE * self.max_model_bytes)
 
 
-SERVICE_LOADING = ModelLoading(trial=True)
+SERVICE_LOADING = ModelLoading(trial=True, run_timeout=DEFAULT_RUN_TIMEOUT)
 
 
 def read_regular_file(path: Path, max_bytes: int, error: type[ModelError], what: str,

@@ -75,9 +75,11 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_loading(args: argparse.Namespace) -> ModelLoading:
-    """Every model the command line loads is tried first in a bounded child process."""
+    """Every model the command line loads is tried first in a bounded child process;
+    the long-running commands bound each model call (--run-timeout)."""
     return ModelLoading(require_manifest=args.require_manifest,
-                        max_model_bytes=args.max_model_bytes, trial=True)
+                        max_model_bytes=args.max_model_bytes, trial=True,
+                        run_timeout=getattr(args, "run_timeout", None))
 
 
 # The library's names for settings whose option is spelled otherwise (`allowed_hosts` is
