@@ -76,7 +76,8 @@ class Forecaster:
         self.sha256 = hashlib.sha256(data).hexdigest()
         self.size_bytes = len(data)
         # Before any session in this process: the manifest check below may open one.
-        self.trial = (trial_in_child(self.path, data, threads, loading.trial_memory_bytes)
+        self.trial = (trial_in_child(self.path, data, threads, loading.trial_memory_bytes,
+                                     allow_control_flow=loading.allow_control_flow)
                       if loading.trial else None)
         self.manifest_path = None
         if check_manifest:

@@ -72,6 +72,9 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-model-bytes", type=positive_int, default=DEFAULT_MAX_MODEL_BYTES,
                         metavar="BYTES", help="refuse a larger model file unread "
                                               "(default %(default)s)")
+    parser.add_argument("--allow-control-flow", action="store_true",
+                        help="admit a model with Loop, Scan or If (an edgecast export has none; "
+                             "its run time can depend on the readings: --run-timeout bounds it)")
 
 
 def model_loading(args: argparse.Namespace) -> ModelLoading:
@@ -79,7 +82,8 @@ def model_loading(args: argparse.Namespace) -> ModelLoading:
     the long-running commands bound each model call (--run-timeout)."""
     return ModelLoading(require_manifest=args.require_manifest,
                         max_model_bytes=args.max_model_bytes, trial=True,
-                        run_timeout=getattr(args, "run_timeout", None))
+                        run_timeout=getattr(args, "run_timeout", None),
+                        allow_control_flow=args.allow_control_flow)
 
 
 # The library's names for settings whose option is spelled otherwise (`allowed_hosts` is

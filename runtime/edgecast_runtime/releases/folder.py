@@ -132,7 +132,8 @@ class ReleaseFolder:
         test = release.self_test
         check = {"windows": test.windows, "expected": test.expected, "tolerance": test.tolerance}
         try:
-            verdict = trial_in_child(model, data, holder.threads, loading.trial_memory_bytes, check=check)
+            verdict = trial_in_child(model, data, holder.threads, loading.trial_memory_bytes, check=check,
+                                     allow_control_flow=loading.allow_control_flow)
         except ModelError as exc:
             raise ReleaseError(f"self-test: {exc}", "self-test") from None
         return verdict.get("self_test_max_error")
