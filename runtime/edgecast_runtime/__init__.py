@@ -46,6 +46,7 @@ from edgecast_runtime.errors import (  # noqa: E402
     InputValueError,
     IntegrityError,
     ModelError,
+    RunTimeoutError,
     SchemaVersionError,
     StateError,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "Reading",
     "EdgecastRuntimeError",
     "ModelError",
+    "RunTimeoutError",
     "SchemaVersionError",
     "IntegrityError",
     "InputError",

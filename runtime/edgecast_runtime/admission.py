@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgecast_runtime import trial
+from edgecast_runtime.deadline import DEFAULT_RUN_TIMEOUT
 from edgecast_runtime.errors import EdgecastRuntimeError, ModelError
+from edgecast_runtime.graph_ops import control_flow_ops
 from edgecast_runtime.trial import one_line
 
 DEFAULT_MAX_MODEL_BYTES = 4 << 20  # an exported LSTM is ~10-100 KB
@@ -39,12 +41,17 @@ class ModelLoading:
     manifest.json beside it is refused (IntegrityError). `max_model_bytes`: a larger
     file is refused before it is read. `trial`: try each model in a child process
     first (on for the long-running commands; the Python API loads directly), stopped
-    after `trial_seconds` (a slow board, or an emulated one, may need more)."""
+    after `trial_seconds` (a slow board, or an emulated one, may need more).
+    `run_timeout`: seconds each onnxruntime call may take before it is stopped
+    (deadline.py; None: no bound, as for the Python API). `allow_control_flow`: admit
+    a model with Loop, Scan, If (graph_ops.py), which an edgecast export never has."""
 
     require_manifest: bool = False
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     trial: bool = False
     trial_seconds: float = TRIAL_TIMEOUT_SECONDS
+    run_timeout: float | None = None
+    allow_control_flow: bool = False
 
     @property
     def trial_memory_bytes(self) -> int:
@@ -52,7 +59,7 @@ class ModelLoading:
         return max(MIN_TRIAL_MEMORY_BYTES, TRIAL_MEMORY_PER_MODEL_BYTE * self.max_model_bytes)
 
 
-SERVICE_LOADING = ModelLoading(trial=True)
+SERVICE_LOADING = ModelLoading(trial=True, run_timeout=DEFAULT_RUN_TIMEOUT)
 
 
 def read_regular_file(path: Path, max_bytes: int, error: type[ModelError], what: str,
@@ -100,12 +107,20 @@ def _read_at_most(descriptor: int, count: int) -> bytes:
 
 def trial_in_child(path: Path, data: bytes, threads: int,
                    memory_bytes: int = MIN_TRIAL_MEMORY_BYTES,
-                   timeout: float = TRIAL_TIMEOUT_SECONDS, check: dict | None = None) -> dict:
+                   timeout: float = TRIAL_TIMEOUT_SECONDS, check: dict | None = None,
+                   allow_control_flow: bool = False) -> dict:
     """Load `data` and forecast once on a zero window in a child process with at most
     `memory_bytes` of private memory and `timeout` seconds; with `check` (a release's
     self-test: {"windows", "expected", "tolerance"}), forecast its windows there too and
     compare (the verdict's "self_test_max_error"). Returns the child's figures; raises
-    ModelError naming `path` and why the model was refused."""
+    ModelError naming `path` and why the model was refused. A model with control flow is
+    refused first unless `allow_control_flow`: a forecast on zeros cannot show a run time
+    that depends on the input's values."""
+    found = None if allow_control_flow else control_flow_ops(data)
+    if found:
+        raise ModelError(f"{path}: has control flow ({one_line(', '.join(sorted(found)), 120)}), which "
+                         f"an edgecast export never has: its run time can depend on the input's "
+                         f"values (allow_control_flow admits it)", setting="allow_control_flow")
     command = [sys.executable, "-I", str(PROBE_SCRIPT), str(threads), str(memory_bytes),
                str(int(timeout) + 1)]
     if check is not None:  # the self-test follows the model's bytes on stdin

@@ -19,6 +19,18 @@ class ModelError(EdgecastRuntimeError):
     """The model file is missing, unreadable, not ONNX, or breaks the graph contract."""
 
 
+class RunTimeoutError(ModelError):
+    """A model call ran past its `run_timeout` and was stopped (deadline.py): its run
+    time depends on the input's values, or the hub is starved. `model`, `seconds`: which
+    model, and the limit."""
+
+    def __init__(self, message: str, setting: str | tuple[str, ...] = (), model: str = "",
+                 seconds: float = 0.0) -> None:
+        super().__init__(message, setting=setting)
+        self.model = model
+        self.seconds = seconds
+
+
 class SchemaVersionError(ModelError):
     """The model carries an `edgecast.schema_version` this runtime does not know."""
 

@@ -20,6 +20,7 @@ from edgecast_runtime.contract import (
     SPEC_KEY,
     SUPPORTED_SCHEMA_TEXTS,
 )
+from edgecast_runtime.deadline import BoundedRun
 from edgecast_runtime.errors import (
     EdgecastRuntimeError,
     InputShapeError,
@@ -59,8 +60,9 @@ class Forecaster:
     sequential execution suits a small hub and keeps latency predictable.
     `check_manifest=False` skips the sha256 check against a manifest.json beside
     the model (it is on by default and a mismatch raises IntegrityError).
-    `loading` (admission.ModelLoading): a required manifest, the file size cap, and
-    a trial in a bounded child process first (the command line always asks for one).
+    `loading` (admission.ModelLoading): a required manifest, the file size cap, a
+    trial in a bounded child process first (the command line always asks for one),
+    and `run_timeout`, past which a call is stopped with RunTimeoutError.
     """
 
     def __init__(self, path: str | Path, threads: int = DEFAULT_THREADS, check_manifest: bool = True,
@@ -75,7 +77,8 @@ class Forecaster:
         self.size_bytes = len(data)
         # Before any session in this process: the manifest check below may open one.
         self.trial = (trial_in_child(self.path, data, threads, loading.trial_memory_bytes,
-                                     timeout=loading.trial_seconds)
+                                     timeout=loading.trial_seconds,
+                                     allow_control_flow=loading.allow_control_flow)
                       if loading.trial else None)
         self.manifest_path = None
         if check_manifest:
@@ -91,6 +94,8 @@ class Forecaster:
         self._bind_spec()
         self._check_tensors()
         self._prepare_fast_path()
+        self.run_timeout = loading.run_timeout
+        self._bound_run_time()
         self.loaded_at = time.time()
 
     # --- loading ---------------------------------------------------------------
@@ -161,6 +166,13 @@ class Forecaster:
         # feed's names on every call, which is a quarter of a tiny model's latency.
         inner = getattr(self._session, "_sess", None)
         self._run_raw = inner.run if inner is not None else self._session.run
+
+    def _bound_run_time(self) -> None:
+        """With a run_timeout, every onnxruntime call is stopped past it (deadline.py):
+        a model whose run time depends on the input's values cannot hold a caller (the
+        stream lock) longer. Kept apart from the fast path above; it wraps its result."""
+        if self.run_timeout is not None:
+            self._run_raw = BoundedRun(self._run_raw, self.run_timeout, self.model_name)
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -272,6 +284,7 @@ class Forecaster:
                        "shape": ["batch", self.horizon]},
             "manifest": str(self.manifest_path) if self.manifest_path else None,
             "threads": self.threads,
+            "run_timeout": self.run_timeout,
             "onnxruntime": ort.__version__,
         }
 

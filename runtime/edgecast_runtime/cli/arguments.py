@@ -79,6 +79,9 @@ def model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop a model's trial (a load and one forecast in a child process) after "
                              f"S seconds (default %(default)s, or ${TRIAL_SECONDS_VARIABLE}; a slow board "
                              "may need more)")
+    parser.add_argument("--allow-control-flow", action="store_true",
+                        help="admit a model with Loop, Scan or If (an edgecast export has none; "
+                             "its run time can depend on the readings: --run-timeout bounds it)")
 
 
 def default_trial_seconds() -> float:
@@ -94,9 +97,12 @@ def default_trial_seconds() -> float:
 
 
 def model_loading(args: argparse.Namespace) -> ModelLoading:
-    """Every model the command line loads is tried first in a bounded child process."""
+    """Every model the command line loads is tried first in a bounded child process;
+    the long-running commands bound each model call (--run-timeout)."""
     return ModelLoading(require_manifest=args.require_manifest,
-                        max_model_bytes=args.max_model_bytes, trial=True, trial_seconds=args.trial_seconds)
+                        max_model_bytes=args.max_model_bytes, trial=True, trial_seconds=args.trial_seconds,
+                        run_timeout=getattr(args, "run_timeout", None),
+                        allow_control_flow=args.allow_control_flow)
 
 
 # The library's names for settings whose option is spelled otherwise (`allowed_hosts` is

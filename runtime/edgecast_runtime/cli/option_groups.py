@@ -14,6 +14,7 @@ from edgecast_runtime.cli.arguments import (
     positive_int,
     window,
 )
+from edgecast_runtime.deadline import DEFAULT_RUN_TIMEOUT
 from edgecast_runtime.policy import (
     DEFAULT_MAX_HOLD,
     DEFAULT_ON_GAP,
@@ -73,6 +74,10 @@ def stream_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-future-seconds", type=non_negative_float, default=None, metavar="S",
                        help="refuse a reading stamped more than S seconds ahead of the hub's clock "
                             "(default: one sampling interval + 900; not checked before 2020)")
+    group.add_argument("--run-timeout", type=positive_float, default=DEFAULT_RUN_TIMEOUT, metavar="S",
+                       help="stop a model call that runs longer than S seconds; that reading is "
+                            "refused with an error (HTTP 503) and the next one is served "
+                            "(default %(default)s)")
 
 
 def skill_alarm_arguments(group: argparse._ArgumentGroup) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from edgecast_runtime import __version__
-from edgecast_runtime.errors import InputError, ModelError, StateError
+from edgecast_runtime.errors import InputError, ModelError, RunTimeoutError, StateError
 from edgecast_runtime.formatting import float_list
 from edgecast_runtime.http.auth import authorized, carries_token
 from edgecast_runtime.http.connections import BoundedConnections, ConnectionTable
@@ -219,7 +219,7 @@ class ForecastHandler(BaseHTTPRequestHandler):
             return exc.status, _error_body(exc.status, exc.message), exc.headers, exc.close
         except InputError as exc:
             return 422, _error_body(422, str(exc)), {}, False
-        except StateError as exc:
+        except (StateError, RunTimeoutError) as exc:  # the service is sound; this answer could not be had
             return 503, _error_body(503, str(exc)), {}, False
         except ModelError as exc:
             return 500, _error_body(500, str(exc)), {}, False

@@ -133,7 +133,8 @@ class ReleaseFolder:
         check = {"windows": test.windows, "expected": test.expected, "tolerance": test.tolerance}
         try:
             verdict = trial_in_child(model, data, holder.threads, loading.trial_memory_bytes, check=check,
-                                     timeout=loading.trial_seconds)
+                                     timeout=loading.trial_seconds,
+                                     allow_control_flow=loading.allow_control_flow)
         except ModelError as exc:
             raise ReleaseError(f"self-test: {exc}", "self-test") from None
         return verdict.get("self_test_max_error")
