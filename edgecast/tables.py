@@ -125,15 +125,17 @@ def forecasts_table(window: list[float], forecasts: dict[str, float], reported: 
 def micro_table(micro: dict) -> Table:
     """The microcontroller build: chosen file, its check in TFLM, arena, flash, time per forecast."""
     check = micro.get("now") or micro["verification"][micro["model_file"]]
-    agreement = (f"mean |TFLM-LiteRT| {check['litert_agreement']:.3%} of mean |forecast|"
-                 if "litert_agreement" in check else f"max |TFLM-Keras| {check['max_abs_vs_keras']:.2e}")
+    agreement = (f"max |TFLM-LiteRT| per lead {' '.join(f'{v:.3g}' for v in check['max_abs_vs_litert_per_lead'])}"
+                 f" (allowed {check['litert_max_abs']:.3g})"
+                 if "max_abs_vs_litert_per_lead" in check else f"max |TFLM-Keras| {check['max_abs_vs_keras']:.2e}")
     arena, flash, timing = micro["arena"], micro["flash"], micro["timing"]
     table = Table(title=f"microcontroller build ({micro['tflm_release']}): {micro['reason']}")
-    for column in ("file", "TFLM check", "RMSE change", "arena (min)", "flash est. (model + code)", "µs TFLM / LiteRT"):
+    for column in ("file", "TFLM check", "RMSE change per lead", "arena (min)", "flash est. (model + code)", "µs TFLM / LiteRT"):
         table.add_column(column, justify="left" if column in ("file", "TFLM check") else "right")
     table.add_row(
         micro["model_file"], f"{agreement}: {'passed' if check['passed'] else 'FAILED'}",
-        f"{check['rmse_change_pct']:+.2f}%", f"{arena['bytes']} ({arena['min_bytes']})",
+        " ".join(f"{v:+.2f}%" for v in check.get("rmse_change_pct_per_lead", [check["rmse_change_pct"]])),
+        f"{arena['bytes']} ({arena['min_bytes']})",
         f"{flash['total_estimate_bytes']} ({flash['model_bytes']} + {flash['interpreter_estimate_bytes']})",
         f"{timing['tflm_us']:.1f} / {timing['litert_us']:.1f}",
     )

@@ -19,6 +19,14 @@ Two properties of the fused op that every interpreter of these files must know:
   measurement uses (export/backends.py) resets such files before every window.
 - The converter sets a cell clip of 10 (|c| <= 10). In int8 this is the range of the
   int16 cell state; the accuracy report measures what it costs.
+
+The per-lead step scale of change_from_last is applied as a MatMul by diag(step_scale)
+(a FULLY_CONNECTED with per-channel weights), not as an elementwise MUL: the int8
+quantizer gave the MUL's input (the network's output, range about 4) the scale of its
+output (the raw change, range about 200 µg/m³: 0.83 per step), so most changes rounded to
+zero and a horizon-6 forecast was the last reading six times (issue 27: 88% of Changping
+test windows). The FULLY_CONNECTED's input keeps its own scale (0.017). In float the
+product is the same (x * s plus exact zeros).
 """
 from __future__ import annotations
 
@@ -141,7 +149,7 @@ class _ConstantWeights:
 def fused_converter(model: keras.Model, spec: Spec) -> Iterator[TFLiteConverterBaseV2]:
     """A TFLite converter over the raw-units graph with fused LSTMs, static batch 1,
     valid inside the `with` block (it reads a temporary SavedModel)."""
-    function = raw_units_function(_ConstantWeights(_fusable_clone(model)), spec, batch=TFLITE_BATCH)
+    function = raw_units_function(_ConstantWeights(_fusable_clone(model)), spec, batch=TFLITE_BATCH, diagonal_step=True)
     holder = tf.Module()
     holder.forecast = function
     with tempfile.TemporaryDirectory(prefix="edgecast-fused-") as folder:

@@ -5,7 +5,9 @@ Encoding and scaling live in the graph, so a hub needs neither scikit-learn nor 
                                                 and calendar values, calm -> 0)
     scaled   = (encoded - shift) * scale + residual   (MinMaxScaler.transform, = encoded * scale + min)
     forecast = (model(scaled) - min_t) / scale_t   (level: MinMaxScaler.inverse_transform)
-    forecast = window[:, -1, 0] + model(scaled) * step_scale   (change_from_last)
+    forecast = window[:, -1, 0] + model(scaled) * step_scale   (change_from_last; in the
+                                                fused int8 graph a MatMul by diag(step_scale),
+                                                export/fused_lstm.py says why)
     forecast = max(forecast, target_min)             (when the spec has a target_min)
 A neighbour's reading (kind masked) may be NaN in the window: the graph replaces it by its
 fill and adds a 0/1 presence column, with NotEqual(x, x) (true only for NaN) and Where,
@@ -59,7 +61,7 @@ def _shifted_scaling(scaler: MinMaxScaler) -> dict[str, np.ndarray]:
 
 
 def raw_units_function(
-    model: Callable[..., tensorflow.Tensor], spec: Spec, batch: int | None
+    model: Callable[..., tensorflow.Tensor], spec: Spec, batch: int | None, diagonal_step: bool = False
 ) -> tensorflow.types.experimental.PolymorphicFunction:
     """A tf.function from raw `window [batch, look_back, n_features]` to raw `forecast [batch, horizon]`.
     `model`: a Keras model, or anything called like one (export/fused_lstm.py `_ConstantWeights`)."""
@@ -78,8 +80,12 @@ def raw_units_function(
             constants["residual"])
         predicted = model(scaled, training=False)
         if formulation.kind == CHANGE:
-            step_scale = tf.constant(np.asarray(formulation.step_scale, np.float32))
-            raw = window[:, -1, 0:1] + predicted * step_scale
+            step_scale = np.asarray(formulation.step_scale, np.float32)
+            if diagonal_step:
+                change = tf.matmul(predicted, tf.constant(np.diag(step_scale)))
+            else:
+                change = predicted * tf.constant(step_scale)
+            raw = window[:, -1, 0:1] + change
         else:
             raw = (predicted - tf.constant(constants["target_offset"])) / tf.constant(constants["target_scale"])
         if floor is not None:  # a Max (ONNX) or MAXIMUM (TFLite) op

@@ -17,7 +17,6 @@ from edgecast.trainer.bundle import Bundle, read_bundle
 from edgecast_runtime.contract import BUILTIN_TFLITE_FILE, MICRO_DIR, MICRO_FILE
 from edgecast_runtime.durable import atomic_write, replace_folder
 
-from ..accuracy import errors
 from ..errors import MicroError
 from ..manifest import file_sha256, read_manifest
 from ..oplist import tflite_ops
@@ -163,14 +162,15 @@ def verify_micro(bundle_dir: Path) -> dict | None:
     if not run.ran:
         report.update(passed=False, problems=[f"TFLM failed with the recorded arena ({last_line(run.stderr)})"])
         return report
-    model = bundle.load_model()
-    float_rmse = errors(reference_forecast(model, bundle.spec, test_x), test_y)["rmse"]
+    reference = reference_forecast(bundle.load_model(), bundle.spec, test_x)
     if record["model_file"] == INT8_FILE:
         check = public(int8_agreement(folder / INT8_FILE, run.forecasts, tflite_forecast(folder / INT8_FILE, test_x),
-                                      test_y, float_rmse))
+                                      test_y, reference))
+        passed = check["passed"] and not check["collapsed"] and max(check["rmse_change_pct_per_lead"]) <= ERROR_BUDGET_PCT
     else:
-        check = float_now(run.forecasts, reference_forecast(model, bundle.spec, test_x), test_y, float_rmse)
-    report.update(now=check, passed=check["passed"])
+        check = float_now(run.forecasts, reference, test_y)
+        passed = check["passed"]
+    report.update(now=check, passed=passed)
     return report
 
 
