@@ -120,7 +120,7 @@ def default_bundle_name(data: str | Path) -> str:
 
 @options.keywords(*options.TRAIN)
 def train(
-    data: str | Path,
+    data: str | Path | Sequence[str | Path],
     target: str,
     *,
     name: str | None = None,
@@ -132,6 +132,9 @@ def train(
     **settings: Any,
 ) -> TrainResult:
     """Train an LSTM forecaster on a CSV and write the bundle `models_dir/name`.
+
+    `data`: a file, or several files of one station (yearly exports), joined in time order
+    (overlapping rows must be identical; a conflicting one is refused, naming both files).
 
     Every option of `edgecast train` is a keyword here, with the same default (the option
     table, edgecast/options.py; the signature lists them). `features`: extra input columns
@@ -162,7 +165,8 @@ def train(
     if neighbours:
         series, _ = add_neighbours(series, list(neighbours), list(given["neighbour_features"]), read, config.max_gap,
                                    config.split, neighbour_count)
-    out_dir = Path(models_dir) / (name or default_bundle_name(data))
+    first = data if isinstance(data, (str, Path)) else next(iter(data), "")
+    out_dir = Path(models_dir) / (name or default_bundle_name(first))
     return train_series(series, config, out_dir, progress, on_epoch)
 
 

@@ -91,9 +91,11 @@ def _is_kind(exc: Exception, name: str) -> bool:
 @app.command()
 @with_options(*opt.TRAIN)
 def train(
-    data: Annotated[Path, typer.Argument(help="CSV with a timestamp column or year,month,day,hour columns.")],
+    data: Annotated[list[Path], typer.Argument(help="CSV with a timestamp column or year,month,day,hour columns; "
+                                                    "several files of one station (yearly exports) are joined in "
+                                                    "time order.")],
     settings: Settings,
-    name: Annotated[Optional[str], typer.Option(help="Bundle name (default: from the CSV file name).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Bundle name (default: from the first CSV file's name).")] = None,
     models_dir: Annotated[Path, typer.Option(help="Where bundles live.")] = MODELS_DIR,
     neighbours: Annotated[list[Path], typer.Option(
         help="Neighbouring stations' files (repeat): their readings become inputs FEATURE@STATION, aligned by "
@@ -110,7 +112,7 @@ def train(
     from edgecast import api
 
     with EpochBar(settings["epochs"]) as bar:
-        result = api.train(data, name=name, models_dir=models_dir, neighbours=neighbours,
+        result = api.train(data[0] if len(data) == 1 else data, name=name, models_dir=models_dir, neighbours=neighbours,
                            neighbour_count=neighbour_count, progress=bar.line, on_epoch=bar.epoch, **settings)
     _print_training_summary(result)
 

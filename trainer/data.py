@@ -7,6 +7,7 @@ NaN rows. Short gaps are interpolated, long ones stay NaN so that no window cros
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from . import features as encodings_of
 from . import validity
 from .dialect import Dialect, option_character, sniff
 from .errors import DataError
-from .times import FIRST_DATA_ROW, TimeOptions, read_times
+from .times import FIRST_DATA_ROW, TimeLine, TimeOptions, read_times
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Series:
     invalid: dict = field(default_factory=dict)  # {column: {reason: count}} of readings made missing
     notices: list[str] = field(default_factory=list)  # what the reader decided on its own
     neighbours: dict | None = None  # trainer/neighbours.py NeighbourRecord.as_dict(), when added
+    files: list[str] = field(default_factory=list)  # the files read, in time order (several: joined)
 
     def __post_init__(self) -> None:
         if self.encodings is None:
@@ -81,7 +83,7 @@ class Series:
 
 
 def load_csv(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     target: str,
     features: list[str] | tuple[str, ...] = (),
     time_column: str | None = None,
@@ -92,10 +94,46 @@ def load_csv(
     """`clock`: the clock of timestamps written without a zone (the UCI Beijing data: +08:00),
     recorded in the spec so the runtime reads hub timestamps in it; timestamps with a
     zone are converted to it. Without it, zoned timestamps keep their own offset.
-    `time_column` and `clock` override the same fields of `options`."""
-    path = Path(path)
+    `time_column` and `clock` override the same fields of `options`.
+
+    `path` may be several files of one station (yearly exports): each is read the same way,
+    and they are joined in time order (trainer/joining.py), identical overlapping rows once,
+    conflicting ones refused."""
+    paths = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
+    if not paths:
+        raise DataError("no data file given")
     options = options or ReadOptions()
     options = replace(options, time_column=time_column or options.time_column, clock=clock or options.clock)
+    if len(paths) > 1:
+        from .joining import join_files
+
+        files = [read_file(one, target, features, options) for one in paths]
+        joined = join_files(files)
+        return _finish(joined.read, max_gap, joined.source, joined.sha256, joined.rows_read, joined.frame,
+                       joined.interval, joined.files)
+    read = read_file(paths[0], target, features, options)
+    frame, interval = _regularise(read.path, read.frame, read.line.times)
+    return _finish(read, max_gap, str(read.path), file_sha256(read.path), read.rows_read, frame, interval)
+
+
+@dataclass
+class FileRead:
+    """One file's readings, before they are put on a regular grid."""
+
+    path: Path
+    frame: pd.DataFrame  # the read columns (the target's and features' spellings of the first file)
+    line: TimeLine
+    columns: list[str]  # target first, then features, derived calendar ones included
+    derived: list[str]
+    encodings: dict[str, Encoding]  # of the read columns
+    ranges: dict
+    invalid: dict
+    notices: list[str]
+    rows_read: int
+
+
+def read_file(path: Path, target: str, features: list[str] | tuple[str, ...], options: ReadOptions) -> FileRead:
+    """A file's dialect sniffed, its time line read and its columns parsed, impossible readings missing."""
     delimiter = option_character(options.delimiter, "delimiter")
     decimal = option_character(options.decimal, "decimal")
     dialect = sniff(path, delimiter, decimal) if path.is_file() else Dialect()
@@ -120,19 +158,29 @@ def load_csv(
         parsed[name] = (values, parsed[name][1])
         if counts:
             invalid[name] = counts
-    frame, interval = _regularise(path, pd.DataFrame({name: parsed[name][0] for name in read}), line.times)
-    for name in derived:
+    frame = pd.DataFrame({name: parsed[name][0] for name in read})
+    notices = ([dialect.describe()] if dialect.sniffed else []) + line.notices
+    return FileRead(path, frame, line, columns, derived, {n: parsed[n][1] for n in read}, ranges, invalid, notices,
+                    len(raw))
+
+
+def _finish(read: FileRead, max_gap: int, source: str, sha256: str, rows_read: int, frame: pd.DataFrame,
+            interval: float | None, files: list[str] | None = None) -> Series:
+    """The regular frame's calendar columns derived, gaps filled, and the series described."""
+    for name in read.derived:
         frame[name] = encodings_of.calendar_values(name, frame.index)
-    frame = frame[columns]
-    for name in read:  # a column with no value at all would leave no window, and a misleading message
-        if frame[name].isna().all():
-            raise DataError(f"{path}: column '{name}' has no numeric values")
-    encodings = [parsed[n][1] if n in parsed else encodings_of.calendar(n) for n in columns]
-    series = _fill_gaps(frame, target, max_gap, interval, line.columns, path, len(raw), encodings)
-    series.clock, series.time_format = line.clock, line.time_format
-    series.valid_ranges = {name: [low, high] for name, (low, high) in ranges.items()}
-    series.invalid = invalid
-    series.notices = ([dialect.describe()] if dialect.sniffed else []) + line.notices
+    frame = frame[read.columns]
+    for name in read.columns:  # a column with no value at all would leave no window, and a misleading message
+        if name not in read.derived and frame[name].isna().all():
+            raise DataError(f"{source}: column '{name}' has no numeric values")
+    encodings = [read.encodings[n] if n in read.encodings else encodings_of.calendar(n) for n in read.columns]
+    series = _fill_gaps(frame, read.columns[0], max_gap, interval, read.line.columns, source, sha256, rows_read,
+                        encodings)
+    series.clock, series.time_format = read.line.clock, read.line.time_format
+    series.valid_ranges = {name: [low, high] for name, (low, high) in read.ranges.items()}
+    series.invalid = read.invalid
+    series.notices = read.notices
+    series.files = files or [source]
     return series
 
 
@@ -236,14 +284,14 @@ def _regularise(path: Path, frame: pd.DataFrame, times: pd.Series | None) -> tup
 
 
 def _fill_gaps(frame: pd.DataFrame, target: str, max_gap: int, interval: float | None, time_columns: list[str],
-               path: Path, rows_read: int, encodings: list[Encoding]) -> Series:
+               source: str, sha256: str, rows_read: int, encodings: list[Encoding]) -> Series:
     before = int(frame.isna().sum().sum())
     # Angles and calm codes do not interpolate linearly (350 and 10 degrees are neighbours).
     hold = {e.feature for e in encodings if e.kind == DIRECTION}
     filled = frame.apply(lambda column: fill_short_gaps(column, max_gap, hold=column.name in hold))
     after = int(filled.isna().sum().sum())
     return Series(
-        filled, target, interval, time_columns, str(path), file_sha256(path), rows_read, before - after, after, encodings
+        filled, target, interval, time_columns, source, sha256, rows_read, before - after, after, encodings
     )
 
 

@@ -86,15 +86,14 @@ def add_neighbours(
     own = station or station_from_file_name(Path(series.source))
     first_val, _ = split_rows(len(series.frame), fractions)
     loaded, sources, dropped = {}, {}, {}
-    for entry in files:
+    own_files = {Path(f).resolve() for f in (series.files or [series.source])}
+    for entry in files:  # several files of one neighbour (yearly exports) are joined in time order
         neighbour, path = station_of(entry)
-        if neighbour == own or path.resolve() == Path(series.source).resolve():
-            continue
-        if neighbour in sources:
-            raise DataError(f"station {neighbour!r} comes from two neighbour files: {sources[neighbour]} and {path}")
-        sources[neighbour] = path
+        if neighbour != own and path.resolve() not in own_files:
+            sources.setdefault(neighbour, []).append(path)
+    for neighbour, paths in sources.items():
         try:
-            loaded[neighbour] = _load_neighbour(series, path, readings, options, max_gap)
+            loaded[neighbour] = _load_neighbour(series, paths, readings, options, max_gap)
         except (DataError, OSError) as exc:
             if unusable == FAIL:
                 raise DataError(f"neighbour {neighbour!r}: {exc}") from None
@@ -136,8 +135,10 @@ class _Neighbour:
     columns: dict[str, pd.Series]  # reading (the station's spelling) -> aligned on the station's index
 
 
-def _load_neighbour(series: Series, path: Path, readings: list[str], options: ReadOptions, max_gap: int) -> _Neighbour:
-    other = load_csv(path, readings[0], readings[1:], max_gap=max_gap, options=options)
+def _load_neighbour(series: Series, paths: list[Path], readings: list[str], options: ReadOptions,
+                    max_gap: int) -> _Neighbour:
+    other = load_csv(paths, readings[0], readings[1:], max_gap=max_gap, options=options)
+    path = other.source
     if other.interval_seconds != series.interval_seconds:
         raise DataError(f"{path}: sampled every {other.interval_seconds} s, the station every "
                         f"{series.interval_seconds} s; neighbours must share the interval")
@@ -145,7 +146,7 @@ def _load_neighbour(series: Series, path: Path, readings: list[str], options: Re
     return _Neighbour(other, {reading: aligned[_column_named(path, aligned.columns, reading)] for reading in readings})
 
 
-def _column_named(path: Path, columns: Iterable[str], name: str) -> str:
+def _column_named(path: str | Path, columns: Iterable[str], name: str) -> str:
     """The column spelled `name`: exactly, else the one spelled so in another case."""
     columns = list(columns)
     if name in columns:

@@ -170,6 +170,7 @@ def _training_record(series: Series, config: TrainConfig, data: SplitData, histo
         "data": {
             "source": series.source,
             "sha256": series.sha256,
+            **({"files": series.files} if len(series.files) > 1 else {}),  # joined in time order
             "rows_read": series.rows_read,
             "rows_regular": len(series.frame),
             "values_interpolated": series.values_interpolated,

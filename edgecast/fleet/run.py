@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from edgecast import options
 from edgecast.base import EdgecastError, write_json_atomic
 from edgecast.trainer.settings import MODELS_DIR, TrainConfig
+from edgecast_runtime.manifest import file_sha256
 
 if TYPE_CHECKING:
     import ray
@@ -122,8 +123,9 @@ def train(
     settings.neighbour_count()  # a bad --neighbours fails here
     stations, unnamed = find_stations(list(data), station_column)  # before any folder is made: a typo makes none
     if neighbours:
-        settings.neighbour_files = {str(s.data): s.sha256 for s in stations}
-        settings.neighbour_ids = {str(s.data): s.station for s in stations}
+        settings.neighbour_files = {str(f): file_sha256(f) if len(s.files) > 1 else s.sha256
+                                    for s in stations for f in s.files}
+        settings.neighbour_ids = {str(f): s.station for s in stations for f in s.files}
     fleet_dir = (Path(models_dir) / name).resolve()
     fleet_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(fleet_dir):
@@ -134,7 +136,7 @@ def train(
         todo = []
         for station in stations:
             if not force and up_to_date(fleet_dir / station.station, station, settings):
-                result.stations.append(StationResult(station.station, str(station.data), SKIPPED))
+                result.stations.append(StationResult(station.station, station.source, SKIPPED))
             else:
                 todo.append(station)
         _emit(on_event, "start", (len(stations) + len(unnamed), len(result.stations)))
@@ -307,7 +309,7 @@ def _collect(ray: ModuleType, ref: ray.ObjectRef, station: Station) -> StationRe
     try:
         outcome = ray.get(ref)
     except Exception as exc:  # the worker died (killed, out of memory): this station alone failed
-        return StationResult(station.station, str(station.data), FAILED, f"Ray task lost: {one_line(exc)[:300]}")
+        return StationResult(station.station, station.source, FAILED, f"Ray task lost: {one_line(exc)[:300]}")
     known = {key: outcome.get(key) for key in StationResult.__dataclass_fields__ if key in outcome}
     return StationResult(**known)
 

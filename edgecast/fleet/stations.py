@@ -19,7 +19,6 @@ from edgecast.trainer.stations import (  # noqa: F401  (part of this module's AP
     safe_station_id,
     station_from_file_name,
 )
-from edgecast_runtime.manifest import file_sha256
 
 if TYPE_CHECKING:
     from edgecast.trainer.data import ReadOptions
@@ -91,7 +90,15 @@ ADDED_LATER = ("time_unit", "time_format", "dayfirst", "delimiter", "decimal", "
 class Station:
     station: str
     data: Path  # absolute: remote workers do not share the driver's working directory
-    sha256: str
+    sha256: str  # of its file; of several files, edgecast.trainer.joining.data_sha256
+    files: list[Path] = field(default_factory=list)  # several files (yearly exports), joined in time order
+
+    def __post_init__(self) -> None:
+        self.files = list(self.files) or [self.data]
+
+    @property
+    def source(self) -> str:
+        return " + ".join(map(str, self.files))
 
     def fingerprint(self, settings: FleetSettings) -> str:
         payload = json.dumps({"data_sha256": self.sha256, "settings": settings.fingerprint_dict()}, sort_keys=True,
@@ -136,14 +143,17 @@ def station_from_column(path: Path, column: str) -> str:
     """The one value of `column` (found whatever its case) in the file (one station per file)."""
     import pandas as pd  # here: `edgecast --help` need not load it
 
+    from edgecast.trainer.dialect import sniff
+
+    sep = sniff(path).delimiter  # a `;` export names its station too
     try:
-        header = [str(c).strip() for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns]
+        header = [str(c).strip() for c in pd.read_csv(path, nrows=0, sep=sep, encoding="utf-8-sig").columns]
         same = [c for c in header if c.casefold() == column.casefold()]
         if len(same) > 1 and column not in same:
             raise DataError(f"{path}: station column {column!r} is ambiguous: {', '.join(same)} differ only in case",
                             settings=("station_column",))
         found = column if column in header else (same[0] if same else column)
-        values = pd.read_csv(path, usecols=lambda c: str(c).strip() == found, dtype=str, encoding="utf-8-sig")
+        values = pd.read_csv(path, usecols=lambda c: str(c).strip() == found, dtype=str, sep=sep, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     if values.shape[1] != 1:
@@ -159,9 +169,13 @@ def station_from_column(path: Path, column: str) -> str:
 def find_stations(sources: list[str | Path], station_column: str | None) -> tuple[list[Station], dict[str, DataError]]:
     """(stations, files that could not be named): a file whose id cannot be read fails alone.
     An id is STATION of STATION=FILE, else the station column's value, else the file
-    name's (normalised: see trainer/stations.py). Two files naming the same station are
-    an error: one bundle per station."""
-    stations, unnamed, seen = [], {}, {}
+    name's (normalised: see trainer/stations.py). Several files naming the same station
+    (yearly exports) are that station's data, joined in time order when it is trained
+    (trainer/joining.py: overlapping rows must be identical)."""
+    from edgecast.trainer.joining import data_sha256
+
+    unnamed: dict[str, DataError] = {}
+    seen: dict[str, list[Path]] = {}
     for name, path in data_files(sources):
         try:
             station = name or (station_from_column(path, station_column) if station_column
@@ -169,11 +183,11 @@ def find_stations(sources: list[str | Path], station_column: str | None) -> tupl
         except DataError as exc:
             unnamed[str(path)] = exc
             continue
-        if station in seen:
-            raise DataError(f"station {station!r} comes from two files: {seen[station]} and {path} "
-                            "(ids ignore case; name one: STATION=FILE)")
-        seen[station] = path
-        stations.append(Station(station, path, file_sha256(path)))
+        seen.setdefault(station, []).append(path)
+    stations = []
+    for station, paths in seen.items():
+        paths = sorted(paths, key=str) if len(paths) > 1 else paths
+        stations.append(Station(station, paths[0], data_sha256(paths), paths))
     return stations, unnamed
 
 

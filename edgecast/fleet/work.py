@@ -30,7 +30,7 @@ def station_task(station: Station, settings: FleetSettings, fleet_dir: str, run_
     so one station's trouble never reaches another's."""
     started = time.perf_counter()
     threads = pin_threads(granted_cpus())
-    result = {"station": station.station, "data": str(station.data), "threads": threads,
+    result = {"station": station.station, "data": station.source, "threads": threads,
               "host": socket.gethostname(), "pid": os.getpid()}
     try:
         from threadpoolctl import threadpool_limits  # numpy's BLAS is loaded already: limit it live
@@ -86,7 +86,8 @@ def build_station(station: Station, settings: FleetSettings, fleet_dir: Path, ru
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         outcome = run_pipeline(station, settings, staging)
-        record = {"station": station.station, "data": {"path": str(station.data), "sha256": station.sha256},
+        record = {"station": station.station, "data": {"path": station.source, "sha256": station.sha256,
+                                                   **({"files": list(map(str, station.files))} if len(station.files) > 1 else {})},
                   "fingerprint": station.fingerprint(settings), "settings": settings.as_dict(), **outcome}
         write_json_atomic(staging / STATION_RECORD, record)
         replace_folder(staging, fleet_dir / station.station)
@@ -103,11 +104,11 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
     from edgecast.trainer.pipeline import prepare, train
 
     read = settings.read_options()
-    series = load_csv(station.data, settings.target, settings.features, max_gap=settings.config.max_gap, options=read)
+    series = load_csv(station.files, settings.target, settings.features, max_gap=settings.config.max_gap, options=read)
     notices = []
     if settings.neighbours:  # a neighbour file that cannot be used is left out (DROP), with a notice
         others = [f"{settings.neighbour_ids.get(path, '')}={path}" if settings.neighbour_ids.get(path) else path
-                  for path in settings.neighbour_files if Path(path) != Path(station.data)]
+                  for path in settings.neighbour_files if Path(path) not in station.files]
         series, record = add_neighbours(series, others, settings.neighbour_features, read, settings.config.max_gap,
                                         settings.config.split, settings.neighbour_count(), station=station.station,
                                         unusable=DROP)

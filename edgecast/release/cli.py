@@ -1,4 +1,5 @@
-"""`edgecast keys new DIR` and `edgecast sign models/NAME --key KEY.pem`."""
+"""`edgecast keys new DIR`, `edgecast sign models/NAME --key KEY.pem` (or a fleet folder models/FLEET),
+`edgecast release` and `edgecast fleet status`."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from edgecast_runtime.releases.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 
+from .errors import SigningError
 from .settings import (
     DEFAULT_FAILURE_THRESHOLD,
     DEFAULT_HEALTHY_SECONDS,
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 keys_app = typer.Typer(help="Make signing keys.", no_args_is_help=True, add_completion=False)
 out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
 
 
 @keys_app.command("new")
@@ -45,15 +48,38 @@ def keys_new(
 
 
 def sign(
-    bundle: Annotated[Path, typer.Argument(help="Exported model bundle folder, e.g. models/NAME.")],
+    bundle: Annotated[Path, typer.Argument(help="Exported model bundle folder models/NAME, or a fleet folder "
+                                                "models/FLEET (every station bundle in it).")],
     key: Annotated[Path, typer.Option("--key", help="EC P-256 private key (PEM), e.g. from `edgecast keys new`.")],
 ) -> None:
-    """Sign a bundle's deployable files (OpenSSF model-signing, key mode) into model.sig."""
-    from .signing import sign_bundle
+    """Sign a bundle's deployable files (OpenSSF model-signing, key mode) into model.sig; given a
+    fleet folder, every station bundle in it, one line each (exit 1 if any fails)."""
+    from edgecast_runtime.releases.signature import key_id
 
-    signed = sign_bundle(bundle, key)
-    out.print(f"signed {len(signed.files)} files of {bundle} ({', '.join(signed.files)}) "
-              f"into {signed.signature}, key id {signed.key_id[:16]}", markup=False, soft_wrap=True)
+    from .signing import fleet_bundles, load_private_key, sign_bundle
+
+    if (bundle / "manifest.json").is_file() or not bundle.is_dir():
+        signed = sign_bundle(bundle, key)
+        out.print(f"signed {len(signed.files)} files of {bundle} ({', '.join(signed.files)}) "
+                  f"into {signed.signature}, key id {signed.key_id[:16]}", markup=False, soft_wrap=True)
+        return
+    stations = fleet_bundles(bundle)
+    load_private_key(key)  # a bad key is one error, not one per station
+    failed = []
+    for station in stations:
+        try:
+            signed = sign_bundle(station, key)
+        except SigningError as exc:
+            failed.append(station.name)
+            err.print(f"{station.name}: failed: {' '.join(str(exc).split())}", markup=False, soft_wrap=True)
+            continue
+        out.print(f"{station.name}: signed {len(signed.files)} files into {signed.signature}", markup=False,
+                  soft_wrap=True)
+    out.print(f"{bundle}: {len(stations) - len(failed)} of {len(stations)} bundle(s) signed with key id "
+              f"{key_id(load_private_key(key).public_key())[:16]}"
+              + (f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""), markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 # --- delivery over MQTT: `edgecast release`, `edgecast fleet status` -----------------------

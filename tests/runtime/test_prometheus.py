@@ -46,13 +46,15 @@ def readme_queries():
 
 
 class Prometheus:
-    """`prometheus` on a loopback port, scraping one target every second."""
+    """`prometheus` on a loopback port, scraping one target every second (with `rule_files`
+    loaded and evaluated every second, when given)."""
 
-    def __init__(self, folder, target):
+    def __init__(self, folder, target, rule_files=()):
         self.port = free_port()
         config = folder / "prometheus.yml"
         config.write_text(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+            + (f"rule_files: {json.dumps([str(path) for path in rule_files])}\n" if rule_files else "") +
             "scrape_configs:\n  - job_name: edgecast-hubs\n"
             f"    static_configs:\n      - targets: ['{target}']\n")
         self.log = open(folder / "prometheus.log", "wb")
