@@ -65,6 +65,23 @@ def test_train_refuses_a_conflicting_overlap_in_one_line(tmp_path):
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
 
+def test_a_neighbours_yearly_files_are_joined_too(tmp_path):
+    own = tmp_path / "own.csv"
+    hourly_frame(hours=HOURS, seed=4).to_csv(own, index=False)
+    first, second = split_years(tmp_path, "other", seed=5)
+    result = run_cli("train", own, *TINY, "--neighbours", f"other={first}", "--neighbours", f"other={second}",
+                     "--models-dir", tmp_path / "models")
+    assert result.returncode == 0, result.stdout + result.stderr
+    training = json.loads((tmp_path / "models" / "own" / "training.json").read_text())
+    assert training["neighbours"]["stations"] == ["other"]
+    assert training["neighbours"]["sources"]["other"]["source"] == f"{first} + {second}"
+    conflicting(second)
+    refused = run_cli("train", own, *TINY, "--neighbours", f"other={first}", "--neighbours", f"other={second}",
+                      "--models-dir", tmp_path / "models2")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "neighbour 'other':" in refused.stderr and "overlap with different readings" in refused.stderr
+
+
 def test_fleet_joins_a_stations_files_and_a_conflicting_station_fails_alone(tmp_path: Path,
                                                                           ray_head: str):  # noqa: F811
     data = tmp_path / "data"
