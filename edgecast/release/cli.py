@@ -58,12 +58,12 @@ def sign(
 
     from .signing import fleet_bundles, load_private_key, sign_bundle
 
-    if (bundle / "manifest.json").is_file() or not bundle.is_dir():
+    stations = [] if (bundle / "manifest.json").is_file() or not bundle.is_dir() else fleet_bundles(bundle)
+    if not stations:  # a bundle (or a folder that is neither: sign_bundle says what is missing)
         signed = sign_bundle(bundle, key)
         out.print(f"signed {len(signed.files)} files of {bundle} ({', '.join(signed.files)}) "
                   f"into {signed.signature}, key id {signed.key_id[:16]}", markup=False, soft_wrap=True)
         return
-    stations = fleet_bundles(bundle)
     load_private_key(key)  # a bad key is one error, not one per station
     failed = []
     for station in stations:

@@ -125,13 +125,10 @@ def deployable_files(bundle_dir: Path) -> list[str]:
 def fleet_bundles(fleet_dir: Path) -> list[Path]:
     """The station bundles of a fleet folder: its sub-folders that hold a manifest.json or a
     model (a station's folder without a manifest is listed, so that it fails alone, saying why);
-    the fleet's own folders (.staging, hidden ones) are not."""
+    the fleet's own folders (.staging, hidden ones) are not. None: an empty list."""
     fleet_dir = Path(fleet_dir)
-    found = sorted(p for p in fleet_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-                   and ((p / MANIFEST_NAME).is_file() or (p / "model.keras").is_file()))
-    if not found:
-        raise SigningError(f"{fleet_dir} holds no bundle (no {MANIFEST_NAME}, neither in it nor in its sub-folders)")
-    return found
+    return sorted(p for p in fleet_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and ((p / MANIFEST_NAME).is_file() or (p / "model.keras").is_file()))
 
 
 def sign_bundle(bundle_dir: Path, key_path: Path) -> SignedBundle:

@@ -61,4 +61,5 @@ def test_a_bad_key_or_an_empty_folder_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     keys = new_keys(tmp_path / "keys")
     result = run_cli("sign", str(tmp_path / "empty"), "--key", str(keys.private))
-    assert result.returncode == 2 and "holds no bundle" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"{tmp_path / 'empty' / 'manifest.json'} is missing" in result.stderr
