@@ -34,10 +34,10 @@ lint: $(VENV)/.installed
 
 test-runtime: $(RVENV)/.installed
 	bash tests/runtime/setup.sh
-	$(RVENV)/bin/python -m pytest tests/runtime -q
+	$(RVENV)/bin/python -m pytest tests/runtime -q --durations=20
 
 test-toolkit: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest tests/toolkit -q
+	$(VENV)/bin/python -m pytest tests/toolkit -q --durations=20
 
 # The runtime's suite (a stated subset) and the committed models' forecasts on 64-bit ARM:
 # a Debian arm64 root under qemu-user emulation, cached in /var/cache/edgecast (needs root).
