@@ -1,5 +1,5 @@
 """The operator's MQTT connection: authentication and TLS (the runtime's
-mqtt_security), publishing that waits for the broker's acknowledgement, and the hubs'
+mqtt.security), publishing that waits for the broker's acknowledgement, and the hubs'
 retained status messages (topics: edgecast_runtime.releases.delivery)."""
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ CLOSED = "closed"  # the broker closed the connection before its CONNACK
 
 @dataclass(frozen=True)
 class BrokerSettings:
-    """Where the broker is and how to log in (mqtt_security.configure_client's options)."""
+    """Where the broker is and how to log in (mqtt.security.configure_client's options)."""
 
     broker: str
     username: str | None = None

@@ -5,7 +5,7 @@ reader meets the problems, so the first message names the first problem. A SpecE
 carries the problem alone ("has 'look_back' 0, ..."); the caller says where it was
 (the runtime: "MODEL: edgecast.spec has ...", the toolkit: "BUNDLE/preprocessing.json: ...").
 
-The bounds below are the runtime's: model_probe.py, which runs in a child process
+The bounds below are the runtime's: trial.py, which runs in a child process
 without this package, keeps copies (tests/runtime/test_spec.py holds them equal).
 """
 
