@@ -17,11 +17,19 @@ NAME_KEY = "edgecast.model_name"
 PLAIN_SCHEMA_VERSION = 1
 SCHEMA_VERSION = 2  # what the toolkit writes when a model needs an encoding
 NEIGHBOUR_SCHEMA_VERSION = 3  # what it writes when a model reads neighbours' readings
-SUPPORTED_SCHEMA_VERSIONS = (PLAIN_SCHEMA_VERSION, SCHEMA_VERSION, NEIGHBOUR_SCHEMA_VERSION)
+# Schema 4: the graph also gives quantiles per lead and exceedance probabilities of alert
+# thresholds (the spec's `probabilistic` part); it may read neighbours too.
+PROBABILISTIC_SCHEMA_VERSION = 4
+SUPPORTED_SCHEMA_VERSIONS = (PLAIN_SCHEMA_VERSION, SCHEMA_VERSION, NEIGHBOUR_SCHEMA_VERSION,
+                             PROBABILISTIC_SCHEMA_VERSION)
 
-# The graph's one input and one output.
+# The graph's one input and its outputs: every model gives `forecast`; a schema-4 model
+# also gives QUANTILES_NAME [batch, horizon, Q] and EXCEEDANCE_NAME [batch, horizon, K].
 INPUT_NAME = "window"
 OUTPUT_NAME = "forecast"
+QUANTILES_NAME = "quantiles"
+EXCEEDANCE_NAME = "exceedance"
+ALERT_OPERATORS = (">", "<")  # an alert asks P(target > threshold) or P(target < threshold)
 
 # Beside an exported model: artifacts with their sha256, checked before a model is used.
 MANIFEST_NAME = "manifest.json"

@@ -13,14 +13,14 @@ are written in the toolkit's order) and `extras` (keys it does not know).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Tuple
 
 from .clock import TimeFormat, parse_clock
 from .contract import INPUT_NAME, NUMERIC, OUTPUT_NAME
 from .encodings import InputLayout
-from .errors import ModelError
+from .spec_outputs import Probabilistic
+from .spec_parts import Keys, SpecError, _extras, _keys, emit, freeze, thaw  # noqa: F401 (the spec's API)
 from .validity import ValidRanges
 
 if TYPE_CHECKING:
@@ -28,58 +28,6 @@ if TYPE_CHECKING:
 
 LEVEL = "level"  # target_formulation.kind: the MinMax inverse of the target column
 CHANGE = "change_from_last"  # the window's last target value + output * step_scale
-
-Keys = Optional[Tuple[str, ...]]
-_NOTHING: Mapping[str, Any] = MappingProxyType({})
-
-
-class SpecError(ModelError):
-    """The spec breaks the graph contract; the message names the problem, not the file."""
-
-
-def _keys() -> Any:
-    return field(default=None, compare=False, repr=False)
-
-
-def _extras() -> Any:
-    return field(default_factory=lambda: _NOTHING, repr=False)
-
-
-def freeze(value: Any) -> Any:
-    """JSON as read, made immutable: objects as read-only mappings, lists as tuples."""
-    if isinstance(value, dict):
-        return MappingProxyType({key: freeze(item) for key, item in value.items()})
-    if isinstance(value, list):
-        return tuple(freeze(item) for item in value)
-    return value
-
-
-def thaw(value: Any) -> Any:
-    """The JSON of a frozen value or of a part of the spec."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, Mapping):
-        return {key: thaw(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return [thaw(item) for item in value]
-    return value
-
-
-def emit(entries: Iterable[Tuple[str, Any, bool]], key_order: Keys, extras: Mapping[str, Any]) -> dict:
-    """A part's JSON from (key, value, always written) in the toolkit's order. A part read
-    from JSON writes the keys it was read with, in that order (a key set since follows)."""
-    out = {}
-    for key, value, always in entries:
-        present = (key in key_order or value is not None) if key_order is not None else (always or value is not None)
-        if present:
-            out[key] = thaw(value)
-    out.update((key, thaw(value)) for key, value in extras.items())
-    if key_order is None:
-        return out
-    ordered = {key: out.pop(key) for key in key_order if key in out}
-    ordered.update(out)
-    return ordered
-
 
 @dataclass(frozen=True)
 class Scaler:
@@ -251,6 +199,7 @@ class Spec:
     time_format: Optional[SpecTimeFormat] = None
     target_min: Optional[float] = None  # the graph's lower clip of the forecast
     neighbours: Optional[Tuple[Neighbour, ...]] = None
+    probabilistic: Optional[Probabilistic] = None  # schema 4: quantiles and exceedance outputs
     key_order: Keys = _keys()
     extras: Mapping[str, Any] = _extras()
 
@@ -273,7 +222,8 @@ class Spec:
             ("target_formulation", self.target_formulation, True), ("target_units", self.target_units, True),
             ("clock", self.clock, True), ("valid_ranges", self.valid_ranges, False),
             ("time_format", self.time_format, False), ("target_min", self.target_min, False),
-            ("neighbours", neighbours, False)), self.key_order, self.extras)
+            ("neighbours", neighbours, False), ("probabilistic", self.probabilistic, False)),
+            self.key_order, self.extras)
 
     # --- what the parts mean, with the defaults of older specs ----------------------
 

@@ -41,6 +41,7 @@ from .spec import (
     ValidRange,
     freeze,
 )
+from .spec_outputs import read_probabilistic
 
 # Bounds on what a model's metadata may ask for. The fixtures and real exports are far
 # below them (look_back 4-168, a few features).
@@ -52,7 +53,7 @@ TIME_FORMAT = "time_format"
 # The keys of the spec this runtime knows; others are kept as they are (Spec.extras).
 SPEC_KEYS = ("schema_version", "target", "features", "look_back", "horizon", "interval_seconds", "time_columns",
              "scaler", "gap_policy", "input", "output", "encodings", "encoded_features", "target_formulation",
-             "target_units", "clock", "valid_ranges", TIME_FORMAT, "target_min", "neighbours")
+             "target_units", "clock", "valid_ranges", TIME_FORMAT, "target_min", "neighbours", "probabilistic")
 
 
 def fail(problem: str, setting: str | tuple[str, ...] = ()) -> NoReturn:
@@ -149,7 +150,8 @@ def read_spec(data: object, version: Optional[str]) -> Spec:
         gap_policy=gap_policy, input=tensors["input"], output=tensors["output"], encodings=read,
         encoded_features=_tuple(encoded), target_formulation=formulation, target_units=units, clock=clock,
         valid_ranges=valid_ranges, time_format=time_format, target_min=data.get("target_min"),
-        neighbours=neighbours, **_parts(data, SPEC_KEYS))
+        neighbours=neighbours, probabilistic=read_probabilistic(data.get("probabilistic"), features[0], version),
+        **_parts(data, SPEC_KEYS))
 
 
 def _is_count(value: object) -> bool:

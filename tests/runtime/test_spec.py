@@ -5,6 +5,7 @@ malformed spec is refused with a message that names the problem."""
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,36 @@ def test_a_bundle_spec_must_also_have_what_the_toolkit_needs(change, fragment):
     missing = {key: value for key, value in BASE.items() if key != "look_back"}
     with pytest.raises(SpecError, match="missing key 'look_back'"):
         Spec.from_dict(missing)
+
+
+PROBABILISTIC = {"schema_version": 4, "target": "PM2.5", "features": ["PM2.5"], "look_back": 4, "horizon": 2,
+                 "encodings": [{"feature": "PM2.5", "kind": "numeric", "columns": ["PM2.5"]}],
+                 "probabilistic": {"quantiles": [0.05, 0.5, 0.95], "interval": 0.9,
+                                   "alerts": [{"name": "PM2.5>75", "column": "PM2.5", "op": ">", "threshold": 75}]}}
+
+
+def test_a_schema_4_spec_reads_its_quantiles_interval_and_alerts_and_writes_them_back():
+    spec = Spec.from_dict(PROBABILISTIC, "4")
+    assert spec.probabilistic.quantiles == (0.05, 0.5, 0.95)
+    assert spec.probabilistic.interval_indices == (0, 2)
+    assert [(a.name, a.op, a.threshold) for a in spec.probabilistic.alerts] == [("PM2.5>75", ">", 75.0)]
+    assert spec.probabilistic.alerts[0].exceeded(75.5) and not spec.probabilistic.alerts[0].exceeded(75)
+    assert spec.to_dict() == PROBABILISTIC
+
+
+@pytest.mark.parametrize("part, version, fragment", [
+    ({"quantiles": [0.5, 0.05]}, "4", "not strictly increasing"),
+    ({"quantiles": [0.0, 0.5]}, "4", "levels in (0, 1)"),
+    ({"quantiles": [0.05, 0.95], "interval": 0.8}, "4", "no quantile level 0.1"),
+    ({"quantiles": [0.05, 0.95], "interval": 1.5}, "4", "expected a coverage in (0, 1)"),
+    ({"alerts": [{"name": "x", "column": "TEMP", "op": ">", "threshold": 1}]}, "4", "alerts are on the target"),
+    ({"alerts": [{"name": "x", "column": "PM2.5", "op": ">=", "threshold": 1}]}, "4", "'op' '>='"),
+    ({"alerts": [{"name": "x", "column": "PM2.5", "op": ">", "threshold": "high"}]}, "4", "expected a finite"),
+    ({"alerts": [{"name": "x", "column": "PM2.5", "op": ">", "threshold": 1}] * 2}, "4", "same name"),
+    ({}, "4", "neither quantiles nor alerts"),
+    ({"quantiles": [0.5]}, "3", "which need schema version 4"),
+])
+def test_a_bad_probabilistic_part_is_refused_naming_the_problem(part, version, fragment):
+    data = {**PROBABILISTIC, "schema_version": int(version), "probabilistic": part}
+    with pytest.raises(SpecError, match=re.escape(fragment)):
+        Spec.from_dict(data, version)
