@@ -10,6 +10,7 @@ import pytest
 
 from edgecast_runtime.errors import OptionError
 from edgecast_runtime.skill.comparison import (
+    automatic_lag,
     compare,
     diebold_mariano,
     hac_variance,
@@ -107,11 +108,13 @@ def test_statistic_agrees_with_an_explicit_autocovariance_sum():
     for lag in (0, 1, 5, 12):
         assert hac_variance(differential, lag) == pytest.approx(explicit_hac(differential, lag), rel=1e-12)
     count, h = len(differential), HORIZON
-    expected = (np.mean(differential) / math.sqrt(explicit_hac(differential, h - 1) / count)
-                * math.sqrt((count + 1 - 2 * h + h * (h - 1) / count) / count))
-    result = compare(champion, challenger, h, min_pairs=2)
-    assert result.statistic == pytest.approx(expected, rel=1e-12)
-    assert result.p_value == pytest.approx(1 - student_t_cdf(expected, count - 1), rel=1e-12)
+    for lag in (None, h - 1, 20):
+        result = compare(champion, challenger, h, min_pairs=2, lag=lag)
+        assert result.lag == (lag if lag is not None else automatic_lag(differential, h))
+        expected = (np.mean(differential) / math.sqrt(explicit_hac(differential, result.lag) / count)
+                    * math.sqrt((count + 1 - 2 * h + h * (h - 1) / count) / count))
+        assert result.statistic == pytest.approx(expected, rel=1e-12)
+        assert result.p_value == pytest.approx(1 - student_t_cdf(expected, count - 1), rel=1e-12)
     assert result.champion_loss == pytest.approx(np.mean(champion ** 2), rel=1e-12)
     assert result.loss_ratio == pytest.approx(np.mean(challenger ** 2) / np.mean(champion ** 2), rel=1e-12)
 
@@ -121,7 +124,7 @@ def test_horizon_one_is_the_paired_t_test():
     champion, challenger = rng.standard_normal(80) * 3, rng.standard_normal(80) * 2.5
     differential = champion ** 2 - challenger ** 2
     paired_t = np.mean(differential) / (np.std(differential, ddof=1) / math.sqrt(80))
-    statistic, p_value = diebold_mariano(differential, 1)
+    statistic, p_value = diebold_mariano(differential, 1, lag=0)
     assert statistic == pytest.approx(paired_t, rel=1e-12)
     assert p_value == pytest.approx(1 - student_t_cdf(paired_t, 79), rel=1e-12)
 
@@ -142,18 +145,44 @@ def test_hac_keeps_the_size_where_the_naive_variance_rejects_too_often():
     """Two equally good models, 6-step forecasts made every step: the loss differential is
     autocorrelated up to lag 5. Treated as independent (the naive variance, horizon 1)
     the test rejects at four times its 5 % level (20.7 % of 600 seeded runs); with the
-    HAC variance at 6.8 % (Bartlett weights shrink the long-run variance a little in
-    finite samples). Some runs are rejected by the naive test and not by HAC."""
+    HAC variance at lag 5 at 6.8 % (Bartlett weights shrink the long-run variance a
+    little in finite samples), with the automatic lag about as often. Some runs are
+    rejected by the naive test and not by HAC."""
     rng = np.random.default_rng(7)
     level, runs = 0.05, 600
-    naive = hac = naive_only = 0
+    naive = hac = automatic = naive_only = 0
     for _ in range(runs):
         champion, challenger = overlapping_errors(rng, 400), overlapping_errors(rng, 400)
         differential = np.mean(champion ** 2 - challenger ** 2, axis=1)
-        naive_rejects = diebold_mariano(differential, 1)[1] <= level
-        hac_rejects = diebold_mariano(differential, HORIZON)[1] <= level
+        naive_rejects = diebold_mariano(differential, 1, lag=0)[1] <= level
+        hac_rejects = diebold_mariano(differential, HORIZON, lag=HORIZON - 1)[1] <= level
+        automatic += diebold_mariano(differential, HORIZON)[1] <= level
         naive, hac = naive + naive_rejects, hac + hac_rejects
         naive_only += naive_rejects and not hac_rejects
     assert naive / runs > 0.15, naive
-    assert hac / runs < 0.09, hac
+    assert hac / runs < 0.09 and automatic / runs < 0.09, (hac, automatic)
     assert naive_only > 0.1 * runs, naive_only
+
+
+def test_automatic_lag_follows_the_differential_memory():
+    """White noise keeps the horizon's lag; an AR(1) with coefficient 0.9 gets a longer
+    one (Andrews: about 1.1447 (a T)^(1/3), a = 4 rho^2 / ((1-rho)^2 (1+rho)^2)), capped at
+    T / 4; and on such a series the automatic lag rejects a zero mean less often than lag 5."""
+    rng = np.random.default_rng(8)
+    assert automatic_lag(rng.standard_normal(1000), HORIZON) == HORIZON - 1
+    level, runs, fixed, automatic = 0.05, 400, 0, 0
+    lags = []
+    for _ in range(runs):
+        shocks = rng.standard_normal(600)
+        series = np.empty(600)
+        series[0] = shocks[0]
+        for t in range(1, 600):
+            series[t] = 0.9 * series[t - 1] + shocks[t]
+        lags.append(automatic_lag(series, HORIZON))
+        fixed += diebold_mariano(series, HORIZON, lag=HORIZON - 1)[1] <= level
+        automatic += diebold_mariano(series, HORIZON)[1] <= level
+    rho = 0.9
+    expected = 1.1447 * (4 * rho ** 2 / ((1 - rho) ** 2 * (1 + rho) ** 2) * 600) ** (1 / 3)
+    assert abs(np.median(lags) - expected) < 0.15 * expected, (np.median(lags), expected)
+    assert automatic_lag(series[:40], HORIZON) <= 10
+    assert fixed / runs > 0.15 and automatic < 0.6 * fixed, (fixed, automatic)
