@@ -26,7 +26,7 @@ from edgecast.cli_options import Settings, with_options
 from edgecast.exporter.settings import TARGETS
 from edgecast.fleet.cli import app as fleet_app
 from edgecast.plots import size_text
-from edgecast.release.cli import fleet_status, keys_app, release, sign
+from edgecast.release.cli import fleet_promote, fleet_status, keys_app, release, sign
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR
 from edgecast.tutorial import DEMO_NAME
 
@@ -47,11 +47,12 @@ err = tables.console(stderr=True)
 # Options of `evaluate` not held in a settings object: the API function's own defaults.
 EVALUATE_DEFAULTS = {name: p.default for name, p in inspect.signature(api_evaluate).parameters.items()}
 app.add_typer(fleet_app, name="fleet")  # fleet train, fleet report (edgecast/fleet/cli.py)
-# Signed releases (edgecast/release/cli.py): keys new, sign, release, and fleet status.
+# Signed releases (edgecast/release/cli.py): keys new, sign, release, fleet status and fleet promote.
 app.add_typer(keys_app, name="keys")
 app.command("sign")(sign)
 app.command("release")(release)
 fleet_app.command("status")(fleet_status)
+fleet_app.command("promote")(fleet_promote)
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
 

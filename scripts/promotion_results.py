@@ -37,6 +37,7 @@ import pandas as pd
 
 from edgecast_runtime.durable import atomic_write
 from edgecast_runtime.skill.comparison import (
+    DEFAULT_LEVEL,
     DEFAULT_LOOKS,
     DEFAULT_MARGIN,
     DEFAULT_MIN_PAIRS,
@@ -50,6 +51,7 @@ HORIZON, LAGS, MAX_GAP = 6, 24, 6
 MARGIN = DEFAULT_MARGIN  # observed challenger MSE at least 5 % below the champion's
 # The rule's defaults: first look at 2 weeks of hourly forecasts, then weekly, up to 8 weeks.
 MIN_PAIRS, LOOK_EVERY, LOOKS, ALPHA = DEFAULT_MIN_PAIRS, LOOK_EVERY, DEFAULT_LOOKS, FAMILY_LEVEL
+LEVEL = DEFAULT_LEVEL  # per look: ALPHA / LOOKS rounded down
 BETTER = (0.75, 0.90)  # true loss ratio of a truly better challenger: uniform in this range
 WORSE = (1.0, 1.15)  # of an equal or worse one (a third exactly 1.0)
 SEED = 20261206
@@ -128,11 +130,11 @@ def judge(champion: np.ndarray, challenger: np.ndarray, rule: Rule) -> int | Non
 
 def rules() -> list[Rule]:
     looks = tuple(MIN_PAIRS + LOOK_EVERY * k for k in range(LOOKS))
-    return [Rule("sequential, Bonferroni (the rule)", looks, ALPHA / LOOKS, None),
+    return [Rule("sequential, Bonferroni (the rule)", looks, LEVEL, None),
             Rule("one look at the end", looks[-1:], ALPHA, None),
             Rule("sequential, no correction", looks, ALPHA, None),
-            Rule(f"sequential, Bonferroni, HAC lag {HORIZON - 1} fixed", looks, ALPHA / LOOKS, HORIZON - 1),
-            Rule("sequential, Bonferroni, naive variance", looks, ALPHA / LOOKS, 0)]
+            Rule(f"sequential, Bonferroni, HAC lag {HORIZON - 1} fixed", looks, LEVEL, HORIZON - 1),
+            Rule("sequential, Bonferroni, naive variance", looks, LEVEL, 0)]
 
 
 def station_errors(data_dir: Path) -> dict[str, np.ndarray]:
@@ -225,7 +227,7 @@ def markdown(report: dict) -> str:
         f"at most {1 - MARGIN:.2f}× the champion's), Diebold–Mariano one-sided, Newey–West HAC variance (lag "
         f"automatic: at least {HORIZON - 1}, Andrews' AR(1) plug-in) with the Harvey–Leybourne–Newbold "
         f"correction; looks at {', '.join(map(str, rule['looks']))} scored forecast origins (first at two "
-        f"weeks, then weekly), each at level {rule['level_per_look']:.4g} = {ALPHA:g}/{LOOKS} (Bonferroni over "
+        f"weeks, then weekly), each at level {rule['level_per_look']:.4g} ≤ {ALPHA:g}/{LOOKS} (Bonferroni over "
         "the looks: any of them promotes an equal challenger with probability at most 5 % when each test "
         "holds its size).",
         "",

@@ -1,5 +1,5 @@
 """`edgecast keys new DIR`, `edgecast sign models/NAME --key KEY.pem` (or a fleet folder models/FLEET),
-`edgecast release` and `edgecast fleet status`."""
+`edgecast release`, `edgecast fleet status` and `edgecast fleet promote`."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from edgecast_runtime.releases.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
+from edgecast_runtime.skill.comparison import DEFAULT_LEVEL, DEFAULT_MARGIN, DEFAULT_MIN_PAIRS
 
 from .errors import SigningError
 from .settings import (
@@ -213,3 +214,84 @@ def fleet_status(
     for row in status_rows(statuses):  # plain text: a hub's word is never markup
         table.add_row(*(Text(cell) for cell in row))
     console().print(table, soft_wrap=True)  # not a terminal (a pipe): the whole table, no 80-column cut
+
+
+def fleet_promote(
+    broker: BrokerOption,
+    challenger: Annotated[Optional[Path], typer.Option(
+        "--challenger", help="The challenger's fleet folder models/FLEET (its bundle FLEET/HUB goes to HUB); "
+                             "needed unless --dry-run.")] = None,
+    margin: Annotated[float, typer.Option(
+        "--margin", help="Promote only if the challenger's mean squared error is lower by at least this "
+                         "fraction.")] = DEFAULT_MARGIN,
+    min_pairs: Annotated[int, typer.Option(
+        "--min-pairs", help="Fewest scored forecasts (origins) before a hub is judged.")] = DEFAULT_MIN_PAIRS,
+    level: Annotated[float, typer.Option(
+        "--level", help="One-sided level of the Diebold-Mariano test per run (default: 5 % over 7 weekly "
+                        "looks, see results/promotion.md).")] = DEFAULT_LEVEL,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the decision table; release nothing.")] = False,
+    key: Annotated[Optional[Path], typer.Option("--key", help="The operator's EC P-256 private key (PEM).")] = None,
+    version: Annotated[Optional[int], typer.Option("--version", min=1, help="Release version of the promotion.")] = None,
+    expires: Annotated[str, typer.Option("--expires", help="Lifetime of the record: 30d, 12h, 90m, 3600s.")] = DEFAULT_LIFETIME_TEXT,
+    canary: Annotated[str, typer.Option(
+        "--canary", help="Winning hubs that get it first: a number, a percentage, or hub ids.")] = "1",
+    healthy_seconds: Annotated[float, typer.Option(
+        "--healthy-seconds", min=0, help="How long the canaries must run it before the rest get it.")] = DEFAULT_HEALTHY_SECONDS,
+    max_failures: Annotated[int, typer.Option("--max-failures", min=1, help="Canary failures that stop the rollout.")] = DEFAULT_FAILURE_THRESHOLD,
+    hub_timeout: Annotated[float, typer.Option("--hub-timeout", min=1, help="Seconds to wait for a hub's answer.")] = DEFAULT_HUB_TIMEOUT,
+    wait: Annotated[float, typer.Option("--wait", min=0.1, help="Seconds to collect the hubs' statuses.")] = DEFAULT_WAIT_SECONDS,
+    username: UsernameOption = None, password_file: PasswordFileOption = None, password_env: PasswordEnvOption = None,
+    ca_file: CaFileOption = None, cert_file: CertFileOption = None, key_file: KeyFileOption = None,
+    tls: TlsOption = False,
+) -> None:
+    """Promote a shadowed challenger where the hub's scored pairs show it better: its loss lower by the
+    margin over at least --min-pairs forecasts and a Diebold-Mariano test (HAC variance for overlapping
+    multi-step forecasts) rejecting equal accuracy at --level. The winners get an ordinary signed release,
+    canaries first; every other hub keeps its model, the table says why."""
+    from .promote import Rule, decide, promote
+    from .rollout import parse_canaries
+    from .status import fleet_status as read_statuses
+
+    rule = Rule(margin, min_pairs, level)
+    if not dry_run:
+        missing = [name for name, value in (("challenger", challenger), ("key", key), ("version", version))
+                   if value is None]
+        if missing:
+            raise SigningError(f"promoting needs {', '.join(missing)} (or a dry run)", settings=missing)
+    settings = _settings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
+    with _broker_flags():
+        statuses = read_statuses(settings, wait)
+        if dry_run:
+            _print_decisions(decide(statuses, rule))
+            return
+        canary_hubs, canary_percent, canary_names = parse_canaries(canary)
+        decisions, outcomes = promote(
+            settings, statuses, rule, challenger, key, version,
+            release_options={"expires_in": _lifetime(expires), "canary_hubs": canary_hubs,
+                             "canary_percent": canary_percent, "healthy_seconds": healthy_seconds,
+                             "failure_threshold": max_failures},
+            rollout_options={"canary_hubs": canary_hubs, "canary_percent": canary_percent,
+                             "canary_names": canary_names, "healthy_seconds": healthy_seconds,
+                             "max_failures": max_failures, "hub_timeout": hub_timeout},
+            progress=lambda message: out.print(message, markup=False, soft_wrap=True))
+    _print_decisions(decisions)
+    running = [o.hub for o in outcomes if o.outcome == "healthy"]
+    out.print(f"release {version}: challenger promoted on {len(running)} hub(s)"
+              + (f": {', '.join(running)}" if running else ""), markup=False, soft_wrap=True)
+
+
+def _print_decisions(decisions: list) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from edgecast.tables import console
+
+    from .promote import COLUMNS, decision_rows
+
+    if not decisions:
+        out.print("no hub status on the broker: nothing to decide", markup=False)
+        return
+    table = Table(*COLUMNS)
+    for row in decision_rows(decisions):  # plain text: a hub's word is never markup
+        table.add_row(*(Text(cell) for cell in row))
+    console().print(table, soft_wrap=True)

@@ -204,7 +204,7 @@ def test_a_long_module_is_caught(tmp_path: Path):
 
 
 def test_edgecast_cli_registers_every_command():
-    """fleet status (defined in edgecast/release/cli.py) is registered in edgecast/cli.py
+    """fleet status and fleet promote (defined in edgecast/release/cli.py) are registered in edgecast/cli.py
     beside sign and release: the release module cannot reach the fleet's app (the
     command-module rule above), so the command is there only if edgecast/cli.py adds it."""
     import typer
@@ -213,4 +213,4 @@ def test_edgecast_cli_registers_every_command():
 
     command = typer.main.get_command(app)
     assert {"train", "export", "verify", "evaluate", "fleet", "keys", "sign", "release"} <= set(command.commands)
-    assert set(command.commands["fleet"].commands) == {"train", "report", "status"}
+    assert set(command.commands["fleet"].commands) == {"train", "report", "status", "promote"}

@@ -44,7 +44,7 @@ DEFAULT_MIN_PAIRS = 336  # forecast origins: two weeks of hourly forecasts
 # each look at FAMILY_LEVEL / DEFAULT_LOOKS keeps the chance that any of them promotes an
 # equal challenger at most FAMILY_LEVEL (Bonferroni; measured in results/promotion.md).
 FAMILY_LEVEL, DEFAULT_LOOKS, LOOK_EVERY = 0.05, 7, 168
-DEFAULT_LEVEL = FAMILY_LEVEL / DEFAULT_LOOKS
+DEFAULT_LEVEL = math.floor(FAMILY_LEVEL / DEFAULT_LOOKS * 1e4) / 1e4  # 0.0071: 5 %/7, rounded down
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def compare(champion_errors: np.ndarray, challenger_errors: np.ndarray, horizon:
     promote = reason is None
     if promote:
         reason = (f"challenger's loss {100 * (1 - ratio):.1f} % lower over {pairs} forecasts, "
-                  f"p = {p_value:.2g} <= {level:g}")
+                  f"p = {p_text(p_value)} <= {level:g}")
     return Comparison(pairs, horizon, champion_mean, challenger_mean, ratio, statistic, p_value, lag, promote,
                       reason, margin, min_pairs, level)
 
@@ -164,8 +164,14 @@ def _why_not(pairs: int, ratio: float, p_value: float, margin: float, min_pairs:
     if math.isnan(p_value):
         return "no variance in the loss differential: the test cannot decide"
     if p_value > level:
-        return f"not significant: p = {p_value:.3g} > {level:g}"
+        return f"not significant: p = {p_text(p_value)} > {level:g}"
     return None
+
+
+def p_text(p_value: float) -> str:
+    """A p-value in two significant digits; one below 1e-15 (past double precision's
+    resolution near 1) as such, never as 0."""
+    return "nan" if math.isnan(p_value) else "< 1e-15" if p_value < 1e-15 else f"{p_value:.2g}"
 
 
 # --- distribution functions (no scipy on the hub) ------------------------------------------

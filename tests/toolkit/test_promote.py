@@ -1,0 +1,146 @@
+"""`edgecast fleet promote` on the secure Mosquitto of tests/support/broker.py.
+
+The decision table through the command line (`--dry-run`), from retained hub statuses
+this test publishes in the shape docs/promotion.md gives (a `shadow` part with the
+scored pairs): a hub with a clearly better challenger, one with too few pairs, one whose
+challenger is worse, one whose gain is below the margin, one without a shadow and one
+reporting nonsense (and escape sequences). The numbers in the table are checked against
+the runtime's `compare` on the same pairs.
+
+The release path (without --dry-run) runs against three real `edgecast-runtime mqtt
+--trust` hubs (test_release_delivery.py's): the hubs publish their own statuses, which
+carry no shadow yet (the hub side of shadow mode is another branch), so the decisions
+are made from statuses given to edgecast.release.promote.promote: only the winner is
+sent the challenger's signed bundle; a winner whose challenger bundle is not the model
+it shadowed is refused; the others keep their model.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from support.broker import secure_broker  # noqa: F401  (the fixture)
+from test_release_delivery import HUBS, V1, V2, Hub, make_bundle, wait_for
+
+from edgecast.release.broker import BrokerSettings, OperatorSession
+from edgecast.release.promote import Rule, promote
+from edgecast.release.signing import new_keys
+from edgecast_runtime.manifest import file_sha256
+from edgecast_runtime.skill.comparison import compare
+
+HORIZON = 3
+CHALLENGER_SHA = "c" * 64
+
+
+def pairs(rng: np.random.Generator, origins: int, ratio: float, noise: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """Champion errors with overlap between neighbouring origins, and a challenger's:
+    the same errors times about sqrt(ratio), with some noise of its own."""
+    shocks = rng.standard_normal(origins + HORIZON) * 10
+    champion = np.stack([shocks[lead:lead + origins] + shocks[lead + 1:lead + 1 + origins]
+                         for lead in range(HORIZON)], axis=1)
+    factor = np.sqrt(ratio) * np.exp(noise * rng.standard_normal((origins, 1)) - noise ** 2)
+    return champion, champion * factor
+
+
+def shadow_status(champion: np.ndarray, challenger: np.ndarray, sha256: str = CHALLENGER_SHA) -> dict:
+    issued = [1_700_000_000 + 3600 * k for k in range(len(champion))]
+    return {"state": "running", "version": 1, "sha256": "a" * 64,
+            "shadow": {"model_sha256": sha256, "horizon": HORIZON,
+                       "pairs": {"issued": issued, "champion": np.round(champion, 6).tolist(),
+                                 "challenger": np.round(challenger, 6).tolist()}}}
+
+
+def broker_options(broker) -> list[str]:
+    return ["--broker", f"127.0.0.1:{broker.operator_port}", "--username", "operator",
+            "--password-file", str(broker.password_file("operator")), "--ca-file", str(broker.ca_file)]
+
+
+def operator(broker) -> BrokerSettings:
+    return BrokerSettings(f"127.0.0.1:{broker.operator_port}", "operator", str(broker.password_file("operator")),
+                          ca_file=str(broker.ca_file))
+
+
+def table_row(stdout: str, hub: str) -> list[str]:
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in re.split(r"[│┃|]", line)]
+        if len(cells) > 2 and cells[1] == hub:
+            return cells[1:-1]
+    raise AssertionError(f"no row for {hub} in:\n{stdout}")
+
+
+def test_dry_run_prints_the_decision_table(secure_broker, tmp_path):  # noqa: F811
+    rng = np.random.default_rng(11)
+    cases = {"better": pairs(rng, 400, 0.6), "few": pairs(rng, 120, 0.6), "worse": pairs(rng, 400, 1.3),
+             "marginal": pairs(rng, 400, 0.99, noise=0.05)}
+    statuses = {hub: shadow_status(*errors) for hub, errors in cases.items()}
+    statuses["plain"] = {"state": "running", "version": 1}
+    statuses["liar"] = {"state": "running", "shadow": {"model_sha256": "\x1b]0;owned\x07", "horizon": 3,
+                                                       "pairs": {"issued": [1], "champion": [["x", 1, 2]],
+                                                                 "challenger": [[1, 2, 3]]}}}
+    with OperatorSession(operator(secure_broker), client_id="test-promote") as session:
+        for hub, status in statuses.items():
+            session.publish(f"edgecast/hub/{hub}/status", json.dumps(status).encode())
+    result = run_cli("fleet", "promote", "--dry-run", "--min-pairs", "300", "--level", "0.01",
+                     *broker_options(secure_broker), "--wait", "2")
+    assert result.returncode == 0, result.stderr
+    stdout = result.stdout
+    assert "\x1b" not in stdout
+    for hub, (champion, challenger) in cases.items():
+        expected = compare(champion, challenger, HORIZON, margin=0.05, min_pairs=300, level=0.01)
+        row = table_row(stdout, hub)
+        assert row[1] == str(expected.pairs), row
+        assert float(row[4]) == pytest.approx(expected.loss_ratio, abs=6e-4), row
+        if row[5] != "-":
+            assert float(row[5]) == pytest.approx(expected.statistic, abs=6e-3), row
+        assert row[7] == ("promote" if expected.promote else "keep"), row
+    assert table_row(stdout, "better")[7] == "promote" and table_row(stdout, "better")[6] == "< 1e-15"
+    assert table_row(stdout, "few")[8].startswith("too few scored pairs: 120 < 300")
+    assert table_row(stdout, "worse")[8].startswith("challenger not better")
+    assert table_row(stdout, "marginal")[8].startswith("gain below the margin")
+    assert table_row(stdout, "plain")[8] == "no shadow model scored on this hub"
+    assert table_row(stdout, "liar")[8].startswith("unreadable shadow status: its champion errors are not numbers")
+
+    # Promoting needs the challenger's bundles, a key and a version: one line, exit 2.
+    refused = run_cli("fleet", "promote", *broker_options(secure_broker), "--wait", "1")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().count("\n") == 0, refused.stderr
+    assert "--challenger" in refused.stderr and "--key" in refused.stderr and "--version" in refused.stderr
+    bad = run_cli("fleet", "promote", "--dry-run", "--margin", "1.5", *broker_options(secure_broker))
+    assert bad.returncode == 2 and "--margin 1.5" in bad.stderr, bad.stderr
+
+
+def test_only_the_winner_is_released_the_challenger(secure_broker, tmp_path):  # noqa: F811
+    keys = new_keys(tmp_path / "keys")
+    challenger_dir = tmp_path / "models" / "challenger"
+    for hub in HUBS:
+        make_bundle(challenger_dir / hub, V2, keys.private)
+    hubs = [Hub(hub, tmp_path / "hubs" / hub, secure_broker, keys.public) for hub in HUBS]
+    try:
+        with OperatorSession(operator(secure_broker), client_id="test-promote-watch") as session:
+            wait_for(session, lambda s: all(s.get(h, {}).get("state") == "running" for h in HUBS), "three hubs")
+            rng = np.random.default_rng(12)
+            shadowed = file_sha256(V2)
+            statuses = {"hub-1": shadow_status(*pairs(rng, 400, 1.2), sha256=shadowed),  # worse: keeps v1
+                        "hub-2": shadow_status(*pairs(rng, 400, 0.6), sha256=shadowed),  # wins: gets v2
+                        "hub-3": shadow_status(*pairs(rng, 400, 0.6), sha256=file_sha256(V1))}  # not this bundle
+            messages = []
+            decisions, outcomes = promote(
+                operator(secure_broker), statuses, Rule(min_pairs=300, level=0.01), challenger_dir, keys.private, 2,
+                release_options={"expires_in": __import__("datetime").timedelta(days=1)},
+                rollout_options={"healthy_seconds": 1.0, "max_failures": 1, "hub_timeout": 60.0, "canary_hubs": 1},
+                progress=messages.append)
+            by_hub = {decision.hub: decision for decision in decisions}
+            assert [d.hub for d in decisions if d.promote] == ["hub-2"]
+            assert by_hub["hub-1"].reason.startswith("challenger not better")
+            assert "is not the model the hub shadowed" in by_hub["hub-3"].reason
+            assert [(o.hub, o.outcome) for o in outcomes] == [("hub-2", "healthy")], (outcomes, messages)
+            final = wait_for(session, lambda s: s.get("hub-2", {}).get("version") == 2, "hub-2 on the challenger")
+            assert final["hub-2"]["sha256"] == shadowed
+            assert final["hub-1"]["version"] != 2 and final["hub-3"]["version"] != 2
+            assert session.records.keys() == {"hub-2"}  # no release record was sent to the others
+    finally:
+        for hub in hubs:
+            hub.stop()
