@@ -44,6 +44,8 @@ from edgecast_runtime.skill.comparison import (
     FAMILY_LEVEL,
     LOOK_EVERY,
     compare,
+    compare_summaries,
+    lead_summaries,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +54,7 @@ MARGIN = DEFAULT_MARGIN  # observed challenger MSE at least 5 % below the champi
 # The rule's defaults: first look at 2 weeks of hourly forecasts, then weekly, up to 8 weeks.
 MIN_PAIRS, LOOK_EVERY, LOOKS, ALPHA = DEFAULT_MIN_PAIRS, LOOK_EVERY, DEFAULT_LOOKS, FAMILY_LEVEL
 LEVEL = DEFAULT_LEVEL  # per look: ALPHA / LOOKS rounded down
+SUMMARY_LAGS = 48  # autocovariances a hub would report per lead to let the summary rule's lag grow
 BETTER = (0.75, 0.90)  # true loss ratio of a truly better challenger: uniform in this range
 WORSE = (1.0, 1.15)  # of an equal or worse one (a third exactly 1.0)
 SEED = 20261206
@@ -76,6 +79,8 @@ class Rule:
     looks: tuple[int, ...]  # forecast origins scored at each look
     level: float  # per look
     lag: int | None  # the HAC lag: None automatic (at least HORIZON - 1), 0 the naive variance
+    summaries: bool = False  # judged on per-lead summaries (what the shadow status reports) ...
+    summary_lags: int | None = None  # ... with autocovariances to this lag (None: lead - 1)
 
 
 def station_series(path: Path) -> np.ndarray:
@@ -121,8 +126,13 @@ def challenger_errors(errors: np.ndarray, ratio: float, noise: Noise, rng: np.ra
 def judge(champion: np.ndarray, challenger: np.ndarray, rule: Rule) -> int | None:
     """Forecast origins scored when the rule promoted, or None (never)."""
     for looked in rule.looks:
-        result = compare(champion[:looked], challenger[:looked], HORIZON, margin=MARGIN,
-                         min_pairs=rule.looks[0], level=rule.level, lag=rule.lag)
+        if rule.summaries:
+            result = compare_summaries(lead_summaries(champion[:looked], challenger[:looked], rule.summary_lags),
+                                       margin=MARGIN,
+                                       min_pairs=rule.looks[0], level=rule.level)
+        else:
+            result = compare(champion[:looked], challenger[:looked], HORIZON, margin=MARGIN,
+                             min_pairs=rule.looks[0], level=rule.level, lag=rule.lag)
         if result.promote:
             return looked
     return None
@@ -134,7 +144,10 @@ def rules() -> list[Rule]:
             Rule("one look at the end", looks[-1:], ALPHA, None),
             Rule("sequential, no correction", looks, ALPHA, None),
             Rule(f"sequential, Bonferroni, HAC lag {HORIZON - 1} fixed", looks, LEVEL, HORIZON - 1),
-            Rule("sequential, Bonferroni, naive variance", looks, LEVEL, 0)]
+            Rule("sequential, Bonferroni, naive variance", looks, LEVEL, 0),
+            Rule("sequential, Bonferroni, per-lead summaries", looks, LEVEL, None, summaries=True),
+            Rule(f"sequential, Bonferroni, per-lead summaries to lag {SUMMARY_LAGS}", looks, LEVEL, None,
+                 summaries=True, summary_lags=SUMMARY_LAGS)]
 
 
 def station_errors(data_dir: Path) -> dict[str, np.ndarray]:
@@ -184,7 +197,7 @@ def summarise(outcomes: list[dict], judged: list[Rule]) -> list[dict]:
         promoted = [n for n in better if n is not None]
         false = sum(n is not None for n in worse)
         rows.append({"rule": rule.name, "looks": list(rule.looks), "level_per_look": rule.level,
-                     "hac_lag": "automatic" if rule.lag is None else rule.lag,
+                     "hac_lag": _lag_text(rule),
                      "false_promotion": round(false / len(worse), 4), "false_interval": wilson(false, len(worse)),
                      "false_promotion_equal": round(sum(n is not None for n in equal) / max(1, len(equal)), 4),
                      "true_promotion": round(len(promoted) / len(better), 4),
@@ -193,6 +206,12 @@ def summarise(outcomes: list[dict], judged: list[Rule]) -> list[dict]:
                      "needed_p90": float(np.percentile(promoted, 90)) if promoted else None,
                      "better_pairs": len(better), "worse_pairs": len(worse), "equal_pairs": len(equal)})
     return rows
+
+
+def _lag_text(rule: Rule) -> str | int:
+    if rule.summaries:
+        return "per lead, lead - 1" if rule.summary_lags is None else f"per lead, automatic to {rule.summary_lags}"
+    return "automatic" if rule.lag is None else rule.lag
 
 
 def power_by_ratio(outcomes: list[dict]) -> list[dict]:
@@ -244,7 +263,9 @@ def markdown(report: dict) -> str:
     lines += [_summary_row(row["rule"], row, f"{row['level_per_look']:.4g} | {row['hac_lag']}")
               for row in report["summary"]]
     lines += ["", "The rule under other challenger noise (m_t's log-sd and AR(1) coefficient), with its automatic "
-              f"HAC lag and with the lag fixed at {HORIZON - 1}:", "",
+              f"HAC lag, with the lag fixed at {HORIZON - 1}, and on per-lead summaries (what the shadow status "
+              "reports: each lead's mean and autocovariances of the loss difference up to lag lead - 1, or up "
+              f"to lag {SUMMARY_LAGS}; the pooled variance bounded as if the leads moved together):", "",
               "| log-sd | AR(1) | HAC lag | false promotion (95 % CI) | of equal (ratio 1.0) | true promotion "
               "(95 % CI) | needed, median | needed, p90 |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_summary_row(str(row["spread"]), row, f"{row['persistence']} | {row['hac_lag']}")
@@ -287,7 +308,7 @@ def main() -> None:
     judged = rules()
     outcomes = simulate(stations, args.pairs_per_station, CENTRAL, judged)
     grid = []
-    compared = [judged[0], judged[3]]  # the rule, and the rule with the HAC lag fixed at HORIZON - 1
+    compared = [judged[0], judged[3], judged[5], judged[6]]  # the rule; lag fixed at HORIZON - 1; on summaries
     for noise in GRID:
         found = outcomes if noise == CENTRAL else simulate(stations, args.pairs_per_station, noise, compared)
         grid += [{"spread": noise.spread, "persistence": noise.persistence, **row}

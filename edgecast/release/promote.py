@@ -1,6 +1,6 @@
 """`edgecast fleet promote`: per hub, the challenger's scored pairs (the `shadow` part of
-the hub's retained status, docs/promotion.md) judged by the runtime's
-skill.comparison.compare; the winners get the challenger's bundle through an ordinary
+the hub's retained status, docs/promotion.md: the pairs themselves, or the shadow
+status's per-lead `skill` summaries) judged by the runtime's skill.comparison; the winners get the challenger's bundle through an ordinary
 signed release, canaries first (rollout.roll_out).
 
 A hub's status is the hub's word: a pair list that is not numbers, of ragged or
@@ -23,7 +23,9 @@ from edgecast_runtime.skill.comparison import (
     DEFAULT_MARGIN,
     DEFAULT_MIN_PAIRS,
     Comparison,
+    LeadSummary,
     compare,
+    compare_summaries,
     p_text,
 )
 
@@ -63,35 +65,50 @@ class HubDecision:
 
 
 @dataclass(frozen=True)
-class ShadowPairs:
-    """The scored pairs a hub reports: errors (forecast - truth) per origin and lead."""
+class ShadowEvidence:
+    """What a hub reports of its shadow: the scored pairs themselves (errors per origin
+    and lead) or, in the shadow status's `skill` rows, per-lead summaries of them."""
 
-    horizon: int
     challenger_sha256: str
-    champion: np.ndarray  # (origins, leads), origins in time order
-    challenger: np.ndarray
+    horizon: int = 0
+    champion: np.ndarray | None = None  # (origins, leads), origins in time order
+    challenger: np.ndarray | None = None
+    leads: tuple[LeadSummary, ...] = ()
+
+    def judge(self, rule: Rule) -> Comparison:
+        if self.champion is not None:
+            return compare(self.champion, self.challenger, self.horizon, margin=rule.margin,
+                           min_pairs=rule.min_pairs, level=rule.level)
+        return compare_summaries(list(self.leads), margin=rule.margin, min_pairs=rule.min_pairs, level=rule.level)
 
 
 class ShadowShapeError(ValueError):
-    """A hub's `shadow` status part is not the documented shape (docs/promotion.md)."""
+    """A hub's `shadow` status part is not a documented shape (docs/promotion.md)."""
 
 
-def shadow_pairs(status: dict) -> ShadowPairs | None:
-    """The pairs of a hub's status; None without a `shadow` part."""
+def shadow_evidence(status: dict) -> ShadowEvidence | None:
+    """The evidence in a hub's status; None without a `shadow` part (or one with no model)."""
     shadow = status.get("shadow")
     if shadow is None:
         return None
     if not isinstance(shadow, dict):
         raise ShadowShapeError("its `shadow` is not an object")
-    sha256 = shadow.get("model_sha256")
-    horizon = shadow.get("horizon")
-    pairs = shadow.get("pairs")
+    sha256 = shadow.get("model_sha256", shadow.get("sha256"))
+    if sha256 is None and shadow.get("state") in ("none", "dropped"):
+        return None
     if not isinstance(sha256, str) or not sha256:
-        raise ShadowShapeError("its shadow names no model_sha256")
+        raise ShadowShapeError("its shadow names no model sha256")
+    if "pairs" in shadow:
+        return _pairs(shadow, sha256)
+    return ShadowEvidence(sha256, leads=_summaries(shadow.get("skill")))
+
+
+def _pairs(shadow: dict, sha256: str) -> ShadowEvidence:
+    horizon, pairs = shadow.get("horizon"), shadow.get("pairs")
     if not isinstance(horizon, int) or isinstance(horizon, bool) or not 1 <= horizon <= MAX_LEADS:
         raise ShadowShapeError(f"its shadow's horizon is {horizon!r}, not a whole number of steps")
     if not isinstance(pairs, dict):
-        raise ShadowShapeError("its shadow has no `pairs` object")
+        raise ShadowShapeError("its shadow's `pairs` is not an object")
     issued, champion, challenger = (pairs.get(key) for key in ("issued", "champion", "challenger"))
     if not all(isinstance(part, list) for part in (issued, champion, challenger)) \
             or not len(issued) == len(champion) == len(challenger):
@@ -102,7 +119,30 @@ def shadow_pairs(status: dict) -> ShadowPairs | None:
         order = np.argsort(np.asarray(issued, dtype=np.float64), kind="stable")
     except (TypeError, ValueError):
         raise ShadowShapeError("its shadow's issued times are not numbers") from None
-    return ShadowPairs(horizon, sha256, champion_errors[order], challenger_errors[order])
+    return ShadowEvidence(sha256, horizon, champion_errors[order], challenger_errors[order])
+
+
+def _summaries(rows: object) -> tuple[LeadSummary, ...]:
+    """The `skill` rows of the longest window, one per lead. The hub's loss difference is
+    shadow^2 - champion^2: its mean changes sign here, its autocovariances do not."""
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ShadowShapeError("its shadow has neither `pairs` nor a list of `skill` rows")
+    if not rows:
+        return ()
+    try:
+        longest = max(float(row["window_seconds"]) for row in rows)
+        chosen = sorted((row for row in rows if float(row["window_seconds"]) == longest), key=lambda r: int(r["lead"]))
+        leads = tuple(LeadSummary(int(row["lead"]), int(row["pairs"]), float(row["champion_mse"]),
+                                  float(row["shadow_mse"]), -float(row["loss_difference_mean"]),
+                                  tuple(float(v) for v in row["loss_difference_autocovariance"]))
+                      for row in chosen)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ShadowShapeError(f"its shadow's skill rows are not the documented shape ({exc!r})") from None
+    if any(not 1 <= lead.lead <= MAX_LEADS or lead.pairs < 1 or not lead.autocovariances
+           or not all(map(math.isfinite, (lead.champion_mse, lead.challenger_mse, lead.difference_mean,
+                                          *lead.autocovariances))) for lead in leads):
+        raise ShadowShapeError("its shadow's skill rows hold a lead, count or figure out of range")
+    return leads
 
 
 def _errors(rows: list, horizon: int, role: str) -> np.ndarray:
@@ -121,19 +161,19 @@ def decide(statuses: dict[str, dict], rule: Rule) -> list[HubDecision]:
     decisions = []
     for hub, status in sorted(statuses.items()):
         try:
-            pairs = shadow_pairs(status)
+            evidence = shadow_evidence(status)
         except ShadowShapeError as exc:
             decisions.append(HubDecision(hub, False, clean(f"unreadable shadow status: {exc}")))
             continue
-        if pairs is None:
+        if evidence is None:
             decisions.append(HubDecision(hub, False, "no shadow model scored on this hub"))
             continue
         if status.get("state") == "offline":
-            decisions.append(HubDecision(hub, False, "the hub is offline", challenger_sha256=pairs.challenger_sha256))
+            decisions.append(HubDecision(hub, False, "the hub is offline",
+                                         challenger_sha256=evidence.challenger_sha256))
             continue
-        result = compare(pairs.champion, pairs.challenger, pairs.horizon, margin=rule.margin,
-                         min_pairs=rule.min_pairs, level=rule.level)
-        decisions.append(HubDecision(hub, result.promote, result.reason, result, pairs.challenger_sha256))
+        result = evidence.judge(rule)
+        decisions.append(HubDecision(hub, result.promote, result.reason, result, evidence.challenger_sha256))
     return decisions
 
 

@@ -10,10 +10,13 @@ import pytest
 
 from edgecast_runtime.errors import OptionError
 from edgecast_runtime.skill.comparison import (
+    andrews_lag,
     automatic_lag,
     compare,
+    compare_summaries,
     diebold_mariano,
     hac_variance,
+    lead_summaries,
     normal_cdf,
     student_t_cdf,
 )
@@ -186,3 +189,59 @@ def test_automatic_lag_follows_the_differential_memory():
     assert abs(np.median(lags) - expected) < 0.15 * expected, (np.median(lags), expected)
     assert automatic_lag(series[:40], HORIZON) <= 10
     assert fixed / runs > 0.15 and automatic < 0.6 * fixed, (fixed, automatic)
+
+
+def test_per_lead_summaries_give_a_conservative_pooled_test():
+    """The rule on what a hub's shadow status summarises per lead: with one lead it is the
+    paired test on the pairs; with several, the pooled mean over the mean of the leads'
+    HAC standard errors (lag lead - 1 each), written out here; never more confident than
+    the leads moving together allows."""
+    rng = np.random.default_rng(9)
+    single_champion, single_challenger = rng.standard_normal((200, 1)) * 3, rng.standard_normal((200, 1)) * 2.6
+    from_summary = compare_summaries(lead_summaries(single_champion, single_challenger), min_pairs=2)
+    from_pairs = compare(single_champion, single_challenger, 1, min_pairs=2, lag=0)
+    assert from_summary.statistic == pytest.approx(from_pairs.statistic, rel=1e-12)
+    assert from_summary.p_value == pytest.approx(from_pairs.p_value, rel=1e-9)
+    assert from_summary.loss_ratio == pytest.approx(from_pairs.loss_ratio, rel=1e-12)
+
+    champion = overlapping_errors(rng, 500)
+    challenger = 0.85 * champion + 0.3 * overlapping_errors(rng, 500)
+    summaries = lead_summaries(champion, challenger)
+    assert [s.lead for s in summaries] == list(range(1, HORIZON + 1))
+    assert [len(s.autocovariances) for s in summaries] == list(range(1, HORIZON + 1))
+    differences = champion ** 2 - challenger ** 2
+    spread = np.mean([math.sqrt(explicit_hac(differences[:, j], j) / 500) for j in range(HORIZON)])
+    count = 500
+    expected = (np.mean(differences) / spread
+                * math.sqrt((count + 1 - 2 * HORIZON + HORIZON * (HORIZON - 1) / count) / count))
+    result = compare_summaries(summaries, min_pairs=300, level=0.01)
+    assert result.statistic == pytest.approx(expected, rel=1e-12)
+    assert result.pairs == 500 and result.promote, result
+    assert "per-lead summaries" in result.reason
+    assert result.statistic <= compare(champion, challenger, HORIZON, min_pairs=2, lag=HORIZON - 1).statistic * 1.05
+    same = compare_summaries(lead_summaries(champion, champion.copy()), min_pairs=2)
+    assert not same.promote and same.reason.startswith("challenger not better")
+    assert compare_summaries([]).reason == "no scored pairs"
+
+
+def test_summaries_with_more_lags_let_the_hac_lag_grow():
+    """A hub that reports autocovariances past lag lead - 1 lets each lead's lag grow to
+    Andrews' bandwidth (as far as they reach): on a persistent differential the standard
+    error grows and the statistic shrinks, as explicit_hac at that lag says."""
+    rng = np.random.default_rng(10)
+    shocks = rng.standard_normal(800)
+    persistent = np.empty(800)
+    persistent[0] = shocks[0]
+    for t in range(1, 800):
+        persistent[t] = 0.9 * persistent[t - 1] + shocks[t]
+    champion = (3 + persistent)[:, None]
+    challenger = np.full((800, 1), 2.9)
+    short = compare_summaries(lead_summaries(champion, challenger), min_pairs=2)
+    long = compare_summaries(lead_summaries(champion, challenger, lags=48), min_pairs=2)
+    differential = (champion ** 2 - challenger ** 2)[:, 0]
+    centred = differential - differential.mean()
+    lag = min(andrews_lag(float(centred[1:] @ centred[:-1]) / float(centred @ centred), 800), 48)
+    assert lag > 10 and long.lag == 48 and short.lag == 0
+    expected = np.mean(differential) / math.sqrt(explicit_hac(differential, lag) / 800) * math.sqrt(799 / 800)
+    assert long.statistic == pytest.approx(expected, rel=1e-9)
+    assert long.statistic < 0.6 * short.statistic

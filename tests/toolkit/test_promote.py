@@ -4,7 +4,8 @@ The decision table through the command line (`--dry-run`), from retained hub sta
 this test publishes in the shape docs/promotion.md gives (a `shadow` part with the
 scored pairs): a hub with a clearly better challenger, one with too few pairs, one whose
 challenger is worse, one whose gain is below the margin, one without a shadow and one
-reporting nonsense (and escape sequences). The numbers in the table are checked against
+reporting nonsense (and escape sequences), and one reporting the shadow branch's per-lead
+`skill` summaries instead of the pairs. The numbers in the table are checked against
 the runtime's `compare` on the same pairs.
 
 The release path (without --dry-run) runs against three real `edgecast-runtime mqtt
@@ -29,7 +30,7 @@ from edgecast.release.broker import BrokerSettings, OperatorSession
 from edgecast.release.promote import Rule, promote
 from edgecast.release.signing import new_keys
 from edgecast_runtime.manifest import file_sha256
-from edgecast_runtime.skill.comparison import compare
+from edgecast_runtime.skill.comparison import compare, compare_summaries, lead_summaries
 
 HORIZON = 3
 CHALLENGER_SHA = "c" * 64
@@ -51,6 +52,20 @@ def shadow_status(champion: np.ndarray, challenger: np.ndarray, sha256: str = CH
             "shadow": {"model_sha256": sha256, "horizon": HORIZON,
                        "pairs": {"issued": issued, "champion": np.round(champion, 6).tolist(),
                                  "challenger": np.round(challenger, 6).tolist()}}}
+
+
+def summary_status(champion: np.ndarray, challenger: np.ndarray) -> dict:
+    """The shadow branch's shape: per window and lead, `skill` rows whose loss difference
+    is shadow error^2 - champion error^2 (the sign opposite to compare's)."""
+    rows = []
+    for window, kept in (("72h", 72), ("30d", len(champion))):
+        for lead in lead_summaries(champion[-kept:], challenger[-kept:]):
+            rows.append({"window": window, "window_seconds": kept * 3600.0, "lead": lead.lead, "pairs": lead.pairs,
+                         "champion_mse": lead.champion_mse, "shadow_mse": lead.challenger_mse,
+                         "loss_difference_mean": -lead.difference_mean,
+                         "loss_difference_autocovariance": list(lead.autocovariances)})
+    return {"state": "running", "version": 1,
+            "shadow": {"state": "running", "sha256": CHALLENGER_SHA, "forecasts_scored": len(champion), "skill": rows}}
 
 
 def broker_options(broker) -> list[str]:
@@ -76,6 +91,8 @@ def test_dry_run_prints_the_decision_table(secure_broker, tmp_path):  # noqa: F8
     cases = {"better": pairs(rng, 400, 0.6), "few": pairs(rng, 120, 0.6), "worse": pairs(rng, 400, 1.3),
              "marginal": pairs(rng, 400, 0.99, noise=0.05)}
     statuses = {hub: shadow_status(*errors) for hub, errors in cases.items()}
+    summarised = pairs(rng, 500, 0.6)
+    statuses["summary"] = summary_status(*summarised)
     statuses["plain"] = {"state": "running", "version": 1}
     statuses["liar"] = {"state": "running", "shadow": {"model_sha256": "\x1b]0;owned\x07", "horizon": 3,
                                                        "pairs": {"issued": [1], "champion": [["x", 1, 2]],
@@ -96,6 +113,11 @@ def test_dry_run_prints_the_decision_table(secure_broker, tmp_path):  # noqa: F8
         if row[5] != "-":
             assert float(row[5]) == pytest.approx(expected.statistic, abs=6e-3), row
         assert row[7] == ("promote" if expected.promote else "keep"), row
+    expected = compare_summaries(lead_summaries(*summarised), margin=0.05, min_pairs=300, level=0.01)
+    row = table_row(stdout, "summary")
+    assert (row[1], row[7]) == ("500", "promote") and expected.promote, row
+    assert float(row[5]) == pytest.approx(expected.statistic, abs=6e-3), row
+    assert row[8].endswith("(per-lead summaries)")
     assert table_row(stdout, "better")[7] == "promote" and table_row(stdout, "better")[6] == "< 1e-15"
     assert table_row(stdout, "few")[8].startswith("too few scored pairs: 120 < 300")
     assert table_row(stdout, "worse")[8].startswith("challenger not better")

@@ -103,10 +103,14 @@ def automatic_lag(differential: np.ndarray, horizon: int) -> int:
     denominator = float(centred[:-1] @ centred[:-1]) if count > 2 else 0.0
     if denominator <= 0:
         return horizon - 1
-    rho = min(max(float(centred[1:] @ centred[:-1]) / denominator, -0.97), 0.97)
+    return max(horizon - 1, min(andrews_lag(float(centred[1:] @ centred[:-1]) / denominator, count), count // 4))
+
+
+def andrews_lag(rho: float, count: int) -> int:
+    """Andrews' (1991) AR(1) plug-in bandwidth for the Bartlett kernel, rho clipped to +-0.97."""
+    rho = min(max(rho, -0.97), 0.97)
     alpha = 4 * rho * rho / ((1 - rho) ** 2 * (1 + rho) ** 2)
-    plug_in = int(1.1447 * (alpha * count) ** (1 / 3))
-    return max(horizon - 1, min(plug_in, count // 4))
+    return int(1.1447 * (alpha * count) ** (1 / 3))
 
 
 def diebold_mariano(differential: np.ndarray, horizon: int, lag: int | None = None) -> tuple[float, float]:
@@ -149,6 +153,90 @@ def compare(champion_errors: np.ndarray, challenger_errors: np.ndarray, horizon:
                   f"p = {p_text(p_value)} <= {level:g}")
     return Comparison(pairs, horizon, champion_mean, challenger_mean, ratio, statistic, p_value, lag, promote,
                       reason, margin, min_pairs, level)
+
+
+@dataclass(frozen=True)
+class LeadSummary:
+    """What a hub may report per lead instead of the pairs themselves (the shadow
+    status's `skill` rows): the number of pairs, both mean squared errors, the mean of
+    d = champion error^2 - challenger error^2 and its autocovariances at lags 0 .. lead-1
+    (1/n divisor)."""
+
+    lead: int
+    pairs: int
+    champion_mse: float
+    challenger_mse: float
+    difference_mean: float
+    autocovariances: tuple[float, ...]
+
+
+def lead_summaries(champion_errors: np.ndarray, challenger_errors: np.ndarray,
+                   lags: int | None = None) -> list[LeadSummary]:
+    """The per-lead summaries of paired errors (origins, leads), origins in time order, with
+    autocovariances at lags 0 .. lead-1 (or 0 .. `lags`, when more are wanted)."""
+    champion = np.asarray(champion_errors, dtype=np.float64)
+    challenger = np.asarray(challenger_errors, dtype=np.float64)
+    found = []
+    for index in range(champion.shape[1]):
+        ours, theirs = champion[:, index], challenger[:, index]
+        keep = np.isfinite(ours) & np.isfinite(theirs)
+        ours, theirs = ours[keep], theirs[keep]
+        if len(ours) == 0:
+            continue
+        difference = ours ** 2 - theirs ** 2
+        centred = difference - difference.mean()
+        count, lead = len(difference), index + 1
+        found.append(LeadSummary(lead, count, float(np.mean(ours ** 2)), float(np.mean(theirs ** 2)),
+                                 float(difference.mean()),
+                                 tuple(float(centred[k:] @ centred[:count - k]) / count
+                                       for k in range(min(lead if lags is None else max(lags + 1, lead), count)))))
+    return found
+
+
+def compare_summaries(leads: list[LeadSummary], margin: float = DEFAULT_MARGIN,
+                      min_pairs: int = DEFAULT_MIN_PAIRS, level: float = DEFAULT_LEVEL) -> Comparison:
+    """The rule on per-lead summaries. The pooled differential is the mean of the leads'
+    means; without the covariances between leads its variance is bounded by the leads
+    moving together, Var(mean_j dbar_j) <= (mean_j sd(dbar_j))^2 (Cauchy-Schwarz): a
+    conservative statistic. Each lead's variance is Newey-West with lag lead - 1, or
+    Andrews' longer lag as far as the summary carries autocovariances (report more than
+    lead of them to let it: the simulation shows lag lead - 1 is too short for real
+    challengers); the HLN correction uses the horizon and the fewest pairs of any lead."""
+    if not leads:
+        return Comparison(0, 0, math.nan, math.nan, math.nan, math.nan, math.nan, 0, False,
+                          "no scored pairs", margin, min_pairs, level)
+    horizon = max(lead.lead for lead in leads)
+    pairs = min(lead.pairs for lead in leads)
+    champion_mean = float(np.mean([lead.champion_mse for lead in leads]))
+    challenger_mean = float(np.mean([lead.challenger_mse for lead in leads]))
+    ratio = challenger_mean / champion_mean if champion_mean > 0 else math.nan
+    spread = float(np.mean([math.sqrt(max(_bartlett(lead), 0.0) / lead.pairs) for lead in leads]))
+    mean = float(np.mean([lead.difference_mean for lead in leads]))
+    statistic = p_value = math.nan
+    if pairs >= 2 and spread > 1e-12 * max(abs(mean), 1e-300):
+        correction = (pairs + 1 - 2 * horizon + horizon * (horizon - 1) / pairs) / pairs
+        statistic = mean / spread * math.sqrt(max(correction, 0.0))
+        p_value = 1.0 - student_t_cdf(statistic, pairs - 1)
+    reason = _why_not(pairs, ratio, p_value, margin, min_pairs, level)
+    promote = reason is None
+    if promote:
+        reason = (f"challenger's loss {100 * (1 - ratio):.1f} % lower over {pairs} forecasts, "
+                  f"p = {p_text(p_value)} <= {level:g} (per-lead summaries)")
+    return Comparison(pairs, horizon, champion_mean, challenger_mean, ratio, statistic, p_value,
+                      max(len(lead.autocovariances) for lead in leads) - 1, promote, reason, margin, min_pairs, level)
+
+
+def _bartlett(lead: LeadSummary) -> float:
+    """Newey-West from a lead's autocovariances: lag lead - 1, longer (Andrews) as far as
+    they reach."""
+    gammas = lead.autocovariances
+    if not gammas:
+        return 0.0
+    lag = lead.lead - 1
+    if len(gammas) > lead.lead and gammas[0] > 0:
+        lag = max(lag, min(andrews_lag(gammas[1] / gammas[0], lead.pairs), len(gammas) - 1, lead.pairs // 4))
+    lag = min(lag, len(gammas) - 1)
+    return gammas[0] + 2.0 * sum((1.0 - k / (lag + 1)) * gammas[k] for k in range(1, lag + 1))
 
 
 def _why_not(pairs: int, ratio: float, p_value: float, margin: float, min_pairs: int,
