@@ -240,6 +240,9 @@ def fleet_promote(
     max_failures: Annotated[int, typer.Option("--max-failures", min=1, help="Canary failures that stop the rollout.")] = DEFAULT_FAILURE_THRESHOLD,
     hub_timeout: Annotated[float, typer.Option("--hub-timeout", min=1, help="Seconds to wait for a hub's answer.")] = DEFAULT_HUB_TIMEOUT,
     wait: Annotated[float, typer.Option("--wait", min=0.1, help="Seconds to collect the hubs' statuses.")] = DEFAULT_WAIT_SECONDS,
+    shadow_topic: Annotated[Optional[str], typer.Option(
+        "--shadow-topic", help="Also read each hub's `shadow` from this topic, + for the hub id (e.g. "
+                               "edgecast/hub/+/metrics, the hubs' --status-topic).")] = None,
     username: UsernameOption = None, password_file: PasswordFileOption = None, password_env: PasswordEnvOption = None,
     ca_file: CaFileOption = None, cert_file: CertFileOption = None, key_file: KeyFileOption = None,
     tls: TlsOption = False,
@@ -248,7 +251,7 @@ def fleet_promote(
     margin over at least --min-pairs forecasts and a Diebold-Mariano test (HAC variance for overlapping
     multi-step forecasts) rejecting equal accuracy at --level. The winners get an ordinary signed release,
     canaries first; every other hub keeps its model, the table says why."""
-    from .promote import Rule, decide, promote
+    from .promote import Rule, decide, promote, shadow_statuses, with_shadows
     from .rollout import parse_canaries
     from .status import fleet_status as read_statuses
 
@@ -261,6 +264,8 @@ def fleet_promote(
     settings = _settings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
     with _broker_flags():
         statuses = read_statuses(settings, wait)
+        if shadow_topic:
+            statuses = with_shadows(statuses, shadow_statuses(settings, shadow_topic, wait))
         if dry_run:
             _print_decisions(decide(statuses, rule))
             return

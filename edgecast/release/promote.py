@@ -156,6 +156,52 @@ def _errors(rows: list, horizon: int, role: str) -> np.ndarray:
         raise ShadowShapeError(f"its {role} errors are not numbers") from None
 
 
+def shadow_statuses(settings: BrokerSettings, pattern: str, wait_seconds: float) -> dict[str, dict]:
+    """Hub id -> the latest JSON object retained on `pattern`, a topic with one `+` level
+    standing for the hub id (e.g. edgecast/hub/+/metrics, where a hub started with
+    `--status-topic edgecast/hub/ID/metrics` publishes its metrics summary and shadow)."""
+    import json
+    import threading
+    import time
+
+    from .broker import OperatorSession
+
+    levels = pattern.split("/")
+    if levels.count("+") != 1 or "#" in levels:
+        raise SigningError(f"shadow_topic {pattern!r}: one `+` level stands for the hub id, no `#`",
+                           settings=("shadow_topic",))
+    position = levels.index("+")
+    found: dict[str, dict] = {}
+    lock = threading.Lock()
+
+    def on_message(client: object, userdata: object, message: object) -> None:
+        parts = message.topic.split("/")
+        try:
+            document = json.loads(message.payload)
+        except ValueError:
+            return
+        if len(parts) == len(levels) and isinstance(document, dict):
+            with lock:
+                found[parts[position]] = document
+
+    with OperatorSession(settings, client_id=f"edgecast-promote-{time.time_ns()}") as session:
+        session.client.message_callback_add(pattern, on_message)
+        session.client.subscribe(pattern, qos=1)
+        time.sleep(wait_seconds)
+    with lock:
+        return dict(found)
+
+
+def with_shadows(statuses: dict[str, dict], shadows: dict[str, dict]) -> dict[str, dict]:
+    """Each hub's status with the `shadow` part of its document on the shadow topic (a
+    hub known only there is judged too: its release status is not needed to decide)."""
+    merged = {hub: dict(status) for hub, status in statuses.items()}
+    for hub, document in shadows.items():
+        if "shadow" in document:
+            merged.setdefault(hub, {})["shadow"] = document["shadow"]
+    return merged
+
+
 def decide(statuses: dict[str, dict], rule: Rule) -> list[HubDecision]:
     """One decision per hub, in hub order."""
     decisions = []

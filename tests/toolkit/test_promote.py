@@ -97,9 +97,13 @@ def test_dry_run_prints_the_decision_table(secure_broker, tmp_path):  # noqa: F8
     statuses["liar"] = {"state": "running", "shadow": {"model_sha256": "\x1b]0;owned\x07", "horizon": 3,
                                                        "pairs": {"issued": [1], "champion": [["x", 1, 2]],
                                                                  "challenger": [[1, 2, 3]]}}}
+    statuses["metered"] = {"state": "running", "version": 1}  # its shadow is on its metrics topic
+    metered = pairs(rng, 500, 0.6)
     with OperatorSession(operator(secure_broker), client_id="test-promote") as session:
         for hub, status in statuses.items():
             session.publish(f"edgecast/hub/{hub}/status", json.dumps(status).encode())
+        session.publish("edgecast/hub/metered/metrics", json.dumps(summary_status(*metered)).encode())
+        session.publish("edgecast/hub/better/metrics", b"not json")
     result = run_cli("fleet", "promote", "--dry-run", "--min-pairs", "300", "--level", "0.01",
                      *broker_options(secure_broker), "--wait", "2")
     assert result.returncode == 0, result.stderr
@@ -123,7 +127,20 @@ def test_dry_run_prints_the_decision_table(secure_broker, tmp_path):  # noqa: F8
     assert table_row(stdout, "worse")[8].startswith("challenger not better")
     assert table_row(stdout, "marginal")[8].startswith("gain below the margin")
     assert table_row(stdout, "plain")[8] == "no shadow model scored on this hub"
+    assert table_row(stdout, "metered")[8] == "no shadow model scored on this hub"
     assert table_row(stdout, "liar")[8].startswith("unreadable shadow status: its champion errors are not numbers")
+
+    # The shadow read from the hubs' metrics topic (their --status-topic) as well.
+    metrics = run_cli("fleet", "promote", "--dry-run", "--min-pairs", "300", "--level", "0.01",
+                      "--shadow-topic", "edgecast/hub/+/metrics", *broker_options(secure_broker), "--wait", "2")
+    assert metrics.returncode == 0, metrics.stderr
+    expected = compare_summaries(lead_summaries(*metered), margin=0.05, min_pairs=300, level=0.01)
+    row = table_row(metrics.stdout, "metered")
+    assert row[7] == "promote" and float(row[5]) == pytest.approx(expected.statistic, abs=6e-3), row
+    assert table_row(metrics.stdout, "better") == table_row(stdout, "better")  # its own shadow kept
+    wrong = run_cli("fleet", "promote", "--dry-run", "--shadow-topic", "edgecast/hub/#",
+                    *broker_options(secure_broker), "--wait", "1")
+    assert wrong.returncode == 2 and "--shadow-topic" in wrong.stderr, wrong.stderr
 
     # Promoting needs the challenger's bundles, a key and a version: one line, exit 2.
     refused = run_cli("fleet", "promote", *broker_options(secure_broker), "--wait", "1")
