@@ -8,12 +8,13 @@ reporting nonsense (and escape sequences), and one reporting the shadow branch's
 `skill` summaries instead of the pairs. The numbers in the table are checked against
 the runtime's `compare` on the same pairs.
 
-The release path (without --dry-run) runs against three real `edgecast-runtime mqtt
---trust` hubs (test_release_delivery.py's): the hubs publish their own statuses, which
-carry no shadow yet (the hub side of shadow mode is another branch), so the decisions
-are made from statuses given to edgecast.release.promote.promote: only the winner is
-sent the challenger's signed bundle; a winner whose challenger bundle is not the model
-it shadowed is refused; the others keep their model.
+The release path (without --dry-run) runs through the command line against three real
+`edgecast-runtime mqtt --trust` hubs (test_release_delivery.py's), which publish their
+own release statuses; their scored pairs (the hub side of shadow mode is another
+branch) are published by the test on each hub's metrics topic and read with
+`--shadow-topic`: only the winner is sent the challenger's signed bundle and runs it;
+a winner whose challenger bundle is not the model it shadowed is refused; the others
+keep their model and get no release record.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from support.broker import secure_broker  # noqa: F401  (the fixture)
 from test_release_delivery import HUBS, V1, V2, Hub, make_bundle, wait_for
 
 from edgecast.release.broker import BrokerSettings, OperatorSession
-from edgecast.release.promote import Rule, promote
 from edgecast.release.signing import new_keys
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.skill.comparison import compare, compare_summaries, lead_summaries
@@ -162,22 +162,23 @@ def test_only_the_winner_is_released_the_challenger(secure_broker, tmp_path):  #
             wait_for(session, lambda s: all(s.get(h, {}).get("state") == "running" for h in HUBS), "three hubs")
             rng = np.random.default_rng(12)
             shadowed = file_sha256(V2)
-            statuses = {"hub-1": shadow_status(*pairs(rng, 400, 1.2), sha256=shadowed),  # worse: keeps v1
-                        "hub-2": shadow_status(*pairs(rng, 400, 0.6), sha256=shadowed),  # wins: gets v2
-                        "hub-3": shadow_status(*pairs(rng, 400, 0.6), sha256=file_sha256(V1))}  # not this bundle
-            messages = []
-            decisions, outcomes = promote(
-                operator(secure_broker), statuses, Rule(min_pairs=300, level=0.01), challenger_dir, keys.private, 2,
-                release_options={"expires_in": __import__("datetime").timedelta(days=1)},
-                rollout_options={"healthy_seconds": 1.0, "max_failures": 1, "hub_timeout": 60.0, "canary_hubs": 1},
-                progress=messages.append)
-            by_hub = {decision.hub: decision for decision in decisions}
-            assert [d.hub for d in decisions if d.promote] == ["hub-2"]
-            assert by_hub["hub-1"].reason.startswith("challenger not better")
-            assert "is not the model the hub shadowed" in by_hub["hub-3"].reason
-            assert [(o.hub, o.outcome) for o in outcomes] == [("hub-2", "healthy")], (outcomes, messages)
+            shadows = {"hub-1": shadow_status(*pairs(rng, 400, 1.2), sha256=shadowed),  # worse: keeps v1
+                       "hub-2": shadow_status(*pairs(rng, 400, 0.6), sha256=shadowed),  # wins: gets v2
+                       "hub-3": shadow_status(*pairs(rng, 400, 0.6), sha256=file_sha256(V1))}  # not this bundle
+            for hub, status in shadows.items():  # where a hub's --status-topic would put them
+                session.publish(f"edgecast/hub/{hub}/metrics", json.dumps({"shadow": status["shadow"]}).encode())
+            result = run_cli("fleet", "promote", "--shadow-topic", "edgecast/hub/+/metrics", "--min-pairs", "300",
+                             "--level", "0.01", "--challenger", challenger_dir, "--key", keys.private,
+                             "--version", "2", "--canary", "1", "--healthy-seconds", "1", "--hub-timeout", "60",
+                             *broker_options(secure_broker), "--wait", "2")
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert table_row(result.stdout, "hub-2")[7] == "promote"
+            assert table_row(result.stdout, "hub-1")[8].startswith("challenger not better")
+            assert "is not the model the hub shadowed" in table_row(result.stdout, "hub-3")[8]
+            assert "promoting on 1 hub(s): hub-2 (release 2)" in result.stdout
+            assert "release 2: challenger promoted on 1 hub(s): hub-2" in result.stdout
             final = wait_for(session, lambda s: s.get("hub-2", {}).get("version") == 2, "hub-2 on the challenger")
-            assert final["hub-2"]["sha256"] == shadowed
+            assert final["hub-2"]["sha256"] == shadowed and final["hub-2"]["state"] == "running"
             assert final["hub-1"]["version"] != 2 and final["hub-3"]["version"] != 2
             assert session.records.keys() == {"hub-2"}  # no release record was sent to the others
     finally:
