@@ -251,11 +251,13 @@ def fleet_promote(
     margin over at least --min-pairs forecasts and a Diebold-Mariano test (HAC variance for overlapping
     multi-step forecasts) rejecting equal accuracy at --level. The winners get an ordinary signed release,
     canaries first; every other hub keeps its model, the table says why."""
-    from .promote import Rule, decide, promote, shadow_statuses, with_shadows
+    from .promote import Rule, check_shadow_topic, decide, promote, shadow_statuses, with_shadows
     from .rollout import parse_canaries
     from .status import fleet_status as read_statuses
 
     rule = Rule(margin, min_pairs, level)
+    if shadow_topic:
+        check_shadow_topic(shadow_topic)
     if not dry_run:
         missing = [name for name, value in (("challenger", challenger), ("key", key), ("version", version))
                    if value is None]

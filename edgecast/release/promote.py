@@ -1,7 +1,8 @@
 """`edgecast fleet promote`: per hub, the challenger's scored pairs (the `shadow` part of
 the hub's retained status, docs/promotion.md: the pairs themselves, or the shadow
-status's per-lead `skill` summaries) judged by the runtime's skill.comparison; the winners get the challenger's bundle through an ordinary
-signed release, canaries first (rollout.roll_out).
+status's per-lead `skill` summaries) judged by the runtime's skill.comparison; the
+winners get the challenger's bundle through an ordinary signed release, canaries first
+(rollout.roll_out).
 
 A hub's status is the hub's word: a pair list that is not numbers, of ragged or
 mismatched shape, or a shadow without the challenger's sha256 is a reason not to
@@ -164,12 +165,11 @@ def shadow_statuses(settings: BrokerSettings, pattern: str, wait_seconds: float)
     import threading
     import time
 
+    from edgecast_runtime.releases.delivery import DeliveryError, check_hub_id
+
     from .broker import OperatorSession
 
-    levels = pattern.split("/")
-    if levels.count("+") != 1 or "#" in levels:
-        raise SigningError(f"shadow_topic {pattern!r}: one `+` level stands for the hub id, no `#`",
-                           settings=("shadow_topic",))
+    levels = check_shadow_topic(pattern).split("/")
     position = levels.index("+")
     found: dict[str, dict] = {}
     lock = threading.Lock()
@@ -180,9 +180,13 @@ def shadow_statuses(settings: BrokerSettings, pattern: str, wait_seconds: float)
             document = json.loads(message.payload)
         except ValueError:
             return
-        if len(parts) == len(levels) and isinstance(document, dict):
+        try:  # the id names a bundle folder: never `..` or a path
+            hub = check_hub_id(parts[position]) if len(parts) == len(levels) else None
+        except DeliveryError:
+            return
+        if hub is not None and isinstance(document, dict):
             with lock:
-                found[parts[position]] = document
+                found[hub] = document
 
     with OperatorSession(settings, client_id=f"edgecast-promote-{time.time_ns()}") as session:
         session.client.message_callback_add(pattern, on_message)
@@ -190,6 +194,14 @@ def shadow_statuses(settings: BrokerSettings, pattern: str, wait_seconds: float)
         time.sleep(wait_seconds)
     with lock:
         return dict(found)
+
+
+def check_shadow_topic(pattern: str) -> str:
+    levels = pattern.split("/")
+    if levels.count("+") != 1 or "#" in levels:
+        raise SigningError(f"shadow_topic {pattern!r}: one `+` level stands for the hub id, no `#`",
+                           settings=("shadow_topic",))
+    return pattern
 
 
 def with_shadows(statuses: dict[str, dict], shadows: dict[str, dict]) -> dict[str, dict]:
