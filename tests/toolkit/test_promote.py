@@ -28,6 +28,7 @@ from support.broker import secure_broker  # noqa: F401  (the fixture)
 from test_release_delivery import HUBS, V1, V2, Hub, make_bundle, wait_for
 
 from edgecast.release.broker import BrokerSettings, OperatorSession
+from edgecast.release.promote import Rule, decide, winners_bundles, with_shadows
 from edgecast.release.signing import new_keys
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.skill.comparison import compare, compare_summaries, lead_summaries
@@ -184,3 +185,47 @@ def test_only_the_winner_is_released_the_challenger(secure_broker, tmp_path):  #
     finally:
         for hub in hubs:
             hub.stop()
+
+
+@pytest.mark.parametrize("shadow, why", [
+    ("yes", "its `shadow` is not an object"),
+    ({"horizon": 3, "pairs": {}}, "names no model sha256"),
+    ({"sha256": "s", "horizon": True, "pairs": {}}, "horizon is True"),
+    ({"sha256": "s", "horizon": 3, "pairs": []}, "`pairs` is not an object"),
+    ({"sha256": "s", "horizon": 2, "pairs": {"issued": [1, 2], "champion": [[1, 2]], "challenger": [[1, 2]]}},
+     "differ in length"),
+    ({"sha256": "s", "horizon": 2, "pairs": {"issued": [1], "champion": [[1, 2, 3]], "challenger": [[1, 2]]}},
+     "champion errors are not 2 per forecast"),
+    ({"sha256": "s", "horizon": 2, "pairs": {"issued": ["x"], "champion": [[1, 2]], "challenger": [[1, 2]]}},
+     "issued times are not numbers"),
+    ({"sha256": "s", "skill": "many"}, "neither `pairs` nor a list of `skill` rows"),
+    ({"sha256": "s", "skill": [{"lead": 1}]}, "not the documented shape"),
+    ({"sha256": "s", "skill": [{"window_seconds": 60, "lead": 1, "pairs": 5, "champion_mse": "NaN", "shadow_mse": 1,
+                                "loss_difference_mean": 0, "loss_difference_autocovariance": [1]}]}, "out of range"),
+    ({"sha256": "s", "skill": [{"window_seconds": 60, "lead": 1, "pairs": 5, "champion_mse": 1, "shadow_mse": 1,
+                                "loss_difference_mean": 0, "loss_difference_autocovariance": []}]}, "out of range"),
+])
+def test_a_hub_reporting_nonsense_is_kept_with_a_reason(shadow, why):
+    decisions = decide({"hub-x": {"state": "running", "shadow": shadow}}, Rule())
+    assert not decisions[0].promote and decisions[0].reason.startswith("unreadable shadow status: ")
+    assert why in decisions[0].reason, decisions[0].reason
+
+
+def test_winners_need_the_very_bundle_they_shadowed(tmp_path):
+    rng = np.random.default_rng(13)
+    model = tmp_path / "challenger" / "hub-1" / "model.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"challenger model")
+    (model.parent / "manifest.json").write_text("{}")
+    statuses = {hub: shadow_status(*pairs(rng, 400, 0.5), sha256=file_sha256(model)) for hub in ("hub-1", "hub-2")}
+    statuses["hub-3"] = {**shadow_status(*pairs(rng, 400, 0.5)), "state": "offline"}
+    decisions = decide(statuses, Rule(min_pairs=300, level=0.01))
+    assert [d.promote for d in decisions] == [True, True, False]
+    assert decisions[2].reason == "the hub is offline"
+    bundles, refused = winners_bundles(decisions, tmp_path / "challenger")
+    assert bundles == [model.parent]
+    assert [(d.hub, d.reason) for d in refused] == [("hub-2", f"no challenger bundle {tmp_path / 'challenger' / 'hub-2'}")]
+    model.write_bytes(b"another model")
+    assert winners_bundles(decisions, tmp_path / "challenger")[1][0].reason.startswith(f"{model} is not the model")
+    assert with_shadows({"hub-1": {"state": "running"}}, {"hub-1": {"shadow": 1}, "hub-9": {"other": 2}}) == \
+        {"hub-1": {"state": "running", "shadow": 1}}
