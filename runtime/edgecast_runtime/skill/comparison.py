@@ -150,7 +150,7 @@ def compare(champion_errors: np.ndarray, challenger_errors: np.ndarray, horizon:
     promote = reason is None
     if promote:
         reason = (f"challenger's loss {100 * (1 - ratio):.1f} % lower over {pairs} forecasts, "
-                  f"p = {p_text(p_value)} <= {level:g}")
+                  f"{p_phrase(p_value)} <= {level:g}")
     return Comparison(pairs, horizon, champion_mean, challenger_mean, ratio, statistic, p_value, lag, promote,
                       reason, margin, min_pairs, level)
 
@@ -221,7 +221,7 @@ def compare_summaries(leads: list[LeadSummary], margin: float = DEFAULT_MARGIN,
     promote = reason is None
     if promote:
         reason = (f"challenger's loss {100 * (1 - ratio):.1f} % lower over {pairs} forecasts, "
-                  f"p = {p_text(p_value)} <= {level:g} (per-lead summaries)")
+                  f"{p_phrase(p_value)} <= {level:g} (per-lead summaries)")
     return Comparison(pairs, horizon, champion_mean, challenger_mean, ratio, statistic, p_value,
                       max(len(lead.autocovariances) for lead in leads) - 1, promote, reason, margin, min_pairs, level)
 
@@ -252,7 +252,7 @@ def _why_not(pairs: int, ratio: float, p_value: float, margin: float, min_pairs:
     if math.isnan(p_value):
         return "no variance in the loss differential: the test cannot decide"
     if p_value > level:
-        return f"not significant: p = {p_text(p_value)} > {level:g}"
+        return f"not significant: {p_phrase(p_value)} > {level:g}"
     return None
 
 
@@ -260,6 +260,12 @@ def p_text(p_value: float) -> str:
     """A p-value in two significant digits; one below 1e-15 (past double precision's
     resolution near 1) as such, never as 0."""
     return "nan" if math.isnan(p_value) else "< 1e-15" if p_value < 1e-15 else f"{p_value:.2g}"
+
+
+def p_phrase(p_value: float) -> str:
+    """"p = 0.0042", or "p < 1e-15"."""
+    text = p_text(p_value)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 # --- distribution functions (no scipy on the hub) ------------------------------------------
