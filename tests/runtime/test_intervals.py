@@ -316,3 +316,83 @@ def test_sigkill_at_random_points_leaves_the_offsets_as_an_uninterrupted_run(tmp
     assert len(expected["interval_offset"]) == 3 and any(row[2] != 0 for row in expected["interval_offset"])
     assert len(expected["alert_events"]) == 2, expected["alert_events"]
     assert found == expected
+
+
+# --- alerts on a real broker ------------------------------------------------------------------
+
+
+def hovering_episode():
+    """Clean air, then PM2.5 hovering at 75 (six hours at 77, six at 73.5, four times: the
+    forecast, a 6-hour mean, swings between them and its probability crosses 0.5 back and
+    forth, never falling below 0.4), then clean air again."""
+    return [40.0] * 8 + ([77.0] * 6 + [73.5] * 6) * 4 + [40.0] * 14
+
+
+@pytest.mark.parametrize("margin", ["0.1", "0"])
+def test_mqtt_alert_is_raised_once_and_cleared_once_through_an_acl_fenced_broker(secure_broker, tmp_path, margin):
+    """The hub (user hub-1, fenced by the ACL to edgecast/hub/hub-1/# and its readings
+    topic) publishes the alert state retained on edgecast/hub/hub-1/alerts and the events
+    on .../alerts/events; an operator's client sees one raise and one clear (the default
+    margin 0.1), where a hub without hysteresis (margin 0) flaps."""
+    import queue
+
+    import paho.mqtt.client as mqtt
+
+
+    broker, hub = secure_broker, "hub-1"
+    readings, forecasts, alerts = f"edgecast/readings/{hub}", f"edgecast/hub/{hub}/forecasts", f"edgecast/hub/{hub}/alerts"
+    messages = queue.Queue()
+    operator = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="operator-test", protocol=mqtt.MQTTv5)
+    operator.username_pw_set("operator", broker.passwords["operator"])
+    operator.tls_set(ca_certs=str(broker.ca_file))
+    operator.on_message = lambda c, u, message: messages.put((message.topic, json.loads(message.payload),
+                                                              message.retain))
+    subscribed = queue.Queue()
+    operator.on_subscribe = lambda c, u, mid, codes, p: subscribed.put(codes)
+    operator.connect("127.0.0.1", broker.operator_port, keepalive=10)
+    operator.loop_start()
+    values = hovering_episode()
+    try:
+        operator.subscribe([(forecasts, 1), (alerts, 1), (alerts + "/events", 1)])
+        assert not any(code.is_failure for code in subscribed.get(timeout=10))
+        password_file = broker.password_file(hub)
+        with Background("mqtt", INTERVALS, "--broker", f"127.0.0.1:{broker.port}", "--username", hub,
+                        "--password-file", password_file, "--ca-file", broker.ca_file,
+                        "--subscribe", readings, "--publish", forecasts, "--state", tmp_path / "state.json",
+                        "--reconnect-max", "1", "--poll-interval", "0", "--alert-margin", margin) as runtime:
+            runtime.wait_event("mqtt_subscribed")
+            for hour, value in enumerate(values):
+                operator.publish(readings, json.dumps({"value": value, "timestamp": START + HOUR * hour}),
+                                 qos=1).wait_for_publish(10)
+            received = {forecasts: [], alerts: [], alerts + "/events": []}
+            deadline = time.monotonic() + 30
+            while len(received[forecasts]) < len(values) and time.monotonic() < deadline:
+                try:
+                    topic, body, retained = messages.get(timeout=1)
+                except queue.Empty:
+                    continue
+                received[topic].append(body)
+            time.sleep(0.5)  # the last events, published after their answers
+            while not messages.empty():
+                topic, body, retained = messages.get()
+                received[topic].append(body)
+            assert runtime.stop() == 0
+    finally:
+        operator.disconnect()
+        operator.loop_stop()
+    answers = received[forecasts]
+    assert len(answers) == len(values), len(answers)
+    peaks = [max(a["exceedance"]["PM2.5>75"]) for a in answers if "exceedance" in a]
+    crossings = sum((a >= 0.5) != (b >= 0.5) for a, b in zip(peaks, peaks[1:]))
+    events = [event["event"] for event in received[alerts + "/events"]]
+    record("intervals", **{f"mqtt_margin_{margin}_alert_events": len(events)},
+           mqtt_hovering_crossings_of_level=crossings, mqtt_lowest_peak_while_hovering=round(min(peaks[10:50]), 3))
+    assert crossings >= 6, crossings  # the probability hovered across the level ...
+    if margin == "0":
+        assert len(events) == crossings, events  # without hysteresis: an event at every crossing
+        return
+    assert events == [RAISED, CLEARED], events  # ... and the alert was raised once, cleared once
+    assert all("interval" in a for a in answers[5:])
+    final_state = received[alerts][-1]
+    assert final_state["raised_total"] == 1 and final_state["cleared_total"] == 1
+    assert [entry["raised"] for entry in final_state["alerts"]] == [False, False]
