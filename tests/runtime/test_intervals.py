@@ -338,7 +338,6 @@ def test_mqtt_alert_is_raised_once_and_cleared_once_through_an_acl_fenced_broker
 
     import paho.mqtt.client as mqtt
 
-
     broker, hub = secure_broker, "hub-1"
     readings, forecasts, alerts = f"edgecast/readings/{hub}", f"edgecast/hub/{hub}/forecasts", f"edgecast/hub/{hub}/alerts"
     messages = queue.Queue()

@@ -300,7 +300,7 @@ class ForecastHandler(BaseHTTPRequestHandler):
 
     def _alerts(self):
         scorer = self.server.streamer.scorer
-        if scorer is None:
+        if scorer is None or scorer.calibration is None:
             raise HttpError(404, "alerts need scoring (a sampling interval, scoring not turned off)")
         return 200, scorer.calibration.alerts()
 

@@ -99,7 +99,7 @@ class MqttBridge:
         self.client.on_subscribe = self._on_subscribe
         configure_client(self.client, **(security or {}))
         self.alerts = (AlertPublisher(self.client, alert_topic, streamer.scorer)
-                       if alert_topic and streamer.scorer is not None else None)
+                       if alert_topic and streamer.scorer is not None and streamer.scorer.calibration else None)
         self.updater = updater
         if updater is not None:  # retained status; the broker says offline if we drop off
             updater.start(holder, self._publish_status)

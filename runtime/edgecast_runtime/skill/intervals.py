@@ -4,7 +4,8 @@ it reports: rolling coverage, mean width and Brier score in the status JSON and 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
+import sqlite3
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import GaugeMetricFamily
 
@@ -20,9 +21,17 @@ if TYPE_CHECKING:
 PREFIX = "edgecast"
 
 
-def open_calibration(store: ForecastStore, settings: SkillSettings, interval: float) -> Calibration:
+def open_calibration(store: ForecastStore, settings: SkillSettings, interval: float,
+                     log: Callable[[dict], None]) -> Optional[Calibration]:
+    """The extension, its tables created in the store; None (logged) when they cannot be
+    (a full disk): forecasts go on, with the model's own interval and no alerts."""
     calibration = Calibration(settings, interval, max(*settings.windows, settings.skill_alarm_window))
-    store.extend(calibration)
+    try:
+        store.extend(calibration)
+    except sqlite3.Error as exc:
+        log({"event": "scoring_error", "error": f"cannot write the forecast store {store.path} (its calibration "
+             f"tables): {exc}; intervals are served uncalibrated and alerts are off"})
+        return None
     calibration.store = store
     return calibration
 

@@ -333,7 +333,7 @@ def open_scorer(model: Forecaster, state_path: Optional[Path], interval: Optiona
                           max_pending=settings.max_pending, log=log)
     statistics = input_statistics(read_manifest(model), list(model.features))
     scorer = StreamScorer(store, settings, statistics, log, tuple(model.features))
-    scorer.calibration = open_calibration(store, settings, interval)
+    scorer.calibration = open_calibration(store, settings, interval, log)
     return scorer
 
 
