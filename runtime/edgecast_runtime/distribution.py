@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from edgecast_runtime.spec_outputs import Probabilistic
 
 PROBABILITY_SLACK = 1e-6  # float32 rounding of a sigmoid may leave [0, 1] by this much
+BATCH_CHUNK = 1024  # windows per onnxruntime call (model.BATCH_CHUNK)
 MIN_HALF_WIDTH = 1e-3  # the offset's unit (half the model's interval) is at least this
 
 
@@ -90,8 +91,11 @@ class DistributionOutputs:
             raise InputShapeError(f"expected {expected} (at least one), got shape {shape_text(array.shape)}")
         model.layout.require_finite(array, "windows")
         batch = array.reshape(array.shape[0], model.look_back, model.n_features)
-        forecast, quantiles, exceedance = self.run(batch)
-        return [Distribution(f, q, e) for f, q, e in zip(forecast, quantiles, exceedance)]
+        found = []
+        for start in range(0, len(batch), BATCH_CHUNK):  # bounded LSTM workspace, as predict_batch
+            forecast, quantiles, exceedance = self.run(batch[start:start + BATCH_CHUNK])
+            found += [Distribution(f, q, e) for f, q, e in zip(forecast, quantiles, exceedance)]
+        return found
 
     def run(self, batch: np.ndarray) -> tuple:
         """(forecast [B, H], quantiles [B, H, Q], exceedance [B, H, K]), each checked."""
