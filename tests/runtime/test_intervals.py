@@ -118,6 +118,20 @@ def test_one_absurd_truth_moves_each_offset_by_at_most_one_step():
     assert jump <= settings.interval_step * 0.9 + 1e-12, jump
 
 
+def test_a_flood_of_readings_leaves_no_more_pending_intervals_than_the_store_keeps():
+    model = Forecaster(INTERVALS)
+    scorer = open_scorer(model, None, HOUR, SkillSettings(max_pending=10), lambda e: None)
+    stream = StreamingForecaster(model, scorer=scorer)
+    for second in range(300):  # one a second: each leaves a pending forecast
+        stream.observe_reading(Reading([60.0 + second % 7], START + second))
+
+    def distinct(table):
+        return scorer.store.read(lambda db: db.execute(f"SELECT COUNT(DISTINCT issued) FROM {table}").fetchone()[0])
+
+    assert distinct("pending") == 10
+    assert distinct("interval_pending") == 10 and distinct("alert_pending") == 10
+
+
 def test_alert_hysteresis_raises_once_and_never_flaps_on_a_hovering_probability():
     rng = np.random.default_rng(3)
     hovering = 0.5 + 0.06 * np.sin(np.arange(200)) + np.clip(0.01 * rng.standard_normal(200), -0.03, 0.03)

@@ -125,6 +125,9 @@ class Calibration:
         grace = self.settings.grace_seconds
         for table in ("interval_pending", "alert_pending"):
             db.execute(f"DELETE FROM {table} WHERE issued + lead * ? + ? < ?", (self.interval, grace, now))
+            # Bounded as the store's pending forecasts are (its cap on their number): a lead
+            # of a forecast the store no longer waits for is never scored either.
+            db.execute(f"DELETE FROM {table} WHERE issued NOT IN (SELECT issued FROM pending)")
         for table in ("interval_scored", "alert_scored"):
             db.execute(f"DELETE FROM {table} WHERE completed <= ?", (now - self.retention,))
         db.execute("DELETE FROM alert_events WHERE ts NOT IN "
