@@ -11,7 +11,17 @@ import time
 
 import numpy as np
 import pytest
-from support.runtime import FIXTURES, ONE, Background, Server, add_count, kill_at_random_points, record, run_cli
+from support.runtime import (
+    FIXTURES,
+    ONE,
+    TIME_SCALE,
+    Background,
+    Server,
+    add_count,
+    kill_at_random_points,
+    record,
+    run_cli,
+)
 
 from edgecast_runtime import Forecaster, StreamingForecaster
 from edgecast_runtime.errors import ModelError
@@ -378,14 +388,14 @@ def test_mqtt_alert_is_raised_once_and_cleared_once_through_an_acl_fenced_broker
                 operator.publish(readings, json.dumps({"value": value, "timestamp": START + HOUR * hour}),
                                  qos=1).wait_for_publish(10)
             received = {forecasts: [], alerts: [], alerts + "/events": []}
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 30 * TIME_SCALE
             while len(received[forecasts]) < len(values) and time.monotonic() < deadline:
                 try:
                     topic, body, retained = messages.get(timeout=1)
                 except queue.Empty:
                     continue
                 received[topic].append(body)
-            time.sleep(0.5)  # the last events, published after their answers
+            time.sleep(0.5 * TIME_SCALE)  # the last events, published after their answers
             while not messages.empty():
                 topic, body, retained = messages.get()
                 received[topic].append(body)

@@ -26,7 +26,9 @@ score max(lo - y, y - hi) / h, chosen over Gibbs and Candès' ACI (2021) because
 store sees it) are kept per lead until their truth arrives, and the offset is updated
 in the same SQLite transaction that scores the reading (ForecastStore.extend): a SIGKILL
 anywhere leaves either both or neither, and the reconciliation at start applies the
-missing reading once, so the offsets end exactly as in an uninterrupted run.
+missing reading once, so the offsets end exactly as in an uninterrupted run. (A rewind
+of the store, readings forgotten beyond the hub's clock, forgets their scores but not
+what they did to the offsets: those stay as they were, bounded.)
 
 **Alerts.** For each alert, the probability judged is the largest over the leads of
 the forecast just issued. Raised when it is >= `alert_level` on `alert_checks`
