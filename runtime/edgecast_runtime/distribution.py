@@ -153,11 +153,12 @@ def adjusted_bounds(lower: np.ndarray, upper: np.ndarray, offsets: Sequence[floa
 
 
 def answer_fields(distribution: Distribution, probabilistic: Probabilistic,
-                  offsets: Optional[Sequence[float]] = None) -> Dict[str, object]:
+                  offsets: Optional[Sequence[float]] = None, floor: Optional[float] = None) -> Dict[str, object]:
     """The fields a schema-4 model adds to an answer (docs/answers.md): `interval`
     (lower and upper per lead after the hub's adjustment, the model's own bounds and the
     offsets applied), `quantiles` (levels and values per lead) and `exceedance`
-    ({alert name: probability per lead})."""
+    ({alert name: probability per lead}). `floor`: the spec's target_min, below which the
+    served bounds are clipped as the graph clips its outputs."""
     fields: Dict[str, object] = {}
     if probabilistic.quantiles:
         fields["quantiles"] = {"levels": list(probabilistic.quantiles),
@@ -167,6 +168,8 @@ def answer_fields(distribution: Distribution, probabilistic: Probabilistic,
         horizon = len(distribution.forecast)
         offsets = list(offsets) if offsets is not None else [0.0] * horizon
         lower, upper = adjusted_bounds(bounds[0], bounds[1], offsets)
+        if floor is not None:
+            lower, upper = np.maximum(lower, floor), np.maximum(upper, floor)
         fields["interval"] = {"coverage": probabilistic.interval, "lower": float_list(lower),
                               "upper": float_list(upper), "model_lower": float_list(bounds[0]),
                               "model_upper": float_list(bounds[1]), "offset": [float(o) for o in offsets]}
@@ -186,7 +189,7 @@ def predict_fields(model: Forecaster, windows: ArrayLike, batch: bool,
     if not batch:
         distribution = model.distribution.predict(windows)
         return {"forecast": float_list(distribution.forecast),
-                **answer_fields(distribution, probabilistic, offsets)}
+                **answer_fields(distribution, probabilistic, offsets, model.spec.target_min)}
     found = model.distribution.predict_batch(windows)
     return {"forecasts": [float_list(item.forecast) for item in found],
-            "distributions": [answer_fields(item, probabilistic, offsets) for item in found]}
+            "distributions": [answer_fields(item, probabilistic, offsets, model.spec.target_min) for item in found]}

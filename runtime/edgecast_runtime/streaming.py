@@ -270,7 +270,7 @@ class StreamingForecaster:
                 distribution = model.predict_distribution(state.buffer.window())
                 forecast = distribution.forecast
                 offsets = self.scorer.offsets(model) if self.scorer is not None else None
-                extra = answer_fields(distribution, model.spec.probabilistic, offsets)
+                extra = answer_fields(distribution, model.spec.probabilistic, offsets, model.spec.target_min)
             if self.scorer is not None:
                 self.scorer.predicted(time.perf_counter() - started)
             answer = {"status": "forecast", "forecast": float_list(forecast), **extra}

@@ -24,6 +24,7 @@ from support.runtime import (
 )
 
 from edgecast_runtime import Forecaster, StreamingForecaster
+from edgecast_runtime.distribution import answer_fields
 from edgecast_runtime.errors import ModelError
 from edgecast_runtime.readings import Reading
 from edgecast_runtime.skill.calibration import CLEARED, RAISED, judge_alert, tracked_offset
@@ -72,6 +73,9 @@ def test_forecaster_gives_the_fixtures_quantiles_and_probabilities():
     assert described["interval"] == 0.9 and described["quantiles"]["shape"] == ["batch", 3, 3]
     with pytest.raises(Exception, match="non-finite|window"):
         model.predict_distribution([1, 2, math.nan, 4, 5, 6])
+    widened = answer_fields(model.predict_distribution([20.0] * 6), model.spec.probabilistic, [4.0] * 3,
+                            model.spec.target_min)["interval"]  # clipped at target_min, as the graph clips
+    assert widened["lower"] == [0.0] * 3 and min(widened["model_lower"]) > 0
     older = Forecaster(ONE)  # schema 1: forecast alone, as before
     assert older.distribution is None and older.describe()["probabilistic"] is None
     with pytest.raises(ModelError, match="no quantiles"):
@@ -199,8 +203,8 @@ def test_http_answers_metrics_and_alerts(tmp_path):
     served = predicted["interval"]  # the hub's current offsets, applied to the model's own bounds
     half = (np.array(served["model_upper"]) - np.array(served["model_lower"])) / 2
     assert status == 200 and any(served["offset"])
-    np.testing.assert_allclose(served["lower"], np.array(served["model_lower"]) - np.array(served["offset"]) * half,
-                               rtol=1e-6)
+    np.testing.assert_allclose(served["lower"], np.maximum(
+        np.array(served["model_lower"]) - np.array(served["offset"]) * half, 0), rtol=1e-6)
     np.testing.assert_allclose(served["upper"], np.array(served["model_upper"]) + np.array(served["offset"]) * half,
                                rtol=1e-6)
     assert status_batch == 200 and len(batch["distributions"]) == 2 and batch["forecasts"][1] == [90.0] * 3
