@@ -18,6 +18,7 @@ from support.runtime import (
     Background,
     Server,
     add_count,
+    assert_one_line_error,
     kill_at_random_points,
     record,
     run_cli,
@@ -423,3 +424,14 @@ def test_mqtt_alert_is_raised_once_and_cleared_once_through_an_acl_fenced_broker
     final_state = received[alerts][-1]
     assert final_state["raised_total"] == 1 and final_state["cleared_total"] == 1
     assert [entry["raised"] for entry in final_state["alerts"]] == [False, False]
+
+
+@pytest.mark.parametrize("flags, fragments", [
+    (("--alert-level", "0.3", "--alert-margin", "0.5"), ("--alert-level (0.3)", "--alert-margin (0.5)")),
+    (("--alert-level", "1.5"), ("--alert-level (1.5) must be in (0, 1]",)),
+    (("--interval-step", "3"), ("--interval-step (3.0) must be in (0, 1]",)),
+])
+def test_bad_alert_and_interval_settings_are_one_line_naming_the_flags(tmp_path, flags, fragments):
+    recording = tmp_path / "recorded.csv"
+    recording.write_text("\n".join(csv_lines([50.0] * 10)) + "\n")
+    assert_one_line_error(run_cli("score", INTERVALS, recording, *flags), 2, *fragments)

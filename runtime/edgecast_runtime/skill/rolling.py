@@ -78,11 +78,11 @@ class SkillSettings:
                              f"at most skill_raise_above ({self.skill_raise_above})")
         if not (0 < self.alert_level <= 1 and 0 <= self.alert_margin < self.alert_level):
             raise OptionError(f"alert_level ({self.alert_level}) must be in (0, 1] and alert_margin "
-                              f"({self.alert_margin}) in [0, alert_level)", settings=("alert_level", "alert_margin"))
+                              f"({self.alert_margin}) in [0, alert_level)", setting=("alert_level", "alert_margin"))
         low, high = self.interval_offset_bounds
         if not (0 < self.interval_step <= 1 and -1 < low <= 0 <= high < math.inf):
             raise OptionError(f"interval_step ({self.interval_step}) must be in (0, 1] and the offset bounds "
-                              f"({low}, {high}) around 0, the lower above -1", settings=("interval_step",))
+                              f"({low}, {high}) around 0, the lower above -1", setting="interval_step")
 
 
 def window_name(seconds: float) -> str:
