@@ -21,6 +21,7 @@ from edgecast_runtime.contract import (
     SUPPORTED_SCHEMA_TEXTS,
 )
 from edgecast_runtime.deadline import BoundedRun
+from edgecast_runtime.distribution import Distribution, DistributionOutputs
 from edgecast_runtime.errors import (
     EdgecastRuntimeError,
     InputShapeError,
@@ -133,6 +134,7 @@ class Forecaster:
             raise ModelError(f"{self.path}: the graph has no output named '{self.output_name}' "
                              f"(outputs: {sorted(outputs)})")
         self._check_tensor(outputs[self.output_name], "output", [None, self.horizon])
+        self.distribution = DistributionOutputs.bind(self, outputs)  # schema 4, else None
 
     def _check_tensor(self, tensor: ort.NodeArg, role: str, expected: list[int | None]) -> None:
         if tensor.type != FLOAT_TENSOR:
@@ -217,6 +219,13 @@ class Forecaster:
             forecast[start:start + BATCH_CHUNK] = self._run(batch[start:start + BATCH_CHUNK])
         return forecast
 
+    def predict_distribution(self, window: ArrayLike) -> Distribution:
+        """A schema-4 model's forecast, quantiles and exceedance probabilities for one
+        window (distribution.py); ModelError for a model without them."""
+        if self.distribution is None:
+            raise ModelError(f"{self.path}: the model gives no quantiles or exceedance probabilities")
+        return self.distribution.predict(window)
+
     def _is_window_shape(self, shape: tuple[int, ...]) -> bool:
         return shape == self.window_shape or shape == self._flat_shape
 
@@ -282,6 +291,7 @@ class Forecaster:
                       "shape": ["batch", self.look_back, self.n_features]},
             "output": {"name": self.output_name, "dtype": "float32",
                        "shape": ["batch", self.horizon]},
+            "probabilistic": self.distribution.describe() if self.distribution else None,
             "manifest": str(self.manifest_path) if self.manifest_path else None,
             "threads": self.threads,
             "run_timeout": self.run_timeout,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from edgecast_runtime.clock import checked_seconds, clock_name
+from edgecast_runtime.distribution import answer_fields
 from edgecast_runtime.errors import InputShapeError, InputValueError, StateError, StateMismatchError
 from edgecast_runtime.formatting import comparable, float_list, seconds_text
 from edgecast_runtime.policy import (
@@ -262,10 +263,17 @@ class StreamingForecaster:
         answer = {"status": "filling"}
         if state.buffer.full:
             started = time.perf_counter()
-            forecast = model.predict(state.buffer.window())
+            extra = {}
+            if getattr(model, "distribution", None) is None:
+                forecast = model.predict(state.buffer.window())
+            else:  # schema 4: the interval as the hub serves it, the probabilities
+                distribution = model.predict_distribution(state.buffer.window())
+                forecast = distribution.forecast
+                offsets = self.scorer.offsets(model) if self.scorer is not None else None
+                extra = answer_fields(distribution, model.spec.probabilistic, offsets, model.spec.target_min)
             if self.scorer is not None:
                 self.scorer.predicted(time.perf_counter() - started)
-            answer = {"status": "forecast", "forecast": float_list(forecast)}
+            answer = {"status": "forecast", "forecast": float_list(forecast), **extra}
         if timestamp is not None:
             answer["timestamp"] = timestamp
         answer.update(buffered=len(state.buffer), look_back=model.look_back,

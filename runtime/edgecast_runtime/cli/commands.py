@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from edgecast_runtime.admission import SERVICE_LOADING, ModelLoading
+from edgecast_runtime.distribution import predict_fields
 from edgecast_runtime.errors import InputShapeError, InputValueError
 from edgecast_runtime.formatting import float_list
 from edgecast_runtime.inputs import require_shape, to_float32
@@ -75,10 +76,13 @@ def predict(model_path: str | Path, *, threads: int = DEFAULT_THREADS, values: S
     one line of values per window, or a JSON object with `output="json"`."""
     model = load_model(model_path, threads, loading)
     if json_text is not None:
-        forecasts, batch = _predict_document(model, _json_argument(json_text))
+        document = _json_argument(json_text)
+        forecasts, batch = _predict_document(model, document)
     else:
-        forecasts, batch = model.predict(_command_line_values(values, model))[None], False
-    _print_forecasts(model, forecasts, batch, output)
+        document = _command_line_values(values, model)
+        forecasts, batch = model.predict(document)[None], False
+    extra = predict_fields(model, document, batch) if model.distribution is not None else {}
+    _print_forecasts(model, forecasts, batch, output, extra)
     return 0
 
 
@@ -133,10 +137,11 @@ def _predict_document(model: Forecaster, document: Any) -> tuple[np.ndarray, boo
     return model.predict_batch(array), True
 
 
-def _print_forecasts(model: Forecaster, forecasts: np.ndarray, batch: bool, output: str) -> None:
+def _print_forecasts(model: Forecaster, forecasts: np.ndarray, batch: bool, output: str, extra: dict) -> None:
+    """`extra`: a schema-4 model's interval, quantiles and probabilities (JSON output only)."""
     rows = [float_list(row) for row in forecasts]
     if output == "json":
-        body = {"forecasts": rows} if batch else {"forecast": rows[0]}
+        body = {**extra, "forecasts": rows} if batch else {**extra, "forecast": rows[0]}
         body.update(target=model.target, horizon=model.horizon,
                     model_name=model.model_name, model_sha256=model.sha256)
         print(json.dumps(body))

@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--status-interval", type=positive_float,
                       default=mqtt_module.DEFAULT_STATUS_INTERVAL, metavar="S",
                       help="seconds between status messages (default %(default)s)")
+    mqtt.add_argument("--alert-topic", default=None, metavar="TOPIC",
+                      help="retained alert states here, raise/clear events on TOPIC/events (default "
+                           "edgecast/hub/ID/alerts with --hub-id, for a model with alerts)")
     option_groups.stream_arguments(mqtt)
     option_groups.reload_arguments(mqtt)
     option_groups.neighbour_arguments(mqtt)
@@ -264,8 +267,9 @@ def _stream_settings(args: argparse.Namespace) -> dict:
                           min_scored=args.alarm_min_scored, drift_threshold=args.drift_threshold,
                           skill_raise_above=args.skill_raise_above,
                           skill_clear_below=args.skill_clear_below, skill_checks=args.skill_checks,
-                          skill_alarm_window=args.skill_alarm_window,
-                          enabled=getattr(args, "score", True))
+                          skill_alarm_window=args.skill_alarm_window, interval_step=args.interval_step,
+                          alert_level=args.alert_level, alert_margin=args.alert_margin,
+                          alert_checks=args.alert_checks, enabled=getattr(args, "score", True))
     return {"threads": args.threads, "state": args.state, "policy": policy, "clock": data_clock,
             "skill": skill, "loading": model_loading(args)}
 
@@ -305,7 +309,8 @@ def run_mqtt(args: argparse.Namespace) -> int:
                                 hub_id=args.hub_id or args.username,
                                 release_dir=args.release_dir, status_topic=args.status_topic,
                                 status_interval=args.status_interval, neighbours=option_groups.neighbour_settings(args),
-                                max_payload=args.max_payload, **_stream_settings(args))
+                                max_payload=args.max_payload, alert_topic=args.alert_topic,
+                                **_stream_settings(args))
 
 
 # --- info and predict ----------------------------------------------------------------------

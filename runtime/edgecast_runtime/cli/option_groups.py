@@ -53,6 +53,7 @@ def stream_arguments(parser: argparse.ArgumentParser) -> None:
                        metavar="K", help="consecutive checks that raise or clear the input-drift "
                                          "alarm (default %(default)s)")
     skill_alarm_arguments(group)
+    interval_arguments(group)
     group.add_argument("--alarm-min-scored", type=positive_int, default=SkillSettings.min_scored,
                        metavar="N", help="scored forecasts per lead before the skill alarm "
                                          "judges (default %(default)s)")
@@ -96,6 +97,21 @@ def skill_alarm_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--skill-checks", type=positive_int, default=SkillSettings.skill_checks,
                        metavar="K", help="consecutive scored forecasts past a threshold that "
                                          "raise or clear the skill alarm (default %(default)s)")
+
+
+def interval_arguments(group: argparse._ArgumentGroup) -> None:
+    """A schema-4 model's interval adjustment and alerts (skill/calibration.py)."""
+    group.add_argument("--interval-step", type=positive_float, default=SkillSettings.interval_step,
+                       metavar="ETA", help="step of the hub's interval offset per scored truth, in "
+                                           "half-widths of the model's interval (default %(default)s)")
+    group.add_argument("--alert-level", type=positive_float, default=SkillSettings.alert_level, metavar="P",
+                       help="raise an alert when its probability (largest over the leads) is >= P "
+                            "(default %(default)s) ...")
+    group.add_argument("--alert-margin", type=non_negative_float, default=SkillSettings.alert_margin,
+                       metavar="M", help="... and clear it below P - M (default %(default)s)")
+    group.add_argument("--alert-checks", type=positive_int, default=SkillSettings.alert_checks, metavar="N",
+                       help="consecutive forecasts past the level that raise or clear an alert "
+                            "(default %(default)s)")
 
 
 def broker_security_arguments(parser: argparse.ArgumentParser) -> None:

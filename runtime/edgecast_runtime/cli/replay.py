@@ -16,6 +16,7 @@ from edgecast_runtime.model import DEFAULT_THREADS
 from edgecast_runtime.policy import StreamPolicy
 from edgecast_runtime.readings import Header, LineParser
 from edgecast_runtime.reload import load_model
+from edgecast_runtime.skill.intervals import calibration_text
 from edgecast_runtime.skill.rolling import SkillSettings, open_scorer
 from edgecast_runtime.streaming import StreamingForecaster
 
@@ -88,6 +89,7 @@ def skill_text(report: dict) -> str:
     widths = [max([len(title)] + [len(row[i]) for row in rows]) for i, (title, _, _) in enumerate(COLUMNS)]
     lines.append("  ".join(title.rjust(w) for (title, _, _), w in zip(COLUMNS, widths)))
     lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines += calibration_text(report)
     alarms = [name for name, raised in report["alarms"].items() if raised]
     lines.append(f"alarms raised at the end: {', '.join(alarms) or 'none'}")
     if report["without_timestamp"]:

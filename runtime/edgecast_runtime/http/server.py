@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from edgecast_runtime import __version__
+from edgecast_runtime.distribution import predict_fields
 from edgecast_runtime.errors import InputError, ModelError, RunTimeoutError, StateError
 from edgecast_runtime.formatting import float_list
 from edgecast_runtime.http.auth import authorized, carries_token
@@ -56,6 +57,7 @@ ROUTES = {
     "/metrics": {"GET": "metrics_text"},
     "/v1/metrics": {"GET": "metrics_json"},
     "/v1/forecast/latest": {"GET": "latest_forecast"},
+    "/v1/alerts": {"GET": "alerts"},
 }
 
 
@@ -240,13 +242,15 @@ class ForecastHandler(BaseHTTPRequestHandler):
         model = self.server.holder.current  # this request runs on this model to the end
         self._model_sha = model.sha256
         started = time.perf_counter()
-        if "window" in document:
+        windows = document.get("windows")
+        if isinstance(windows, list) and len(windows) > self.server.max_batch:
+            raise HttpError(422, f"batch of {len(windows)} windows exceeds the limit of {self.server.max_batch}")
+        if model.distribution is not None:  # schema 4: with the hub's interval and the probabilities
+            body = predict_fields(model, document.get("window", windows), "windows" in document,
+                                  self.server.streamer.scorer)
+        elif "window" in document:
             body = {"forecast": float_list(model.predict(document["window"]))}
         else:
-            windows = document["windows"]
-            if isinstance(windows, list) and len(windows) > self.server.max_batch:
-                raise HttpError(422, f"batch of {len(windows)} windows exceeds the limit of "
-                                     f"{self.server.max_batch}")
             body = {"forecasts": [float_list(row) for row in model.predict_batch(windows)]}
         if self.server.metrics is not None:
             self.server.metrics.latency.observe(time.perf_counter() - started)
@@ -293,6 +297,12 @@ class ForecastHandler(BaseHTTPRequestHandler):
             "status": "ok" if healthy else "degraded", "model_name": model.model_name,
             "model_sha256": model.sha256, "uptime_seconds": round(time.monotonic() - self.server.started, 3),
             "stream": self.server.streamer.status(), "watcher": watcher}
+
+    def _alerts(self):
+        scorer = self.server.streamer.scorer
+        if scorer is None or scorer.calibration is None:
+            raise HttpError(404, "alerts need scoring (a sampling interval, scoring not turned off)")
+        return 200, scorer.calibration.alerts()
 
     def _latest_forecast(self):
         return 200, self.server.latest.answer()

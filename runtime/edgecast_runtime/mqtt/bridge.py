@@ -27,6 +27,7 @@ from edgecast_runtime.errors import EdgecastRuntimeError, StateError
 from edgecast_runtime.lifecycle import FilePath, on_signals, open_holder, warn_if_memory_only
 from edgecast_runtime.logs import log_event
 from edgecast_runtime.model import DEFAULT_THREADS
+from edgecast_runtime.mqtt.alerts import EVENTS_SUFFIX, AlertPublisher, default_alert_topic
 from edgecast_runtime.mqtt.policy import (
     DEFAULT_MAX_READING_BYTES,
     NEIGHBOUR,
@@ -80,7 +81,8 @@ class MqttBridge:
                  keepalive: int = DEFAULT_KEEPALIVE, reconnect_max: int = DEFAULT_RECONNECT_MAX,
                  security: Optional[dict] = None, updater: Optional[HubUpdater] = None,
                  status_topic: Optional[str] = None, status_interval: float = DEFAULT_STATUS_INTERVAL,
-                 link: Optional[NeighbourLink] = None, gate: Optional[PayloadGate] = None) -> None:
+                 link: Optional[NeighbourLink] = None, gate: Optional[PayloadGate] = None,
+                 alert_topic: Optional[str] = None) -> None:
         self.paho = _import_paho()
         self.holder, self.streamer = holder, streamer
         self.link = link  # neighbours.NeighbourLink: neighbours' readings in, own readings out
@@ -96,6 +98,8 @@ class MqttBridge:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         configure_client(self.client, **(security or {}))
+        self.alerts = (AlertPublisher(self.client, alert_topic, streamer.scorer)
+                       if alert_topic and streamer.scorer is not None and streamer.scorer.calibration else None)
         self.updater = updater
         if updater is not None:  # retained status; the broker says offline if we drop off
             updater.start(holder, self._publish_status)
@@ -178,6 +182,8 @@ class MqttBridge:
         if self.updater is not None:
             client.publish(self.updater.online_topic, ONLINE, qos=1, retain=True)
             self.updater.publish_status()
+        if self.alerts is not None:
+            self.alerts.publish_state()
         for topic in self.link.subscriptions() if self.link is not None else ():
             client.subscribe(topic, options=self.paho.SubscribeOptions(qos=1))
         log_event({"event": "mqtt_connected", "broker": f"{self.host}:{self.port}",
@@ -297,13 +303,15 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              status_topic: Optional[str] = None,
              status_interval: float = DEFAULT_STATUS_INTERVAL, neighbours: Optional[dict] = None,
              max_payload: int = DEFAULT_MAX_READING_BYTES,
-             loading: ModelLoading = SERVICE_LOADING) -> int:
+             loading: ModelLoading = SERVICE_LOADING, alert_topic: Optional[str] = None) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
     SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT; `security`
     holds mqtt.security.configure_client's settings. With `trust` (the operator's
     public key), signed releases sent to `hub_id` are installed (releases/updates.py). `neighbours`:
     neighbours.open_link's settings (station, topic_template, wait_seconds, publish_readings).
-    `max_payload`: the largest reading accepted, in bytes (mqtt.policy.PayloadGate)."""
+    `max_payload`: the largest reading accepted, in bytes (mqtt.policy.PayloadGate).
+    `alert_topic`: where a schema-4 model's alerts go (mqtt/alerts.py; default
+    edgecast/hub/ID/alerts with `hub_id`)."""
     host, port = parse_broker(broker)
     paho = _import_paho()
     gate = PayloadGate(max_payload, releases=trust is not None)
@@ -323,8 +331,11 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
     bridge = None
     try:
         link = open_link(streamer, state=state, **(neighbours or {}))
-        check_topics(_subscriptions(subscribe, updater, link),
-                     _publications(publish, status_topic, updater, link), paho.topic_matches_sub)
+        if alert_topic is None and hub_id and holder.current.spec.probabilistic is not None:
+            alert_topic = default_alert_topic(check_hub_id(hub_id))
+        publications = _publications(publish, status_topic, updater, link)
+        publications += [("alert_topic", alert_topic), ("alert_topic", alert_topic and alert_topic + EVENTS_SUFFIX)]
+        check_topics(_subscriptions(subscribe, updater, link), publications, paho.topic_matches_sub)
         source = "option"
         if not client_id:
             name = hub_id or (neighbours or {}).get("station")
@@ -332,7 +343,7 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
         bridge = MqttBridge(holder, streamer, host, port, subscribe, publish,
                             client_id, keepalive=keepalive, reconnect_max=reconnect_max,
                             security=security, updater=updater, status_topic=status_topic,
-                            status_interval=status_interval, link=link, gate=gate)
+                            status_interval=status_interval, link=link, gate=gate, alert_topic=alert_topic)
         on_signals({"SIGTERM": bridge.stop, "SIGINT": bridge.stop,
                     "SIGHUP": watcher.request_reload})
         log_event({"event": "mqtt_starting", "broker": f"{host}:{port}", "client_id": client_id,

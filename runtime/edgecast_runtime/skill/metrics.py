@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from edgecast_runtime.releases.expiry import expiry_families, release_expiry
+from edgecast_runtime.skill.intervals import interval_families
 from edgecast_runtime.skill.rolling import ALARMS, read_manifest
 
 if TYPE_CHECKING:
@@ -159,6 +160,7 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(f"{PREFIX}_forecasts_pending", "Forecasts waiting for truth",
                                 value=counts.get("pending", 0))
         yield from _skill_families(scorer)
+        yield from interval_families(scorer, model)
 
 
 def _skill_families(scorer: Optional[StreamScorer]) -> Iterator[Metric]:

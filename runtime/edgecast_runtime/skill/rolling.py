@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from edgecast_runtime.errors import OptionError, StateError
+from edgecast_runtime.skill.calibration import Calibration, served_distribution
+from edgecast_runtime.skill.intervals import calibration_summary, open_calibration
 from edgecast_runtime.skill.store import (
     DEFAULT_GRACE_SECONDS,
     ForecastStore,
@@ -62,11 +64,25 @@ class SkillSettings:
     skill_checks: int = 48  # consecutive checks that raise or clear the skill alarm
     skill_alarm_window: float = 7 * DAY  # the span the skill alarm judges
     max_pending: Optional[int] = None  # pending forecasts kept at most (None: from the horizon)
+    # Schema-4 models (skill/calibration.py): the interval offset's step and bounds, in
+    # half-widths of the model's interval, and the alerts' level, hysteresis and run.
+    interval_step: float = 0.1
+    interval_offset_bounds: Tuple[float, float] = (-0.5, 4.0)
+    alert_level: float = 0.5
+    alert_margin: float = 0.1
+    alert_checks: int = 1
 
     def __post_init__(self) -> None:
         if not (0 < self.skill_clear_below <= self.skill_raise_above < math.inf):
             raise OptionError(f"skill_clear_below ({self.skill_clear_below}) must be positive and "
                              f"at most skill_raise_above ({self.skill_raise_above})")
+        if not (0 < self.alert_level <= 1 and 0 <= self.alert_margin < self.alert_level):
+            raise OptionError(f"alert_level ({self.alert_level}) must be in (0, 1] and alert_margin "
+                              f"({self.alert_margin}) in [0, alert_level)", setting=("alert_level", "alert_margin"))
+        low, high = self.interval_offset_bounds
+        if not (0 < self.interval_step <= 1 and -1 < low <= 0 <= high < math.inf):
+            raise OptionError(f"interval_step ({self.interval_step}) must be in (0, 1] and the offset bounds "
+                              f"({low}, {high}) around 0, the lower above -1", setting="interval_step")
 
 
 def window_name(seconds: float) -> str:
@@ -121,6 +137,11 @@ class StreamScorer:
         self.alarms = {name: bool(store.meta("alarm_" + name, False)) for name in ALARMS}
         self._streaks = dict.fromkeys(ALARMS, 0)
         self.last_timestamp = store.last_applied()
+        self.calibration: Optional[Calibration] = None  # schema-4 intervals and alerts (open_scorer)
+
+    def offsets(self, model: Forecaster) -> Optional[List[float]]:
+        """The hub's interval offset per lead for `model` (calibration.py)."""
+        return None if self.calibration is None else self.calibration.offsets(model.sha256, model.horizon)
 
     def predicted(self, seconds: float) -> None:
         for listener in self.latency_listeners:
@@ -140,6 +161,8 @@ class StreamScorer:
         if not outcome.applied:
             return outcome
         self.last_timestamp = step.timestamp
+        for event in outcome.extras.get("calibration", {}).get("alerts", ()):
+            self.log(dict(event))
         for listener in self.listeners:
             listener(outcome)
         if outcome.scored:
@@ -169,14 +192,17 @@ class StreamScorer:
         if truth is not None and ranges and ranges.outside([truth] + [math.nan] * (len(values) - 1)):
             truth = None  # a glitch is no truth to score against
         answer = state.last_answer or {}
-        forecast = persistence = None
+        forecast = persistence = distribution = None
         if answer.get("status") == "forecast" and len(state.buffer):
             forecast = [exact_float(v) for v in answer["forecast"]]
             persistence = float(state.buffer.last()[0])
+            probabilistic = getattr(model, "spec", None) and model.spec.probabilistic
+            if probabilistic is not None:
+                distribution = served_distribution(answer, probabilistic.alerts)
         inputs = None
         if self.statistics:
             inputs = [None if v is None else float(v) for v in values]
-        return Step(float(state.last_timestamp), truth, forecast, persistence, inputs, model.sha256)
+        return Step(float(state.last_timestamp), truth, forecast, persistence, inputs, model.sha256, distribution)
 
     # --- rolling skill ------------------------------------------------------------------
 
@@ -197,9 +223,12 @@ class StreamScorer:
 
     def summary(self) -> dict:
         counts = self.store.counts()
-        return {"last_timestamp": self.last_timestamp, "forecasts": counts,
-                "skill": self.table(), "alarms": dict(self.alarms),
-                "windows": [window_name(w) for w in self.settings.windows]}
+        summary = {"last_timestamp": self.last_timestamp, "forecasts": counts,
+                   "skill": self.table(), "alarms": dict(self.alarms),
+                   "windows": [window_name(w) for w in self.settings.windows]}
+        if self.calibration is not None and self.last_timestamp is not None:
+            summary.update(calibration_summary(self.calibration, self.last_timestamp, self.settings.windows))
+        return summary
 
     # --- alarms ------------------------------------------------------------------------
 
@@ -303,7 +332,9 @@ def open_scorer(model: Forecaster, state_path: Optional[Path], interval: Optiona
                           input_window_seconds=settings.drift_window,
                           max_pending=settings.max_pending, log=log)
     statistics = input_statistics(read_manifest(model), list(model.features))
-    return StreamScorer(store, settings, statistics, log, tuple(model.features))
+    scorer = StreamScorer(store, settings, statistics, log, tuple(model.features))
+    scorer.calibration = open_calibration(store, settings, interval, log)
+    return scorer
 
 
 def read_manifest(model: Forecaster) -> Optional[dict]:

@@ -36,9 +36,9 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -82,6 +82,7 @@ class Step:
     persistence: Optional[float]  # the last target value in the window the forecast read
     inputs: Optional[List[float]]  # the numeric inputs, for the input-drift check
     model_sha256: str
+    distribution: Optional[dict] = None  # schema 4: served interval and probabilities (calibration.py)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Outcome:
     applied: bool  # False when the reading had been applied already
     scored: List[Tuple[int, float, float]]  # (lead, model error, persistence error)
     expired: int
+    extras: Dict[str, Any] = field(default_factory=dict)  # what each extension's apply returned
 
 
 class ForecastStore:
@@ -105,6 +107,7 @@ class ForecastStore:
         self.input_window = float(input_window_seconds)
         self.max_pending = max_pending  # None: twice the most a forecast per interval leaves
         self._lock = threading.Lock()
+        self.extensions: List[Any] = []  # tables updated in each reading's transaction (extend)
         try:
             self._db = self._connect()
         except sqlite3.Error as exc:
@@ -150,6 +153,16 @@ class ForecastStore:
         with self._lock:
             self._db.close()
 
+    def extend(self, extension: Any) -> None:
+        """Tables (`create(db)`) that `apply(db, step)` updates in each reading's transaction."""
+        with self._lock:
+            extension.create(self._db)
+            self.extensions.append(extension)
+
+    def read(self, reader: Callable[[sqlite3.Connection], Any]) -> Any:
+        with self._lock:  # an extension's query
+            return reader(self._db)
+
     # --- writing ---------------------------------------------------------------------
 
     def apply(self, step: Step) -> Outcome:
@@ -186,9 +199,10 @@ class ForecastStore:
             db.execute("INSERT OR REPLACE INTO recent_inputs VALUES (?, ?)",
                        (step.timestamp, json.dumps(step.inputs)))
         db.execute("DELETE FROM recent_inputs WHERE ts <= ?", (step.timestamp - self.input_window,))
+        extras = {extension.name: extension.apply(db, step) for extension in self.extensions}
         self._set_meta("last_applied", repr(step.timestamp))
         db.execute("COMMIT")
-        return Outcome(True, scored, expired)
+        return Outcome(True, scored, expired, extras)
 
     def rewind(self, limit: float) -> None:
         """Delete forecasts, scores and inputs stamped after `limit`, and the record of
@@ -200,6 +214,8 @@ class ForecastStore:
                 db.execute("DELETE FROM pending WHERE issued > ?", (limit,))
                 db.execute("DELETE FROM scored WHERE issued > ? OR completed > ?", (limit, limit))
                 db.execute("DELETE FROM recent_inputs WHERE ts > ?", (limit,))
+                for extension in self.extensions:
+                    extension.rewind(db, limit)
                 last = self._meta("last_applied")
                 if last is not None and float(last) > limit:
                     db.execute("DELETE FROM meta WHERE key = 'last_applied'")
