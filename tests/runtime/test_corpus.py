@@ -93,7 +93,7 @@ MODEL_CASES = [
     Case("another tool's model (no edgecast metadata)", "model", FIXTURES / "no_metadata.onnx", 3,
          "no edgecast metadata"),
     Case("wrong schema version (99)", "model", FIXTURES / "schema_99.onnx", 3,
-         "schema version '99' is not supported by this runtime (it knows 1, 2, 3)"),
+         "schema version '99' is not supported by this runtime (it knows 1, 2, 3, 4)"),
     Case("spec metadata missing", "model", FIXTURES / "missing_spec.onnx", 3, "edgecast.spec metadata is missing"),
     Case("spec not JSON", "model", FIXTURES / "bad_spec_json.onnx", 3, "edgecast.spec is not valid JSON"),
     Case("spec disagrees with the graph", "model", FIXTURES / "spec_mismatch.onnx", 3, "inconsistent with the spec"),
