@@ -21,6 +21,7 @@ import typer
 from edgecast import options as opt
 from edgecast import tables
 from edgecast.api import evaluate as api_evaluate
+from edgecast.archive.cli import collect
 from edgecast.base import EdgecastError
 from edgecast.cli_options import Settings, with_options
 from edgecast.exporter.settings import TARGETS
@@ -52,6 +53,7 @@ app.add_typer(keys_app, name="keys")
 app.command("sign")(sign)
 app.command("release")(release)
 fleet_app.command("status")(fleet_status)
+app.command("collect")(collect)  # the readings archive (edgecast/archive/cli.py)
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
 
