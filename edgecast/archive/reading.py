@@ -104,7 +104,7 @@ def export_stations(archive: str | Path, folder: Path, window: TimeRange) -> lis
         entries.append(f"{station}={path}")
     if not entries:
         held = f"; {len(pending)} journal file(s) not yet compacted (the collector compacts them)" if pending else ""
-        raise ArchiveError(f"{archive}: no readings{_window_text(window)} in the archive "
+        raise ArchiveError(f"{archive}: no readings in the archive{_window_text(window)} "
                            f"({len(stations)} station(s)){held}", settings=("since", "until"))
     return entries
 
@@ -127,10 +127,10 @@ def station_files(sources: list[str | Path], folder: Path, since: str | None, un
 
 
 def _window_text(window: TimeRange) -> str:
-    parts = [f"from {window.since:%Y-%m-%d %H:%M}" if window.since else "",
-             f"before {window.until:%Y-%m-%d %H:%M}" if window.until else ""]
-    text = " ".join(p for p in parts if p)
-    return f" {text} UTC" if text else ""
+    parts = [f"since {window.since:%Y-%m-%d %H:%M} UTC" if window.since else "",
+             f"until {window.until:%Y-%m-%d %H:%M} UTC" if window.until else ""]
+    text = ", ".join(p for p in parts if p)
+    return f" within {text}" if text else ""
 
 
 def utc_now() -> datetime:
