@@ -115,7 +115,7 @@ def station_files(sources: list[str | Path], folder: Path, since: str | None, un
     window = time_range(since, until)
     archives = [source for source in sources if is_archive(source)]
     if (since or until) and not archives:
-        raise ArchiveError("since and until select a time range of an archive (edgecast collect --archive); "
+        raise ArchiveError("since and until select a time range of an archive (a folder `edgecast collect` writes); "
                            "none of the data given is one", settings=("since", "until"))
     files: list[str | Path] = []
     for source in sources:
