@@ -64,7 +64,7 @@ def time_range(since: str | None, until: str | None) -> TimeRange:
 def is_archive(folder: str | Path) -> bool:
     folder = Path(folder)
     return folder.is_dir() and ((folder / ARCHIVE_MARKER).is_file()
-                                or any(folder.glob(f"{STATION_PREFIX}*")))
+                                or any(p.is_dir() for p in folder.glob(f"{STATION_PREFIX}*")))
 
 
 def read_station(archive: Path, station: str, window: TimeRange = TimeRange()) -> pd.DataFrame:

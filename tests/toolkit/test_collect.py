@@ -26,6 +26,7 @@ from conftest import EDGECAST, hourly_frame, run_cli
 from support.runtime import Broker, mosquitto_binary, record
 
 from edgecast.archive.partitions import partitions
+from edgecast.archive.payloads import ArchivedReading
 from edgecast.archive.reading import read_station
 
 CLIENT_ID = "edgecast-collect-test"  # stable: the broker keeps the session across restarts
@@ -213,6 +214,22 @@ def test_retention_removes_whole_old_months_and_refuses_bad_options(mqtt_broker,
     nobody = run_cli("collect", "--broker", "127.0.0.1:1", "--archive", tmp_path / "other")
     assert nobody.returncode == 2 and "cannot connect to the broker 127.0.0.1:1" in nobody.stderr, nobody.stderr
     assert len(nobody.stderr.strip().splitlines()) == 1
+
+
+def test_a_killed_runs_journal_is_compacted_at_start_and_its_torn_last_line_dropped(mqtt_broker, tmp_path):
+    archive, log = tmp_path / "archive", tmp_path / "collect.log"
+    journal = archive / ".journal"
+    journal.mkdir(parents=True)
+    lines = [ArchivedReading("alpha", 1_451_606_400_000 + 3_600_000 * hour, {"PM2.5": 3.0 + hour}).journal_line()
+             for hour in range(3)]
+    (journal / "0000000007.jsonl").write_bytes(b"".join(lines[:2]))
+    (journal / "0000000008.jsonl").write_bytes(lines[2] + lines[2][:15])  # a write cut by SIGKILL
+    collector = Collector(mqtt_broker, archive, log=log)
+    collector.wait_for("collect_started")
+    stopped = collector.stop()
+    assert stopped["archive"]["readings"] == 3 and stopped["archive"]["torn"] == 1, stopped
+    assert read_station(archive, "alpha")["PM2.5"].tolist() == [3.0, 4.0, 5.0]
+    assert not list(journal.iterdir())
 
 
 def test_sigkill_at_random_points_loses_and_duplicates_no_acknowledged_reading(mqtt_broker, tmp_path):
