@@ -194,11 +194,12 @@ class Collector:
     # --- paho's network thread ----------------------------------------------------
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, code: Any, properties: Any) -> None:
-        self._connected = self._connected or not code.is_failure
         self._connack.put(code)
         if code.is_failure:
-            log_event({"event": "mqtt_refused", "reason": str(code)})
+            if self._connected:  # the first refusal is the command's one-line error
+                log_event({"event": "mqtt_refused", "reason": str(code)})
             return
+        self._connected = True
         # Again on every connect: harmless when the broker kept the session, needed when it did not.
         client.subscribe([(topic, 1) for topic, _ in self.filters])
         log_event({"event": "mqtt_connected", "session_present": bool(flags.session_present)})
@@ -206,6 +207,7 @@ class Collector:
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, code: Any, properties: Any) -> None:
         if not self._connected:  # closed before any CONNACK: a TLS port, or not MQTT at all
             self._connack.put("closed")
+            return
         log_event({"event": "mqtt_disconnected", "reason": str(code)})
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, codes: list, properties: Any) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import EDGECAST, hourly_frame, run_cli
+from support.broker import secure_broker  # noqa: F401  (the fixture)
 from support.runtime import Broker, mosquitto_binary, record
 
 from edgecast.archive.partitions import partitions
@@ -214,6 +215,47 @@ def test_retention_removes_whole_old_months_and_refuses_bad_options(mqtt_broker,
     nobody = run_cli("collect", "--broker", "127.0.0.1:1", "--archive", tmp_path / "other")
     assert nobody.returncode == 2 and "cannot connect to the broker 127.0.0.1:1" in nobody.stderr, nobody.stderr
     assert len(nobody.stderr.strip().splitlines()) == 1
+
+
+def test_collect_logs_in_with_a_password_over_tls_and_says_what_is_missing(secure_broker, tmp_path):  # noqa: F811
+    import paho.mqtt.client as mqtt
+
+    archive, log = tmp_path / "archive", tmp_path / "collect.log"
+    broker = f"127.0.0.1:{secure_broker.operator_port}"
+    login = ["--username", "operator", "--password-file", secure_broker.password_file("operator")]
+    plain = run_cli("collect", "--broker", broker, "--archive", archive, *login, timeout=120)
+    assert plain.returncode == 2 and "the port speaks TLS" in plain.stderr and "--ca-file" in plain.stderr, plain.stderr
+    assert len(plain.stderr.strip().splitlines()) == 1
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not-it\n")
+    refused = run_cli("collect", "--broker", broker, "--archive", archive, "--username", "operator",
+                      "--password-file", wrong, "--ca-file", secure_broker.ca_file, timeout=120)
+    assert refused.returncode == 2 and "refused the connection" in refused.stderr, refused.stderr
+
+    args = ["collect", "--broker", broker, "--archive", str(archive), *map(str, login),
+            "--ca-file", str(secure_broker.ca_file), "--client-id", "collector"]
+    with open(log, "wb") as handle:
+        process = subprocess.Popen([str(EDGECAST), *args], stderr=handle, start_new_session=True)
+    try:
+        deadline = time.monotonic() + WAIT
+        while "mqtt_subscribed" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hub-1", protocol=mqtt.MQTTv5)
+        hub.username_pw_set("hub-1", "hub-1-secret")
+        hub.tls_set(ca_certs=str(secure_broker.ca_file))
+        hub.connect("127.0.0.1", secure_broker.port)
+        hub.loop_start()
+        hub.publish("edgecast/readings/hub-1", json.dumps({"timestamp": 1451606400, "PM2.5": 8.0}),
+                    qos=1).wait_for_publish(WAIT)
+        hub.disconnect()
+        hub.loop_stop()
+        while not (archive / ".journal").is_dir() or not any(p.stat().st_size for p in (archive / ".journal").iterdir()):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0, log.read_text()
+    assert read_station(archive, "hub-1")["PM2.5"].tolist() == [8.0]
 
 
 def test_a_killed_runs_journal_is_compacted_at_start_and_its_torn_last_line_dropped(mqtt_broker, tmp_path):
