@@ -105,6 +105,11 @@ def train(
     neighbour_count: Annotated[Optional[int], typer.Option(
         help="Keep the K neighbours whose target correlates most with this one on the training split.",
         rich_help_panel=opt.NEIGHBOURS)] = None,
+    since: Annotated[Optional[str], typer.Option(
+        help="Of an archive's station folder (ARCHIVE/station=ID): readings from this time on (ISO 8601; UTC "
+             "without an offset).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Of an archive's station folder: readings before this time.")]
+        = None,
 ) -> None:
     """Train an LSTM forecaster on a CSV and write the bundle models/NAME.
 
@@ -115,7 +120,7 @@ def train(
 
     with EpochBar(settings["epochs"]) as bar:
         result = api.train(data[0] if len(data) == 1 else data, name=name, models_dir=models_dir, neighbours=neighbours,
-                           neighbour_count=neighbour_count, progress=bar.line, on_epoch=bar.epoch, **settings)
+                           neighbour_count=neighbour_count, since=since, until=until, progress=bar.line, on_epoch=bar.epoch, **settings)
     _print_training_summary(result)
 
 

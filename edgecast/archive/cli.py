@@ -18,7 +18,7 @@ from edgecast.broker_options import (
     broker_settings,
 )
 
-from .collector import DEFAULT_COMPACT_SECONDS, DEFAULT_TOPIC
+from .settings import DEFAULT_COMPACT_SECONDS, DEFAULT_TOPIC
 
 
 def collect(

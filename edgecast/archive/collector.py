@@ -38,9 +38,8 @@ from .journal import Journal, journal_files
 from .partitions import CompactStats, apply_retention, compact
 from .payloads import BadReading, parse_reading, station_level
 from .reading import ARCHIVE_MARKER, utc_now
+from .settings import DEFAULT_COMPACT_SECONDS, DEFAULT_TOPIC
 
-DEFAULT_TOPIC = "edgecast/readings/+"  # what hubs publish with --publish-readings (neighbours.READINGS_TOPIC)
-DEFAULT_COMPACT_SECONDS = 300.0
 STATUS_SECONDS = 60.0
 TICK_SECONDS = 0.1
 LOCK_NAME = ".collect.lock"

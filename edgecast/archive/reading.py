@@ -21,7 +21,6 @@ from .journal import journal_files
 from .partitions import KEY, STATION_PREFIX, TIME, month_end, partitions, read_partition
 
 ARCHIVE_MARKER = "_edgecast-archive.json"  # by the collector; "_": Parquet readers skip it
-EXPORT_FOLDER = ".archive"  # in a fleet folder: the station files made from an archive
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,31 @@ def station_files(sources: list[str | Path], folder: Path, since: str | None, un
         else:
             files.append(source)
     return files
+
+
+def station_file(data: object, folder: Path, since: str | None, until: str | None) -> object:
+    """`edgecast train`'s data: an archive's station folder (ARCHIVE/station=ID) becomes
+    that station's file of readings in the window (FOLDER/ID.csv); other data unchanged."""
+    path = Path(data) if isinstance(data, (str, Path)) else None
+    if path is not None and is_archive(path):
+        names = sorted(partitions(path))
+        raise ArchiveError(f"{path} is an archive of {len(names)} station(s) ({', '.join(names[:5])}); train one: "
+                           f"{path / (STATION_PREFIX + (names[0] if names else 'ID'))}, or all with fleet train")
+    if path is None or not path.name.startswith(STATION_PREFIX) or not is_archive(path.parent):
+        if since or until:
+            raise ArchiveError("since and until select a time range of an archive's station folder "
+                               "(ARCHIVE/station=ID, written by `edgecast collect`)", settings=("since", "until"))
+        return data
+    station = path.name[len(STATION_PREFIX):]
+    window = time_range(since, until)
+    frame = read_station(path.parent, station, window)
+    if frame.empty:
+        raise ArchiveError(f"{path}: no readings{_window_text(window)}", settings=("since", "until"))
+    frame[TIME] = frame[TIME].map(lambda t: t.isoformat())
+    folder.mkdir(parents=True, exist_ok=True)
+    target = (folder / f"{station}.csv").resolve()
+    atomic_write(target, frame.to_csv(index=False, float_format="%.10g").encode())
+    return target
 
 
 def _window_text(window: TimeRange) -> str:

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from edgecast import options
-from edgecast.archive.reading import EXPORT_FOLDER, station_files
+from edgecast.archive.settings import EXPORT_FOLDER
 from edgecast.base import EdgecastError, write_json_atomic
 from edgecast.trainer.settings import MODELS_DIR, TrainConfig
 from edgecast_runtime.manifest import file_sha256
@@ -127,6 +127,8 @@ def train(
     settings = fleet_settings(target, config, export, neighbours, settings)
     _check(settings, workers, cpus_per_task)
     settings.neighbour_count()  # a bad --neighbours fails here
+    from edgecast.archive.reading import station_files  # pandas: not for `edgecast --help`
+
     fleet_dir = (Path(models_dir) / name).resolve()
     data = station_files(list(data), fleet_dir / EXPORT_FOLDER, since, until)  # archives: their stations' files
     stations, unnamed = find_stations(data, station_column)  # before any folder is made: a typo makes none

@@ -381,6 +381,15 @@ def test_fleet_trains_on_an_archived_window(mqtt_broker, tmp_path):
     backwards = run_cli("fleet", "train", archive, "--since", "2024-02-01", "--until", "2024-01-01", *tiny,
                         "--models-dir", models, cwd=tmp_path)
     assert backwards.returncode == 2 and "--since 2024-02-01 is not before --until 2024-01-01" in backwards.stderr
+    one = [t for t in tiny if t not in ("--workers", "1")]
+    single = run_cli("train", archive / "station=south", "--since", "2024-01-03", "--until", "2024-01-15", *one,
+                     "--models-dir", models, cwd=tmp_path)
+    assert single.returncode == 0, single.stdout + single.stderr
+    assert (models / "south" / "metrics.json").is_file()
+    assert len(pd.read_csv(models / ".archive" / "south.csv")) == 12 * 24
+    whole = run_cli("train", archive, *one, "--models-dir", models, cwd=tmp_path)
+    assert whole.returncode == 2 and "is an archive of 2 station(s) (north, south); train one" in whole.stderr
+    assert len(whole.stderr.strip().splitlines()) == 1, whole.stderr
     csv = tmp_path / "plain.csv"
     hourly_frame(hours=50).to_csv(csv, index=False)
     plain = run_cli("fleet", "train", csv, "--since", "2024-01-01", *tiny, "--models-dir", models, cwd=tmp_path)
