@@ -23,7 +23,7 @@ from edgecast import tables
 from edgecast.api import evaluate as api_evaluate
 from edgecast.archive.cli import collect
 from edgecast.base import EdgecastError
-from edgecast.cli_options import Settings, with_options
+from edgecast.cli_options import Settings, SinceOption, UntilOption, with_options
 from edgecast.exporter.settings import TARGETS
 from edgecast.fleet.cli import app as fleet_app
 from edgecast.plots import size_text
@@ -105,13 +105,11 @@ def train(
     neighbour_count: Annotated[Optional[int], typer.Option(
         help="Keep the K neighbours whose target correlates most with this one on the training split.",
         rich_help_panel=opt.NEIGHBOURS)] = None,
-    since: Annotated[Optional[str], typer.Option(
-        help="Of an archive's station folder (ARCHIVE/station=ID): readings from this time on (ISO 8601; UTC "
-             "without an offset).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Of an archive's station folder: readings before this time.")]
-        = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
-    """Train an LSTM forecaster on a CSV and write the bundle models/NAME.
+    """Train an LSTM forecaster on a CSV (or an archive's station folder ARCHIVE/station=ID) and write the
+    bundle models/NAME.
 
     --features takes numeric columns, compass wind directions (N ... NNW, calm `cv`) and
     the calendar features hour_of_day and day_of_week, derived from the timestamps.

@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from edgecast import options as opt
-from edgecast.cli_options import Settings, with_options
+from edgecast.cli_options import Settings, SinceOption, UntilOption, with_options
 from edgecast.trainer.settings import MODELS_DIR
 
 from .settings import DEFAULT_FLEET_NAME, DEFAULT_LEADS
@@ -62,9 +62,8 @@ def train_command(
     neighbours: Annotated[Optional[str], typer.Option(
         help="Other stations' readings as inputs: 'all', or K for the K whose target correlates most (training split).",
         rich_help_panel=opt.NEIGHBOURS)] = None,
-    since: Annotated[Optional[str], typer.Option(
-        help="Of an archive: readings from this time on (2016-01-01 or ISO 8601; UTC without an offset).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Of an archive: readings before this time.")] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
     """Train one bundle per station as Ray tasks; skip stations that are up to date.
 
