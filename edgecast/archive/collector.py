@@ -10,8 +10,9 @@ sends again (the session keeps it), and what was journaled twice is one row, the
 being (station, timestamp). Messages that are not readings are counted, logged and
 acknowledged (sending them again changes nothing). Every `compact_every` seconds, at
 start (a killed run's journals) and at shutdown the journals move into the Parquet
-partitions (partitions.py) and retention removes old months. One collector per archive
-(a lock file).
+partitions (partitions.py) and retention removes old months; so is every journal of
+COMPACT_LINES readings (a drained backlog stays in bounded memory). One collector per
+archive (a lock file).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from .payloads import BadReading, parse_reading, station_level
 from .reading import ARCHIVE_MARKER, utc_now
 from .settings import DEFAULT_COMPACT_SECONDS, DEFAULT_TOPIC
 
+COMPACT_LINES = 100_000  # a backlog drained at thousands per second is compacted in bounded memory
 STATUS_SECONDS = 60.0
 TICK_SECONDS = 0.1
 LOCK_NAME = ".collect.lock"
@@ -139,7 +141,7 @@ class Collector:
             next_status = time.monotonic() + STATUS_SECONDS
             while not self.stopped.wait(TICK_SECONDS):
                 now = time.monotonic()
-                if now >= next_compaction:
+                if now >= next_compaction or self.journal.lines >= COMPACT_LINES:
                     self.compact()
                     next_compaction = now + self.settings.compact_every
                 if now >= next_status:
