@@ -342,8 +342,8 @@ def test_sigkill_at_random_points_loses_and_duplicates_no_acknowledged_reading(m
     print("collect SIGKILL figures:", json.dumps(figures))
     assert not lost, sorted(lost)[:10]
     assert not duplicated, list(duplicated.items())[:10]
-    assert kills >= 20 and while_collecting >= 10 and len(acknowledged) > 1000, figures
-    assert set(partitions(archive)["alpha"]) == {"2016-02", "2016-03"} or len(acknowledged) < 2 * 24 * 60 * 0.5
+    assert kills >= 20 and while_collecting >= 10 and len(acknowledged) > 2000, figures
+    assert set(partitions(archive)["alpha"]) == {"2016-02", "2016-03"}  # 720 minutes to March: 1,440 readings
     assert "Traceback" not in log.read_text()
 
 
