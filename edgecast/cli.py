@@ -53,9 +53,10 @@ app.add_typer(keys_app, name="keys")
 app.command("sign")(sign)
 app.command("release")(release)
 fleet_app.command("status")(fleet_status)
-app.command("collect")(collect)  # the readings archive (edgecast/archive/cli.py)
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
+
+app.command("collect")(collect)  # the readings archive (edgecast/archive/cli.py)
 
 
 def main() -> None:
