@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -32,6 +32,9 @@ from .settings import (
     DEFAULT_LIFETIME_TEXT,
     DEFAULT_WAIT_SECONDS,
 )
+
+if TYPE_CHECKING:
+    from .broker import BrokerSettings
 
 keys_app = typer.Typer(help="Make signing keys.", no_args_is_help=True, add_completion=False)
 out = Console(highlight=False)
@@ -92,7 +95,9 @@ def sign(
 
 # --- delivery over MQTT: `edgecast release`, `edgecast fleet status` -----------------------
 
-_settings = broker_settings
+def _settings(broker: str, username: Optional[str], password_file: Optional[str], password_env: Optional[str],
+              ca_file: Optional[str], cert_file: Optional[str], key_file: Optional[str], tls: bool) -> BrokerSettings:
+    return broker_settings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
 
 
 def release(
