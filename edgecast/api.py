@@ -127,6 +127,8 @@ def train(
     models_dir: str | Path = MODELS_DIR,
     neighbours: Sequence[str | Path] = (),
     neighbour_count: int | None = None,
+    since: str | None = None,
+    until: str | None = None,
     progress: Progress | None = None,
     on_epoch: EpochHook | None = None,
     **settings: Any,
@@ -154,13 +156,20 @@ def train(
     station's own inputs, and the graph uses it when no neighbour's reading is in the
     window. Forecasts are clipped at `target_min` (default: 0 when the training
     split has no negative target; `clip_target=False`: never).
+
+    `data` may be an archive's station folder (ARCHIVE/station=ID, `edgecast collect`):
+    its readings from `since` (inclusive) to `until` (exclusive), written to
+    models_dir/.archive/ID.csv and read like a station file.
     """
+    from edgecast.archive.reading import station_file
+    from edgecast.archive.settings import EXPORT_FOLDER
     from edgecast.trainer.data import load_csv
     from edgecast.trainer.neighbours import add_neighbours
 
     given = options.values({**settings, "target": target}, options.TRAIN)
     read = read_options(given)
     config = options.train_config(given)
+    data = station_file(data, Path(models_dir) / EXPORT_FOLDER, since, until)
     series = load_csv(data, target, list(given["features"]), max_gap=config.max_gap, options=read)
     if neighbours:
         series, _ = add_neighbours(series, list(neighbours), list(given["neighbour_features"]), read, config.max_gap,

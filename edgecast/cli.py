@@ -21,8 +21,9 @@ import typer
 from edgecast import options as opt
 from edgecast import tables
 from edgecast.api import evaluate as api_evaluate
+from edgecast.archive.cli import collect
 from edgecast.base import EdgecastError
-from edgecast.cli_options import Settings, with_options
+from edgecast.cli_options import Settings, SinceOption, UntilOption, with_options
 from edgecast.exporter.settings import TARGETS
 from edgecast.fleet.cli import app as fleet_app
 from edgecast.plots import size_text
@@ -55,6 +56,8 @@ fleet_app.command("status")(fleet_status)
 fleet_app.command("promote")(fleet_promote)
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
+
+app.command("collect")(collect)  # the readings archive (edgecast/archive/cli.py)
 
 
 def main() -> None:
@@ -104,8 +107,11 @@ def train(
     neighbour_count: Annotated[Optional[int], typer.Option(
         help="Keep the K neighbours whose target correlates most with this one on the training split.",
         rich_help_panel=opt.NEIGHBOURS)] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
-    """Train an LSTM forecaster on a CSV and write the bundle models/NAME.
+    """Train an LSTM forecaster on a CSV (or an archive's station folder ARCHIVE/station=ID) and write the
+    bundle models/NAME.
 
     --features takes numeric columns, compass wind directions (N ... NNW, calm `cv`) and
     the calendar features hour_of_day and day_of_week, derived from the timestamps.
@@ -114,7 +120,7 @@ def train(
 
     with EpochBar(settings["epochs"]) as bar:
         result = api.train(data[0] if len(data) == 1 else data, name=name, models_dir=models_dir, neighbours=neighbours,
-                           neighbour_count=neighbour_count, progress=bar.line, on_epoch=bar.epoch, **settings)
+                           neighbour_count=neighbour_count, since=since, until=until, progress=bar.line, on_epoch=bar.epoch, **settings)
     _print_training_summary(result)
 
 

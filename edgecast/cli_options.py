@@ -73,3 +73,11 @@ def _value(option: Option, value: Any) -> Any:
     if option.many:
         return split_list(value) if option.commas else list(value)
     return value
+
+
+# The time range of an archive (`edgecast collect`), for `train` and `fleet train` alike.
+SinceOption = Annotated[Optional[str], typer.Option(
+    "--since", help="Of an archive (edgecast collect): readings from this time on (2016-01-01 or ISO 8601; UTC "
+                    "without an offset).")]
+UntilOption = Annotated[Optional[str], typer.Option(
+    "--until", help="Of an archive: readings before this time (same forms as --since).")]

@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from edgecast import options as opt
-from edgecast.cli_options import Settings, with_options
+from edgecast.cli_options import Settings, SinceOption, UntilOption, with_options
 from edgecast.trainer.settings import MODELS_DIR
 
 from .settings import DEFAULT_FLEET_NAME, DEFAULT_LEADS
@@ -47,7 +47,8 @@ def _numbers(text: str, option: str, kind: Callable[[str], object] = float) -> t
 @app.command("train")
 @with_options(*opt.FLEET)
 def train_command(
-    data: Annotated[list[str], typer.Argument(help="Station CSV/CSV.gz files, folders of them, or globs; STATION=FILE names a file's station.")],
+    data: Annotated[list[str], typer.Argument(help="Station CSV/CSV.gz files, folders of them, or globs; STATION=FILE names a file's station; "
+                                                   "an archive folder (edgecast collect): its stations' readings.")],
     settings: Settings,
     station_column: Annotated[Optional[str], typer.Option(help="Column holding the station id, in any case (default: from the file name). Ids are lower-cased.")] = None,
     name: Annotated[str, typer.Option(help="Fleet name: bundles go to MODELS_DIR/NAME/STATION.")] = DEFAULT_FLEET_NAME,
@@ -61,6 +62,8 @@ def train_command(
     neighbours: Annotated[Optional[str], typer.Option(
         help="Other stations' readings as inputs: 'all', or K for the K whose target correlates most (training split).",
         rich_help_panel=opt.NEIGHBOURS)] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
 ) -> None:
     """Train one bundle per station as Ray tasks; skip stations that are up to date.
 
@@ -75,7 +78,8 @@ def train_command(
     with FleetProgress() as progress:
         result = fleet.train(data, station_column=station_column, name=name, models_dir=models_dir, export=export,
                              address=address, workers=workers, cpus_per_task=cpus_per_task, force=force,
-                             neighbours=neighbours, on_event=progress.on_event, **settings)
+                             neighbours=neighbours, since=since, until=until,
+                             on_event=progress.on_event, **settings)
     for station in result.stations:
         for notice in station.notices or ():
             err.print(f"{station.station}: note: {notice}", markup=False, soft_wrap=True)

@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from edgecast import options
+from edgecast.archive.settings import EXPORT_FOLDER
 from edgecast.base import EdgecastError, write_json_atomic
 from edgecast.trainer.settings import MODELS_DIR, TrainConfig
 from edgecast_runtime.manifest import file_sha256
@@ -101,13 +102,18 @@ def train(
     cpus_per_task: int = 1,
     force: bool = False,
     neighbours: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
     on_event: Event | None = None,
     **settings: Any,
 ) -> FleetResult:
     """Train (and with `export`, export and verify) one bundle per station under models_dir/name/STATION.
 
     `data`: files, folders and globs; `STATION=FILE` names a file's station (else the
-    `station_column`'s value, found in any case, else the file name's id; ids lower-cased).
+    `station_column`'s value, found in any case, else the file name's id; ids lower-cased);
+    an archive folder (`edgecast collect`): each station's readings from `since`
+    (inclusive) to `until` (exclusive; ISO 8601, UTC without an offset), written as station
+    files into the fleet folder's .archive/ (edgecast/archive/reading.py).
 
     Every training and reading option of `edgecast.train` is a keyword here, with the same
     default, and so are the export options of `edgecast.export` that apply with `export`
@@ -121,12 +127,15 @@ def train(
     settings = fleet_settings(target, config, export, neighbours, settings)
     _check(settings, workers, cpus_per_task)
     settings.neighbour_count()  # a bad --neighbours fails here
-    stations, unnamed = find_stations(list(data), station_column)  # before any folder is made: a typo makes none
+    from edgecast.archive.reading import station_files  # pandas: not for `edgecast --help`
+
+    fleet_dir = (Path(models_dir) / name).resolve()
+    data = station_files(list(data), fleet_dir / EXPORT_FOLDER, since, until)  # archives: their stations' files
+    stations, unnamed = find_stations(data, station_column)  # before any folder is made: a typo makes none
     if neighbours:
         settings.neighbour_files = {str(f): file_sha256(f) if len(s.files) > 1 else s.sha256
                                     for s in stations for f in s.files}
         settings.neighbour_ids = {str(f): s.station for s in stations for f in s.files}
-    fleet_dir = (Path(models_dir) / name).resolve()
     fleet_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(fleet_dir):
         shutil.rmtree(fleet_dir / STAGING, ignore_errors=True)  # left by a killed run; we hold the lock

@@ -11,6 +11,17 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.console import Console
 
+from edgecast.broker_options import (
+    BrokerOption,
+    CaFileOption,
+    CertFileOption,
+    KeyFileOption,
+    PasswordEnvOption,
+    PasswordFileOption,
+    TlsOption,
+    UsernameOption,
+    broker_settings,
+)
 from edgecast_runtime.releases.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 from edgecast_runtime.skill.comparison import DEFAULT_LEVEL, DEFAULT_MARGIN, DEFAULT_MIN_PAIRS
 
@@ -85,24 +96,9 @@ def sign(
 
 # --- delivery over MQTT: `edgecast release`, `edgecast fleet status` -----------------------
 
-BrokerOption = Annotated[str, typer.Option("--broker", help="MQTT broker HOST[:PORT].")]
-UsernameOption = Annotated[Optional[str], typer.Option("--username", help="MQTT user name.")]
-PasswordFileOption = Annotated[Optional[str], typer.Option(
-    "--password-file", help="MQTT password: the file's first line (never on the command line).")]
-PasswordEnvOption = Annotated[Optional[str], typer.Option(
-    "--password-env", help="MQTT password: the environment variable of this name.")]
-CaFileOption = Annotated[Optional[str], typer.Option("--ca-file", help="TLS: verify the broker with this CA.")]
-CertFileOption = Annotated[Optional[str], typer.Option("--cert-file", help="TLS: client certificate.")]
-KeyFileOption = Annotated[Optional[str], typer.Option("--key-file", help="TLS: the client certificate's key.")]
-TlsOption = Annotated[bool, typer.Option("--tls", help="TLS with the system's CAs.")]
-
-
-
-def _settings(broker: str, username: str | None, password_file: str | None, password_env: str | None,
-              ca_file: str | None, cert_file: str | None, key_file: str | None, tls: bool) -> BrokerSettings:
-    from .broker import BrokerSettings
-
-    return BrokerSettings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
+def _settings(broker: str, username: Optional[str], password_file: Optional[str], password_env: Optional[str],
+              ca_file: Optional[str], cert_file: Optional[str], key_file: Optional[str], tls: bool) -> BrokerSettings:
+    return broker_settings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
 
 
 def release(

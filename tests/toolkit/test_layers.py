@@ -38,7 +38,7 @@ LOWER_LAYERS = {  # part -> the parts of the toolkit it may import
     TRAINER: {BASE, TRAINER},
     EXPORTER: {BASE, TRAINER, EXPORTER},
 }
-CLI_MODULES = {"edgecast.cli", "edgecast.fleet.cli", "edgecast.release.cli"}
+CLI_MODULES = {"edgecast.cli", "edgecast.fleet.cli", "edgecast.release.cli", "edgecast.archive.cli"}
 COMMAND_REGISTRY = "edgecast.cli"
 BASE_MAY_IMPORT = {RUNTIME, "tensorflow", "__future__"}  # and the standard library
 RUNTIME_NEVER = {"tensorflow", "keras", "sklearn", "pandas", "typer", "ray", "model_signing", "tf2onnx"}
