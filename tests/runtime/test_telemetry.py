@@ -15,7 +15,6 @@ view of what the processes tried. The control run (ORT_DISABLE_TELEMETRY=0, whic
 runtime leaves alone) shows the detector sees the telemetry when it is on."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,14 +23,9 @@ from pathlib import Path
 
 import pytest
 from support.runtime import ONE, REPO, cli_path, mosquitto_binary, record
+from support.telemetry import telemetry_environment
 
 DRIVER = REPO / "tests" / "support" / "no_telemetry_driver.py"
-# onnxruntime turns its telemetry off by itself when one of these is set (its library
-# names them beside ORT_DISABLE_TELEMETRY): a CI runner would pass both tests for the
-# wrong reason, and the control would see nothing. They are cleared for every run here.
-CI_MARKERS = ("CI", "TF_BUILD", "GITHUB_ACTIONS", "GITLAB_CI", "CIRCLECI", "TRAVIS", "JENKINS_URL",
-              "CODEBUILD_BUILD_ID", "BUILDKITE", "TEAMCITY_VERSION", "APPVEYOR", "BITBUCKET_BUILD_NUMBER",
-              "ORT_RUNNING_UNIT_TESTS")
 ADDRESS = re.compile(r'inet_(?:addr|pton)\((?:AF_INET6, )?"([^"]+)"')
 DNS_PORT = re.compile(r"sin6?_port=htons\(53\)")
 
@@ -54,11 +48,7 @@ def run_isolated(tmp_path: Path, commands: str, telemetry_setting=None) -> tuple
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
-    cleared = ("ORT_DISABLE_TELEMETRY", *CI_MARKERS)
-    environment = {key: value for key, value in os.environ.items() if key not in cleared}
-    environment["HOME"] = str(home)
-    if telemetry_setting is not None:
-        environment["ORT_DISABLE_TELEMETRY"] = telemetry_setting
+    environment = telemetry_environment(home, telemetry_setting)
     command = ["bwrap", "--unshare-user", "--unshare-net", "--die-with-parent", "--dev-bind", "/", "/",
                "--proc", "/proc", sys.executable, str(DRIVER), str(work), cli_path(), str(ONE),
                mosquitto_binary(), commands]
