@@ -211,9 +211,10 @@ class Forecaster:
         if answer is None:  # the buffers were busy, or the bound run failed
             return self._checked_single(array)
         forecast, finite = answer
-        if not finite:
+        if not finite:  # a bad window, a bad forecast, or NaN where the graph masks a neighbour
             self.layout.require_finite(array, "window")  # names the first bad position
-            raise _non_finite_forecast()
+            if not self._zero_forecast.dot(forecast) == 0:
+                raise _non_finite_forecast()
         return forecast
 
     def _checked_single(self, array: np.ndarray) -> np.ndarray:
