@@ -1,11 +1,13 @@
 """Latency and batch throughput of every backend, interleaved in rounds.
 
 One child process per backend (child.py `serve`: its own interpreter, thread settings
-and caches) stays loaded for the whole measurement; the parent asks each in turn, in
-the rotating order of rounds.py, for a short block of single-window calls and one batch
-call, round after round. Only the asked child runs; the others wait on their pipe.
-The one big call per backend (100,000 windows) takes seconds and is timed once per
-backend after the rounds, one backend after another.
+and caches); the parent asks each in turn, in the rotating order of rounds.py, for a
+short block of single-window calls and one batch call, round after round. Only the
+asked child runs; the others wait on their pipe. The rounds are spread over several
+fresh sets of children (`process_sets`: all started and loaded together, then a few
+rounds, then closed), so the ratios' intervals hold what differs between processes
+(rounds.py). The one big call per backend (100,000 windows) takes seconds and is timed
+once per backend after the last set's rounds, one backend after another.
 """
 from __future__ import annotations
 
@@ -88,16 +90,49 @@ class Measured:
 
 def measure(python: Path | str, bundle_dir: Path, backends: Sequence[str], threads: int, settings: dict,
             child_options: Callable[[str], dict], progress: Callable[[str], object]) -> Measured:
-    """Rounds of every backend at `threads` (latency blocks at 1 thread only), then each big call."""
+    """Rounds of every backend at `threads` (latency blocks at 1 thread only) over
+    settings["process_sets"] fresh sets of children, then each big call."""
+    sets, rounds = settings["process_sets"], settings["rounds"]
+    per_set = [rounds // sets + (1 if index < rounds % sets else 0) for index in range(sets)]
+    progress(f"  {bundle_dir.name}: {rounds} interleaved rounds of {', '.join(backends)} over {sets} "
+             f"fresh process set(s), {threads} thread(s)")
+    calls: dict[str, list[float]] = {name: [] for name in backends}
+    figures: dict[str, dict[str, list[float]]] = {}
+    round_sets: list[int] = []
+    big: dict[str, dict] = {}
+    first_round = 0
+    for set_index, count in enumerate(per_set):
+        last = set_index == len(per_set) - 1
+        found = _one_set(python, bundle_dir, backends, threads, settings, child_options, calls,
+                         range(first_round, first_round + count), big if last else None, progress)
+        first_round += count
+        round_sets += [set_index] * count
+        for key, values in found.items():
+            for name in backends:
+                figures.setdefault(key, {}).setdefault(name, []).extend(values[name])
+    return Measured(
+        latency={name: _latency(times) for name, times in calls.items() if times},
+        throughput={name: Throughput(
+            threads=threads, batch=settings["batch"], big=settings["big"],
+            batch_windows_per_s=float(np.median(figures["windows_per_s"][name])),
+            big_windows_per_s=big[name]["windows_per_s"], big_seconds=big[name]["seconds"],
+            cpu_per_wall=big[name]["cpu_per_wall"], checksum=big[name]["checksum"]) for name in backends},
+        ratios=_ratios(figures, backends, threads, round_sets),
+    )
+
+
+def _one_set(python: Path | str, bundle_dir: Path, backends: Sequence[str], threads: int, settings: dict,
+             child_options: Callable[[str], dict], calls: dict[str, list[float]], rounds: range,
+             big: dict | None, progress: Callable[[str], object]) -> dict[str, dict[str, list[float]]]:
+    """Start and load one child per backend, time `rounds` (indices go on across sets, so
+    the rotation does too), add the single calls' times to `calls`, and, when `big` is
+    given, fill it with each backend's big call. Returns {figure: {backend: per round}}."""
     workers = {name: Worker(python, name, bundle_dir, {**child_options(name), "threads": threads})
                for name in backends}
     try:
         for worker in workers.values():
             worker.ready()
         with_latency = threads == 1
-        rounds = settings["rounds"]
-        progress(f"  {bundle_dir.name}: {rounds} interleaved rounds of {', '.join(backends)}, {threads} thread(s)")
-        calls: dict[str, list[float]] = {name: [] for name in backends}
 
         def one_block(name: str, index: int) -> dict[str, float]:
             found = {}
@@ -109,25 +144,16 @@ def measure(python: Path | str, bundle_dir: Path, backends: Sequence[str], threa
             found["windows_per_s"] = batch["windows"] / batch["seconds"]
             return found
 
-        per_round = run_rounds(list(backends), rounds, one_block)
-        figures = {key: {name: [entry[key] for entry in per_round[name]] for name in backends}
-                   for key in ("latency_us", "windows_per_s") if key in per_round[backends[0]][0]}
-        big = {}
-        for name in backends:
-            progress(f"  {bundle_dir.name}: {name} {settings['big']:,} windows in one call, {threads} thread(s)")
-            big[name] = workers[name].ask({"op": "big", "repeats": settings["big_repeats"][name]})
+        per_round = run_rounds(list(backends), len(rounds), one_block, first=rounds.start)
+        if big is not None:
+            for name in backends:
+                progress(f"  {bundle_dir.name}: {name} {settings['big']:,} windows in one call, {threads} thread(s)")
+                big[name] = workers[name].ask({"op": "big", "repeats": settings["big_repeats"][name]})
     finally:
         for worker in workers.values():
             worker.close()
-    return Measured(
-        latency={name: _latency(times) for name, times in calls.items() if times},
-        throughput={name: Throughput(
-            threads=threads, batch=settings["batch"], big=settings["big"],
-            batch_windows_per_s=float(np.median(figures["windows_per_s"][name])),
-            big_windows_per_s=big[name]["windows_per_s"], big_seconds=big[name]["seconds"],
-            cpu_per_wall=big[name]["cpu_per_wall"], checksum=big[name]["checksum"]) for name in backends},
-        ratios=_ratios(figures, backends, threads),
-    )
+    keys = per_round[backends[0]][0].keys() if rounds else ()
+    return {key: {name: [entry[key] for entry in per_round[name]] for name in backends} for key in keys}
 
 
 def _latency(times: list[float]) -> Latency:
@@ -136,12 +162,13 @@ def _latency(times: list[float]) -> Latency:
                    mean=float(data.mean()), min=float(data.min()))
 
 
-def _ratios(figures: dict[str, dict[str, list[float]]], backends: Sequence[str], threads: int) -> list[Ratio]:
+def _ratios(figures: dict[str, dict[str, list[float]]], backends: Sequence[str], threads: int,
+            round_sets: Sequence[int]) -> list[Ratio]:
     found = []
     for key, pairs, measure_name in (("latency_us", LATENCY_RATIOS, "latency"),
                                      ("windows_per_s", THROUGHPUT_RATIOS, "throughput")):
         if key not in figures:
             continue
-        found += [ratio(top, bottom, figures[key], measure_name, threads) for top, bottom in pairs
+        found += [ratio(top, bottom, figures[key], measure_name, threads, round_sets) for top, bottom in pairs
                   if top in backends and bottom in backends]
     return found

@@ -43,12 +43,12 @@ def model_table(model: ModelResult, environments: dict) -> list[str]:
 
 def ratio_table(model: ModelResult) -> list[str]:
     """Each ratio between backends: the median over the interleaved rounds and its 95 % interval."""
-    lines = ["| ratio (interleaved rounds) | measure | threads | median | 95 % interval | rounds |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| ratio (interleaved rounds) | measure | threads | median | 95 % interval | rounds | process sets |",
+             "|---|---|---|---|---|---|---|"]
     for found in model.ratios:
         what = "latency" if found.measure == "latency" else f"batch {model.settings['batch']} windows/s"
         lines.append(f"| {found.name} | {what} | {found.threads} | {found.median:.3g}× "
-                     f"| {found.low:.3g}–{found.high:.3g} | {found.rounds} |")
+                     f"| {found.low:.3g}–{found.high:.3g} | {found.rounds} | {found.process_sets} |")
     return lines
 
 

@@ -53,8 +53,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Latency blocks are single-window calls per backend per round: 40 rounds give 5,000
 # calls of the runtime, onnxruntime and LiteRT, 480 of a Keras call, 200 of Keras predict.
+# The rounds run in 8 fresh process sets of 5 (one full rotation of the five backends each).
 FULL = {
     "rounds": 40,
+    "process_sets": 8,
     "latency_block": {"runtime": 125, "onnxruntime": 125, "litert": 125, "keras-call": 12, "keras-predict": 5},
     "warmup": {"runtime": 300, "onnxruntime": 300, "litert": 300, "keras-call": 20, "keras-predict": 5},
     "batch": 1024,
@@ -64,6 +66,7 @@ FULL = {
 }
 QUICK = {
     "rounds": 4,
+    "process_sets": 2,
     "latency_block": {"runtime": 50, "onnxruntime": 50, "litert": 50, "keras-call": 3, "keras-predict": 2},
     "warmup": {"runtime": 20, "onnxruntime": 20, "litert": 20, "keras-call": 2, "keras-predict": 1},
     "batch": 64,
@@ -184,12 +187,14 @@ def _colds(bundle_dir: Path, backends: tuple[str, ...], window: np.ndarray, rese
 def _settings_record(settings: dict, quick: bool, threads: tuple[int, ...]) -> dict:
     return {
         "quick": quick, "threads_measured": list(threads), "latency_threads": 1,
-        "rounds": settings["rounds"], "latency_block": settings["latency_block"],
+        "rounds": settings["rounds"], "process_sets": settings["process_sets"],
+        "latency_block": settings["latency_block"],
         "latency_calls": {name: settings["rounds"] * calls for name, calls in settings["latency_block"].items()},
         "batch": settings["batch"], "big": settings["big"], "big_repeats": settings["big_repeats"],
         "interleaving": "each round times a block of single-window calls and one batch call of every backend, "
-                        "in an order rotated by one each round; every backend stays loaded in its own process; "
-                        "the big call is timed once per backend after the rounds",
+                        "in an order rotated by one each round; every backend in its own process, the rounds "
+                        "spread over fresh process sets (started, loaded, a few rounds, closed); the big call "
+                        "is timed once per backend after the last set's rounds",
         "keras_threads": "TensorFlow intra- and inter-op pools set to the count; tf.data may add its own threads",
         "cold_runs": settings["cold_runs"], "inputs": "uniform random raw windows over the training range, seed 0",
     }

@@ -62,6 +62,7 @@ def test_bench_quick_writes_the_report(tutorial_bundle, tmp_path):
     for found in ratios.values():
         assert positive(found["low"]) and found["low"] <= found["median"] <= found["high"], found
         assert found["rounds"] == model["settings"]["rounds"] >= 2
+        assert found["process_sets"] == model["settings"]["process_sets"] == 2  # --quick: 2 fresh sets
     assert "runtime/onnxruntime" in done.stdout and "95 % interval" in done.stdout
     assert len(report["machine"]["load_average_before"]) == 3
     # every backend forecast the same raw-units value for the same window

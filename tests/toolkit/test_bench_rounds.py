@@ -5,7 +5,7 @@ import pytest
 
 from edgecast.benchmarking import bootstrap_median, round_order, run_rounds
 from edgecast.benchmarking.child import time_block
-from edgecast.benchmarking.rounds import ratio
+from edgecast.benchmarking.rounds import hierarchical_bootstrap_median, ratio
 
 BACKENDS = ["runtime", "onnxruntime", "litert", "keras-predict"]
 
@@ -112,3 +112,59 @@ def test_bootstrap_edge_cases():
         bootstrap_median([])
     with pytest.raises(ValueError):
         bootstrap_median([1.0, 2.0], confidence=1.5)
+
+
+def test_rounds_go_on_rotating_across_process_sets():
+    first = run_rounds(BACKENDS, 3, lambda name, index: index)
+    rest = run_rounds(BACKENDS, 5, lambda name, index: index, first=3)
+    assert first["runtime"] == [0, 1, 2] and rest["runtime"] == [3, 4, 5, 6, 7]
+    whole = run_rounds(BACKENDS, 8, lambda name, index: index)
+    assert {name: first[name] + rest[name] for name in BACKENDS} == whole
+
+
+def simulated_run(rng: np.random.Generator, sets: int, rounds: int) -> list[np.ndarray]:
+    """Per-round ratios of one bench run: each fresh process set has its own level (sd
+    2 % around 1.0: memory layout, core placement), rounds vary 0.3 % around it."""
+    per_set = rounds // sets
+    return [rng.normal(rng.normal(1.0, 0.02), 0.003, size=per_set) for _ in range(sets)]
+
+
+def test_intervals_over_process_sets_hold_a_second_run_where_one_set_does_not():
+    """Two runs of the same bench differ by the level of their processes. An interval
+    over the 40 rounds of one process set is too narrow for the second run to fall in;
+    over 8 sets of 5, resampled set by set, the two runs' intervals overlap."""
+    rng = np.random.default_rng(3)
+    overlaps = {"one set": 0, "eight sets": 0}
+    for _ in range(100):
+        for label, sets in (("one set", 1), ("eight sets", 8)):
+            intervals = []
+            for _run in range(2):
+                _, low, high = hierarchical_bootstrap_median(simulated_run(rng, sets, 40), resamples=400,
+                                                             seed=int(rng.integers(1 << 30)))
+                intervals.append((low, high))
+            (low_a, high_a), (low_b, high_b) = intervals
+            overlaps[label] += low_a <= high_b and low_b <= high_a
+    assert overlaps["one set"] <= 30, overlaps
+    assert overlaps["eight sets"] >= 85, overlaps
+
+
+def test_hierarchical_bootstrap_pools_the_median_and_widens_with_the_spread_between_sets():
+    tight = [np.full(5, 1.0) + offset for offset in (0.0, 0.001, -0.001, 0.0)]
+    spread = [np.full(5, 1.0) + offset for offset in (0.0, 0.05, -0.05, 0.02)]
+    median, low, high = hierarchical_bootstrap_median(tight)
+    assert median == pytest.approx(1.0) and high - low <= 0.002
+    wide = hierarchical_bootstrap_median(spread)
+    assert wide[0] == pytest.approx(np.median(np.concatenate(spread)))
+    assert wide[1] <= 0.96 and wide[2] >= 1.02
+    assert hierarchical_bootstrap_median([[2.0, 3.0, 4.0]]) == bootstrap_median([2.0, 3.0, 4.0])
+    with pytest.raises(ValueError):
+        hierarchical_bootstrap_median([[1.0], []])
+
+
+def test_a_ratio_over_process_sets_says_how_many():
+    per_round = {"runtime": [1.1, 1.1, 1.2, 1.2], "onnxruntime": [1.0, 1.0, 1.0, 1.0]}
+    found = ratio("runtime", "onnxruntime", per_round, "latency", 1, process_sets=[0, 0, 1, 1])
+    assert found.process_sets == 2 and found.rounds == 4
+    assert found.to_json()["process_sets"] == 2
+    assert found.low == pytest.approx(1.1) and found.high == pytest.approx(1.2)
+    assert ratio("runtime", "onnxruntime", per_round, "latency", 1).process_sets == 1
