@@ -4,6 +4,7 @@ contract (docs/graph-contract.md) and its manifest, ready to predict."""
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -170,9 +171,8 @@ class Forecaster:
         inner = getattr(self._session, "_sess", None)
         self._run_raw = inner.run if inner is not None else self._session.run
         # A single window through buffers bound once (fast_path.py): no feed OrtValue and
-        # no output array allocated per call.
-        self._single = SingleWindowRun(self._session, self.input_name, self._output_names[0],
-                                       self._batch1_shape, self.horizon)
+        # no output array allocated per call; one set of buffers per thread.
+        self._per_thread = threading.local()
 
     def _bound_run_time(self) -> None:
         """With a run_timeout, every onnxruntime call is stopped past it (deadline.py):
@@ -180,7 +180,6 @@ class Forecaster:
         stream lock) longer. Kept apart from the fast path above; it wraps its result."""
         if self.run_timeout is not None:
             self._run_raw = BoundedRun(self._run_raw, self.run_timeout, self.model_name)
-            self._single.bound(self.run_timeout, self.model_name)
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -203,19 +202,24 @@ class Forecaster:
             raise InputShapeError(f"expected a window of shape {self._window_text()}, "
                                   f"got shape {shape_text(shape)}")
         try:
-            answer = self._single.forecast(array.reshape(-1))
+            single = self._per_thread.single
+        except AttributeError:
+            single = self._per_thread.single = self._single_window_run()
+        try:
+            forecast, finite = single.forecast(array)
         except EdgecastRuntimeError:
             raise  # a run stopped by its deadline
-        except Exception:  # onnxruntime's own: the ordinary path below says what is wrong
-            answer = None
-        if answer is None:  # the buffers were busy, or the bound run failed
+        except Exception:  # onnxruntime's own: the ordinary path says what is wrong
             return self._checked_single(array)
-        forecast, finite = answer
         if not finite:  # a bad window, a bad forecast, or NaN where the graph masks a neighbour
             self.layout.require_finite(array, "window")  # names the first bad position
             if not self._zero_forecast.dot(forecast) == 0:
                 raise _non_finite_forecast()
         return forecast
+
+    def _single_window_run(self) -> SingleWindowRun:
+        return SingleWindowRun(self._session, self.input_name, self._output_names[0], self._batch1_shape,
+                               self.horizon, self.run_timeout, self.model_name)
 
     def _checked_single(self, array: np.ndarray) -> np.ndarray:
         """One window through session.run, the window checked before the run."""

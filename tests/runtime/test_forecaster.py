@@ -133,20 +133,12 @@ class _OverflowingSession:
         return [np.full((len(feeds["window"]), 1), np.inf, dtype=np.float32)]
 
 
-class _OverflowingBinding:
-    """The same for the single window's bound buffers (fast_path.py): inf lands in the output."""
-
-    def __init__(self, output: np.ndarray) -> None:
-        self.output = output
-
-    def run_with_iobinding(self, binding, run_options=None):
-        self.output[:] = np.inf
-
-
 def test_a_non_finite_forecast_is_an_input_error(monkeypatch):
     model = Forecaster(ONE)
     monkeypatch.setattr(model, "_run_raw", _OverflowingSession().run)
-    monkeypatch.setattr(model._single, "_session", _OverflowingBinding(model._single._output))
+    # the same for this thread's bound buffers (fast_path.py): inf lands in the output
+    single = model._per_thread.single = model._single_window_run()
+    monkeypatch.setattr(single, "_call", lambda: single._output.fill(np.inf))
     with pytest.raises(InputValueError, match="non-finite forecast"):
         model.predict([3e38, 3e38, 3e38, 3e38])
     with pytest.raises(InputValueError, match="non-finite forecast"):
