@@ -22,8 +22,10 @@ run_suite() {  # NAME COMMAND...: runs the suite, its output in NAME.log, its st
     echo "make test: the $name suite ended after $((SECONDS - started)) s" >&2
 }
 
-run_suite runtime .venv-runtime/bin/python -m pytest tests/runtime -q --durations=20 &
-run_suite toolkit .venv/bin/python -m pytest tests/toolkit -q --durations=20 &
+# Each suite picks the ports of the brokers and servers it starts from its own half of
+# 20000-32767 (tests/support/runtime.py free_port), so the two never race for one.
+EDGECAST_TEST_PORTS=20000-26383 run_suite runtime .venv-runtime/bin/python -m pytest tests/runtime -q --durations=20 &
+EDGECAST_TEST_PORTS=26384-32767 run_suite toolkit .venv/bin/python -m pytest tests/toolkit -q --durations=20 &
 wait
 
 failed=()

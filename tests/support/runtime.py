@@ -319,10 +319,37 @@ def kill_at_random_points(count, start, acknowledge, send_and_kill, *, seed, acc
     return acknowledged, kills, kills_in_flight, lost
 
 
+def port_range_for_tests() -> tuple[int, int]:
+    """Where free_port() looks: EDGECAST_TEST_PORTS ("LOW-HIGH"; scripts/test_suites.sh
+    gives each suite its own half, so two suites side by side never pick the same port),
+    by default 20000-32767, kept below the kernel's ephemeral range (bind to port 0 and
+    outgoing connections take ports there, Ray many of them) and above Ray's worker ports
+    (10002-19999)."""
+    text = os.environ.get("EDGECAST_TEST_PORTS", "20000-32767")
+    low, high = (int(part) for part in text.split("-"))
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        high = min(high, ephemeral_low - 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return low, high
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on, for a broker or server a test starts
+    by port number. Between this check and the bind of the process started, only another
+    test picking ports from the same range could take it (see port_range_for_tests)."""
+    low, high = port_range_for_tests()
+    picker = random.SystemRandom()
+    for _ in range(500):
+        port = picker.randint(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port on {LOOPBACK} in {low}-{high}")
 
 
 def mosquitto_binary():

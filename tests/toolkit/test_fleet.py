@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,16 +20,11 @@ from pathlib import Path
 
 import pytest
 from conftest import EDGECAST, hourly_frame, run_cli
+from support.runtime import free_port
 
 RAY = EDGECAST.parent / "ray"
 TINY = ["--target", "PM2.5", "--features", "TEMP", "--look-back", "6", "--horizon", "2", "--units", "8",
         "--epochs", "2", "--batch-size", "32", "--seed", "3"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _processes_of(group: int, marker: str) -> list[int]:
@@ -67,7 +61,7 @@ def ray_head():
     """HOST:PORT of a two-CPU Ray head on 127.0.0.1 (a short temp folder: Ray's socket paths are
     length-limited), started in its own process group so that exactly its processes are ended."""
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     starter = subprocess.Popen(
         [str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
