@@ -21,7 +21,7 @@ RVENV_HOST=${RVENV_HOST:-.venv-runtime}
 # The stated subset: one pytest run per line (emulated process starts take seconds each,
 # so the tests that start many processes or time the server's deadlines stay on x86-64).
 SUITE=(
-    "tests/runtime/test_forecaster.py tests/runtime/test_seed_model.py"  # loading, validation, predict, integrity
+    "tests/runtime/test_forecaster.py tests/runtime/test_seed_model.py tests/runtime/test_fast_path.py"  # loading, validation, predict (the bound buffers too), integrity
     # The trial (in a child process, bounded). Not the constant bomb: under qemu-user the
     # kernel's RLIMIT_DATA bounds the emulator's own mappings, not the emulated program's.
     "tests/runtime/test_hostile_models.py -k 'at_start_up and (huge_look_back or deep_spec)'"
