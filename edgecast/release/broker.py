@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.mqtt.security import configure_client, parse_broker
-from edgecast_runtime.releases.delivery import ONLINE_WILDCARD, STATUS_WILDCARD, TOPIC_ROOT, DeliveryError, hub_of
+from edgecast_runtime.releases.delivery import (
+    CHAMPION,
+    ONLINE_WILDCARD,
+    SHADOW,
+    STATUS_WILDCARD,
+    TOPIC_ROOT,
+    DeliveryError,
+    hub_of,
+)
 
 from .errors import ReleaseDeliveryError, TlsNeededError
 
@@ -27,6 +35,7 @@ CONNECT_TIMEOUT = 15.0
 PUBLISH_TIMEOUT = 30.0
 SYNC_TIMEOUT = 5.0  # the longest to wait for the retained messages to have arrived
 RELEASE_WILDCARD = f"{TOPIC_ROOT}/+/release"
+SHADOW_RELEASE_WILDCARD = f"{TOPIC_ROOT}/+/shadow/release"
 CLOSED = "closed"  # the broker closed the connection before its CONNACK
 
 
@@ -61,7 +70,7 @@ class OperatorSession:
         self.settings = settings
         self._statuses: dict[str, dict] = {}  # hub id -> its latest status
         self._online: dict[str, bool] = {}
-        self._records: dict[str, bytes] = {}
+        self._records: dict[tuple[str, str], bytes] = {}  # (hub, role) -> retained record
         self._connected = False
         self._sync_topic = f"edgecast/operator/sync/{client_id}"
         self._synced = threading.Event()
@@ -96,7 +105,7 @@ class OperatorSession:
                 raise ReleaseDeliveryError(f"the broker {self.settings.broker} refused the connection: {code}")
             raise ReleaseDeliveryError(self._no_answer(closed=code == CLOSED))
         self.client.subscribe([(STATUS_WILDCARD, 1), (ONLINE_WILDCARD, 1), (RELEASE_WILDCARD, 1),
-                               (self._sync_topic, 1)])
+                               (SHADOW_RELEASE_WILDCARD, 1), (self._sync_topic, 1)])
         return self
 
     def _no_answer(self, closed: bool) -> str:
@@ -119,8 +128,12 @@ class OperatorSession:
 
     @property
     def records(self) -> dict[str, bytes]:
+        return self.records_for(CHAMPION)
+
+    def records_for(self, role: str) -> dict[str, bytes]:
+        """Hub id -> the release record the broker retains for it in `role`."""
         with self.changed:
-            return dict(self._records)
+            return {hub: record for (hub, kind), record in self._records.items() if kind == role}
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, code: ReasonCode,
                     properties: Properties | None) -> None:
@@ -180,9 +193,10 @@ class OperatorSession:
             return
         with self.changed:
             if message.topic.endswith("/release"):
-                self._records[hub] = bytes(message.payload)  # an empty retained message clears it
+                key = (hub, SHADOW if message.topic.endswith(f"/{SHADOW}/release") else CHAMPION)
+                self._records[key] = bytes(message.payload)  # an empty retained message clears it
                 if not message.payload:
-                    self._records.pop(hub, None)
+                    self._records.pop(key, None)
             elif message.topic.endswith("/online"):
                 self._online[hub] = bool(isinstance(document, dict) and document.get("online"))
             elif isinstance(document, dict):

@@ -125,15 +125,22 @@ def release(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check against the hubs' retained statuses and print what would be sent to whom; "
                           "send nothing.")] = False,
+    shadow: Annotated[bool, typer.Option(
+        "--shadow", help="Send it as a challenger: each hub runs it beside its model on the same readings and "
+                         "scores both, never serving it (versions count apart from the hub's own); promote "
+                         "it with `edgecast fleet promote`.")] = False,
 ) -> None:
     """Release signed bundles to their hubs over MQTT: canaries first, then the rest.
     Refused before anything is sent when the version is already released with other
     files; hubs that are offline are skipped with a notice."""
+    from edgecast_runtime.releases.delivery import CHAMPION, SHADOW
+
     from .rollout import find_bundles, parse_canaries, prepare, roll_out
 
     canary_hubs, canary_percent, canary_names = parse_canaries(canary)
     found = find_bundles(bundles)
-    releases = prepare(found, key, version, expires_in=_lifetime(expires), canary_hubs=canary_hubs,
+    releases = prepare(found, key, version, role=SHADOW if shadow else CHAMPION, expires_in=_lifetime(expires),
+                       canary_hubs=canary_hubs,
                        canary_percent=canary_percent, healthy_seconds=healthy_seconds,
                        failure_threshold=max_failures)
     settings = _settings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
@@ -146,7 +153,8 @@ def release(
         return
     running = [o.hub for o in outcomes if o.outcome == "healthy"]
     skipped = [o.hub for o in outcomes if o.outcome == "skipped"]
-    out.print(f"release {version}: {len(running)} hub(s) running it: {', '.join(running)}"
+    out.print(f"{'shadow ' if shadow else ''}release {version}: {len(running)} hub(s) running it"
+              f"{' in shadow' if shadow else ''}: {', '.join(running)}"
               + (f"; skipped (offline): {', '.join(skipped)}" if skipped else ""), markup=False, soft_wrap=True)
 
 
@@ -193,7 +201,7 @@ def fleet_status(
     from rich.table import Table
     from rich.text import Text
 
-    from .status import COLUMNS, fleet_status, status_rows
+    from .status import COLUMNS, SHADOW_COLUMNS, fleet_status, shadow_skill_rows, status_rows
 
     with _broker_flags():
         statuses = fleet_status(_settings(broker, username, password_file, password_env, ca_file, cert_file,
@@ -210,6 +218,12 @@ def fleet_status(
     for row in status_rows(statuses):  # plain text: a hub's word is never markup
         table.add_row(*(Text(cell) for cell in row))
     console().print(table, soft_wrap=True)  # not a terminal (a pipe): the whole table, no 80-column cut
+    skill = shadow_skill_rows(statuses)
+    if skill:  # the shadows' rolling skill beside their champions', per lead
+        table = Table(*SHADOW_COLUMNS, title="champion and shadow on the same readings")
+        for row in skill:
+            table.add_row(*(Text(cell) for cell in row))
+        console().print(table, soft_wrap=True)
 
 
 def fleet_promote(

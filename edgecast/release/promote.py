@@ -95,7 +95,7 @@ def shadow_evidence(status: dict) -> ShadowEvidence | None:
     if not isinstance(shadow, dict):
         raise ShadowShapeError("its `shadow` is not an object")
     sha256 = shadow.get("model_sha256", shadow.get("sha256"))
-    if sha256 is None and shadow.get("state") in ("none", "dropped"):
+    if sha256 is None and shadow.get("state") in ("none", "dropped", "promoted"):
         return None
     if not isinstance(sha256, str) or not sha256:
         raise ShadowShapeError("its shadow names no model sha256")

@@ -18,7 +18,7 @@ from edgecast_runtime.contract import MANIFEST_NAME, ONNX_FILE, WINDOWS_FILE
 from edgecast_runtime.errors import EdgecastRuntimeError
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.model import Forecaster
-from edgecast_runtime.releases.delivery import MAX_RELEASE_MESSAGE_BYTES
+from edgecast_runtime.releases.delivery import CHAMPION, MAX_RELEASE_MESSAGE_BYTES
 from edgecast_runtime.releases.record import (
     MAX_VALIDITY,
     RECORD_SPEC_VERSION,
@@ -41,7 +41,7 @@ def make_release(bundle_dir: Path, key_path: Path, version: int, *, expires_in: 
                  canary_hubs: int | None = None, canary_percent: float | None = None,
                  healthy_seconds: float = DEFAULT_HEALTHY_SECONDS, failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
                  reference_windows: np.ndarray | None = None, now: datetime | None = None,
-                 max_lifetime: timedelta = MAX_VALIDITY) -> bytes:
+                 max_lifetime: timedelta = MAX_VALIDITY, role: str = CHAMPION) -> bytes:
     """The signed release record (bytes) of a signed bundle. The default rollout sends it
     to one canary hub first; `reference_windows` default to the bundle's held-out ones.
     `expires_in` is at most `max_lifetime`, itself at most the hubs' MAX_VALIDITY
@@ -77,6 +77,8 @@ def make_release(bundle_dir: Path, key_path: Path, version: int, *, expires_in: 
             ("healthy_seconds", healthy_seconds), ("failure_threshold", failure_threshold)) if value is not None},
         "self_test": _self_test(bundle_dir, reference_windows),
     }
+    if role != CHAMPION:  # a champion's record stays as hubs before shadow mode read it
+        signed["role"] = role
     try:
         signature = key.sign(canonical_json(signed), ec.ECDSA(hashes.SHA256()))
         record = assemble_record(signed, key_id(public_key), signature)

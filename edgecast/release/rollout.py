@@ -9,6 +9,10 @@ model.onnx (the sha256 the hub reports, not the version number alone), for
 status names the record and why), drop off or do not answer within `hub_timeout`, the
 rollout stops and the other hubs are never sent it: they keep their model.
 
+`--shadow` (role SHADOW) sends the same signed records, marked as a shadow's, to the hubs'
+shadow topics: each hub runs the challenger beside its model and scores both, and the
+health watched is its status's `shadow` part (releases/shadow.py in the runtime).
+
 Before anything is sent, the hubs' retained statuses and the broker's retained records
 are checked (preflight.py): a reused version with other files is refused, offline hubs
 are skipped with a notice; `dry_run` stops there, having sent nothing.
@@ -27,7 +31,9 @@ from typing import Callable
 
 from edgecast_runtime.contract import MANIFEST_NAME
 from edgecast_runtime.releases.delivery import (
+    CHAMPION,
     DEFAULT_CHUNK_BYTES,
+    SHADOW,
     DeliveryError,
     check_hub_id,
     files_topic,
@@ -52,6 +58,7 @@ class HubRelease:
     bundle: Path
     record: bytes
     version: int
+    role: str = CHAMPION  # SHADOW: run beside the hub's model, never serving (`--shadow`)
 
     @property
     def record_sha256(self) -> str:
@@ -133,7 +140,8 @@ def find_bundles(paths: list[Path]) -> list[Path]:
     return bundles
 
 
-def prepare(bundles: list[Path], key: Path, version: int, **record_options) -> list[HubRelease]:
+def prepare(bundles: list[Path], key: Path, version: int, role: str = CHAMPION,
+            **record_options) -> list[HubRelease]:
     """The signed record of each bundle; the hub id is the bundle folder's name."""
     releases = []
     for bundle in bundles:
@@ -141,8 +149,21 @@ def prepare(bundles: list[Path], key: Path, version: int, **record_options) -> l
             hub = check_hub_id(bundle.name)
         except DeliveryError as exc:
             raise SigningError(f"{bundle}: {exc}") from None
-        releases.append(HubRelease(hub, bundle, make_release(bundle, key, version, **record_options), version))
+        record = make_release(bundle, key, version, role=role, **record_options)
+        releases.append(HubRelease(hub, bundle, record, version, role))
     return releases
+
+
+def role_status(status: dict | None, role: str) -> dict | None:
+    """What a hub reports of the slot `role` names: its status, or its `shadow` part
+    (offline when the hub is; a hub without one runs a runtime before shadow mode)."""
+    if role == CHAMPION or status is None:
+        return status
+    part = status.get(SHADOW)
+    if not isinstance(part, dict):
+        return {"state": "offline" if status.get("state") == "offline" else "no shadow slot",
+                "updated": status.get("updated")}
+    return {**part, "state": "offline"} if status.get("state") == "offline" else part
 
 
 def deliver(session: OperatorSession, release: HubRelease, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
@@ -151,8 +172,8 @@ def deliver(session: OperatorSession, release: HubRelease, chunk_bytes: int = DE
     for name, entry in sorted(files.items()):
         data = (release.bundle / name).read_bytes()
         for index, payload in split_file(release.version, name, data, entry.sha256, chunk_bytes):
-            session.publish(files_topic(release.hub, name, index), payload)
-    session.publish(release_topic(release.hub), release.record)
+            session.publish(files_topic(release.hub, name, index, role=release.role), payload)
+    session.publish(release_topic(release.hub, release.role), release.record)
 
 
 def judge(status: dict | None, release: HubRelease, healthy_since: float | None, now: float,
@@ -160,6 +181,8 @@ def judge(status: dict | None, release: HubRelease, healthy_since: float | None,
     """(outcome so far: pending, installed, healthy or failed; why; since when healthy)."""
     if status is None:
         return "pending", "no status yet", healthy_since
+    if status.get("state") == "no shadow slot":
+        return "failed", "the hub reports no shadow slot (its runtime predates shadow mode)", None
     error = status.get("last_error") or {}
     if error.get("record_sha256") == release.record_sha256:
         return "failed", clean(f"{error.get('reason')}: {error.get('message')}"), healthy_since
@@ -189,8 +212,8 @@ def watch(session: OperatorSession, releases: list[HubRelease], healthy_seconds:
         for release in releases:
             if release.hub in settled:
                 continue
-            outcome, detail, since[release.hub] = judge(session.statuses.get(release.hub), release,
-                                                        since[release.hub], now, healthy_seconds)
+            status = role_status(session.statuses.get(release.hub), release.role)
+            outcome, detail, since[release.hub] = judge(status, release, since[release.hub], now, healthy_seconds)
             if last.get(release.hub) != outcome:
                 progress(f"{release.hub}: {outcome} ({detail})")
                 last[release.hub] = outcome
@@ -218,7 +241,9 @@ def roll_out(settings: BrokerSettings, releases: list[HubRelease], *, canaries: 
         session.sync()
         if canary_hubs is None and canary_percent is None and not canary_names:
             canary_hubs = canaries
-        checked = plan(releases, session.statuses, session.records, canary_hubs=canary_hubs,
+        role = releases[0].role
+        statuses = {hub: role_status(status, role) for hub, status in session.statuses.items()}
+        checked = plan(releases, statuses, session.records_for(role), canary_hubs=canary_hubs,
                        canary_percent=canary_percent, canary_names=canary_names or [])
         if dry_run:
             for line in describe(checked):

@@ -12,7 +12,8 @@ import time
 from .broker import BrokerSettings, OperatorSession
 from .settings import DEFAULT_WAIT_SECONDS
 
-COLUMNS = ("hub", "state", "version", "model", "sha256", "since", "last error")
+COLUMNS = ("hub", "state", "version", "model", "sha256", "since", "last error", "shadow")
+SHADOW_COLUMNS = ("hub", "shadow", "lead", "window", "pairs", "champion RMSE", "shadow RMSE", "MSE ratio")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -46,5 +47,44 @@ def status_rows(statuses: dict[str, dict]) -> list[tuple[str, ...]]:
     """The table's rows, every field cleaned of terminal control."""
     rows = [(hub, state_text(status), str(status.get("version") or "-"),
              str(status.get("model_name") or "-"), str(status.get("sha256") or "-")[:12],
-             str(status.get("since") or "-"), last_error_text(status)) for hub, status in statuses.items()]
+             str(status.get("since") or "-"), last_error_text(status), shadow_text(status.get("shadow")))
+            for hub, status in statuses.items()]
     return [tuple(clean(cell) for cell in row) for row in rows]
+
+
+def shadow_text(shadow: object) -> str:
+    """The shadow part in a cell: state, version, model, pairs scored, and why not running."""
+    if not isinstance(shadow, dict):
+        return "-"
+    text = str(shadow.get("state", "?"))
+    if shadow.get("version") is not None:
+        text += f" v{shadow.get('version')}"
+    if shadow.get("sha256"):
+        text += f" {str(shadow.get('sha256'))[:12]}"
+    if shadow.get("scored_pairs") is not None:
+        text += f", {shadow.get('scored_pairs')} pairs scored"
+    if shadow.get("reason"):
+        text += f" ({shadow.get('reason')})"
+    elif isinstance(shadow.get("last_error"), dict):
+        text += f" (last refused: {last_error_text(shadow)})"
+    return text
+
+
+def shadow_skill_rows(statuses: dict[str, dict]) -> list[tuple[str, ...]]:
+    """Per hub with a scored shadow and lead: both models' RMSE over each rolling window."""
+    rows = []
+    for hub, status in statuses.items():
+        shadow = status.get("shadow")
+        skill = shadow.get("skill") if isinstance(shadow, dict) else None
+        for row in skill if isinstance(skill, list) else []:
+            if not isinstance(row, dict):
+                continue
+            ratio = row.get("mse_ratio")
+            rows.append((hub, str(shadow.get("sha256") or "-")[:12], str(row.get("lead")), str(row.get("window")),
+                         str(row.get("pairs")), _figure(row.get("champion_rmse")), _figure(row.get("shadow_rmse")),
+                         _figure(ratio, "{:.3f}")))
+    return [tuple(clean(cell) for cell in row) for row in rows]
+
+
+def _figure(value: object, form: str = "{:.2f}") -> str:
+    return form.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"

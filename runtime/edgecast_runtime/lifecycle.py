@@ -19,16 +19,18 @@ from edgecast_runtime.streaming import StreamingForecaster
 
 if TYPE_CHECKING:
     from edgecast_runtime.model import Forecaster
+    from edgecast_runtime.shadow import ShadowSlot
 
 FilePath = Union[str, Path]  # a model or state file, as text or a Path
 
 
 def open_streamer(model: Forecaster, *, state: Optional[FilePath] = None,
                   policy: Optional[StreamPolicy] = None, clock: Optional[tzinfo] = None,
-                  skill: Optional[SkillSettings] = None) -> StreamingForecaster:
+                  skill: Optional[SkillSettings] = None, shadow: Optional[ShadowSlot] = None
+                  ) -> StreamingForecaster:
     """The streaming forecaster of `model`, scoring its forecasts (skill/rolling.py) when the
-    sampling interval is known; a state file written for another model with the
-    same inputs is adopted with a notice in the log."""
+    sampling interval is known, and its `shadow`'s beside them; a state file written for
+    another model with the same inputs is adopted with a notice in the log."""
     policy = policy or StreamPolicy()
     streamer = StreamingForecaster(model, state_path=state, policy=policy, clock=clock,
                                    log=log_event)
@@ -37,6 +39,7 @@ def open_streamer(model: Forecaster, *, state: Optional[FilePath] = None,
                              policy.interval_seconds or model.interval_seconds,
                              skill or SkillSettings(), log_event)
         if scorer is not None:
+            scorer.shadow = shadow  # before the reconciliation: its pair is made again too
             streamer.attach_scorer(scorer)
     except BaseException:
         streamer.close()
@@ -54,13 +57,16 @@ def warn_if_memory_only(state: Optional[FilePath]) -> None:
 def open_holder(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
                 state: Optional[FilePath] = None, policy: Optional[StreamPolicy] = None,
                 clock: Optional[tzinfo] = None, poll_interval: float = DEFAULT_POLL_SECONDS,
-                skill: Optional[SkillSettings] = None, loading: ModelLoading = SERVICE_LOADING
-                ) -> Tuple[ModelHolder, StreamingForecaster, ModelWatcher]:
+                skill: Optional[SkillSettings] = None, loading: ModelLoading = SERVICE_LOADING,
+                shadow: Optional[ShadowSlot] = None) -> Tuple[ModelHolder, StreamingForecaster, ModelWatcher]:
     """The model holder, a streamer that follows its swaps, and a started watcher
     thread that reloads the model when its file is replaced or on SIGHUP
-    (`poll_interval` 0: on SIGHUP only)."""
+    (`poll_interval` 0: on SIGHUP only). A `shadow` slot runs beside the holder's model."""
     holder = ModelHolder(model_path, threads=threads, log=log_event, loading=loading)
-    streamer = open_streamer(holder.current, state=state, policy=policy, clock=clock, skill=skill)
+    if shadow is not None:
+        shadow.attach(holder)
+    streamer = open_streamer(holder.current, state=state, policy=policy, clock=clock, skill=skill,
+                             shadow=shadow)
 
     def follow(new: Forecaster, old: Forecaster) -> None:
         outcome = streamer.use_model(new)

@@ -5,6 +5,10 @@ hourly PM2.5 on its last 24 readings, six leads (the "ridge on 24 lags" baseline
 ratio a little under 1, wandering above it for days at a time), which is what a skill
 alarm without a margin flaps on; test_skill_alarm.py replays those years.
 
+fixtures/skill/ar24_short.onnx is the same autoregression fitted on the first 60 days
+only: other weights, the same inputs, a little worse later on: the challenger that
+test_shadow.py runs in shadow beside ar24.
+
 Run with the toolkit's Python (it needs onnx and pandas):
 
     .venv/bin/python tests/runtime/make_skill_fixture.py
@@ -40,7 +44,10 @@ def fit(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return solution[:-1].astype(np.float32), solution[-1].astype(np.float32)
 
 
-def build(weights: np.ndarray, bias: np.ndarray) -> bytes:
+SHORT_FIT_ROWS = 60 * 24
+
+
+def build(weights: np.ndarray, bias: np.ndarray, name: str = "fixture-ar24") -> bytes:
     spec = spec_for(LOOK_BACK, ["PM2.5"], HORIZON, 3600, [0.0], [1000.0])
     spec["scaler"] = None  # the graph works in raw units
     nodes = [helper.make_node("Reshape", ["window", "flat_shape"], ["flat"]),
@@ -57,7 +64,7 @@ def build(weights: np.ndarray, bias: np.ndarray) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="edgecast-fixtures")
     model.ir_version = IR_VERSION
-    for key, value in edgecast_metadata(spec, "fixture-ar24").items():
+    for key, value in edgecast_metadata(spec, name).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(model)
@@ -71,6 +78,7 @@ def main() -> int:
     series = pd.read_csv(CHANGPING, usecols=["PM2.5"], nrows=FIT_ROWS)["PM2.5"].to_numpy(np.float64)
     weights, bias = fit(series)
     write(FIXTURES / "skill" / "ar24.onnx", build(weights, bias))
+    write(FIXTURES / "skill" / "ar24_short.onnx", build(*fit(series[:SHORT_FIT_ROWS]), "fixture-ar24-short"))
     print(json.dumps({"weights_sum": [round(float(w), 4) for w in weights.sum(axis=0)],
                       "bias": [round(float(b), 3) for b in bias]}))
     return 0

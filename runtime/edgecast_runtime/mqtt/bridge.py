@@ -42,8 +42,10 @@ from edgecast_runtime.neighbours import open_link
 from edgecast_runtime.policy import StreamPolicy
 from edgecast_runtime.readings import Header, LineParser
 from edgecast_runtime.releases.delivery import OFFLINE, ONLINE, check_hub_id
+from edgecast_runtime.releases.shadow import ShadowUpdater
 from edgecast_runtime.releases.updates import HubUpdater
 from edgecast_runtime.reload import DEFAULT_POLL_SECONDS
+from edgecast_runtime.shadow import ShadowSlot
 from edgecast_runtime.skill.metrics import HubMetrics
 from edgecast_runtime.skill.rolling import SkillSettings
 from edgecast_runtime.systemd_notify import Notifier
@@ -323,10 +325,13 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
         updater = HubUpdater(check_hub_id(hub_id), trust, release_dir or Path(model_path).parent / "releases",
                              model_path)
         model_path = updater.model_path
+        shadow = open_shadow(updater, threads, loading)
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
                                             poll_interval=poll_interval, skill=skill,
-                                            loading=loading)
+                                            loading=loading, shadow=shadow.slot if updater else None)
+    if updater is not None:
+        shadow.watch(streamer.scorer)
     notifier = Notifier()
     bridge = None
     try:
@@ -362,6 +367,14 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
         if bridge is not None:  # a refusal at start is one line
             log_event({"event": "stopped"})
     return 0
+
+
+def open_shadow(updater: HubUpdater, threads: int, loading: ModelLoading) -> ShadowUpdater:
+    """The shadow's updater beside the champion's, its slot holding the installed challenger."""
+    shadow = ShadowUpdater(updater)
+    shadow.open_slot(ShadowSlot(threads, loading, log_event))
+    updater.add_companion(shadow)
+    return shadow
 
 
 def _subscriptions(subscribe: str, updater: Optional[HubUpdater], link: Optional[NeighbourLink]) -> list:

@@ -10,6 +10,10 @@ Every topic of hub ID lies under edgecast/hub/ID/ (the broker's ACL fences a hub
 - edgecast/hub/ID/online              {"online": true} on connect, {"online": false} as its
                                       last will and on shutdown (retained): a hub that
                                       drops off keeps its last status beside it
+- edgecast/hub/ID/shadow/release      a challenger's record (its `role` is "shadow"), and
+- edgecast/hub/ID/shadow/files/NAME/INDEX  its chunks: the hub runs it in shadow beside
+                                      its champion (releases/shadow.py); its status is the
+                                      `shadow` part of the hub's status
 
 A chunk is one JSON header line, then the chunk's bytes:
 {"version": 7, "file": "model.onnx", "index": 0, "count": 3, "size": 2593, "sha256": "..."}\\n<bytes>
@@ -76,8 +80,18 @@ def hub_topic(hub_id: str, *parts: str) -> str:
     return "/".join([TOPIC_ROOT, check_hub_id(hub_id), *parts])
 
 
-def release_topic(hub_id: str) -> str:
-    return hub_topic(hub_id, "release")
+CHAMPION, SHADOW = "champion", "shadow"  # a release record's `role`
+ROLES = (CHAMPION, SHADOW)
+
+
+def _role_levels(role: str) -> list:
+    if role not in ROLES:
+        raise DeliveryError(f"a release's role is {' or '.join(ROLES)}, not {role!r}")
+    return [] if role == CHAMPION else [role]
+
+
+def release_topic(hub_id: str, role: str = CHAMPION) -> str:
+    return hub_topic(hub_id, *_role_levels(role), "release")
 
 
 def status_topic(hub_id: str) -> str:
@@ -88,8 +102,8 @@ def online_topic(hub_id: str) -> str:
     return hub_topic(hub_id, "online")
 
 
-def files_topic(hub_id: str, name: str = "#", index: int = None) -> str:
-    return hub_topic(hub_id, "files", name, *([] if index is None else [str(index)]))
+def files_topic(hub_id: str, name: str = "#", index: int = None, role: str = CHAMPION) -> str:
+    return hub_topic(hub_id, *_role_levels(role), "files", name, *([] if index is None else [str(index)]))
 
 
 def hub_of(topic: str) -> str:

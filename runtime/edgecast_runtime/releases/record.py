@@ -10,7 +10,10 @@ bundle's model.sig; "keyid" is the key's sha256 (model-signing's key hint).
 goes up), created and expires (UTC, ISO 8601 with Z), model_name, files (every
 delivered file, model.sig included: sha256 and size), rollout (canary_hubs or
 canary_percent, healthy_seconds, failure_threshold) and self_test (reference windows,
-the forecasts the signed model.onnx gives for them, tolerance at most 1e-3).
+the forecasts the signed model.onnx gives for them, tolerance at most 1e-3); optionally
+role, "champion" (the default: the model that serves) or "shadow" (a challenger run
+beside it, releases/shadow.py). A hub takes each role only on its own topics, so a
+signed shadow record replayed onto the release topic is refused, never served.
 
 The hub's rules (check_release):
 - The signature is checked first; nothing in an unverified record is trusted.
@@ -54,6 +57,7 @@ from edgecast_runtime.errors import EdgecastRuntimeError, ReleaseError, Signatur
 from edgecast_runtime.logs import log_event
 from edgecast_runtime.manifest import file_sha256
 from edgecast_runtime.model import Forecaster
+from edgecast_runtime.releases.delivery import CHAMPION, ROLES
 from edgecast_runtime.releases.signature import (
     SIGNATURE_NAME,
     PublicKey,
@@ -112,6 +116,7 @@ class Release:
     key_id: str
     signed: dict
     already_running: bool = False
+    role: str = "champion"  # "shadow": a challenger the hub runs beside its champion, never serving
     time_checked: bool = True
     notice: Optional[str] = None
 
@@ -224,8 +229,11 @@ def parse_signed(signed: dict, keyid: str = "") -> Release:
     name = signed.get("model_name")
     if not isinstance(name, str) or not name:
         raise _malformed("model_name must be a non-empty string")
+    role = signed.get("role", CHAMPION)
+    if role not in ROLES:
+        raise _malformed(f"role must be {' or '.join(map(repr, ROLES))}, got {role!r}")
     return Release(version, created, expires, name, _files(signed.get("files")), _rollout(signed.get("rollout")),
-                   _self_test(signed.get("self_test")), keyid, signed)
+                   _self_test(signed.get("self_test")), keyid, signed, role=role)
 
 
 def check_staged_files(release: Release, folder: str | Path, trusted_key: PublicKeySource) -> None:

@@ -19,7 +19,6 @@ The release folder (`--release-dir`): releases/folder.py.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import threading
 import time
@@ -31,17 +30,18 @@ from edgecast_runtime.errors import EdgecastRuntimeError, ModelError, ReleaseErr
 from edgecast_runtime.logs import log_event
 from edgecast_runtime.releases.assembly import STALE_SECONDS, ChunkStore, Pending, Refusals, Throttle
 from edgecast_runtime.releases.delivery import (
+    CHAMPION,
     DeliveryError,
     decode_chunk,
     files_topic,
-    hub_topic,
     layout_of,
     online_topic,
     release_topic,
     status_topic,
 )
-from edgecast_runtime.releases.expiry import release_expiry, watch_release
+from edgecast_runtime.releases.expiry import watch_release
 from edgecast_runtime.releases.folder import ReleaseFolder, now_text
+from edgecast_runtime.releases.reporting import StatusReporting
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -66,24 +66,29 @@ def release_checks() -> ModuleType:
     return release_record
 
 
-class HubUpdater:
+class HubUpdater(StatusReporting):
     """The hub's side of a release. `receive(topic, payload)` is called on paho's network
     thread: a chunk is checked and kept there (bounded, O(1)), a record queued; a worker
     thread verifies records, stages files and installs."""
 
+    role = CHAMPION  # which records this updater takes: releases/shadow.py's takes "shadow"
+
     def __init__(self, hub_id: str, trusted_key: PublicKeySource, release_dir: str | Path,
-                 factory_model: str | Path, log: Callable[[dict], None] = log_event,
+                 factory_model: Optional[str | Path], log: Callable[[dict], None] = log_event,
                  store: Optional[ChunkStore] = None, stale_seconds: float = STALE_SECONDS) -> None:
         self.checks = release_checks()
+        self.trusted_key = trusted_key
         self.key = self.checks.load_public_key(trusted_key)
         self.hub_id = hub_id
-        self.topics = [release_topic(hub_id), files_topic(hub_id)]
-        self._prefixes = (release_topic(hub_id), hub_topic(hub_id, "files") + "/")
+        self.topics = [release_topic(hub_id, self.role), files_topic(hub_id, role=self.role)]
+        self._prefixes = (release_topic(hub_id, self.role), files_topic(hub_id, role=self.role)[:-1])
         self.status_topic, self.online_topic = status_topic(hub_id), online_topic(hub_id)
         self.release_dir = Path(release_dir)
         self.log = log
         self.folder = ReleaseFolder(self.release_dir, self.checks, self.key, log)
-        self.version, self.model_path = self.folder.installed(Path(factory_model))
+        self.version, self.model_path = self.folder.installed(Path(factory_model) if factory_model else None)
+        self.parts: dict = {}  # name -> callable giving another part of the status (the shadow's)
+        self.companions: list = []  # updaters sharing this hub's connection (releases/shadow.py)
         self.holder = None
         self._publish = None
         self.stale_seconds = stale_seconds
@@ -108,21 +113,36 @@ class HubUpdater:
     def start(self, holder: ModelHolder, publish: Callable[[bytes], None]) -> "HubUpdater":
         """Serve with `holder`; `publish(payload)` sends the retained status."""
         self.holder, self._publish = holder, publish
+        for companion in self.companions:  # first: every status published holds their parts
+            companion.start_beside(self)
         self._thread.start()
         watch_release(self, holder)  # hot reload loads only signed files; an expiry is said
         return self
 
+    def add_companion(self, companion: HubUpdater) -> None:
+        """Another updater on this hub's connection (the shadow's): its topics are
+        subscribed with ours, its messages handed to it, its start and stop ours."""
+        self.companions.append(companion)
+        self.topics = [*self.topics, *companion.topics]
+
     def stop(self) -> None:
+        for companion in self.companions:
+            companion.stop()
         with self._lock:
             self._stopping = True
             self._lock.notify()
         self._thread.join(timeout=10)
 
     def owns(self, topic: str) -> bool:
-        return topic == self._prefixes[0] or topic.startswith(self._prefixes[1])
+        return (topic == self._prefixes[0] or topic.startswith(self._prefixes[1])
+                or any(companion.owns(topic) for companion in self.companions))
 
     def receive(self, topic: str, payload: bytes) -> None:
         """On paho's network thread: never raises, never blocks for long."""
+        for companion in self.companions:
+            if companion.owns(topic):
+                companion.receive(topic, payload)
+                return
         try:
             if topic == self._prefixes[0]:
                 with self._lock:
@@ -132,19 +152,6 @@ class HubUpdater:
                 self._on_chunk(bytes(payload))
         except Exception as exc:  # the network thread must outlive any one message
             self.log({"event": "internal_error", "error": f"{type(exc).__name__}: {exc}"})
-
-    def status(self) -> bytes:
-        """The status as published."""
-        model = self.holder.current if self.holder else None
-        status = {**self._status, **release_expiry(model.path if model else None),
-                  "model_name": model.model_name if model else None,
-                  "sha256": model.sha256 if model else None, "updated": now_text()}
-        return json.dumps(status, sort_keys=True, separators=(",", ":")).encode()
-
-    def publish_status(self) -> None:
-        self._status_dirty = False
-        if self._publish is not None:
-            self._publish(self.status())
 
     def buffered(self) -> dict:
         """What the receiver holds in memory now."""
@@ -235,6 +242,10 @@ class HubUpdater:
                                                 installed_dir=self.release_dir)
         except EdgecastRuntimeError as exc:  # a record from the future is judged again later
             self._refuse(exc, digest, getattr(exc, "version", None), remember=getattr(exc, "reason", "") != "future")
+            return
+        if release.role != self.role:  # signed for the other slot: never served by this one
+            self._refuse(ReleaseError(f"release {release.version} is a {release.role} release, sent to the "
+                                      f"hub's {self.role} topic", "role"), digest, release.version)
             return
         if release.already_running:
             return
@@ -372,22 +383,3 @@ class HubUpdater:
         if self._status.get("last_error") is None and (self.version is None or (entry.get("version") or 0) > self.version):
             self._status["last_error"] = entry
             self._settle()
-
-    def _settle(self) -> None:
-        """Back to `receiving` while a record is still pending (a refusal of another record
-        does not end it), else `running`."""
-        pending = self._pending
-        if pending is not None:
-            self._set_state("receiving", pending_version=pending.release.version)
-        else:
-            self._set_state("running")
-
-    def _set_state(self, state: str, **extra: Any) -> None:
-        """The status changes now; it is published at most every STATUS_INTERVAL seconds,
-        and the last change always is."""
-        self._status.pop("pending_version", None)
-        self._status.pop("damaged", None)
-        self._status.update(state=state, **extra)
-        self._status_dirty = True
-        if self._status_throttle.allow("status"):
-            self.publish_status()

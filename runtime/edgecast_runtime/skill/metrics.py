@@ -161,6 +161,8 @@ class _StateCollector(Collector):
                                 value=counts.get("pending", 0))
         yield from _skill_families(scorer)
         yield from interval_families(scorer, model)
+        if scorer is not None and scorer.shadow is not None:
+            yield from _shadow_families(scorer.shadow_report(with_pairs=False))
 
 
 def _skill_families(scorer: Optional[StreamScorer]) -> Iterator[Metric]:
@@ -184,3 +186,21 @@ def _skill_families(scorer: Optional[StreamScorer]) -> Iterator[Metric]:
     for name in ALARMS:
         alarm.add_metric([name], 1.0 if scorer and scorer.alarms[name] else 0.0)
     yield from (ratio, rmse, mae, scored, alarm)
+
+
+def _shadow_families(report: dict) -> Iterator[Metric]:
+    """The shadow (skill/pairs.py): both models' RMSE on the same forecast origins, with a
+    `role` label (champion, shadow), and the pairs scored, per lead and window."""
+    info = InfoMetricFamily(f"{PREFIX}_shadow", "The challenger run in shadow beside the model")
+    info.add_metric([], {"state": str(report["state"]), "sha256": str(report.get("model_sha256") or ""),
+                         "model_name": str(report.get("model_name") or "")})
+    rmse = GaugeMetricFamily(f"{PREFIX}_shadow_rolling_rmse", "Rolling RMSE over the forecast origins both "
+                             "models forecast, target units", labels=["lead", "window", "role"])
+    pairs = GaugeMetricFamily(f"{PREFIX}_shadow_pairs_scored", "Forecast origins scored for both models "
+                              "in the window", labels=["lead", "window"])
+    for row in report.get("skill", ()):
+        labels = [str(row["lead"]), row["window"]]
+        pairs.add_metric(labels, row["pairs"])
+        rmse.add_metric(labels + ["champion"], row["champion_rmse"])
+        rmse.add_metric(labels + ["shadow"], row["shadow_rmse"])
+    yield from (info, rmse, pairs)

@@ -28,12 +28,14 @@ import numpy as np
 from edgecast_runtime.errors import OptionError, StateError
 from edgecast_runtime.skill.calibration import Calibration, served_distribution
 from edgecast_runtime.skill.intervals import calibration_summary, open_calibration
+from edgecast_runtime.skill.pairs import PairScores, open_pairs, report
 from edgecast_runtime.skill.store import (
     DEFAULT_GRACE_SECONDS,
     ForecastStore,
     Outcome,
     Step,
     exact_float,
+    pending_cap,
     store_path_for,
 )
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from edgecast_runtime.model import Forecaster
+    from edgecast_runtime.shadow import ShadowSlot
     from edgecast_runtime.state import StreamState
 
 HOUR, DAY = 3600.0, 86400.0
@@ -138,6 +141,8 @@ class StreamScorer:
         self._streaks = dict.fromkeys(ALARMS, 0)
         self.last_timestamp = store.last_applied()
         self.calibration: Optional[Calibration] = None  # schema-4 intervals and alerts (open_scorer)
+        self.pairs: Optional[PairScores] = None  # champion and shadow pairs (open_scorer)
+        self.shadow: Optional[ShadowSlot] = None  # the challenger run beside the model (shadow.py)
 
     def offsets(self, model: Forecaster) -> Optional[List[float]]:
         """The hub's interval offset per lead for `model` (calibration.py)."""
@@ -202,7 +207,11 @@ class StreamScorer:
         inputs = None
         if self.statistics:
             inputs = [None if v is None else float(v) for v in values]
-        return Step(float(state.last_timestamp), truth, forecast, persistence, inputs, model.sha256, distribution)
+        shadow = None  # the challenger forecasts after the answer, from the same window
+        if forecast is not None and self.shadow is not None and self.pairs is not None:
+            shadow = self.shadow.forecast(state.buffer.window())
+        return Step(float(state.last_timestamp), truth, forecast, persistence, inputs, model.sha256, distribution,
+                    shadow)
 
     # --- rolling skill ------------------------------------------------------------------
 
@@ -228,7 +237,23 @@ class StreamScorer:
                    "windows": [window_name(w) for w in self.settings.windows]}
         if self.calibration is not None and self.last_timestamp is not None:
             summary.update(calibration_summary(self.calibration, self.last_timestamp, self.settings.windows))
+        if self.shadow is not None:
+            summary["shadow"] = self.shadow_report(with_pairs=False)
         return summary
+
+    def shadow_report(self, with_pairs: bool) -> dict:
+        """The shadow's state and its scored pairs against the model serving now."""
+        slot, model = self.shadow, self.shadow.current if self.shadow else None
+        body = {"state": slot.state if slot else "none", "reason": slot.reason if slot else None,
+                "model_sha256": model.sha256 if model else None,
+                "model_name": model.model_name if model else None,
+                "horizon": model.horizon if model else None}
+        champion = slot.champion_sha256() if slot else None
+        if self.pairs is not None and champion is not None:
+            windows = tuple((window_name(w), w) for w in (*self.settings.windows, self.pairs.retention))
+            body.update(report(self.pairs, self.store.read, champion, body["model_sha256"],
+                               self.last_timestamp, windows, with_pairs))
+        return body
 
     # --- alarms ------------------------------------------------------------------------
 
@@ -334,6 +359,8 @@ def open_scorer(model: Forecaster, state_path: Optional[Path], interval: Optiona
     statistics = input_statistics(read_manifest(model), list(model.features))
     scorer = StreamScorer(store, settings, statistics, log, tuple(model.features))
     scorer.calibration = open_calibration(store, settings, interval, log)
+    scorer.pairs = open_pairs(store, interval, settings.grace_seconds, store.max_pending or
+                              pending_cap(model.horizon, interval, settings.grace_seconds), log)
     return scorer
 
 

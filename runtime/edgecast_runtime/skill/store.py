@@ -83,6 +83,7 @@ class Step:
     inputs: Optional[List[float]]  # the numeric inputs, for the input-drift check
     model_sha256: str
     distribution: Optional[dict] = None  # schema 4: served interval and probabilities (calibration.py)
+    shadow: Optional[Tuple[str, List[float]]] = None  # (sha256, forecast) of the challenger (pairs.py)
 
 
 @dataclass(frozen=True)
@@ -271,8 +272,7 @@ class ForecastStore:
     # --- reading -----------------------------------------------------------------------
 
     def rolling(self, since: float) -> Dict[int, dict]:
-        """Per lead, over forecasts completed after `since`: the count and the sums
-        of absolute and squared errors of the model and of persistence."""
+        """Per lead, completed after `since`: count, sums of |error| and error² (model, persistence)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT lead, COUNT(*), SUM(ABS(model_error)), SUM(model_error * model_error), "

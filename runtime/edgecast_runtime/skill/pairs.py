@@ -1,0 +1,191 @@
+"""Scored pairs of the champion and its shadow (shadow.py), in the forecast store.
+
+A pair is the two models' forecasts from the same reading, kept in `shadow_pending`
+until a reading has arrived for each target step, then scored: one row per lead in
+`shadow_scored` with both errors (forecast - truth). It is an extension of the
+ForecastStore (skill/store.py), so a pair is written, completed and scored in the same
+SQLite transaction as the reading that brought it: a SIGKILL anywhere leaves the whole
+reading applied or none of it, and the reconciliation at start applies it once, so no
+scored pair is lost or counted twice. Pairs are kept `retention` seconds (8 weeks: the
+promotion rule looks at up to 1,344 hourly origins, docs/promotion.md).
+
+What the hub reports (`report`): per rolling window and lead, the count, both MSEs and
+the loss difference's mean and autocovariances to lag 48 (the per-lead summaries of
+docs/promotion.md), and the pairs themselves (the full rule's input), for the current
+champion and challenger only: pairs of earlier models are not evidence about these."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from edgecast_runtime.skill.store import ForecastStore, Step
+
+DAY = 86400.0
+DEFAULT_RETENTION_SECONDS = 56 * DAY
+MAX_LAG = 48  # autocovariances reported per lead: docs/promotion.md, "to lag 48"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS shadow_pending (
+    issued REAL PRIMARY KEY, champion_sha256 TEXT NOT NULL, shadow_sha256 TEXT NOT NULL,
+    champion TEXT NOT NULL, shadow TEXT NOT NULL,   -- JSON lists, one value per lead
+    truths TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS shadow_scored (
+    issued REAL NOT NULL, lead INTEGER NOT NULL, completed REAL NOT NULL,
+    champion_sha256 TEXT NOT NULL, shadow_sha256 TEXT NOT NULL,
+    champion_error REAL NOT NULL, shadow_error REAL NOT NULL, PRIMARY KEY (issued, lead));
+CREATE INDEX IF NOT EXISTS shadow_scored_completed ON shadow_scored (completed);
+"""
+
+
+class PairScores:
+    """The store extension (ForecastStore.extend): `apply` runs in each reading's
+    transaction and returns the number of pairs it scored."""
+
+    name = "shadow"
+
+    def __init__(self, interval: float, grace: float, max_pending: int,
+                 retention: float = DEFAULT_RETENTION_SECONDS) -> None:
+        self.interval, self.grace, self.max_pending, self.retention = interval, grace, max_pending, retention
+
+    def create(self, db: sqlite3.Connection) -> None:
+        db.executescript(SCHEMA)
+        db.execute("SELECT issued, champion_sha256, shadow_sha256, champion, shadow, truths, expires "
+                   "FROM shadow_pending LIMIT 0")
+        db.execute("SELECT issued, lead, completed, champion_sha256, shadow_sha256, champion_error, "
+                   "shadow_error FROM shadow_scored LIMIT 0")
+
+    def apply(self, db: sqlite3.Connection, step: Step) -> dict:
+        scored = self._add_truth(db, step) if step.truth is not None else 0
+        if step.forecast is not None and step.shadow is not None and step.persistence is not None:
+            shadow_sha256, shadow = step.shadow
+            horizon = len(step.forecast)
+            db.execute("INSERT OR IGNORE INTO shadow_pending VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (step.timestamp, step.model_sha256, shadow_sha256, json.dumps(step.forecast),
+                        json.dumps(shadow), json.dumps([None] * horizon),
+                        step.timestamp + horizon * self.interval + self.grace))
+            db.execute("DELETE FROM shadow_pending WHERE issued IN (SELECT issued FROM shadow_pending "
+                       "ORDER BY issued DESC LIMIT -1 OFFSET ?)", (self.max_pending,))
+        db.execute("DELETE FROM shadow_pending WHERE expires < ?", (step.timestamp,))
+        db.execute("DELETE FROM shadow_scored WHERE completed <= ?", (step.timestamp - self.retention,))
+        return {"scored": scored}
+
+    def _add_truth(self, db: sqlite3.Connection, step: Step) -> int:
+        """As ForecastStore._add_truth: the truth goes to every pending pair that targets
+        this step; a pair whose last truth this was is scored."""
+        now, scored = step.timestamp, 0
+        rows = db.execute("SELECT issued, champion_sha256, shadow_sha256, champion, shadow, truths "
+                          "FROM shadow_pending WHERE issued < ?", (now,)).fetchall()
+        for issued, champion_sha256, shadow_sha256, champion_text, shadow_text, truths_text in rows:
+            steps = (now - issued) / self.interval
+            lead = int(round(steps))
+            truths = json.loads(truths_text)
+            if not 1 <= lead <= len(truths) or abs(steps - lead) >= 0.5 or truths[lead - 1] is not None:
+                continue
+            truths[lead - 1] = step.truth
+            if any(value is None for value in truths):
+                db.execute("UPDATE shadow_pending SET truths = ? WHERE issued = ?", (json.dumps(truths), issued))
+                continue
+            champion, shadow = json.loads(champion_text), json.loads(shadow_text)
+            db.executemany("INSERT OR REPLACE INTO shadow_scored VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(issued, index + 1, now, champion_sha256, shadow_sha256,
+                             champion[index] - truth, shadow[index] - truth)
+                            for index, truth in enumerate(truths)])
+            db.execute("DELETE FROM shadow_pending WHERE issued = ?", (issued,))
+            scored += 1
+        return scored
+
+    def rewind(self, db: sqlite3.Connection, limit: float) -> None:
+        db.execute("DELETE FROM shadow_pending WHERE issued > ?", (limit,))
+        db.execute("DELETE FROM shadow_scored WHERE issued > ? OR completed > ?", (limit, limit))
+
+    # --- reading ---------------------------------------------------------------------
+
+    def errors(self, db: sqlite3.Connection, champion_sha256: str, shadow_sha256: str,
+               since: float = -np.inf) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(issued, champion errors, shadow errors) of the pairs of these two models
+        completed after `since`: origins in time order, one column per lead."""
+        rows = db.execute("SELECT issued, lead, champion_error, shadow_error FROM shadow_scored "
+                          "WHERE champion_sha256 = ? AND shadow_sha256 = ? AND completed > ? "
+                          "ORDER BY issued, lead", (champion_sha256, shadow_sha256, since)).fetchall()
+        if not rows:
+            return np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0))
+        table = np.array(rows, dtype=np.float64)
+        issued, where = np.unique(table[:, 0], return_inverse=True)
+        horizon = int(table[:, 1].max())
+        champion = np.full((len(issued), horizon), np.nan)
+        shadow = np.full((len(issued), horizon), np.nan)
+        leads = table[:, 1].astype(int) - 1
+        champion[where, leads], shadow[where, leads] = table[:, 2], table[:, 3]
+        return issued, champion, shadow
+
+    def counts(self, db: sqlite3.Connection) -> Dict[str, int]:
+        pending = db.execute("SELECT COUNT(*) FROM shadow_pending").fetchone()[0]
+        scored = db.execute("SELECT COUNT(DISTINCT issued) FROM shadow_scored").fetchone()[0]
+        return {"pending": pending, "scored": scored}
+
+
+def open_pairs(store: ForecastStore, interval: float, grace: float, max_pending: int,
+               log: Callable[[dict], None]) -> Optional[PairScores]:
+    """The extension, its tables created in the store; None (logged) when they cannot be
+    (a full disk): forecasts go on, a shadow's are not scored."""
+    pairs = PairScores(interval, grace, max_pending)
+    try:
+        store.extend(pairs)
+    except sqlite3.Error as exc:
+        log({"event": "scoring_error", "error": f"cannot write the forecast store {store.path} (its shadow "
+             f"tables): {exc}; a shadow model's forecasts are not scored"})
+        return None
+    return pairs
+
+
+def lead_rows(window: str, window_seconds: float, champion: np.ndarray, shadow: np.ndarray) -> List[dict]:
+    """Per lead: pairs, both MSEs and the loss difference (shadow² - champion²), its mean
+    and autocovariances (divisor n) to lag min(MAX_LAG, n - 1)."""
+    rows = []
+    for index in range(champion.shape[1] if champion.ndim == 2 else 0):
+        keep = np.isfinite(champion[:, index]) & np.isfinite(shadow[:, index])
+        c, s = champion[keep, index], shadow[keep, index]
+        if len(c) == 0:
+            continue
+        difference = s * s - c * c
+        centred = difference - difference.mean()
+        lags = min(MAX_LAG, len(c) - 1)
+        autocovariance = [float(centred[lag:] @ centred[:len(c) - lag]) / len(c) for lag in range(lags + 1)]
+        champion_mse, shadow_mse = float(np.mean(c * c)), float(np.mean(s * s))
+        rows.append({"window": window, "window_seconds": window_seconds, "lead": index + 1, "pairs": int(len(c)),
+                     "champion_mse": champion_mse, "shadow_mse": shadow_mse,
+                     "champion_rmse": champion_mse ** 0.5, "shadow_rmse": shadow_mse ** 0.5,
+                     "mse_ratio": shadow_mse / champion_mse if champion_mse > 0 else None,
+                     "loss_difference_mean": float(difference.mean()),
+                     "loss_difference_autocovariance": autocovariance})
+    return rows
+
+
+def pairs_document(issued: np.ndarray, champion: np.ndarray, shadow: np.ndarray) -> dict:
+    """The pairs as docs/promotion.md's `pairs` (errors rounded to 1e-4 target units)."""
+    def rounded(errors: np.ndarray) -> List[List[Optional[float]]]:
+        return [[None if not np.isfinite(v) else round(float(v), 4) for v in row] for row in errors]
+    return {"issued": [float(t) for t in issued], "champion": rounded(champion), "challenger": rounded(shadow)}
+
+
+def report(pairs: PairScores, read: Callable, champion_sha256: str, shadow_sha256: Optional[str],
+           now: Optional[float], windows: Tuple[Tuple[str, float], ...], with_pairs: bool) -> dict:
+    """The scoring part of the shadow's status (see the module docstring). `read` is the
+    store's ForecastStore.read."""
+    counts = read(pairs.counts)
+    body: dict = {"pending_pairs": counts["pending"], "scored_pairs": 0, "skill": []}
+    if shadow_sha256 is None or now is None:
+        return body
+    issued, champion, shadow = read(lambda db: pairs.errors(db, champion_sha256, shadow_sha256))
+    body["scored_pairs"] = int(len(issued))
+    for name, seconds in windows:
+        since = now - seconds
+        recent = read(lambda db: pairs.errors(db, champion_sha256, shadow_sha256, since))
+        body["skill"] += lead_rows(name, seconds, recent[1], recent[2])
+    if with_pairs and len(issued):
+        body["pairs"] = pairs_document(issued, champion, shadow)
+    return body
