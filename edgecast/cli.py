@@ -28,6 +28,7 @@ from edgecast.exporter.settings import TARGETS
 from edgecast.fleet.cli import app as fleet_app
 from edgecast.plots import size_text
 from edgecast.release.cli import fleet_promote, fleet_status, keys_app, release, sign
+from edgecast.release.retrain_cli import fleet_retrain
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR
 from edgecast.tutorial import DEMO_NAME
 
@@ -54,6 +55,7 @@ app.command("sign")(sign)
 app.command("release")(release)
 fleet_app.command("status")(fleet_status)
 fleet_app.command("promote")(fleet_promote)
+fleet_app.command("retrain")(fleet_retrain)  # archive -> train -> sign -> shadow -> promote (release/retrain.py)
 
 BundleArg = Annotated[Path, typer.Argument(help="Model bundle folder, e.g. models/NAME.")]
 
