@@ -332,8 +332,14 @@ def test_a_shadow_release_runs_beside_the_champion_until_promoted(tmp_path, brok
         refused = client.wait_status(lambda s: (s.get("last_error") or {}).get("reason") == "role", "a role refusal")
         assert refused["sha256"] == Forecaster(CHAMPION).sha256
 
-        # Promoted: the challenger released as the champion; the slot empties.
+        # And a champion's record sent to the shadow's topic is refused there.
         promotion = operator.record(challenger, version=2, created=now(), self_test=self_test(CHALLENGER))
+        client.publish_all(release_messages(challenger, promotion, 2, "shadow"))
+        refused = client.wait_status(lambda s: (s["shadow"].get("last_error") or {}).get("reason") == "role",
+                                     "a role refusal in the shadow slot")
+        assert refused["shadow"]["version"] == 1 and refused["shadow"]["state"] == "running"
+
+        # Promoted: the challenger released as the champion; the slot empties.
         client.publish_all(release_messages(challenger, promotion, 2, "champion"))
         status = client.wait_status(lambda s: s.get("version") == 2 and s["shadow"].get("state") == "promoted",
                                     "the challenger promoted")

@@ -328,3 +328,49 @@ def test_canary_that_never_answers_stops_the_rollout_from_the_command_line(secur
         session.client.subscribe("edgecast/hub/+/release", qos=1)
         time.sleep(1.0)
     assert list(retained) == ["edgecast/hub/hub-2/release"]  # hub-3 was never sent it
+
+
+def test_shadow_release_runs_beside_the_champion_and_never_answers(fleet):
+    """`edgecast release --shadow`: every hub runs v2 beside v1 and scores both, while every
+    answer stays v1's; a bundle that reads other inputs is refused by the canary and the
+    rollout stops; v2 released as the champion then empties each slot ("promoted")."""
+    session, broker, keys = fleet["session"], fleet["broker"], fleet["keys"]
+    readings = Readings(session)
+    v2_sha = file_sha256(fleet["dir"] / "hub-1" / "model.onnx")
+    try:
+        assert all(readings.latest_model(hub) == "v1" for hub in HUBS)
+        dry = run_cli("release", fleet["dir"], "--shadow", "--version", "1", "--key", keys.private,
+                      "--dry-run", *broker_options(broker))
+        assert dry.returncode == 0 and "dry run: release 1 would go to 3 hub(s), 1 canary first" in dry.stdout
+        assert "now runs version None (model.onnx none), state none" in dry.stdout, dry.stdout
+        result = run_cli("release", fleet["dir"], "--shadow", "--version", "1", "--key", keys.private, "--canary",
+                         "hub-2", "--healthy-seconds", "1", "--hub-timeout", "60", *broker_options(broker), timeout=180)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "shadow release 1: 3 hub(s) running it in shadow" in result.stdout, result.stdout
+        statuses = wait_for(session, lambda s: all(s[h]["shadow"].get("state") == "running" for h in HUBS),
+                            "the shadow running everywhere")
+        assert all(statuses[h]["shadow"]["sha256"] == v2_sha and statuses[h]["version"] is None for h in HUBS)
+        for _ in range(5):
+            assert all(readings.latest_model(hub) == "v1" for hub in HUBS)
+        assert all(counts["v2"] == 0 for counts in readings.answers.values()), readings.answers
+        status = run_cli("fleet", "status", *broker_options(broker), "--wait", "1")
+        assert f"running v1 {v2_sha[:12]}" in status.stdout, status.stdout
+
+        longer = make_bundle(fleet["tmp"] / "ar24" / "hub-1", FIXTURES / "skill" / "ar24.onnx", keys.private)
+        np.savez(longer / "windows.npz", test_x=np.full((2, 24, 1), 50.0, dtype=np.float32))  # its own shape
+        sign_bundle(longer, keys.private)
+        other = run_cli("release", longer, "--shadow", "--version", "2", "--key", keys.private, "--canary", "1",
+                        "--healthy-seconds", "1", "--hub-timeout", "60", *broker_options(broker), timeout=180)
+        assert other.returncode != 0 and "it forecasts 6 steps, the champion 1" in other.stdout + other.stderr
+        assert session.statuses["hub-1"]["shadow"]["sha256"] == v2_sha  # the running shadow goes on
+
+        promoted = run_cli("release", fleet["dir"], "--version", "1", "--key", keys.private, "--canary", "1",
+                           "--healthy-seconds", "1", "--hub-timeout", "60", *broker_options(broker), timeout=180)
+        assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+        statuses = wait_for(session, lambda s: all(s[h]["shadow"].get("state") == "promoted" for h in HUBS),
+                            "the shadow promoted everywhere")
+        assert all(statuses[h]["sha256"] == v2_sha and statuses[h]["version"] == 1 for h in HUBS)
+        assert all(readings.latest_model(hub) == "v2" for hub in HUBS)
+    finally:
+        readings.stop()
+    assert readings.errors == [], readings.errors[:5]
