@@ -14,19 +14,24 @@ The package: a flat core, and one subpackage per transport or feature.
                 inputs, readings, policy, ring_buffer, streaming (StreamingForecaster),
                 state (its durable file), durable (atomic writes), timeguard, neighbours,
                 reload (hot reload), lifecycle (what the long-running commands share),
+                shadow (a challenger run beside the model, never answering),
                 errors, logs, formatting, systemd_notify
     cli/        the `edgecast-runtime` command line: info, predict, stream, score
     http/       `serve`: server, request limits, bearer token, connection bounds
     mqtt/       `mqtt`: the bridge, what it lets in, how it reaches the broker
-    releases/   signed releases: delivery over MQTT, the record, the signature, updates
-    skill/      forecast skill: the scoring store, rolling skill and alarms, /metrics
+    releases/   signed releases: delivery over MQTT, the record, the signature, updates,
+                the shadow's receiver
+    skill/      forecast skill: the scoring store, rolling skill and alarms, the shadow's
+                pairs, the promotion rule, /metrics
 
 The path a reading takes: a transport (cli/stream.py, http/server.py, mqtt/bridge.py)
 parses it (readings.py) into StreamingForecaster.observe_reading (streaming.py), which
 checks its time (clock.py, timeguard.py) and values (validity.py, policy.py), fills the
 window (ring_buffer.py, encodings.py), writes the state (state.py) before answering,
 calls Forecaster.predict (model.py) and hands the forecast to the scorer
-(skill/rolling.py, skill/store.py), which /metrics shows (skill/metrics.py).
+(skill/rolling.py, skill/store.py), which /metrics shows (skill/metrics.py); a shadow
+(shadow.py) forecasts from the same window in the scorer's step, its pair with the
+model's forecast scored in the same transaction (skill/pairs.py).
 """
 
 __version__ = "0.1.0"

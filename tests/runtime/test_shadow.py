@@ -270,8 +270,8 @@ class Client:
 class HubProcess:
     """`edgecast-runtime mqtt --trust` for hub-1 serving the champion, restartable."""
 
-    def __init__(self, folder, port, public_pem):
-        self.folder, self.port = folder, port
+    def __init__(self, folder, port, public_pem, report_every="0"):
+        self.folder, self.port, self.report_every = folder, port, report_every
         folder.mkdir(exist_ok=True)
         (folder / "public.pem").write_bytes(public_pem)
         shutil.copy(CHAMPION, folder / "model.onnx")
@@ -281,7 +281,8 @@ class HubProcess:
         self.process = Background(
             "mqtt", self.folder / "model.onnx", "--broker", f"127.0.0.1:{self.port}", "--subscribe", READINGS,
             "--publish", ANSWERS, "--state", self.folder / "state.json", "--client-id", HUB,
-            "--trust", self.folder / "public.pem", "--hub-id", HUB, "--poll-interval", "0", "--reconnect-max", "1")
+            "--trust", self.folder / "public.pem", "--hub-id", HUB, "--poll-interval", "0", "--reconnect-max", "1",
+            "--shadow-report-every", self.report_every)
         self.process.wait_event("mqtt_subscribed", timeout=30)
         return self
 
@@ -346,6 +347,31 @@ def test_a_shadow_release_runs_beside_the_champion_until_promoted(tmp_path, brok
         assert status["sha256"] == Forecaster(CHALLENGER).sha256 and status["shadow"]["sha256"] is None
     finally:
         hub.stop()
+
+
+def test_new_pairs_republish_the_status_at_most_every_report_span(tmp_path, broker, client, operator):
+    """By default (6h) the first scored pair goes out with the status and the next ones
+    wait: a shadow's pairs are up to 56 days of errors, not a message per reading."""
+    challenger = shadow_bundle(tmp_path / "challenger", operator)
+    record_bytes = operator.record(challenger, version=1, created=now(), role="shadow",
+                                   self_test=self_test(CHALLENGER))
+    hub = HubProcess(tmp_path / "hub", broker.port, operator.public_pem, report_every="6h").start()
+    try:
+        client.publish_all(release_messages(challenger, record_bytes, 1, "shadow"))
+        client.wait_status(lambda s: s.get("shadow", {}).get("state") == "running", "the shadow running")
+        rows = series(40)
+        for timestamp, value in rows[:31]:  # the first pair (origin 24) is scored by reading 30
+            client.reading(timestamp, value)
+            client.answer_for(timestamp)
+        first = client.wait_status(lambda s: s["shadow"].get("scored_pairs"), "the first pair")
+        for timestamp, value in rows[31:]:  # ten more pairs
+            client.reading(timestamp, value)
+            client.answer_for(timestamp)
+        time.sleep(6)  # past the housekeeping's round (5 s): nothing more is due before 6 h
+        assert first["shadow"]["scored_pairs"] == 1 and client.latest["shadow"]["scored_pairs"] == 1
+    finally:
+        hub.stop()
+    assert len(stored_pairs(tmp_path / "hub" / "state.json")) == (40 - 24 - 6 + 1) * 6  # all scored, 1 reported
 
 
 class ExitStream:

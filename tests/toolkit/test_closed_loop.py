@@ -66,7 +66,7 @@ class Hub:
             [str(RUNTIME), "mqtt", str(model), "--broker", f"127.0.0.1:{port}", "--subscribe", READINGS,
              "--publish", ANSWERS, "--state", str(folder / "state.json"), "--trust", str(public_key),
              "--hub-id", STATION, "--client-id", f"hub-{STATION}", "--poll-interval", "0",
-             "--skill-alarm-window", "72h", "--skill-checks", "24"],
+             "--skill-alarm-window", "72h", "--skill-checks", "24", "--shadow-report-every", "0"],
             stdout=subprocess.DEVNULL, stderr=handle, start_new_session=True)
         handle.close()
 

@@ -4,14 +4,14 @@ The decision table through the command line (`--dry-run`), from retained hub sta
 this test publishes in the shape docs/promotion.md gives (a `shadow` part with the
 scored pairs): a hub with a clearly better challenger, one with too few pairs, one whose
 challenger is worse, one whose gain is below the margin, one without a shadow and one
-reporting nonsense (and escape sequences), and one reporting the shadow branch's per-lead
-`skill` summaries instead of the pairs. The numbers in the table are checked against
+reporting nonsense (and escape sequences), and one reporting only the per-lead `skill`
+summaries (the shape of a hub's metrics summary) instead of the pairs. The numbers in the table are checked against
 the runtime's `compare` on the same pairs.
 
 The release path (without --dry-run) runs through the command line against three real
 `edgecast-runtime mqtt --trust` hubs (test_release_delivery.py's), which publish their
-own release statuses; their scored pairs (the hub side of shadow mode is another
-branch) are published by the test on each hub's metrics topic and read with
+own release statuses; their scored pairs (chosen here, so that each decision is known;
+hubs that score real pairs: test_closed_loop.py) are published by the test on each hub's metrics topic and read with
 `--shadow-topic`: only the winner is sent the challenger's signed bundle and runs it;
 a winner whose challenger bundle is not the model it shadowed is refused; the others
 keep their model and get no release record.
@@ -56,7 +56,7 @@ def shadow_status(champion: np.ndarray, challenger: np.ndarray, sha256: str = CH
 
 
 def summary_status(champion: np.ndarray, challenger: np.ndarray) -> dict:
-    """The shadow branch's shape: per window and lead, `skill` rows whose loss difference
+    """The summaries' shape: per window and lead, `skill` rows whose loss difference
     is shadow error^2 - champion error^2 (the sign opposite to compare's)."""
     rows = []
     for window, kept in (("72h", 72), ("30d", len(champion))):

@@ -50,6 +50,11 @@ def window(text: str) -> float:
                                          f"got {text!r}") from None
 
 
+def span_or_zero(text: str) -> float:
+    """A span like `window`'s, or 0."""
+    return 0.0 if text.strip() in ("0", "0s") else window(text)
+
+
 def port(text: str) -> int:
     return _number(text, int, lambda v: 0 <= v <= 65535, "a port number (0-65535)")
 

@@ -23,6 +23,7 @@ from edgecast_runtime.cli.arguments import (
     port,
     positive_float,
     positive_int,
+    span_or_zero,
 )
 from edgecast_runtime.clock import parse_clock
 from edgecast_runtime.errors import (
@@ -48,6 +49,7 @@ from edgecast_runtime.policy import (
     DEFAULT_ON_STATE_MISMATCH,
     StreamPolicy,
 )
+from edgecast_runtime.releases.delivery import SHADOW_REPORT_SECONDS
 from edgecast_runtime.skill.rolling import DEFAULT_WINDOWS, SkillSettings
 from edgecast_runtime.trial import one_line
 
@@ -235,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "edgecast/hub/ID/... (default: --username)")
     updates.add_argument("--release-dir", metavar="DIR", help="where installed releases are "
                          "kept (default: a folder 'releases' beside MODEL.onnx)")
+    updates.add_argument("--shadow-report-every", type=span_or_zero, default=SHADOW_REPORT_SECONDS,
+                         metavar="SPAN", help="publish the status with a shadow's newly scored pairs at most "
+                         "this often (default 6h: its pairs are up to 56 days of errors; 0: every pair)")
     mqtt.add_argument("--status-topic", default=None, metavar="TOPIC",
                       help="publish the metrics summary (as GET /v1/metrics), retained, here")
     mqtt.add_argument("--status-interval", type=positive_float,
@@ -310,7 +315,7 @@ def run_mqtt(args: argparse.Namespace) -> int:
                                 release_dir=args.release_dir, status_topic=args.status_topic,
                                 status_interval=args.status_interval, neighbours=option_groups.neighbour_settings(args),
                                 max_payload=args.max_payload, alert_topic=args.alert_topic,
-                                **_stream_settings(args))
+                                shadow_report_seconds=args.shadow_report_every, **_stream_settings(args))
 
 
 # --- info and predict ----------------------------------------------------------------------

@@ -41,7 +41,7 @@ from edgecast_runtime.mqtt.security import configure_client, parse_broker
 from edgecast_runtime.neighbours import open_link
 from edgecast_runtime.policy import StreamPolicy
 from edgecast_runtime.readings import Header, LineParser
-from edgecast_runtime.releases.delivery import OFFLINE, ONLINE, check_hub_id
+from edgecast_runtime.releases.delivery import OFFLINE, ONLINE, SHADOW_REPORT_SECONDS, check_hub_id
 from edgecast_runtime.releases.shadow import ShadowUpdater
 from edgecast_runtime.releases.updates import HubUpdater
 from edgecast_runtime.reload import DEFAULT_POLL_SECONDS
@@ -305,13 +305,15 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
              status_topic: Optional[str] = None,
              status_interval: float = DEFAULT_STATUS_INTERVAL, neighbours: Optional[dict] = None,
              max_payload: int = DEFAULT_MAX_READING_BYTES,
-             loading: ModelLoading = SERVICE_LOADING, alert_topic: Optional[str] = None) -> int:
+             loading: ModelLoading = SERVICE_LOADING, alert_topic: Optional[str] = None,
+             shadow_report_seconds: float = SHADOW_REPORT_SECONDS) -> int:
     """Readings from `subscribe`, answers to `publish`, until SIGTERM/SIGINT;
     SIGHUP reloads the model. `broker` is HOST, HOST:PORT or [IPv6]:PORT; `security`
     holds mqtt.security.configure_client's settings. With `trust` (the operator's
     public key), signed releases sent to `hub_id` are installed (releases/updates.py). `neighbours`:
     neighbours.open_link's settings (station, topic_template, wait_seconds, publish_readings).
     `max_payload`: the largest reading accepted, in bytes (mqtt.policy.PayloadGate).
+    `shadow_report_seconds`: how often at most a shadow's new pairs republish the status.
     `alert_topic`: where a schema-4 model's alerts go (mqtt/alerts.py; default
     edgecast/hub/ID/alerts with `hub_id`)."""
     host, port = parse_broker(broker)
@@ -325,7 +327,7 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
         updater = HubUpdater(check_hub_id(hub_id), trust, release_dir or Path(model_path).parent / "releases",
                              model_path)
         model_path = updater.model_path
-        shadow = open_shadow(updater, threads, loading)
+        shadow = open_shadow(updater, threads, loading, shadow_report_seconds)
     holder, streamer, watcher = open_holder(model_path, threads=threads, state=state,
                                             policy=policy, clock=clock,
                                             poll_interval=poll_interval, skill=skill,
@@ -369,9 +371,9 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
     return 0
 
 
-def open_shadow(updater: HubUpdater, threads: int, loading: ModelLoading) -> ShadowUpdater:
+def open_shadow(updater: HubUpdater, threads: int, loading: ModelLoading, report_seconds: float) -> ShadowUpdater:
     """The shadow's updater beside the champion's, its slot holding the installed challenger."""
-    shadow = ShadowUpdater(updater)
+    shadow = ShadowUpdater(updater, report_seconds=report_seconds)
     shadow.open_slot(ShadowSlot(threads, loading, log_event))
     updater.add_companion(shadow)
     return shadow

@@ -14,10 +14,12 @@ refused, so neither a restart nor the broker's retained record brings it back.""
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 from typing import TYPE_CHECKING, Callable, Optional
 
 from edgecast_runtime.logs import log_event
-from edgecast_runtime.releases.delivery import SHADOW
+from edgecast_runtime.releases.delivery import SHADOW, SHADOW_REPORT_SECONDS
 from edgecast_runtime.releases.folder import CURRENT_NAME, now_text
 from edgecast_runtime.releases.updates import HubUpdater
 from edgecast_runtime.shadow import DROPPED, PROMOTED, RUNNING
@@ -35,9 +37,13 @@ class ShadowUpdater(HubUpdater):
 
     role = SHADOW
 
-    def __init__(self, champion: HubUpdater, log: Callable[[dict], None] = log_event) -> None:
+    def __init__(self, champion: HubUpdater, log: Callable[[dict], None] = log_event,
+                 report_seconds: float = SHADOW_REPORT_SECONDS) -> None:
         super().__init__(champion.hub_id, champion.trusted_key, champion.release_dir / SHADOW_FOLDER, None, log)
         self.champion = champion
+        self.report_seconds = report_seconds
+        self._reported = -math.inf  # when new pairs last republished the status (monotonic)
+        self._report_due = False
         self.scorer: Optional[StreamScorer] = None
         self.slot: Optional[ShadowSlot] = None
         self._status["state"] = "none" if self.version is None else "installed"
@@ -60,8 +66,20 @@ class ShadowUpdater(HubUpdater):
             scorer.listeners.append(self._scored)
 
     def _scored(self, outcome: object) -> None:
+        """New pairs republish the status at most every `report_seconds` (the last ones
+        of a burst go out with the housekeeping once that time has passed)."""
         if outcome.extras.get("shadow", {}).get("scored"):
+            self._report_due = True
+            self._report_if_due()
+
+    def _report_if_due(self) -> None:
+        if self._report_due and time.monotonic() - self._reported >= self.report_seconds:
+            self._report_due, self._reported = False, time.monotonic()
             self.champion.request_status()
+
+    def _housekeeping(self) -> None:
+        super()._housekeeping()
+        self._report_if_due()
 
     def start_beside(self, champion: HubUpdater) -> None:
         """Started by the champion's updater: statuses go out as its `shadow` part."""
@@ -89,12 +107,14 @@ class ShadowUpdater(HubUpdater):
         return self.holder.state
 
     def _slot_changed(self, state: str, reason: Optional[str]) -> None:
-        if state == DROPPED and self.version is not None:
-            self._forget_installed(reason)
-        if state in (DROPPED, PROMOTED):
-            self._status.update(since=now_text())
-        if state == RUNNING:
-            self._status.update(last_error=None)
+        """On the stream's thread (a failed forecast) or the installer's: under the lock."""
+        with self._lock:
+            if state == DROPPED and self.version is not None:
+                self._forget_installed(reason)
+            if state in (DROPPED, PROMOTED):
+                self._status.update(since=now_text())
+            if state == RUNNING:
+                self._status.update(last_error=None)
         self.request_status()
         self.champion.request_status()
 
