@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Optional
 
 from edgecast_runtime.logs import log_event
+from edgecast_runtime.releases.assembly import MAX_BUFFERED_BYTES, MAX_BUFFERED_CHUNKS, ChunkStore
 from edgecast_runtime.releases.delivery import SHADOW, SHADOW_REPORT_SECONDS
 from edgecast_runtime.releases.folder import CURRENT_NAME, now_text
 from edgecast_runtime.releases.updates import HubUpdater
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from edgecast_runtime.skill.rolling import StreamScorer
 
 SHADOW_FOLDER = "shadow"
+# The shadow's receiver buffers at most half the champion's budget (a hub's models are
+# kilobytes to a few MiB): both filled by a flood stay well inside the unit's memory cap.
+SHADOW_BUFFERED_BYTES = MAX_BUFFERED_BYTES // 2
 
 
 class ShadowUpdater(HubUpdater):
@@ -39,7 +43,9 @@ class ShadowUpdater(HubUpdater):
 
     def __init__(self, champion: HubUpdater, log: Callable[[dict], None] = log_event,
                  report_seconds: float = SHADOW_REPORT_SECONDS) -> None:
-        super().__init__(champion.hub_id, champion.trusted_key, champion.release_dir / SHADOW_FOLDER, None, log)
+        store = ChunkStore(max_bytes=SHADOW_BUFFERED_BYTES, max_chunks=MAX_BUFFERED_CHUNKS // 2)
+        super().__init__(champion.hub_id, champion.trusted_key, champion.release_dir / SHADOW_FOLDER, None, log,
+                         store=store)
         self.champion = champion
         self.report_seconds = report_seconds
         self._reported = -math.inf  # when new pairs last republished the status (monotonic)
