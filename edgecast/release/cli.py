@@ -2,9 +2,6 @@
 `edgecast release`, `edgecast fleet status` and `edgecast fleet promote`."""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -25,6 +22,9 @@ from edgecast.broker_options import (
 from edgecast_runtime.releases.delivery import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 from edgecast_runtime.skill.comparison import DEFAULT_LEVEL, DEFAULT_MARGIN, DEFAULT_MIN_PAIRS
 
+from .console import broker_flags as _broker_flags
+from .console import lifetime as _lifetime
+from .console import print_decisions as _print_decisions
 from .errors import SigningError
 from .settings import (
     DEFAULT_FAILURE_THRESHOLD,
@@ -158,35 +158,6 @@ def release(
               + (f"; skipped (offline): {', '.join(skipped)}" if skipped else ""), markup=False, soft_wrap=True)
 
 
-def _lifetime(text: str) -> timedelta:
-    """--expires, at most the hubs' limit (MAX_VALIDITY)."""
-    from edgecast_runtime.releases.record import MAX_VALIDITY
-
-    from .errors import SigningError
-    from .rollout import parse_duration
-
-    try:
-        lifetime = parse_duration(text)
-    except SigningError as exc:
-        raise SigningError(f"--expires: {exc}") from None
-    if lifetime > MAX_VALIDITY:
-        raise SigningError(f"--expires {text}: a release record is valid for at most {MAX_VALIDITY.days} days "
-                           f"(hubs refuse a longer one); release again before it expires")
-    return lifetime
-
-
-@contextmanager
-def _broker_flags() -> Iterator[None]:
-    """A broker error that names a setting, said with the command line's flags."""
-    from .errors import ReleaseDeliveryError, TlsNeededError
-
-    try:
-        yield
-    except TlsNeededError as exc:
-        raise ReleaseDeliveryError(f"{exc.problem}: the port speaks TLS, so TLS is likely needed: pass "
-                                   f"--ca-file CA.crt (the broker's CA) or --tls (the system's CAs)") from None
-
-
 def fleet_status(
     broker: BrokerOption,
     wait: Annotated[float, typer.Option("--wait", min=0.1, help="Seconds to collect the hubs' statuses.")] = DEFAULT_WAIT_SECONDS,
@@ -295,20 +266,3 @@ def fleet_promote(
     running = [o.hub for o in outcomes if o.outcome == "healthy"]
     out.print(f"release {version}: challenger promoted on {len(running)} hub(s)"
               + (f": {', '.join(running)}" if running else ""), markup=False, soft_wrap=True)
-
-
-def _print_decisions(decisions: list) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from edgecast.tables import console
-
-    from .promote import COLUMNS, decision_rows
-
-    if not decisions:
-        out.print("no hub status on the broker: nothing to decide", markup=False)
-        return
-    table = Table(*COLUMNS)
-    for row in decision_rows(decisions):  # plain text: a hub's word is never markup
-        table.add_row(*(Text(cell) for cell in row))
-    console().print(table, soft_wrap=True)

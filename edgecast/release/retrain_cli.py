@@ -66,7 +66,7 @@ def fleet_retrain(
     """Keep the models current, one round at a time: train a challenger fleet on the archive's recent
     readings, sign it, release it in shadow, wait for the hubs' scored pairs, promote where it wins
     (fleet promote's rule). Each run carries the plan on from its last finished step; run it from cron."""
-    from .cli import _broker_flags, _lifetime, _print_decisions
+    from .console import broker_flags, lifetime, print_decisions
     from .promote import Rule
     from .retrain import RetrainSettings, retrain
     from .rollout import parse_canaries, parse_duration
@@ -78,14 +78,14 @@ def fleet_retrain(
     config = RetrainSettings(archive, plan or models_dir / f"{name}.plan.json", models_dir, name, key, days, until,
                              wait, longest)
     canary_hubs, canary_percent, canary_names = parse_canaries(canary)
-    release_options = {"expires_in": _lifetime(expires), "canary_hubs": canary_hubs, "canary_percent": canary_percent,
+    release_options = {"expires_in": lifetime(expires), "canary_hubs": canary_hubs, "canary_percent": canary_percent,
                        "healthy_seconds": healthy_seconds, "failure_threshold": max_failures}
     rollout_options = {"canary_hubs": canary_hubs, "canary_percent": canary_percent, "canary_names": canary_names,
                        "healthy_seconds": healthy_seconds, "max_failures": max_failures, "hub_timeout": hub_timeout}
     connection = broker_settings(broker, username, password_file, password_env, ca_file, cert_file, key_file, tls)
-    with _broker_flags():
+    with broker_flags():
         training = {**settings, "workers": workers, "address": address}
         _, decisions = retrain(config, connection, training, Rule(margin, min_pairs, level), release_options,
                                rollout_options, lambda message: out.print(message, markup=False, soft_wrap=True))
     if decisions:
-        _print_decisions(decisions)
+        print_decisions(decisions)
