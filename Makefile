@@ -8,7 +8,7 @@ RVENV := .venv-runtime
 PIP_FLAGS := --quiet --disable-pip-version-check
 RUNTIME_SOURCES := runtime/pyproject.toml $(shell find runtime/edgecast_runtime -name '*.py' 2>/dev/null)
 
-.PHONY: demo test lint test-runtime test-toolkit test-aarch64 bench bench-fleet bench-rollout clean
+.PHONY: demo test lint test-runtime test-toolkit test-aarch64 bench bench-fleet bench-rollout bench-shadow clean
 
 $(VENV)/.installed: pyproject.toml runtime/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -64,6 +64,14 @@ bench-fleet: $(VENV)/.installed
 bench-rollout: $(VENV)/.installed $(RVENV)/.installed
 	bash tests/runtime/setup.sh
 	$(VENV)/bin/python benchmarks/rollout.py
+
+# One hub with its champion alone and with a challenger in shadow (`edgecast release --shadow`),
+# alternated over 4 fresh hub processes each, on two LSTMs trained on Changping (cached in
+# /tmp/edgecast-bench-shadow-models): answer latency p99 ratio and peak RSS against the unit's
+# MemoryMax (about 10 minutes from nothing): writes benchmarks/shadow.json. Not part of `make test`.
+bench-shadow: $(VENV)/.installed $(RVENV)/.installed
+	bash tests/runtime/setup.sh
+	$(VENV)/bin/python benchmarks/shadow.py
 
 clean:
 	rm -rf $(VENV) $(RVENV) build *.egg-info runtime/build runtime/*.egg-info

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -51,12 +52,14 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
@@ -66,6 +69,7 @@ import paho.mqtt.client as mqtt
 from rollout_fleet import HUB_RUNTIME, REPO, cpu_seconds, load_average, peak_memory_mib
 from support.runtime import LOOPBACK, end_process, free_port, mosquitto_binary
 
+from edgecast_runtime.releases.delivery import SHADOW_REPORT_SECONDS
 from edgecast_runtime.skill.pairs import DEFAULT_RETENTION_SECONDS
 
 OUT = REPO / "benchmarks" / "shadow.json"
@@ -92,6 +96,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--burst-tail", type=int, default=300, help="last warm-up forecasts reported as burst")
     parser.add_argument("--paced", type=int, default=80, help="readings sent one at a time, --gap apart (judged)")
     parser.add_argument("--gap", type=float, default=0.55, help="seconds between an answer and the next reading")
+    parser.add_argument("--shadow-report-every", type=float, default=None, metavar="SECONDS",
+                        help="the hubs' --shadow-report-every (default: theirs, 6 h, on the simulated clock: "
+                        "6 h x GAP / 1 h of wall time, so every 6th paced reading republishes the pairs)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--models-dir", type=Path, default=MODELS, help="trained bundles, kept between runs")
@@ -304,7 +311,8 @@ def quantiles(values: list[float]) -> dict:
 class HubRun:
     """One fresh hub process through warm-up and paced readings; `figures()` once done."""
 
-    def __init__(self, name: str, config: str, work: Path, champion: Path, public_key: Path, port: int) -> None:
+    def __init__(self, name: str, config: str, work: Path, champion: Path, public_key: Path, port: int,
+                 report_every: float) -> None:
         self.name, self.config, self.port = name, config, port
         self.folder = work / "hubs" / name
         self.folder.mkdir(parents=True)
@@ -313,7 +321,8 @@ class HubRun:
         self.command = [str(HUB_RUNTIME), "mqtt", str(self.folder / "model.onnx"),
                         "--broker", f"{LOOPBACK}:{port}", "--subscribe", f"edgecast/readings/{name}",
                         "--publish", f"edgecast/hub/{name}/forecasts", "--state", str(self.folder / "state.json"),
-                        "--trust", str(public_key), "--hub-id", name, "--poll-interval", "0"]
+                        "--trust", str(public_key), "--hub-id", name, "--poll-interval", "0",
+                        "--shadow-report-every", f"{report_every:g}s"]
         self.process: subprocess.Popen | None = None
         self.figures_: dict = {"hub": name, "config": config}
 
@@ -336,35 +345,49 @@ class HubRun:
 
     def feed(self, client: Client, rows: list[tuple[float, str]], warmup: int, burst_tail: int, gap: float,
              timeout: float, champion_sha: str) -> None:
-        burst, paced, errors, statuses_before = [], [], [], None
-        status_delays, other_models, last_answered = [], 0, 0.0
+        """The warm-up back to back, then the paced readings. A paced reading "reports" when
+        the hub's status arrives between its answer and the next reading: the shadow's pairs
+        republished, which the hub does at most every --shadow-report-every."""
+        burst, paced, errors, status_delays = [], [], [], []  # paced: [latency ms, reported]
+        other_models, last_answered, statuses_before = 0, 0.0, 0
+
+        def reported(since: float, until: float) -> None:
+            times = [t for t in client.status_times.get(self.name, []) if since <= t <= until]
+            if times and paced and paced[-1][2] == index - 1:
+                paced[-1][1] = True
+                status_delays.append(1000 * (times[0] - since))
+
         for index, (stamp, text) in enumerate(rows):
             if index == warmup:
                 statuses_before = client.status_counts.get(self.name, 0)
             if index >= warmup:
                 time.sleep(gap)
             sent, answered, answer = client.ask(self.name, stamp, text, timeout)
+            if index > warmup:
+                reported(last_answered, sent)
             status = answer.get("status")
             if answer.get("model_sha256") != champion_sha:
                 other_models += 1
             if status == "forecast":
-                (paced if index >= warmup else burst).append(1000 * (answered - sent))
+                if index >= warmup:
+                    paced.append([1000 * (answered - sent), False, index])
+                else:
+                    burst.append(1000 * (answered - sent))
             elif status != "filling":
                 errors.append(answer)
-            if index > warmup and self.config == SHADOW:
-                times = client.status_times.get(self.name, [])
-                previous = [t for t in times if last_answered <= t <= sent]
-                if previous:
-                    status_delays.append(1000 * (previous[0] - last_answered))
             last_answered = answered
         time.sleep(1.0)  # the last status publish (throttled to one per 0.5 s)
+        index = len(rows)
+        reported(last_answered, time.perf_counter())
         status = client.status(self.name)
         shadow = status.get("shadow") or {}
         self.figures_.update({
             "answers_not_from_champion": other_models, "error_answers": len(errors), "first_errors": errors[:3],
-            "burst": quantiles(burst[-burst_tail:]), "paced": quantiles(paced),
-            "paced_latencies_ms": [round(value, 3) for value in paced],
-            "statuses_during_paced": client.status_counts.get(self.name, 0) - (statuses_before or 0),
+            "burst": quantiles(burst[-burst_tail:]), "paced": quantiles([p[0] for p in paced]),
+            "paced_reporting": quantiles([p[0] for p in paced if p[1]]),
+            "paced_not_reporting": quantiles([p[0] for p in paced if not p[1]]),
+            "paced_latencies_ms": [round(p[0], 3) for p in paced],
+            "statuses_during_paced": client.status_counts.get(self.name, 0) - statuses_before,
             "status_after_answer_ms": quantiles(status_delays) if status_delays else None,
             "status_bytes_at_end": len(client.statuses.get(self.name, b"")),
             "shadow_state_at_end": shadow.get("state"), "shadow_reason": shadow.get("reason"),
@@ -379,10 +402,20 @@ class HubRun:
             end_process(self.process, timeout=20)
             self.figures_["exited_before_stop"] = not alive
             self.figures_["exit_code"] = self.process.returncode
+            self.figures_["store_scored_pairs"] = store_pairs(self.folder / "state.json.scores.sqlite")
 
     def log_tail(self, lines: int = 5) -> str:
         path = self.folder / "hub.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def store_pairs(path: Path) -> int | None:
+    """Champion-shadow pairs scored in a stopped hub's forecast store (skill/pairs.py)."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return db.execute("SELECT COUNT(DISTINCT issued) FROM shadow_scored").fetchone()[0]
+    except sqlite3.Error:
+        return None
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -399,18 +432,22 @@ def order(sets: int) -> list[tuple[str, int]]:
 
 
 def runtime_current() -> dict:
-    """Whether .venv-runtime (not editable) holds the runtime's current sources."""
+    """Whether .venv-runtime (not editable) holds the runtime's current sources, and a digest
+    of what it holds (other sessions may reinstall it while the benchmark runs)."""
     installed = next(iter(sorted((REPO / ".venv-runtime" / "lib").glob("python*/site-packages/edgecast_runtime"))),
                      None)
     source = REPO / "runtime" / "edgecast_runtime"
     if installed is None:
-        return {"current": False, "differing": ["(not installed)"]}
+        return {"current": False, "differing": ["(not installed)"], "digest": None}
     differing = []
     for path in sorted(source.rglob("*.py")):
         other = installed / path.relative_to(source)
         if not other.is_file() or other.read_bytes() != path.read_bytes():
             differing.append(str(path.relative_to(source)))
-    return {"current": not differing, "differing": differing[:10]}
+    digest = hashlib.sha256()
+    for path in sorted(installed.rglob("*.py")):
+        digest.update(str(path.relative_to(installed)).encode() + b"\0" + path.read_bytes())
+    return {"current": not differing, "differing": differing[:10], "digest": digest.hexdigest()[:16]}
 
 
 def versions() -> dict:
@@ -437,7 +474,7 @@ def memory_cap_mib() -> float:
     return int(match.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024}[match.group(2)]
 
 
-def measure(args: argparse.Namespace, work: Path, figures: dict) -> list[dict]:
+def measure(args: argparse.Namespace, work: Path, figures: dict, report_every: float) -> list[dict]:
     bundles = build_models(args)
     champion_sha = model_figures(bundles["champion"])["sha256"]
     figures["models"] = {name: model_figures(bundle) for name, bundle in bundles.items()}
@@ -458,7 +495,7 @@ def measure(args: argparse.Namespace, work: Path, figures: dict) -> list[dict]:
         figures["machine"]["load_average_measuring_start"] = load_average()
         for position, (config, number) in enumerate(plan, 1):
             name = f"hub-{config[0]}{number}"
-            hub = HubRun(name, config, work, bundles["champion"], public_key, port)
+            hub = HubRun(name, config, work, bundles["champion"], public_key, port, report_every)
             began = time.monotonic()
             try:
                 hub.start(client)
@@ -476,7 +513,8 @@ def measure(args: argparse.Namespace, work: Path, figures: dict) -> list[dict]:
             paced, burst = result["paced"], result["burst"]
             print(f"  {position}/{len(plan)} {name:7} {config:6}  paced p50 {paced['p50_ms']:7.2f} ms  "
                   f"p99 {paced['p99_ms']:7.2f} ms  burst p50 {burst['p50_ms']:6.2f} p99 {burst['p99_ms']:7.2f}  "
-                  f"VmHWM {result.get('peak_rss_mib')} MiB  pairs {result['scored_pairs']}  "
+                  f"VmHWM {result.get('peak_rss_mib')} MiB  pairs {result['scored_pairs']}/{result['store_scored_pairs']}  "
+                  f"reports {result['paced_reporting']['count']}  "
                   f"{result['seconds']} s  (load {load_average()[0]})", flush=True)
             hub = None
     finally:
@@ -505,6 +543,9 @@ def summary(results: list[dict], config: str) -> dict:
             "paced_p50_ms": over_sets([r["paced"]["p50_ms"] for r in chosen]),
             "paced_p99_ms": over_sets([r["paced"]["p99_ms"] for r in chosen]),
             "paced_pooled": quantiles(pooled),
+            "paced_reporting_p50_ms": over_sets([r["paced_reporting"].get("p50_ms") for r in chosen]),
+            "paced_not_reporting_p50_ms": over_sets([r["paced_not_reporting"].get("p50_ms") for r in chosen]),
+            "paced_reporting_readings": over_sets([r["paced_reporting"]["count"] for r in chosen]),
             "burst_p50_ms": over_sets([r["burst"]["p50_ms"] for r in chosen]),
             "burst_p99_ms": over_sets([r["burst"]["p99_ms"] for r in chosen]),
             "peak_rss_mib": over_sets([r.get("peak_rss_mib") for r in chosen]),
@@ -512,7 +553,8 @@ def summary(results: list[dict], config: str) -> dict:
             "status_bytes_at_end": over_sets([r["status_bytes_at_end"] for r in chosen]),
             "status_after_answer_ms_p50": over_sets([(r["status_after_answer_ms"] or {}).get("p50_ms")
                                                      for r in chosen]),
-            "scored_pairs_at_end": over_sets([r["scored_pairs"] for r in chosen])}
+            "scored_pairs_at_end": over_sets([r["scored_pairs"] for r in chosen]),
+            "store_scored_pairs": over_sets([r.get("store_scored_pairs") for r in chosen])}
 
 
 def ratio(results: list[dict], phase: str, key: str, seed: int, resamples: int = 4000) -> dict:
@@ -548,17 +590,25 @@ def print_table(figures: dict) -> None:
             ("hub VmHWM, MiB", "peak_rss_mib", None),
             ("hub CPU s per set", "cpu_seconds", None),
             ("status bytes at the end", "status_bytes_at_end", None),
+            ("paced readings that republished the pairs", "paced_reporting_readings", None),
+            ("  their latency p50, ms", "paced_reporting_p50_ms", None),
+            ("  the other readings' latency p50, ms", "paced_not_reporting_p50_ms", None),
             ("status published after the answer, p50 ms", "status_after_answer_ms_p50", None),
-            ("scored pairs at the end", "scored_pairs_at_end", None)]
+            ("scored pairs: last status / the hub's store", "scored_pairs_at_end", None)]
     print(f"\n{alone['sets']} sets per configuration; medians over the sets (min–max)\n")
     print("| measure | alone | shadow | shadow/alone [bootstrap 95 %] (per pair min–max) |")
     print("| --- | --- | --- | --- |")
     for label, key, found in rows:
-        digits = 0 if key in ("status_bytes_at_end", "scored_pairs_at_end") else (1 if key == "peak_rss_mib" else 2)
+        digits = 0 if key in ("status_bytes_at_end", "scored_pairs_at_end", "paced_reporting_readings") else (
+            1 if key == "peak_rss_mib" else 2)
         text = "" if found is None else (f"{found['median_shadow_over_median_alone']:.2f}× "
                                          f"[{found['bootstrap_95'][0]:.2f}, {found['bootstrap_95'][1]:.2f}] "
                                          f"({found['per_pair_min_max'][0]:.2f}–{found['per_pair_min_max'][1]:.2f})")
-        print(f"| {label} | {cell(alone.get(key), digits)} | {cell(shadow.get(key), digits)} | {text} |")
+        left, right = cell(alone.get(key), digits), cell(shadow.get(key), digits)
+        if key == "scored_pairs_at_end":
+            left += f" / {cell(alone.get('store_scored_pairs'), 0)}"
+            right += f" / {cell(shadow.get('store_scored_pairs'), 0)}"
+        print(f"| {label} | {left} | {right} | {text} |")
     print(f"| paced, all sets pooled: p50 / p99, ms | {alone['paced_pooled']['p50_ms']:.2f} / "
           f"{alone['paced_pooled']['p99_ms']:.2f} | {shadow['paced_pooled']['p50_ms']:.2f} / "
           f"{shadow['paced_pooled']['p99_ms']:.2f} | |")
@@ -579,8 +629,10 @@ def judge(figures: dict, results: list[dict], cap: float) -> None:
     alone_sets = [r for r in results if r["config"] == ALONE]
     figures["checks"] = {
         "shadow_ran_in_every_shadow_set": all(r["shadow_state_at_end"] == "running" and (r["scored_pairs"] or 0) > 0
-                                              for r in shadow_sets),
-        "no_shadow_in_alone_sets": all(r["shadow_state_at_end"] == "none" for r in alone_sets),
+                                              and (r.get("store_scored_pairs") or 0) > 0 for r in shadow_sets),
+        "no_shadow_in_alone_sets": all(r["shadow_state_at_end"] == "none" and not r.get("store_scored_pairs")
+                                       for r in alone_sets),
+        "runtime_unchanged_during_the_run": figures["runtime_venv"]["digest"] == figures["runtime_venv"]["digest_at_end"],
         "every_answer_from_the_champion": all(r["answers_not_from_champion"] == 0 for r in results),
         "no_error_answers": all(r["error_answers"] == 0 for r in results),
         "no_hub_exited_early": all(not r.get("exited_before_stop") for r in results)}
@@ -601,24 +653,29 @@ def main() -> int:
         print(f"warning: .venv-runtime does not hold the current runtime sources ({', '.join(current['differing'])}): "
               "run `make .venv-runtime/.installed`", file=sys.stderr)
     cap = memory_cap_mib()
+    report_every = (SHADOW_REPORT_SECONDS * args.gap / 3600 if args.shadow_report_every is None
+                    else args.shadow_report_every)
     started = time.monotonic()
     figures: dict = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                  "load_average_start": load_average(), **versions()},
                      "runtime_venv": current,
                      "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                     "memory_cap_mib": cap, "pairs_retention_hours": DEFAULT_RETENTION_SECONDS / 3600}
+                     "memory_cap_mib": cap, "pairs_retention_hours": DEFAULT_RETENTION_SECONDS / 3600,
+                     "hub_shadow_report_every_seconds": round(report_every, 3),
+                     "hub_default_shadow_report_every_seconds": SHADOW_REPORT_SECONDS}
     with tempfile.TemporaryDirectory(prefix="edgecast-bench-shadow-") as temporary:
         work = args.workdir or Path(temporary)
         if args.workdir is not None and work.exists() and any(work.iterdir()):
             raise SystemExit(f"--workdir {work} is not empty")
         work.mkdir(parents=True, exist_ok=True)
         try:
-            results = measure(args, work, figures)
+            results = measure(args, work, figures, report_every)
         except (RuntimeError, KeyboardInterrupt, subprocess.TimeoutExpired) as exc:
             print(f"shadow benchmark failed: {exc}", file=sys.stderr)
             return 1
     figures["machine"]["load_average_end"] = load_average()
+    figures["runtime_venv"]["digest_at_end"] = runtime_current()["digest"]
     figures["summary"] = {config: summary(results, config) for config in (ALONE, SHADOW)}
     figures["ratios"] = {f"{phase}_{q}": ratio(results, phase, f"{q}_ms", args.seed)
                          for phase in ("paced", "burst") for q in ("p50", "p99")}

@@ -113,7 +113,8 @@ def test_as_flags_translates_only_the_settings_named():
 
 
 # Modules that are the command line: they may name flags.
-CLI_MODULES = {"edgecast/cli.py", "edgecast/cli_options.py", "edgecast/fleet/cli.py", "edgecast/release/cli.py"}
+CLI_MODULES = {"edgecast/cli.py", "edgecast/cli_options.py", "edgecast/fleet/cli.py", "edgecast/release/cli.py",
+               "edgecast/release/console.py", "edgecast/release/retrain_cli.py"}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
 
