@@ -101,7 +101,32 @@ def shadow_evidence(status: dict) -> ShadowEvidence | None:
         raise ShadowShapeError("its shadow names no model sha256")
     if "pairs" in shadow:
         return _pairs(shadow, sha256)
+    if "losses" in shadow:
+        return _losses(shadow, sha256)
     return ShadowEvidence(sha256, leads=_summaries(shadow.get("skill")))
+
+
+def _losses(shadow: dict, sha256: str) -> ShadowEvidence:
+    """Per origin each model's squared error averaged over the leads (what an edgecast hub
+    reports): the rule's loss differential is their difference, so each loss goes to the
+    rule as one column whose square it is, the horizon kept for the variance's lag."""
+    horizon, losses = shadow.get("horizon"), shadow.get("losses")
+    if not isinstance(horizon, int) or isinstance(horizon, bool) or not 1 <= horizon <= MAX_LEADS:
+        raise ShadowShapeError(f"its shadow's horizon is {horizon!r}, not a whole number of steps")
+    if not isinstance(losses, dict):
+        raise ShadowShapeError("its shadow's `losses` is not an object")
+    issued, champion, challenger = (losses.get(key) for key in ("issued", "champion", "challenger"))
+    if not all(isinstance(part, list) for part in (issued, champion, challenger)) \
+            or not len(issued) == len(champion) == len(challenger):
+        raise ShadowShapeError("its shadow's issued, champion and challenger losses differ in length")
+    try:
+        values = np.array([issued, champion, challenger], dtype=np.float64).reshape(3, -1)
+    except (TypeError, ValueError):
+        raise ShadowShapeError("its shadow's losses are not numbers") from None
+    if not np.isfinite(values).all() or (values[1:] < 0).any():
+        raise ShadowShapeError("its shadow's losses are not finite squared errors")
+    order = np.argsort(values[0], kind="stable")
+    return ShadowEvidence(sha256, horizon, np.sqrt(values[1][order])[:, None], np.sqrt(values[2][order])[:, None])
 
 
 def _pairs(shadow: dict, sha256: str) -> ShadowEvidence:

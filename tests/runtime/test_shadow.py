@@ -106,7 +106,7 @@ def test_pairs_are_both_models_errors_and_answers_stay_the_champions(tmp_path):
     beside, scorer, slot = open_stream(tmp_path, "beside", CHALLENGER)
     try:
         answers_alone, answers_beside = feed(alone, rows), feed(beside, rows)
-        report = scorer.shadow_report(with_pairs=True)
+        report = scorer.shadow_report(with_losses=True)
         model_rows = {row["lead"]: row for row in scorer.table() if row["window"] == "30d"}
     finally:
         alone.close()
@@ -114,19 +114,19 @@ def test_pairs_are_both_models_errors_and_answers_stay_the_champions(tmp_path):
     assert answers_beside == answers_alone  # byte for byte: the shadow never answers
     assert report["state"] == "running" and report["model_sha256"] == Forecaster(CHALLENGER).sha256
     expected = expected_pairs(rows)
-    pairs = report["pairs"]
-    assert report["scored_pairs"] == len(pairs["issued"]) == len(expected) == 200 - 24 - 6 + 1
-    for issued, champion, challenger in zip(pairs["issued"], pairs["champion"], pairs["challenger"]):
-        want_champion, want_challenger = expected[issued]
-        # float32 forecasts, errors rounded to 1e-4 in the report
-        np.testing.assert_allclose(champion, want_champion, atol=2e-4, rtol=1e-6)
-        np.testing.assert_allclose(challenger, want_challenger, atol=2e-4, rtol=1e-6)
+    losses = report["losses"]
+    assert report["scored_pairs"] == len(losses["issued"]) == len(expected) == 200 - 24 - 6 + 1
+    for issued, champion, challenger in zip(losses["issued"], losses["champion"], losses["challenger"]):
+        want_champion, want_challenger = expected[issued]  # float32 forecasts; 6 significant digits reported
+        assert champion == pytest.approx(float(np.mean(want_champion ** 2)), rel=2e-5, abs=1e-6)
+        assert challenger == pytest.approx(float(np.mean(want_challenger ** 2)), rel=2e-5, abs=1e-6)
     longest = [row for row in report["skill"] if row["window"] == "56d"]
     assert [row["lead"] for row in longest] == [1, 2, 3, 4, 5, 6]
     for row in longest:  # the champion's side is what the store scored for it
         assert row["pairs"] == model_rows[row["lead"]]["count"]
         assert row["champion_rmse"] == pytest.approx(model_rows[row["lead"]]["model_rmse"], rel=1e-9)
-        assert len(row["loss_difference_autocovariance"]) == 49
+        errors = np.array([expected[t][1][row["lead"] - 1] for t in losses["issued"]])
+        assert row["shadow_rmse"] == pytest.approx(float(np.sqrt(np.mean(errors ** 2))), rel=1e-5)
     record("shadow", pairs_scored=report["scored_pairs"],
            mse_ratio_lead6=round(longest[-1]["mse_ratio"], 3))
 
@@ -168,7 +168,7 @@ def test_a_challenger_that_fails_is_dropped_and_the_champion_goes_on(tmp_path):
         slot.current.predict = broken
         answers = first + feed(stream, rows[40:])
         reference = feed(alone, rows)
-        report = scorer.shadow_report(with_pairs=True)
+        report = scorer.shadow_report(with_losses=True)
     finally:
         stream.close()
         alone.close()
@@ -325,8 +325,8 @@ def test_a_shadow_release_runs_beside_the_champion_until_promoted(tmp_path, brok
             answers.append(client.answer_for(timestamp))
         assert [a.get("forecast") for a in answers] == [a.get("forecast") for a in expected]
         status = client.wait_status(lambda s: s["shadow"].get("scored_pairs") == 72 - 24 - 6 + 1, "43 pairs")
-        pairs = status["shadow"]["pairs"]
-        assert len(pairs["issued"]) == 43 and len(pairs["challenger"][0]) == 6
+        losses = status["shadow"]["losses"]
+        assert len(losses["issued"]) == len(losses["challenger"]) == 43 and status["shadow"]["horizon"] == 6
 
         # A signed shadow record replayed onto the champion's topic is refused, never served.
         client.publish_all(release_messages(challenger, record_bytes, 1, "champion"))

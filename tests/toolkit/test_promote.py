@@ -229,3 +229,27 @@ def test_winners_need_the_very_bundle_they_shadowed(tmp_path):
     assert winners_bundles(decisions, tmp_path / "challenger")[1][0].reason.startswith(f"{model} is not the model")
     assert with_shadows({"hub-1": {"state": "running"}}, {"hub-1": {"shadow": 1}, "hub-9": {"other": 2}}) == \
         {"hub-1": {"state": "running", "shadow": 1}}
+
+
+def test_the_losses_a_hub_reports_decide_as_its_pairs_do():
+    """An edgecast hub reports per origin each model's squared error averaged over the
+    leads (`losses`): the same decision, loss ratio and DM statistic as the pairs give."""
+    rng = np.random.default_rng(21)
+    rule = Rule(min_pairs=300, level=0.01)
+    for ratio in (0.6, 1.0, 1.3):
+        champion, challenger = pairs(rng, 400, ratio)
+        status = shadow_status(champion, challenger)
+        reported = {"state": "running", "shadow": {
+            "sha256": CHALLENGER_SHA, "horizon": HORIZON,
+            "losses": {"issued": status["shadow"]["pairs"]["issued"],
+                       "champion": (np.round(champion, 6) ** 2).mean(axis=1).tolist(),
+                       "challenger": (np.round(challenger, 6) ** 2).mean(axis=1).tolist()}}}
+        by_pairs, by_losses = decide({"h": status}, rule)[0], decide({"h": reported}, rule)[0]
+        assert by_losses.promote == by_pairs.promote and by_losses.reason == by_pairs.reason
+        assert by_losses.comparison.statistic == pytest.approx(by_pairs.comparison.statistic, rel=1e-9)
+        assert by_losses.comparison.loss_ratio == pytest.approx(by_pairs.comparison.loss_ratio, rel=1e-12)
+    for losses, why in (([1, 2], "differ in length"), (["x"], "not numbers"), ([-1.0], "not finite squared errors")):
+        broken = {"state": "running", "shadow": {"sha256": "s", "horizon": 3, "losses": {
+            "issued": [1], "champion": losses, "challenger": [1.0]}}}
+        decision = decide({"h": broken}, rule)[0]
+        assert not decision.promote and why in decision.reason, decision.reason

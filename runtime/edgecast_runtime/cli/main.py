@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "kept (default: a folder 'releases' beside MODEL.onnx)")
     updates.add_argument("--shadow-report-every", type=span_or_zero, default=SHADOW_REPORT_SECONDS,
                          metavar="SPAN", help="publish the status with a shadow's newly scored pairs at most "
-                         "this often (default 6h: its pairs are up to 56 days of errors; 0: every pair)")
+                         "this often (default 6h: up to 56 days of per-origin losses; 0: every pair)")
     mqtt.add_argument("--status-topic", default=None, metavar="TOPIC",
                       help="publish the metrics summary (as GET /v1/metrics), retained, here")
     mqtt.add_argument("--status-interval", type=positive_float,

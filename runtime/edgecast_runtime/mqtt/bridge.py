@@ -37,15 +37,14 @@ from edgecast_runtime.mqtt.policy import (
     check_topics,
     default_client_id,
 )
-from edgecast_runtime.mqtt.security import configure_client, parse_broker
+from edgecast_runtime.mqtt.security import configure_client, no_delay, parse_broker
 from edgecast_runtime.neighbours import open_link
 from edgecast_runtime.policy import StreamPolicy
 from edgecast_runtime.readings import Header, LineParser
 from edgecast_runtime.releases.delivery import OFFLINE, ONLINE, SHADOW_REPORT_SECONDS, check_hub_id
-from edgecast_runtime.releases.shadow import ShadowUpdater
+from edgecast_runtime.releases.shadow import open_shadow
 from edgecast_runtime.releases.updates import HubUpdater
 from edgecast_runtime.reload import DEFAULT_POLL_SECONDS
-from edgecast_runtime.shadow import ShadowSlot
 from edgecast_runtime.skill.metrics import HubMetrics
 from edgecast_runtime.skill.rolling import SkillSettings
 from edgecast_runtime.systemd_notify import Notifier
@@ -177,6 +176,7 @@ class MqttBridge:
         if reason_code.is_failure:
             log_event({"event": "mqtt_refused", "reason": str(reason_code)})
             return
+        no_delay(client)
         # Subscribing again is harmless when the broker kept the session, and
         # needed when it did not (a broker restarted without persistence).
         topics = [self.subscribe_topic, *(self.updater.topics if self.updater else [])]
@@ -369,14 +369,6 @@ def run_mqtt(model_path: FilePath, *, broker: str, subscribe: str, publish: str,
         if bridge is not None:  # a refusal at start is one line
             log_event({"event": "stopped"})
     return 0
-
-
-def open_shadow(updater: HubUpdater, threads: int, loading: ModelLoading, report_seconds: float) -> ShadowUpdater:
-    """The shadow's updater beside the champion's, its slot holding the installed challenger."""
-    shadow = ShadowUpdater(updater, report_seconds=report_seconds)
-    shadow.open_slot(ShadowSlot(threads, loading, log_event))
-    updater.add_companion(shadow)
-    return shadow
 
 
 def _subscriptions(subscribe: str, updater: Optional[HubUpdater], link: Optional[NeighbourLink]) -> list:

@@ -10,6 +10,7 @@ not imported here: the caller passes its client.
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 from pathlib import Path
 from typing import Any, Optional
@@ -101,3 +102,15 @@ def _broker_port(text: str, port_text: str) -> int:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise EdgecastRuntimeError(f"broker address {text!r}: bad port {port_text!r}")
     return int(port_text)
+
+
+def no_delay(client: Any) -> None:
+    """TCP_NODELAY on the broker connection: an answer is one small packet, and Nagle's
+    algorithm held it back behind the broker's delayed ACK (back-to-back readings were
+    answered in 87 ms median instead of a few, benchmarks/shadow.py)."""
+    sock = client.socket()
+    try:
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not TCP (a UNIX socket, a websocket wrapper): nothing to tune

@@ -81,8 +81,8 @@ def hub_topic(hub_id: str, *parts: str) -> str:
 
 
 CHAMPION, SHADOW = "champion", "shadow"  # a release record's `role`
-# A shadow's scored pairs (up to 56 days of errors: ~110 kB at 6 leads, ~450 kB at 24) go
-# out with the status at most this often; its state changes go out at once.
+# A shadow's scored pairs (up to 56 days of per-origin losses, ~60 kB of JSON) go out with
+# the status at most this often; its state changes go out at once.
 SHADOW_REPORT_SECONDS = 6 * 3600.0
 ROLES = (CHAMPION, SHADOW)
 

@@ -23,10 +23,10 @@ from edgecast_runtime.releases.assembly import MAX_BUFFERED_BYTES, MAX_BUFFERED_
 from edgecast_runtime.releases.delivery import SHADOW, SHADOW_REPORT_SECONDS
 from edgecast_runtime.releases.folder import CURRENT_NAME, now_text
 from edgecast_runtime.releases.updates import HubUpdater
-from edgecast_runtime.shadow import DROPPED, PROMOTED, RUNNING
+from edgecast_runtime.shadow import DROPPED, PROMOTED, RUNNING, ShadowSlot
 
 if TYPE_CHECKING:
-    from edgecast_runtime.shadow import ShadowSlot
+    from edgecast_runtime.admission import ModelLoading
     from edgecast_runtime.skill.rolling import StreamScorer
 
 SHADOW_FOLDER = "shadow"
@@ -101,7 +101,7 @@ class ShadowUpdater(HubUpdater):
         fields["reason"] = slot.reason if slot is not None else None
         fields["model_sha256"] = fields["sha256"]
         if self.scorer is not None:
-            scoring = self.scorer.shadow_report(with_pairs=True)
+            scoring = self.scorer.shadow_report(with_losses=True)
             fields.update({key: value for key, value in scoring.items()
                            if key not in ("state", "reason", "model_sha256", "model_name")})
         return fields
@@ -141,3 +141,11 @@ class ShadowUpdater(HubUpdater):
         self._status["last_error"] = error
         self.version = self.model_path = None
         self.log({"event": "shadow_release_forgotten", **error})
+
+
+def open_shadow(updater: HubUpdater, threads: int, loading: ModelLoading, report_seconds: float) -> ShadowUpdater:
+    """The shadow's updater beside the champion's, its slot holding the installed challenger."""
+    shadow = ShadowUpdater(updater, report_seconds=report_seconds)
+    shadow.open_slot(ShadowSlot(threads, loading, log_event))
+    updater.add_companion(shadow)
+    return shadow

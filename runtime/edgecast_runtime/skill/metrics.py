@@ -162,7 +162,7 @@ class _StateCollector(Collector):
         yield from _skill_families(scorer)
         yield from interval_families(scorer, model)
         if scorer is not None and scorer.shadow is not None:
-            yield from _shadow_families(scorer.shadow_report(with_pairs=False))
+            yield from _shadow_families(scorer.shadow_report(with_losses=False))
 
 
 def _skill_families(scorer: Optional[StreamScorer]) -> Iterator[Metric]:

@@ -9,16 +9,20 @@ reading applied or none of it, and the reconciliation at start applies it once, 
 scored pair is lost or counted twice. Pairs are kept `retention` seconds (8 weeks: the
 promotion rule looks at up to 1,344 hourly origins, docs/promotion.md).
 
-What the hub reports (`report`): per rolling window and lead, the count, both MSEs and
-the loss difference's mean and autocovariances to lag 48 (the per-lead summaries of
-docs/promotion.md), and the pairs themselves (the full rule's input), for the current
-champion and challenger only: pairs of earlier models are not evidence about these."""
+What the hub reports (`report`): per rolling window and lead, the pairs scored and both
+models' MSE; with the status, per scored origin each model's squared error averaged over
+the leads (docs/promotion.md's `losses`: everything the promotion rule reads, a horizon-th
+of the pairs' size); for the current champion and challenger only: pairs of earlier
+models are not evidence about these. The queries aggregate in SQLite (a GROUP BY over the
+primary key), so a report over 56 days of 24-lead pairs reads 1,344 rows, not 32,256."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -27,7 +31,6 @@ if TYPE_CHECKING:
 
 DAY = 86400.0
 DEFAULT_RETENTION_SECONDS = 56 * DAY
-MAX_LAG = 48  # autocovariances reported per lead: docs/promotion.md, "to lag 48"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS shadow_pending (
     issued REAL PRIMARY KEY, champion_sha256 TEXT NOT NULL, shadow_sha256 TEXT NOT NULL,
@@ -50,6 +53,10 @@ class PairScores:
     def __init__(self, interval: float, grace: float, max_pending: int,
                  retention: float = DEFAULT_RETENTION_SECONDS) -> None:
         self.interval, self.grace, self.max_pending, self.retention = interval, grace, max_pending, retention
+        self.path: Optional[Path] = None  # the store's file; None in memory (open_pairs)
+        self.store_read: Callable = lambda reader: None
+        self._reader: Optional[sqlite3.Connection] = None
+        self._reader_lock = threading.Lock()
 
     def create(self, db: sqlite3.Connection) -> None:
         db.executescript(SCHEMA)
@@ -103,6 +110,35 @@ class PairScores:
         db.execute("DELETE FROM shadow_scored WHERE issued > ? OR completed > ?", (limit, limit))
 
     # --- reading ---------------------------------------------------------------------
+    # The report reads through a read-only connection of its own: in WAL mode it neither
+    # waits for nor holds up the writer, so a status built while a reading is applied
+    # never delays that reading's answer (benchmarks/shadow.py measures it).
+
+    def read(self, reader: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self.path is None:  # a store in memory has one connection
+            return self.store_read(reader)
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            return reader(self._reader)
+
+    def losses(self, db: sqlite3.Connection, champion_sha256: str, shadow_sha256: str
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(issued, champion loss, shadow loss) per scored origin of these two models, in
+        time order: each loss the mean over the leads of the squared error."""
+        rows = db.execute("SELECT issued, AVG(champion_error * champion_error), AVG(shadow_error * shadow_error) "
+                          "FROM shadow_scored WHERE champion_sha256 = ? AND shadow_sha256 = ? GROUP BY issued "
+                          "ORDER BY issued", (champion_sha256, shadow_sha256)).fetchall()
+        table = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        return table[:, 0], table[:, 1], table[:, 2]
+
+    def lead_sums(self, db: sqlite3.Connection, champion_sha256: str, shadow_sha256: str, since: float
+                  ) -> List[Tuple[int, int, float, float]]:
+        """(lead, pairs, sum of champion error², sum of shadow error²) completed after `since`."""
+        return db.execute("SELECT lead, COUNT(*), SUM(champion_error * champion_error), "
+                          "SUM(shadow_error * shadow_error) FROM shadow_scored WHERE champion_sha256 = ? "
+                          "AND shadow_sha256 = ? AND completed > ? GROUP BY lead ORDER BY lead",
+                          (champion_sha256, shadow_sha256, since)).fetchall()
 
     def errors(self, db: sqlite3.Connection, champion_sha256: str, shadow_sha256: str,
                since: float = -np.inf) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -122,10 +158,8 @@ class PairScores:
         champion[where, leads], shadow[where, leads] = table[:, 2], table[:, 3]
         return issued, champion, shadow
 
-    def counts(self, db: sqlite3.Connection) -> Dict[str, int]:
-        pending = db.execute("SELECT COUNT(*) FROM shadow_pending").fetchone()[0]
-        scored = db.execute("SELECT COUNT(DISTINCT issued) FROM shadow_scored").fetchone()[0]
-        return {"pending": pending, "scored": scored}
+    def pending(self, db: sqlite3.Connection) -> int:
+        return db.execute("SELECT COUNT(*) FROM shadow_pending").fetchone()[0]
 
 
 def open_pairs(store: ForecastStore, interval: float, grace: float, max_pending: int,
@@ -133,6 +167,7 @@ def open_pairs(store: ForecastStore, interval: float, grace: float, max_pending:
     """The extension, its tables created in the store; None (logged) when they cannot be
     (a full disk): forecasts go on, a shadow's are not scored."""
     pairs = PairScores(interval, grace, max_pending)
+    pairs.path, pairs.store_read = store.path, store.read
     try:
         store.extend(pairs)
     except sqlite3.Error as exc:
@@ -142,50 +177,37 @@ def open_pairs(store: ForecastStore, interval: float, grace: float, max_pending:
     return pairs
 
 
-def lead_rows(window: str, window_seconds: float, champion: np.ndarray, shadow: np.ndarray) -> List[dict]:
-    """Per lead: pairs, both MSEs and the loss difference (shadow² - champion²), its mean
-    and autocovariances (divisor n) to lag min(MAX_LAG, n - 1)."""
+def lead_rows(window: str, window_seconds: float, sums: List[Tuple[int, int, float, float]]) -> List[dict]:
+    """Per lead over the window: pairs, both models' MSE and RMSE, and their ratio."""
     rows = []
-    for index in range(champion.shape[1] if champion.ndim == 2 else 0):
-        keep = np.isfinite(champion[:, index]) & np.isfinite(shadow[:, index])
-        c, s = champion[keep, index], shadow[keep, index]
-        if len(c) == 0:
-            continue
-        difference = s * s - c * c
-        centred = difference - difference.mean()
-        lags = min(MAX_LAG, len(c) - 1)
-        autocovariance = [float(centred[lag:] @ centred[:len(c) - lag]) / len(c) for lag in range(lags + 1)]
-        champion_mse, shadow_mse = float(np.mean(c * c)), float(np.mean(s * s))
-        rows.append({"window": window, "window_seconds": window_seconds, "lead": index + 1, "pairs": int(len(c)),
+    for lead, count, champion_sq, shadow_sq in sums:
+        champion_mse, shadow_mse = champion_sq / count, shadow_sq / count
+        rows.append({"window": window, "window_seconds": window_seconds, "lead": lead, "pairs": count,
                      "champion_mse": champion_mse, "shadow_mse": shadow_mse,
                      "champion_rmse": champion_mse ** 0.5, "shadow_rmse": shadow_mse ** 0.5,
-                     "mse_ratio": shadow_mse / champion_mse if champion_mse > 0 else None,
-                     "loss_difference_mean": float(difference.mean()),
-                     "loss_difference_autocovariance": autocovariance})
+                     "mse_ratio": shadow_mse / champion_mse if champion_mse > 0 else None})
     return rows
 
 
-def pairs_document(issued: np.ndarray, champion: np.ndarray, shadow: np.ndarray) -> dict:
-    """The pairs as docs/promotion.md's `pairs` (errors rounded to 1e-4 target units)."""
-    def rounded(errors: np.ndarray) -> List[List[Optional[float]]]:
-        return [[None if not np.isfinite(v) else round(float(v), 4) for v in row] for row in errors]
+def losses_document(issued: np.ndarray, champion: np.ndarray, shadow: np.ndarray) -> dict:
+    """docs/promotion.md's `losses`: per origin, each model's squared error averaged over
+    the leads (6 significant digits): all the rule needs, at a horizon-th of the pairs."""
+    def rounded(values: np.ndarray) -> List[float]:
+        return [float(f"{value:.6g}") for value in values]
     return {"issued": [float(t) for t in issued], "champion": rounded(champion), "challenger": rounded(shadow)}
 
 
-def report(pairs: PairScores, read: Callable, champion_sha256: str, shadow_sha256: Optional[str],
-           now: Optional[float], windows: Tuple[Tuple[str, float], ...], with_pairs: bool) -> dict:
-    """The scoring part of the shadow's status (see the module docstring). `read` is the
-    store's ForecastStore.read."""
-    counts = read(pairs.counts)
-    body: dict = {"pending_pairs": counts["pending"], "scored_pairs": 0, "skill": []}
+def report(pairs: PairScores, champion_sha256: str, shadow_sha256: Optional[str], now: Optional[float],
+           windows: Tuple[Tuple[str, float], ...], with_losses: bool) -> dict:
+    """The scoring part of the shadow's status (see the module docstring)."""
+    body: dict = {"pending_pairs": pairs.read(pairs.pending), "scored_pairs": 0, "skill": []}
     if shadow_sha256 is None or now is None:
         return body
-    issued, champion, shadow = read(lambda db: pairs.errors(db, champion_sha256, shadow_sha256))
+    issued, champion, shadow = pairs.read(lambda db: pairs.losses(db, champion_sha256, shadow_sha256))
     body["scored_pairs"] = int(len(issued))
     for name, seconds in windows:
-        since = now - seconds
-        recent = read(lambda db: pairs.errors(db, champion_sha256, shadow_sha256, since))
-        body["skill"] += lead_rows(name, seconds, recent[1], recent[2])
-    if with_pairs and len(issued):
-        body["pairs"] = pairs_document(issued, champion, shadow)
+        sums = pairs.read(lambda db: pairs.lead_sums(db, champion_sha256, shadow_sha256, now - seconds))
+        body["skill"] += lead_rows(name, seconds, sums)
+    if with_losses and len(issued):
+        body["losses"] = losses_document(issued, champion, shadow)
     return body

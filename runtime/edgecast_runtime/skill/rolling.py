@@ -238,10 +238,10 @@ class StreamScorer:
         if self.calibration is not None and self.last_timestamp is not None:
             summary.update(calibration_summary(self.calibration, self.last_timestamp, self.settings.windows))
         if self.shadow is not None:
-            summary["shadow"] = self.shadow_report(with_pairs=False)
+            summary["shadow"] = self.shadow_report(with_losses=False)
         return summary
 
-    def shadow_report(self, with_pairs: bool) -> dict:
+    def shadow_report(self, with_losses: bool) -> dict:
         """The shadow's state and its scored pairs against the model serving now."""
         slot, model = self.shadow, self.shadow.current if self.shadow else None
         body = {"state": slot.state if slot else "none", "reason": slot.reason if slot else None,
@@ -251,8 +251,8 @@ class StreamScorer:
         champion = slot.champion_sha256() if slot else None
         if self.pairs is not None and champion is not None:
             windows = tuple((window_name(w), w) for w in (*self.settings.windows, self.pairs.retention))
-            body.update(report(self.pairs, self.store.read, champion, body["model_sha256"],
-                               self.last_timestamp, windows, with_pairs))
+            body.update(report(self.pairs, champion, body["model_sha256"], self.last_timestamp, windows,
+                               with_losses))
         return body
 
     # --- alarms ------------------------------------------------------------------------
