@@ -88,6 +88,14 @@ def split_fractions(text: str) -> tuple[float, float, float]:
     return parts
 
 
+def split_levels(text: str) -> tuple[float, ...]:
+    """`0.05,0.5,0.95` as levels (an empty text: none); ValueError otherwise."""
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"'{text}' is not comma-separated numbers") from None
+
+
 def _trained(name: str, help: str, panel: str = MODEL, **more: Any) -> Option:
     """A TrainConfig field: its type and default are the dataclass's."""
     default = getattr(DEFAULTS, name)
@@ -135,6 +143,17 @@ TRAINING_OPTIONS = (
     Option("split", tuple, DEFAULTS.split, "Train,validation,test fractions (chronological).", MODEL,
            text=(split_fractions, split_text)),
 )
+INTERVALS = "Intervals and alerts"
+INTERVAL_OPTIONS = (
+    _trained("interval", "Also give a central interval of this coverage per lead (e.g. 0.9), conformalized on the "
+             "validation split.", INTERVALS, type=float, optional=True),
+    Option("quantiles", tuple, DEFAULTS.quantiles, "Also give these quantile levels per lead (comma-separated, "
+           "e.g. 0.05,0.5,0.95).", INTERVALS, text=(lambda text: split_levels(text), lambda levels: ",".join(
+               f"{level:g}" for level in levels)), python=tuple[float, ...]),
+    Option("alerts", str, DEFAULTS.alerts, "Also give the probability per lead that the target passes a "
+           "threshold: TARGET>VALUE or TARGET<VALUE, e.g. 'PM2.5>75' (repeat).", INTERVALS, many=True,
+           flag="--alert"),
+)
 NEIGHBOUR_OPTIONS = (
     Option("neighbour_features", str, (), "The neighbours' columns to read (default: the target).", NEIGHBOURS,
            many=True, commas=True),
@@ -173,7 +192,7 @@ EXPORT_TARGET = Option("target", str, EXPORT_DEFAULTS.target, f"{' or '.join(TAR
 
 # What `edgecast train` and `edgecast.train` take from the table; the fleet takes all of it
 # and the export options shared with `edgecast export`.
-TRAIN = READING_OPTIONS + TRAINING_OPTIONS + NEIGHBOUR_OPTIONS
+TRAIN = READING_OPTIONS + TRAINING_OPTIONS + INTERVAL_OPTIONS + NEIGHBOUR_OPTIONS
 FLEET = TRAIN + EXPORT_OPTIONS
 EXPORT_COMMAND = EXPORT_OPTIONS + (MAX_RMSE_CHANGE, EXPORT_TARGET)
 TRAIN_CONFIG_FIELDS = frozenset(f.name for f in fields(TrainConfig))
@@ -190,8 +209,9 @@ def train_config(given: Mapping[str, Any], base: TrainConfig | None = None) -> T
     from dataclasses import replace
 
     chosen = {name: value for name, value in given.items() if name in TRAIN_CONFIG_FIELDS}
-    if "split" in chosen:
-        chosen["split"] = tuple(chosen["split"])
+    for name in ("split", "quantiles", "alerts"):
+        if name in chosen:
+            chosen[name] = tuple(chosen[name])
     return replace(base or TrainConfig(), **chosen)
 
 

@@ -105,7 +105,9 @@ def open_tflite(path: Path, threads: int = 1, reset_variables: bool | None = Non
 
         reset_variables = has_variable_state(path)
     (source,) = interpreter.get_input_details()
-    (sink,) = interpreter.get_output_details()
+    # `forecast` is the one 2-D output ([1, horizon]); a schema-4 file's quantiles and
+    # exceedance are 3-D (export/distribution.py reads them by name).
+    (sink,) = [detail for detail in interpreter.get_output_details() if len(detail["shape"]) == 2]
     set_tensor, invoke, get_tensor = interpreter.set_tensor, interpreter.invoke, interpreter.get_tensor
     reset = interpreter.reset_all_variables
     source_index, sink_index = source["index"], sink["index"]

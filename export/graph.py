@@ -29,10 +29,13 @@ from edgecast.trainer.bundle import scaler_from_spec
 from edgecast_runtime.contract import DIRECTION, INPUT_NAME, MASKED, NUMERIC, OUTPUT_NAME
 from edgecast_runtime.spec import CHANGE
 
+from .errors import ExportError
+
 if TYPE_CHECKING:
     import tensorflow
     from sklearn.preprocessing import MinMaxScaler
 
+    from edgecast.trainer.intervals import Calibration
     from edgecast_runtime.spec import Encoding, Spec
 
 tf = import_tensorflow()
@@ -61,10 +64,18 @@ def _shifted_scaling(scaler: MinMaxScaler) -> dict[str, np.ndarray]:
 
 
 def raw_units_function(
-    model: Callable[..., tensorflow.Tensor], spec: Spec, batch: int | None, diagonal_step: bool = False
+    model: Callable[..., tensorflow.Tensor], spec: Spec, batch: int | None, diagonal_step: bool = False,
+    calibration: Calibration | None = None,
 ) -> tensorflow.types.experimental.PolymorphicFunction:
     """A tf.function from raw `window [batch, look_back, n_features]` to raw `forecast [batch, horizon]`.
-    `model`: a Keras model, or anything called like one (export/fused_lstm.py `_ConstantWeights`)."""
+    `model`: a Keras model, or anything called like one (export/fused_lstm.py `_ConstantWeights`).
+    With a schema-4 spec and its `calibration` (trainer/intervals.py) it also gives `quantiles`
+    and `exceedance` (export/distribution.py)."""
+    from .distribution import distribution_outputs
+
+    if spec.probabilistic is not None and calibration is None:
+        raise ExportError("the model gives quantiles or alerts but its bundle has no intervals.json: "
+                          "train it again")
     constants = scaling_constants(spec)
     signature = tf.TensorSpec([batch, spec.look_back, spec.n_features], tf.float32, name=INPUT_NAME)
 
@@ -90,7 +101,9 @@ def raw_units_function(
             raw = (predicted - tf.constant(constants["target_offset"])) / tf.constant(constants["target_scale"])
         if floor is not None:  # a Max (ONNX) or MAXIMUM (TFLite) op
             raw = tf.maximum(raw, tf.constant(np.float32(floor)))
-        return {OUTPUT_NAME: raw}
+        if spec.probabilistic is None:
+            return {OUTPUT_NAME: raw}
+        return {OUTPUT_NAME: raw, **distribution_outputs(raw, spec, calibration)}
 
     return forecast
 

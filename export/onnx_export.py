@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from edgecast_runtime.contract import INPUT_NAME, NAME_KEY, OUTPUT_NAME, SCHEMA_KEY, SPEC_KEY, schema_version_text
+from edgecast_runtime.contract import (
+    EXCEEDANCE_NAME,
+    INPUT_NAME,
+    NAME_KEY,
+    OUTPUT_NAME,
+    QUANTILES_NAME,
+    SCHEMA_KEY,
+    SPEC_KEY,
+    schema_version_text,
+)
 
 from .errors import ExportError
 from .graph import raw_units_function
@@ -18,6 +27,7 @@ from .settings import DEFAULT_OPSET
 if TYPE_CHECKING:
     import keras
 
+    from edgecast.trainer.intervals import Calibration
     from edgecast_runtime.spec import Spec
 
 # tf2onnx 1.17 is tested from opset 13 on; older opsets convert some graphs and fail
@@ -31,15 +41,17 @@ def supported_opsets() -> range:
     return range(OLDEST_OPSET, max(constants.OPSET_TO_IR_VERSION) + 1)
 
 
-def to_onnx(model: keras.Model, spec: Spec, model_name: str, opset: int = DEFAULT_OPSET) -> bytes:
-    """Serialized ONNX model: dynamic batch, scaling as graph ops, spec in metadata_props."""
+def to_onnx(model: keras.Model, spec: Spec, model_name: str, opset: int = DEFAULT_OPSET,
+            calibration: Calibration | None = None) -> bytes:
+    """Serialized ONNX model: dynamic batch, scaling as graph ops, spec in metadata_props;
+    a schema-4 spec's quantiles and exceedance outputs from `calibration`."""
     opsets = supported_opsets()
     if opset not in opsets:
         raise ExportError(f"opset {opset} is not supported by tf2onnx: choose {opsets.start}..{opsets.stop - 1}")
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)  # failures reach the user as ExportError
-    function = raw_units_function(model, spec, batch=None)
+    function = raw_units_function(model, spec, batch=None, calibration=calibration)
     try:
         proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=opset)
     except Exception as exc:  # tf2onnx raises bare exceptions of many kinds
@@ -63,9 +75,13 @@ def _first_line(exc: Exception) -> str:
 def _name_dimensions(proto: onnx.ModelProto, spec: Spec) -> None:
     """Replace tf2onnx's `unk__N` batch dimension with a readable `batch`."""
     (window,) = [i for i in proto.graph.input if i.name == INPUT_NAME]
-    (forecast,) = [o for o in proto.graph.output if o.name == OUTPUT_NAME]
+    probabilistic = spec.probabilistic
     expected = {INPUT_NAME: [spec.look_back, spec.n_features], OUTPUT_NAME: [spec.horizon]}
-    for tensor in (window, forecast):
+    if probabilistic is not None:
+        expected.update({QUANTILES_NAME: [spec.horizon, len(probabilistic.quantiles)],
+                         EXCEEDANCE_NAME: [spec.horizon, len(probabilistic.alerts)]})
+    outputs = [o for o in proto.graph.output if o.name in expected]
+    for tensor in (window, *outputs):
         dims = tensor.type.tensor_type.shape.dim
         dims[0].ClearField("dim_value")
         dims[0].dim_param = "batch"

@@ -24,6 +24,7 @@ from .reports import ParityCheck, ParityReport
 if TYPE_CHECKING:
     import keras
 
+    from edgecast.trainer.intervals import Calibration
     from edgecast_runtime.spec import Spec
 
 TOLERANCE = 1e-3
@@ -94,8 +95,10 @@ def compare(predicted: np.ndarray, reference: np.ndarray) -> dict:
     return {"max_abs": max_abs, "max_rel": float(relative.max()), "passed": bool(max_abs <= TOLERANCE)}
 
 
-def check_parity(model: keras.Model, spec: Spec, held_out_x: np.ndarray, artifacts: dict[str, Path]) -> ParityReport:
-    """`artifacts` maps file names to paths (possibly temporary); kinds by extension."""
+def check_parity(model: keras.Model, spec: Spec, held_out_x: np.ndarray, artifacts: dict[str, Path],
+                 calibration: Calibration | None = None) -> ParityReport:
+    """`artifacts` maps file names to paths (possibly temporary); kinds by extension. A
+    schema-4 file's quantiles and exceedance probabilities are checked too (distribution.py)."""
     window_sets = parity_windows(held_out_x, spec)
     references = {name: reference_forecast(model, spec, x) for name, x in window_sets.items()}
     checks = []
@@ -105,6 +108,10 @@ def check_parity(model: keras.Model, spec: Spec, held_out_x: np.ndarray, artifac
             for batch in _batches(artifact, len(x)):
                 result = compare(runner.forecast(x, batch), references[set_name])
                 checks.append(ParityCheck(artifact=artifact, windows=set_name, n=len(x), batch=batch, **result))
+    if spec.probabilistic is not None:
+        from .distribution import distribution_checks
+
+        checks += distribution_checks(spec, calibration, window_sets, references, artifacts, TOLERANCE, _batches)
     return ParityReport(reference=REFERENCE, tolerance_abs=TOLERANCE, units=f"raw units of {spec.target}",
                         passed=all(check.passed for check in checks), checks=checks)
 

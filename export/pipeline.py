@@ -13,6 +13,7 @@ import numpy as np
 
 from edgecast.trainer.bundle import Bundle, read_bundle
 from edgecast.trainer.errors import BundleError
+from edgecast.trainer.intervals import read_calibration
 from edgecast_runtime.contract import (
     BUILTIN_TFLITE_FILE,
     KERAS_FILE,
@@ -36,6 +37,8 @@ from .unrolled import to_builtin_tflite
 
 if TYPE_CHECKING:
     import keras
+
+    from edgecast.trainer.intervals import Calibration
 
     from .micro.build import MicroResult
 
@@ -75,19 +78,20 @@ def export_bundle(
 
         tflm_release()  # without the tflite-micro package, fail before minutes of work
     bundle = read_bundle(bundle_dir)
+    calibration = probabilistic_calibration(bundle, asked, builtin_ops or micro)
     model = bundle.load_model()
     held_out = held_out_windows(bundle, model)  # before converting: a damaged bundle fails in a blink
-    staged = {ONNX_FILE: to_onnx(model, bundle.spec, bundle.name, opset)}
+    staged = {ONNX_FILE: to_onnx(model, bundle.spec, bundle.name, opset, calibration)}
     progress(f"converted to ONNX (opset {opset})")
     if tflite:
-        staged[TFLITE_FILE] = to_tflite(model, bundle.spec)
+        staged[TFLITE_FILE] = to_tflite(model, bundle.spec, calibration)
         progress(f"converted to TFLite (float32, static batch {TFLITE_BATCH})")
     if builtin_ops:
         staged[BUILTIN_TFLITE_FILE] = to_builtin_tflite(model, bundle.spec)
         progress(f"converted to builtin-ops-only TFLite (unrolled, float32, static batch {TFLITE_BATCH})")
     temporary = _stage(bundle.path, staged)
     try:
-        parity = check_parity(model, bundle.spec, held_out, temporary)
+        parity = check_parity(model, bundle.spec, held_out, temporary, calibration)
         if not parity.passed:
             raise ParityError(_failure_line(parity), parity)
         for name, path in temporary.items():
@@ -108,6 +112,20 @@ def export_bundle(
     finally:  # the manifest describes the artifacts on disk, with or without a micro build
         result = _record(bundle, artifacts, parity, extra, built, keep_micro=micro)
     return replace(result, refused={mode: why for mode, why in refused.items() if mode in asked})
+
+
+def probabilistic_calibration(bundle: Bundle, quantized: list, builtin: bool) -> Calibration | None:
+    """A schema-4 bundle's calibration (its graph's quantile and exceedance constants);
+    None for an older schema. Quantized and builtin-ops files do not carry the outputs yet."""
+    if bundle.spec.probabilistic is None:
+        return None
+    if quantized or builtin:
+        raise ExportError("quantize, builtin_ops and target mcu do not carry a schema-4 model's quantiles and "
+                          "alert probabilities yet: export it without them", settings=("quantize", "builtin_ops", "target"))
+    calibration = read_calibration(bundle.path)
+    if calibration is None:
+        raise ExportError(f"{bundle.path} declares quantiles or alerts but has no intervals.json: train it again")
+    return calibration
 
 
 def _add_quantized(
@@ -164,7 +182,8 @@ def verify_bundle(bundle_dir: Path) -> VerifyResult:
     held_out = held_out_windows(bundle, model)
     problems = integrity_problems(bundle, manifest)
     _require_loadable_onnx(exported, problems)
-    parity = check_parity(model, bundle.spec, held_out, floats)
+    calibration = probabilistic_calibration(bundle, [], False)
+    parity = check_parity(model, bundle.spec, held_out, floats, calibration)
     accuracy = accuracy_report(model, bundle.spec, bundle.windows(), exported)
     return VerifyResult(bundle.path, parity, accuracy, Integrity(not problems, problems), verify_micro(bundle.path))
 

@@ -14,15 +14,16 @@ from .graph import raw_units_function, tf
 if TYPE_CHECKING:
     import keras
 
+    from edgecast.trainer.intervals import Calibration
     from edgecast_runtime.spec import Spec
 
 TFLITE_BATCH = 1
 
 
-def to_tflite(model: keras.Model, spec: Spec) -> bytes:
+def to_tflite(model: keras.Model, spec: Spec, calibration: Calibration | None = None) -> bytes:
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    function = raw_units_function(model, spec, batch=TFLITE_BATCH)
+    function = raw_units_function(model, spec, batch=TFLITE_BATCH, calibration=calibration)
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
     try:

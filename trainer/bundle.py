@@ -53,6 +53,7 @@ from edgecast_runtime.spec import (
 
 from . import features as feature_encodings
 from .errors import BundleError
+from .intervals import Calibration, write_calibration
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -132,7 +133,8 @@ def make_spec(
     )
 
 
-def write_bundle(out_dir: Path, model: keras.Model, spec: Spec, metrics: dict, training: dict, windows: dict) -> Path:
+def write_bundle(out_dir: Path, model: keras.Model, spec: Spec, metrics: dict, training: dict, windows: dict,
+                 calibration: Calibration | None = None) -> Path:
     """Write the whole bundle into a temporary sibling folder, then swap it in.
 
     A crash leaves either the old bundle or the new one, never a mix; export artifacts
@@ -148,6 +150,8 @@ def write_bundle(out_dir: Path, model: keras.Model, spec: Spec, metrics: dict, t
         write_json_atomic(staging / METRICS_FILE, metrics)
         write_json_atomic(staging / TRAINING_FILE, training)
         np.savez_compressed(staging / WINDOWS_FILE, **windows)
+        if calibration is not None:  # schema 4: the graph's quantile and exceedance constants
+            write_calibration(staging, calibration)
         replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast_runtime.contract import MASKED, NUMERIC
+from edgecast_runtime.contract import MASKED, NUMERIC, PROBABILISTIC_SCHEMA_VERSION
 from edgecast_runtime.spec import Formulation, Spec
 
 from .bundle import make_spec, write_bundle
 from .data import Series
 from .evaluation import evaluate_split
 from .features import encoded_columns, masked_indices
+from .forecast import predict_raw
+from .intervals import calibrate, interval_metrics, probabilistic_part
 from .neighbours import mask_at_random
 from .settings import CHANGE, LEVEL, TrainConfig  # noqa: F401  (TrainConfig is part of this module's API)
 from .windows import (
@@ -48,6 +50,7 @@ class TrainResult:
 def prepare(series: Series, config: TrainConfig) -> SplitData:
     """Windows and split, checked before TensorFlow loads: bad settings fail in a blink."""
     config.check()
+    probabilistic_part(config.interval, tuple(config.quantiles), tuple(config.alerts), series.target)  # fail fast
     return split_windows(
         series.values(), config.look_back, config.horizon, config.split, series.source, series.encodings
     )
@@ -73,6 +76,9 @@ def train(
         clock=series.clock, valid_ranges=series.valid_ranges, time_format=series.time_format,
         target_min=target_floor(config, values[: data.boundaries[0], 0]),
     )
+    probabilistic = probabilistic_part(config.interval, tuple(config.quantiles), tuple(config.alerts), series.target)
+    if probabilistic is not None:
+        spec = replace(spec, schema_version=PROBABILISTIC_SCHEMA_VERSION, probabilistic=probabilistic)
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     silenced = masked_indices(series.encodings) if config.neighbour_masking else []
@@ -93,11 +99,17 @@ def train(
         net = keras_model.with_fallback(net, fallback[0], fallback[1], _presence_columns(spec, data.scaler))
     seconds = time.perf_counter() - started
     metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0])
+    calibration = None
+    if probabilistic is not None:  # conformalized on validation, scored on the unseen test split
+        calibration = calibrate(predict_raw(net, spec, data.val.x, data.scaler), data.val.y,
+                                probabilistic.quantiles, spec.target_min)
+        metrics["intervals"] = interval_metrics(calibration, spec, predict_raw(net, spec, data.test.x, data.scaler),
+                                                data.test, values[: data.boundaries[0], 0])
     training = _training_record(series, config, data, history, seconds)
     if fallback is not None:
         training["fallback_history"] = fallback[2]
     windows = _kept_windows(data, config.seed)
-    write_bundle(out_dir, net, spec, metrics, training, windows)
+    write_bundle(out_dir, net, spec, metrics, training, windows, calibration)
     return TrainResult(Path(out_dir), metrics, training)
 
 

@@ -52,6 +52,11 @@ class TrainConfig:
     # With neighbours, also train the same network on the station's own inputs, and let the
     # graph use it when no neighbour's reading is in the window (trainer/model.py with_fallback).
     neighbour_fallback: bool = True
+    # Schema 4 (trainer/intervals.py): a central interval of this coverage, these quantile
+    # levels and these exceedance probabilities ("PM2.5>75"), conformalized on validation.
+    interval: float | None = None
+    quantiles: tuple[float, ...] = ()
+    alerts: tuple[str, ...] = ()
 
     def check(self) -> None:
         for name in ("look_back", "horizon", "units", "epochs", "batch_size", "layers"):

@@ -1,0 +1,139 @@
+"""A schema-4 graph's `quantiles` and `exceedance` outputs, computed in the graph from
+its raw `forecast` and the bundle's calibration (trainer/intervals.py says the method;
+its numpy functions `quantiles` and `exceedance` are the reference parity compares with).
+
+Only elementwise ops, Clip and a Mean over the calibration's knots: Log, Exp, Add, Sub,
+Mul, Maximum, Minimum and Mean exist as builtin ops in ONNX and TFLite alike, so every
+backend carries the outputs without custom ops."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgecast.base import import_tensorflow
+from edgecast.trainer.intervals import LOG1P
+from edgecast_runtime.contract import EXCEEDANCE_NAME, INPUT_NAME, OUTPUT_NAME, QUANTILES_NAME
+
+from .errors import ExportError
+
+if TYPE_CHECKING:
+    import tensorflow
+
+    from edgecast.trainer.intervals import Calibration
+    from edgecast_runtime.spec import Spec
+
+    from .reports import ParityCheck
+
+
+tf = import_tensorflow()
+
+
+def _forward(values: tensorflow.Tensor, space: str) -> tensorflow.Tensor:
+    return tf.math.log(tf.maximum(values, 0.0) + 1.0) if space == LOG1P else values
+
+
+def distribution_outputs(raw: tensorflow.Tensor, spec: Spec, calibration: Calibration) -> dict:
+    """{quantiles [batch, horizon, Q], exceedance [batch, horizon, K]}, those the spec declares."""
+    probabilistic, space, floor = spec.probabilistic, calibration.space, spec.target_min
+    base = _forward(raw, space)  # [batch, horizon]
+    outputs = {}
+    if probabilistic.quantiles:
+        moved = tf.expand_dims(base, -1) + tf.constant(calibration.offsets[np.newaxis])
+        values = tf.exp(moved) - 1.0 if space == LOG1P else moved
+        if floor is not None:
+            values = tf.maximum(values, tf.constant(np.float32(floor)))
+        outputs[QUANTILES_NAME] = values
+    if probabilistic.alerts:
+        columns = []
+        knots = tf.constant(calibration.knots[np.newaxis])  # [1, horizon, KNOTS]
+        inverse_width = tf.constant(calibration.inverse_width[np.newaxis, :, np.newaxis])
+        for alert in probabilistic.alerts:
+            threshold = np.float32(np.log1p(max(alert.threshold, 0.0)) if space == LOG1P else alert.threshold)
+            gap = tf.expand_dims(tf.constant(threshold) - base, -1)
+            below = tf.reduce_mean(tf.clip_by_value((gap - knots) * inverse_width + 0.5, 0.0, 1.0), axis=-1)
+            columns.append(1.0 - below if alert.op == ">" else below)
+        outputs[EXCEEDANCE_NAME] = tf.stack(columns, axis=-1)
+    return outputs
+
+
+def output_names(spec: Spec) -> list[str]:
+    """A schema-4 graph's outputs in the order tf.nest flattens the function's dict (sorted
+    keys): how a TFLite file made from a concrete function lists them (output_0, ...)."""
+    probabilistic = spec.probabilistic
+    return sorted([OUTPUT_NAME] + [QUANTILES_NAME] * bool(probabilistic.quantiles)
+                  + [EXCEEDANCE_NAME] * bool(probabilistic.alerts))
+
+
+def output_runner(path: Path, spec: Spec) -> Callable[[np.ndarray, int], dict[str, np.ndarray]]:
+    """(windows, batch) -> {output name: values} for every output of an exported file."""
+    if path.suffix == ".onnx" or str(path).endswith(".onnx.staged"):
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [output.name for output in session.get_outputs()]
+
+        def run_onnx(x: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+            parts = [session.run(names, {INPUT_NAME: x[start:start + batch]}) for start in range(0, len(x), batch)]
+            return {name: np.concatenate([part[index] for part in parts]) for index, name in enumerate(names)}
+
+        return run_onnx
+    from .backends import tflite_interpreter
+
+    runner = tflite_interpreter(path).get_signature_runner()
+    names = dict(zip((f"output_{index}" for index in range(len(output_names(spec)))), output_names(spec)))
+
+    def run_tflite(x: np.ndarray, batch: int) -> dict[str, np.ndarray]:
+        parts = [runner(**{INPUT_NAME: window[np.newaxis]}) for window in x]
+        found = {names.get(key, key): np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        if found[OUTPUT_NAME].ndim != 2:
+            raise ExportError(f"{path.name}: its outputs are not in the order {', '.join(output_names(spec))}")
+        return found
+
+    return run_tflite
+
+
+def distribution_checks(spec: Spec, calibration: Calibration, window_sets: dict[str, np.ndarray],
+                        references: dict[str, np.ndarray], artifacts: dict[str, Path], tolerance: float,
+                        batches: Callable[[str, int], list[int]]) -> list[ParityCheck]:
+    """Each file's `quantiles` and `exceedance` against trainer/intervals.py's numpy
+    functions on the reference forecasts, within the parity tolerance: probabilities to it
+    exactly, quantiles to it carried through the transform (`_carried`)."""
+    from edgecast.trainer.intervals import exceedance, quantiles
+
+    from .reports import ParityCheck
+
+    probabilistic, checks = spec.probabilistic, []
+    expected = {name: {} for name in window_sets}
+    for name, reference in references.items():
+        if probabilistic.quantiles:
+            expected[name][QUANTILES_NAME] = quantiles(calibration, reference, spec.target_min)
+        if probabilistic.alerts:
+            expected[name][EXCEEDANCE_NAME] = exceedance(calibration, reference, probabilistic.alerts)
+    for artifact, path in artifacts.items():
+        run = output_runner(Path(path), spec)
+        for set_name, x in window_sets.items():
+            for batch in batches(artifact, len(x)):
+                got = run(x, batch)
+                for output, want in expected[set_name].items():
+                    error = np.abs(got[output].astype(np.float64) - want)
+                    relative = error / np.maximum(np.abs(want), 1e-6)
+                    allowed = tolerance * (_carried(want, references[set_name]) if output == QUANTILES_NAME else 1.0)
+                    checks.append(ParityCheck(artifact=f"{artifact} {output}", windows=set_name, n=len(x),
+                                              batch=batch, max_abs=float(error.max()),
+                                              max_rel=float(relative.max()),
+                                              passed=bool(np.all(error <= allowed))))
+    return checks
+
+
+def _carried(quantile: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    """How much of the forecast's own deviation a quantile carries: in log1p space a
+    quantile is (1 + forecast) e^offset - 1, so a deviation of the forecast reaches it
+    times (1 + q) / (1 + f), above 1 for the upper quantiles. Quantiles are held to the
+    forecast's tolerance carried through that factor (and at least the tolerance itself),
+    plus float32's own rounding of the quantile (4 ulp): an upper bound of 7,000 µg/m³ on a
+    random window far beyond the training range cannot be exact to 1e-3 in float32."""
+    factor = (1 + np.abs(quantile)) / (1 + np.abs(forecast)[..., None])
+    return np.maximum(factor, 1.0) + 4 * np.finfo(np.float32).eps * np.abs(quantile) / 1e-3

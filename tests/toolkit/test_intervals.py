@@ -1,0 +1,153 @@
+"""Quantiles and exceedance probabilities in the exported graph (issue 23, schema 4),
+through the command lines: `edgecast train --interval --quantiles --alert`, `edgecast
+export` (parity of every output on ONNX at batch 1 and 256 and on TFLite), `edgecast
+verify`, and the runtime serving the interval and the probabilities; the calibration's
+own properties (never crossing, probabilities consistent with the quantiles) on random
+windows and random residuals; the refusals in one line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+from conftest import run_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgecast.trainer.intervals import Calibration, calibrate, exceedance, parse_alert, quantiles
+from edgecast_runtime.spec_outputs import Alert
+
+RUNTIME = Path(sys.executable).parent / "edgecast-runtime"
+SMALL = ["--target", "PM2.5", "--look-back", "12", "--horizon", "3", "--units", "8", "--epochs", "3", "--seed", "1"]
+
+
+def pm25(hours: int, seed: int) -> pd.DataFrame:
+    """Hourly PM2.5 with a daily and a weekly cycle, AR(1) noise and episodes above 75."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(hours)
+    noise, shocks = np.zeros(hours), rng.normal(0, 8, hours)
+    for index in range(1, hours):
+        noise[index] = 0.85 * noise[index - 1] + shocks[index]
+    values = np.maximum(55 + 25 * np.sin(2 * np.pi * steps / 24) + 20 * np.sin(2 * np.pi * steps / 168) + noise, 1)
+    times = pd.date_range("2024-01-01", periods=hours, freq="h", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return pd.DataFrame({"timestamp": times, "PM2.5": values.round(1)})
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("intervals")
+    pm25(90 * 24, seed=4).to_csv(folder / "station.csv", index=False)
+    trained = run_cli("train", folder / "station.csv", *SMALL, "--interval", "0.9", "--quantiles", "0.5",
+                      "--alert", "PM2.5>75", "--alert", "PM2.5<40", "--models-dir", folder, "--name", "p")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    result = run_cli("export", folder / "p")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (folder / "export.out").write_text(result.stdout)
+    return folder / "p"
+
+
+def test_every_output_of_the_graph_agrees_across_backends(exported):
+    out = (exported.parent / "export.out").read_text()
+    for artifact in ("model.onnx", "model.tflite"):
+        for output in ("quantiles", "exceedance"):
+            rows = [line for line in out.splitlines() if f"{artifact} {output}" in line]
+            assert len(rows) == (4 if artifact == "model.onnx" else 2), out  # 2 window sets x batches 1 (and 256)
+            assert all(line.rstrip(" │").endswith("yes") for line in rows), rows
+    verified = run_cli("verify", exported)
+    assert verified.returncode == 0 and "model.tflite exceedance" in verified.stdout, verified.stdout
+    proto = onnx.load(exported / "model.onnx")
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    spec = json.loads(metadata["edgecast.spec"])
+    assert metadata["edgecast.schema_version"] == "4"
+    assert spec["probabilistic"]["quantiles"] == [0.05, 0.5, 0.95] and spec["probabilistic"]["interval"] == 0.9
+    assert [a["name"] for a in spec["probabilistic"]["alerts"]] == ["PM2.5>75", "PM2.5<40"]
+    shapes = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in proto.graph.output}
+    assert shapes == {"forecast": ["batch", 3], "quantiles": ["batch", 3, 3], "exceedance": ["batch", 3, 2]}
+
+
+def test_quantiles_never_cross_and_probabilities_stay_in_range_on_random_windows(exported):
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(7)
+    windows = np.concatenate([rng.uniform(-50, 900, (500, 12, 1)), rng.uniform(0, 100, (500, 12, 1)),
+                              np.zeros((1, 12, 1)), np.full((1, 12, 1), 5000.0)]).astype(np.float32)
+    forecast, levels, probability = session.run(["forecast", "quantiles", "exceedance"], {"window": windows})
+    assert np.all(np.diff(levels, axis=-1) >= 0)  # monotone by construction
+    assert np.all(levels >= 0) and np.all((probability >= 0) & (probability <= 1))
+    # P(> 75) + P(< 40) <= 1 + the smoothing's slack: the two events cannot both happen
+    assert np.all(probability.sum(axis=-1) <= 1 + 1e-5)
+
+
+def test_the_hub_serves_the_interval_and_the_probabilities(exported, tmp_path):
+    readings = pm25(20, seed=9)
+    lines = "timestamp,PM2.5\n" + "\n".join(f"{t},{v}" for t, v in zip(readings["timestamp"], readings["PM2.5"]))
+    result = subprocess.run([str(RUNTIME), "stream", str(exported / "model.onnx")], input=lines + "\n",
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.splitlines()[-1])
+    assert answer["status"] == "forecast" and answer["interval"]["coverage"] == 0.9
+    assert all(low <= high for low, high in zip(answer["interval"]["lower"], answer["interval"]["upper"]))
+    assert set(answer["exceedance"]) == {"PM2.5>75", "PM2.5<40"}
+
+
+def test_metrics_report_coverage_width_and_brier_skill_on_the_test_split(exported):
+    metrics = json.loads((exported / "metrics.json").read_text())["intervals"]
+    coverage = metrics["interval"]["coverage_by_lead"]
+    assert len(coverage) == 3 and all(0.75 <= value <= 0.99 for value in coverage), metrics
+    assert all(width > 0 for width in metrics["interval"]["mean_width_by_lead"])
+    assert set(metrics["alerts"]) == {"PM2.5>75", "PM2.5<40"}
+    skill = metrics["alerts"]["PM2.5>75"]["brier_skill_by_lead"]
+    assert skill[0] > 0.2, metrics  # better than climatology an hour ahead
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), spread=st.floats(0.05, 1.0))
+def test_probabilities_agree_with_the_quantiles_they_come_from(seed, spread):
+    """P(y > q_tau) is 1 - tau up to the kernel smoothing, at every lead."""
+    rng = np.random.default_rng(seed)
+    forecast = rng.uniform(5, 300, (400, 2))
+    truth = np.expm1(np.log1p(forecast) + rng.normal(0, spread, forecast.shape))
+    levels = (0.1, 0.5, 0.9)
+    calibration = calibrate(forecast, truth, levels, target_min=0.0)
+    point = np.array([[80.0, 20.0]])
+    values = quantiles(calibration, point, 0.0)[0]  # [lead, Q]
+    for lead in range(2):
+        alerts = tuple(Alert(f"a{i}", "PM2.5", ">", float(v)) for i, v in enumerate(values[lead]))
+        probability = exceedance(calibration, point, alerts)[0, lead]
+        np.testing.assert_allclose(probability, [1 - level for level in levels], atol=0.06)
+
+
+def test_calibration_round_trips_and_offsets_never_decrease():
+    rng = np.random.default_rng(3)
+    forecast = rng.uniform(1, 200, (300, 4))
+    calibration = calibrate(forecast, forecast * rng.lognormal(0, 0.3, forecast.shape), (0.05, 0.25, 0.5, 0.95), 0.0)
+    assert np.all(np.diff(calibration.offsets, axis=1) >= 0)
+    again = Calibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
+    np.testing.assert_array_equal(again.offsets, calibration.offsets)
+    assert parse_alert(" PM2.5 < 35.4 ", "PM2.5").name == "PM2.5<35.4"
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--alert", "TEMP>3"], "alert 'TEMP>3' is on 'TEMP'; an alert must be on the target 'PM2.5'"),
+    (["--alert", "PM2.5=75"], "expected TARGET>THRESHOLD or TARGET<THRESHOLD"),
+    (["--interval", "1.5"], "--interval must be a coverage between 0 and 1, got 1.5"),
+    (["--quantiles", "0.5,1.2"], "--quantiles must be levels between 0 and 1"),
+])
+def test_bad_interval_options_are_one_line_before_training(tmp_path, options, fragment):
+    pm25(200, seed=1).to_csv(tmp_path / "s.csv", index=False)
+    result = run_cli("train", tmp_path / "s.csv", *SMALL, *options, "--models-dir", tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_quantized_and_builtin_exports_are_refused_for_now(exported):
+    result = run_cli("export", exported, "--quantize", "onnx-int8")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and "do not carry a schema-4 model's quantiles" in lines[0], result.stderr
+    assert "--quantize" in lines[0] and "Traceback" not in result.stderr

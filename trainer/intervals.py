@@ -1,0 +1,230 @@
+"""Quantiles and exceedance probabilities from the point forecaster, conformalized on the
+validation split (issue 23; the graph contract's schema 4, docs/graph-contract.md).
+
+The method. For a never-negative target (a concentration: the spec has a `target_min`
+of 0 or more) the forecast's error is taken in log space, r = log1p(y) - log1p(ŷ), per
+lead, on every validation window: the predictive distribution of y is ŷ's value moved by
+that lead's residual distribution, log1p(y) = log1p(ŷ) + R. So an interval is narrow on a
+clean day and wide in an episode, where the errors are (the issue's quick check: constant
+widths covered 0.78-0.83 above 75 µg/m³, log-space ones 0.84-0.98). A target that may be
+negative uses additive residuals, y = ŷ + R.
+
+- Quantile τ at each lead: the split-conformal quantile of R (level ceil((n+1)τ)/n above
+  the median, floor((n+1)τ)/n - 1/n below, as CQR's finite-sample rule), so a central
+  interval covers at least its nominal share of exchangeable future windows. Offsets
+  are made non-decreasing in τ and the back-transform is increasing, so the quantiles
+  never cross on any window (monotone by construction in the graph too).
+- P(y > t): 1 - F(g(t) - g(ŷ)), F the residuals' distribution smoothed by a uniform
+  kernel over KNOTS of its quantiles (mean of clip((z - k) / width + 1/2, 0, 1): a proper
+  CDF built from Sub, Mul, Add, Clip and Mean, ops every backend has). The same residuals
+  give the quantiles, so the two agree: P(y > q_τ) is 1 - τ up to the smoothing.
+
+The validation split is the calibration set: the network early-stops on it and the ridge
+map may be fitted on it (`linear_fit_with_val`), so its residuals can be a little smaller
+than the test split's; the hub's online adjustment (runtime skill/calibration.py) moves
+the served interval from there. The test split stays unseen.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgecast.base import write_json_atomic
+from edgecast_runtime.spec_outputs import Alert, Probabilistic
+
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from edgecast_runtime.spec import Spec
+
+    from .windows import Windows
+
+INTERVALS_FILE = "intervals.json"
+KNOTS = 50
+LOG1P, ADDITIVE = "log1p", "additive"
+_ALERT = re.compile(r"^\s*(?P<column>[^<>]+?)\s*(?P<op>[<>])\s*(?P<threshold>[-+0-9.eE]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per lead: `offsets` [horizon, Q] of the quantile levels, `knots` [horizon, KNOTS] and
+    `inverse_width` [horizon] of the smoothed residual CDF, in `space`."""
+
+    space: str
+    levels: tuple[float, ...]
+    offsets: np.ndarray
+    knots: np.ndarray
+    inverse_width: np.ndarray
+    calibration_windows: int
+
+    def to_dict(self) -> dict:
+        return {"method": "split-conformal residual quantiles on the validation split", "space": self.space,
+                "levels": list(self.levels), "offsets": self.offsets.tolist(), "knots": self.knots.tolist(),
+                "inverse_width": self.inverse_width.tolist(), "calibration_windows": self.calibration_windows}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        return cls(data["space"], tuple(float(v) for v in data["levels"]),
+                   np.asarray(data["offsets"], np.float32), np.asarray(data["knots"], np.float32),
+                   np.asarray(data["inverse_width"], np.float32), int(data["calibration_windows"]))
+
+
+def requested_levels(interval: float | None, quantiles: tuple[float, ...]) -> tuple[float, ...]:
+    """The quantile levels a model gives: those asked for, and the interval's bounds."""
+    levels = {round(float(q), 9) for q in quantiles}
+    if interval is not None:
+        if not 0 < interval < 1:
+            raise DataError(f"interval must be a coverage between 0 and 1, got {interval}", settings=("interval",))
+        levels |= {round((1 - interval) / 2, 9), round((1 + interval) / 2, 9)}
+    if any(not 0 < q < 1 for q in levels):
+        raise DataError(f"quantiles must be levels between 0 and 1, got {sorted(levels)}", settings=("quantiles",))
+    return tuple(sorted(levels))
+
+
+def parse_alert(text: str, target: str) -> Alert:
+    """'PM2.5>75' (or '<'): the probability that the target passes the threshold."""
+    match = _ALERT.match(text)
+    if match is None:
+        raise DataError(f"alert {text!r}: expected TARGET>THRESHOLD or TARGET<THRESHOLD, e.g. '{target}>75'",
+                        settings=("alerts",))
+    column, op, threshold = match["column"], match["op"], match["threshold"]
+    if column != target:
+        raise DataError(f"alert {text!r} is on {column!r}; an alert must be on the target {target!r}", settings=("alerts",))
+    try:
+        value = float(threshold)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DataError(f"alert {text!r}: {threshold!r} is not a finite number", settings=("alerts",))
+    return Alert(f"{column}{op}{value:g}", column, op, value)
+
+
+def probabilistic_part(interval: float | None, quantiles: tuple[float, ...], alerts: tuple[str, ...],
+                       target: str) -> Probabilistic | None:
+    """The spec's `probabilistic` part, None when nothing was asked for."""
+    levels = requested_levels(interval, quantiles)
+    parsed = tuple(parse_alert(text, target) for text in alerts)
+    if len({alert.name for alert in parsed}) != len(parsed):
+        raise DataError(f"the same alert is given twice: {', '.join(alerts)}", settings=("alerts",))
+    if not levels and not parsed:
+        return None
+    return Probabilistic(levels, None if interval is None else float(interval), parsed)
+
+
+def space_for(target_min: float | None) -> str:
+    return LOG1P if target_min is not None and target_min >= 0 else ADDITIVE
+
+
+def forward(values: np.ndarray, space: str) -> np.ndarray:
+    return np.log1p(np.maximum(values, 0.0)) if space == LOG1P else values
+
+
+def backward(values: np.ndarray, space: str) -> np.ndarray:
+    return np.expm1(values) if space == LOG1P else values
+
+
+def calibrate(forecast: np.ndarray, truth: np.ndarray, levels: tuple[float, ...], target_min: float | None
+              ) -> Calibration:
+    """The calibration from validation forecasts and truths, raw units `[n, horizon]`."""
+    space = space_for(target_min)
+    residuals = forward(np.asarray(truth, np.float64), space) - forward(np.asarray(forecast, np.float64), space)
+    n = residuals.shape[0]
+    if n < 20:
+        raise DataError(f"intervals need at least 20 validation windows to calibrate on, got {n}: "
+                        f"give more rows or a larger validation split", settings=("split",))
+    offsets = np.stack([_conformal_quantile(residuals, level) for level in levels], axis=1) if levels \
+        else np.zeros((residuals.shape[1], 0))
+    offsets = np.maximum.accumulate(offsets, axis=1)  # never crossing, whatever the data
+    knots = np.quantile(residuals, (np.arange(KNOTS) + 0.5) / KNOTS, axis=0).T  # [horizon, KNOTS]
+    spread = residuals.std(axis=0)
+    width = np.maximum(1.06 * spread * n ** (-1 / 5) * 2, 1e-3)  # Silverman's bandwidth, both sides
+    return Calibration(space, levels, offsets.astype(np.float32), knots.astype(np.float32),
+                       (1.0 / width).astype(np.float32), n)
+
+
+def _conformal_quantile(residuals: np.ndarray, level: float) -> np.ndarray:
+    n = residuals.shape[0]
+    if level >= 0.5:
+        return np.quantile(residuals, min(1.0, math.ceil((n + 1) * level) / n), axis=0, method="higher")
+    return np.quantile(residuals, max(0.0, math.floor((n + 1) * level) / n - 1 / n), axis=0, method="lower")
+
+
+def quantiles(calibration: Calibration, forecast: np.ndarray, floor: float | None) -> np.ndarray:
+    """`[n, horizon, Q]` raw units, as the graph computes them (float32)."""
+    moved = forward(np.asarray(forecast, np.float32), calibration.space)[..., None] + calibration.offsets[None]
+    values = backward(moved, calibration.space).astype(np.float32)
+    return np.maximum(values, np.float32(floor)) if floor is not None else values
+
+
+def exceedance(calibration: Calibration, forecast: np.ndarray, alerts: tuple[Alert, ...]) -> np.ndarray:
+    """`[n, horizon, K]` probabilities, as the graph computes them (float32)."""
+    base = forward(np.asarray(forecast, np.float32), calibration.space)
+    columns = []
+    for alert in alerts:
+        gap = forward(np.float32(alert.threshold), calibration.space) - base  # [n, horizon]
+        scaled = (gap[..., None] - calibration.knots[None]) * calibration.inverse_width[None, :, None] + 0.5
+        below = np.clip(scaled, 0.0, 1.0).mean(axis=-1)  # P(y < threshold)
+        columns.append(1.0 - below if alert.op == ">" else below)
+    return np.stack(columns, axis=-1).astype(np.float32)
+
+
+def interval_metrics(calibration: Calibration, spec: Spec, forecast: np.ndarray, windows: Windows,
+                     training_target: np.ndarray) -> dict:
+    """On the test split, per lead: the interval's coverage (also above each `>` alert's
+    threshold), mean width and interval (Winkler) score; per alert, the Brier score and its
+    skill against climatology (the training split's frequency of passing the threshold)."""
+    probabilistic, floor = spec.probabilistic, spec.target_min
+    truth = np.asarray(windows.y, np.float64)
+    found: dict = {"calibration_windows": calibration.calibration_windows, "test_windows": int(len(truth))}
+    bounds = probabilistic.interval_indices
+    if bounds is not None:
+        values = quantiles(calibration, forecast, floor).astype(np.float64)
+        low, high = values[..., bounds[0]], values[..., bounds[1]]
+        alpha = 1 - probabilistic.interval
+        inside = (truth >= low) & (truth <= high)
+        winkler = (high - low) + (2 / alpha) * (np.maximum(low - truth, 0) + np.maximum(truth - high, 0))
+        found["interval"] = {"coverage": probabilistic.interval, "coverage_by_lead": _rounded(inside.mean(axis=0)),
+                             "mean_width_by_lead": _rounded(high - low, mean=True),
+                             "interval_score_by_lead": _rounded(winkler, mean=True)}
+        for alert in probabilistic.alerts:
+            if alert.op == ">" and (truth > alert.threshold).any():
+                above = truth > alert.threshold
+                found["interval"][f"coverage_above_{alert.threshold:g}_by_lead"] = _rounded(
+                    np.array([inside[above[:, k], k].mean() if above[:, k].any() else np.nan
+                              for k in range(truth.shape[1])]))
+    if probabilistic.alerts:
+        probability = exceedance(calibration, forecast, probabilistic.alerts).astype(np.float64)
+        found["alerts"] = {}
+        for index, alert in enumerate(probabilistic.alerts):
+            outcome = np.vectorize(alert.exceeded)(truth).astype(np.float64)
+            base = float(np.mean(np.vectorize(alert.exceeded)(training_target[np.isfinite(training_target)])))
+            brier = ((probability[..., index] - outcome) ** 2).mean(axis=0)
+            climatology = ((base - outcome) ** 2).mean(axis=0)
+            found["alerts"][alert.name] = {
+                "climatology": round(base, 4), "brier_by_lead": _rounded(brier),
+                "brier_skill_by_lead": _rounded(np.where(climatology > 0, 1 - brier / np.maximum(climatology, 1e-12),
+                                                         np.nan))}
+    return found
+
+
+def _rounded(values: np.ndarray, mean: bool = False) -> list:
+    values = np.asarray(values, np.float64)
+    values = values.mean(axis=0) if mean else values
+    return [None if not np.isfinite(v) else round(float(v), 4) for v in values]
+
+
+def write_calibration(folder: Path, calibration: Calibration) -> None:
+    write_json_atomic(Path(folder) / INTERVALS_FILE, calibration.to_dict())
+
+
+def read_calibration(folder: Path) -> Calibration | None:
+    path = Path(folder) / INTERVALS_FILE
+    if not path.is_file():
+        return None
+    return Calibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
