@@ -27,19 +27,24 @@ Every hub takes the same gap-free stretch of Changping rows, one simulated hour 
            while. The last `--burst-tail` forecasts are reported as "burst" (a backlog
            delivered at once), not judged.
   paced    `--paced` readings, each sent `--gap` s after the previous answer: every reading
-           finds the hub idle and (with a shadow) sets off its own status publish, as
-           hourly readings do (the hub publishes its status at most every 0.5 s). These
-           latencies are judged.
+           finds the hub idle, as hourly readings do. These latencies are judged.
+
+A paced reading stands for an hour, so the hub's own wall-clock schedule is scaled alike:
+the hubs run with `--shadow-report-every` = their default (6 h) x GAP / 1 h, and every 6th
+paced reading republishes the status with the shadow's pairs (~630 kB at the retention),
+as every 6th hourly reading does on a hub. Such a reading "reports" (its status arrives
+before the next reading); the figures say how many did and their latency apart.
 
 Latency: from the publish of a reading to the arrival of its answer at the client (matched
 by the answer's `timestamp`; only "forecast" answers count). Peak RSS: the hub's VmHWM at
-the end of its set. Per configuration, medians over the sets; the p99 ratio shadow/alone with
-a bootstrap interval (the sets of each configuration resampled) and the per-pair min-max.
-Writes benchmarks/shadow.json, prints a table; exit 1 when a target is missed or the
-shadow did not run. Every process started is stopped on the way out (SIGTERM and Ctrl-C
-included).
+the end of its set. Scored pairs: the last status's, and the hub's store read after it
+stopped. Per configuration, medians over the sets; the ratios shadow/alone with a bootstrap
+95 % interval (the sets of each configuration resampled) and the per-pair min-max.
+Writes benchmarks/shadow.json, prints a table; exit 1 when a target is missed, the shadow
+did not run, or .venv-runtime changed during the run. Every process started is stopped on
+the way out (SIGTERM and Ctrl-C included).
 
-    .venv/bin/python benchmarks/shadow.py [--sets 4] [--paced 80] [--gap 0.55] [--retrain] ..."""
+    .venv/bin/python benchmarks/shadow.py [--sets 4] [--paced 72] [--gap 0.5] [--retrain] ..."""
 from __future__ import annotations
 
 import argparse
@@ -84,7 +89,7 @@ SEEDS = {"champion": 1, "challenger": 2}
 BEIJING = timezone(timedelta(hours=8))  # the stations' clock (the file's year/month/day/hour)
 MAX_P99_RATIO = 1.5
 ALONE, SHADOW = "alone", "shadow"
-STATUS_BYTES_KEPT = 8  # statuses whose arrival times are kept per hub, for the publish delay
+STATUS_TIMES_KEPT = 8  # statuses whose arrival times are kept per hub, for the publish delay
 
 
 def arguments() -> argparse.Namespace:
@@ -94,8 +99,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=LOOK_BACK + HORIZON + pairs_steady + 8,
                         help="readings sent back to back first (default: enough for the pairs' retention)")
     parser.add_argument("--burst-tail", type=int, default=300, help="last warm-up forecasts reported as burst")
-    parser.add_argument("--paced", type=int, default=80, help="readings sent one at a time, --gap apart (judged)")
-    parser.add_argument("--gap", type=float, default=0.55, help="seconds between an answer and the next reading")
+    parser.add_argument("--paced", type=int, default=72, help="readings sent one at a time, --gap apart (judged)")
+    parser.add_argument("--gap", type=float, default=0.5, help="seconds between an answer and the next reading")
     parser.add_argument("--shadow-report-every", type=float, default=None, metavar="SECONDS",
                         help="the hubs' --shadow-report-every (default: theirs, 6 h, on the simulated clock: "
                         "6 h x GAP / 1 h of wall time, so every 6th paced reading republishes the pairs)")
@@ -264,7 +269,7 @@ class Client:
                 self.status_counts[hub] = self.status_counts.get(hub, 0) + 1
                 times = self.status_times.setdefault(hub, [])
                 times.append(now)
-                del times[:-STATUS_BYTES_KEPT]
+                del times[:-STATUS_TIMES_KEPT]
             self.changed.notify_all()
 
     def status(self, hub: str) -> dict:
@@ -309,7 +314,7 @@ def quantiles(values: list[float]) -> dict:
 
 
 class HubRun:
-    """One fresh hub process through warm-up and paced readings; `figures()` once done."""
+    """One fresh hub process through warm-up and paced readings; `figures` once done."""
 
     def __init__(self, name: str, config: str, work: Path, champion: Path, public_key: Path, port: int,
                  report_every: float) -> None:
@@ -324,14 +329,14 @@ class HubRun:
                         "--trust", str(public_key), "--hub-id", name, "--poll-interval", "0",
                         "--shadow-report-every", f"{report_every:g}s"]
         self.process: subprocess.Popen | None = None
-        self.figures_: dict = {"hub": name, "config": config}
+        self.figures: dict = {"hub": name, "config": config}
 
     def start(self, client: Client) -> None:
         began = time.monotonic()
         with open(self.folder / "hub.log", "ab") as log:
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         client.wait_status(self.name, lambda s: s.get("state") == "running", 120, self.process, "running")
-        self.figures_["start_seconds"] = round(time.monotonic() - began, 2)
+        self.figures["start_seconds"] = round(time.monotonic() - began, 2)
 
     def release_shadow(self, client: Client, fleet: Path, private_key: Path) -> None:
         began = time.monotonic()
@@ -340,15 +345,15 @@ class HubRun:
                     "--healthy-seconds", "1"], self.folder / "release.log", 300)
         status = client.wait_status(self.name, lambda s: (s.get("shadow") or {}).get("state") == "running", 60,
                                     self.process, "running its shadow")
-        self.figures_["release_seconds"] = round(time.monotonic() - began, 2)
-        self.figures_["shadow_sha256"] = status["shadow"].get("sha256")
+        self.figures["release_seconds"] = round(time.monotonic() - began, 2)
+        self.figures["shadow_sha256"] = status["shadow"].get("sha256")
 
     def feed(self, client: Client, rows: list[tuple[float, str]], warmup: int, burst_tail: int, gap: float,
              timeout: float, champion_sha: str) -> None:
         """The warm-up back to back, then the paced readings. A paced reading "reports" when
         the hub's status arrives between its answer and the next reading: the shadow's pairs
         republished, which the hub does at most every --shadow-report-every."""
-        burst, paced, errors, status_delays = [], [], [], []  # paced: [latency ms, reported]
+        burst, paced, errors, status_delays = [], [], [], []  # paced: [latency ms, reported, row index]
         other_models, last_answered, statuses_before = 0, 0.0, 0
 
         def reported(since: float, until: float) -> None:
@@ -381,7 +386,7 @@ class HubRun:
         reported(last_answered, time.perf_counter())
         status = client.status(self.name)
         shadow = status.get("shadow") or {}
-        self.figures_.update({
+        self.figures.update({
             "answers_not_from_champion": other_models, "error_answers": len(errors), "first_errors": errors[:3],
             "burst": quantiles(burst[-burst_tail:]), "paced": quantiles([p[0] for p in paced]),
             "paced_reporting": quantiles([p[0] for p in paced if p[1]]),
@@ -393,16 +398,16 @@ class HubRun:
             "shadow_state_at_end": shadow.get("state"), "shadow_reason": shadow.get("reason"),
             "scored_pairs": shadow.get("scored_pairs"), "pending_pairs": shadow.get("pending_pairs")})
         if self.process.poll() is None:
-            self.figures_["peak_rss_mib"] = round(peak_memory_mib(self.process.pid), 1)
-            self.figures_["cpu_seconds"] = cpu_seconds(self.process.pid)
+            self.figures["peak_rss_mib"] = round(peak_memory_mib(self.process.pid), 1)
+            self.figures["cpu_seconds"] = cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         if self.process is not None:
             alive = self.process.poll() is None
             end_process(self.process, timeout=20)
-            self.figures_["exited_before_stop"] = not alive
-            self.figures_["exit_code"] = self.process.returncode
-            self.figures_["store_scored_pairs"] = store_pairs(self.folder / "state.json.scores.sqlite")
+            self.figures["exited_before_stop"] = not alive
+            self.figures["exit_code"] = self.process.returncode
+            self.figures["store_scored_pairs"] = store_pairs(self.folder / "state.json.scores.sqlite")
 
     def log_tail(self, lines: int = 5) -> str:
         path = self.folder / "hub.log"
@@ -506,7 +511,7 @@ def measure(args: argparse.Namespace, work: Path, figures: dict, report_every: f
                 raise RuntimeError(f"{exc}\n{name} log:\n{hub.log_tail()}") from None
             finally:
                 hub.stop()
-            result = hub.figures_
+            result = hub.figures
             result.update(set=number, position=position, seconds=round(time.monotonic() - began, 1),
                           load_average_end=load_average())
             results.append(result)
