@@ -38,6 +38,8 @@ from support.runtime import (
     peak_rss_mb,
     record,
 )
+from test_hostile_releases import HUB
+from test_hostile_releases import Client as HostileClient
 from test_release_record import Signer
 
 from edgecast_runtime import Forecaster, StreamingForecaster
@@ -53,7 +55,6 @@ CHAMPION = FIXTURES / "skill" / "ar24.onnx"
 CHALLENGER = FIXTURES / "skill" / "ar24_short.onnx"
 HOUR = 3600
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
-HUB = "hub-1"
 READINGS, ANSWERS = f"edgecast/readings/{HUB}", f"edgecast/hub/{HUB}/forecasts"
 WAIT = 60.0
 
@@ -206,39 +207,9 @@ def release_messages(folder, record_bytes, version, role):
     return [*messages, (release_topic(HUB, role), record_bytes)]
 
 
-class Client:
-    """Publishes releases and readings as an operator and a sensor would; follows the
-    hub's status and answers."""
-
-    def __init__(self, port):
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        from edgecast_runtime.releases.delivery import status_topic
-
-        self.latest, self.statuses, self.answers = {}, queue.Queue(), queue.Queue()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}",
-                                  protocol=paho.MQTTv5)
-        subscribed = queue.Queue()
-        self.client.on_subscribe = lambda *args: subscribed.put(True)
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-        self.client.subscribe([(status_topic(HUB), 1), (ANSWERS, 1)])
-        subscribed.get(timeout=10)
-
-    def _on_message(self, client, userdata, message):
-        payload = json.loads(message.payload)
-        if message.topic == ANSWERS:
-            self.answers.put(payload)
-        else:
-            self.latest = payload
-            self.statuses.put(payload)
-
-    def publish_all(self, messages, retain=True):
-        infos = [self.client.publish(topic, payload, qos=1, retain=retain) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(WAIT)
+class Client(HostileClient):
+    """test_hostile_releases.py's operator and sensor (same hub id and topics), with
+    readings at a given time and the answer to each."""
 
     def reading(self, timestamp, value):
         self.client.publish(READINGS, json.dumps({"values": [value], "timestamp": timestamp}),
@@ -252,19 +223,6 @@ class Client:
                 if answer.get("timestamp") == timestamp:
                     return answer
         raise AssertionError(f"no answer for {timestamp} within {timeout} s")
-
-    def wait_status(self, check, what, timeout=WAIT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.latest and check(self.latest):
-                return self.latest
-            with contextlib.suppress(queue.Empty):
-                self.statuses.get(timeout=0.2)
-        raise AssertionError(f"no status with {what} within {timeout} s; latest: {self.latest}")
-
-    def close(self):
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 class HubProcess:

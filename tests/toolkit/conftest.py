@@ -36,6 +36,18 @@ def hourly_frame(hours: int = 240, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def hourly_pm25(hours: int, seed: int, level: float = 60.0, daily: float = 25.0, weekly: float = 15.0,
+                noise: float = 6.0, memory: float = 0.8) -> np.ndarray:
+    """Hourly PM2.5: a daily and a weekly cycle and AR(1) noise, kept positive (at least 1)."""
+    rng = np.random.default_rng(seed)
+    steps = np.arange(hours)
+    wander, shocks = np.zeros(hours), rng.normal(0, noise, hours)
+    for index in range(1, hours):
+        wander[index] = memory * wander[index - 1] + shocks[index]
+    cycles = level + daily * np.sin(2 * np.pi * steps / 24) + weekly * np.sin(2 * np.pi * steps / 168)
+    return np.maximum(cycles + wander, 1.0).round(1)
+
+
 @pytest.fixture
 def tiny_csv(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.csv"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from conftest import run_cli
+from conftest import hourly_pm25, run_cli
 from support.runtime import record
 from test_collect import Collector, mqtt_broker  # noqa: F401  (the fixture)
 
@@ -46,14 +46,7 @@ TINY = ["--target", "PM2.5", "--look-back", "12", "--horizon", "3", "--units", "
 
 
 def pm25(hours: int, seed: int) -> np.ndarray:
-    """Hourly PM2.5: a daily and a weekly cycle and AR(1) noise, positive."""
-    rng = np.random.default_rng(seed)
-    steps = np.arange(hours)
-    noise, shocks = np.zeros(hours), rng.normal(0, 6, hours)
-    for index in range(1, hours):
-        noise[index] = 0.8 * noise[index - 1] + shocks[index]
-    return np.maximum(60 + 25 * np.sin(2 * np.pi * steps / 24) + 15 * np.sin(2 * np.pi * steps / 168) + noise,
-                      2.0).round(1)
+    return hourly_pm25(hours, seed)  # a daily and a weekly cycle, AR(1) noise
 
 
 class Hub:

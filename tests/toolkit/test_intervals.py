@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
-from conftest import run_cli
+from conftest import hourly_pm25, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,15 +28,10 @@ SMALL = ["--target", "PM2.5", "--look-back", "12", "--horizon", "3", "--units", 
 
 
 def pm25(hours: int, seed: int) -> pd.DataFrame:
-    """Hourly PM2.5 with a daily and a weekly cycle, AR(1) noise and episodes above 75."""
-    rng = np.random.default_rng(seed)
-    steps = np.arange(hours)
-    noise, shocks = np.zeros(hours), rng.normal(0, 8, hours)
-    for index in range(1, hours):
-        noise[index] = 0.85 * noise[index - 1] + shocks[index]
-    values = np.maximum(55 + 25 * np.sin(2 * np.pi * steps / 24) + 20 * np.sin(2 * np.pi * steps / 168) + noise, 1)
+    """Hourly PM2.5 with episodes above 75, as a station file."""
     times = pd.date_range("2024-01-01", periods=hours, freq="h", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S+00:00")
-    return pd.DataFrame({"timestamp": times, "PM2.5": values.round(1)})
+    return pd.DataFrame({"timestamp": times, "PM2.5": hourly_pm25(hours, seed, level=55, weekly=20, noise=8,
+                                                                   memory=0.85)})
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
+from edgecast_runtime.skill.truths import with_truth
+
 if TYPE_CHECKING:
     from edgecast_runtime.skill.store import ForecastStore, Step
 
@@ -87,12 +89,9 @@ class PairScores:
         rows = db.execute("SELECT issued, champion_sha256, shadow_sha256, champion, shadow, truths "
                           "FROM shadow_pending WHERE issued < ?", (now,)).fetchall()
         for issued, champion_sha256, shadow_sha256, champion_text, shadow_text, truths_text in rows:
-            steps = (now - issued) / self.interval
-            lead = int(round(steps))
-            truths = json.loads(truths_text)
-            if not 1 <= lead <= len(truths) or abs(steps - lead) >= 0.5 or truths[lead - 1] is not None:
+            truths = with_truth(truths_text, issued, now, self.interval, step.truth)
+            if truths is None:
                 continue
-            truths[lead - 1] = step.truth
             if any(value is None for value in truths):
                 db.execute("UPDATE shadow_pending SET truths = ? WHERE issued = ?", (json.dumps(truths), issued))
                 continue

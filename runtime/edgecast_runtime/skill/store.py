@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from edgecast_runtime.errors import StateError
+from edgecast_runtime.skill.truths import with_truth
 
 DEFAULT_GRACE_SECONDS = 6 * 3600.0  # how long a late reading may still complete a forecast
 SCHEMA = """
@@ -233,13 +234,9 @@ class ForecastStore:
                           "WHERE issued < ?", (now,)).fetchall()
         scored = []
         for issued, forecast_text, persistence, truths_text in rows:
-            steps = (now - issued) / self.interval
-            lead = int(round(steps))
-            truths = json.loads(truths_text)
-            # Readings less than half an interval off their step count as on it (jitter).
-            if not 1 <= lead <= len(truths) or abs(steps - lead) >= 0.5 or truths[lead - 1] is not None:
+            truths = with_truth(truths_text, issued, now, self.interval, step.truth)
+            if truths is None:
                 continue
-            truths[lead - 1] = step.truth
             if any(value is None for value in truths):
                 db.execute("UPDATE pending SET truths = ? WHERE issued = ?", (json.dumps(truths), issued))
                 continue
