@@ -146,3 +146,24 @@ def test_quantized_and_builtin_exports_are_refused_for_now(exported):
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and "do not carry a schema-4 model's quantiles" in lines[0], result.stderr
     assert "--quantize" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_neighbour_model_carries_them_too_with_neighbours_masked_and_missing(tmp_path):
+    """Schema 4 on top of schema 3: the outputs follow the forecast whatever the graph
+    does with silent neighbours, so parity holds on the masked and missing window sets."""
+    times = pd.date_range("2024-01-01", periods=60 * 24, freq="h", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    own = hourly_pm25(60 * 24, seed=1)
+    pd.DataFrame({"timestamp": times, "PM2.5": own}).to_csv(tmp_path / "north.csv", index=False)
+    pd.DataFrame({"timestamp": times, "PM2.5": (np.roll(own, -2) * 1.1 + 3).round(1)}).to_csv(
+        tmp_path / "south.csv", index=False)
+    trained = run_cli("train", tmp_path / "north.csv", "--neighbours", tmp_path / "south.csv", *SMALL,
+                      "--interval", "0.9", "--alert", "PM2.5>75", "--models-dir", tmp_path, "--name", "nb")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    result = run_cli("export", tmp_path / "nb")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for window_set in ("neighbours masked", "neighbours missing"):
+        rows = [line for line in result.stdout.splitlines() if window_set in line and ("quantiles" in line
+                                                                                       or "exceedance" in line)]
+        assert len(rows) == 6 and all(line.rstrip(" │").endswith("yes") for line in rows), result.stdout
+    spec = json.loads({e.key: e.value for e in onnx.load(tmp_path / "nb" / "model.onnx").metadata_props}["edgecast.spec"])
+    assert spec["schema_version"] == 4 and spec["neighbours"] and spec["probabilistic"]["interval"] == 0.9
