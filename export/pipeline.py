@@ -81,7 +81,7 @@ def export_bundle(
     calibration = probabilistic_calibration(bundle, asked, builtin_ops or micro)
     model = bundle.load_model()
     held_out = held_out_windows(bundle, model)  # before converting: a damaged bundle fails in a blink
-    staged = {ONNX_FILE: to_onnx(model, bundle.spec, bundle.name, opset, calibration)}
+    staged = {ONNX_FILE: to_onnx(model, bundle.spec, bundle.name, opset, calibration=calibration)}
     progress(f"converted to ONNX (opset {opset})")
     if tflite:
         staged[TFLITE_FILE] = to_tflite(model, bundle.spec, calibration)

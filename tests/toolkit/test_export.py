@@ -108,12 +108,12 @@ def test_export_refuses_to_write_artifacts_that_fail_parity(trained_bundle, tmp_
     for name in ("model.onnx", "model.tflite", "manifest.json"):
         (copy / name).unlink()
 
-    def perturbed_onnx(model, spec, name, opset):
+    def perturbed_onnx(model, spec, name, opset, calibration=None):
         import keras
 
         other = keras.models.clone_model(model)
         other.set_weights([w * 1.05 for w in model.get_weights()])
-        return to_onnx(other, spec, name, opset)
+        return to_onnx(other, spec, name, opset, calibration)
 
     monkeypatch.setattr(pipeline, "to_onnx", perturbed_onnx)
     with pytest.raises(ParityError, match="parity failed") as failure:
