@@ -169,6 +169,9 @@ def pairs_ready(statuses: dict[str, dict], hubs: dict[str, str], min_pairs: int)
 def retrain(config: RetrainSettings, broker: BrokerSettings, training: dict, rule: Any, release_options: dict,
             rollout_options: dict, say: Callable[[str], None]) -> tuple[Round, list]:
     """Carry the plan on as far as it goes now; (the round, the promotion's decisions or [])."""
+    from .signing import load_private_key
+
+    load_private_key(config.key)  # a missing or wrong key fails now, not after the training
     plan = Round(config.plan, say)
     if plan.data["round"] == 0 or plan.finished:
         plan.begin(config.archive)

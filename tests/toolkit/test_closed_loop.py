@@ -251,3 +251,18 @@ def _archived(archive: Path, count: int) -> bool:
 
     rows = sum(len(read_partition(path)) for months in partitions(archive).values() for path in months.values())
     return rows >= count
+
+
+def test_retrain_says_a_bad_key_or_an_empty_archive_in_one_line(tmp_path):
+    """Before any training: a key that cannot be read; then an archive without readings."""
+    (tmp_path / "archive" / "station=x").mkdir(parents=True)
+    keys = new_keys(tmp_path / "keys")
+    common = ["fleet", "retrain", tmp_path / "archive", "--target", "PM2.5", "--broker", "127.0.0.1:1",
+              "--models-dir", tmp_path / "models"]
+    missing = run_cli(*common, "--key", tmp_path / "none.pem")
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        f"edgecast: error: cannot read the key {tmp_path / 'none.pem'}: No such file or directory"], missing.stderr
+    assert not (tmp_path / "models").exists()  # no plan begun
+    empty = run_cli(*common, "--key", keys.private)
+    lines = empty.stderr.strip().splitlines()
+    assert empty.returncode == 2 and len(lines) == 1 and "holds no readings to train on" in lines[0], empty.stderr
