@@ -31,7 +31,7 @@ Every hub takes the same gap-free stretch of Changping rows, one simulated hour 
 
 A paced reading stands for an hour, so the hub's own wall-clock schedule is scaled alike:
 the hubs run with `--shadow-report-every` = their default (6 h) x GAP / 1 h, and every 6th
-paced reading republishes the status with the shadow's pairs (~630 kB at the retention),
+paced reading republishes the status with the shadow's losses (~56 kB at the retention),
 as every 6th hourly reading does on a hub. Such a reading "reports" (its status arrives
 before the next reading); the figures say how many did and their latency apart.
 
@@ -48,48 +48,45 @@ the way out (SIGTERM and Ctrl-C included).
 from __future__ import annotations
 
 import argparse
-import csv
-import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import signal
-import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from contextlib import closing
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import paho.mqtt.client as mqtt
-from rollout_fleet import HUB_RUNTIME, REPO, cpu_seconds, load_average, peak_memory_mib
-from support.runtime import LOOPBACK, end_process, free_port, mosquitto_binary
+from rollout_fleet import HUB_RUNTIME, REPO, load_average
+from shadow_hub import Client, HubRun, quantiles
+from shadow_setup import (
+    DATA,
+    EDGECAST,
+    HORIZON,
+    LOOK_BACK,
+    MODELS,
+    build_models,
+    memory_cap_mib,
+    model_figures,
+    readings,
+    run_logged,
+    runtime_current,
+    start_broker,
+    versions,
+)
+from support.runtime import end_process
 
 from edgecast_runtime.releases.delivery import SHADOW_REPORT_SECONDS
 from edgecast_runtime.skill.pairs import DEFAULT_RETENTION_SECONDS
 
 OUT = REPO / "benchmarks" / "shadow.json"
-EDGECAST = REPO / ".venv" / "bin" / "edgecast"
-RUNTIME_PYTHON = REPO / ".venv-runtime" / "bin" / "python"
-UNIT = REPO / "runtime" / "deploy" / "edgecast-runtime.service"
-DATA = REPO.parent / "shared" / "data" / "PRSA_Data_Changping_20130301-20170228.csv"
-MODELS = Path(tempfile.gettempdir()) / "edgecast-bench-shadow-models"
-TARGET, FEATURES = "PM2.5", ("TEMP", "PRES", "DEWP")
-LOOK_BACK, HORIZON = 24, 24
-SEEDS = {"champion": 1, "challenger": 2}
-BEIJING = timezone(timedelta(hours=8))  # the stations' clock (the file's year/month/day/hour)
 MAX_P99_RATIO = 1.5
 ALONE, SHADOW = "alone", "shadow"
-STATUS_TIMES_KEPT = 8  # statuses whose arrival times are kept per hub, for the publish delay
 
 
 def arguments() -> argparse.Namespace:
@@ -119,313 +116,6 @@ def on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # unwinds through the finally that stops everything
 
 
-# --- models ------------------------------------------------------------------------------------
-
-
-def run_logged(command: list[str], log: Path, timeout: float) -> None:
-    with open(log, "ab") as handle:
-        handle.write(("$ " + " ".join(command) + "\n").encode())
-        handle.flush()
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout)
-    if result.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise RuntimeError(f"{' '.join(command[:3])} ... exited {result.returncode}:\n{tail}")
-
-
-def train_settings(args: argparse.Namespace, name: str) -> dict:
-    stat = args.data.stat()
-    return {"data": str(args.data), "data_bytes": stat.st_size, "target": TARGET, "features": list(FEATURES),
-            "look_back": LOOK_BACK, "horizon": HORIZON, "epochs": args.epochs, "seed": SEEDS[name]}
-
-
-def build_models(args: argparse.Namespace) -> dict[str, Path]:
-    """The champion and challenger bundles, trained and exported unless cached with the same settings."""
-    args.models_dir.mkdir(parents=True, exist_ok=True)
-    bundles = {}
-    for name in SEEDS:
-        bundle, stamp = args.models_dir / name, args.models_dir / f"{name}.settings.json"
-        settings = train_settings(args, name)
-        cached = (not args.retrain and (bundle / "model.onnx").is_file() and (bundle / "manifest.json").is_file()
-                  and stamp.is_file() and json.loads(stamp.read_text()) == settings)
-        if not cached:
-            stamp.unlink(missing_ok=True)
-            shutil.rmtree(bundle, ignore_errors=True)
-            began = time.monotonic()
-            log = args.models_dir / f"{name}.log"
-            log.unlink(missing_ok=True)
-            print(f"training {name} (seed {SEEDS[name]}, {args.epochs} epochs) into {bundle}", flush=True)
-            run_logged([str(EDGECAST), "train", str(args.data), "--target", TARGET, "--features", ",".join(FEATURES),
-                        "--look-back", str(LOOK_BACK), "--horizon", str(HORIZON), "--epochs", str(args.epochs),
-                        "--seed", str(SEEDS[name]), "--name", name, "--models-dir", str(args.models_dir)], log, 900)
-            run_logged([str(EDGECAST), "export", str(bundle), "--no-tflite"], log, 600)
-            stamp.write_text(json.dumps(settings))
-            print(f"  {name} trained and exported in {time.monotonic() - began:.0f} s", flush=True)
-        else:
-            print(f"using the cached {name} bundle {bundle}", flush=True)
-        bundles[name] = bundle
-    return bundles
-
-
-def model_figures(bundle: Path) -> dict:
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    onnx = manifest["artifacts"]["model.onnx"]
-    return {"bundle": str(bundle), "sha256": onnx["sha256"], "onnx_bytes": onnx["bytes"], "seed": SEEDS[bundle.name]}
-
-
-# --- readings ----------------------------------------------------------------------------------
-
-
-def readings(path: Path, count: int) -> tuple[list[tuple[float, str]], dict]:
-    """`count` consecutive rows with all four columns present (the first such stretch), as
-    (timestamp, JSON reading) in time order."""
-    columns = (TARGET, *FEATURES)
-    rows = []
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            values = [row[name] for name in columns]
-            complete = all(value not in ("", "NA") for value in values)
-            stamp = datetime(int(row["year"]), int(row["month"]), int(row["day"]), int(row["hour"]),
-                             tzinfo=BEIJING).timestamp()
-            rows.append((stamp, [float(v) for v in values] if complete else None))
-    start = run = 0
-    for index, (_, values) in enumerate(rows):
-        if values is None:
-            start, run = index + 1, 0
-            continue
-        run += 1
-        if run == count:
-            break
-    else:
-        raise RuntimeError(f"{path} has no {count} consecutive complete rows of {', '.join(columns)}")
-    chosen = rows[start:start + count]
-    texts = [(stamp, json.dumps({"timestamp": stamp, **dict(zip(columns, values))})) for stamp, values in chosen]
-    return texts, {"file": path.name, "first_row": start, "rows": count,
-                   "first_time": datetime.fromtimestamp(chosen[0][0], BEIJING).isoformat(),
-                   "last_time": datetime.fromtimestamp(chosen[-1][0], BEIJING).isoformat()}
-
-
-# --- the broker and the client -----------------------------------------------------------------
-
-
-def start_broker(folder: Path) -> tuple[subprocess.Popen, int]:
-    binary = mosquitto_binary()
-    if binary is None:
-        raise SystemExit("mosquitto is not installed: run `bash tests/runtime/setup.sh`")
-    port = free_port()
-    config = folder / "mosquitto.conf"
-    config.write_text(f"listener {port} {LOOPBACK}\nallow_anonymous true\nset_tcp_nodelay true\n")
-    with open(folder / "mosquitto.log", "ab") as log:
-        process = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mosquitto exited: {(folder / 'mosquitto.log').read_text()[-2000:]}")
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=0.5).close()
-            return process, port
-        except OSError:
-            time.sleep(0.05)
-    end_process(process)
-    raise RuntimeError(f"mosquitto did not listen on {port} within 10 s")
-
-
-class Client:
-    """One MQTT session for the whole run: readings out, every hub's answers and retained
-    statuses in. Answers are keyed by (hub, timestamp); a status is kept as raw bytes with
-    its arrival time and decoded only when asked for, so a large status costs the network
-    thread no parsing while an answer may be on its way."""
-
-    def __init__(self, port: int) -> None:
-        self.changed = threading.Condition()
-        self.answers: dict[tuple[str, float], tuple[float, dict]] = {}
-        self.statuses: dict[str, bytes] = {}
-        self.status_times: dict[str, list[float]] = {}
-        self.status_counts: dict[str, int] = {}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-shadow-{os.getpid()}")
-        self.client.on_message = self._on_message
-        self.client.connect(LOOPBACK, port)
-        self.client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.client.subscribe([("edgecast/hub/+/forecasts", 1), ("edgecast/hub/+/status", 1)])
-        self.client.loop_start()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def _on_message(self, client: object, userdata: object, message: mqtt.MQTTMessage) -> None:
-        now = time.perf_counter()
-        parts = message.topic.split("/")
-        hub, kind = parts[2], parts[3]
-        with self.changed:
-            if kind == "forecasts":
-                try:
-                    answer = json.loads(message.payload)
-                except ValueError:
-                    answer = {"status": "not JSON"}
-                self.answers[(hub, answer.get("timestamp"))] = (now, answer)
-            elif kind == "status":
-                self.statuses[hub] = bytes(message.payload)
-                self.status_counts[hub] = self.status_counts.get(hub, 0) + 1
-                times = self.status_times.setdefault(hub, [])
-                times.append(now)
-                del times[:-STATUS_TIMES_KEPT]
-            self.changed.notify_all()
-
-    def status(self, hub: str) -> dict:
-        with self.changed:
-            raw = self.statuses.get(hub)
-        return json.loads(raw) if raw else {}
-
-    def wait_status(self, hub: str, ready: Callable[[dict], bool], timeout: float, process: subprocess.Popen, what: str) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status(hub)
-            if status and ready(status):
-                return status
-            if process.poll() is not None:
-                raise RuntimeError(f"{hub} exited ({process.returncode}) before {what}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{hub}: not {what} within {timeout:g} s; last status {json.dumps(status)[:600]}")
-            with self.changed:
-                self.changed.wait(0.2)
-
-    def ask(self, hub: str, stamp: float, text: str, timeout: float) -> tuple[float, float, dict]:
-        """Publish one reading and wait for its answer: (sent at, answered at, answer)."""
-        key = (hub, stamp)
-        sent = time.perf_counter()
-        self.client.publish(f"edgecast/readings/{hub}", text, qos=1)
-        with self.changed:
-            if not self.changed.wait_for(lambda: key in self.answers, timeout):
-                raise RuntimeError(f"{hub}: no answer to the reading of {stamp:.0f} within {timeout:g} s")
-            answered, answer = self.answers.pop(key)
-        return sent, answered, answer
-
-
-# --- one hub -----------------------------------------------------------------------------------
-
-
-def quantiles(values: list[float]) -> dict:
-    if not values:
-        return {"count": 0}
-    array = np.asarray(values)
-    return {"count": len(values), "p50_ms": round(float(np.percentile(array, 50)), 3),
-            "p99_ms": round(float(np.percentile(array, 99)), 3), "max_ms": round(float(array.max()), 3)}
-
-
-class HubRun:
-    """One fresh hub process through warm-up and paced readings; `figures` once done."""
-
-    def __init__(self, name: str, config: str, work: Path, champion: Path, public_key: Path, port: int,
-                 report_every: float) -> None:
-        self.name, self.config, self.port = name, config, port
-        self.folder = work / "hubs" / name
-        self.folder.mkdir(parents=True)
-        for file in ("model.onnx", "manifest.json"):
-            shutil.copy(champion / file, self.folder / file)
-        self.command = [str(HUB_RUNTIME), "mqtt", str(self.folder / "model.onnx"),
-                        "--broker", f"{LOOPBACK}:{port}", "--subscribe", f"edgecast/readings/{name}",
-                        "--publish", f"edgecast/hub/{name}/forecasts", "--state", str(self.folder / "state.json"),
-                        "--trust", str(public_key), "--hub-id", name, "--poll-interval", "0",
-                        "--shadow-report-every", f"{report_every:g}s"]
-        self.process: subprocess.Popen | None = None
-        self.figures: dict = {"hub": name, "config": config}
-
-    def start(self, client: Client) -> None:
-        began = time.monotonic()
-        with open(self.folder / "hub.log", "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        client.wait_status(self.name, lambda s: s.get("state") == "running", 120, self.process, "running")
-        self.figures["start_seconds"] = round(time.monotonic() - began, 2)
-
-    def release_shadow(self, client: Client, fleet: Path, private_key: Path) -> None:
-        began = time.monotonic()
-        run_logged([str(EDGECAST), "release", str(fleet / self.name), "--shadow", "--version", "1",
-                    "--key", str(private_key), "--broker", f"{LOOPBACK}:{self.port}", "--canary", "1",
-                    "--healthy-seconds", "1"], self.folder / "release.log", 300)
-        status = client.wait_status(self.name, lambda s: (s.get("shadow") or {}).get("state") == "running", 60,
-                                    self.process, "running its shadow")
-        self.figures["release_seconds"] = round(time.monotonic() - began, 2)
-        self.figures["shadow_sha256"] = status["shadow"].get("sha256")
-
-    def feed(self, client: Client, rows: list[tuple[float, str]], warmup: int, burst_tail: int, gap: float,
-             timeout: float, champion_sha: str) -> None:
-        """The warm-up back to back, then the paced readings. A paced reading "reports" when
-        the hub's status arrives between its answer and the next reading: the shadow's pairs
-        republished, which the hub does at most every --shadow-report-every."""
-        burst, paced, errors, status_delays = [], [], [], []  # paced: [latency ms, reported, row index]
-        other_models, last_answered, statuses_before = 0, 0.0, 0
-
-        def reported(since: float, until: float) -> None:
-            times = [t for t in client.status_times.get(self.name, []) if since <= t <= until]
-            if times and paced and paced[-1][2] == index - 1:
-                paced[-1][1] = True
-                status_delays.append(1000 * (times[0] - since))
-
-        for index, (stamp, text) in enumerate(rows):
-            if index == warmup:
-                statuses_before = client.status_counts.get(self.name, 0)
-            if index >= warmup:
-                time.sleep(gap)
-            sent, answered, answer = client.ask(self.name, stamp, text, timeout)
-            if index > warmup:
-                reported(last_answered, sent)
-            status = answer.get("status")
-            if answer.get("model_sha256") != champion_sha:
-                other_models += 1
-            if status == "forecast":
-                if index >= warmup:
-                    paced.append([1000 * (answered - sent), False, index])
-                else:
-                    burst.append(1000 * (answered - sent))
-            elif status != "filling":
-                errors.append(answer)
-            last_answered = answered
-        time.sleep(1.0)  # the last status publish (throttled to one per 0.5 s)
-        index = len(rows)
-        reported(last_answered, time.perf_counter())
-        status = client.status(self.name)
-        shadow = status.get("shadow") or {}
-        self.figures.update({
-            "answers_not_from_champion": other_models, "error_answers": len(errors), "first_errors": errors[:3],
-            "burst": quantiles(burst[-burst_tail:]), "paced": quantiles([p[0] for p in paced]),
-            "paced_reporting": quantiles([p[0] for p in paced if p[1]]),
-            "paced_not_reporting": quantiles([p[0] for p in paced if not p[1]]),
-            "paced_latencies_ms": [round(p[0], 3) for p in paced],
-            "statuses_during_paced": client.status_counts.get(self.name, 0) - statuses_before,
-            "status_after_answer_ms": quantiles(status_delays) if status_delays else None,
-            "status_bytes_at_end": len(client.statuses.get(self.name, b"")),
-            "shadow_state_at_end": shadow.get("state"), "shadow_reason": shadow.get("reason"),
-            "scored_pairs": shadow.get("scored_pairs"), "pending_pairs": shadow.get("pending_pairs")})
-        if self.process.poll() is None:
-            self.figures["peak_rss_mib"] = round(peak_memory_mib(self.process.pid), 1)
-            self.figures["cpu_seconds"] = cpu_seconds(self.process.pid)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            alive = self.process.poll() is None
-            end_process(self.process, timeout=20)
-            self.figures["exited_before_stop"] = not alive
-            self.figures["exit_code"] = self.process.returncode
-            self.figures["store_scored_pairs"] = store_pairs(self.folder / "state.json.scores.sqlite")
-
-    def log_tail(self, lines: int = 5) -> str:
-        path = self.folder / "hub.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-
-def store_pairs(path: Path) -> int | None:
-    """Champion-shadow pairs scored in a stopped hub's forecast store (skill/pairs.py)."""
-    try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            return db.execute("SELECT COUNT(DISTINCT issued) FROM shadow_scored").fetchone()[0]
-    except sqlite3.Error:
-        return None
-
-
-# --- the run -----------------------------------------------------------------------------------
-
-
 def order(sets: int) -> list[tuple[str, int]]:
     """ABBA: alone, shadow, shadow, alone, alone, shadow, ... so that a drift of the machine
     over the run weighs on both configurations alike."""
@@ -434,49 +124,6 @@ def order(sets: int) -> list[tuple[str, int]]:
         pair = [ALONE, SHADOW] if number % 2 else [SHADOW, ALONE]
         pattern += [(config, number) for config in pair]
     return pattern
-
-
-def runtime_current() -> dict:
-    """Whether .venv-runtime (not editable) holds the runtime's current sources, and a digest
-    of what it holds (other sessions may reinstall it while the benchmark runs)."""
-    installed = next(iter(sorted((REPO / ".venv-runtime" / "lib").glob("python*/site-packages/edgecast_runtime"))),
-                     None)
-    source = REPO / "runtime" / "edgecast_runtime"
-    if installed is None:
-        return {"current": False, "differing": ["(not installed)"], "digest": None}
-    differing = []
-    for path in sorted(source.rglob("*.py")):
-        other = installed / path.relative_to(source)
-        if not other.is_file() or other.read_bytes() != path.read_bytes():
-            differing.append(str(path.relative_to(source)))
-    digest = hashlib.sha256()
-    for path in sorted(installed.rglob("*.py")):
-        digest.update(str(path.relative_to(installed)).encode() + b"\0" + path.read_bytes())
-    return {"current": not differing, "differing": differing[:10], "digest": digest.hexdigest()[:16]}
-
-
-def versions() -> dict:
-    found = {"python": platform.python_version()}
-    try:
-        output = subprocess.run([str(RUNTIME_PYTHON), "-c", "import onnxruntime, numpy, paho.mqtt; "
-                                 "print(onnxruntime.__version__, numpy.__version__, paho.mqtt.__version__)"],
-                                capture_output=True, text=True, timeout=60).stdout.split()
-        found.update(zip(("onnxruntime", "numpy", "paho_mqtt"), output))
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    binary = mosquitto_binary()
-    if binary:
-        text = subprocess.run([binary, "-h"], capture_output=True, text=True).stdout
-        match = re.search(r"mosquitto version (\S+)", text)
-        found["mosquitto"] = match.group(1) if match else None
-    return found
-
-
-def memory_cap_mib() -> float:
-    match = re.search(r"^MemoryMax=(\d+)([KMG])\s*$", UNIT.read_text(), re.MULTILINE)
-    if not match:
-        raise SystemExit(f"no MemoryMax=NUMBER[KMG] in {UNIT}")
-    return int(match.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024}[match.group(2)]
 
 
 def measure(args: argparse.Namespace, work: Path, figures: dict, report_every: float) -> list[dict]:
