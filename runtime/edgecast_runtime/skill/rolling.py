@@ -208,8 +208,9 @@ class StreamScorer:
         if self.statistics:
             inputs = [None if v is None else float(v) for v in values]
         shadow = None  # the challenger forecasts after the answer, from the same window
-        if forecast is not None and self.shadow is not None and self.pairs is not None:
-            shadow = self.shadow.forecast(state.buffer.window())
+        slot = self.shadow
+        if forecast is not None and slot is not None and slot.current is not None and self.pairs is not None:
+            shadow = slot.forecast(state.buffer.window())  # the window is copied only for a challenger
         return Step(float(state.last_timestamp), truth, forecast, persistence, inputs, model.sha256, distribution,
                     shadow)
 
