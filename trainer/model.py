@@ -32,6 +32,7 @@ def build_model(
     freeze_linear: bool = False,
     quadratic: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     name: str = "edgecast_lstm",
+    identity: tuple[int, int] | None = None,
 ) -> keras.Model:
     """`n_features` counts the encoded input columns. Dropout acts in training only, so
     the exported graph (training=False) is the same function as Keras predict.
@@ -55,6 +56,12 @@ def build_model(
     the 6 h forecast clearly past persistence on the Beijing stations
     (results/forecast_quality.md). Everything is fixed Dense, Cropping, ReLU and
     Multiply layers, so every export computes it from the raw window.
+
+    `identity` = (stations, width) makes a global model (trainer/global_model.py): a
+    second input "station" (one-hot over the stations and "unknown") whose learned
+    embedding the first LSTM layer reads beside the window at every step. Since it is
+    constant over the window, it folds into that layer's bias for one station
+    (trainer/identity.py), which gives an ordinary single-input model.
     """
     window = keras.Input((look_back, n_features), name="window")
     hidden = window
@@ -68,6 +75,13 @@ def build_model(
         hidden = standardise(hidden)
         standardise.set_weights([np.diag(1 / np.sqrt(variance)).astype(np.float32),
                                  (-mean / np.sqrt(variance)).astype(np.float32)])
+    inputs = [window]
+    if identity is not None:
+        station = keras.Input((identity[0],), name="station")
+        embedded = keras.layers.Dense(identity[1], use_bias=False, name="station_embedding")(station)
+        embedded = keras.layers.RepeatVector(look_back, name="station_per_step")(embedded)
+        hidden = keras.layers.Concatenate(name="window_and_station")([hidden, embedded])
+        inputs.append(station)
     for depth in range(layers):
         last = depth == layers - 1
         layer_name = "lstm" if depth == 0 else f"lstm_{depth + 1}"
@@ -84,7 +98,7 @@ def build_model(
         output = keras.layers.Add(name="forecast")([linear, correction])
     else:
         output = keras.layers.Dense(horizon, name="forecast")(hidden)
-    model = keras.Model(window, output, name=name)
+    model = keras.Model(inputs if identity is not None else window, output, name=name)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
     return model
 

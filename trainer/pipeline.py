@@ -67,23 +67,12 @@ def train(
     from . import model as keras_model  # TensorFlow loads only when training starts
 
     data = data if data is not None else prepare(series, config)
-    values = series.values()
-    formulation = change_formulation(data.train) if config.formulation == CHANGE else Formulation(LEVEL)
-    spec = make_spec(
-        series.target, series.features, config.look_back, config.horizon,
-        series.interval_seconds, series.time_columns, data.scaler, config.max_gap,
-        encodings=series.encodings, formulation=formulation, target_units=config.target_units,
-        clock=series.clock, valid_ranges=series.valid_ranges, time_format=series.time_format,
-        target_min=target_floor(config, values[: data.boundaries[0], 0]),
-    )
-    probabilistic = probabilistic_part(config.interval, tuple(config.quantiles), tuple(config.alerts), series.target)
-    if probabilistic is not None:
-        spec = replace(spec, schema_version=PROBABILISTIC_SCHEMA_VERSION, probabilistic=probabilistic)
+    spec = station_spec(series, config, data)
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     silenced = masked_indices(series.encodings) if config.neighbour_masking else []
-    train_pair = _network_pair(_silence(data.train, silenced, rng), data.scaler, spec)
-    val_pair = _network_pair(_silence(data.val, silenced, rng), data.scaler, spec)
+    train_pair = network_pair(_silence(data.train, silenced, rng), data.scaler, spec)
+    val_pair = network_pair(_silence(data.val, silenced, rng), data.scaler, spec)
     fallback = None
     if config.neighbour_fallback and masked_indices(series.encodings):
         # The same network on the station's own columns (the first ones, unmasked), trained
@@ -98,18 +87,45 @@ def train(
     if fallback is not None:
         net = keras_model.with_fallback(net, fallback[0], fallback[1], _presence_columns(spec, data.scaler))
     seconds = time.perf_counter() - started
+    extra = {"fallback_history": fallback[2]} if fallback is not None else {}
+    return finish_bundle(net, series, config, data, spec, history, seconds, out_dir, extra)
+
+
+def station_spec(series: Series, config: TrainConfig, data: SplitData) -> Spec:
+    """The preprocessing spec of a station's model: its scaler, formulation, floor and outputs."""
+    formulation = change_formulation(data.train) if config.formulation == CHANGE else Formulation(LEVEL)
+    spec = make_spec(
+        series.target, series.features, config.look_back, config.horizon,
+        series.interval_seconds, series.time_columns, data.scaler, config.max_gap,
+        encodings=series.encodings, formulation=formulation, target_units=config.target_units,
+        clock=series.clock, valid_ranges=series.valid_ranges, time_format=series.time_format,
+        target_min=target_floor(config, series.values()[: data.boundaries[0], 0]),
+    )
+    return with_probabilistic(spec, config, series.target)
+
+
+def with_probabilistic(spec: Spec, config: TrainConfig, target: str) -> Spec:
+    """Schema 4 when the config asks for intervals, quantiles or alerts."""
+    probabilistic = probabilistic_part(config.interval, tuple(config.quantiles), tuple(config.alerts), target)
+    if probabilistic is None:
+        return spec
+    return replace(spec, schema_version=PROBABILISTIC_SCHEMA_VERSION, probabilistic=probabilistic)
+
+
+def finish_bundle(net: keras.Model, series: Series, config: TrainConfig, data: SplitData, spec: Spec, history: dict,
+                  seconds: float, out_dir: Path, extra: dict | None = None) -> TrainResult:
+    """Evaluate a trained network on the test split, conformalize it on validation (schema 4)
+    and write the bundle; `extra` goes into training.json."""
+    values = series.values()
     metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0])
     calibration = None
-    if probabilistic is not None:  # conformalized on validation, scored on the unseen test split
+    if spec.probabilistic is not None:  # conformalized on validation, scored on the unseen test split
         calibration = calibrate(predict_raw(net, spec, data.val.x, data.scaler), data.val.y,
-                                probabilistic.quantiles, spec.target_min)
+                                spec.probabilistic.quantiles, spec.target_min)
         metrics["intervals"] = interval_metrics(calibration, spec, predict_raw(net, spec, data.test.x, data.scaler),
                                                 data.test, values[: data.boundaries[0], 0])
-    training = _training_record(series, config, data, history, seconds)
-    if fallback is not None:
-        training["fallback_history"] = fallback[2]
-    windows = _kept_windows(data, config.seed)
-    write_bundle(out_dir, net, spec, metrics, training, windows, calibration)
+    training = {**training_record(series, config, data, history, seconds), **(extra or {})}
+    write_bundle(out_dir, net, spec, metrics, training, kept_windows(data, config.seed), calibration)
     return TrainResult(Path(out_dir), metrics, training)
 
 
@@ -125,7 +141,7 @@ def _fit_network(keras_model: ModuleType, config: TrainConfig, spec: Spec, train
         layers=config.layers, dropout=config.dropout, linear_skip=config.linear_skip,
         input_stats=keras_model.standardising_stats(train_pair[0]) if config.standardise else None,
         freeze_linear=config.linear_skip and config.freeze_linear,
-        quadratic=_quadratic(config, spec, linear_fit[0]) if config.linear_skip and config.quadratic_skip else None,
+        quadratic=quadratic_terms(config, spec, linear_fit[0]) if config.linear_skip and config.quadratic_skip else None,
         name=name,
     )
     if config.linear_skip:
@@ -156,7 +172,7 @@ def _silence(windows: Windows, columns: list[int], rng: np.random.Generator) -> 
     return Windows(mask_at_random(windows.x, columns, rng), windows.y, windows.end) if columns else windows
 
 
-def _quadratic(config: TrainConfig, spec: Spec, fit_inputs: np.ndarray) -> tuple:
+def quadratic_terms(config: TrainConfig, spec: Spec, fit_inputs: np.ndarray) -> tuple:
     """(basis, low, high) of the linear map's quadratic terms, ranged on the fitted windows."""
     from .model import quadratic_basis, summary_range
 
@@ -166,7 +182,7 @@ def _quadratic(config: TrainConfig, spec: Spec, fit_inputs: np.ndarray) -> tuple
     return (basis, *summary_range(basis, fit_inputs))
 
 
-def _network_pair(windows: Windows, scaler: MinMaxScaler, spec: Spec) -> tuple[np.ndarray, np.ndarray]:
+def network_pair(windows: Windows, scaler: MinMaxScaler, spec: Spec) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, targets) as the network sees them."""
     return (
         model_inputs(scaler, spec.feature_encodings, windows.x),
@@ -174,7 +190,7 @@ def _network_pair(windows: Windows, scaler: MinMaxScaler, spec: Spec) -> tuple[n
     )
 
 
-def _training_record(series: Series, config: TrainConfig, data: SplitData, history: dict, seconds: float) -> dict:
+def training_record(series: Series, config: TrainConfig, data: SplitData, history: dict, seconds: float) -> dict:
     index = series.frame.index
     first_val, first_test = data.boundaries
     return {
@@ -210,7 +226,7 @@ def _training_record(series: Series, config: TrainConfig, data: SplitData, histo
     }
 
 
-def _kept_windows(data: SplitData, seed: int) -> dict[str, np.ndarray]:
+def kept_windows(data: SplitData, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     sample = rng.choice(len(data.train), size=min(CALIBRATION_SAMPLE, len(data.train)), replace=False)
     return {

@@ -263,7 +263,7 @@ def test_linear_map_is_fitted_on_training_and_validation_windows(tmp_path):
     from sklearn.linear_model import Ridge
 
     from edgecast.trainer.model import linear_features
-    from edgecast.trainer.pipeline import TrainConfig, _network_pair, prepare, train
+    from edgecast.trainer.pipeline import TrainConfig, network_pair, prepare, train
 
     csv = tmp_path / "hourly.csv"
     hourly_frame(hours=300).to_csv(csv, index=False)
@@ -272,9 +272,9 @@ def test_linear_map_is_fitted_on_training_and_validation_windows(tmp_path):
         config = TrainConfig(look_back=LOOK_BACK, horizon=2, units=4, epochs=1, batch_size=32, linear_fit_with_val=with_val)
         bundle = read_bundle(train(series, config, tmp_path / f"val-{with_val}").path)
         net, data = bundle.load_model(), prepare(series, config)
-        pairs = [_network_pair(data.train, data.scaler, bundle.spec)]
+        pairs = [network_pair(data.train, data.scaler, bundle.spec)]
         if with_val:
-            pairs.append(_network_pair(data.val, data.scaler, bundle.spec))
+            pairs.append(network_pair(data.val, data.scaler, bundle.spec))
         x, y = (np.concatenate(part) for part in zip(*pairs))
         ridge = Ridge(alpha=1.0).fit(linear_features(net, x), y)
         kernel = np.concatenate([net.get_layer(f"linear_{i}").get_weights()[0]

@@ -1,0 +1,198 @@
+"""One network for a whole fleet (`edgecast fleet train --global`).
+
+Each station's windows are scaled by its own scaler (fitted on its own training rows)
+and its targets by its own formulation, then pooled: a clean suburb and a busy crossroads
+share the weights. The network reads the station's identity (one-hot, embedded: see
+build_model's `identity`) besides the window; a share of the training windows is shown as
+the "unknown" station, so that entry learns what the stations have in common. Every
+station keeps its own chronological split, so its test split stays unseen.
+
+Each station gets an ordinary bundle: the shared weights with its identity folded in
+(trainer/identity.py) and its own scaler. The fleet also keeps, under FLEET/.global/, the
+global network (global.keras), its record (global.json) and the bundle of the unknown
+station (unknown/, with the network's scaling: every station's training rows pooled),
+which `edgecast train --from FLEET` starts a new station from (trainer/newcomer.py).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgecast.base import write_json_atomic
+
+from .data import Series
+from .errors import DataError
+from .features import encode, masked_indices
+from .identity import copy_linear_map, fold_identity, one_hot
+from .pipeline import (
+    TrainConfig,
+    TrainResult,
+    finish_bundle,
+    network_pair,
+    prepare,
+    quadratic_terms,
+    station_spec,
+)
+from .settings import CHANGE
+from .windows import SplitData, Windows, change_formulation, fit_scaler
+
+if TYPE_CHECKING:
+    import keras
+
+    from edgecast_runtime.spec import Spec
+
+GLOBAL_FOLDER = ".global"  # under the fleet folder
+GLOBAL_MODEL_FILE = "global.keras"
+GLOBAL_RECORD = "global.json"
+UNKNOWN_BUNDLE = "unknown"
+UNKNOWN = "unknown"  # the identity of a station the network was not trained on
+IDENTITY_WIDTH = 8  # the embedding's width: ten stations need few numbers to tell apart
+DROP_IDENTITY = 0.15  # share of training windows shown as the unknown station
+
+
+@dataclass
+class Member:
+    """One station's share of the global training: its series, split, scaler and spec."""
+
+    station: str
+    series: Series
+    data: SplitData
+    spec: Spec
+
+
+def member(station: str, series: Series, config: TrainConfig) -> Member:
+    """A station prepared as `edgecast train` prepares it: bad data fails before TensorFlow loads."""
+    if masked_indices(series.encodings):
+        raise DataError(f"{series.source}: a global model does not read neighbours yet; train it without them",
+                        settings=("neighbours",))
+    data = prepare(series, config)
+    return Member(station, series, data, station_spec(series, config, data))
+
+
+@dataclass
+class GlobalNetwork:
+    net: keras.Model  # inputs "window" and "station"
+    plain: keras.Model  # the single-input twin: same fixed layers and linear map
+    stations: list[str]  # identity i is stations[i]; len(stations) is the unknown station
+    config: TrainConfig
+    history: dict
+    seconds: float
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    def for_station(self, station: str | None) -> keras.Model:
+        """The ordinary model of one station (None: the unknown one)."""
+        index = len(self.stations) if station is None else self.stations.index(station)
+        return fold_identity(self.net, self.plain, index)
+
+    def record(self, station: str | None, fleet: str | None) -> dict:
+        """What a bundle says about where its weights came from (training.json "global")."""
+        return {"global": {"fleet": fleet, "trained": self.created, "stations": list(self.stations),
+                           "identity": station or UNKNOWN, "identity_width": IDENTITY_WIDTH,
+                           "drop_identity": DROP_IDENTITY, "train_seconds": round(self.seconds, 3)}}
+
+
+def _pooled(members: Sequence[Member], split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs, targets, station index) of every member's `split` windows, each scaled its own way."""
+    parts = [network_pair(getattr(m.data, split), m.data.scaler, m.spec) for m in members]
+    who = np.concatenate([np.full(len(x), i) for i, (x, _) in enumerate(parts)])
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]), who
+
+
+def train_global(members: Sequence[Member], config: TrainConfig,
+                 on_epoch: Callable[[int, dict], object] | None = None) -> GlobalNetwork:
+    """Fit one network on every member's windows (early stopping on their validation windows)."""
+    from . import model as keras_model
+
+    if len({m.spec.encoded_features for m in members}) != 1:
+        raise DataError("the stations of a global model must have the same input columns")
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    unknown = len(members)
+    train_x, train_y, train_who = _pooled(members, "train")
+    val_x, val_y, val_who = _pooled(members, "val")
+    train_who = np.where(rng.random(len(train_who)) < DROP_IDENTITY, unknown, train_who)
+    fit_x = np.concatenate([train_x, val_x]) if config.linear_fit_with_val else train_x
+    fit_y = np.concatenate([train_y, val_y]) if config.linear_fit_with_val else train_y
+    spec = members[0].spec
+    shape = {
+        "look_back": config.look_back, "n_features": train_x.shape[-1], "horizon": config.horizon, "units": config.units,
+        "learning_rate": config.learning_rate, "layers": config.layers, "dropout": config.dropout,
+        "linear_skip": config.linear_skip, "freeze_linear": config.linear_skip and config.freeze_linear,
+        "input_stats": keras_model.standardising_stats(train_x) if config.standardise else None,
+        "quadratic": quadratic_terms(config, spec, fit_x) if config.linear_skip and config.quadratic_skip else None,
+    }
+    keras_model.seed_everything(config.seed)
+    plain = keras_model.build_model(**shape)
+    if config.linear_skip:
+        keras_model.start_from_linear(plain, fit_x, fit_y)
+    del fit_x, fit_y
+    net = keras_model.build_model(**shape, identity=(unknown + 1, IDENTITY_WIDTH), name="edgecast_global")
+    copy_linear_map(plain, net)
+    history = keras_model.fit(net, ([train_x, one_hot(train_who, unknown + 1)], train_y),
+                              ([val_x, one_hot(val_who, unknown + 1)], val_y),
+                              config.epochs, config.batch_size, config.patience, on_epoch)
+    return GlobalNetwork(net, plain, [m.station for m in members], config, history, time.perf_counter() - started)
+
+
+def write_station(network: GlobalNetwork, one: Member, out_dir: Path, fleet: str | None = None) -> TrainResult:
+    """The station's ordinary bundle: its identity folded in, evaluated on its own test split."""
+    net = network.for_station(one.station)
+    return finish_bundle(net, one.series, network.config, one.data, one.spec, network.history, network.seconds,
+                         out_dir, network.record(one.station, fleet))
+
+
+def write_global(network: GlobalNetwork, members: Sequence[Member], folder: Path, fleet: str | None,
+                 settings: dict | None = None) -> Path:
+    """FLEET/.global/: the global network, its record and the unknown station's bundle."""
+    from .network_bundle import write_unknown_bundle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".{GLOBAL_MODEL_FILE}.tmp"
+    network.net.save(staging.with_suffix(".keras"))
+    staging.with_suffix(".keras").replace(folder / GLOBAL_MODEL_FILE)
+    write_unknown_bundle(network, members, folder / UNKNOWN_BUNDLE, fleet)
+    write_json_atomic(folder / GLOBAL_RECORD, {
+        **network.record(None, fleet)["global"], "config": asdict(network.config), "settings": settings or {},
+        "history": network.history, "data": {m.station: {"source": m.series.source, "sha256": m.series.sha256}
+                                             for m in members},
+    })
+    return folder
+
+
+def network_split(members: Sequence[Member], config: TrainConfig, sample: int, seed: int) -> SplitData:
+    """Every member's windows pooled (at most `sample` test windows each), under one scaler
+    fitted on every member's training rows: the scaling a station without history gets."""
+    rng = np.random.default_rng(seed)
+    rows = [encode(m.series.values()[: m.data.boundaries[0]], m.series.encodings) for m in members]
+    scaler = fit_scaler(np.concatenate(rows), "the fleet's training rows")
+
+    def pooled(split: str, limit: int | None) -> Windows:
+        parts = []
+        for m in members:
+            windows = getattr(m.data, split)
+            keep = np.sort(rng.choice(len(windows), size=min(limit, len(windows)), replace=False)) \
+                if limit is not None else np.arange(len(windows))
+            parts.append(windows.take(keep))
+        return Windows(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("x", "y", "end")))
+
+    return SplitData(pooled("train", None), pooled("val", None), pooled("test", sample), (0, 0), scaler)
+
+
+def network_spec(members: Sequence[Member], config: TrainConfig, data: SplitData) -> Spec:
+    """The unknown station's spec: the network's scaler, the pooled spread of each step's change."""
+    from .pipeline import target_floor
+
+    first = members[0]
+    spec = replace(first.spec, scaler=replace(first.spec.scaler,
+                                              data_min=tuple(float(v) for v in data.scaler.data_min_),
+                                              data_max=tuple(float(v) for v in data.scaler.data_max_)))
+    if config.formulation == CHANGE:
+        spec = replace(spec, target_formulation=change_formulation(data.train))
+    floor = target_floor(config, np.concatenate([m.series.values()[: m.data.boundaries[0], 0] for m in members]))
+    return replace(spec, target_min=floor)
