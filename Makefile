@@ -8,7 +8,7 @@ RVENV := .venv-runtime
 PIP_FLAGS := --quiet --disable-pip-version-check
 RUNTIME_SOURCES := runtime/pyproject.toml $(shell find runtime/edgecast_runtime -name '*.py' 2>/dev/null)
 
-.PHONY: demo test lint test-runtime test-toolkit test-aarch64 bench bench-fleet bench-rollout bench-shadow clean
+.PHONY: demo test lint test-runtime test-toolkit test-aarch64 bench bench-fleet bench-rollout bench-shadow bench-global clean
 
 $(VENV)/.installed: pyproject.toml runtime/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -72,6 +72,13 @@ bench-rollout: $(VENV)/.installed $(RVENV)/.installed
 bench-shadow: $(VENV)/.installed $(RVENV)/.installed
 	bash tests/runtime/setup.sh
 	$(VENV)/bin/python benchmarks/shadow.py
+
+# One global model on the ten shared stations (trainer/global_model.py) against ten local ones
+# (`train` per station), each training in its own one-thread child: core-seconds of the whole
+# process and of the training alone, and their ratio (about 25 minutes on 2 cores; core-seconds
+# hold on a busy machine, wall time does not): writes benchmarks/global.json. Not part of `make test`.
+bench-global: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/global_cost.py
 
 clean:
 	rm -rf $(VENV) $(RVENV) build *.egg-info runtime/build runtime/*.egg-info

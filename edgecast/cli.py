@@ -94,12 +94,17 @@ def _is_kind(exc: Exception, name: str) -> bool:
     return any(cls.__name__ == name for cls in type(exc).__mro__)
 
 
+NEW_STATION = "A new station"  # the --help panel of train --from and --station
+
+
 @app.command()
 @with_options(*opt.TRAIN)
 def train(
-    data: Annotated[list[Path], typer.Argument(help="CSV with a timestamp column or year,month,day,hour columns; "
-                                                    "several files of one station (yearly exports) are joined in "
-                                                    "time order.")],
+    data: Annotated[Optional[list[Path]], typer.Argument(
+        help="CSV with a timestamp column or year,month,day,hour columns; several files of one station (yearly "
+             "exports) are joined in time order. With --from and --station: none, for a station with no history.",
+        show_default=False)] = None,
+    *,
     settings: Settings,
     name: Annotated[Optional[str], typer.Option(help="Bundle name (default: from the first CSV file's name).")] = None,
     models_dir: Annotated[Path, typer.Option(help="Where bundles live.")] = MODELS_DIR,
@@ -111,6 +116,12 @@ def train(
         rich_help_panel=opt.NEIGHBOURS)] = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    from_fleet: Annotated[Optional[Path], typer.Option(
+        "--from", help="Start from this fleet's global model (fleet train --global): fine-tuned on the file's "
+        "history where it allows, else the model for an unknown station.", rich_help_panel=NEW_STATION)] = None,
+    station: Annotated[Optional[str], typer.Option(
+        help="With --from: the new station's name (and bundle name); without a file, it has no history yet.",
+        rich_help_panel=NEW_STATION)] = None,
 ) -> None:
     """Train an LSTM forecaster on a CSV (or an archive's station folder ARCHIVE/station=ID) and write the
     bundle models/NAME.
@@ -120,10 +131,41 @@ def train(
     """
     from edgecast import api
 
+    data = data or []
+    if from_fleet is not None:
+        _start_from(from_fleet, data, station, name, models_dir, settings)
+        return
+    if station is not None:
+        raise typer.BadParameter("names a new station of a global model: give --from FLEET too", param_hint="'--station'")
+    if not data:
+        raise typer.BadParameter("give a data file (or --from FLEET --station NAME for a station with no history)",
+                                 param_hint="'DATA'")
     with EpochBar(settings["epochs"]) as bar:
         result = api.train(data[0] if len(data) == 1 else data, name=name, models_dir=models_dir, neighbours=neighbours,
                            neighbour_count=neighbour_count, since=since, until=until, progress=bar.line, on_epoch=bar.epoch, **settings)
     _print_training_summary(result)
+
+
+# What `train --from` reads: how the file is written. The model's settings are the fleet's.
+_STARTED_FROM_DEFAULTS = {o.name for o in opt.READING_OPTIONS}
+
+
+def _start_from(fleet: Path, data: list[Path], station: Optional[str], name: Optional[str], models_dir: Path,
+                settings: dict) -> None:
+    from edgecast.starting import start_from
+    from edgecast.trainer.newcomer import FINE_TUNE_EPOCHS
+
+    changed = [o.cli_flag for o in opt.TRAIN if o.name not in _STARTED_FROM_DEFAULTS
+               and not o.is_default(settings[o.name])]
+    if changed:
+        raise typer.BadParameter(f"the fleet's global model decides {', '.join(changed)}; leave "
+                                 f"{'it' if len(changed) == 1 else 'them'} out with --from", param_hint="'--from'")
+    with EpochBar(FINE_TUNE_EPOCHS) as bar:
+        result = start_from(fleet, data[0] if len(data) == 1 else (data or None), station=station, name=name,
+                            models_dir=models_dir, progress=bar.line, on_epoch=bar.epoch,
+                            **{key: value for key, value in settings.items() if key in _STARTED_FROM_DEFAULTS})
+    out.print(f"wrote {result.bundle}: {result.how}", markup=False, soft_wrap=True)
+    out.print(tables.metrics_table(result.metrics))
 
 
 class EpochBar:

@@ -27,7 +27,7 @@ from edgecast import options as opt
 from edgecast.cli_options import Settings, SinceOption, UntilOption, with_options
 from edgecast.trainer.settings import MODELS_DIR
 
-from .settings import DEFAULT_FLEET_NAME, DEFAULT_LEADS
+from .settings import DEFAULT_FLEET_NAME, DEFAULT_GLOBAL, DEFAULT_LEADS
 
 MAX_EXIT_CODE = 100
 
@@ -64,6 +64,10 @@ def train_command(
         rich_help_panel=opt.NEIGHBOURS)] = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    global_model: Annotated[bool, typer.Option(
+        "--global/--local", help="One network for every station (each still gets its own bundle, its identity and "
+        "scaling inside; the fleet keeps the network for new stations: train --from), or one per station.")
+    ] = DEFAULT_GLOBAL,
 ) -> None:
     """Train one bundle per station as Ray tasks; skip stations that are up to date.
 
@@ -78,7 +82,7 @@ def train_command(
     with FleetProgress() as progress:
         result = fleet.train(data, station_column=station_column, name=name, models_dir=models_dir, export=export,
                              address=address, workers=workers, cpus_per_task=cpus_per_task, force=force,
-                             neighbours=neighbours, since=since, until=until,
+                             neighbours=neighbours, since=since, until=until, global_model=global_model,
                              on_event=progress.on_event, **settings)
     for station in result.stations:
         for notice in station.notices or ():

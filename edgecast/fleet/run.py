@@ -28,7 +28,7 @@ from edgecast_runtime.manifest import file_sha256
 if TYPE_CHECKING:
     import ray
 
-from .settings import DEFAULT_FLEET_NAME
+from .settings import DEFAULT_FLEET_NAME, DEFAULT_GLOBAL
 from .stations import FleetSettings, Station, find_stations, up_to_date
 from .work import STAGING, one_line, station_task
 
@@ -104,6 +104,7 @@ def train(
     neighbours: str | None = None,
     since: str | None = None,
     until: str | None = None,
+    global_model: bool = DEFAULT_GLOBAL,
     on_event: Event | None = None,
     **settings: Any,
 ) -> FleetResult:
@@ -122,7 +123,11 @@ def train(
     keywords. `neighbours`: "all" (every other station's readings are inputs) or K (the K
     whose target correlates most with the station's on its training split). A neighbour file
     that cannot be read or aligned is left out of the others' inputs (StationResult.notices
-    says so); only its own station fails."""
+    says so); only its own station fails.
+
+    `global_model`: one network for every station (trainer/global_model.py), trained in one
+    task on every worker's CPUs; each station still gets its own ordinary bundle, and the
+    fleet keeps the network for new stations under FLEET/.global/ (`train --from`)."""
     started = time.perf_counter()
     settings = fleet_settings(target, config, export, neighbours, settings)
     _check(settings, workers, cpus_per_task)
@@ -132,6 +137,11 @@ def train(
     fleet_dir = (Path(models_dir) / name).resolve()
     data = station_files(list(data), fleet_dir / EXPORT_FOLDER, since, until)  # archives: their stations' files
     stations, unnamed = find_stations(data, station_column)  # before any folder is made: a typo makes none
+    if global_model:
+        if neighbours:
+            raise FleetError("a global model does not read neighbours yet: train it without them",
+                             settings=("neighbours",))
+        settings.global_model, settings.network = True, {s.station: s.sha256 for s in stations}
     if neighbours:
         settings.neighbour_files = {str(f): file_sha256(f) if len(s.files) > 1 else s.sha256
                                     for s in stations for f in s.files}
@@ -148,6 +158,8 @@ def train(
                 result.stations.append(StationResult(station.station, station.source, SKIPPED))
             else:
                 todo.append(station)
+        if global_model and todo:  # one network: any change retrains every station
+            todo, result.stations = stations, [s for s in result.stations if s.status != SKIPPED]
         _emit(on_event, "start", (len(stations) + len(unnamed), len(result.stations)))
         for done in result.stations:
             _emit(on_event, "station", done)
@@ -224,6 +236,9 @@ def _run_on_ray(todo: list[Station], settings: FleetSettings, fleet_dir: Path, r
         cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
         if cluster_cpus < cpus_per_task:
             raise FleetError(f"the Ray cluster has {cluster_cpus} CPUs, a station task needs {cpus_per_task}")
+        if settings.global_model:
+            _run_global(ray, todo, settings, fleet_dir, result, min(workers or cluster_cpus, cluster_cpus), on_event)
+            return
         result.workers = min(workers or cluster_cpus // cpus_per_task, len(todo))
         task = ray.remote(station_task).options(num_cpus=cpus_per_task, max_retries=0)
         run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
@@ -245,6 +260,25 @@ def _run_on_ray(todo: list[Station], settings: FleetSettings, fleet_dir: Path, r
         if owned:
             ray.shutdown()
         _restore(ray, restore)
+
+
+def _run_global(ray: ModuleType, todo: list[Station], settings: FleetSettings, fleet_dir: Path, result: FleetResult,
+                cpus: int, on_event: Event | None) -> None:
+    """One task on `cpus` CPUs for the whole network (edgecast/fleet/global_run.py)."""
+    from .global_run import global_task
+
+    result.workers = 1
+    run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    task = ray.remote(global_task).options(num_cpus=cpus, max_retries=0)
+    try:
+        outcomes = ray.get(task.remote(todo, settings, str(fleet_dir), run_id))
+    except Exception as exc:  # the worker died: every station failed with it
+        outcomes = [{"station": s.station, "data": s.source, "status": FAILED,
+                     "error": f"Ray task lost: {one_line(exc)[:300]}"} for s in todo]
+    for outcome in outcomes:
+        done = StationResult(**{key: outcome.get(key) for key in StationResult.__dataclass_fields__ if key in outcome})
+        result.stations.append(done)
+        _emit(on_event, "station", done)
 
 
 def _loopback_only(ray: ModuleType) -> str | None:

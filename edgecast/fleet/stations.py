@@ -52,6 +52,10 @@ class FleetSettings:
     valid_ranges: dict[str, tuple] = field(default_factory=dict)  # {column: (min or None, max or None)}
     tflite: bool = True  # with export: model.tflite too
     neighbour_ids: dict[str, str] = field(default_factory=dict)  # every station's file -> its station id
+    # One network for every station (trainer/global_model.py); `network` is every station's
+    # data sha256, so a change to any station's data retrains them all.
+    global_model: bool = False
+    network: dict[str, str] = field(default_factory=dict)
 
     def neighbour_count(self) -> int | None:
         """None for every other station, else K."""
@@ -83,7 +87,8 @@ class FleetSettings:
 
 
 # FleetSettings fields that older fingerprints do not have (see fingerprint_dict).
-ADDED_LATER = ("time_unit", "time_format", "dayfirst", "delimiter", "decimal", "valid_ranges", "tflite")
+ADDED_LATER = ("time_unit", "time_format", "dayfirst", "delimiter", "decimal", "valid_ranges", "tflite", "global_model",
+               "network")
 
 
 @dataclass

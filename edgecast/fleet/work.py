@@ -64,7 +64,7 @@ def pin_threads(cpus: int) -> int:
     return cpus
 
 
-def _configure_tensorflow(cpus: int) -> None:
+def configure_tensorflow(cpus: int) -> None:
     """The same pool sizes through TensorFlow's own API, in case its environment reading changes."""
     from edgecast.base import import_tensorflow
 
@@ -114,9 +114,7 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
                                         unusable=DROP)
         notices += [f"neighbour {other} left out: {why}" for other, why in sorted(record.dropped.items())]
     data = prepare(series, settings.config)  # bad settings or too few rows fail before TensorFlow loads
-    _configure_tensorflow(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
-    from edgecast import api
-    from edgecast.exporter.errors import ParityError
+    configure_tensorflow(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
     from edgecast.trainer.model import keras
 
     keras.backend.clear_session()  # a reused worker starts each station from a clean Keras state
@@ -124,19 +122,27 @@ def run_pipeline(station: Station, settings: FleetSettings, out_dir: Path) -> di
     outcome = {"train_seconds": trained.training["train_seconds"], "epochs_run": trained.training["history"]["epochs_run"],
                "notices": notices}
     if settings.export:
-        started = time.perf_counter()
-        exported = api.export(out_dir, opset=settings.opset, tflite=settings.tflite, quantize=settings.quantize,
-                              builtin_ops=settings.builtin_ops)
-        if exported.refused:
-            raise ParityError("; ".join(exported.refused.values()), exported.parity)
-        report = api.verify(out_dir)
-        if not report.passed:
-            problems = report.integrity.problems
-            raise ParityError(f"verify failed: {problems[0] if problems else 'parity beyond tolerance'}", report.parity)
-        outcome["export_seconds"] = round(time.perf_counter() - started, 3)
-        outcome["verified"] = {"passed": True, "max_abs": report.parity.worst_abs,
-                               "tolerance_abs": report.parity.tolerance_abs}
+        outcome.update(export_and_verify(out_dir, settings))
     return outcome
+
+
+def export_and_verify(out_dir: Path, settings: FleetSettings) -> dict:
+    """`edgecast export` and `edgecast verify` of a trained bundle; a refusal or failure raises."""
+    from edgecast import api
+    from edgecast.exporter.errors import ParityError
+
+    started = time.perf_counter()
+    exported = api.export(out_dir, opset=settings.opset, tflite=settings.tflite, quantize=settings.quantize,
+                          builtin_ops=settings.builtin_ops)
+    if exported.refused:
+        raise ParityError("; ".join(exported.refused.values()), exported.parity)
+    report = api.verify(out_dir)
+    if not report.passed:
+        problems = report.integrity.problems
+        raise ParityError(f"verify failed: {problems[0] if problems else 'parity beyond tolerance'}", report.parity)
+    return {"export_seconds": round(time.perf_counter() - started, 3),
+            "verified": {"passed": True, "max_abs": report.parity.worst_abs,
+                         "tolerance_abs": report.parity.tolerance_abs}}
 
 
 def one_line(exc: BaseException) -> str:
