@@ -75,7 +75,7 @@ bench-shadow: $(VENV)/.installed $(RVENV)/.installed
 
 # One global model on the ten shared stations (trainer/global_model.py) against ten local ones
 # (`train` per station), each training in its own one-thread child: core-seconds of the whole
-# process and of the training alone, and their ratio (about 25 minutes on 2 cores; core-seconds
+# process and of the training alone, and their ratio (about 15 minutes on 2 cores; core-seconds
 # hold on a busy machine, wall time does not): writes benchmarks/global.json. Not part of `make test`.
 bench-global: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/global_cost.py

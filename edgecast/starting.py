@@ -58,7 +58,7 @@ def start_from(
                         settings=("target",))
     files = [] if data is None else [data] if isinstance(data, (str, Path)) else list(data)
     if not files and not station:
-        raise DataError("give the new station's file, or its name with --station when it has no history yet",
+        raise DataError("give the new station's file, or its station name when it has no history yet",
                         settings=("station",))
     out_dir = Path(models_dir) / (name or station or default_bundle_name(files[0]))
     series = None

@@ -77,6 +77,34 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_and_export(tmp_path_factory.mktemp("bundles"), hours=300, seed=1, epochs=3)
 
 
+def train_global_and_export(folder: Path, hours: int, epochs: int, **export_options: object) -> Path:
+    """The first station's bundle of a global model over three hourly_frame stations at
+    different levels, with train_and_export's settings, exported the same way."""
+    from edgecast.exporter.pipeline import export_bundle
+    from edgecast.trainer.data import load_csv
+    from edgecast.trainer.global_model import GLOBAL_FOLDER, member, train_global, write_global, write_station
+    from edgecast.trainer.pipeline import TrainConfig
+
+    config = TrainConfig(look_back=6, horizon=2, units=8, epochs=epochs, batch_size=16, seed=1)
+    members = []
+    for seed, (name, gain) in enumerate({"hourly": 1.0, "busy": 1.8, "clean": 0.5}.items()):
+        frame = hourly_frame(hours=hours, seed=seed)
+        frame["PM2.5"] = (frame["PM2.5"] * gain).round(1)
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        members.append(member(name, load_csv(folder / f"{name}.csv", "PM2.5", ["TEMP"]), config))
+    network = train_global(members, config)
+    write_global(network, members, folder / "fleet" / GLOBAL_FOLDER, "fleet")
+    bundle = write_station(network, members[0], folder / "fleet" / "hourly", "fleet").path
+    export_bundle(bundle, progress=lambda _: None, **export_options)
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def global_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A station's bundle of a global model, trained and exported once for the session."""
+    return train_global_and_export(tmp_path_factory.mktemp("global_bundles"), hours=300, epochs=3)
+
+
 @pytest.fixture
 def shared_changping() -> Path:
     if not CHANGPING.is_file():

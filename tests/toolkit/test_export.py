@@ -15,6 +15,13 @@ from edgecast.trainer.bundle import read_bundle
 from edgecast_runtime.manifest import file_sha256
 
 
+@pytest.fixture(params=["local", "global"])
+def trained_bundle(request, trained_bundle):
+    """Every test here runs on a local model's bundle and on a station's bundle of a global
+    model (conftest.global_bundle, the same settings): export must not care which."""
+    return trained_bundle if request.param == "local" else request.getfixturevalue("global_bundle")
+
+
 def test_onnx_graph_follows_the_contract(trained_bundle):
     model = onnx.load(trained_bundle / "model.onnx")
     onnx.checker.check_model(model, full_check=True)

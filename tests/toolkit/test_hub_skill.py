@@ -32,16 +32,28 @@ pytestmark = pytest.mark.skipif(
     not CHANGPING.exists(), reason=f"real data not available: {CHANGPING} is absent (../shared/data)")
 
 
-@pytest.fixture(scope="module")
-def station(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("hub_skill")
+SETTINGS = ["--target", "TEMP", "--features", "PM2.5", "--look-back", "12", "--horizon", str(LEADS), "--units", "8",
+            "--epochs", "4", "--seed", "3"]
+
+
+@pytest.fixture(scope="module", params=["local"])
+def station(request, tmp_path_factory) -> dict:
+    """Changping's bundle: a model of its own ("local"), or its share of a global model
+    trained with the same settings on Changping and Dongsi ("global", `fleet train --global`)."""
+    folder = tmp_path_factory.mktemp(f"hub_skill_{request.param}")
     csv = folder / "changping.csv"
     pd.read_csv(CHANGPING, nrows=TRAIN_ROWS).to_csv(csv, index=False)
-    trained = run_cli("train", csv, "--target", "TEMP", "--features", "PM2.5", "--look-back", "12",
-                      "--horizon", str(LEADS), "--units", "8", "--epochs", "4", "--seed", "3",
-                      "--name", "changping", "--models-dir", folder)
+    if request.param == "local":
+        trained = run_cli("train", csv, *SETTINGS, "--name", "changping", "--models-dir", folder)
+        bundle = folder / "changping"
+    else:
+        other = folder / "dongsi.csv"
+        pd.read_csv(CHANGPING.with_name(CHANGPING.name.replace("Changping", "Dongsi")), nrows=TRAIN_ROWS).to_csv(
+            other, index=False)
+        trained = run_cli("fleet", "train", f"changping={csv}", f"dongsi={other}", *SETTINGS, "--global",
+                          "--models-dir", folder)
+        bundle = folder / "fleet" / "changping"
     assert trained.returncode == 0, trained.stderr
-    bundle = folder / "changping"
     exported = run_cli("export", bundle, "--no-tflite")
     assert exported.returncode == 0, exported.stderr
     return {"folder": folder, "csv": csv, "bundle": bundle, "model": bundle / "model.onnx"}
@@ -70,6 +82,7 @@ def readings_csv(frame: pd.DataFrame, values: np.ndarray, features: list[str]) -
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.parametrize("station", ["local", "global"], indirect=True)
 def test_stream_and_score_match_edgecast_evaluate_on_the_test_windows(station):
     evaluated = run_cli("evaluate", station["bundle"], station["csv"], "--artifact", station["model"], "--json")
     assert evaluated.returncode == 0, evaluated.stderr

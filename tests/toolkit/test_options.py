@@ -15,7 +15,8 @@ from conftest import REPO_ROOT, run_cli
 # Options of `edgecast train` that are not training or reading options, each with its
 # own meaning in the fleet: the bundle's name and folder, neighbours as files and a count
 # (the fleet's --neighbours is 'all' or K over its own stations).
-TRAIN_ONLY = {"--name", "--models-dir", "--neighbours", "--neighbour-count", "--help"}
+# A new station started from a global model (--from, --station) is one bundle: train's alone.
+TRAIN_ONLY = {"--name", "--models-dir", "--neighbours", "--neighbour-count", "--help", "--from", "--station"}
 
 
 def _commands() -> dict:

@@ -34,11 +34,13 @@ def keys(tmp_path_factory):
     return new_keys(folder / "trusted"), new_keys(folder / "other")
 
 
-@pytest.fixture
-def bundle(tmp_path, keys) -> Path:
-    """A signed copy of the committed seed bundle."""
-    folder = tmp_path / "pm25-seed"
-    shutil.copytree(SEED, folder)
+@pytest.fixture(params=["local", "global"])
+def bundle(request, tmp_path, keys) -> Path:
+    """A signed copy of the committed seed bundle (a local model), or of a station's bundle
+    of a global model (conftest.global_bundle): signing must not care which."""
+    source = SEED if request.param == "local" else request.getfixturevalue("global_bundle")
+    folder = tmp_path / source.name
+    shutil.copytree(source, folder)
     sign_bundle(folder, keys[0].private)
     return folder
 
@@ -203,7 +205,8 @@ def test_release_made_by_the_toolkit_is_accepted_by_the_hub(bundle, keys, tmp_pa
     assert sorted(release.files) == ["manifest.json", "model.onnx", "model.sig", "model.tflite"]
     assert self_test(staged / "model.onnx", release) <= 1e-3
     expected = np.asarray(release.self_test.expected)
-    assert expected.shape == (4, 1)  # the seed bundle's four held-out windows, horizon 1
+    horizon = json.loads((bundle / "preprocessing.json").read_text())["horizon"]
+    assert expected.shape[1] == horizon and len(expected) >= 4  # held-out windows of the bundle (the seed has 4)
 
 
 def test_make_release_refuses_an_unsigned_bundle(tmp_path, keys):
