@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .windows import Windows
 
 INTERVALS_FILE = "intervals.json"
+MIN_CALIBRATION_WINDOWS = 20  # fewer, and a 90 % interval rests on one or two residuals per lead
 KNOTS = 50
 LOG1P, ADDITIVE = "log1p", "additive"
 _ALERT = re.compile(r"^\s*(?P<column>[^<>]+?)\s*(?P<op>[<>])\s*(?P<threshold>[-+0-9.eE]+)\s*$")
@@ -135,7 +136,7 @@ def calibrate(forecast: np.ndarray, truth: np.ndarray, levels: tuple[float, ...]
     space = space_for(target_min)
     residuals = forward(np.asarray(truth, np.float64), space) - forward(np.asarray(forecast, np.float64), space)
     n = residuals.shape[0]
-    if n < 20:
+    if n < MIN_CALIBRATION_WINDOWS:
         raise DataError(f"intervals need at least 20 validation windows to calibrate on, got {n}: "
                         f"give more rows or a larger validation split", settings=("split",))
     offsets = np.stack([_conformal_quantile(residuals, level) for level in levels], axis=1) if levels \

@@ -27,7 +27,7 @@ from .bundle import TRAINER_FILES, Bundle, read_bundle, read_json
 from .data import Series
 from .errors import DataError
 from .global_model import GLOBAL_FOLDER, GLOBAL_RECORD, UNKNOWN, UNKNOWN_BUNDLE
-from .intervals import INTERVALS_FILE
+from .intervals import INTERVALS_FILE, MIN_CALIBRATION_WINDOWS, read_calibration
 from .pipeline import TrainConfig, TrainResult, finish_bundle, network_pair, station_spec
 from .settings import CHANGE
 from .windows import SplitData, split_windows
@@ -115,9 +115,13 @@ def start_station(fleet: Fleet, series: Series | None, station: str, out_dir: Pa
     how = (f"fine-tuned the global model on {len(data.train)} windows of its own ({tuned.epochs} epochs, early "
            f"stopping on its {len(data.val)} most recent before the test split), {tuned.scaling} scaling"
            + ("; fine-tuning did not beat the global weights there, so they are kept" if tuned.kept_global else ""))
+    calibration = None
+    if tuned.spec.probabilistic is not None and len(data.val) < MIN_CALIBRATION_WINDOWS:
+        calibration = read_calibration(fleet.unknown.path)  # too few of its own: the network's residuals
+        how += f"; its interval is the network's ({len(data.val)} validation windows are too few to calibrate on)"
     origin = fleet.origin(station, how, rows=len(series.frame), scaling=tuned.scaling, kept_global=tuned.kept_global)
     result = finish_bundle(tuned.net, series, fleet.config, tuned.data, tuned.spec, tuned.history, tuned.seconds,
-                           out_dir, origin)
+                           out_dir, origin, calibration)
     return Started(result, Path(out_dir), how)
 
 

@@ -18,7 +18,7 @@ from .data import Series
 from .evaluation import evaluate_split
 from .features import encoded_columns, masked_indices
 from .forecast import predict_raw
-from .intervals import calibrate, interval_metrics, probabilistic_part
+from .intervals import Calibration, calibrate, interval_metrics, probabilistic_part
 from .neighbours import mask_at_random
 from .settings import CHANGE, LEVEL, TrainConfig  # noqa: F401  (TrainConfig is part of this module's API)
 from .windows import (
@@ -113,15 +113,15 @@ def with_probabilistic(spec: Spec, config: TrainConfig, target: str) -> Spec:
 
 
 def finish_bundle(net: keras.Model, series: Series, config: TrainConfig, data: SplitData, spec: Spec, history: dict,
-                  seconds: float, out_dir: Path, extra: dict | None = None) -> TrainResult:
-    """Evaluate a trained network on the test split, conformalize it on validation (schema 4)
-    and write the bundle; `extra` goes into training.json."""
+                  seconds: float, out_dir: Path, extra: dict | None = None,
+                  calibration: Calibration | None = None) -> TrainResult:
+    """Evaluate a trained network on the test split, conformalize it on validation (schema 4;
+    `calibration`: one given instead) and write the bundle; `extra` goes into training.json."""
     values = series.values()
     metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0])
-    calibration = None
     if spec.probabilistic is not None:  # conformalized on validation, scored on the unseen test split
-        calibration = calibrate(predict_raw(net, spec, data.val.x, data.scaler), data.val.y,
-                                spec.probabilistic.quantiles, spec.target_min)
+        calibration = calibration or calibrate(predict_raw(net, spec, data.val.x, data.scaler), data.val.y,
+                                               spec.probabilistic.quantiles, spec.target_min)
         metrics["intervals"] = interval_metrics(calibration, spec, predict_raw(net, spec, data.test.x, data.scaler),
                                                 data.test, values[: data.boundaries[0], 0])
     training = {**training_record(series, config, data, history, seconds), **(extra or {})}

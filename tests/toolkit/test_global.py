@@ -20,7 +20,8 @@ from conftest import hourly_pm25, run_cli
 
 RUNTIME = Path(sys.executable).parent / "edgecast-runtime"
 SMALL = ["--target", "PM2.5", "--features", "TEMP", "--look-back", "12", "--horizon", "3", "--units", "8",
-         "--epochs", "3", "--batch-size", "32", "--seed", "2", "--clock", "+08:00"]
+         "--epochs", "3", "--batch-size", "32", "--seed", "2", "--clock", "+08:00", "--interval", "0.9",
+         "--alert", "PM2.5>75"]  # intervals work with a global model: every bundle here has them
 LEVELS = {"north": 30.0, "centre": 90.0, "south": 60.0}
 HOURS = 700
 
@@ -60,16 +61,20 @@ def stream(model: Path, frame: pd.DataFrame) -> dict:
 
 def test_every_station_gets_an_ordinary_bundle_that_says_where_its_weights_came_from(fleet):
     assert "3 trained, 0 skipped, 0 failed of 3 stations" in fleet["run"].stdout
+    coverage = []  # of each station's 90 % interval, conformalized on its own validation windows
     for name in LEVELS:
         bundle = fleet["fleet"] / name
         training = json.loads((bundle / "training.json").read_text())
         origin = training["global"]
         assert origin["identity"] == name and sorted(origin["stations"]) == sorted(LEVELS)
         assert origin["fleet"] == "fleet" and origin["trained"].endswith("Z")
+        coverage += json.loads((bundle / "metrics.json").read_text())["intervals"]["interval"]["coverage_by_lead"]
         record = json.loads((bundle / "fleet-station.json").read_text())  # exported and verified in the run
         assert record["verified"]["passed"] and record["verified"]["max_abs"] <= record["verified"]["tolerance_abs"]
         spec = json.loads((bundle / "preprocessing.json").read_text())
         assert spec["input"]["shape"] == ["batch", 12, 2]  # the identity is inside: the hub sends the window alone
+    # 105 autocorrelated test windows a station: the mean over stations and leads, not each one
+    assert 0.75 <= np.mean(coverage) <= 0.98 and min(coverage) >= 0.6, coverage
     mins = {name: json.loads((fleet["fleet"] / name / "preprocessing.json").read_text())["scaler"]["data_max"][0]
             for name in LEVELS}
     assert mins["north"] < mins["south"] < mins["centre"]  # each station scaled by its own training rows
@@ -112,8 +117,10 @@ def test_a_station_with_48_hours_starts_from_the_fleet_exports_verifies_and_serv
     for command in (["export", bundle], ["verify", bundle]):
         result = run_cli(*command)
         assert result.returncode == 0, result.stderr + result.stdout
+    assert "its interval is the network's (7 validation windows are too few to calibrate on)" in started.stdout
     answer = stream(bundle / "model.onnx", frame)
     assert answer["status"] == "forecast" and len(answer["forecast"]) == 3
+    assert answer["interval"]["coverage"] == 0.9 and set(answer["exceedance"]) == {"PM2.5>75"}
 
 
 def test_a_station_with_no_file_starts_under_the_unknown_identity(fleet, tmp_path):
@@ -128,6 +135,7 @@ def test_a_station_with_no_file_starts_under_the_unknown_identity(fleet, tmp_pat
     assert exported.returncode == 0, exported.stderr + exported.stdout
     answer = stream(bundle / "model.onnx", station_frame(30, seed=12, level=50.0))
     assert answer["status"] == "forecast" and all(value >= 0 for value in answer["forecast"])
+    assert all(low <= high for low, high in zip(answer["interval"]["lower"], answer["interval"]["upper"]))
 
 
 def test_a_longer_history_fine_tunes_on_its_own_recent_days(fleet, tmp_path):
