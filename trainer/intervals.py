@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     from .windows import Windows
 
 INTERVALS_FILE = "intervals.json"
+# The probability at which metrics.json scores an alert as raised (precision and recall); the
+# hub's own level is set where it runs (runtime/README.md).
+ALERT_LEVEL = 0.5
 MIN_CALIBRATION_WINDOWS = 20  # fewer, and a 90 % interval rests on one or two residuals per lead
 KNOTS = 50
 LOG1P, ADDITIVE = "log1p", "additive"
@@ -178,11 +181,16 @@ def exceedance(calibration: Calibration, forecast: np.ndarray, alerts: tuple[Ale
 def interval_metrics(calibration: Calibration, spec: Spec, forecast: np.ndarray, windows: Windows,
                      training_target: np.ndarray) -> dict:
     """On the test split, per lead: the interval's coverage (also above each `>` alert's
-    threshold), mean width and interval (Winkler) score; per alert, the Brier score and its
-    skill against climatology (the training split's frequency of passing the threshold)."""
+    threshold), mean width and interval (Winkler) score, CRPS from the quantiles; per alert,
+    the Brier score and its skill against climatology (the training split's frequency of
+    passing the threshold), and precision and recall of an alert raised at ALERT_LEVEL."""
     probabilistic, floor = spec.probabilistic, spec.target_min
     truth = np.asarray(windows.y, np.float64)
     found: dict = {"calibration_windows": calibration.calibration_windows, "test_windows": int(len(truth))}
+    levels = np.asarray(probabilistic.quantiles, np.float64)
+    if len(levels) > 1:  # CRPS ~ twice the mean pinball loss over the quantile levels (Gneiting and Raftery 2007)
+        error = truth[..., None] - quantiles(calibration, forecast, floor).astype(np.float64)
+        found["crps_by_lead"] = _rounded(2 * np.maximum(levels * error, (levels - 1) * error).mean(axis=-1), mean=True)
     bounds = probabilistic.interval_indices
     if bounds is not None:
         values = quantiles(calibration, forecast, floor).astype(np.float64)
@@ -207,11 +215,20 @@ def interval_metrics(calibration: Calibration, spec: Spec, forecast: np.ndarray,
             base = float(np.mean(np.vectorize(alert.exceeded)(training_target[np.isfinite(training_target)])))
             brier = ((probability[..., index] - outcome) ** 2).mean(axis=0)
             climatology = ((base - outcome) ** 2).mean(axis=0)
+            raised, happened = probability[..., index] >= ALERT_LEVEL, outcome > 0
             found["alerts"][alert.name] = {
-                "climatology": round(base, 4), "brier_by_lead": _rounded(brier),
+                "climatology": round(base, 4), "brier_by_lead": _rounded(brier), "alert_level": ALERT_LEVEL,
+                "precision_by_lead": _rounded(_share(raised & happened, raised)),
+                "recall_by_lead": _rounded(_share(raised & happened, happened)),
                 "brier_skill_by_lead": _rounded(np.where(climatology > 0, 1 - brier / np.maximum(climatology, 1e-12),
                                                          np.nan))}
     return found
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """Per lead, part's count over whole's (NaN where whole has none)."""
+    counts = whole.sum(axis=0).astype(np.float64)
+    return np.divide(part.sum(axis=0), counts, out=np.full(counts.shape, np.nan), where=counts > 0)
 
 
 def _rounded(values: np.ndarray, mean: bool = False) -> list:

@@ -98,6 +98,12 @@ def test_metrics_report_coverage_width_and_brier_skill_on_the_test_split(exporte
     assert set(metrics["alerts"]) == {"PM2.5>75", "PM2.5<40"}
     skill = metrics["alerts"]["PM2.5>75"]["brier_skill_by_lead"]
     assert skill[0] > 0.2, metrics  # better than climatology an hour ahead
+    # CRPS from the quantiles: below the interval's mean width, and growing with the lead
+    crps, width = metrics["crps_by_lead"], metrics["interval"]["mean_width_by_lead"]
+    assert all(0 < c < w for c, w in zip(crps, width)) and crps[0] <= crps[-1], metrics
+    above = metrics["alerts"]["PM2.5>75"]
+    assert above["alert_level"] == 0.5 and all(0 <= r <= 1 for r in above["recall_by_lead"] if r is not None)
+    assert above["precision_by_lead"][0] is None or above["precision_by_lead"][0] > 0.5, above  # an hour ahead
 
 
 @settings(max_examples=40, deadline=None)
