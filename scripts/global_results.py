@@ -129,10 +129,13 @@ def markdown(results: dict) -> str:
         lines += ["", f"**Quick check only** ({results['quick']}): these figures are not the results."]
     lines += ["", "## Global against local, every station", "",
               f"One network trained on all {len(p1['rows'])} stations' windows ({g['train_windows']} training windows, "
-              f"{g['epochs_run']} epochs, best {g['best_epoch']}), each station's identity folded in "
-              "(`GlobalNetwork.for_station`), against each station's own model (`pipeline.train`, same settings). "
-              "*Unknown* is the same global network under the unknown identity with the network's scaling "
-              "(the station was seen in training): how much the identity and own scaling are worth.", "",
+              f"{g['epochs_run']} epochs, best {g['best_epoch']}), against each station's own model "
+              "(`pipeline.train`, same settings). Each station keeps its own scaling and its own frozen ridge map "
+              "(fitted as its local model's is); the LSTM correction on top is the one shared network, reading the "
+              "station's identity, which each station's bundle has folded in (`GlobalNetwork.for_station`). "
+              "*Unknown* is the station under the unknown identity with the network's scaling and a ridge map "
+              "fitted on every station (what a new station with no history gets; this station was seen in "
+              "training).", "",
               "| station | lead | local | global | global / local | unknown identity | persistence |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in p1["rows"]:
@@ -164,8 +167,8 @@ def markdown(results: dict) -> str:
               f"{_yes(p2['goal_met_0_days'])} (worst {p2['worst_ratio_6h_0_days']['station']} "
               f"{p2['worst_ratio_6h_0_days']['ratio']:.3f}×). **Goal** with 30 days "
               f"(median ≤ {GOALS['loso_median_30_days']}×): {medians['30']:.3f}×, {_yes(p2['goal_met_30_days'])}.", "",
-              "A station fits its own scaling only with at least `newcomer.OWN_SCALING_DAYS` days of *training* rows "
-              "(here 80 % of its history), else it keeps the network's; *kept global*: fine-tuning did not lower "
+              "A station fits its own scaling (and its own ridge map) only with at least `newcomer.OWN_SCALING_DAYS` "
+              "days of *training* rows (here 80 % of its history), else it keeps the network's; *kept global*: fine-tuning did not lower "
               "the validation loss, so the global weights were kept; *ep*: fine-tuning epochs run."]
     lines += ["", "## Training time", "",
               f"Wall seconds of each training in this run (workers in parallel on a shared machine, so these are not "

@@ -15,6 +15,7 @@ which `edgecast train --from FLEET` starts a new station from (trainer/newcomer.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +30,7 @@ from edgecast.base import write_json_atomic
 from .data import Series
 from .errors import DataError
 from .features import encode, masked_indices
-from .identity import copy_linear_map, fold_identity, one_hot
+from .identity import fold_identity, one_hot, zero_linear_map
 from .pipeline import (
     TrainConfig,
     TrainResult,
@@ -77,36 +78,65 @@ def member(station: str, series: Series, config: TrainConfig) -> Member:
 
 @dataclass
 class GlobalNetwork:
-    net: keras.Model  # inputs "window" and "station"
-    plain: keras.Model  # the single-input twin: same fixed layers and linear map
+    net: keras.Model  # inputs "window" and "station"; its own linear map is zero: it forecasts the residual
+    plains: dict[str, keras.Model]  # per station: its own ridge map, the network's fixed layers
     stations: list[str]  # identity i is stations[i]; len(stations) is the unknown station
     config: TrainConfig
     history: dict
     seconds: float
+    input_stats: tuple[np.ndarray, np.ndarray] | None  # the LSTM's standardising layer: every station's rows
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
-    def for_station(self, station: str | None) -> keras.Model:
-        """The ordinary model of one station (None: the unknown one)."""
+    def for_station(self, station: str | None, plain: keras.Model | None = None) -> keras.Model:
+        """The ordinary model of one station (None: the unknown one, on `plain`'s linear map)."""
         index = len(self.stations) if station is None else self.stations.index(station)
-        return fold_identity(self.net, self.plain, index)
+        return fold_identity(self.net, plain if plain is not None else self.plains[station], index)
 
     def record(self, station: str | None, fleet: str | None) -> dict:
         """What a bundle says about where its weights came from (training.json "global")."""
         return {"global": {"fleet": fleet, "trained": self.created, "stations": list(self.stations),
                            "identity": station or UNKNOWN, "identity_width": IDENTITY_WIDTH,
-                           "drop_identity": DROP_IDENTITY, "train_seconds": round(self.seconds, 3)}}
+                           "drop_identity": DROP_IDENTITY, "train_seconds": round(self.seconds, 3),
+                           "linear_map": "the station's own ridge fit" if station else "a ridge fit on every station"}}
 
 
-def _pooled(members: Sequence[Member], split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(inputs, targets, station index) of every member's `split` windows, each scaled its own way."""
-    parts = [network_pair(getattr(m.data, split), m.data.scaler, m.spec) for m in members]
-    who = np.concatenate([np.full(len(x), i) for i, (x, _) in enumerate(parts)])
-    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]), who
+def station_plain(config: TrainConfig, spec: Spec, input_stats: tuple | None, fit: tuple[np.ndarray, np.ndarray]
+                  ) -> keras.Model:
+    """A single-input model with the network's fixed layers and a ridge map fitted on `fit`
+    (inputs, targets): exactly what a local model starts from. Its LSTM weights are the
+    global network's once an identity is folded in."""
+    from . import model as keras_model
+
+    keras_model.seed_everything(config.seed)
+    plain = keras_model.build_model(**_shape(config, fit[0].shape[-1], input_stats),
+                                    quadratic=quadratic_terms(config, spec, fit[0])
+                                    if config.linear_skip and config.quadratic_skip else None)
+    if config.linear_skip:
+        keras_model.start_from_linear(plain, *fit)
+    return plain
+
+
+def _shape(config: TrainConfig, columns: int, input_stats: tuple | None) -> dict:
+    return {"look_back": config.look_back, "n_features": columns, "horizon": config.horizon, "units": config.units,
+            "learning_rate": config.learning_rate, "layers": config.layers, "dropout": config.dropout,
+            "linear_skip": config.linear_skip, "freeze_linear": config.linear_skip, "input_stats": input_stats}
+
+
+def _linear_fit(one: Member, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The windows a station's ridge map is fitted on, as `edgecast train` fits it."""
+    splits = ("train", "val") if config.linear_fit_with_val else ("train",)
+    pairs = [network_pair(getattr(one.data, split), one.data.scaler, one.spec) for split in splits]
+    return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
 
 
 def train_global(members: Sequence[Member], config: TrainConfig,
                  on_epoch: Callable[[int, dict], object] | None = None) -> GlobalNetwork:
-    """Fit one network on every member's windows (early stopping on their validation windows)."""
+    """Each station's ridge map as a local model fits it, then one LSTM for all stations on
+    what those maps leave (early stopping on every station's validation windows).
+
+    The map is frozen in a local model too (`freeze_linear`), so a station's forecast is its
+    own map plus a correction: here the correction is learnt from every station's windows.
+    """
     from . import model as keras_model
 
     if len({m.spec.encoded_features for m in members}) != 1:
@@ -114,30 +144,36 @@ def train_global(members: Sequence[Member], config: TrainConfig,
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     unknown = len(members)
-    train_x, train_y, train_who = _pooled(members, "train")
-    val_x, val_y, val_who = _pooled(members, "val")
-    train_who = np.where(rng.random(len(train_who)) < DROP_IDENTITY, unknown, train_who)
-    fit_x = np.concatenate([train_x, val_x]) if config.linear_fit_with_val else train_x
-    fit_y = np.concatenate([train_y, val_y]) if config.linear_fit_with_val else train_y
-    spec = members[0].spec
-    shape = {
-        "look_back": config.look_back, "n_features": train_x.shape[-1], "horizon": config.horizon, "units": config.units,
-        "learning_rate": config.learning_rate, "layers": config.layers, "dropout": config.dropout,
-        "linear_skip": config.linear_skip, "freeze_linear": config.linear_skip and config.freeze_linear,
-        "input_stats": keras_model.standardising_stats(train_x) if config.standardise else None,
-        "quadratic": quadratic_terms(config, spec, fit_x) if config.linear_skip and config.quadratic_skip else None,
-    }
+    train = [network_pair(m.data.train, m.data.scaler, m.spec) for m in members]
+    stats = keras_model.standardising_stats(np.concatenate([x for x, _ in train])) if config.standardise else None
+    plains = {m.station: station_plain(config, m.spec, stats, _linear_fit(m, config)) for m in members}
+    pooled = {}
+    for split, pairs in (("train", train), ("val", [network_pair(m.data.val, m.data.scaler, m.spec) for m in members])):
+        residual = [y - _map_only(plains[m.station], x) for m, (x, y) in zip(members, pairs)]
+        who = np.concatenate([np.full(len(x), i) for i, (x, _) in enumerate(pairs)])
+        if split == "train":
+            who = np.where(rng.random(len(who)) < DROP_IDENTITY, unknown, who)
+        pooled[split] = ([np.concatenate([x for x, _ in pairs]), one_hot(who, unknown + 1)], np.concatenate(residual))
+    del train
     keras_model.seed_everything(config.seed)
-    plain = keras_model.build_model(**shape)
+    net = keras_model.build_model(**_shape(config, pooled["train"][0][0].shape[-1], stats),
+                                  identity=(unknown + 1, IDENTITY_WIDTH), name="edgecast_global")
     if config.linear_skip:
-        keras_model.start_from_linear(plain, fit_x, fit_y)
-    del fit_x, fit_y
-    net = keras_model.build_model(**shape, identity=(unknown + 1, IDENTITY_WIDTH), name="edgecast_global")
-    copy_linear_map(plain, net)
-    history = keras_model.fit(net, ([train_x, one_hot(train_who, unknown + 1)], train_y),
-                              ([val_x, one_hot(val_who, unknown + 1)], val_y),
-                              config.epochs, config.batch_size, config.patience, on_epoch)
-    return GlobalNetwork(net, plain, [m.station for m in members], config, history, time.perf_counter() - started)
+        zero_linear_map(net)
+    # An epoch as long as one station's: on ten stations' windows a whole pass is ten local
+    # epochs, and the correction overfits within the first (validation loss rose from it on
+    # the Beijing stations), before early stopping ever looks.
+    steps = max(1, math.ceil(len(pooled["train"][1]) / (config.batch_size * len(members))))
+    history = keras_model.fit(net, pooled["train"], pooled["val"], config.epochs, config.batch_size, config.patience,
+                              on_epoch, steps_per_epoch=steps)
+    history["steps_per_epoch"] = steps
+    return GlobalNetwork(net, plains, [m.station for m in members], config, history, time.perf_counter() - started,
+                         stats)
+
+
+def _map_only(plain: keras.Model, x: np.ndarray) -> np.ndarray:
+    """The plain model's output before any correction: its ridge map (the correction starts at zero)."""
+    return np.asarray(plain.predict(x, batch_size=4096, verbose=0), np.float32)
 
 
 def write_station(network: GlobalNetwork, one: Member, out_dir: Path, fleet: str | None = None) -> TrainResult:

@@ -3,9 +3,9 @@
 The global network's first LSTM layer reads [window step, embedding] at every step, and
 the embedding is the same at every step of a window, so its share of each gate,
 embedding @ kernel[columns:], is a constant: added to the layer's bias it gives the same
-function of the window alone. The result has the architecture of a local model (the
-`plain` twin built with the same fixed layers), so export, parity, the graph contract and
-the hub see nothing new.
+function of the window alone. The result is a copy of the station's `plain` model (a local
+model's architecture and fixed layers, its own ridge map) carrying the shared LSTM and
+correction, so export, parity, the graph contract and the hub see nothing new.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 FIRST_LSTM = "lstm"
 EMBEDDING = "station_embedding"
+OWN_LAYERS = ("linear", "quad_", "lags")  # a station's ridge map and the fixed summary it reads
 
 
 def one_hot(indices: np.ndarray, stations: int) -> np.ndarray:
@@ -26,14 +27,17 @@ def one_hot(indices: np.ndarray, stations: int) -> np.ndarray:
 
 
 def fold_identity(global_net: keras.Model, plain: keras.Model, index: int) -> keras.Model:
-    """A copy of `plain` carrying `global_net`'s weights with station `index` folded in."""
+    """A copy of `plain` (its own linear map kept) carrying `global_net`'s LSTM and correction,
+    station `index` folded in."""
     import keras
 
     baked = keras.models.clone_model(plain)
+    baked.set_weights(plain.get_weights())
     embedding = np.asarray(global_net.get_layer(EMBEDDING).get_weights()[0], np.float64)[index]
+    shared = {layer.name for layer in global_net.layers if layer.weights}
     for layer in baked.layers:
-        if not layer.weights:
-            continue
+        if not layer.weights or layer.name not in shared or layer.name.startswith(OWN_LAYERS):
+            continue  # the station's own linear map and its fixed summary stay the plain model's
         weights = global_net.get_layer(layer.name).get_weights()
         if layer.name == FIRST_LSTM:
             kernel, recurrent, bias = weights
@@ -45,8 +49,9 @@ def fold_identity(global_net: keras.Model, plain: keras.Model, index: int) -> ke
     return baked
 
 
-def copy_linear_map(source: keras.Model, target: keras.Model) -> None:
-    """The ridge-fitted linear map ("linear" or "linear_0", "linear_1", ...) of `source` into `target`."""
-    for layer in source.layers:
+def zero_linear_map(net: keras.Model) -> None:
+    """The global network's own (frozen) linear map set to zero: it learns what each station's
+    ridge map leaves, and a station's bundle gets its own map (fold_identity keeps it)."""
+    for layer in net.layers:
         if layer.name.startswith("linear") and layer.weights:
-            target.get_layer(layer.name).set_weights(layer.get_weights())
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])

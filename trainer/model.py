@@ -273,8 +273,12 @@ def fit(
     batch_size: int,
     patience: int,
     on_epoch: Callable[[int, dict], object] | None = None,
+    steps_per_epoch: int | None = None,
 ) -> dict:
-    """Adam on MSE with early stopping on validation loss; the best weights are restored."""
+    """Adam on MSE with early stopping on validation loss; the best weights are restored.
+    `steps_per_epoch`: an epoch of that many batches, each going on where the last one
+    stopped (Keras walks the shuffled windows across epochs), so validation comes as often
+    on a large pooled set as on one station's."""
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     ]
@@ -285,6 +289,7 @@ def fit(
         validation_data=val,
         epochs=epochs,
         batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
         shuffle=True,
         verbose=0,
         callbacks=callbacks,

@@ -13,7 +13,7 @@ from .bundle import write_bundle
 from .evaluation import fit_ridge, model_variants, score
 from .forecast import predict_raw
 from .intervals import calibrate, interval_metrics
-from .pipeline import kept_windows, training_record
+from .pipeline import kept_windows, network_pair, training_record
 from .windows import input_statistics, model_inputs
 
 if TYPE_CHECKING:
@@ -23,12 +23,17 @@ TEST_SAMPLE = 400  # test windows per station in the unknown bundle (its metrics
 
 
 def write_unknown_bundle(network: GlobalNetwork, members: Sequence[Member], out_dir: Path, fleet: str | None) -> Path:
-    from .global_model import network_spec, network_split
+    from .global_model import network_spec, network_split, station_plain
 
     config = network.config
     data = network_split(members, config, TEST_SAMPLE, config.seed)
     spec = network_spec(members, config, data)
-    net = network.for_station(None)
+    splits = (data.train, data.val) if config.linear_fit_with_val else (data.train,)
+    pairs = [network_pair(windows, data.scaler, spec) for windows in splits]
+    fit = np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
+    del pairs
+    net = network.for_station(None, station_plain(config, spec, network.input_stats, fit))  # every station's map
+    del fit
     test_forecast = predict_raw(net, spec, data.test.x, data.scaler)
     ridge = fit_ridge(spec, data.scaler, data.train)
     predicted = {"model": test_forecast, **model_variants(net, spec, data.scaler, data.test),

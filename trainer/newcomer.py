@@ -5,8 +5,8 @@ With no usable history the station gets the global model under the unknown ident
 the network's scaling (FLEET/.global/unknown/). With some, the unknown identity's model is
 fine-tuned on the station's own training windows (few epochs, early stopping on its
 validation windows, its most recent days before the held-out test split), and kept only
-if that beats the global weights there. Its own scaling needs at least OWN_SCALING_DAYS of
-training rows: a scaler fitted on two days of readings would put the first episode far
+if that beats the global weights there. Its own scaling (and with it its own ridge map,
+fitted as a local model's is) needs at least OWN_SCALING_DAYS of training rows: a scaler fitted on two days of readings would put the first episode far
 outside the range the network was trained on; below that it keeps the network's.
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from edgecast_runtime.contract import TRAINING_FILE
 from edgecast_runtime.durable import replace_folder
@@ -155,6 +157,10 @@ def fine_tune(fleet: Fleet, series: Series, data: SplitData,
         spec = replace(spec, target_formulation=fleet.unknown.spec.target_formulation)
     keras_model.seed_everything(config.seed)
     net = fleet.unknown.load_model()
+    if own and config.linear_skip:  # its own scaling, so its own ridge map, fitted as a local model's is
+        splits = (data.train, data.val) if config.linear_fit_with_val else (data.train,)
+        pairs = [network_pair(windows, data.scaler, spec) for windows in splits]
+        keras_model.start_from_linear(net, np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs]))
     net.compile(optimizer=keras_model.keras.optimizers.Adam(config.learning_rate * FINE_TUNE_RATE), loss="mse")
     train_pair, val_pair = network_pair(data.train, data.scaler, spec), network_pair(data.val, data.scaler, spec)
     start_weights = net.get_weights()

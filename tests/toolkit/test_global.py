@@ -82,8 +82,9 @@ def test_every_station_gets_an_ordinary_bundle_that_says_where_its_weights_came_
     assert (fleet["fleet"] / ".global" / "unknown" / "model.keras").is_file()
 
 
-def test_the_folded_identity_is_the_global_network_with_that_identity(fleet):
-    """Folding the embedding into the LSTM's bias changes no forecast (float32 rounding)."""
+def test_the_folded_identity_is_the_station_map_plus_the_global_network_with_that_identity(fleet):
+    """A station's model is its own ridge map plus the shared network's correction under its
+    identity; folding the embedding into the LSTM's bias changes no forecast (float32 rounding)."""
     from edgecast.trainer.bundle import read_bundle
     from edgecast.trainer.identity import one_hot
     from edgecast.trainer.model import keras
@@ -94,9 +95,11 @@ def test_the_folded_identity_is_the_global_network_with_that_identity(fleet):
     for index, name in enumerate(stations):
         bundle = read_bundle(fleet["fleet"] / name)
         x = model_inputs(bundle.scaler(), bundle.spec.feature_encodings, bundle.windows()["test_x"][:64])
-        folded = bundle.load_model().predict(x, verbose=0)
-        direct = network.predict([x, one_hot(np.full(len(x), index), len(stations) + 1)], verbose=0)
-        assert np.abs(folded - direct).max() <= 1e-5
+        model = bundle.load_model()
+        own_map = keras.Model(model.inputs, model.get_layer("linear").output).predict(x, verbose=0)
+        correction = network.predict([x, one_hot(np.full(len(x), index), len(stations) + 1)], verbose=0)
+        assert np.abs(model.predict(x, verbose=0) - (own_map + correction)).max() <= 1e-5
+        assert np.abs(correction).max() > 1e-4  # the shared network does contribute
 
 
 def test_a_rerun_skips_and_a_changed_station_retrains_the_whole_network(fleet):
