@@ -1,17 +1,20 @@
 """One network for a whole fleet (`edgecast fleet train --global`).
 
-Each station's windows are scaled by its own scaler (fitted on its own training rows)
-and its targets by its own formulation, then pooled: a clean suburb and a busy crossroads
-share the weights. The network reads the station's identity (one-hot, embedded: see
-build_model's `identity`) besides the window; a share of the training windows is shown as
-the "unknown" station, so that entry learns what the stations have in common. Every
-station keeps its own chronological split, so its test split stays unseen.
+Each station keeps what a local model of it would have: its own scaler (fitted on its own
+training rows), its own target formulation and its own frozen ridge map of the window
+(fitted as `edgecast train` fits it). What is shared is the LSTM correction on top: one
+network learns, from every station's windows pooled, what the stations' maps leave. It
+reads the station's identity (one-hot, embedded: see build_model's `identity`) besides
+the window; a share of the training windows is shown as the "unknown" station, so that
+entry learns what the stations have in common. Every station keeps its own chronological
+split, so its test split stays unseen.
 
-Each station gets an ordinary bundle: the shared weights with its identity folded in
-(trainer/identity.py) and its own scaler. The fleet also keeps, under FLEET/.global/, the
-global network (global.keras), its record (global.json) and the bundle of the unknown
-station (unknown/, with the network's scaling: every station's training rows pooled),
-which `edgecast train --from FLEET` starts a new station from (trainer/newcomer.py).
+Each station gets an ordinary bundle: its own map and the shared weights with its identity
+folded in (trainer/identity.py). The fleet also keeps, under FLEET/.global/, the global
+network (global.keras), its record (global.json) and the bundle of the unknown station
+(unknown/: the network's scaling over every station's training rows, a ridge map fitted on
+every station), which `edgecast train --from FLEET` starts a new station from
+(trainer/newcomer.py).
 """
 from __future__ import annotations
 

@@ -148,6 +148,9 @@ def fine_tune(fleet: Fleet, series: Series, data: SplitData,
     from . import model as keras_model
 
     config = fleet.config
+    if len(data.train) == 0 or len(data.val) == 0:
+        raise DataError(f"{series.source}: fine-tuning needs training and validation windows, got "
+                        f"{len(data.train)} and {len(data.val)}")
     started = time.perf_counter()
     own = data.boundaries[0] >= own_scaling_rows(series.interval_seconds)
     if not own:
