@@ -192,11 +192,11 @@ def write_global(network: GlobalNetwork, members: Sequence[Member], folder: Path
     from .network_bundle import write_unknown_bundle
 
     folder.mkdir(parents=True, exist_ok=True)
-    staging = folder / f".{GLOBAL_MODEL_FILE}.tmp"
-    network.net.save(staging.with_suffix(".keras"))
-    staging.with_suffix(".keras").replace(folder / GLOBAL_MODEL_FILE)
-    write_unknown_bundle(network, members, folder / UNKNOWN_BUNDLE, fleet)
-    write_json_atomic(folder / GLOBAL_RECORD, {
+    staging = folder / f".writing-{GLOBAL_MODEL_FILE}"  # Keras insists on the .keras suffix
+    network.net.save(staging)
+    staging.replace(folder / GLOBAL_MODEL_FILE)
+    write_unknown_bundle(network, members, folder / UNKNOWN_BUNDLE, fleet)  # swapped in whole
+    write_json_atomic(folder / GLOBAL_RECORD, {  # last: `train --from` reads the record first
         **network.record(None, fleet)["global"], "config": asdict(network.config), "settings": settings or {},
         "history": network.history, "data": {m.station: {"source": m.series.source, "sha256": m.series.sha256}
                                              for m in members},

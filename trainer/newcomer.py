@@ -78,7 +78,7 @@ def read_fleet(path: str | Path) -> Fleet:
     record_path = folder / GLOBAL_FOLDER / GLOBAL_RECORD
     if not record_path.is_file():
         raise DataError(f"{folder}: no global model here ({GLOBAL_FOLDER}/{GLOBAL_RECORD} is missing); "
-                        "train one with `edgecast fleet train --global`", settings=("from_fleet",))
+                        "train the fleet as one global model first")
     return Fleet(folder, read_json(record_path), read_bundle(folder / GLOBAL_FOLDER / UNKNOWN_BUNDLE))
 
 
@@ -115,7 +115,8 @@ def start_station(fleet: Fleet, series: Series | None, station: str, out_dir: Pa
                            rows=len(series.frame), data={"source": series.source, "sha256": series.sha256})
     tuned = fine_tune(fleet, series, data, on_epoch)
     how = (f"fine-tuned the global model on {len(data.train)} windows of its own ({tuned.epochs} epochs, early "
-           f"stopping on its {len(data.val)} most recent before the test split), {tuned.scaling} scaling"
+           f"stopping on its {len(data.val)} most recent before the test split), "
+           + ("its own scaling and ridge map" if tuned.scaling == "own" else "the network's scaling")
            + ("; fine-tuning did not beat the global weights there, so they are kept" if tuned.kept_global else ""))
     calibration = None
     if tuned.spec.probabilistic is not None and len(data.val) < MIN_CALIBRATION_WINDOWS:

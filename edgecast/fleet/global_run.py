@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecast.base import write_json_atomic
+from edgecast.trainer.errors import DataError
 from edgecast_runtime.durable import replace_folder
 
 from .stations import STATION_RECORD, FleetSettings, Station
@@ -61,7 +62,7 @@ def _train_and_write(stations: list[Station], settings: FleetSettings, fleet_dir
             results[station.station].update(status="failed", error=one_line(exc),
                                             error_settings=list(getattr(exc, "settings", ())))
     if len(members) < 2:
-        raise ValueError(f"a global model needs at least 2 stations that can be read, got {len(members)}")
+        raise DataError(f"a global model needs at least 2 stations that can be read, got {len(members)}")
     configure_tensorflow(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
     network = train_global(members, settings.config)
     fleet = fleet_dir.name

@@ -172,3 +172,19 @@ def test_global_with_neighbours_is_refused_before_anything_runs(fleet, tmp_path)
                      "--models-dir", tmp_path)
     assert result.returncode == 2 and "does not read --neighbours yet" in result.stderr, result.stderr
     assert not (tmp_path / "fleet").exists()
+
+
+def test_a_station_that_cannot_be_read_fails_alone_and_the_network_trains_on_the_others(fleet, tmp_path):
+    data = tmp_path / "stations"
+    data.mkdir()
+    for name in ("north", "centre"):
+        (data / f"{name}.csv").write_bytes((fleet["data"] / f"{name}.csv").read_bytes())
+    station_frame(HOURS, 5, 40.0).drop(columns=["PM2.5"]).to_csv(data / "broken.csv", index=False)
+    args = list(SMALL)
+    args[args.index("--epochs") + 1] = "1"  # one epoch is enough here
+    result = run_cli("fleet", "train", data, *args, "--global", "--models-dir", tmp_path)
+    assert result.returncode == 1, result.stderr + result.stdout
+    assert "2 trained, 0 skipped, 1 failed of 3 stations" in result.stdout
+    assert "broken: " in result.stderr and "PM2.5" in result.stderr and "Traceback" not in result.stderr
+    stations = json.loads((tmp_path / "fleet" / ".global" / "global.json").read_text())["stations"]
+    assert sorted(stations) == ["centre", "north"]
