@@ -4,7 +4,9 @@ with the defaults plus `--horizon 24`, weather covariates, `--interval 0.9` and 
 interval (Winkler) score per lead, before and after the hub's online adjustment (the
 test split replayed through `edgecast-runtime score`), and the alert's Brier skill against
 climatology; beside conformalized persistence (the same method on the persistence
-forecast). Writes results/intervals.json and results/intervals.md.
+forecast); CRPS from seven quantile levels, the alert's precision and recall, a reliability
+diagram and a fan chart (scripts/interval_plots.py). Writes results/intervals.json,
+results/intervals.md and its two PNGs.
 
     .venv/bin/python scripts/interval_results.py [--data-dir ../shared/data] [--models-dir build/interval-results]
 
@@ -29,6 +31,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 from edgecast_cli import edgecast  # noqa: E402  (scripts/ is on sys.path when run)
+from interval_plots import draw, pooled_reliability, test_distribution  # noqa: E402
 
 from edgecast.base import write_json_atomic  # noqa: E402
 from edgecast.trainer.intervals import calibrate, exceedance, quantiles  # noqa: E402
@@ -37,6 +40,8 @@ from edgecast_runtime.spec_outputs import Alert  # noqa: E402
 
 WEATHER = "TEMP,PRES,DEWP,RAIN,WSPM,wd,hour_of_day,day_of_week"
 HORIZON, COVERAGE, THRESHOLD = 24, 0.9, 75.0
+LEVELS = "0.1,0.25,0.5,0.75,0.9"  # with the interval's 0.05 and 0.95: seven levels for CRPS and the fan chart
+FAN_STATION = "Dongsi"
 LEADS = (1, 6, 24)
 ALERT = Alert(f"PM2.5>{THRESHOLD:g}", "PM2.5", ">", THRESHOLD)
 RUNTIME = Path(sys.executable).parent / "edgecast-runtime"
@@ -56,7 +61,8 @@ def run_station(name: str, csv: Path, models_dir: Path) -> dict:
     bundle = models_dir / name.lower()
     started = time.perf_counter()
     edgecast("train", str(csv), "--target", "PM2.5", "--features", WEATHER, "--horizon", str(HORIZON),
-             "--clock", "+08:00", "--interval", str(COVERAGE), "--alert", ALERT.name, "--name", bundle.name,
+             "--clock", "+08:00", "--interval", str(COVERAGE), "--quantiles", LEVELS, "--alert", ALERT.name,
+             "--name", bundle.name,
              "--models-dir", str(models_dir))
     edgecast("export", str(bundle))
     seconds = time.perf_counter() - started
@@ -65,7 +71,8 @@ def run_station(name: str, csv: Path, models_dir: Path) -> dict:
     frame = pd.read_csv(csv)
     return {"station": name, "train_and_export_seconds": round(seconds, 1), "model": metrics,
             "persistence": persistence_baseline(frame, training),
-            "hub": hub_replay(bundle, frame, training["split"]["first_test_row"])}
+            "hub": hub_replay(bundle, frame, training["split"]["first_test_row"]),
+            "distribution": test_distribution(bundle)}
 
 
 def persistence_baseline(frame: pd.DataFrame, training: dict) -> dict:
@@ -164,6 +171,24 @@ def markdown(results: list[dict], checks: dict, seconds: float) -> str:
                 f"{model['interval']['mean_width_by_lead'][k]:.1f} | {score:.1f} | {reference:.1f} | "
                 f"{score / reference:.3f} | {model['alerts'][ALERT.name]['brier_skill_by_lead'][k]:.3f} | "
                 f"{base['brier_skill_by_lead'][k]:.3f} |")
+    lines += ["", f"CRPS (µg/m³, from the seven quantile levels: twice their mean pinball loss) and the alert "
+              f"raised when P({ALERT.name}) ≥ 0.5, on the test split:", "",
+              "| station | CRPS 1h | CRPS 6h | CRPS 24h | precision 6h | recall 6h | precision 24h | recall 24h |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        crps, alert = r["model"]["crps_by_lead"], r["model"]["alerts"][ALERT.name]
+        lines.append(f"| {r['station']} | " + " | ".join(f"{crps[lead - 1]:.1f}" for lead in LEADS) + " | "
+                     + " | ".join(_cell(alert[f"{kind}_by_lead"][lead - 1]) for lead in (6, 24)
+                                  for kind in ("precision", "recall")) + " |")
+    lines += ["", f"Reliability of P({ALERT.name}), every station's test windows pooled (mean forecast probability "
+              "→ observed frequency, windows in the bin):", "", "| lead | " + " | ".join(
+                  f"bin {i + 1}" for i in range(10)) + " |", "| --- |" + " --- |" * 10]
+    for lead in (1, 6, 24):
+        mean, frequency, counts = pooled_reliability(results, lead)
+        lines.append(f"| {lead}h | " + " | ".join("-" if n == 0 else f"{m:.2f} → {f:.2f} ({int(n)})"
+                                                   for m, f, n in zip(mean, frequency, counts)) + " |")
+    lines += ["", "![Reliability diagram](intervals_reliability.png)", "",
+              f"![{FAN_STATION}: quantile fan at its highest test episodes](intervals_fan.png)"]
     lines += ["", "Against the issue's targets:", ""]
     lines += [f"- coverage after the hub's adjustment, every lead and station: {checks['coverage_after_hub_min']:.3f}"
               f"–{checks['coverage_after_hub_max']:.3f} (target 0.88–0.92): "
@@ -200,6 +225,7 @@ def main() -> int:
     checks = verdicts(results)
     seconds = time.perf_counter() - started
     out = ROOT / "results"
+    draw(results, FAN_STATION, out)
     write_json_atomic(out / "intervals.json", {"results": results, "checks": checks})
     atomic_write(out / "intervals.md", markdown(results, checks, seconds).encode())
     print(markdown(results, checks, seconds))
