@@ -22,14 +22,31 @@ run_suite() {  # NAME COMMAND...: runs the suite, its output in NAME.log, its st
     echo "make test: the $name suite ended after $((SECONDS - started)) s" >&2
 }
 
+# The toolkit's modules that start Ray (a local cluster or a head) run in a second toolkit
+# process once the runtime suite has ended (it is done in about a third of the toolkit's
+# time, and one core would idle after it); they run one after the other, so two Ray
+# instances never share the machine, and none of them needs the session's trained bundles.
+RAY_MODULES=(test_closed_loop test_collect test_fleet test_fleet_local test_fleet_options test_global
+             test_hub_skill test_station_years)
+ray_files=() ignored=()
+for module in "${RAY_MODULES[@]}"; do
+    ray_files+=("tests/toolkit/$module.py")
+    ignored+=("--ignore=tests/toolkit/$module.py")
+done
+
 # Each suite picks the ports of the brokers and servers it starts from its own half of
-# 20000-32767 (tests/support/runtime.py free_port), so the two never race for one.
-EDGECAST_TEST_PORTS=20000-26383 run_suite runtime .venv-runtime/bin/python -m pytest tests/runtime -q --durations=20 &
-EDGECAST_TEST_PORTS=26384-32767 run_suite toolkit .venv/bin/python -m pytest tests/toolkit -q --durations=20 &
+# 20000-32767 (tests/support/runtime.py free_port), so the two never race for one; the Ray
+# modules take the runtime's half once the runtime suite has ended.
+{
+    EDGECAST_TEST_PORTS=20000-26383 run_suite runtime .venv-runtime/bin/python -m pytest tests/runtime -q --durations=20
+    EDGECAST_TEST_PORTS=20000-26383 run_suite toolkit-ray .venv/bin/python -m pytest "${ray_files[@]}" -q --durations=10
+} &
+EDGECAST_TEST_PORTS=26384-32767 run_suite toolkit .venv/bin/python -m pytest tests/toolkit "${ignored[@]}" -q \
+    --durations=20 &
 wait
 
 failed=()
-for name in runtime toolkit; do
+for name in runtime toolkit toolkit-ray; do
     echo "===== tests/$name ($( [ "$(cat "$logs/$name.status")" -eq 0 ] && echo passed || echo FAILED))"
     cat "$logs/$name.log"
     [ "$(cat "$logs/$name.status")" -eq 0 ] || failed+=("$name")

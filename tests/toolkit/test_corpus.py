@@ -573,7 +573,7 @@ def test_cli_usage_errors_are_one_line_too(tmp_path):
         (("train", good, "--target", "PM2.5", "--split", "0.5,0.5", "--models-dir", tmp_path),
          ("'--split'", "'0.5,0.5' is not three comma-separated numbers", "edgecast train --help")),
         (("train", good, "--target", "PM2.5", "--look-back", "abc"), ("'--look-back'", "integer")),
-        (("train", "--target", "PM2.5"), ("Missing argument", "edgecast train --help")),
+        (("train", "--target", "PM2.5"), ("'DATA'", "give a data file", "edgecast train --help")),
         (("forecast-everything",), ("No such command 'forecast-everything'", "edgecast --help")),
     ]
     for args, fragments in cases:
