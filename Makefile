@@ -27,7 +27,8 @@ $(RVENV)/.installed: $(RUNTIME_SOURCES)
 demo: $(VENV)/.installed
 	$(VENV)/bin/edgecast demo
 
-# The two suites run side by side (scripts/test_suites.sh says why); test-runtime and
+# The two suites run side by side, the toolkit's Ray modules in a second process once the
+# runtime suite has ended (scripts/test_suites.sh says why); test-runtime and
 # test-toolkit run one alone.
 test: lint $(RVENV)/.installed
 	bash tests/runtime/setup.sh
