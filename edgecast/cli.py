@@ -133,6 +133,10 @@ def train(
 
     data = data or []
     if from_fleet is not None:
+        unused = [flag for flag, value in (("--neighbours", neighbours), ("--neighbour-count", neighbour_count),
+                                           ("--since", since), ("--until", until)) if value]
+        if unused:  # a global model reads no neighbours, and --from reads a station file, not an archive
+            raise typer.BadParameter(f"{', '.join(unused)} cannot go with --from", param_hint="'--from'")
         _start_from(from_fleet, data, station, name, models_dir, settings)
         return
     if station is not None:
@@ -147,7 +151,7 @@ def train(
 
 
 # What `train --from` reads: how the file is written. The model's settings are the fleet's.
-_STARTED_FROM_DEFAULTS = {o.name for o in opt.READING_OPTIONS}
+_READ_WITH_FROM = {o.name for o in opt.READING_OPTIONS}
 
 
 def _start_from(fleet: Path, data: list[Path], station: Optional[str], name: Optional[str], models_dir: Path,
@@ -155,7 +159,7 @@ def _start_from(fleet: Path, data: list[Path], station: Optional[str], name: Opt
     from edgecast.starting import start_from
     from edgecast.trainer.newcomer import FINE_TUNE_EPOCHS
 
-    changed = [o.cli_flag for o in opt.TRAIN if o.name not in _STARTED_FROM_DEFAULTS
+    changed = [o.cli_flag for o in opt.TRAIN if o.name not in _READ_WITH_FROM
                and not o.is_default(settings[o.name])]
     if changed:
         raise typer.BadParameter(f"the fleet's global model decides {', '.join(changed)}; leave "
@@ -163,7 +167,7 @@ def _start_from(fleet: Path, data: list[Path], station: Optional[str], name: Opt
     with EpochBar(FINE_TUNE_EPOCHS) as bar:
         result = start_from(fleet, data[0] if len(data) == 1 else (data or None), station=station, name=name,
                             models_dir=models_dir, progress=bar.line, on_epoch=bar.epoch,
-                            **{key: value for key, value in settings.items() if key in _STARTED_FROM_DEFAULTS})
+                            **{key: value for key, value in settings.items() if key in _READ_WITH_FROM})
     out.print(f"wrote {result.bundle}: {result.how}", markup=False, soft_wrap=True)
     out.print(tables.metrics_table(result.metrics))
 

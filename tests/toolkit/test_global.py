@@ -159,6 +159,8 @@ def test_a_longer_history_fine_tunes_on_its_own_recent_days(fleet, tmp_path):
     (["--from", "{fleet}", "--station", "x", "--target", "NO2"], "forecasts PM2.5, not NO2"),
     (["--from", "{fleet}", "--station", "x", "--target", "PM2.5", "--horizon", "6"], "decides --horizon"),
     (["--from", "{data}", "--station", "x", "--target", "PM2.5"], "no global model here"),
+    (["--from", "{fleet}", "--station", "x", "--target", "PM2.5", "--neighbours", "{data}/north.csv"],
+     "--neighbours cannot go with --from"),
 ])
 def test_train_from_errors_are_one_line(fleet, tmp_path, args, fragment):
     args = [a.format(fleet=fleet["fleet"], data=fleet["data"]) for a in args]
