@@ -125,11 +125,12 @@ def _shape(config: TrainConfig, columns: int, input_stats: tuple | None) -> dict
             "linear_skip": config.linear_skip, "freeze_linear": config.linear_skip, "input_stats": input_stats}
 
 
-def _linear_fit(one: Member, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+def _linear_fit(config: TrainConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
     """The windows a station's ridge map is fitted on, as `edgecast train` fits it."""
-    splits = ("train", "val") if config.linear_fit_with_val else ("train",)
-    pairs = [network_pair(getattr(one.data, split), one.data.scaler, one.spec) for split in splits]
-    return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
+    if not config.linear_fit_with_val:
+        return train
+    return np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]])
 
 
 def train_global(members: Sequence[Member], config: TrainConfig,
@@ -148,16 +149,18 @@ def train_global(members: Sequence[Member], config: TrainConfig,
     rng = np.random.default_rng(config.seed)
     unknown = len(members)
     train = [network_pair(m.data.train, m.data.scaler, m.spec) for m in members]
+    val = [network_pair(m.data.val, m.data.scaler, m.spec) for m in members]
     stats = keras_model.standardising_stats(np.concatenate([x for x, _ in train])) if config.standardise else None
-    plains = {m.station: station_plain(config, m.spec, stats, _linear_fit(m, config)) for m in members}
+    plains = {m.station: station_plain(config, m.spec, stats, _linear_fit(config, t, v))
+              for m, t, v in zip(members, train, val)}
     pooled = {}
-    for split, pairs in (("train", train), ("val", [network_pair(m.data.val, m.data.scaler, m.spec) for m in members])):
+    for split, pairs in (("train", train), ("val", val)):
         residual = [y - _map_only(plains[m.station], x) for m, (x, y) in zip(members, pairs)]
         who = np.concatenate([np.full(len(x), i) for i, (x, _) in enumerate(pairs)])
         if split == "train":
             who = np.where(rng.random(len(who)) < DROP_IDENTITY, unknown, who)
         pooled[split] = ([np.concatenate([x for x, _ in pairs]), one_hot(who, unknown + 1)], np.concatenate(residual))
-    del train
+    del train, val
     keras_model.seed_everything(config.seed)
     net = keras_model.build_model(**_shape(config, pooled["train"][0][0].shape[-1], stats),
                                   identity=(unknown + 1, IDENTITY_WIDTH), name="edgecast_global")

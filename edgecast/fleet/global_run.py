@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgecast.base import write_json_atomic
 from edgecast.trainer.errors import DataError
-from edgecast_runtime.durable import replace_folder
 
-from .stations import STATION_RECORD, FleetSettings, Station
-from .work import STAGING, configure_tensorflow, export_and_verify, granted_cpus, one_line, pin_threads
+from .stations import FleetSettings, Station
+from .work import build_station, configure_tensorflow, export_and_verify, granted_cpus, one_line, pin_threads
 
 if TYPE_CHECKING:
     from edgecast.trainer.global_model import GlobalNetwork, Member
@@ -81,22 +78,15 @@ def _train_and_write(stations: list[Station], settings: FleetSettings, fleet_dir
 
 def _write_one(network: GlobalNetwork, one: Member, station: Station, settings: FleetSettings, fleet_dir: Path,
                run_id: str) -> dict:
-    """One station's bundle into .staging/RUN/STATION, exported and verified, then swapped in."""
+    """One station's bundle, exported and verified, swapped in as a local fleet's is (work.build_station)."""
     from edgecast.trainer.global_model import write_station
 
-    staging = fleet_dir / STAGING / run_id / station.station
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    def pipeline(staging: Path) -> dict:
         write_station(network, one, staging, fleet_dir.name)
         outcome = {"train_seconds": round(network.seconds, 3), "epochs_run": network.history["epochs_run"],
                    "notices": []}
         if settings.export:
             outcome.update(export_and_verify(staging, settings))
-        record = {"station": station.station, "data": {"path": station.source, "sha256": station.sha256},
-                  "fingerprint": station.fingerprint(settings), "settings": settings.as_dict(), **outcome}
-        write_json_atomic(staging / STATION_RECORD, record)
-        replace_folder(staging, fleet_dir / station.station)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return outcome
+        return outcome
+
+    return build_station(station, settings, fleet_dir, run_id, pipeline)

@@ -12,6 +12,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edgecast.base import write_json_atomic
@@ -79,13 +80,16 @@ def configure_tensorflow(cpus: int) -> None:
     os.environ[TF_THREADS_SET] = str(cpus)
 
 
-def build_station(station: Station, settings: FleetSettings, fleet_dir: Path, run_id: str) -> dict:
-    """Train (and export, verify) into .staging/RUN/STATION, record, then replace the bundle."""
+def build_station(station: Station, settings: FleetSettings, fleet_dir: Path, run_id: str,
+                  pipeline: Callable[[Path], dict] | None = None) -> dict:
+    """Train (and export, verify) into .staging/RUN/STATION, record, then replace the bundle.
+    `pipeline(folder)` writes the bundle there and returns its outcome (default: run_pipeline;
+    a global fleet's writes the station's share of the network: fleet/global_run.py)."""
     staging = fleet_dir / STAGING / run_id / station.station
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
-        outcome = run_pipeline(station, settings, staging)
+        outcome = pipeline(staging) if pipeline is not None else run_pipeline(station, settings, staging)
         record = {"station": station.station, "data": {"path": station.source, "sha256": station.sha256,
                                                    **({"files": list(map(str, station.files))} if len(station.files) > 1 else {})},
                   "fingerprint": station.fingerprint(settings), "settings": settings.as_dict(), **outcome}
