@@ -309,7 +309,8 @@ def evaluate(
     neighbours: Annotated[list[Path], typer.Option(help="Neighbours' files of a model that reads neighbours (default: those it was trained on).")] = [],
 ) -> None:
     """RMSE and MAE per horizon step on the test split: model, persistence, seasonal persistence, ridge
-    (and a model reading neighbours with every neighbour missing, a clipped model unclipped)."""
+    (and a model reading neighbours with every neighbour missing, a clipped model unclipped); with intervals or
+    alerts, their coverage, width, interval score, CRPS, Brier skill, precision and recall too."""
     from edgecast import api
 
     result = api.evaluate(bundle, data, backtest=backtest, plot=plot, plot_size=plot_size, plot_start=plot_start,
@@ -318,6 +319,12 @@ def evaluate(
         print(json.dumps(result.to_dict(), indent=2, default=str))
         return
     out.print(tables.metrics_table(result.metrics))
+    intervals = result.evaluation.intervals
+    if intervals is not None:
+        for table in [tables.interval_table(intervals, result.metrics.horizon_steps),
+                      *tables.alert_tables(intervals, result.metrics.horizon_steps)]:
+            if table is not None:
+                out.print(table)
     if result.backtest is not None:
         out.print(tables.backtest_table(result.backtest))
     if not result.data.same_as_training:

@@ -42,6 +42,55 @@ def metrics_table(metrics: Metrics) -> Table:
     return table
 
 
+def interval_table(intervals: dict, steps: list[int]) -> Table | None:
+    """A schema-4 model's central interval and CRPS per step, beside persistence's and
+    ridge's intervals conformalized the same way (None without an interval)."""
+    model = intervals["model"]
+    found = model.get("interval")
+    if found is None:
+        return None
+    others = [name for name in ("persistence", "ridge") if name in intervals]
+    table = Table(title=f"{found['coverage']:.0%} interval on the test split ({model['test_windows']} windows), "
+                        f"conformalized on {model['calibration_windows']} validation windows")
+    above = [key for key in found if key.startswith("coverage_above_")]
+    columns = ["coverage", *[key.removesuffix("_by_lead").replace("_", " ") for key in above], "width",
+               "interval score", *[f"{name} interval score" for name in others], *(["CRPS"] if "crps_by_lead" in model else [])]
+    for column in ["step", *columns]:
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for step in steps:
+        lead = step - 1
+        cells = [found["coverage_by_lead"][lead], *[found[key][lead] for key in above], found["mean_width_by_lead"][lead],
+                 found["interval_score_by_lead"][lead],
+                 *[intervals[name]["interval"]["interval_score_by_lead"][lead] for name in others],
+                 *([model["crps_by_lead"][lead]] if "crps_by_lead" in model else [])]
+        table.add_row(f"+{step}", *[_number(cell) for cell in cells])
+    return table
+
+
+def alert_tables(intervals: dict, steps: list[int]) -> list[Table]:
+    """Per alert and step: the probability's Brier score and skill against climatology
+    (beside persistence's and ridge's), and the alert's precision and recall."""
+    tables, model = [], intervals["model"]
+    others = [name for name in ("persistence", "ridge") if name in intervals]
+    for name, found in model.get("alerts", {}).items():
+        table = Table(title=f"P({name}) on the test split: climatology {found['climatology']:g}, "
+                            f"alert raised at P >= {found['alert_level']:g}")
+        for column in ["step", "Brier", "Brier skill", *[f"{other} skill" for other in others], "precision", "recall"]:
+            table.add_column(column, justify="left" if column == "step" else "right")
+        for step in steps:
+            lead = step - 1
+            cells = [found["brier_by_lead"][lead], found["brier_skill_by_lead"][lead],
+                     *[intervals[other]["alerts"][name]["brier_skill_by_lead"][lead] for other in others],
+                     found["precision_by_lead"][lead], found["recall_by_lead"][lead]]
+            table.add_row(f"+{step}", *[_number(cell) for cell in cells])
+        tables.append(table)
+    return tables
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def parity_table(report: ParityReport) -> Table:
     verdict = "passed" if report.passed else "FAILED"
     table = Table(title=f"parity against {report.reference}: {verdict} (tolerance {report.tolerance_abs:g} {report.units})")
@@ -62,15 +111,26 @@ def accuracy_table(report: AccuracyReport) -> Table:
         f"{report.split} split ({report.windows} windows), {report.units}; "
         f"float model (Keras): RMSE {reference['rmse']:.3f}, MAE {reference['mae']:.3f}"
     ))
-    for column in ("artifact", "bytes", "of float32", "RMSE", "MAE", "RMSE change", "max abs dev from float"):
+    # A schema-4 model's files: how far their quantiles and probabilities moved from the float model's.
+    quantiles = any(row.quantiles_max_abs_deviation is not None for row in report.artifacts.values())
+    probabilities = any(row.exceedance_max_abs_deviation is not None for row in report.artifacts.values())
+    columns = ["artifact", "bytes", "of float32", "RMSE", "MAE", "RMSE change", "max abs dev from float",
+               *(["quantiles max dev"] if quantiles else []), *(["probabilities max dev"] if probabilities else [])]
+    for column in columns:
         table.add_column(column, justify="left" if column == "artifact" else "right", no_wrap=column == "artifact")
     for name, row in report.artifacts.items():
         ratio = f"{100 * row.size_vs_float32:.1f}%" if row.size_vs_float32 else "-"
+        extra = [*([_deviation(row.quantiles_max_abs_deviation)] if quantiles else []),
+                 *([_deviation(row.exceedance_max_abs_deviation)] if probabilities else [])]
         table.add_row(
             name, str(row.bytes), ratio, f"{row.rmse:.3f}", f"{row.mae:.3f}",
-            f"{row.rmse_change_pct:+.2f}%", f"{row.max_abs_deviation:.3g}",
+            f"{row.rmse_change_pct:+.2f}%", f"{row.max_abs_deviation:.3g}", *extra,
         )
     return table
+
+
+def _deviation(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def op_lines(report: AccuracyReport) -> list[str]:

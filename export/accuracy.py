@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast_runtime.contract import ONNX_FILE, TFLITE_FILE
+from edgecast_runtime.contract import EXCEEDANCE_NAME, ONNX_FILE, QUANTILES_NAME, TFLITE_FILE
 
 from .backends import Runner, open_artifact
 from .oplist import onnx_summary, tflite_summary
@@ -21,6 +21,7 @@ from .reports import AccuracyReport, ArtifactAccuracy
 if TYPE_CHECKING:
     import keras
 
+    from edgecast.trainer.intervals import Calibration
     from edgecast_runtime.spec import Spec
 
 
@@ -41,9 +42,11 @@ def op_summary(path: Path) -> dict:
 
 
 def accuracy_report(
-    model: keras.Model, spec: Spec, windows: dict[str, np.ndarray], artifacts: dict[str, Path]
+    model: keras.Model, spec: Spec, windows: dict[str, np.ndarray], artifacts: dict[str, Path],
+    calibration: Calibration | None = None,
 ) -> AccuracyReport:
-    """One row per artifact (file name -> path), next to the float model on the same windows."""
+    """One row per artifact (file name -> path), next to the float model on the same windows;
+    with a schema-4 model's `calibration`, how far its quantiles and probabilities moved too."""
     test_x, test_y = windows["test_x"], windows["test_y"]
     reference = reference_forecast(model, spec, test_x)
     float_errors = errors(reference, test_y)
@@ -65,6 +68,8 @@ def accuracy_report(
         }
         if onnx:
             rows[name]["batch_effect"] = batch_effect(runner, test_x, predicted)
+        if calibration is not None:
+            rows[name].update(distribution_deviation(path, spec, calibration, test_x, reference))
     _add_size_ratios(rows)
     return AccuracyReport(
         split="test",
@@ -73,6 +78,25 @@ def accuracy_report(
         float_model=float_errors,
         artifacts={name: ArtifactAccuracy.from_dict(row) for name, row in rows.items()},
     )
+
+
+def distribution_deviation(path: Path, spec: Spec, calibration: Calibration, test_x: np.ndarray,
+                           reference: np.ndarray) -> dict[str, float]:
+    """Max |file - float model| of a schema-4 file's quantiles (raw units) and exceedance
+    probabilities on the test windows: what a quantized file changed."""
+    from edgecast.trainer.intervals import exceedance, quantiles
+
+    from .distribution import output_runner
+
+    found = output_runner(path, spec)(test_x, LARGE_BATCH if path.suffix == ".onnx" else 1)
+    deviation = {}
+    if spec.probabilistic.quantiles:
+        expected = quantiles(calibration, reference, spec.target_min).astype(np.float64)
+        deviation["quantiles_max_abs_deviation"] = float(np.max(np.abs(found[QUANTILES_NAME] - expected)))
+    if spec.probabilistic.alerts:
+        expected = exceedance(calibration, reference, spec.probabilistic.alerts).astype(np.float64)
+        deviation["exceedance_max_abs_deviation"] = float(np.max(np.abs(found[EXCEEDANCE_NAME] - expected)))
+    return deviation
 
 
 def _add_size_ratios(rows: dict[str, dict]) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgecast.base import import_tensorflow
-from edgecast.trainer.intervals import LOG1P
+from edgecast.trainer.intervals import LOG
 from edgecast_runtime.contract import EXCEEDANCE_NAME, INPUT_NAME, OUTPUT_NAME, QUANTILES_NAME
 
 from .errors import ExportError
@@ -31,18 +31,15 @@ if TYPE_CHECKING:
 tf = import_tensorflow()
 
 
-def _forward(values: tensorflow.Tensor, space: str) -> tensorflow.Tensor:
-    return tf.math.log(tf.maximum(values, 0.0) + 1.0) if space == LOG1P else values
-
-
 def distribution_outputs(raw: tensorflow.Tensor, spec: Spec, calibration: Calibration) -> dict:
     """{quantiles [batch, horizon, Q], exceedance [batch, horizon, K]}, those the spec declares."""
-    probabilistic, space, floor = spec.probabilistic, calibration.space, spec.target_min
-    base = _forward(raw, space)  # [batch, horizon]
+    probabilistic, logged, floor = spec.probabilistic, calibration.space == LOG, spec.target_min
+    shift = calibration.shift.astype(np.float32)  # [horizon], c of log(v + c) per lead
+    base = tf.math.log(tf.maximum(raw, 0.0) + tf.constant(shift[np.newaxis])) if logged else raw  # [batch, horizon]
     outputs = {}
     if probabilistic.quantiles:
         moved = tf.expand_dims(base, -1) + tf.constant(calibration.offsets[np.newaxis])
-        values = tf.exp(moved) - 1.0 if space == LOG1P else moved
+        values = tf.exp(moved) - tf.constant(shift[np.newaxis, :, np.newaxis]) if logged else moved
         if floor is not None:
             values = tf.maximum(values, tf.constant(np.float32(floor)))
         outputs[QUANTILES_NAME] = values
@@ -51,8 +48,9 @@ def distribution_outputs(raw: tensorflow.Tensor, spec: Spec, calibration: Calibr
         knots = tf.constant(calibration.knots[np.newaxis])  # [1, horizon, KNOTS]
         inverse_width = tf.constant(calibration.inverse_width[np.newaxis, :, np.newaxis])
         for alert in probabilistic.alerts:
-            threshold = np.float32(np.log1p(max(alert.threshold, 0.0)) if space == LOG1P else alert.threshold)
-            gap = tf.expand_dims(tf.constant(threshold) - base, -1)
+            level = np.float32(max(alert.threshold, 0.0) if logged else alert.threshold)
+            threshold = np.log(level + shift) if logged else np.full_like(shift, level)  # [horizon], float32
+            gap = tf.expand_dims(tf.constant(threshold[np.newaxis]) - base, -1)
             below = tf.reduce_mean(tf.clip_by_value((gap - knots) * inverse_width + 0.5, 0.0, 1.0), axis=-1)
             columns.append(1.0 - below if alert.op == ">" else below)
         outputs[EXCEEDANCE_NAME] = tf.stack(columns, axis=-1)
@@ -120,7 +118,8 @@ def distribution_checks(spec: Spec, calibration: Calibration, window_sets: dict[
                 for output, want in expected[set_name].items():
                     error = np.abs(got[output].astype(np.float64) - want)
                     relative = error / np.maximum(np.abs(want), 1e-6)
-                    allowed = tolerance * (_carried(want, references[set_name]) if output == QUANTILES_NAME else 1.0)
+                    allowed = tolerance * (_carried(want, references[set_name], calibration)
+                                           if output == QUANTILES_NAME else 1.0)
                     checks.append(ParityCheck(artifact=f"{artifact} {output}", windows=set_name, n=len(x),
                                               batch=batch, max_abs=float(error.max()),
                                               max_rel=float(relative.max()),
@@ -128,16 +127,19 @@ def distribution_checks(spec: Spec, calibration: Calibration, window_sets: dict[
     return checks
 
 
-def _carried(quantile: np.ndarray, forecast: np.ndarray) -> np.ndarray:
-    """How much of the forecast's own deviation a quantile carries: in log1p space a
-    quantile is (1 + forecast) e^offset - 1, so a deviation of the forecast reaches it
-    times (1 + q) / (1 + f), above 1 for the upper quantiles. Quantiles are held to the
+def _carried(quantile: np.ndarray, forecast: np.ndarray, calibration: Calibration) -> np.ndarray:
+    """How much of the forecast's own deviation a quantile carries: in log space a
+    quantile is (c + forecast) e^offset - c, so a deviation of the forecast reaches it
+    times (c + q) / (c + f), above 1 for the upper quantiles. Quantiles are held to the
     forecast's tolerance carried through that factor (and at least the tolerance itself),
-    plus float32's rounding through the transform: the graph computes e^z - 1 with
-    z = log1p(forecast) + offset, and a rounding of z by a few ulp (4 eps |z|) comes out
-    multiplied by 1 + q. An upper bound of 2,000 µg/m³ on a random window far beyond the
+    plus float32's rounding through the transform: the graph computes e^z - c with
+    z = log(forecast + c) + offset, and a rounding of z by a few ulp (4 eps |z|) comes out
+    multiplied by c + q. An upper bound of 2,000 µg/m³ on a random window far beyond the
     training range cannot be exact to 1e-3 in float32 (Nongzhanguan's TFLite missed by 11
-    ulp of the quantile, 2.7e-3, with seven quantile levels)."""
-    factor = (1 + np.abs(quantile)) / (1 + np.abs(forecast)[..., None])
-    log_value = np.log1p(np.abs(quantile))
-    return np.maximum(factor, 1.0) + 4 * np.finfo(np.float32).eps * (1 + np.abs(quantile)) * (1 + log_value) / 1e-3
+    ulp of the quantile, 2.7e-3, with seven quantile levels and c = 1)."""
+    if calibration.space != LOG:
+        return np.ones_like(quantile)
+    shift = calibration.shift.astype(np.float64)[:, None]  # [horizon, 1]
+    factor = (shift + np.abs(quantile)) / (shift + np.abs(forecast)[..., None])
+    log_value = np.abs(np.log(shift + np.abs(quantile)))
+    return np.maximum(factor, 1.0) + 4 * np.finfo(np.float32).eps * (shift + np.abs(quantile)) * (1 + log_value) / 1e-3

@@ -78,7 +78,7 @@ def export_bundle(
 
         tflm_release()  # without the tflite-micro package, fail before minutes of work
     bundle = read_bundle(bundle_dir)
-    calibration = probabilistic_calibration(bundle, asked, builtin_ops or micro)
+    calibration = probabilistic_calibration(bundle, micro)
     model = bundle.load_model()
     held_out = held_out_windows(bundle, model)  # before converting: a damaged bundle fails in a blink
     staged = {ONNX_FILE: to_onnx(model, bundle.spec, bundle.name, opset, calibration=calibration)}
@@ -87,7 +87,7 @@ def export_bundle(
         staged[TFLITE_FILE] = to_tflite(model, bundle.spec, calibration)
         progress(f"converted to TFLite (float32, static batch {TFLITE_BATCH})")
     if builtin_ops:
-        staged[BUILTIN_TFLITE_FILE] = to_builtin_tflite(model, bundle.spec)
+        staged[BUILTIN_TFLITE_FILE] = to_builtin_tflite(model, bundle.spec, calibration)
         progress(f"converted to builtin-ops-only TFLite (unrolled, float32, static batch {TFLITE_BATCH})")
     temporary = _stage(bundle.path, staged)
     try:
@@ -114,14 +114,15 @@ def export_bundle(
     return replace(result, refused={mode: why for mode, why in refused.items() if mode in asked})
 
 
-def probabilistic_calibration(bundle: Bundle, quantized: list, builtin: bool) -> Calibration | None:
+def probabilistic_calibration(bundle: Bundle, micro: bool = False) -> Calibration | None:
     """A schema-4 bundle's calibration (its graph's quantile and exceedance constants);
-    None for an older schema. Quantized and builtin-ops files do not carry the outputs yet."""
+    None for an older schema. A microcontroller build does not carry the outputs yet (the
+    quantized TFLite modes refuse them in export/quantize.py)."""
     if bundle.spec.probabilistic is None:
         return None
-    if quantized or builtin:
-        raise ExportError("quantize, builtin_ops and target mcu do not carry a schema-4 model's quantiles and "
-                          "alert probabilities yet: export it without them", settings=("quantize", "builtin_ops", "target"))
+    if micro:
+        raise ExportError("target mcu does not carry a schema-4 model's quantiles and alert probabilities yet: "
+                          "export it for the hub", settings=("target",))
     calibration = read_calibration(bundle.path)
     if calibration is None:
         raise ExportError(f"{bundle.path} declares quantiles or alerts but has no intervals.json: train it again")
@@ -182,9 +183,9 @@ def verify_bundle(bundle_dir: Path) -> VerifyResult:
     held_out = held_out_windows(bundle, model)
     problems = integrity_problems(bundle, manifest)
     _require_loadable_onnx(exported, problems)
-    calibration = probabilistic_calibration(bundle, [], False)
+    calibration = probabilistic_calibration(bundle)
     parity = check_parity(model, bundle.spec, held_out, floats, calibration)
-    accuracy = accuracy_report(model, bundle.spec, bundle.windows(), exported)
+    accuracy = accuracy_report(model, bundle.spec, bundle.windows(), exported, calibration)
     return VerifyResult(bundle.path, parity, accuracy, Integrity(not problems, problems), verify_micro(bundle.path))
 
 

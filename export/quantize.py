@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import onnx
     from tensorflow.lite.python.lite import TFLiteConverterBaseV2
 
+    from edgecast.trainer.intervals import Calibration
     from edgecast_runtime.spec import Spec
 
 
@@ -118,15 +119,23 @@ def check_modes(names: list[str], max_rmse_change: float = DEFAULT_MAX_RMSE_CHAN
 
 
 
-def quantize(mode: Mode, model: keras.Model, spec: Spec, float_onnx: Path, calibration_x: np.ndarray | None) -> bytes:
-    """The quantized artifact's bytes, or QuantizationError saying why not."""
+def quantize(mode: Mode, model: keras.Model, spec: Spec, float_onnx: Path, calibration_x: np.ndarray | None,
+             calibration: Calibration | None = None) -> bytes:
+    """The quantized artifact's bytes, or QuantizationError saying why not. A schema-4
+    model's quantiles and exceedance outputs (its `calibration`): the ONNX modes quantize
+    model.onnx's LSTM and MatMul nodes and keep them in float; the weights-only TFLite modes
+    build them from `calibration`; the integer-activation TFLite modes refuse them."""
+    if spec.probabilistic is not None and mode.name in ("tflite-int8", "tflite-int16x8"):
+        raise QuantizationError(f"{mode.name}: integer-activation TFLite files do not carry a schema-4 model's "
+                                "quantiles and alert probabilities yet (the ONNX modes, tflite-fp16 and "
+                                "tflite-dynamic-int8 do)")
     if mode.name == "onnx-int8":
         return onnx_dynamic_int8(float_onnx)
     if mode.name == "onnx-static-int8":
         return onnx_static_int8(float_onnx, calibration_windows(calibration_x, spec, mode.name))
     if mode.name in ("tflite-int8", "tflite-int16x8"):
         return tflite_full_integer(model, spec, calibration_x, int16_activations=mode.name == "tflite-int16x8")
-    return tflite_weights_only(model, spec, float16=mode.name == "tflite-fp16")
+    return tflite_weights_only(model, spec, float16=mode.name == "tflite-fp16", calibration=calibration)
 
 
 def onnx_dynamic_int8(float_onnx: Path) -> bytes:
@@ -205,14 +214,15 @@ def compact_onnx_names(proto: onnx.ModelProto) -> None:
         node.output[:] = [rename(name) for name in node.output]
 
 
-def tflite_weights_only(model: keras.Model, spec: Spec, float16: bool) -> bytes:
-    """fp16 or dynamic-range int8 weights on the same WHILE-loop graph as model.tflite."""
+def tflite_weights_only(model: keras.Model, spec: Spec, float16: bool, calibration: Calibration | None = None) -> bytes:
+    """fp16 or dynamic-range int8 weights on the same WHILE-loop graph as model.tflite (a
+    schema-4 model's outputs with it)."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     from .graph import raw_units_function
     from .tflite_export import TFLITE_BATCH
 
-    function = raw_units_function(model, spec, batch=TFLITE_BATCH)
+    function = raw_units_function(model, spec, batch=TFLITE_BATCH, calibration=calibration)
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -60,6 +60,8 @@ class ArtifactAccuracy:
     quantized_ops: dict[str, int] | None = None  # ONNX: integer and quantizing ops
     batch_effect: float | None = None  # ONNX: max |batch 1 - large batch|
     size_vs_float32: float | None = None  # of the float32 file of its format, when measured too
+    quantiles_max_abs_deviation: float | None = None  # schema 4: max |file - float model| of the quantiles
+    exceedance_max_abs_deviation: float | None = None  # schema 4: of the alert probabilities
 
     def to_dict(self) -> dict[str, Any]:
         # Optional op details appear only where they apply; size_vs_float32 is always there.

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import keras
     import tensorflow
 
+    from edgecast.trainer.intervals import Calibration
     from edgecast_runtime.spec import Spec
 
 
@@ -41,23 +42,26 @@ def unrolled_clone(model: keras.Model) -> keras.Model:
     return clone
 
 
-def unrolled_converter(model: keras.Model, spec: Spec) -> tensorflow.lite.TFLiteConverter:
-    """A TFLite converter over the unrolled raw-units function, variables frozen to constants."""
+def unrolled_converter(model: keras.Model, spec: Spec, calibration: Calibration | None = None
+                       ) -> tensorflow.lite.TFLiteConverter:
+    """A TFLite converter over the unrolled raw-units function, variables frozen to constants
+    (with a schema-4 model's `calibration`: its quantiles and exceedance outputs too)."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     clone = unrolled_clone(model)
-    function = raw_units_function(clone, spec, batch=TFLITE_BATCH)
+    function = raw_units_function(clone, spec, batch=TFLITE_BATCH, calibration=calibration)
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], clone)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter
 
 
-def to_builtin_tflite(model: keras.Model, spec: Spec) -> bytes:
-    """Float32, static batch 1, builtin ops only; refused (ExportError) if any other op appears."""
+def to_builtin_tflite(model: keras.Model, spec: Spec, calibration: Calibration | None = None) -> bytes:
+    """Float32, static batch 1, builtin ops only; refused (ExportError) if any other op appears.
+    A schema-4 model's outputs are builtin ops too (export/distribution.py)."""
     try:
         with silenced_stderr():
-            data = unrolled_converter(model, spec).convert()
+            data = unrolled_converter(model, spec, calibration).convert()
     except Exception as exc:  # the converter raises ConverterError and plain Exceptions
         raise ExportError(f"builtin-ops-only TFLite conversion failed: {str(exc).splitlines()[0]}") from None
     problems = builtin_only_problems(data)

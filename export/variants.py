@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgecast.trainer.intervals import read_calibration
 from edgecast_runtime.contract import BUILTIN_TFLITE_FILE, ONNX_FILE, TFLITE_FILE
 from edgecast_runtime.durable import atomic_write
 
@@ -57,7 +58,7 @@ def export_quantized(
     """Every mode that can be made, written atomically; `float_files` (file name -> path,
     model.onnx among them) are measured beside the quantized ones, so the report
     compares sizes and errors in one place. With `auto` among the modes, see the module."""
-    windows = bundle.windows()
+    windows, calibration = bundle.windows(), read_calibration(bundle.path)
     asked = [name for name in mode_names if name != AUTO]
     candidates = [name for name in MODES if name not in asked and FLOAT_FILES[MODES[name].kind] in float_files
                   ] if AUTO in mode_names else []  # a backend whose float file was not exported has no candidates
@@ -66,7 +67,8 @@ def export_quantized(
         for name in asked + candidates:
             mode = MODES[name]
             try:
-                data = quantize(mode, model, bundle.spec, float_files[ONNX_FILE], windows.get("calibration_x"))
+                data = quantize(mode, model, bundle.spec, float_files[ONNX_FILE], windows.get("calibration_x"),
+                                calibration)
             except QuantizationError as exc:
                 refused[name] = str(exc)
                 if name in asked:
@@ -75,7 +77,7 @@ def export_quantized(
             made[name] = Path(scratch) / mode.file
             atomic_write(made[name], data)
         measured = {**float_files, **{MODES[n].file: p for n, p in made.items()}}
-        accuracy = accuracy_report(model, bundle.spec, windows, measured)
+        accuracy = accuracy_report(model, bundle.spec, windows, measured, calibration)
         auto = choose(accuracy, candidates, refused, float_files, max_rmse_change) if AUTO in mode_names else None
         kept = [n for n in made if n in asked or (auto and MODES[n].file in auto["chosen"].values())]
         written = {}

@@ -36,10 +36,21 @@ def test_distribution(bundle_dir: Path) -> dict:
     return {
         "alert": alert.name,
         "reliability": {str(lead): _binned(probability[:, lead - 1], outcome[:, lead - 1]) for lead in RELIABILITY_LEADS},
+        "brier_ceiling": {str(lead): _brier_ceiling(forecast[:, lead - 1], outcome[:, lead - 1]) for lead in RELIABILITY_LEADS},
         "fan": {"levels": list(probabilistic.quantiles), "windows": [
             {"last_input": [float(v) for v in windows["test_x"][i, -12:, 0]], "truth": truth[i].round(2).tolist(),
              "forecast": forecast[i].round(2).tolist(), "quantiles": levels[i].round(2).tolist()} for i in peaks]},
     }
+
+
+def _brier_ceiling(forecast: np.ndarray, outcome: np.ndarray) -> float:
+    """The Brier score of the best monotone map from this forecast to a probability, fitted
+    on these very windows (isotonic regression): no recalibration of the forecast can do
+    better on them, so the gap to it is calibration and the rest is the forecast's."""
+    from sklearn.isotonic import IsotonicRegression
+
+    fitted = IsotonicRegression(out_of_bounds="clip").fit(forecast, outcome.astype(np.float64)).predict(forecast)
+    return float(np.mean((fitted - outcome) ** 2))
 
 
 def _separate_peaks(peak: np.ndarray, ends: np.ndarray, apart: int) -> list[int]:

@@ -217,6 +217,7 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
     predicted = forecasts(model, spec, scaler, target, split.test, ridge)
     if artifact_forecast is not None:
         predicted["model"] = artifact_forecast(split.test.x)
+    training_target = target[: split.boundaries[0]]
     return Evaluation(
         data=DataRecord(series.source, series.sha256, series.sha256 == bundle.training["data"]["sha256"]),
         metrics=Metrics.from_dict(score(spec, split.test, predicted)),
@@ -225,7 +226,41 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
         test_y=split.test.y,
         model_forecast=predicted["model"],
         times=list(series.frame.index) if series.interval_seconds else None,
+        intervals=probabilistic_scores(bundle, split, predicted, ridge, training_target),
     )
+
+
+def probabilistic_scores(bundle: Bundle, split: SplitData, predicted: dict, ridge: Ridge,
+                         training_target: np.ndarray) -> dict | None:
+    """A schema-4 model's interval and alert scores on the test split (trainer/intervals.py
+    `interval_metrics`), beside persistence's and ridge's conformalized the same way on this
+    file's validation split; None for an older model. The model keeps its own calibration."""
+    from .intervals import interval_metrics, read_calibration
+
+    spec, calibration = bundle.spec, read_calibration(bundle.path)
+    if spec.probabilistic is None or calibration is None:
+        return None
+    return {"model": interval_metrics(calibration, spec, predicted["model"], split.test, training_target),
+            **baseline_intervals(spec, bundle.scaler(), split, ridge, training_target)}
+
+
+def baseline_intervals(spec: Spec, scaler: MinMaxScaler, split: SplitData, ridge: Ridge,
+                       training_target: np.ndarray) -> dict:
+    """Persistence's and ridge's quantiles and probabilities, conformalized on the validation
+    split as a model's are, scored on the test split: {method: interval_metrics}; empty when
+    the validation split is too short to calibrate on."""
+    from .intervals import MIN_CALIBRATION_WINDOWS, calibrate, interval_metrics
+
+    if len(split.val) < MIN_CALIBRATION_WINDOWS:
+        return {}
+    methods = {"persistence": lambda windows: baselines.persistence(windows.x, spec.horizon),
+               "ridge": lambda windows: baselines.ridge_predict(
+                   ridge, model_inputs(scaler, spec.feature_encodings, windows.x))}
+    scores = {}
+    for method, forecast in methods.items():
+        own = calibrate(forecast(split.val), split.val.y, spec.probabilistic.quantiles, spec.target_min)
+        scores[method] = interval_metrics(own, spec, forecast(split.test), split.test, training_target)
+    return scores
 
 
 def _load_like_training(bundle: Bundle, csv_path: Path, load_csv: Callable[..., Series],

@@ -15,7 +15,7 @@ from edgecast_runtime.spec import Formulation, Spec
 
 from .bundle import make_spec, write_bundle
 from .data import Series
-from .evaluation import evaluate_split
+from .evaluation import baseline_intervals, evaluate_split, fit_ridge
 from .features import encoded_columns, masked_indices
 from .forecast import predict_raw
 from .intervals import Calibration, calibrate, interval_metrics, probabilistic_part
@@ -124,6 +124,8 @@ def finish_bundle(net: keras.Model, series: Series, config: TrainConfig, data: S
                                                spec.probabilistic.quantiles, spec.target_min)
         metrics["intervals"] = interval_metrics(calibration, spec, predict_raw(net, spec, data.test.x, data.scaler),
                                                 data.test, values[: data.boundaries[0], 0])
+        metrics["interval_baselines"] = baseline_intervals(spec, data.scaler, data, fit_ridge(spec, data.scaler, data.train),
+                                                           values[: data.boundaries[0], 0])
     training = {**training_record(series, config, data, history, seconds), **(extra or {})}
     write_bundle(out_dir, net, spec, metrics, training, kept_windows(data, config.seed), calibration)
     return TrainResult(Path(out_dir), metrics, training)

@@ -98,6 +98,7 @@ class Evaluation:
     test_y: np.ndarray  # actual values, [n, horizon]
     model_forecast: np.ndarray  # [n, horizon], raw units
     times: list | None  # the timestamp of every row; None without timestamps
+    intervals: dict | None = None  # a schema-4 model's: {method: interval_metrics}, persistence and ridge beside it
 
     def to_dict(self, plot: Path | None = None) -> dict[str, Any]:
         """The `edgecast evaluate --json` form."""
@@ -106,6 +107,8 @@ class Evaluation:
                                   "metrics": self.metrics.to_dict()}
         if self.backtest is not None:
             report["backtest"] = self.backtest.to_dict()
+        if self.intervals is not None:
+            report["intervals"] = self.intervals
         if plot is not None:
             report["plot"] = str(plot)
         return report

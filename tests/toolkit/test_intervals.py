@@ -20,6 +20,8 @@ from conftest import hourly_pm25, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgecast.escaping import escape
+from edgecast.exporter.parity import LARGE_BATCH
 from edgecast.trainer.intervals import Calibration, calibrate, exceedance, parse_alert, quantiles
 from edgecast_runtime.spec_outputs import Alert
 
@@ -90,6 +92,28 @@ def test_the_hub_serves_the_interval_and_the_probabilities(exported, tmp_path):
     assert set(answer["exceedance"]) == {"PM2.5>75", "PM2.5<40"}
 
 
+def test_evaluate_prints_the_probabilistic_scores_beside_the_baselines(exported):
+    """`edgecast evaluate` on the training file: the interval and alert tables, and in
+    --json the model's scores equal to metrics.json's (the same test split) beside
+    persistence's and ridge's, each conformalized on the validation split."""
+    csv = exported.parent / "station.csv"
+    shown = run_cli("evaluate", exported, csv)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "90% interval on the test split" in shown.stdout and "persistence interval score" in shown.stdout
+    assert "P(PM2.5>75) on the test split" in shown.stdout and "P(PM2.5<40) on the test split" in shown.stdout
+    found = run_cli("evaluate", exported, csv, "--json")
+    assert found.returncode == 0, found.stderr
+    intervals = json.loads(found.stdout)["intervals"]
+    assert set(intervals) == {"model", "persistence", "ridge"}
+    stored = json.loads((exported / "metrics.json").read_text())
+    assert intervals["model"] == stored["intervals"]
+    assert {method: intervals[method] for method in ("persistence", "ridge")} == stored["interval_baselines"]
+    for method in ("persistence", "ridge"):
+        coverage = intervals[method]["interval"]["coverage_by_lead"]
+        assert all(0.5 < c <= 1 for c in coverage), (method, coverage)
+        assert set(intervals[method]["alerts"]) == {"PM2.5>75", "PM2.5<40"}
+
+
 def test_metrics_report_coverage_width_and_brier_skill_on_the_test_split(exported):
     metrics = json.loads((exported / "metrics.json").read_text())["intervals"]
     coverage = metrics["interval"]["coverage_by_lead"]
@@ -104,12 +128,21 @@ def test_metrics_report_coverage_width_and_brier_skill_on_the_test_split(exporte
     above = metrics["alerts"]["PM2.5>75"]
     assert above["alert_level"] == 0.5 and all(0 <= r <= 1 for r in above["recall_by_lead"] if r is not None)
     assert above["precision_by_lead"][0] is None or above["precision_by_lead"][0] > 0.5, above  # an hour ahead
+    card = run_cli("report", exported, "--out", exported.parent / "card.md")
+    assert card.returncode == 0, card.stderr
+    text = (exported.parent / "card.md").read_text()
+    assert "## 90% interval (test split, conformalized on" in text and "| persistence interval score |" in text
+    assert all(f"## P({escape(name)})" in text for name in ("PM2.5>75", "PM2.5<40")) and "| ridge skill |" in text
+    section = text.split("## 90% interval", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| +1 |"))
+    assert f"{coverage[0]:.3f}" in row, row  # the card's first row is metrics.json's
 
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), spread=st.floats(0.05, 1.0))
 def test_probabilities_agree_with_the_quantiles_they_come_from(seed, spread):
-    """P(y > q_tau) is 1 - tau up to the kernel smoothing, at every lead."""
+    """P(y > q_tau) is 1 - tau up to the kernel smoothing, at every lead; where q_tau is the
+    floor (the distribution's mass below it is the floor's), at most 1 - tau."""
     rng = np.random.default_rng(seed)
     forecast = rng.uniform(5, 300, (400, 2))
     truth = np.expm1(np.log1p(forecast) + rng.normal(0, spread, forecast.shape))
@@ -120,7 +153,9 @@ def test_probabilities_agree_with_the_quantiles_they_come_from(seed, spread):
     for lead in range(2):
         alerts = tuple(Alert(f"a{i}", "PM2.5", ">", float(v)) for i, v in enumerate(values[lead]))
         probability = exceedance(calibration, point, alerts)[0, lead]
-        np.testing.assert_allclose(probability, [1 - level for level in levels], atol=0.06)
+        expected, floored = np.array([1 - level for level in levels]), values[lead] <= 0.0
+        np.testing.assert_allclose(probability[~floored], expected[~floored], atol=0.06)
+        assert np.all(probability[floored] <= expected[floored] + 0.06), (probability, values[lead])
 
 
 def test_calibration_round_trips_and_offsets_never_decrease():
@@ -130,7 +165,36 @@ def test_calibration_round_trips_and_offsets_never_decrease():
     assert np.all(np.diff(calibration.offsets, axis=1) >= 0)
     again = Calibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
     np.testing.assert_array_equal(again.offsets, calibration.offsets)
+    np.testing.assert_array_equal(again.shift, calibration.shift)
     assert parse_alert(" PM2.5 < 35.4 ", "PM2.5").name == "PM2.5<35.4"
+
+
+def test_the_shift_follows_how_the_errors_grow_with_the_level():
+    """Errors proportional to the level choose a small c (log-like widths); errors of one
+    size whatever the level choose a large one (nearly constant widths), at every lead."""
+    rng = np.random.default_rng(5)
+    forecast = rng.lognormal(3.5, 1.0, (2000, 3))
+    proportional = calibrate(forecast, forecast * rng.lognormal(0, 0.3, forecast.shape), (0.05, 0.95), 0.0)
+    constant = calibrate(forecast, np.maximum(forecast + rng.normal(0, 20, forecast.shape), 0), (0.05, 0.95), 0.0)
+    level = forecast.mean()
+    assert np.all(proportional.shift <= 0.1 * level) and np.all(constant.shift >= 4 * level), \
+        (proportional.shift, constant.shift, level)
+    widths = [np.diff(quantiles(c, np.array([[100.0] * 3, [400.0] * 3]), 0.0)[..., [0, 1]], axis=-1)[:, 0, 0]
+              for c in (proportional, constant)]
+    assert widths[0][1] > 3 * widths[0][0] and widths[1][1] < 1.3 * widths[1][0], widths
+
+
+def test_an_interval_file_from_before_the_shift_reads_as_log1p():
+    """intervals.json written before the shift (space 'log1p', no 'shift') gives the
+    quantiles it gave then: expm1(log1p(forecast) + offset)."""
+    offsets = np.array([[-0.5, 0.4], [-0.8, 0.7]])
+    old = {"method": "split-conformal residual quantiles on the validation split", "space": "log1p",
+           "levels": [0.05, 0.95], "offsets": offsets.tolist(), "knots": np.zeros((2, 50)).tolist(),
+           "inverse_width": [1.0, 1.0], "calibration_windows": 100}
+    calibration = Calibration.from_dict(old)
+    forecast = np.array([[3.0, 120.0]], np.float32)
+    np.testing.assert_allclose(quantiles(calibration, forecast, 0.0)[0],
+                               np.expm1(np.log1p(forecast[0])[:, None] + offsets), rtol=1e-5)
 
 
 @pytest.mark.parametrize("options, fragment", [
@@ -147,11 +211,53 @@ def test_bad_interval_options_are_one_line_before_training(tmp_path, options, fr
     assert not (tmp_path / "s").exists()
 
 
-def test_quantized_and_builtin_exports_are_refused_for_now(exported):
-    result = run_cli("export", exported, "--quantize", "onnx-int8")
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and "do not carry a schema-4 model's quantiles" in lines[0], result.stderr
-    assert "--quantize" in lines[0] and "Traceback" not in result.stderr
+def outputs_in_batches(path: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    parts = [session.run(["quantiles", "exceedance"], {"window": x[i:i + LARGE_BATCH]}) for i in range(0, len(x), LARGE_BATCH)]
+    return {name: np.concatenate([part[k] for part in parts]) for k, name in enumerate(["quantiles", "exceedance"])}
+
+
+def test_builtin_ops_and_quantized_files_carry_them_and_report_their_change(exported):
+    """--builtin-ops: model.builtin.tflite has every output, held to parity. The ONNX
+    quantized files keep the outputs in float around an int8 LSTM: the export reports how
+    far their quantiles and probabilities moved (checked here against onnxruntime on the
+    float file), and the hub serves their interval. The weights-only TFLite files carry
+    them too; the integer-activation TFLite modes and a microcontroller build say in one
+    line that they do not."""
+    result = run_cli("export", exported, "--builtin-ops", "--quantize", "onnx-int8", "--quantize", "onnx-static-int8",
+                     "--quantize", "tflite-fp16", "--quantize", "tflite-dynamic-int8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for output in ("quantiles", "exceedance"):
+        rows = [line for line in result.stdout.splitlines() if f"model.builtin.tflite {output}" in line]
+        assert len(rows) == 2 and all(line.rstrip(" │").endswith("yes") for line in rows), result.stdout
+    assert "quantiles max dev" in result.stdout and "probabilities max dev" in result.stdout, result.stdout
+    accuracy = json.loads((exported / "manifest.json").read_text())["quantization"]["accuracy"]["artifacts"]
+    test_x = np.load(exported / "windows.npz")["test_x"].astype(np.float32)
+    want = outputs_in_batches(exported / "model.onnx", test_x)
+    for name in ("model.int8.onnx", "model.static-int8.onnx"):
+        got = outputs_in_batches(exported / name, test_x)  # the report's batches: dynamic int8 depends on them
+        for output in ("quantiles", "exceedance"):
+            reported = accuracy[name][f"{output}_max_abs_deviation"]
+            measured = float(np.max(np.abs(got[output] - want[output])))
+            assert abs(reported - measured) <= 0.01 * max(measured, 1.0), (name, output, reported, measured)
+        assert accuracy[name]["exceedance_max_abs_deviation"] < 0.5, accuracy[name]
+    for name in ("model.fp16.tflite", "model.dynamic-int8.tflite"):  # outputs there, their change reported
+        assert 0 <= accuracy[name]["quantiles_max_abs_deviation"] < 50, accuracy[name]
+        assert 0 <= accuracy[name]["exceedance_max_abs_deviation"] < 0.5, accuracy[name]
+    readings = pm25(20, seed=9)
+    lines = "timestamp,PM2.5\n" + "\n".join(f"{t},{v}" for t, v in zip(readings["timestamp"], readings["PM2.5"]))
+    served = subprocess.run([str(RUNTIME), "stream", str(exported / "model.int8.onnx")], input=lines + "\n",
+                            capture_output=True, text=True, timeout=120)
+    answer = json.loads(served.stdout.splitlines()[-1])
+    assert answer["status"] == "forecast" and answer["interval"]["coverage"] == 0.9, served.stdout + served.stderr
+    refused = run_cli("export", exported, "--quantize", "tflite-int8")
+    assert refused.returncode != 0 and "tflite-int8: integer-activation TFLite files do not carry a schema-4" \
+        in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert not (exported / "model.int8.tflite").exists()
+    micro = run_cli("export", exported, "--target", "mcu")
+    lines = micro.stderr.strip().splitlines()
+    assert micro.returncode != 0 and len(lines) == 1 and "target mcu does not carry" in lines[0], micro.stderr
+    assert "--target" in lines[0] and "Traceback" not in micro.stderr
 
 
 def test_a_neighbour_model_carries_them_too_with_neighbours_masked_and_missing(tmp_path):
