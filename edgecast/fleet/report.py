@@ -11,6 +11,7 @@ from pathlib import Path
 
 from edgecast.base import write_json_atomic
 from edgecast.escaping import escape
+from edgecast.exporter.reports import held_to_tolerance
 from edgecast_runtime.contract import MANIFEST_NAME, METRICS_FILE, TRAINING_FILE
 from edgecast_runtime.durable import atomic_write
 
@@ -98,7 +99,8 @@ def _station_row(bundle: Path, name: str, leads: list[int], run: dict) -> dict:
     if manifest:
         parity = manifest.get("parity", {})
         row["parity"] = {"passed": parity.get("passed"), "tolerance_abs": parity.get("tolerance_abs"),
-                         "max_abs": max((c["max_abs"] for c in parity.get("checks", [])), default=None)}
+                         "max_abs": max((c["max_abs"] for c in parity.get("checks", [])
+                                         if held_to_tolerance(c["artifact"])), default=None)}
         row["artifact_bytes"] = {artifact: entry.get("bytes") for artifact, entry in manifest.get("artifacts", {}).items()
                                  if entry.get("kind") in ("onnx", "tflite")}
     return row
