@@ -27,7 +27,7 @@ $(RVENV)/.installed: $(RUNTIME_SOURCES)
 demo: $(VENV)/.installed
 	$(VENV)/bin/edgecast demo
 
-# The two suites run side by side, the toolkit's Ray modules in a second process once the
+# The two suites run side by side, the toolkit's Ray modules (and one to even the load) in a second process once the
 # runtime suite has ended (scripts/test_suites.sh says why); test-runtime and
 # test-toolkit run one alone.
 test: lint $(RVENV)/.installed
