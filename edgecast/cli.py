@@ -319,12 +319,9 @@ def evaluate(
         print(json.dumps(result.to_dict(), indent=2, default=str))
         return
     out.print(tables.metrics_table(result.metrics))
-    intervals = result.evaluation.intervals
-    if intervals is not None:
-        for table in [tables.interval_table(intervals, result.metrics.horizon_steps),
-                      *tables.alert_tables(intervals, result.metrics.horizon_steps)]:
-            if table is not None:
-                out.print(table)
+    if result.evaluation.intervals is not None:
+        for table in tables.probabilistic_tables(result.evaluation.intervals, result.metrics.horizon_steps):
+            out.print(table)
     if result.backtest is not None:
         out.print(tables.backtest_table(result.backtest))
     if not result.data.same_as_training:

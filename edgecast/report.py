@@ -167,47 +167,29 @@ def _metrics_section(metrics: dict) -> list[str]:
 
 def _intervals_section(metrics: dict) -> list[str]:
     """A schema-4 model's interval and alert scores per step (metrics.json `intervals`),
-    beside persistence's and ridge's conformalized the same way (`interval_baselines`)."""
+    beside persistence's and ridge's conformalized the same way (`interval_baselines`):
+    the tables `edgecast evaluate` prints (edgecast/tables.py), in Markdown."""
+    from .tables import alert_grids, interval_grid
+
     found = metrics.get("intervals")
     if not found:
         return []
-    baselines = metrics.get("interval_baselines", {})
-    others = [name for name in ("persistence", "ridge") if name in baselines]
-    steps = metrics["horizon_steps"]
-    lines = []
-    interval = found.get("interval")
-    if interval is not None:
-        header = ["step", "coverage", "mean width", "interval score", *[f"{o} interval score" for o in others],
-                  *(["CRPS"] if "crps_by_lead" in found else [])]
-        lines += [f"## {interval['coverage']:.0%} interval (test split, conformalized on "
+    baselines, steps, lines = metrics.get("interval_baselines", {}), metrics["horizon_steps"], []
+    grid = interval_grid(found, baselines, steps)
+    if grid is not None:
+        lines += [f"## {found['interval']['coverage']:.0%} interval (test split, conformalized on "
                   f"{found['calibration_windows']} validation windows)", "",
                   "Interval score: the width plus 2/α times each miss (Winkler); lower is better.", "",
-                  "| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-        for step in steps:
-            lead = step - 1
-            cells = [interval["coverage_by_lead"][lead], interval["mean_width_by_lead"][lead],
-                     interval["interval_score_by_lead"][lead],
-                     *[baselines[o]["interval"]["interval_score_by_lead"][lead] for o in others],
-                     *([found["crps_by_lead"][lead]] if "crps_by_lead" in found else [])]
-            lines.append("| " + " | ".join([f"+{step}", *[_cell(c) for c in cells]]) + " |")
-        lines.append("")
-    for name, alert in found.get("alerts", {}).items():
-        header = ["step", "Brier", "Brier skill", *[f"{o} skill" for o in others], "precision", "recall"]
+                  *_markdown_table(*grid)]
+    for name, alert, header, rows in alert_grids(found, baselines, steps):
         lines += [f"## P({escape(name)}) (test split; skill against climatology {alert['climatology']:g}, "
-                  f"alert raised at P ≥ {alert['alert_level']:g})", "",
-                  "| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-        for step in steps:
-            lead = step - 1
-            cells = [alert["brier_by_lead"][lead], alert["brier_skill_by_lead"][lead],
-                     *[baselines[o]["alerts"][name]["brier_skill_by_lead"][lead] for o in others],
-                     alert["precision_by_lead"][lead], alert["recall_by_lead"][lead]]
-            lines.append("| " + " | ".join([f"+{step}", *[_cell(c) for c in cells]]) + " |")
-        lines.append("")
+                  f"alert raised at P ≥ {alert['alert_level']:g})", "", *_markdown_table(header, rows)]
     return lines
 
 
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
+            *["| " + " | ".join(row) + " |" for row in rows], ""]
 
 
 def _parity_section(manifest: dict | None) -> list[str]:

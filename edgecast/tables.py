@@ -42,49 +42,68 @@ def metrics_table(metrics: Metrics) -> Table:
     return table
 
 
-def interval_table(intervals: dict, steps: list[int]) -> Table | None:
-    """A schema-4 model's central interval and CRPS per step, beside persistence's and
-    ridge's intervals conformalized the same way (None without an interval)."""
-    model = intervals["model"]
+def interval_grid(model: dict, baselines: dict, steps: list[int]) -> tuple[list[str], list[list[str]]] | None:
+    """A schema-4 model's central interval and CRPS per step (metrics.json `intervals`),
+    beside the baselines' interval scores ({method: interval_metrics}, conformalized the
+    same way): header and rows, None without an interval. `edgecast evaluate` draws them
+    here, the model card (edgecast/report.py) in Markdown."""
     found = model.get("interval")
     if found is None:
         return None
-    others = [name for name in ("persistence", "ridge") if name in intervals]
-    table = Table(title=f"{found['coverage']:.0%} interval on the test split ({model['test_windows']} windows), "
-                        f"conformalized on {model['calibration_windows']} validation windows")
+    others = [name for name in ("persistence", "ridge") if name in baselines]
     above = [key for key in found if key.startswith("coverage_above_")]
-    columns = ["coverage", *[key.removesuffix("_by_lead").replace("_", " ") for key in above], "width",
-               "interval score", *[f"{name} interval score" for name in others], *(["CRPS"] if "crps_by_lead" in model else [])]
-    for column in ["step", *columns]:
-        table.add_column(column, justify="left" if column == "step" else "right")
+    crps = ["CRPS"] if "crps_by_lead" in model else []
+    header = ["step", "coverage", *[key.removesuffix("_by_lead").replace("_", " ") for key in above], "width",
+              "interval score", *[f"{name} interval score" for name in others], *crps]
+    rows = []
     for step in steps:
         lead = step - 1
         cells = [found["coverage_by_lead"][lead], *[found[key][lead] for key in above], found["mean_width_by_lead"][lead],
                  found["interval_score_by_lead"][lead],
-                 *[intervals[name]["interval"]["interval_score_by_lead"][lead] for name in others],
-                 *([model["crps_by_lead"][lead]] if "crps_by_lead" in model else [])]
-        table.add_row(f"+{step}", *[_number(cell) for cell in cells])
-    return table
+                 *[baselines[name]["interval"]["interval_score_by_lead"][lead] for name in others],
+                 *([model["crps_by_lead"][lead]] if crps else [])]
+        rows.append([f"+{step}", *[_number(cell) for cell in cells]])
+    return header, rows
 
 
-def alert_tables(intervals: dict, steps: list[int]) -> list[Table]:
-    """Per alert and step: the probability's Brier score and skill against climatology
-    (beside persistence's and ridge's), and the alert's precision and recall."""
-    tables, model = [], intervals["model"]
-    others = [name for name in ("persistence", "ridge") if name in intervals]
+def alert_grids(model: dict, baselines: dict, steps: list[int]) -> list[tuple[str, dict, list[str], list[list[str]]]]:
+    """Per alert (name, its scores, header, rows): per step the probability's Brier score and
+    skill against climatology beside the baselines', and the alert's precision and recall."""
+    others = [name for name in ("persistence", "ridge") if name in baselines]
+    grids = []
     for name, found in model.get("alerts", {}).items():
-        table = Table(title=f"P({name}) on the test split: climatology {found['climatology']:g}, "
-                            f"alert raised at P >= {found['alert_level']:g}")
-        for column in ["step", "Brier", "Brier skill", *[f"{other} skill" for other in others], "precision", "recall"]:
-            table.add_column(column, justify="left" if column == "step" else "right")
+        header = ["step", "Brier", "Brier skill", *[f"{other} skill" for other in others], "precision", "recall"]
+        rows = []
         for step in steps:
             lead = step - 1
             cells = [found["brier_by_lead"][lead], found["brier_skill_by_lead"][lead],
-                     *[intervals[other]["alerts"][name]["brier_skill_by_lead"][lead] for other in others],
+                     *[baselines[other]["alerts"][name]["brier_skill_by_lead"][lead] for other in others],
                      found["precision_by_lead"][lead], found["recall_by_lead"][lead]]
-            table.add_row(f"+{step}", *[_number(cell) for cell in cells])
-        tables.append(table)
+            rows.append([f"+{step}", *[_number(cell) for cell in cells]])
+        grids.append((name, found, header, rows))
+    return grids
+
+
+def probabilistic_tables(intervals: dict, steps: list[int]) -> list[Table]:
+    """`edgecast evaluate`'s interval and alert tables ({"model": ..., baselines...})."""
+    model, tables = intervals["model"], []
+    grid = interval_grid(model, intervals, steps)
+    if grid is not None:
+        tables.append(_table(f"{model['interval']['coverage']:.0%} interval on the test split ({model['test_windows']} "
+                             f"windows), conformalized on {model['calibration_windows']} validation windows", *grid))
+    for name, found, header, rows in alert_grids(model, intervals, steps):
+        tables.append(_table(f"P({name}) on the test split: climatology {found['climatology']:g}, "
+                             f"alert raised at P >= {found['alert_level']:g}", header, rows))
     return tables
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for column in header:
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _number(value: float | None) -> str:

@@ -118,9 +118,10 @@ def score(spec: Spec, windows: Windows, predicted: dict) -> dict:
     return metrics
 
 
-def evaluate_split(model: keras.Model, spec: Spec, scaler: MinMaxScaler, split: SplitData, target: np.ndarray) -> dict:
+def evaluate_split(model: keras.Model, spec: Spec, scaler: MinMaxScaler, split: SplitData, target: np.ndarray,
+                   ridge: Ridge | None = None) -> dict:
     """Test-split metrics of the model and every baseline; ridge is fitted on the training split."""
-    ridge = fit_ridge(spec, scaler, split.train)
+    ridge = ridge or fit_ridge(spec, scaler, split.train)
     return score(spec, split.test, forecasts(model, spec, scaler, target, split.test, ridge))
 
 
@@ -226,11 +227,11 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
         test_y=split.test.y,
         model_forecast=predicted["model"],
         times=list(series.frame.index) if series.interval_seconds else None,
-        intervals=probabilistic_scores(bundle, split, predicted, ridge, training_target),
+        intervals=probabilistic_scores(bundle, scaler, split, predicted, ridge, training_target),
     )
 
 
-def probabilistic_scores(bundle: Bundle, split: SplitData, predicted: dict, ridge: Ridge,
+def probabilistic_scores(bundle: Bundle, scaler: MinMaxScaler, split: SplitData, predicted: dict, ridge: Ridge,
                          training_target: np.ndarray) -> dict | None:
     """A schema-4 model's interval and alert scores on the test split (trainer/intervals.py
     `interval_metrics`), beside persistence's and ridge's conformalized the same way on this
@@ -241,7 +242,7 @@ def probabilistic_scores(bundle: Bundle, split: SplitData, predicted: dict, ridg
     if spec.probabilistic is None or calibration is None:
         return None
     return {"model": interval_metrics(calibration, spec, predicted["model"], split.test, training_target),
-            **baseline_intervals(spec, bundle.scaler(), split, ridge, training_target)}
+            **baseline_intervals(spec, scaler, split, ridge, training_target)}
 
 
 def baseline_intervals(spec: Spec, scaler: MinMaxScaler, split: SplitData, ridge: Ridge,

@@ -118,14 +118,14 @@ def finish_bundle(net: keras.Model, series: Series, config: TrainConfig, data: S
     """Evaluate a trained network on the test split, conformalize it on validation (schema 4;
     `calibration`: one given instead) and write the bundle; `extra` goes into training.json."""
     values = series.values()
-    metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0])
+    ridge = fit_ridge(spec, data.scaler, data.train)  # the baseline's, for the metrics and the intervals alike
+    metrics = evaluate_split(net, spec, data.scaler, data, values[:, 0], ridge)
     if spec.probabilistic is not None:  # conformalized on validation, scored on the unseen test split
         calibration = calibration or calibrate(predict_raw(net, spec, data.val.x, data.scaler), data.val.y,
                                                spec.probabilistic.quantiles, spec.target_min)
         metrics["intervals"] = interval_metrics(calibration, spec, predict_raw(net, spec, data.test.x, data.scaler),
                                                 data.test, values[: data.boundaries[0], 0])
-        metrics["interval_baselines"] = baseline_intervals(spec, data.scaler, data, fit_ridge(spec, data.scaler, data.train),
-                                                           values[: data.boundaries[0], 0])
+        metrics["interval_baselines"] = baseline_intervals(spec, data.scaler, data, ridge, values[: data.boundaries[0], 0])
     training = {**training_record(series, config, data, history, seconds), **(extra or {})}
     write_bundle(out_dir, net, spec, metrics, training, kept_windows(data, config.seed), calibration)
     return TrainResult(Path(out_dir), metrics, training)
