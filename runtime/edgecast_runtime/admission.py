@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,9 +129,9 @@ def trial_in_child(path: Path, data: bytes, threads: int,
         data = data + json.dumps(check, separators=(",", ":")).encode()
     started = time.monotonic()
     try:
-        # cwd: the empty folder, so nothing relative in the child can name a real file.
-        done = subprocess.run(command, input=data, capture_output=True, timeout=timeout,
-                              cwd=trial.empty_folder(), check=False)
+        # cwd: an empty folder, so nothing relative in the child can name a real file.
+        with tempfile.TemporaryDirectory(prefix="edgecast-trial-") as empty:
+            done = subprocess.run(command, input=data, capture_output=True, timeout=timeout, cwd=empty, check=False)
     except subprocess.TimeoutExpired:
         raise ModelError(f"{path}: took longer than {timeout:g} s to load and forecast "
                          f"once (stopped)") from None

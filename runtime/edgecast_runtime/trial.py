@@ -16,13 +16,11 @@ release's model is first loaded and run here, never in the hub's own process."""
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
 import resource
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # run as a script: before onnxruntime loads
@@ -47,7 +45,10 @@ EXTERNAL_DATA_REFUSAL = ("declares external data (tensors stored in other files)
 
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_empty_folder: list[str] = []
+# onnxruntime resolves a model's external-data locations under this path, where no file
+# can exist (it refuses them: "External data path validation failed"). A folder made for
+# it was left behind by every process that was killed (atexit does not run on SIGKILL).
+NO_EXTERNAL_DATA = os.devnull
 
 
 class JsonBoundError(ValueError):
@@ -92,27 +93,6 @@ def silence_onnxruntime() -> None:
         ort.disable_telemetry_events()
 
 
-def empty_folder() -> str:
-    """A private folder that stays empty for the life of the process: onnxruntime
-    resolves a model's external-data locations in it, so none can name a real file.
-    Where no temporary folder can be made, /dev/null, under which no file can exist."""
-    if not _empty_folder:
-        try:
-            folder = tempfile.mkdtemp(prefix="edgecast-no-external-data-")
-            atexit.register(_remove_folder, folder)
-        except OSError:
-            folder = os.devnull
-        _empty_folder.append(folder)
-    return _empty_folder[0]
-
-
-def _remove_folder(folder: str) -> None:
-    try:
-        os.rmdir(folder)
-    except OSError:
-        pass
-
-
 def session_options(threads: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -120,7 +100,7 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Spinning worker threads burn a small hub's CPU between requests.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry(EXTERNAL_DATA_KEY, empty_folder())
+    options.add_session_config_entry(EXTERNAL_DATA_KEY, NO_EXTERNAL_DATA)
     options.log_severity_level = SILENT
     return options
 
