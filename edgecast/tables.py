@@ -206,7 +206,10 @@ def micro_table(micro: dict) -> Table:
     check = micro.get("now") or micro["verification"][micro["model_file"]]
     agreement = (f"max |TFLM-LiteRT| per lead {' '.join(f'{v:.3g}' for v in check['max_abs_vs_litert_per_lead'])}"
                  f" (allowed {check['litert_max_abs']:.3g})"
-                 if "max_abs_vs_litert_per_lead" in check else f"max |TFLM-Keras| {check['max_abs_vs_keras']:.2e}")
+                 if "max_abs_vs_litert_per_lead" in check else f"max |TFLM-Keras| {check['max_abs_vs_keras']:.2e}" + "".join(
+                     f", {label} {check[key]:.2e}" for key, label in (("quantiles_max_abs_vs_keras", "quantiles"),
+                                                                     ("exceedance_max_abs_vs_keras", "probabilities"))
+                     if key in check))
     arena, flash, timing = micro["arena"], micro["flash"], micro["timing"]
     table = Table(title=f"microcontroller build ({micro['tflm_release']}): {micro['reason']}")
     for column in ("file", "TFLM check", "RMSE change per lead", "arena (min)", "flash est. (model + code)", "µs TFLM / LiteRT"):

@@ -61,6 +61,8 @@ def output_names(spec: Spec) -> list[str]:
     """A schema-4 graph's outputs in the order tf.nest flattens the function's dict (sorted
     keys): how a TFLite file made from a concrete function lists them (output_0, ...)."""
     probabilistic = spec.probabilistic
+    if probabilistic is None:
+        return [OUTPUT_NAME]
     return sorted([OUTPUT_NAME] + [QUANTILES_NAME] * bool(probabilistic.quantiles)
                   + [EXCEEDANCE_NAME] * bool(probabilistic.alerts))
 
@@ -97,34 +99,41 @@ def distribution_checks(spec: Spec, calibration: Calibration, window_sets: dict[
                         references: dict[str, np.ndarray], artifacts: dict[str, Path], tolerance: float,
                         batches: Callable[[str, int], list[int]]) -> list[ParityCheck]:
     """Each file's `quantiles` and `exceedance` against trainer/intervals.py's numpy
-    functions on the reference forecasts, within the parity tolerance: probabilities to it
-    exactly, quantiles to it carried through the transform (`_carried`)."""
-    from edgecast.trainer.intervals import exceedance, quantiles
-
+    functions on the reference forecasts, within the parity tolerance (`distribution_errors`)."""
     from .reports import ParityCheck
 
-    probabilistic, checks = spec.probabilistic, []
-    expected = {name: {} for name in window_sets}
-    for name, reference in references.items():
-        if probabilistic.quantiles:
-            expected[name][QUANTILES_NAME] = quantiles(calibration, reference, spec.target_min)
-        if probabilistic.alerts:
-            expected[name][EXCEEDANCE_NAME] = exceedance(calibration, reference, probabilistic.alerts)
+    checks = []
     for artifact, path in artifacts.items():
         run = output_runner(Path(path), spec)
         for set_name, x in window_sets.items():
             for batch in batches(artifact, len(x)):
-                got = run(x, batch)
-                for output, want in expected[set_name].items():
-                    error = np.abs(got[output].astype(np.float64) - want)
-                    relative = error / np.maximum(np.abs(want), 1e-6)
-                    allowed = tolerance * (_carried(want, references[set_name], calibration)
-                                           if output == QUANTILES_NAME else 1.0)
-                    checks.append(ParityCheck(artifact=f"{artifact} {output}", windows=set_name, n=len(x),
-                                              batch=batch, max_abs=float(error.max()),
-                                              max_rel=float(relative.max()),
-                                              passed=bool(np.all(error <= allowed))))
+                found = distribution_errors(run(x, batch), references[set_name], spec, calibration, tolerance)
+                checks += [ParityCheck(artifact=f"{artifact} {output}", windows=set_name, n=len(x), batch=batch,
+                                       max_abs=error["max_abs"], max_rel=error["max_rel"], passed=error["passed"])
+                           for output, error in found.items()]
     return checks
+
+
+def distribution_errors(outputs: dict[str, np.ndarray], reference: np.ndarray, spec: Spec,
+                        calibration: Calibration, tolerance: float) -> dict[str, dict]:
+    """{output: {max_abs, max_rel, passed}} of a file's `quantiles` and `exceedance` (those
+    the spec declares) against the numpy functions on the `reference` forecasts:
+    probabilities within `tolerance` exactly, quantiles within it carried through the
+    transform (`_carried`)."""
+    from edgecast.trainer.intervals import exceedance, quantiles
+
+    probabilistic, expected = spec.probabilistic, {}
+    if probabilistic.quantiles:
+        expected[QUANTILES_NAME] = quantiles(calibration, reference, spec.target_min)
+    if probabilistic.alerts:
+        expected[EXCEEDANCE_NAME] = exceedance(calibration, reference, probabilistic.alerts)
+    found = {}
+    for output, want in expected.items():
+        error = np.abs(np.asarray(outputs[output], np.float64) - want)
+        allowed = tolerance * (_carried(want, reference, calibration) if output == QUANTILES_NAME else 1.0)
+        found[output] = {"max_abs": float(error.max()), "max_rel": float((error / np.maximum(np.abs(want), 1e-6)).max()),
+                         "passed": bool(np.all(error <= allowed))}
+    return found
 
 
 def _carried(quantile: np.ndarray, forecast: np.ndarray, calibration: Calibration) -> np.ndarray:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import tensorflow
     from tensorflow.lite.python.lite import TFLiteConverterBaseV2
 
+    from edgecast.trainer.intervals import Calibration
     from edgecast_runtime.spec import Spec
 
 FUSED_OP = "UNIDIRECTIONAL_SEQUENCE_LSTM"
@@ -146,10 +147,13 @@ class _ConstantWeights:
 
 
 @contextmanager
-def fused_converter(model: keras.Model, spec: Spec) -> Iterator[TFLiteConverterBaseV2]:
+def fused_converter(model: keras.Model, spec: Spec, calibration: Calibration | None = None
+                    ) -> Iterator[TFLiteConverterBaseV2]:
     """A TFLite converter over the raw-units graph with fused LSTMs, static batch 1,
-    valid inside the `with` block (it reads a temporary SavedModel)."""
-    function = raw_units_function(_ConstantWeights(_fusable_clone(model)), spec, batch=TFLITE_BATCH, diagonal_step=True)
+    valid inside the `with` block (it reads a temporary SavedModel); with a schema-4
+    model's `calibration`, its quantiles and exceedance outputs too."""
+    function = raw_units_function(_ConstantWeights(_fusable_clone(model)), spec, batch=TFLITE_BATCH, diagonal_step=True,
+                                  calibration=calibration)
     holder = tf.Module()
     holder.forecast = function
     with tempfile.TemporaryDirectory(prefix="edgecast-fused-") as folder:

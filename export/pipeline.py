@@ -71,14 +71,16 @@ def export_bundle(
         raise ExportError(f"target {target!r} is not one of {', '.join(TARGETS)}", settings=("target",))
     asked = check_modes(list(quantize), max_rmse_change)
     micro = target == MCU
-    modes = asked + [MICRO_MODE] * (micro and MICRO_MODE not in asked)
     builtin_ops = builtin_ops or micro
     if micro:
         from .micro.tflm import tflm_release
 
         tflm_release()  # without the tflite-micro package, fail before minutes of work
     bundle = read_bundle(bundle_dir)
-    calibration = probabilistic_calibration(bundle, micro)
+    # A schema-4 build runs the float32 file (export/micro/checks.py SCHEMA4_FLOAT): no int8 file for it.
+    added = micro and MICRO_MODE not in asked and bundle.spec.probabilistic is None
+    modes = asked + [MICRO_MODE] * added
+    calibration = probabilistic_calibration(bundle)
     model = bundle.load_model()
     held_out = held_out_windows(bundle, model)  # before converting: a damaged bundle fails in a blink
     staged = {ONNX_FILE: to_onnx(model, bundle.spec, bundle.name, opset, calibration=calibration)}
@@ -114,15 +116,13 @@ def export_bundle(
     return replace(result, refused={mode: why for mode, why in refused.items() if mode in asked})
 
 
-def probabilistic_calibration(bundle: Bundle, micro: bool = False) -> Calibration | None:
+def probabilistic_calibration(bundle: Bundle) -> Calibration | None:
     """A schema-4 bundle's calibration (its graph's quantile and exceedance constants);
-    None for an older schema. A microcontroller build does not carry the outputs yet (the
-    quantized TFLite modes refuse them in export/quantize.py)."""
+    None for an older schema. (A microcontroller build of such a model runs the float32
+    builtin-ops file, which carries them: the integer-activation TFLite modes refuse them
+    in export/quantize.py.)"""
     if bundle.spec.probabilistic is None:
         return None
-    if micro:
-        raise ExportError("target mcu does not carry a schema-4 model's quantiles and alert probabilities yet: "
-                          "export it for the hub", settings=("target",))
     calibration = read_calibration(bundle.path)
     if calibration is None:
         raise ExportError(f"{bundle.path} declares quantiles or alerts but has no intervals.json: train it again")

@@ -14,17 +14,36 @@ import numpy as np
 
 from edgecast.base import write_json_atomic
 from edgecast.trainer.bundle import Bundle, read_bundle
-from edgecast_runtime.contract import BUILTIN_TFLITE_FILE, MICRO_DIR, MICRO_FILE
+from edgecast.trainer.intervals import read_calibration
+from edgecast_runtime.contract import BUILTIN_TFLITE_FILE, MICRO_DIR, MICRO_FILE, OUTPUT_NAME
 from edgecast_runtime.durable import atomic_write, replace_folder
 
+from ..distribution import output_names
 from ..errors import MicroError
 from ..manifest import file_sha256, read_manifest
 from ..oplist import tflite_ops
 from ..parity import reference_forecast, tflite_forecast
-from .checks import ERROR_BUDGET_PCT, INT8_FILE, choose, float_now, int8_agreement, public, verify_candidates
-from .cpp import main_source, model_header, model_source, resolver_calls, resolver_header
+from .checks import (
+    ERROR_BUDGET_PCT,
+    INT8_FILE,
+    choose,
+    float_now,
+    int8_agreement,
+    named_outputs,
+    public,
+    verify_candidates,
+)
+from .cpp import (
+    distribution_source,
+    float_literal,
+    main_source,
+    model_header,
+    model_source,
+    resolver_calls,
+    resolver_header,
+)
 from .flash import flash_estimate
-from .tflm import PROBE_WINDOWS, arena_checks, last_line, run_tflm, smallest_arena, tflm_release, timing
+from .tflm import PROBE_WINDOWS, arena_checks, last_line, output_order, run_tflm, smallest_arena, tflm_release, timing
 
 if TYPE_CHECKING:
     import keras
@@ -71,7 +90,7 @@ def build_micro(bundle: Bundle, model: keras.Model, artifacts: dict[str, dict], 
     if BUILTIN_TFLITE_FILE not in artifacts:
         raise MicroError(f"{bundle.path}: no {BUILTIN_TFLITE_FILE} was exported; the microcontroller build needs it")
     candidates = verify_candidates(bundle, model, artifacts, progress)
-    chosen, reason = choose(candidates, int8_refused)
+    chosen, reason = choose(candidates, int8_refused, bundle.spec.probabilistic is not None)
     verification = candidates[chosen]
     if not verification["passed"]:
         raise MicroError(verification["failure"])
@@ -93,16 +112,22 @@ def build_micro(bundle: Bundle, model: keras.Model, artifacts: dict[str, dict], 
         verification={name: public(check) for name, check in candidates.items()},
         arena=arena, flash=flash_estimate(len(data), sorted(set(op_names))), timing=measured, files={},
     )
-    files = _render(bundle, result, data, calls, test_x[0], verification["first_forecast"])
+    files = _render(bundle, result, data, calls, test_x[0], verification)
     return _write(bundle.path, files, result)
 
 
 def _render(
-    bundle: Bundle, result: MicroResult, data: bytes, calls: list[str], window: np.ndarray, expected: list[float]
+    bundle: Bundle, result: MicroResult, data: bytes, calls: list[str], window: np.ndarray, verification: dict
 ) -> dict[str, bytes]:
-    spec = bundle.spec
+    spec, expected = bundle.spec, verification["first_forecast"]
+    order = output_order(bundle.path / result.model_file, output_names(spec))
+    probabilistic = spec.probabilistic
+    distribution = distribution_source(
+        order, list(probabilistic.quantiles) if probabilistic else [],
+        [alert.name for alert in probabilistic.alerts] if probabilistic else [],
+        spec.target_units or f"raw units of {spec.target}", verification.get("first_outputs", {}))
     sha256 = file_sha256(bundle.path / result.model_file)
-    rows = ",\n".join("    {" + ", ".join(_float_literal(v) for v in step) + "}" for step in np.asarray(window, np.float64))
+    rows = ",\n".join("    {" + ", ".join(float_literal(v) for v in step) + "}" for step in np.asarray(window, np.float64))
     main = main_source({
         "model_name": bundle.name, "model_file": result.model_file, "precision": result.precision,
         "tflm_release": result.tflm_release, "target": spec.target, "look_back": spec.look_back,
@@ -111,6 +136,7 @@ def _render(
         "arena_bytes": result.arena["bytes"], "example_window": rows,
         "target_units": spec.target_units or f"raw units of {spec.target}",
         "expected_forecast": " ".join(f"{v:.4f}" for v in expected),
+        "forecast_index": order.index(OUTPUT_NAME), "distribution": distribution,
     })
     return {
         result.model_file: data,
@@ -163,17 +189,15 @@ def verify_micro(bundle_dir: Path) -> dict | None:
         report.update(passed=False, problems=[f"TFLM failed with the recorded arena ({last_line(run.stderr)})"])
         return report
     reference = reference_forecast(bundle.load_model(), bundle.spec, test_x)
+    calibration = read_calibration(bundle.path) if bundle.spec.probabilistic else None
     if record["model_file"] == INT8_FILE:
         check = public(int8_agreement(folder / INT8_FILE, run.forecasts, tflite_forecast(folder / INT8_FILE, test_x),
                                       test_y, reference))
         passed = check["passed"] and not check["collapsed"] and max(check["rmse_change_pct_per_lead"]) <= ERROR_BUDGET_PCT
     else:
-        check = float_now(run.forecasts, reference, test_y)
+        check = float_now(named_outputs(folder / record["model_file"], run, bundle.spec), reference, test_y,
+                          bundle.spec, calibration)
         passed = check["passed"]
     report.update(now=check, passed=passed)
     return report
 
-
-def _float_literal(value: float) -> str:
-    text = f"{value:.7g}"
-    return text + ("f" if any(c in text for c in ".eE") else ".0f")

@@ -33,16 +33,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecast_runtime.contract import BUILTIN_TFLITE_FILE, QUANTIZED_FILES
+from edgecast.trainer.intervals import read_calibration
+from edgecast_runtime.contract import BUILTIN_TFLITE_FILE, OUTPUT_NAME, QUANTIZED_FILES
 
 from ..accuracy import errors
+from ..distribution import distribution_errors, output_names
 from ..parity import TOLERANCE, reference_forecast, tflite_forecast
-from .tflm import tflm_forecasts
+from .tflm import ChildRun, output_order, tflm_run
 
 if TYPE_CHECKING:
     import keras
 
     from edgecast.trainer.bundle import Bundle
+    from edgecast.trainer.intervals import Calibration
+    from edgecast_runtime.spec import Spec
 
 INT8_FILE = QUANTIZED_FILES["tflite-int8"]
 ERROR_BUDGET_PCT = 3.0  # per lead
@@ -51,6 +55,12 @@ LITERT_MEAN_STEPS = 0.5  # per lead
 FLAT_MARGIN = 0.02
 DISTINCT_RATIO = 0.9
 FEWER_MARGIN = 0.10
+DISTRIBUTION_OUTPUTS = ("quantiles", "exceedance")
+# A schema-4 model's int8 file keeps its scaling, quantiles and probabilities in float
+# beside the integer LSTM (export/quantize.py); the int8 checks above measure an output
+# that an int8 DEQUANTIZE gives, in its steps, so a microcontroller runs the float32 file.
+SCHEMA4_FLOAT = ("the float32 builtin-ops file, which carries the quantiles and alert probabilities (a schema-4 "
+                 "model's int8 file computes them in float beside its integer LSTM, which the int8 checks do not cover)")
 
 
 def verify_candidates(bundle: Bundle, model: keras.Model, listed: dict,
@@ -59,10 +69,14 @@ def verify_candidates(bundle: Bundle, model: keras.Model, listed: dict,
     windows = bundle.windows()
     test_x, test_y = windows["test_x"].astype(np.float32), windows["test_y"]
     reference = reference_forecast(model, bundle.spec, test_x)
-    candidates = {BUILTIN_TFLITE_FILE: check_float(bundle.path / BUILTIN_TFLITE_FILE, test_x, test_y, reference)}
+    calibration = read_calibration(bundle.path) if bundle.spec.probabilistic else None
+    float_check = check_float(bundle.path / BUILTIN_TFLITE_FILE, test_x, test_y, reference, bundle.spec, calibration)
+    candidates = {BUILTIN_TFLITE_FILE: float_check}
     progress(f"TFLM ran {BUILTIN_TFLITE_FILE} on {len(test_x)} test windows: max |TFLM - Keras| "
-             f"{candidates[BUILTIN_TFLITE_FILE]['max_abs_vs_keras']:.2e}")
-    if INT8_FILE in listed:
+             f"{float_check['max_abs_vs_keras']:.2e}" + "".join(
+                 f", {output} {float_check[f'{output}_max_abs_vs_keras']:.2e}" for output in DISTRIBUTION_OUTPUTS
+                 if f"{output}_max_abs_vs_keras" in float_check))
+    if INT8_FILE in listed and bundle.spec.probabilistic is None:
         int8 = candidates[INT8_FILE] = check_int8(bundle.path / INT8_FILE, test_x, test_y, reference)
         progress(f"TFLM ran {INT8_FILE} on {len(test_x)} test windows: RMSE change per lead "
                  f"{_leads(int8['rmse_change_pct_per_lead'], '{:+.2f}%')}, distinct values per window "
@@ -71,9 +85,12 @@ def verify_candidates(bundle: Bundle, model: keras.Model, listed: dict,
     return candidates
 
 
-def choose(candidates: dict, refused: str | None) -> tuple[str, str]:
-    """The file the microcontroller runs, and why (`refused`: why tflite-int8 was not made)."""
+def choose(candidates: dict, refused: str | None, probabilistic: bool = False) -> tuple[str, str]:
+    """The file the microcontroller runs, and why (`refused`: why tflite-int8 was not made;
+    `probabilistic`: a schema-4 model, SCHEMA4_FLOAT)."""
     int8 = candidates.get(INT8_FILE)
+    if probabilistic:
+        return BUILTIN_TFLITE_FILE, SCHEMA4_FLOAT
     if int8 is None:
         why = f"tflite-int8 was refused ({refused})" if refused else f"no {INT8_FILE} was exported"
         return BUILTIN_TFLITE_FILE, f"{why}: the float32 builtin-ops file"
@@ -93,7 +110,7 @@ def choose(candidates: dict, refused: str | None) -> tuple[str, str]:
 
 
 def check_int8(path: Path, test_x: np.ndarray, test_y: np.ndarray, reference: np.ndarray) -> dict:
-    check = int8_agreement(path, tflm_forecasts(path, test_x), tflite_forecast(path, test_x), test_y, reference)
+    check = int8_agreement(path, tflm_run(path, test_x).forecasts, tflite_forecast(path, test_x), test_y, reference)
     check["windows"] = len(test_x)
     return check
 
@@ -201,21 +218,41 @@ def output_step(path: Path) -> float:
     return 0.0
 
 
-def check_float(path: Path, test_x: np.ndarray, test_y: np.ndarray, reference: np.ndarray) -> dict:
-    tflm = tflm_forecasts(path, test_x)
-    check = float_now(tflm, reference, test_y)
-    check.update(windows=len(test_x), tolerance_abs=TOLERANCE, first_forecast=tflm[0].tolist(), failure=(
-        f"{path.name}: TFLM's forecasts differ from the Keras pipeline's by up to {check['max_abs_vs_keras']:.3g} raw "
-        f"units, over the {TOLERANCE:g} parity tolerance"))
+def check_float(path: Path, test_x: np.ndarray, test_y: np.ndarray, reference: np.ndarray, spec: Spec,
+                calibration: Calibration | None) -> dict:
+    outputs = named_outputs(path, tflm_run(path, test_x), spec)
+    check = float_now(outputs, reference, test_y, spec, calibration)
+    worst = ", ".join(f"{name} up to {check[f'{name}_max_abs_vs_keras']:.3g}" for name in DISTRIBUTION_OUTPUTS
+                      if f"{name}_max_abs_vs_keras" in check)
+    check.update(windows=len(test_x), tolerance_abs=TOLERANCE,
+                 first_outputs={name: values[0].tolist() for name, values in outputs.items()}, failure=(
+                     f"{path.name}: TFLM's outputs differ from the Keras pipeline's (forecast up to "
+                     f"{check['max_abs_vs_keras']:.3g} raw units{', ' + worst if worst else ''}), over the "
+                     f"{TOLERANCE:g} parity tolerance"))
+    check["first_forecast"] = check["first_outputs"][OUTPUT_NAME]
     return check
 
 
-def float_now(tflm: np.ndarray, reference: np.ndarray, test_y: np.ndarray) -> dict:
-    """The float32 file's forecasts in TFLM against the Keras pipeline's."""
+def named_outputs(path: Path, run: ChildRun, spec: Spec) -> dict[str, np.ndarray]:
+    """A TFLM run's outputs by name (forecast, and a schema-4 file's quantiles and exceedance)."""
+    return dict(zip(output_order(path, output_names(spec)), run.outputs))
+
+
+def float_now(outputs: dict[str, np.ndarray], reference: np.ndarray, test_y: np.ndarray, spec: Spec,
+              calibration: Calibration | None) -> dict:
+    """The float32 file's outputs in TFLM against the Keras pipeline's: the forecast within
+    the parity tolerance, a schema-4 file's quantiles and probabilities as parity holds them
+    (export/distribution.py distribution_errors)."""
+    tflm = outputs[OUTPUT_NAME]
     max_abs = float(np.max(np.abs(tflm - reference)))
-    return {**rmse_changes(tflm, test_y, reference), "max_abs_vs_keras": max_abs, "passed": max_abs <= TOLERANCE}
+    check = {**rmse_changes(tflm, test_y, reference), "max_abs_vs_keras": max_abs, "passed": max_abs <= TOLERANCE}
+    if calibration is not None:
+        for output, error in distribution_errors(outputs, reference, spec, calibration, TOLERANCE).items():
+            check[f"{output}_max_abs_vs_keras"], check[f"{output}_within_tolerance"] = error["max_abs"], error["passed"]
+            check["passed"] = check["passed"] and error["passed"]
+    return check
 
 
 def public(check: dict) -> dict:
-    """A check as recorded: without its failure text and the forecast main.cc prints."""
-    return {key: value for key, value in check.items() if key not in ("failure", "first_forecast")}
+    """A check as recorded: without its failure text and the outputs main.cc prints."""
+    return {key: value for key, value in check.items() if key not in ("failure", "first_forecast", "first_outputs")}

@@ -4,7 +4,10 @@ TFLM's interpreter aborts or crashes the whole process (SIGSEGV, SIGABRT) when i
 is too small for some ops, instead of raising, so every TFLM run goes through this
 child. The request is one JSON object on stdin:
   {"model": path, "arena_bytes": int, "inputs": path of a float32 .npy [n, look_back, features],
-   "outputs": path to write a float64 .npy [n, horizon] (optional),
+   "output_count": int (the file's number of outputs; 1 when absent),
+   "outputs": path to write a float64 .npz (optional): output_0, output_1, ... in the
+              file's output order, each [n, ...] (the forecast [n, horizon]; a schema-4
+              file also its quantiles [n, horizon, Q] and probabilities [n, horizon, K]),
    "timing_invokes": int (optional; also times LiteRT on the same file and windows)}
 The answer is one JSON line on stdout. Exit 0: ran; 3: TFLM refused to allocate (a
 RuntimeError); anything else (a signal) means it crashed.
@@ -25,15 +28,16 @@ if TYPE_CHECKING:
 REFUSED = 3
 
 
-def tflm_forecasts(interpreter: MicroInterpreter, x: np.ndarray) -> np.ndarray:
-    """One forecast per window, each from freshly reset state (the fused LSTM keeps h and c)."""
-    rows = []
+def tflm_outputs(interpreter: MicroInterpreter, x: np.ndarray, count: int) -> list[np.ndarray]:
+    """Every output of every window, each window from freshly reset state (the fused LSTM keeps h and c)."""
+    rows: list[list[np.ndarray]] = [[] for _ in range(count)]
     for window in x:
         interpreter.reset()
         interpreter.set_input(window[np.newaxis], 0)
         interpreter.invoke()
-        rows.append(np.asarray(interpreter.get_output(0))[0].astype(np.float64))
-    return np.asarray(rows)
+        for index in range(count):
+            rows[index].append(np.asarray(interpreter.get_output(index))[0].astype(np.float64))
+    return [np.asarray(row) for row in rows]
 
 
 def median_microseconds(run_one: Callable[[np.ndarray], np.ndarray], windows: np.ndarray, invokes: int) -> float:
@@ -53,13 +57,13 @@ def litert_runner(model_path: str) -> Callable[[np.ndarray], np.ndarray]:
     interpreter = Interpreter(model_path=model_path, num_threads=1)
     interpreter.allocate_tensors()
     (window,) = interpreter.get_input_details()
-    (forecast,) = interpreter.get_output_details()
+    outputs = interpreter.get_output_details()
 
-    def run_one(x: np.ndarray) -> np.ndarray:
+    def run_one(x: np.ndarray) -> list[np.ndarray]:
         interpreter.reset_all_variables()
         interpreter.set_tensor(window["index"], x)
         interpreter.invoke()
-        return interpreter.get_tensor(forecast["index"])
+        return [interpreter.get_tensor(output["index"]) for output in outputs]
 
     return run_one
 
@@ -75,16 +79,17 @@ def main() -> int:
         return REFUSED
     x = np.load(request["inputs"]).astype(np.float32)
     answer = {"ok": True}
-    forecasts = tflm_forecasts(interpreter, x)
+    count = int(request.get("output_count", 1))  # TFLM's binding does not say; an index past the end is undefined
+    outputs = tflm_outputs(interpreter, x, count)
     if request.get("outputs"):
-        np.save(request["outputs"], forecasts)
+        np.savez(request["outputs"], **{f"output_{index}": values for index, values in enumerate(outputs)})
     invokes = int(request.get("timing_invokes") or 0)
     if invokes:
-        def tflm_one(window: np.ndarray) -> np.ndarray:
+        def tflm_one(window: np.ndarray) -> list[np.ndarray]:
             interpreter.reset()
             interpreter.set_input(window, 0)
             interpreter.invoke()
-            return interpreter.get_output(0)
+            return [interpreter.get_output(index) for index in range(count)]
 
         answer["tflm_us"] = median_microseconds(tflm_one, x, invokes)
         answer["litert_us"] = median_microseconds(litert_runner(request["model"]), x, invokes)

@@ -98,7 +98,70 @@ inline TfLiteStatus RegisterEdgecastOps(EdgecastOpResolver& resolver) {{
 """
 
 
+COMMENT_FIELDS = ("model_name", "target", "feature_list", "target_units", "tflm_release")
+
+
 def main_source(values: dict) -> str:
-    """The example of one forecast: the hand-written template with this model's figures."""
+    """The example of one forecast: the hand-written template with this model's figures.
+    Names from the data reach `//` comments only through `comment_text`."""
     template = resources.files(__package__).joinpath("templates/micro_main.cc.in").read_text()
-    return Template(template).substitute(values)
+    return Template(template).substitute({**values, **{key: comment_text(values[key]) for key in COMMENT_FIELDS}})
+
+
+def distribution_source(order: list[str], levels: list[float], alerts: list[str], units: str,
+                        expected: dict[str, list]) -> str:
+    """main.cc's lines printing a schema-4 file's quantiles and probabilities per lead
+    ("" for a file with the forecast alone); `order`: the outputs in TFLM's order."""
+    parts = []
+    if "quantiles" in order:
+        literals = ", ".join(float_literal(level) for level in levels)
+        parts.append(f"""
+  // The quantiles [1, kHorizon, {len(levels)}], {comment_text(units)}: never crossing, computed in the graph.
+  constexpr float kLevels[{len(levels)}] = {{{literals}}};
+  const TfLiteTensor* quantiles = interpreter.output({order.index("quantiles")});
+  for (int step = 0; step < kHorizon; ++step) {{
+    for (int level = 0; level < {len(levels)}; ++level) {{
+      MicroPrintf("quantile %f +%d: %f", static_cast<double>(kLevels[level]), step + 1,
+                  static_cast<double>(quantiles->data.f[step * {len(levels)} + level]));
+    }}
+  }}
+  // Expected: {_rows(expected.get("quantiles", []))}""")
+    if "exceedance" in order:
+        names = ", ".join(c_string(name) for name in alerts)
+        parts.append(f"""
+  // The probability of each alert [1, kHorizon, {len(alerts)}], calibrated on the validation split.
+  const char* const kAlerts[{len(alerts)}] = {{{names}}};
+  const TfLiteTensor* exceedance = interpreter.output({order.index("exceedance")});
+  for (int step = 0; step < kHorizon; ++step) {{
+    for (int alert = 0; alert < {len(alerts)}; ++alert) {{
+      MicroPrintf("P(%s) +%d: %f", kAlerts[alert], step + 1,
+                  static_cast<double>(exceedance->data.f[step * {len(alerts)} + alert]));
+    }}
+  }}
+  // Expected: {_rows(expected.get("exceedance", []))}""")
+    return "\n".join(parts)
+
+
+def comment_text(value: object) -> str:
+    """A value safe in a `//` comment: no line break (nor a trailing backslash, which
+    would carry the comment over the next line of code)."""
+    text = " ".join(str(value).split())
+    return "".join(char if char.isprintable() else "?" for char in text).rstrip("\\")
+
+
+def c_string(value: str) -> str:
+    """A C string literal of any text: printable ASCII as is, everything else as octal escapes of its UTF-8."""
+    escaped = []
+    for byte in value.encode():
+        char = chr(byte)
+        escaped.append("\\" + char if char in '"\\?' else char if 32 <= byte < 127 else f"\\{byte:03o}")
+    return '"' + "".join(escaped) + '"'
+
+
+def float_literal(value: float) -> str:
+    text = f"{value:.7g}"
+    return text + ("f" if any(c in text for c in ".eE") else ".0f")
+
+
+def _rows(rows: list) -> str:
+    return " | ".join(" ".join(f"{value:.4f}" for value in row) for row in rows)

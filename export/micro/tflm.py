@@ -33,12 +33,25 @@ CHILD_MODULE = f"{__package__}.child"  # run with `python -m`
 class ChildRun:
     returncode: int
     answer: dict
-    forecasts: np.ndarray | None
+    outputs: list[np.ndarray] | None  # every output of the file, in its order; None when it did not run
     stderr: str
 
     @property
     def ran(self) -> bool:
         return self.returncode == 0 and self.answer.get("ok", False)
+
+    @property
+    def forecasts(self) -> np.ndarray | None:
+        """The forecast [n, horizon]: the file's one two-dimensional output (a schema-4
+        file's quantiles and probabilities are [n, horizon, levels])."""
+        if self.outputs is None:
+            return None
+        (forecast,) = [values for values in self.outputs if values.ndim == 2]
+        return forecast
+
+    def same_outputs(self, other: ChildRun) -> bool:
+        return self.outputs is not None and other.outputs is not None and len(self.outputs) == len(other.outputs) \
+            and all(np.array_equal(mine, theirs) for mine, theirs in zip(self.outputs, other.outputs))
 
 
 def tflm_release() -> str:
@@ -54,10 +67,10 @@ def tflm_release() -> str:
 def run_tflm(model: Path, arena_bytes: int, x: np.ndarray, timing_invokes: int = 0) -> ChildRun:
     """One TFLM run in a child process; a crash there is a return code here."""
     with tempfile.TemporaryDirectory(prefix="edgecast-tflm-") as folder:
-        inputs, outputs = Path(folder) / "x.npy", Path(folder) / "y.npy"
+        inputs, outputs = Path(folder) / "x.npy", Path(folder) / "y.npz"
         np.save(inputs, np.asarray(x, np.float32))
         request = {"model": str(model), "arena_bytes": int(arena_bytes), "inputs": str(inputs),
-                   "outputs": str(outputs), "timing_invokes": timing_invokes}
+                   "output_count": output_count(model), "outputs": str(outputs), "timing_invokes": timing_invokes}
         try:
             process = subprocess.run(
                 [sys.executable, "-m", CHILD_MODULE], input=json.dumps(request),
@@ -67,8 +80,37 @@ def run_tflm(model: Path, arena_bytes: int, x: np.ndarray, timing_invokes: int =
             raise MicroError(f"{model}: TFLM did not finish {len(x)} windows in {CHILD_TIMEOUT} s") from None
         lines = process.stdout.strip().splitlines()
         answer = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
-        forecasts = np.load(outputs) if process.returncode == 0 and outputs.is_file() else None
-    return ChildRun(process.returncode, answer, forecasts, process.stderr[-2000:])
+        found = None
+        if process.returncode == 0 and outputs.is_file():
+            with np.load(outputs) as saved:
+                found = [saved[f"output_{index}"] for index in range(len(saved.files))]
+    return ChildRun(process.returncode, answer, found, process.stderr[-2000:])
+
+
+def output_count(model: Path) -> int:
+    """The number of outputs of the file's main subgraph (read from its flatbuffer)."""
+    return len(_main_graph(model)[0].outputs)
+
+
+def output_order(model: Path, names: list[str]) -> list[str]:
+    """The name of each output in the order TFLM's `output(i)` gives them. The file's
+    signature calls them output_0, output_1, ... in `names` order (export/distribution.py
+    output_names), but the subgraph may list them otherwise: a schema-4 file's signature
+    starts with exceedance while its subgraph starts with the forecast."""
+    graph, signature = _main_graph(model)
+    if signature is None or len(names) == 1:
+        return list(names)
+    by_tensor = {entry.tensorIndex: names[int(entry.name.decode().rsplit("_", 1)[-1])] for entry in signature.outputs}
+    return [by_tensor[tensor] for tensor in graph.outputs]
+
+
+def _main_graph(model: Path) -> tuple:
+    """(subgraph 0, its signature or None) of a .tflite file."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    parsed = schema.ModelT.InitFromPackedBuf(Path(model).read_bytes(), 0)
+    signature = next((entry for entry in parsed.signatureDefs or [] if entry.subgraphIndex == 0), None)
+    return parsed.subgraphs[0], signature
 
 
 def generous_run(model: Path, x: np.ndarray) -> tuple[int, ChildRun]:
@@ -82,13 +124,13 @@ def generous_run(model: Path, x: np.ndarray) -> tuple[int, ChildRun]:
     raise MicroError(f"{model}: TFLM did not run it even with a {ARENA_CEILING}-byte arena ({last_line(run.stderr)})")
 
 
-def tflm_forecasts(path: Path, x: np.ndarray) -> np.ndarray:
-    """TFLM's forecasts of every window, with an arena that is surely large enough."""
-    return generous_run(path, x)[1].forecasts
+def tflm_run(path: Path, x: np.ndarray) -> ChildRun:
+    """TFLM's outputs for every window, with an arena that is surely large enough."""
+    return generous_run(path, x)[1]
 
 
 def smallest_arena(model: Path, probe_x: np.ndarray) -> dict:
-    """Bisection for the smallest arena whose run reproduces a generous run's forecasts exactly."""
+    """Bisection for the smallest arena whose run reproduces a generous run's outputs exactly."""
     upper, reference = generous_run(model, probe_x)
     # An empty arena holds nothing. Bisection assumes that more arena never breaks a run
     # a smaller one completed; the result is checked again afterwards (arena_checks).
@@ -98,7 +140,7 @@ def smallest_arena(model: Path, probe_x: np.ndarray) -> dict:
         middle = (lower + upper) // 2 // ARENA_STEP * ARENA_STEP
         run = run_tflm(model, middle, probe_x)
         probes += 1
-        if run.ran and np.array_equal(run.forecasts, reference.forecasts):
+        if run.ran and run.same_outputs(reference):
             upper = middle
         else:
             lower = middle
