@@ -27,9 +27,9 @@ $(RVENV)/.installed: $(RUNTIME_SOURCES)
 demo: $(VENV)/.installed
 	$(VENV)/bin/edgecast demo
 
-# The two suites run side by side, the toolkit's Ray modules (and one to even the load) in a second process once the
-# runtime suite has ended (scripts/test_suites.sh says why); test-runtime and
-# test-toolkit run one alone.
+# The runtime suite and the toolkit's, in two processes (the Ray modules one after the
+# other in the second), run side by side (scripts/test_suites.sh says why); test-runtime
+# and test-toolkit run one alone.
 test: lint $(RVENV)/.installed
 	bash tests/runtime/setup.sh
 	bash scripts/test_suites.sh
