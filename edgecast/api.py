@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from edgecast.trainer.data import ReadOptions, Series
+    from edgecast_runtime.spec import Spec
 
 Progress = Callable[[str], object]  # receives one line of progress at a time
 EpochHook = Callable[[int, dict], object]  # (epoch number from 1, Keras logs: loss, val_loss)
@@ -287,7 +288,8 @@ def evaluate(
             raise PlotError(str(exc)) from None
     model_bundle = read_bundle(bundle)
     evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest,
-                                        _artifact_forecast(Path(artifact)) if artifact is not None else None,
+                                        _artifact_outputs(Path(artifact), model_bundle.spec) if artifact is not None
+                                        else None,
                                         list(neighbours))
     if plot is None:
         return EvaluateResult(model_bundle.path, evaluation)
@@ -334,16 +336,20 @@ def _backend_forecasts(bundle_dir: Path, window: list[float]) -> dict[str, float
     }
 
 
-def _artifact_forecast(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """The exported file's forecasts of raw windows, one window per call as the hub's stream
-    predicts (a batch can move float32 results); the file is opened on the first call."""
+def _artifact_outputs(path: Path, spec: Spec) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """The exported file's outputs for raw windows (its forecast, and a schema-4 file's own
+    quantiles and probabilities), one window per call as the hub's stream predicts (a batch
+    can move float32 results); the file is opened on the first call."""
 
-    def forecast(x: np.ndarray) -> np.ndarray:
+    def outputs(x: np.ndarray) -> dict[str, np.ndarray]:
         from edgecast.exporter.backends import open_artifact
+        from edgecast.exporter.distribution import output_runner
 
-        return open_artifact(path).forecast(x, 1)
+        if spec.probabilistic is None:
+            return {"forecast": open_artifact(path).forecast(x, 1)}
+        return output_runner(path, spec)(x, 1)
 
-    return forecast
+    return outputs
 
 
 def _say(progress: Progress | None, line: str) -> None:

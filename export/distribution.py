@@ -81,12 +81,19 @@ def output_runner(path: Path, spec: Spec) -> Callable[[np.ndarray, int], dict[st
 
         return run_onnx
     from .backends import tflite_interpreter
+    from .oplist import has_variable_state
 
-    runner = tflite_interpreter(path).get_signature_runner()
+    interpreter = tflite_interpreter(path)
+    runner, stateful = interpreter.get_signature_runner(), has_variable_state(path)
     names = dict(zip((f"output_{index}" for index in range(len(output_names(spec)))), output_names(spec)))
 
+    def run_one(window: np.ndarray) -> dict[str, np.ndarray]:
+        if stateful:  # the fused LSTM's h and c persist between invokes (export/fused_lstm.py)
+            interpreter.reset_all_variables()
+        return runner(**{INPUT_NAME: window[np.newaxis]})
+
     def run_tflite(x: np.ndarray, batch: int) -> dict[str, np.ndarray]:
-        parts = [runner(**{INPUT_NAME: window[np.newaxis]}) for window in x]
+        parts = [run_one(window) for window in x]
         found = {names.get(key, key): np.concatenate([part[key] for part in parts]) for key in parts[0]}
         if found[OUTPUT_NAME].ndim != 2:
             raise ExportError(f"{path.name}: its outputs are not in the order {', '.join(output_names(spec))}")

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 SECONDS_PER_DAY = 86400
 # An exported model's forecasts: raw-unit windows [n, look_back, features] -> [n, horizon].
-ArtifactForecast = Callable[[np.ndarray], np.ndarray]
+# An exported file's outputs for raw windows: {"forecast": [n, horizon]} and, from a schema-4
+# file, its own "quantiles" and "exceedance".
+ArtifactOutputs = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def season_steps(interval_seconds: float | None) -> int | None:
@@ -193,15 +195,15 @@ def _mean_over_folds(results: list[dict]) -> dict:
 
 
 def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
-                           artifact_forecast: ArtifactForecast | None = None,
+                           artifact_outputs: ArtifactOutputs | None = None,
                            neighbours: list[Path] | None = None) -> Evaluation:
     """Re-read a CSV the way the bundle was trained, split it with the training fractions,
     and score the test split with the bundle's own scaler (the one in its graph).
 
-    With `artifact_forecast` (the forecasts of an exported model file, e.g. the bundle's
+    With `artifact_outputs` (the outputs of an exported model file, e.g. the bundle's
     model.onnx, run as a hub runs it; the caller supplies it, as the trainer never
-    imports export), the model's forecasts are that file's; the backtest keeps the
-    Keras model. Gives the metrics, the backtest (when `folds`), the test windows and the model's
+    imports export), the model's forecasts, quantiles and probabilities are that file's;
+    the backtest keeps the Keras model. Gives the metrics, the backtest (when `folds`), the test windows and the model's
     forecasts for them, and the timestamp of every row (None without timestamps).
     """
     from .data import load_csv
@@ -216,8 +218,9 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
     model, scaler, target = bundle.load_model(), bundle.scaler(), series.values()[:, 0]
     ridge = fit_ridge(spec, scaler, split.train)
     predicted = forecasts(model, spec, scaler, target, split.test, ridge)
-    if artifact_forecast is not None:
-        predicted["model"] = artifact_forecast(split.test.x)
+    file_outputs = artifact_outputs(split.test.x) if artifact_outputs is not None else {}
+    if file_outputs:
+        predicted["model"] = file_outputs["forecast"]
     training_target = target[: split.boundaries[0]]
     return Evaluation(
         data=DataRecord(series.source, series.sha256, series.sha256 == bundle.training["data"]["sha256"]),
@@ -227,21 +230,22 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
         test_y=split.test.y,
         model_forecast=predicted["model"],
         times=list(series.frame.index) if series.interval_seconds else None,
-        intervals=probabilistic_scores(bundle, scaler, split, predicted, ridge, training_target),
+        intervals=probabilistic_scores(bundle, scaler, split, predicted, ridge, training_target, file_outputs),
     )
 
 
 def probabilistic_scores(bundle: Bundle, scaler: MinMaxScaler, split: SplitData, predicted: dict, ridge: Ridge,
-                         training_target: np.ndarray) -> dict | None:
+                         training_target: np.ndarray, file_outputs: dict | None = None) -> dict | None:
     """A schema-4 model's interval and alert scores on the test split (trainer/intervals.py
-    `interval_metrics`), beside persistence's and ridge's conformalized the same way on this
-    file's validation split; None for an older model. The model keeps its own calibration."""
+    `interval_metrics`; an exported file's own quantiles and probabilities in `file_outputs`),
+    beside persistence's and ridge's conformalized the same way on this file's validation
+    split; None for an older model. The model keeps its own calibration."""
     from .intervals import interval_metrics, read_calibration
 
     spec, calibration = bundle.spec, read_calibration(bundle.path)
     if spec.probabilistic is None or calibration is None:
         return None
-    return {"model": interval_metrics(calibration, spec, predicted["model"], split.test, training_target),
+    return {"model": interval_metrics(calibration, spec, predicted["model"], split.test, training_target, file_outputs),
             **baseline_intervals(spec, scaler, split, ridge, training_target)}
 
 

@@ -221,21 +221,24 @@ def exceedance(calibration: Calibration, forecast: np.ndarray, alerts: tuple[Ale
 
 
 def interval_metrics(calibration: Calibration, spec: Spec, forecast: np.ndarray, windows: Windows,
-                     training_target: np.ndarray) -> dict:
+                     training_target: np.ndarray, given: dict[str, np.ndarray] | None = None) -> dict:
     """On the test split, per lead: the interval's coverage (also above each `>` alert's
     threshold), mean width and interval (Winkler) score, CRPS from the quantiles; per alert,
     the Brier score and its skill against climatology (the training split's frequency of
-    passing the threshold), and precision and recall of an alert raised at ALERT_LEVEL."""
-    probabilistic, floor = spec.probabilistic, spec.target_min
+    passing the threshold), and precision and recall of an alert raised at ALERT_LEVEL.
+    `given`: an exported file's own `quantiles` and `exceedance` for these windows, scored
+    instead of those the calibration gives from `forecast`."""
+    probabilistic, floor, given = spec.probabilistic, spec.target_min, given or {}
     truth = np.asarray(windows.y, np.float64)
     found: dict = {"calibration_windows": calibration.calibration_windows, "test_windows": int(len(truth))}
     levels = np.asarray(probabilistic.quantiles, np.float64)
+    values = np.asarray(given["quantiles"], np.float64) if "quantiles" in given \
+        else quantiles(calibration, forecast, floor).astype(np.float64)
     if len(levels) > 1:  # CRPS ~ twice the mean pinball loss over the quantile levels (Gneiting and Raftery 2007)
-        error = truth[..., None] - quantiles(calibration, forecast, floor).astype(np.float64)
+        error = truth[..., None] - values
         found["crps_by_lead"] = _rounded(2 * np.maximum(levels * error, (levels - 1) * error).mean(axis=-1), mean=True)
     bounds = probabilistic.interval_indices
     if bounds is not None:
-        values = quantiles(calibration, forecast, floor).astype(np.float64)
         low, high = values[..., bounds[0]], values[..., bounds[1]]
         alpha = 1 - probabilistic.interval
         inside = (truth >= low) & (truth <= high)
@@ -250,7 +253,8 @@ def interval_metrics(calibration: Calibration, spec: Spec, forecast: np.ndarray,
                     np.array([inside[above[:, k], k].mean() if above[:, k].any() else np.nan
                               for k in range(truth.shape[1])]))
     if probabilistic.alerts:
-        probability = exceedance(calibration, forecast, probabilistic.alerts).astype(np.float64)
+        probability = np.asarray(given["exceedance"], np.float64) if "exceedance" in given \
+            else exceedance(calibration, forecast, probabilistic.alerts).astype(np.float64)
         found["alerts"] = {}
         for index, alert in enumerate(probabilistic.alerts):
             outcome = np.vectorize(alert.exceeded)(truth).astype(np.float64)

@@ -258,6 +258,7 @@ def test_builtin_ops_quantized_files_and_the_micro_build_carry_them_and_report_t
         assert accuracy[name]["exceedance_max_abs_deviation"] < 0.1, accuracy[name]
     ops = {op["op"]: op["dtypes"] for op in tflite_ops(exported / "model.int8.tflite")}
     assert "INT8" in ops["UNIDIRECTIONAL_SEQUENCE_LSTM"] and ops["LOG"] == ops["EXP"] == ["FLOAT32"], ops
+    check_evaluate_scores_the_files_own_outputs(exported)
     assert 0 <= fp16["quantiles_max_abs_deviation"] < 50 and 0 <= fp16["exceedance_max_abs_deviation"] < 0.5, fp16
     readings = pm25(20, seed=9)
     lines = "timestamp,PM2.5\n" + "\n".join(f"{t},{v}" for t, v in zip(readings["timestamp"], readings["PM2.5"]))
@@ -265,6 +266,33 @@ def test_builtin_ops_quantized_files_and_the_micro_build_carry_them_and_report_t
                             capture_output=True, text=True, timeout=120)
     answer = json.loads(served.stdout.splitlines()[-1])
     assert answer["status"] == "forecast" and answer["interval"]["coverage"] == 0.9, served.stdout + served.stderr
+
+
+def check_evaluate_scores_the_files_own_outputs(bundle: Path) -> None:
+    """`edgecast evaluate --artifact FILE` on the training file (the same test windows)
+    scores the file's own quantiles and probabilities: a copy of model.onnx whose quantiles
+    are 40 higher and probabilities halved gets its coverage and Brier score from those."""
+    proto = onnx.load(bundle / "model.onnx")
+    for name, op, value in (("quantiles", "Add", 40.0), ("exceedance", "Mul", 0.5)):
+        (producer,) = [node for node in proto.graph.node if name in node.output]
+        producer.output[list(producer.output).index(name)] = f"{name}_before"
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(np.float32(value), f"{name}_change"))
+        proto.graph.node.append(onnx.helper.make_node(op, [f"{name}_before", f"{name}_change"], [name]))
+    onnx.save(proto, bundle.parent / "changed.onnx")
+    found = run_cli("evaluate", bundle, bundle.parent / "station.csv", "--artifact", bundle.parent / "changed.onnx",
+                    "--json")
+    assert found.returncode == 0, found.stderr
+    scored = json.loads(found.stdout)["intervals"]["model"]
+    windows = np.load(bundle / "windows.npz")
+    truth = windows["test_y"].astype(np.float64)
+    session = ort.InferenceSession(str(bundle.parent / "changed.onnx"), providers=["CPUExecutionProvider"])
+    levels, probability = session.run(["quantiles", "exceedance"], {"window": windows["test_x"].astype(np.float32)})
+    coverage = ((truth >= levels[..., 0]) & (truth <= levels[..., 2])).mean(axis=0)
+    brier = ((probability[..., 0] - (truth > 75)) ** 2).mean(axis=0)
+    np.testing.assert_allclose(scored["interval"]["coverage_by_lead"], coverage, atol=1e-4)
+    np.testing.assert_allclose(scored["alerts"]["PM2.5>75"]["brier_by_lead"], brier, atol=1e-4)
+    stored = json.loads((bundle / "metrics.json").read_text())["intervals"]
+    assert scored["alerts"]["PM2.5>75"]["brier_by_lead"] != stored["alerts"]["PM2.5>75"]["brier_by_lead"]
 
 
 def check_micro_build(bundle: Path, test_x: np.ndarray, want: dict[str, np.ndarray]) -> None:

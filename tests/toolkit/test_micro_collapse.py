@@ -78,7 +78,8 @@ def test_the_old_int8_graph_collapses_and_is_refused(horizon6: Path, monkeypatch
 
     original = graph.raw_units_function
     monkeypatch.setattr(graph, "raw_units_function",
-                        lambda model, spec, batch, diagonal_step=False: original(model, spec, batch))
+                        lambda model, spec, batch, diagonal_step=False, calibration=None:
+                        original(model, spec, batch, calibration=calibration))
     import edgecast.exporter.fused_lstm as fused
 
     monkeypatch.setattr(fused, "raw_units_function", graph.raw_units_function)
