@@ -88,14 +88,14 @@ def markdown(found: dict) -> str:
              f"Generated {found['generated']} by `scripts/interval_exports.py` (the export took "
              f"{found['export_seconds']:.0f} s). Changping trained as in `results/intervals.md` (horizon 24, weather, "
              f"90 % interval, seven quantile levels, P(PM2.5 > 75)); every figure is over the file's checks on "
-             f"held-out and random windows (float files) or all test windows (quantized files), in µg/m³ "
-             f"(probabilities: absolute).", "",
+             f"held-out and random windows (parity) or on all test windows (the change of each file), in µg/m³ "
+             f"(probabilities: absolute). A refused mode is listed with its reason.", "",
              f"## Float files: largest |error| against the reference (tolerance {found['parity_tolerance']:g}; "
              "quantiles are held to it carried through the transform)", "",
              "| file | forecast | quantiles | probabilities |", "| --- | --- | --- | --- |"]
     for file, worst in found["float_parity"].items():
         lines.append(f"| {file} | " + " | ".join(f"{worst.get(output, float('nan')):.2e}" for output in OUTPUTS) + " |")
-    lines += ["", "## Quantized files: change from the float model on the test windows", "",
+    lines += ["", "## Every file: change from the float model (Keras) on all test windows", "",
               "| file | bytes (× float32) | test RMSE change | forecast max (p99) | quantiles max | probabilities max |",
               "| --- | --- | --- | --- | --- | --- |"]
     for file, row in found["quantized"].items():
