@@ -71,8 +71,9 @@ def export_quantized(
                                 calibration)
             except QuantizationError as exc:
                 refused[name] = str(exc)
-                if name in asked:
-                    progress(f"refused --quantize {name}: {exc}")
+                if name in asked:  # the message starts with the mode's name
+                    progress(f"refused --quantize {exc}" if str(exc).startswith(f"{name}: ")
+                             else f"refused --quantize {name}: {exc}")
                 continue
             made[name] = Path(scratch) / mode.file
             atomic_write(made[name], data)
