@@ -5,14 +5,17 @@ manifest's "micro" section. It writes BUNDLE/micro/ (whole or not at all):
   model.int8.tflite or model.builtin.tflite   the file the microcontroller runs
   model_data.cc, model_data.h                 that file as an aligned constant byte array
   op_resolver.h                               MicroMutableOpResolver<N> with exactly its ops
-  main.cc                                     one forecast, from templates/micro_main.cc.in
+  main.cc                                     one forecast (with a schema-4 model's quantiles
+                                              and probabilities), from templates/micro_main.cc.in
   micro.json                                  the choice, its reason and every figure below
 
 The choice (checks.py): the full-integer file (fused LSTM, int8) when, from TFLM's own
 outputs, its test RMSE is at most ERROR_BUDGET_PCT above the float model's at every lead,
 its forecasts do not collapse (distinct values per window against the float forecast on
 the int8 output step) and TFLM agrees with LiteRT; otherwise the float32 builtin-ops file,
-with the failed condition as the reason. Both are checked in TensorFlow Lite Micro's
+with the failed condition as the reason. A schema-4 model always runs the float32 file
+(checks.py SCHEMA4_FLOAT), whose quantiles and probabilities are held like its forecast
+(export/distribution.py distribution_errors). Both are checked in TensorFlow Lite Micro's
 interpreter (the tflite-micro package, always in a child process: child.py) on the
 bundle's held-out test windows, the LSTM state reset before each window:
   float32: within parity.TOLERANCE of the Keras pipeline (the parity reference);

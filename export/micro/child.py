@@ -40,7 +40,7 @@ def tflm_outputs(interpreter: MicroInterpreter, x: np.ndarray, count: int) -> li
     return [np.asarray(row) for row in rows]
 
 
-def median_microseconds(run_one: Callable[[np.ndarray], np.ndarray], windows: np.ndarray, invokes: int) -> float:
+def median_microseconds(run_one: Callable[[np.ndarray], object], windows: np.ndarray, invokes: int) -> float:
     """Median wall time of one forecast (reset, fill input, invoke, read output), cycling the windows."""
     timings = []
     for i in range(invokes):
@@ -51,7 +51,7 @@ def median_microseconds(run_one: Callable[[np.ndarray], np.ndarray], windows: np
     return float(np.median(timings) * 1e6)
 
 
-def litert_runner(model_path: str) -> Callable[[np.ndarray], np.ndarray]:
+def litert_runner(model_path: str) -> Callable[[np.ndarray], list[np.ndarray]]:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=model_path, num_threads=1)
