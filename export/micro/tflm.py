@@ -93,15 +93,21 @@ def output_count(model: Path) -> int:
 
 
 def output_order(model: Path, names: list[str]) -> list[str]:
-    """The name of each output in the order TFLM's `output(i)` gives them. The file's
-    signature calls them output_0, output_1, ... in `names` order (export/distribution.py
-    output_names), but the subgraph may list them otherwise: a schema-4 file's signature
-    starts with exceedance while its subgraph starts with the forecast."""
+    """The name of each output in the order TFLM's `output(i)` gives them. A file made from a
+    concrete function calls them output_0, output_1, ... in `names` order (export/
+    distribution.py output_names), but its subgraph may list them otherwise: a schema-4
+    file's signature starts with exceedance while its subgraph starts with the forecast."""
     graph, signature = _main_graph(model)
     if signature is None or len(names) == 1:
         return list(names)
-    by_tensor = {entry.tensorIndex: names[int(entry.name.decode().rsplit("_", 1)[-1])] for entry in signature.outputs}
+    by_tensor = {entry.tensorIndex: _signature_name(entry.name.decode(), names) for entry in signature.outputs}
     return [by_tensor[tensor] for tensor in graph.outputs]
+
+
+def _signature_name(key: str, names: list[str]) -> str:
+    """A signature's output key as an output name: `output_N` from a concrete function, the
+    name itself from a SavedModel (the fused int8 file)."""
+    return key if key in names else names[int(key.rsplit("_", 1)[-1])]
 
 
 def _main_graph(model: Path) -> tuple:
