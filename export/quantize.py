@@ -31,8 +31,9 @@ contract), converted by one QUANTIZE and one DEQUANTIZE op. The fused int8 file 
 the LSTM state in variable tensors: interpreters reset them before each window
 (export/fused_lstm.py). In int8, ops without an integer kernel stay float: the SIN/COS
 encodings of direction and calendar features (and the CAST/PACK/ADD around them); the
-LSTM is integer throughout. The 16x8 quantizer does not support those ops (it names
-COS or GREATER_EQUAL), so models with encoded features are refused in that mode.
+LSTM is integer throughout. The 16x8 quantizer has no kernel for SIN, COS or the
+GREATER_EQUAL of the direction encoding either: they stay float there too (TFLite's
+documented fallback, the builtin op set beside the 16x8 one), the rest is int16.
 The op list of every artifact names what computes in float (export/oplist.py).
 
 A schema-4 model's quantiles and exceedance (export/distribution.py) come with every mode:
@@ -91,10 +92,12 @@ MODES = {
         Mode("tflite-dynamic-int8", QUANTIZED_FILES["tflite-dynamic-int8"], "tflite", "dynamic-int8",
              "int8 weights, float32 activations (dynamic range); WHILE-loop graph"),
         Mode("tflite-int8", QUANTIZED_FILES["tflite-int8"], "tflite", "int8",
-             "int8 weights and activations, float32 input/output; fused LSTM op, "
+             "int8 weights and activations (ops with no int8 kernel, and a schema-4 model's scaling, "
+             "quantiles and probabilities, in float), float32 input/output; fused LSTM op, "
              "reset variables before each window"),
         Mode("tflite-int16x8", QUANTIZED_FILES["tflite-int16x8"], "tflite", "int16x8",
-             "int8 weights, int16 activations, float32 input/output; unrolled builtin-ops graph"),
+             "int8 weights, int16 activations (ops with no 16x8 kernel in float), float32 input/output; "
+             "unrolled builtin-ops graph"),
     )
 }
 # Constant windows spread over the training range, added to the calibration sample:
@@ -237,8 +240,8 @@ def tflite_full_integer(
     model: keras.Model, spec: Spec, calibration_x: np.ndarray | None, int16_activations: bool,
     calibration: Calibration | None = None,
 ) -> bytes:
-    """Every op integer; the converter refuses (and so do we) if any op cannot be. A
-    schema-4 model's `calibration` adds its quantiles and exceedance: in int16 with the
+    """Every op integer but those without an integer kernel (the SIN/COS encodings and
+    the ops around them stay float; the converter refuses anything else). A schema-4 model's `calibration` adds its quantiles and exceedance: in int16 with the
     rest, in int8 beside it in float (`_int8_beside_float`)."""
     name = "tflite-int16x8" if int16_activations else "tflite-int8"
     samples = calibration_windows(calibration_x, spec, name)
@@ -252,9 +255,8 @@ def tflite_full_integer(
         if calibration is not None and not int16_activations:
             return _int8_beside_float(converter, representative, name)
         converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-            if int16_activations else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-        ]
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS,
+        ] if int16_activations else [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         return _convert(converter, name)
 
     if int16_activations:

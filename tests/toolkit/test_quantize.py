@@ -210,9 +210,10 @@ def test_calibration_adds_windows_across_the_training_range(quantized_bundle):
         calibration_windows(calibration[:, :3], bundle.spec, "tflite-int8")
 
 
-def test_calendar_features_calibrate_in_raw_units_and_unsupported_int16_ops_are_refused(tmp_path):
+def test_calendar_features_calibrate_in_raw_units_and_stay_float_in_16x8(tmp_path):
     """hour_of_day enters raw and is encoded (sin/cos) in the graph: calibration windows
-    stay raw-shaped, and 16x8 quantization, which has no COS kernel, is refused by name."""
+    stay raw-shaped; 16x8 quantization, which has no SIN or COS kernel, keeps those two in
+    float and the LSTM in int16, and the file forecasts like the model (0.06 measured)."""
     from edgecast.exporter.quantize import quantize
     from edgecast.trainer.data import load_csv
     from edgecast.trainer.pipeline import TrainConfig, train
@@ -225,8 +226,14 @@ def test_calendar_features_calibrate_in_raw_units_and_unsupported_int16_ops_are_
     samples = calibration_windows(calibration, bundle.spec, "tflite-int8")
     assert samples.shape[1:] == calibration.shape[1:] == (6, 2)
     assert samples[:, :, 1].max() == pytest.approx(24.0)  # one calendar period, as parity's random windows
-    with pytest.raises(QuantizationError, match="tflite-int16x8.*COS"):
-        quantize(MODES["tflite-int16x8"], bundle.load_model(), bundle.spec, tmp_path / "unused.onnx", calibration)
+    path = tmp_path / MODES["tflite-int16x8"].file
+    path.write_bytes(quantize(MODES["tflite-int16x8"], bundle.load_model(), bundle.spec, tmp_path / "unused.onnx",
+                              calibration))
+    assert set(tflite_summary(path)["float_ops"]) == {"SIN", "COS"}
+    assert {dtype for op in tflite_ops(path) if op["op"] == "TANH" for dtype in op["dtypes"]} == {"INT16"}
+    x = bundle.windows()["test_x"]
+    deviation = np.abs(tflite_forecast(path, x) - reference_forecast(bundle.load_model(), bundle.spec, x)).max()
+    assert deviation < 1.0, deviation
 
 
 def test_verify_reports_size_error_deviation_and_ops_for_every_artifact(quantized_bundle):
