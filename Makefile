@@ -8,7 +8,7 @@ RVENV := .venv-runtime
 PIP_FLAGS := --quiet --disable-pip-version-check
 RUNTIME_SOURCES := runtime/pyproject.toml $(shell find runtime/edgecast_runtime -name '*.py' 2>/dev/null)
 
-.PHONY: demo test lint test-runtime test-toolkit test-aarch64 bench bench-fleet bench-rollout bench-shadow bench-global clean
+.PHONY: demo test lint test-runtime test-toolkit test-aarch64 bench bench-fleet bench-rollout bench-shadow bench-global bench-intervals clean
 
 $(VENV)/.installed: pyproject.toml runtime/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -80,6 +80,13 @@ bench-shadow: $(VENV)/.installed $(RVENV)/.installed
 # hold on a busy machine, wall time does not): writes benchmarks/global.json. Not part of `make test`.
 bench-global: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/global_cost.py
+
+# The same LSTM exported with and without its interval and alert probabilities (issue 23):
+# the graph's latency and a `stream --state` hub's answer latency, peak RSS and state size,
+# side by side in fresh runtime-only processes: writes benchmarks/intervals.json and .md.
+# Not part of `make test`.
+bench-intervals: $(VENV)/.installed $(RVENV)/.installed
+	$(VENV)/bin/python benchmarks/intervals_cost.py
 
 clean:
 	rm -rf $(VENV) $(RVENV) build *.egg-info runtime/build runtime/*.egg-info

@@ -143,38 +143,40 @@ class Calibration:
             db.execute(f"DELETE FROM {table} WHERE issued > ? OR completed > ?", (limit, limit))
         db.execute("DELETE FROM alert_events WHERE ts > ?", (limit,))
 
-    def _due(self, rows: list, now: float) -> list:
-        """The rows whose lead lands on `now` (within half an interval, as the store)."""
-        due = []
-        for row in rows:
-            steps = (now - row[0]) / self.interval
-            if int(round(steps)) == row[1] and abs(steps - row[1]) < 0.5:
-                due.append(row)
-        return due
+    # The pending rows whose lead lands on `now` (within half an interval, as the store):
+    # chosen by SQLite, so the hundreds of rows still waiting never reach Python.
+    DUE = "issued < ? AND abs((? - issued) / ? - lead) < 0.5"
 
     def _score_intervals(self, db: sqlite3.Connection, now: float, truth: float) -> None:
         rows = db.execute("SELECT issued, lead, model_sha256, lower, upper, coverage FROM interval_pending "
-                          "WHERE issued < ? ORDER BY issued, lead", (now,)).fetchall()
+                          f"WHERE {self.DUE} ORDER BY issued, lead", (now, now, self.interval)).fetchall()
+        if not rows:
+            return
         settings = self.settings
-        for issued, lead, sha, lower, upper, coverage in self._due(rows, now):
+        offsets = {(sha, lead): (amount, updates) for sha, lead, amount, updates in
+                   db.execute("SELECT model_sha256, lead, amount, updates FROM interval_offset")}
+        scored = []
+        for issued, lead, sha, lower, upper, coverage in rows:  # in order: a lead's updates compose
             missed = not lower <= truth <= upper
-            offset, updates = self._offset_row(db, sha, lead)
-            offset = tracked_offset(offset, missed, 1.0 - coverage, settings.interval_step,
-                                    settings.interval_offset_bounds)
-            db.execute("INSERT OR REPLACE INTO interval_offset VALUES (?, ?, ?, ?)", (sha, lead, offset, updates + 1))
-            db.execute("INSERT OR IGNORE INTO interval_scored VALUES (?, ?, ?, ?, ?)",
-                       (issued, lead, now, int(not missed), upper - lower))
-            db.execute("DELETE FROM interval_pending WHERE issued = ? AND lead = ?", (issued, lead))
+            offset, updates = offsets.get((sha, lead), (0.0, 0))
+            offsets[(sha, lead)] = (tracked_offset(offset, missed, 1.0 - coverage, settings.interval_step,
+                                                   settings.interval_offset_bounds), updates + 1)
+            scored.append((issued, lead, now, int(not missed), upper - lower))
+        touched = {(sha, lead) for _, lead, sha, *_ in rows}
+        db.executemany("INSERT OR REPLACE INTO interval_offset VALUES (?, ?, ?, ?)",
+                       [(sha, lead, *offsets[(sha, lead)]) for sha, lead in sorted(touched)])
+        db.executemany("INSERT OR IGNORE INTO interval_scored VALUES (?, ?, ?, ?, ?)", scored)
+        db.executemany("DELETE FROM interval_pending WHERE issued = ? AND lead = ?", [row[:2] for row in rows])
 
     def _score_alerts(self, db: sqlite3.Connection, now: float, truth: float) -> None:
         rows = db.execute("SELECT issued, lead, name, op, threshold, probability, raised FROM alert_pending "
-                          "WHERE issued < ? ORDER BY issued, lead, name", (now,)).fetchall()
-        for issued, lead, name, op, threshold, probability, raised in self._due(rows, now):
-            outcome = truth > threshold if op == ">" else truth < threshold
-            db.execute("INSERT OR IGNORE INTO alert_scored VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (issued, lead, name, now, probability, int(outcome), raised))
-            db.execute("DELETE FROM alert_pending WHERE issued = ? AND lead = ? AND name = ?",
-                       (issued, lead, name))
+                          f"WHERE {self.DUE} ORDER BY issued, lead, name", (now, now, self.interval)).fetchall()
+        db.executemany("INSERT OR IGNORE INTO alert_scored VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [(issued, lead, name, now, probability,
+                         int(truth > threshold if op == ">" else truth < threshold), raised)
+                        for issued, lead, name, op, threshold, probability, raised in rows])
+        db.executemany("DELETE FROM alert_pending WHERE issued = ? AND lead = ? AND name = ?",
+                       [row[:3] for row in rows])
 
     def _keep(self, db: sqlite3.Connection, step: Step) -> None:
         served = step.distribution
@@ -213,12 +215,6 @@ class Calibration:
                            [(step.timestamp, lead, name, alert["op"], alert["threshold"], p, int(raised))
                             for lead, p in enumerate(probabilities, start=1)])
         return events
-
-    @staticmethod
-    def _offset_row(db: sqlite3.Connection, sha: str, lead: int) -> tuple:
-        row = db.execute("SELECT amount, updates FROM interval_offset WHERE model_sha256 = ? AND lead = ?",
-                         (sha, lead)).fetchone()
-        return (row[0], row[1]) if row else (0.0, 0)
 
     # --- reading ---------------------------------------------------------------------------
 
