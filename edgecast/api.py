@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgecast import options
 from edgecast.exporter.reports import ExportResult, VerifyResult
-from edgecast.plots import DEFAULT_SIZE, STRETCH_STEPS
+from edgecast.plots import DEFAULT_SIZE, STRETCH_STEPS, DistributionPanels
 from edgecast.trainer.reports import Backtest, DataRecord, Evaluation, Metrics
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR, TrainConfig
 
@@ -301,7 +301,8 @@ def evaluate(
     stretch = forecast_stretch(evaluation.test_end, evaluation.test_y, evaluation.model_forecast, start, plot_steps,
                                (lambda row: times[row]) if times else (lambda row: row))
     title = f"{model_bundle.name} on {Path(data).name}"
-    written = draw_evaluation(Path(plot), evaluation.metrics, stretch, model_bundle.spec.target, title, size)
+    written = draw_evaluation(Path(plot), evaluation.metrics, stretch, model_bundle.spec.target, title, size,
+                              _distribution(evaluation, model_bundle.spec, times))
     return EvaluateResult(model_bundle.path, evaluation, written)
 
 
@@ -334,6 +335,20 @@ def _backend_forecasts(bundle_dir: Path, window: list[float]) -> dict[str, float
         "ONNX Runtime (edgecast-runtime)": float(Forecaster(bundle_dir / ONNX_FILE).predict(window)[0]),
         "TFLite (LiteRT)": float(tflite_forecast(bundle_dir / TFLITE_FILE, x)[0, 0]),
     }
+
+
+def _distribution(evaluation: Evaluation, spec: Spec, times: list | None) -> DistributionPanels | None:
+    """A schema-4 model's fan (at the test split's highest episode) and reliability panels."""
+    from edgecast.plots import distribution_panels, fan_at_peak
+
+    if evaluation.intervals is None:
+        return None
+    fan = None
+    if evaluation.model_quantiles is not None:
+        fan = fan_at_peak(evaluation.test_end, evaluation.test_y, evaluation.model_forecast, evaluation.model_quantiles,
+                          evaluation.test_history, spec.probabilistic.quantiles,
+                          (lambda row: times[row]) if times else (lambda row: row))
+    return distribution_panels(evaluation.intervals["model"], fan)
 
 
 def _artifact_outputs(path: Path, spec: Spec) -> Callable[[np.ndarray], dict[str, np.ndarray]]:

@@ -302,7 +302,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     backtest: Annotated[int, typer.Option(help="Also score K consecutive blocks of the test split (rolling origins).")] = EVALUATE_DEFAULTS["backtest"],
     artifact: Annotated[Optional[Path], typer.Option(help="Score this exported file (e.g. BUNDLE/model.onnx) instead of the Keras model: the forecasts a hub makes (the backtest keeps Keras).")] = EVALUATE_DEFAULTS["artifact"],
-    plot: Annotated[Optional[Path], typer.Option(help="Write an image: forecast vs actual, error by horizon step; PNG, SVG or PDF by the file's suffix.")] = EVALUATE_DEFAULTS["plot"],
+    plot: Annotated[Optional[Path], typer.Option(help="Write an image: forecast vs actual, error by horizon step (a model with intervals or alerts adds its interval fan and reliability diagrams); PNG, SVG or PDF by the file's suffix.")] = EVALUATE_DEFAULTS["plot"],
     plot_size: Annotated[str, typer.Option(help="Image size in pixels, WIDTHxHEIGHT.")] = size_text(EVALUATE_DEFAULTS["plot_size"]),
     plot_start: Annotated[Optional[int], typer.Option(help="First test window of the forecast-vs-actual stretch (default: the first one without a gap).")] = EVALUATE_DEFAULTS["plot_start"],
     plot_steps: Annotated[int, typer.Option(help="Length of that stretch in steps.")] = EVALUATE_DEFAULTS["plot_steps"],

@@ -1,4 +1,5 @@
-"""Pictures of a model's test-split forecasts: forecast against actual, error by horizon step.
+"""Pictures of a model's test-split forecasts: forecast against actual, error by horizon
+step, and for a schema-4 model its interval fan and the reliability of each alert probability.
 
 Drawn with matplotlib's object API (no pyplot, no display), saved at an exact pixel size
 in the format the file's suffix names (PNG, SVG, PDF) and written atomically.
@@ -67,6 +68,57 @@ def forecast_stretch(ends: np.ndarray, y: np.ndarray, predicted: np.ndarray, sta
     return Stretch([time_of_row(int(r)) for r in rows], actual, forecasts)
 
 
+@dataclass
+class Fan:
+    """One test window's forecast with its quantile bands, the target's readings before it
+    and the truth after it."""
+
+    history: np.ndarray  # the target's last readings in the window, oldest first
+    truth: np.ndarray  # [horizon]
+    forecast: np.ndarray  # [horizon]
+    quantiles: np.ndarray  # [horizon, levels]
+    levels: tuple[float, ...]
+    origin: object  # the time (or row) of the window's last reading
+
+
+@dataclass
+class DistributionPanels:
+    """A schema-4 model's pictures: the fan of its highest test episode and, per alert,
+    the reliability bins per lead (trainer/intervals.py reliability_bins)."""
+
+    fan: Fan | None
+    reliability: dict[str, dict[str, dict]]  # alert -> lead ("1") -> bins
+
+
+FAN_HISTORY = 12  # readings drawn before the fan's origin
+
+
+def fan_at_peak(ends: np.ndarray, truth: np.ndarray, forecast: np.ndarray, quantiles: np.ndarray,
+                history: np.ndarray, levels: tuple[float, ...],
+                time_of_row: Callable[[int], pd.Timestamp | int]) -> Fan:
+    """The test window whose truth peaks highest, the peak nearest mid-horizon (windows
+    sharing the peak differ in where it falls): the worst episode the split holds, where
+    an interval earns its width."""
+    peaks = np.nanmax(truth, axis=1)
+    candidates = np.flatnonzero(peaks == np.nanmax(peaks))
+    where = np.nanargmax(truth[candidates], axis=1)
+    index = int(candidates[np.argmin(np.abs(where - truth.shape[1] // 2))])
+    origin_row = int(ends[index]) - truth.shape[1]
+    return Fan(np.asarray(history[index, -FAN_HISTORY:], np.float64), np.asarray(truth[index], np.float64),
+               np.asarray(forecast[index], np.float64), np.asarray(quantiles[index], np.float64), tuple(levels),
+               time_of_row(origin_row))
+
+
+def distribution_panels(model_scores: dict | None, fan: Fan | None) -> DistributionPanels | None:
+    """The panels of a schema-4 model's scores (interval_metrics: its alerts' reliability)
+    and fan; None for a model without them."""
+    if model_scores is None:
+        return None
+    reliability = {name: found["reliability"] for name, found in model_scores.get("alerts", {}).items()
+                   if "reliability" in found}  # metrics.json from before the bins were kept has none
+    return DistributionPanels(fan, reliability) if fan is not None or reliability else None
+
+
 def first_unbroken_start(ends: np.ndarray, length: int) -> int:
     """The first test window from which `length` consecutive windows exist (no gap), else 0."""
     ends = np.asarray(ends)
@@ -110,20 +162,27 @@ def draw_evaluation(
     target: str,
     title: str,
     size: tuple[int, int] = DEFAULT_SIZE,
+    distribution: DistributionPanels | None = None,
 ) -> Path:
     """An image of exactly `size` pixels (at 100 dpi for SVG and PDF), in the format of the
     file's suffix: forecast vs actual (when a stretch is given) above RMSE by horizon step
-    for the model and every baseline."""
+    for the model and every baseline; with `distribution`, a row below them with the
+    interval fan of the highest test episode and each alert's reliability diagram."""
     from matplotlib.figure import Figure
-
 
     image_format = plot_format(path)
     units = metrics.units or "raw units"
     figure = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
-    axes = figure.subplots(2 if stretch is not None else 1, 1, squeeze=False)[:, 0]
+    bottom = _distribution_row(distribution)
+    rows = (["stretch"] if stretch is not None else []) + ["error"]
+    axes = figure.subplot_mosaic([[row] * max(len(bottom), 1) for row in rows] + ([bottom] if bottom else []))
     if stretch is not None:
-        _draw_stretch(axes[0], stretch, target, units, metrics.step_hours)
-    _draw_error_by_step(axes[-1], metrics, target, units)
+        _draw_stretch(axes["stretch"], stretch, target, units, metrics.step_hours)
+    _draw_error_by_step(axes["error"], metrics, target, units)
+    if distribution is not None and distribution.fan is not None:
+        _draw_fan(axes["fan"], distribution.fan, target, units, metrics.step_hours)
+    for name, bins in (distribution.reliability if distribution is not None else {}).items():
+        _draw_reliability(axes[f"reliability {name}"], name, bins, metrics.step_hours)
     figure.suptitle(title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format=image_format, dpi=DPI)
@@ -146,6 +205,48 @@ def _draw_stretch(ax: Axes, stretch: Stretch, target: str, units: str, step_hour
     ax.legend(loc="upper left", fontsize="small")
     for label in ax.get_xticklabels():
         label.set_rotation(20)
+
+
+def _distribution_row(distribution: DistributionPanels | None) -> list[str]:
+    if distribution is None:
+        return []
+    return ["fan"] * (distribution.fan is not None) + [f"reliability {name}" for name in distribution.reliability]
+
+
+def _draw_fan(ax: Axes, fan: Fan, target: str, units: str, step_hours: list[float] | None) -> None:
+    """Nested central bands (widest palest), the forecast, the truth, and the readings before."""
+    leads = np.asarray(step_hours, np.float64) if step_hours else np.arange(1, len(fan.truth) + 1, dtype=np.float64)
+    step = leads[0] if len(leads) else 1.0
+    before = -step * np.arange(len(fan.history) - 1, -1, -1)
+    levels = fan.levels
+    for low in range(len(levels) // 2):
+        high = len(levels) - 1 - low
+        ax.fill_between(leads, fan.quantiles[:, low], fan.quantiles[:, high], color="tab:blue",
+                        alpha=0.15 + 0.15 * low, linewidth=0, label=f"{levels[low]:g}–{levels[high]:g}")
+    ax.plot(before, fan.history, color="black", linewidth=1.2, label="readings")
+    ax.plot(leads, fan.truth, color="black", linestyle="--", linewidth=1.2, label="actual")
+    ax.plot(leads, fan.forecast, color="tab:red", linewidth=1.2, label="forecast")
+    ax.set_xlabel("hours from the forecast" if step_hours else "steps from the forecast")
+    ax.set_ylabel(f"{target} ({units})")
+    ax.set_title(f"interval fan at the highest test episode (from {fan.origin})", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="x-small")
+
+
+def _draw_reliability(ax: Axes, name: str, bins_by_lead: dict[str, dict], step_hours: list[float] | None) -> None:
+    """Mean forecast probability against observed frequency per bin, one line per lead."""
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly reliable")
+    for lead, bins in bins_by_lead.items():
+        counts = np.asarray(bins["count"], np.float64)
+        used = counts > 0
+        predicted = np.asarray(bins["predicted_sum"], np.float64)[used] / counts[used]
+        observed = np.asarray(bins["observed_sum"], np.float64)[used] / counts[used]
+        ax.plot(predicted, observed, marker="o", markersize=3, linewidth=1,
+                label=f"{_lead_label(int(lead), step_hours)} ({int(counts.sum())} windows)")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="forecast probability", ylabel="observed frequency")
+    ax.set_title(f"reliability of P({name})", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="x-small")
 
 
 def _draw_error_by_step(ax: Axes, metrics: Metrics, target: str, units: str) -> None:

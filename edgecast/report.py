@@ -20,9 +20,21 @@ from edgecast_runtime.contract import MANIFEST_NAME, REPORT_FILE, REPORT_PLOT_FI
 from edgecast_runtime.durable import atomic_write
 
 from .escaping import escape
-from .plots import LABELS, STRETCH_STEPS, Stretch, draw_evaluation, first_unbroken_start, forecast_stretch
+from .plots import (
+    LABELS,
+    STRETCH_STEPS,
+    DistributionPanels,
+    Stretch,
+    distribution_panels,
+    draw_evaluation,
+    fan_at_peak,
+    first_unbroken_start,
+    forecast_stretch,
+)
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgecast_runtime.spec import Spec
 
 STRETCH_DAYS = 7
@@ -30,10 +42,14 @@ def write_report(bundle_dir: Path, out: Path | None = None) -> Path:
     bundle = read_bundle(bundle_dir)
     out = Path(out) if out is not None else bundle.path / REPORT_FILE
     plot = out.with_suffix(".png") if out.name != REPORT_FILE else bundle.path / REPORT_PLOT_FILE
-    draw_evaluation(plot, Metrics.from_dict(bundle.metrics), _stretch(bundle), bundle.spec.target, f"{bundle.name}: test split")
+    windows = bundle.windows()
+    predicted = predict_raw(bundle.load_model(), bundle.spec, windows["test_x"]) if "test_end" in windows else None
+    distribution = _distribution(bundle, windows, predicted)
+    draw_evaluation(plot, Metrics.from_dict(bundle.metrics), _stretch(bundle, windows, predicted), bundle.spec.target,
+                    f"{bundle.name}: test split", distribution=distribution)
     manifest_path = bundle.path / MANIFEST_NAME
     manifest = read_json(manifest_path) if manifest_path.is_file() else None
-    text = "\n".join(_sections(bundle, manifest, _relative(plot, out.parent)))
+    text = "\n".join(_sections(bundle, manifest, _relative(plot, out.parent), _pictured(distribution)))
     atomic_write(out, text.encode())
     return out
 
@@ -45,16 +61,32 @@ def _relative(path: Path, folder: Path) -> str:
         return str(path.resolve())
 
 
-def _stretch(bundle: Bundle) -> Stretch | None:
-    """The first unbroken week (or 168 steps) of the test split, from the windows kept in the bundle."""
-    windows = bundle.windows()
-    if "test_end" not in windows:  # bundles from before the row index was kept
+def _stretch(bundle: Bundle, windows: dict, predicted: np.ndarray | None) -> Stretch | None:
+    """The first unbroken week (or 168 steps) of the test split, from the windows kept in the
+    bundle (`predicted`: the model's forecasts of them; None for bundles from before the row
+    index was kept)."""
+    if predicted is None:
         return None
-    predicted = predict_raw(bundle.load_model(), bundle.spec, windows["test_x"])
     interval = bundle.spec.interval_seconds
     length = int(STRETCH_DAYS * 86400 // interval) if interval else STRETCH_STEPS
     start = first_unbroken_start(windows["test_end"], length)
     return forecast_stretch(windows["test_end"], windows["test_y"], predicted, start, length, _row_clock(bundle))
+
+
+def _distribution(bundle: Bundle, windows: dict, predicted: np.ndarray | None) -> DistributionPanels | None:
+    """A schema-4 model's fan at its highest test episode (its calibration's quantiles of the
+    held-out windows, which parity holds to the exported outputs) and the reliability bins
+    metrics.json keeps."""
+    from edgecast.trainer.intervals import quantiles, read_calibration
+
+    if bundle.spec.probabilistic is None:
+        return None
+    calibration, fan = read_calibration(bundle.path), None
+    if predicted is not None and calibration is not None and bundle.spec.probabilistic.quantiles:
+        fan = fan_at_peak(windows["test_end"], windows["test_y"], predicted,
+                          quantiles(calibration, predicted, bundle.spec.target_min), windows["test_x"][:, :, 0],
+                          bundle.spec.probabilistic.quantiles, _row_clock(bundle))
+    return distribution_panels(bundle.metrics.get("intervals"), fan)
 
 
 def _row_clock(bundle: Bundle) -> Callable[[int], pd.Timestamp | int]:
@@ -65,7 +97,16 @@ def _row_clock(bundle: Bundle) -> Callable[[int], pd.Timestamp | int]:
     return lambda row: first_time + pd.Timedelta(seconds=interval * (row - first_row))
 
 
-def _sections(bundle: Bundle, manifest: dict | None, plot: str) -> list[str]:
+def _pictured(distribution: DistributionPanels | None) -> str:
+    """What the picture shows besides the forecast panels, for its alt text."""
+    if distribution is None:
+        return ""
+    shown = ["interval fan"] * (distribution.fan is not None) + \
+        ["reliability of the alert probabilities"] * bool(distribution.reliability)
+    return "".join(f", {what}" for what in shown)
+
+
+def _sections(bundle: Bundle, manifest: dict | None, plot: str, pictured: str = "") -> list[str]:
     spec, training, metrics = bundle.spec, bundle.training, bundle.metrics
     return [
         f"# Model card: {escape(bundle.name)}",
@@ -83,7 +124,7 @@ def _sections(bundle: Bundle, manifest: dict | None, plot: str) -> list[str]:
         *_artifacts_section(bundle.path),
         "## Plots",
         "",
-        f"![forecast against actual and error by horizon step]({plot})",
+        f"![forecast against actual and error by horizon step{pictured}]({plot})",
         "",
     ]
 

@@ -13,9 +13,8 @@ import numpy as np
 
 from edgecast.trainer.bundle import read_bundle
 from edgecast.trainer.forecast import predict_raw
-from edgecast.trainer.intervals import exceedance, quantiles, read_calibration
+from edgecast.trainer.intervals import exceedance, quantiles, read_calibration, reliability_bins
 
-BINS = np.linspace(0.0, 1.0, 11)  # ten probability bins
 RELIABILITY_LEADS = (1, 6, 24)
 FAN_ORIGINS = 3  # test windows drawn in the fan chart: the ones whose truth peaks highest
 
@@ -35,7 +34,8 @@ def test_distribution(bundle_dir: Path) -> dict:
     peaks = _separate_peaks(truth.max(axis=1), windows["test_end"], 3 * truth.shape[1])
     return {
         "alert": alert.name,
-        "reliability": {str(lead): _binned(probability[:, lead - 1], outcome[:, lead - 1]) for lead in RELIABILITY_LEADS},
+        "reliability": {str(lead): reliability_bins(probability[:, lead - 1], outcome[:, lead - 1])
+                        for lead in RELIABILITY_LEADS},
         "brier_ceiling": {str(lead): _brier_ceiling(forecast[:, lead - 1], outcome[:, lead - 1]) for lead in RELIABILITY_LEADS},
         "fan": {"levels": list(probabilistic.quantiles), "windows": [
             {"last_input": [float(v) for v in windows["test_x"][i, -12:, 0]], "truth": truth[i].round(2).tolist(),
@@ -63,14 +63,6 @@ def _separate_peaks(peak: np.ndarray, ends: np.ndarray, apart: int) -> list[int]
         if len(chosen) == FAN_ORIGINS:
             break
     return sorted(chosen, key=lambda index: int(ends[index]))
-
-
-def _binned(probability: np.ndarray, outcome: np.ndarray) -> dict:
-    index = np.clip(np.digitize(probability, BINS[1:-1]), 0, len(BINS) - 2)
-    counts = np.bincount(index, minlength=len(BINS) - 1)
-    predicted = np.bincount(index, probability, minlength=len(BINS) - 1)
-    observed = np.bincount(index, outcome.astype(np.float64), minlength=len(BINS) - 1)
-    return {"count": counts.tolist(), "predicted_sum": predicted.round(4).tolist(), "observed_sum": observed.tolist()}
 
 
 def pooled_reliability(results: list[dict], lead: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -231,7 +231,22 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
         model_forecast=predicted["model"],
         times=list(series.frame.index) if series.interval_seconds else None,
         intervals=probabilistic_scores(bundle, scaler, split, predicted, ridge, training_target, file_outputs),
+        model_quantiles=_model_quantiles(bundle, predicted["model"], file_outputs),
+        test_history=split.test.x[:, :, 0],
     )
+
+
+def _model_quantiles(bundle: Bundle, forecast: np.ndarray, file_outputs: dict) -> np.ndarray | None:
+    """A schema-4 model's quantiles of the test windows: the exported file's own when it was
+    scored, else its calibration's of `forecast`; None for an older model."""
+    from .intervals import quantiles, read_calibration
+
+    if "quantiles" in file_outputs:
+        return np.asarray(file_outputs["quantiles"], np.float64)
+    calibration = read_calibration(bundle.path) if bundle.spec.probabilistic is not None else None
+    if calibration is None or not bundle.spec.probabilistic.quantiles:
+        return None
+    return quantiles(calibration, forecast, bundle.spec.target_min).astype(np.float64)
 
 
 def probabilistic_scores(bundle: Bundle, scaler: MinMaxScaler, split: SplitData, predicted: dict, ridge: Ridge,

@@ -58,6 +58,7 @@ INTERVALS_FILE = "intervals.json"
 # The probability at which metrics.json scores an alert as raised (precision and recall); the
 # hub's own level is set where it runs (runtime/README.md).
 ALERT_LEVEL = 0.5
+RELIABILITY_BINS = np.linspace(0.0, 1.0, 11)  # the reliability diagram's ten probability bins
 MIN_CALIBRATION_WINDOWS = 20  # fewer, and a 90 % interval rests on one or two residuals per lead
 KNOTS = 50
 LOG, ADDITIVE = "log", "additive"
@@ -267,8 +268,26 @@ def interval_metrics(calibration: Calibration, spec: Spec, forecast: np.ndarray,
                 "precision_by_lead": _rounded(_share(raised & happened, raised)),
                 "recall_by_lead": _rounded(_share(raised & happened, happened)),
                 "brier_skill_by_lead": _rounded(np.where(climatology > 0, 1 - brier / np.maximum(climatology, 1e-12),
-                                                         np.nan))}
+                                                         np.nan)),
+                "reliability": {str(lead): reliability_bins(probability[:, lead - 1, index], outcome[:, lead - 1])
+                                for lead in reliability_leads(truth.shape[1])}}
     return found
+
+
+def reliability_leads(horizon: int) -> list[int]:
+    """The leads whose reliability is recorded and drawn: the first, the sixth, the last."""
+    return sorted({1, min(6, horizon), horizon})
+
+
+def reliability_bins(probability: np.ndarray, outcome: np.ndarray) -> dict[str, list]:
+    """The reliability diagram's data: per tenth of [0, 1], the windows whose probability
+    falls in it, the sum of those probabilities and of their outcomes (sums, not means, so
+    several files or stations pool by adding)."""
+    index = np.clip(np.digitize(probability, RELIABILITY_BINS[1:-1]), 0, len(RELIABILITY_BINS) - 2)
+    size = len(RELIABILITY_BINS) - 1
+    return {"count": np.bincount(index, minlength=size).tolist(),
+            "predicted_sum": np.bincount(index, probability, minlength=size).round(4).tolist(),
+            "observed_sum": np.bincount(index, outcome.astype(np.float64), minlength=size).tolist()}
 
 
 def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:

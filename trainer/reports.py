@@ -99,6 +99,8 @@ class Evaluation:
     model_forecast: np.ndarray  # [n, horizon], raw units
     times: list | None  # the timestamp of every row; None without timestamps
     intervals: dict | None = None  # a schema-4 model's: {method: interval_metrics}, persistence and ridge beside it
+    model_quantiles: np.ndarray | None = None  # a schema-4 model's, [n, horizon, levels], raw units
+    test_history: np.ndarray | None = None  # the target's readings in each test window, [n, look_back]
 
     def to_dict(self, plot: Path | None = None) -> dict[str, Any]:
         """The `edgecast evaluate --json` form."""

@@ -16,9 +16,10 @@ CHANGPING = SHARED_DATA / "PRSA_Data_Changping_20130301-20170228.csv"
 EDGECAST = Path(sys.executable).parent / "edgecast"
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the installed `edgecast` console script the way a user does."""
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `edgecast` console script the way a user does (`env`: more variables)."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
     return subprocess.run(
         [str(EDGECAST), *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
     )

@@ -118,6 +118,37 @@ def test_evaluate_prints_the_probabilistic_scores_beside_the_baselines(exported)
         assert set(intervals[method]["alerts"]) == {"PM2.5>75", "PM2.5<40"}
 
 
+def test_evaluate_draws_the_fan_and_the_reliability_diagrams(exported, tmp_path):
+    """`edgecast evaluate --plot FILE.svg`: the interval fan and one reliability diagram per
+    alert below the forecast panels (SVG with its text kept as text, so the titles can be
+    read), and in --json each alert's reliability bins at leads 1 and 3: every test window
+    in one bin, the bins' outcomes the test truths past the threshold, their probabilities
+    the exported model.onnx's."""
+    rc = tmp_path / "matplotlib"
+    rc.mkdir()
+    (rc / "matplotlibrc").write_text("svg.fonttype: none\n")
+    csv, svg = exported.parent / "station.csv", tmp_path / "eval.svg"
+    found = run_cli("evaluate", exported, csv, "--json", "--plot", svg, env={"MPLCONFIGDIR": str(rc)})
+    assert found.returncode == 0, found.stderr
+    text = svg.read_text()
+    assert "interval fan at the highest test episode" in text
+    assert all(f"reliability of P({escape(name)})" in text for name in ("PM2.5>75", "PM2.5<40"))
+    alerts = json.loads(found.stdout)["intervals"]["model"]["alerts"]
+    windows = read_bundle(exported).windows()
+    truth, probability = windows["test_y"], outputs_in_batches(exported / "model.onnx", windows["test_x"])["exceedance"]
+    for index, (name, threshold) in enumerate((("PM2.5>75", 75), ("PM2.5<40", 40))):
+        bins = alerts[name]["reliability"]
+        assert set(bins) == {"1", "3"}, bins
+        for lead, found_bins in bins.items():
+            column = int(lead) - 1
+            past = truth[:, column] > threshold if ">" in name else truth[:, column] < threshold
+            assert sum(found_bins["count"]) == len(truth)
+            assert sum(found_bins["observed_sum"]) == past.sum()
+            assert sum(found_bins["predicted_sum"]) == pytest.approx(probability[:, column, index].sum(), abs=0.01)
+    png = run_cli("evaluate", exported, csv, "--plot", tmp_path / "eval.png")
+    assert png.returncode == 0 and (tmp_path / "eval.png").stat().st_size > 0, png.stderr
+
+
 def test_metrics_report_coverage_width_and_brier_skill_on_the_test_split(exported):
     metrics = json.loads((exported / "metrics.json").read_text())["intervals"]
     coverage = metrics["interval"]["coverage_by_lead"]
@@ -140,6 +171,8 @@ def test_metrics_report_coverage_width_and_brier_skill_on_the_test_split(exporte
     section = text.split("## 90% interval", 1)[1]
     row = next(line for line in section.splitlines() if line.startswith("| +1 |"))
     assert f"{coverage[0]:.3f}" in row, row  # the card's first row is metrics.json's
+    assert "horizon step, interval fan, reliability of the alert probabilities](card.png)" in text
+    assert (exported.parent / "card.png").stat().st_size > 0
 
 
 @settings(max_examples=40, deadline=None)
