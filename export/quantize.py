@@ -241,8 +241,9 @@ def tflite_full_integer(
     calibration: Calibration | None = None,
 ) -> bytes:
     """Every op integer but those without an integer kernel (the SIN/COS encodings and
-    the ops around them stay float; the converter refuses anything else). A schema-4 model's `calibration` adds its quantiles and exceedance: in int16 with the
-    rest, in int8 beside it in float (`_int8_beside_float`)."""
+    the ops around them stay float; the converter refuses anything else). A schema-4
+    model's `calibration` adds its quantiles and exceedance: in int16 with the rest, in
+    int8 beside it in float (`_int8_beside_float`)."""
     name = "tflite-int16x8" if int16_activations else "tflite-int8"
     samples = calibration_windows(calibration_x, spec, name)
 
