@@ -113,7 +113,8 @@ def _same_lstm(bundles: dict[str, Path]) -> None:
 
 
 def readings_file(folder: Path, count: int) -> Path:
-    """`count` Changping readings from the test split on, with a look-back before them."""
+    """`count` Changping readings from about where the test split starts (85 % of the
+    rows), a look-back before it; both configurations read the same file."""
     frame = pd.read_csv(DATA)
     first = int(len(frame) * 0.85) - 24
     path = folder / "readings.csv"
