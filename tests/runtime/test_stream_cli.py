@@ -3,7 +3,9 @@ reading is durable; and the SIGKILL test: killed at random points while it
 consumes a recorded series, restarted, it gives the answers of an uninterrupted
 run and loses no acknowledged reading."""
 
+import ctypes
 import json
+import os
 import signal
 import subprocess
 import time
@@ -153,6 +155,35 @@ def test_sigterm_stops_cleanly_after_the_last_answer(tmp_path):
         process.proc.send_signal(signal.SIGTERM)
         assert process.proc.wait(10) == 0
     assert json.loads(state.read_text())["accepted"] == 2
+
+
+def other_threads(pid: int) -> list:
+    return sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+
+
+def test_sigterm_taken_by_any_other_thread_still_stops_a_waiting_stream(tmp_path):
+    """Linux gives a process's SIGTERM to any thread that does not block it, and
+    Python's handler runs on the main thread only: the stream, waiting in read(2)
+    for the next line, once slept through it (1 stop in 10 to 40). Each of the
+    process's other threads (onnxruntime's, OpenBLAS's, the run deadline's watchdog)
+    is handed the signal in turn, with half a line waiting."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    index, count = 0, 1
+    while index < count:
+        state = tmp_path / f"state{index}.json"
+        with stream_process(state) as process:
+            for value in (1, 2, 3):
+                process.send(str(value))
+                assert process.answer()["status"] in ("filling", "forecast")
+            threads = other_threads(process.proc.pid)
+            assert threads, "the stream runs no other thread: nothing would be tested"
+            count = len(threads)
+            process.proc.stdin.write(b"4")  # half a line: the stream waits for the rest
+            process.proc.stdin.flush()
+            assert libc.tgkill(process.proc.pid, threads[index], signal.SIGTERM) == 0
+            assert process.proc.wait(10) == 0, f"thread {index + 1} of {count} took SIGTERM"
+        assert json.loads(state.read_text())["accepted"] == 3
+        index += 1
 
 
 def recorded_series():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import sys
 from datetime import tzinfo
 from typing import TYPE_CHECKING, BinaryIO, Dict, Optional, TextIO
@@ -47,12 +50,61 @@ def run_stream(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
     on_signals({"SIGTERM": stop, "SIGINT": stop})
     warn_if_memory_only(state)
     try:
-        _stream_lines(streamer, model, sys.stdin.buffer, sys.stdout, progress)
+        with WakeableLines(sys.stdin.fileno()) as source:
+            _stream_lines(streamer, model, source, sys.stdout, progress)
     except _Stop:
         pass
     finally:
         streamer.close()
     return 0
+
+
+class WakeableLines:
+    """Lines of the file descriptor `fd`, read so that a signal wakes the wait.
+
+    Linux gives a process's SIGTERM to any of its threads that does not block it
+    (onnxruntime's, OpenBLAS's, the run deadline's watchdog), and Python's handler
+    only runs on the main thread: blocked in read(2), that thread slept on
+    for good (1 stop in 10 to 40 here, and one in CI). signal.set_wakeup_fd makes the C handler,
+    on whichever thread, write a byte the main thread's select() waits for too."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pending = bytearray()
+        self._ended = False
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+
+    def __enter__(self) -> "WakeableLines":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        signal.set_wakeup_fd(self._previous_wakeup)
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def readline(self, limit: int) -> bytes:
+        """The next line with its newline, at most `limit` bytes; b"" at the end."""
+        while True:
+            end = self._pending.find(b"\n", 0, limit)
+            if end >= 0 or len(self._pending) >= limit or (self._ended and self._pending):
+                size = end + 1 if end >= 0 else min(limit, len(self._pending))
+                line = bytes(self._pending[:size])
+                del self._pending[:size]
+                return line
+            if self._ended:
+                return b""
+            self._fill()
+
+    def _fill(self) -> None:
+        # Python runs a signal's handler (which may raise _Stop) as soon as select returns.
+        ready, _, _ = select.select([self._fd, self._wake_read], [], [])
+        if self._wake_read in ready:
+            os.read(self._wake_read, 4096)
+        if self._fd in ready:
+            chunk = os.read(self._fd, 64 * 1024)
+            self._pending += chunk
+            self._ended = not chunk
 
 
 def _stream_lines(streamer: StreamingForecaster, model: Forecaster, source: BinaryIO, sink: TextIO,
