@@ -98,7 +98,7 @@ NEW_STATION = "A new station"  # the --help panel of train --from and --station
 
 
 @app.command()
-@with_options(*opt.TRAIN)
+@with_options(*opt.TRAIN_COMMAND)
 def train(
     data: Annotated[Optional[list[Path]], typer.Argument(
         help="CSV with a timestamp column or year,month,day,hour columns; several files of one station (yearly "
@@ -141,6 +141,8 @@ def train(
         return
     if station is not None:
         raise typer.BadParameter("names a new station of a global model: give --from FLEET too", param_hint="'--station'")
+    if settings["target"] is None:  # optional in the table for --from only
+        raise _MissingTarget("")
     if not data:
         raise typer.BadParameter("give a data file (or --from FLEET --station NAME for a station with no history)",
                                  param_hint="'DATA'")
@@ -148,6 +150,14 @@ def train(
         result = api.train(data[0] if len(data) == 1 else data, name=name, models_dir=models_dir, neighbours=neighbours,
                            neighbour_count=neighbour_count, since=since, until=until, progress=bar.line, on_epoch=bar.epoch, **settings)
     _print_training_summary(result)
+
+
+class _MissingTarget(typer.BadParameter):
+    """typer's own usage error (its private click's MissingParameter is not public), so the
+    message names `edgecast train --help` like click's own "Missing option"."""
+
+    def format_message(self) -> str:
+        return "Missing option '--target' (or --from FLEET, whose global model decides it)."
 
 
 # What `train --from` reads: how the file is written. The model's settings are the fleet's.
@@ -159,7 +169,7 @@ def _start_from(fleet: Path, data: list[Path], station: Optional[str], name: Opt
     from edgecast.starting import start_from
     from edgecast.trainer.newcomer import FINE_TUNE_EPOCHS
 
-    changed = [o.cli_flag for o in opt.TRAIN if o.name not in _READ_WITH_FROM
+    changed = [o.cli_flag for o in opt.TRAIN_COMMAND if o.name not in _READ_WITH_FROM
                and not o.is_default(settings[o.name])]
     if changed:
         raise typer.BadParameter(f"the fleet's global model decides {', '.join(changed)}; leave "

@@ -18,7 +18,7 @@ import functools
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Optional, TypeVar, Union
 
 from edgecast.exporter.settings import EXPORT_DEFAULTS, TARGETS
@@ -196,6 +196,14 @@ TRAIN = READING_OPTIONS + TRAINING_OPTIONS + INTERVAL_OPTIONS + NEIGHBOUR_OPTION
 FLEET = TRAIN + EXPORT_OPTIONS
 EXPORT_COMMAND = EXPORT_OPTIONS + (MAX_RMSE_CHANGE, EXPORT_TARGET)
 TRAIN_CONFIG_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+
+# A new station started from a fleet's global model (`train --from`, edgecast.start_from):
+# the fleet decides the target, so it may be left out. `edgecast train`'s --target is
+# therefore optional on the command line and required there without --from.
+_TARGET_FROM_FLEET = replace(READING_OPTIONS[0], default=None, optional=True,
+                             help="Column to forecast (required, except with --from: the fleet's).")
+START_FROM = (_TARGET_FROM_FLEET,) + READING_OPTIONS[1:]
+TRAIN_COMMAND = START_FROM + TRAIN[len(READING_OPTIONS):]
 _BY_NAME = {option.name: option for option in FLEET}
 
 

@@ -24,7 +24,7 @@ class StartResult:
     windows: dict[str, int] | None  # the station's train/val/test windows, when it has a split
 
 
-@options.keywords(*options.READING_OPTIONS)
+@options.keywords(*options.START_FROM)
 def start_from(
     fleet: str | Path,
     data: str | Path | Sequence[str | Path] | None = None,
@@ -40,7 +40,7 @@ def start_from(
     that starts from `fleet`'s global model: with `data` (its history, read like `train`
     reads a file, in the fleet's clock unless given) fine-tuned on it where it allows, with
     none the global model under the unknown identity. `target` and `features` must be the
-    fleet's (features default to them)."""
+    fleet's (they default to them)."""
     from edgecast.trainer.bundle import read_bundle
     from edgecast.trainer.data import load_csv
     from edgecast.trainer.newcomer import read_fleet, start_station
@@ -48,11 +48,13 @@ def start_from(
     found = read_fleet(fleet)
     spec = found.unknown.spec
     given = dict(settings)
+    if given.get("target") is None:
+        given["target"] = spec.target
     if not given.get("features"):
         given["features"] = list(spec.features[1:])
     if given.get("clock") is None:
         given["clock"] = found.record.get("settings", {}).get("clock")
-    chosen = options.values(given, options.READING_OPTIONS)
+    chosen = options.values(given, options.START_FROM)
     if chosen["target"] != spec.target:
         raise DataError(f"{fleet}: its global model forecasts {spec.target}, not {chosen['target']}",
                         settings=("target",))

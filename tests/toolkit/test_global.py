@@ -127,8 +127,7 @@ def test_a_station_with_48_hours_starts_from_the_fleet_exports_verifies_and_serv
 
 
 def test_a_station_with_no_file_starts_under_the_unknown_identity(fleet, tmp_path):
-    started = run_cli("train", "--from", fleet["fleet"], "--station", "West", "--target", "PM2.5",
-                      "--models-dir", tmp_path)
+    started = run_cli("train", "--from", fleet["fleet"], "--station", "West", "--models-dir", tmp_path)
     assert started.returncode == 0, started.stderr + started.stdout
     assert "no history: the global model under the unknown identity, with the network's scaling" in started.stdout
     bundle = tmp_path / "West"
@@ -139,12 +138,16 @@ def test_a_station_with_no_file_starts_under_the_unknown_identity(fleet, tmp_pat
     answer = stream(bundle / "model.onnx", station_frame(30, seed=12, level=50.0))
     assert answer["status"] == "forecast" and all(value >= 0 for value in answer["forecast"])
     assert all(low <= high for low, high in zip(answer["interval"]["lower"], answer["interval"]["upper"]))
+    from edgecast.starting import start_from  # the Python API: the target is the fleet's too
+
+    north = start_from(fleet["fleet"], station="North", models_dir=tmp_path)
+    assert not north.fine_tuned and json.loads((north.bundle / "preprocessing.json").read_text())["target"] == "PM2.5"
 
 
 def test_a_longer_history_fine_tunes_on_its_own_recent_days(fleet, tmp_path):
     new = tmp_path / "harbour.csv"
     station_frame(400, seed=13, level=45.0).to_csv(new, index=False)
-    started = run_cli("train", new, "--from", fleet["fleet"], "--target", "PM2.5", "--name", "harbour",
+    started = run_cli("train", new, "--from", fleet["fleet"], "--name", "harbour",
                       "--models-dir", tmp_path)
     assert started.returncode == 0, started.stderr + started.stdout
     training = json.loads((tmp_path / "harbour" / "training.json").read_text())
@@ -156,6 +159,7 @@ def test_a_longer_history_fine_tunes_on_its_own_recent_days(fleet, tmp_path):
 @pytest.mark.parametrize("args, fragment", [
     (["--station", "x", "--target", "PM2.5"], "give --from FLEET too"),
     (["--target", "PM2.5"], "give a data file"),
+    (["{data}/north.csv"], "Missing option '--target' (or --from FLEET, whose global model decides it)"),
     (["--from", "{fleet}", "--station", "x", "--target", "NO2"], "forecasts PM2.5, not NO2"),
     (["--from", "{fleet}", "--station", "x", "--target", "PM2.5", "--horizon", "6"], "decides --horizon"),
     (["--from", "{data}", "--station", "x", "--target", "PM2.5"], "no global model here"),

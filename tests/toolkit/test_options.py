@@ -40,7 +40,7 @@ def test_fleet_train_takes_every_training_and_reading_option_of_train():
             "--neighbour-masking", "--neighbour-fallback", "--delimiter", "--decimal", "--time-unit",
             "--time-format", "--neighbour-features", "--split", "--max-gap"} <= shared
     assert not shared - set(fleet), f"missing from `edgecast fleet train`: {sorted(shared - set(fleet))}"
-    for flag in sorted(shared):
+    for flag in sorted(shared - {"--target"}):  # train's is optional with --from only
         mine, theirs = train[flag], fleet[flag]
         assert (mine.secondary_opts, mine.type_descriptor.annotation, mine.is_flag, mine.default, mine.required, mine.multiple, mine.help) == (
             theirs.secondary_opts, theirs.type_descriptor.annotation, theirs.is_flag, theirs.default, theirs.required, theirs.multiple, theirs.help), flag
@@ -61,14 +61,15 @@ def test_python_api_keywords_and_command_defaults_come_from_the_table():
     from edgecast import fleet, options
     from edgecast.options import REQUIRED
 
-    train_cli = _options(_commands()["train"])
+    train_cli, fleet_cli = _options(_commands()["train"]), _options(_commands()["fleet train"])
     for function, table in ((edgecast.train, options.TRAIN), (fleet.train, options.FLEET),
                             (edgecast.export, options.EXPORT_COMMAND)):
         params = inspect.signature(function).parameters
         for option in table:
             assert option.name in params, (function.__qualname__, option.name)
             assert params[option.name].default == option.default or option.default is REQUIRED, option.name
-    for option in options.TRAIN:
+    assert fleet_cli["--target"].required and not train_cli["--target"].required
+    for option in options.TRAIN_COMMAND:
         cli = train_cli[option.cli_flag]
         if option.default is REQUIRED:
             assert cli.required
