@@ -8,7 +8,7 @@ import select
 import signal
 import sys
 from datetime import tzinfo
-from typing import TYPE_CHECKING, BinaryIO, Dict, Optional, TextIO
+from typing import TYPE_CHECKING, Dict, Optional, Protocol, TextIO
 
 from edgecast_runtime.admission import SERVICE_LOADING, ModelLoading
 from edgecast_runtime.errors import InputError, ModelError, StateError
@@ -29,6 +29,10 @@ MAX_LINE_BYTES = 64 * 1024
 
 class _Stop(Exception):
     pass
+
+
+class LineSource(Protocol):
+    def readline(self, limit: int) -> bytes: ...
 
 
 def run_stream(model_path: FilePath, *, threads: int = DEFAULT_THREADS,
@@ -64,9 +68,9 @@ class WakeableLines:
 
     Linux gives a process's SIGTERM to any of its threads that does not block it
     (onnxruntime's, OpenBLAS's, the run deadline's watchdog), and Python's handler
-    only runs on the main thread: blocked in read(2), that thread slept on
-    for good (1 stop in 10 to 40 here, and one in CI). signal.set_wakeup_fd makes the C handler,
-    on whichever thread, write a byte the main thread's select() waits for too."""
+    only runs on the main thread: blocked in read(2), that thread slept on for good
+    (1 stop in 10 to 40 here, and once in CI). signal.set_wakeup_fd makes the C
+    handler, on whichever thread, write a byte the main thread's select() waits for."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -107,7 +111,7 @@ class WakeableLines:
             self._ended = not chunk
 
 
-def _stream_lines(streamer: StreamingForecaster, model: Forecaster, source: BinaryIO, sink: TextIO,
+def _stream_lines(streamer: StreamingForecaster, model: Forecaster, source: LineSource, sink: TextIO,
                   progress: Dict[str, bool]) -> None:
     parser = LineParser(model.layout, streamer.clock)
     number = 0
@@ -123,7 +127,7 @@ def _stream_lines(streamer: StreamingForecaster, model: Forecaster, source: Bina
         progress["busy"] = False
 
 
-def _answer_line(streamer: StreamingForecaster, parser: LineParser, raw: bytes, source: BinaryIO,
+def _answer_line(streamer: StreamingForecaster, parser: LineParser, raw: bytes, source: LineSource,
                  number: int = 0) -> dict:
     if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
         while raw and not raw.endswith(b"\n"):  # drop the rest of the oversized line
