@@ -7,6 +7,7 @@ the parallelism even on a bigger cluster) and records each result as it arrives.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -159,7 +160,12 @@ def train(
             else:
                 todo.append(station)
         if global_model and todo:  # one network: any change retrains every station
-            todo, result.stations = stations, [s for s in result.stations if s.status != SKIPPED]
+            again = _failed_last_time(fleet_dir, settings, todo)
+            if len(again) == len(todo):  # nothing the network reads has changed
+                result.stations += again
+                todo = []
+            else:
+                todo, result.stations = stations, [s for s in result.stations if s.status != SKIPPED]
         _emit(on_event, "start", (len(stations) + len(unnamed), len(result.stations)))
         for done in result.stations:
             _emit(on_event, "station", done)
@@ -355,6 +361,32 @@ def _collect(ray: ModuleType, ref: ray.ObjectRef, station: Station) -> StationRe
         return StationResult(station.station, station.source, FAILED, f"Ray task lost: {one_line(exc)[:300]}")
     known = {key: outcome.get(key) for key in StationResult.__dataclass_fields__ if key in outcome}
     return StationResult(**known)
+
+
+def _failed_last_time(fleet_dir: Path, settings: FleetSettings, todo: list[Station]) -> list[StationResult]:
+    """The stations of `todo` whose own file failed in the last run, with these very settings
+    (for a global model they hold every station's sha256, so the files are the same too).
+    Their failure would come again; retrying it would retrain the whole network for nothing.
+    A failure of the network itself ("global model: ...") is not one of them."""
+    try:
+        record = json.loads((fleet_dir / RUN_RECORD).read_text())
+        same = record["settings"] == json.loads(json.dumps(settings.as_dict()))
+        failed = {s["station"]: s for s in record["stations"] if s["status"] == FAILED}
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    again = []
+    for station in todo:
+        before = failed.get(station.station) if same else None
+        if before is None or not before.get("error") or before["error"].startswith("global model:"):
+            continue
+        error = before["error"].removesuffix(KEPT_FAILURE)
+        again.append(StationResult(station.station, station.source, FAILED, error + KEPT_FAILURE,
+                                   list(before.get("error_settings") or [])))
+    return again
+
+
+# How a failure kept from the last run ends, so that the next one does not add it twice.
+KEPT_FAILURE = " (as in the last run, on the same files and settings: --force retries it)"
 
 
 def _write_run_record(fleet_dir: Path, settings: FleetSettings, result: FleetResult) -> None:

@@ -102,9 +102,36 @@ def test_the_folded_identity_is_the_station_map_plus_the_global_network_with_tha
         assert np.abs(correction).max() > 1e-4  # the shared network does contribute
 
 
-def test_a_rerun_skips_and_a_changed_station_retrains_the_whole_network(fleet):
+def test_a_rerun_skips(fleet):
     again = run_cli("fleet", "train", fleet["data"], *SMALL, "--global", "--export", "--models-dir", fleet["models"])
     assert again.returncode == 0 and "0 trained, 3 skipped" in again.stdout, again.stderr
+
+
+def test_a_failing_station_fails_again_without_retraining_until_its_file_changes(fleet, tmp_path):
+    """A station whose file cannot be read fails alone; a rerun used to retrain the whole
+    network to fail it again. Now only a change (its file fixed) retrains every station."""
+    data = tmp_path / "stations"
+    data.mkdir()
+    for name in ("north", "south"):
+        (data / f"{name}.csv").write_bytes((fleet["data"] / f"{name}.csv").read_bytes())
+    station_frame(HOURS, 7, 50.0).drop(columns="PM2.5").to_csv(data / "east.csv", index=False)
+
+    def train() -> tuple[subprocess.CompletedProcess, dict]:
+        done = run_cli("fleet", "train", data, *SMALL, "--global", "--models-dir", tmp_path, timeout=600)
+        record = json.loads((tmp_path / "fleet" / "fleet-run.json").read_text())
+        return done, {s["station"]: s for s in record["stations"]}
+
+    first, stations = train()
+    assert "2 trained, 0 skipped, 1 failed" in first.stdout, first.stdout + first.stderr
+    assert "PM2.5" in stations["east"]["error"] and "last run" not in stations["east"]["error"]
+    again, stations = train()
+    assert "0 trained, 2 skipped, 1 failed" in again.stdout, again.stdout + again.stderr
+    assert stations["east"]["error"].endswith("(as in the last run, on the same files and settings: "
+                                              "--force retries it)")
+    assert "PM2.5" in again.stdout + again.stderr  # the reason is still said
+    station_frame(HOURS, 7, 50.0).to_csv(data / "east.csv", index=False)  # fixed
+    fixed, stations = train()
+    assert "3 trained, 0 skipped, 0 failed" in fixed.stdout, fixed.stdout + fixed.stderr
 
 
 def test_a_station_with_48_hours_starts_from_the_fleet_exports_verifies_and_serves(fleet, tmp_path):
