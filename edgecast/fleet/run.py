@@ -34,6 +34,8 @@ from .stations import FleetSettings, Station, find_stations, up_to_date
 from .work import STAGING, one_line, station_task
 
 RUN_RECORD = "fleet-run.json"
+# How a global fleet's failure kept from the last run ends (so the next does not add it twice).
+KEPT_FAILURE = " (as in the last run, on the same files and settings: --force retries it)"
 LOCK_FILE = ".fleet.lock"
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # results are small dicts; Ray's default reserves 30 % of RAM
 # Rewriting the record after every station would write O(stations^2) bytes on a big fleet.
@@ -383,10 +385,6 @@ def _failed_last_time(fleet_dir: Path, settings: FleetSettings, todo: list[Stati
         again.append(StationResult(station.station, station.source, FAILED, error + KEPT_FAILURE,
                                    list(before.get("error_settings") or [])))
     return again
-
-
-# How a failure kept from the last run ends, so that the next one does not add it twice.
-KEPT_FAILURE = " (as in the last run, on the same files and settings: --force retries it)"
 
 
 def _write_run_record(fleet_dir: Path, settings: FleetSettings, result: FleetResult) -> None:
