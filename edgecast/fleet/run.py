@@ -7,7 +7,6 @@ the parallelism even on a bigger cluster) and records each result as it arrives.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -30,17 +29,15 @@ if TYPE_CHECKING:
     import ray
 
 from .settings import DEFAULT_FLEET_NAME, DEFAULT_GLOBAL
-from .stations import FleetSettings, Station, find_stations, up_to_date
+from .stations import FAILED, FleetSettings, Station, failed_last_time, find_stations, up_to_date
 from .work import STAGING, one_line, station_task
 
 RUN_RECORD = "fleet-run.json"
-# How a global fleet's failure kept from the last run ends (so the next does not add it twice).
-KEPT_FAILURE = " (as in the last run, on the same files and settings: --force retries it)"
 LOCK_FILE = ".fleet.lock"
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2  # results are small dicts; Ray's default reserves 30 % of RAM
 # Rewriting the record after every station would write O(stations^2) bytes on a big fleet.
 RECORD_EVERY_SECONDS = 5.0
-TRAINED, SKIPPED, FAILED = "trained", "skipped", "failed"
+TRAINED, SKIPPED = "trained", "skipped"
 RAY_CLUSTER_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a one-machine Ray on loopback (_loopback_only)
 
 
@@ -162,9 +159,9 @@ def train(
             else:
                 todo.append(station)
         if global_model and todo:  # one network: any change retrains every station
-            again = _failed_last_time(fleet_dir, settings, todo)
+            again = failed_last_time(fleet_dir / RUN_RECORD, settings, todo)
             if len(again) == len(todo):  # nothing the network reads has changed
-                result.stations += again
+                result.stations += [StationResult(s.station, s.source, FAILED, *again[s.station]) for s in todo]
                 todo = []
             else:
                 todo, result.stations = stations, [s for s in result.stations if s.status != SKIPPED]
@@ -363,28 +360,6 @@ def _collect(ray: ModuleType, ref: ray.ObjectRef, station: Station) -> StationRe
         return StationResult(station.station, station.source, FAILED, f"Ray task lost: {one_line(exc)[:300]}")
     known = {key: outcome.get(key) for key in StationResult.__dataclass_fields__ if key in outcome}
     return StationResult(**known)
-
-
-def _failed_last_time(fleet_dir: Path, settings: FleetSettings, todo: list[Station]) -> list[StationResult]:
-    """The stations of `todo` whose own file failed in the last run, with these very settings
-    (for a global model they hold every station's sha256, so the files are the same too).
-    Their failure would come again; retrying it would retrain the whole network for nothing.
-    A failure of the network itself ("global model: ...") is not one of them."""
-    try:
-        record = json.loads((fleet_dir / RUN_RECORD).read_text())
-        same = record["settings"] == json.loads(json.dumps(settings.as_dict()))
-        failed = {s["station"]: s for s in record["stations"] if s["status"] == FAILED}
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    again = []
-    for station in todo:
-        before = failed.get(station.station) if same else None
-        if before is None or not before.get("error") or before["error"].startswith("global model:"):
-            continue
-        error = before["error"].removesuffix(KEPT_FAILURE)
-        again.append(StationResult(station.station, station.source, FAILED, error + KEPT_FAILURE,
-                                   list(before.get("error_settings") or [])))
-    return again
 
 
 def _write_run_record(fleet_dir: Path, settings: FleetSettings, result: FleetResult) -> None:

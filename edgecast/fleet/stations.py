@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from edgecast.trainer.data import ReadOptions
 
 NEIGHBOURS_ALL = "all"
+FAILED = "failed"  # a station's status in the run record (fleet/run.py)
+# How a global fleet's failure kept from the last run ends (so the next does not add it twice).
+KEPT_FAILURE = " (as in the last run, on the same files and settings: --force retries it)"
 STATION_RECORD = "fleet-station.json"  # written into each bundle, last, before it is swapped in
 
 
@@ -203,3 +206,25 @@ def up_to_date(bundle: Path, station: Station, settings: FleetSettings) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(record, dict) and record.get("fingerprint") == station.fingerprint(settings)
+
+
+def failed_last_time(run_record: Path, settings: FleetSettings, todo: list[Station]) -> dict[str, tuple[str, list]]:
+    """(error, error settings) of each station of `todo` whose own file failed in the last run
+    (`run_record`) with these very settings: for a global model they hold every station's
+    sha256, so the files are the same too. Its failure would come again, and retrying it
+    would retrain the whole network for nothing. A failure of the network itself
+    ("global model: ...") is not kept."""
+    try:
+        record = json.loads(run_record.read_text())
+        if record["settings"] != json.loads(json.dumps(settings.as_dict())):
+            return {}
+        failed = {s["station"]: s for s in record["stations"] if s["status"] == FAILED}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    kept = {}
+    for station in todo:
+        error = (failed.get(station.station) or {}).get("error")
+        if error and not error.startswith("global model:"):
+            kept[station.station] = (error.removesuffix(KEPT_FAILURE) + KEPT_FAILURE,
+                                     list(failed[station.station].get("error_settings") or []))
+    return kept
