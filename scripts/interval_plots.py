@@ -13,9 +13,9 @@ import numpy as np
 
 from edgecast.trainer.bundle import read_bundle
 from edgecast.trainer.forecast import predict_raw
-from edgecast.trainer.intervals import exceedance, quantiles, read_calibration, reliability_bins
+from edgecast.trainer.intervals import exceedance, quantiles, read_calibration, reliability_bins, reliability_leads
 
-RELIABILITY_LEADS = (1, 6, 24)
+RELIABILITY_LEADS = tuple(reliability_leads(24))  # the results' horizon: 1, 6 and 24
 FAN_ORIGINS = 3  # test windows drawn in the fan chart: the ones whose truth peaks highest
 
 
