@@ -137,14 +137,15 @@ def chunk(version, name, index, count, size, sha256, data):
 
 
 class HubProcess:
-    """`edgecast-runtime mqtt --trust` for hub-1, restartable on the same folder."""
+    """`edgecast-runtime mqtt --trust` for hub-1, restartable on the same folder, serving
+    `model` until a release replaces it; `options` are passed on (test_shadow uses it)."""
 
-    def __init__(self, folder, port, public_pem, security=()):
-        self.folder, self.port, self.security = folder, port, list(security)
+    def __init__(self, folder, port, public_pem, security=(), model=ONE, options=()):
+        self.folder, self.port, self.options = folder, port, [*security, *options]
         folder.mkdir(exist_ok=True)
         (folder / "public.pem").write_bytes(public_pem)
         if not (folder / "model.onnx").exists():
-            shutil.copy(ONE, folder / "model.onnx")
+            shutil.copy(model, folder / "model.onnx")
         self.process = None
 
     def start(self):
@@ -152,7 +153,7 @@ class HubProcess:
             "mqtt", self.folder / "model.onnx", "--broker", f"127.0.0.1:{self.port}", "--subscribe", READINGS,
             "--publish", ANSWERS, "--state", self.folder / "state.json", "--client-id", HUB,
             "--trust", self.folder / "public.pem", "--hub-id", HUB, "--poll-interval", "0",
-            "--reconnect-max", "1", *self.security)
+            "--reconnect-max", "1", *self.options)
         self.process.wait_event("mqtt_subscribed", timeout=30)
         return self
 

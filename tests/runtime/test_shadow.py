@@ -20,7 +20,6 @@ import json
 import math
 import queue
 import random
-import shutil
 import signal
 import time
 import uuid
@@ -32,13 +31,12 @@ from support.runtime import (
     FIXTURES,
     ONE,
     UNIT_MEMORY_CAP_MB,
-    Background,
     add_count,
     bundled_copy,
     peak_rss_mb,
     record,
 )
-from test_hostile_releases import HUB
+from test_hostile_releases import HUB, HubProcess
 from test_hostile_releases import Client as HostileClient
 from test_release_record import Signer
 
@@ -225,28 +223,9 @@ class Client(HostileClient):
         raise AssertionError(f"no answer for {timestamp} within {timeout} s")
 
 
-class HubProcess:
-    """`edgecast-runtime mqtt --trust` for hub-1 serving the champion, restartable."""
-
-    def __init__(self, folder, port, public_pem, report_every="0"):
-        self.folder, self.port, self.report_every = folder, port, report_every
-        folder.mkdir(exist_ok=True)
-        (folder / "public.pem").write_bytes(public_pem)
-        shutil.copy(CHAMPION, folder / "model.onnx")
-        self.process = None
-
-    def start(self):
-        self.process = Background(
-            "mqtt", self.folder / "model.onnx", "--broker", f"127.0.0.1:{self.port}", "--subscribe", READINGS,
-            "--publish", ANSWERS, "--state", self.folder / "state.json", "--client-id", HUB,
-            "--trust", self.folder / "public.pem", "--hub-id", HUB, "--poll-interval", "0", "--reconnect-max", "1",
-            "--shadow-report-every", self.report_every)
-        self.process.wait_event("mqtt_subscribed", timeout=30)
-        return self
-
-    def stop(self):
-        if self.process is not None:
-            self.process.kill()
+def hub_process(folder, port, public_pem, report_every="0"):
+    """The hostile-release tests' hub, serving the champion."""
+    return HubProcess(folder, port, public_pem, model=CHAMPION, options=("--shadow-report-every", report_every))
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +244,7 @@ def test_a_shadow_release_runs_beside_the_champion_until_promoted(tmp_path, brok
     challenger = shadow_bundle(tmp_path / "challenger", operator)
     record_bytes = operator.record(challenger, version=1, created=now(), role="shadow",
                                    self_test=self_test(CHALLENGER))
-    hub = HubProcess(tmp_path / "hub", broker.port, operator.public_pem).start()
+    hub = hub_process(tmp_path / "hub", broker.port, operator.public_pem).start()
     try:
         baseline = client.wait_status(lambda s: "shadow" in s, "a shadow part")
         assert baseline["shadow"]["state"] == "none"
@@ -313,7 +292,7 @@ def test_new_pairs_republish_the_status_at_most_every_report_span(tmp_path, brok
     challenger = shadow_bundle(tmp_path / "challenger", operator)
     record_bytes = operator.record(challenger, version=1, created=now(), role="shadow",
                                    self_test=self_test(CHALLENGER))
-    hub = HubProcess(tmp_path / "hub", broker.port, operator.public_pem, report_every="6h").start()
+    hub = hub_process(tmp_path / "hub", broker.port, operator.public_pem, report_every="6h").start()
     try:
         client.publish_all(release_messages(challenger, record_bytes, 1, "shadow"))
         client.wait_status(lambda s: s.get("shadow", {}).get("state") == "running", "the shadow running")
@@ -368,7 +347,7 @@ def test_sigkill_at_random_points_loses_no_scored_pair(tmp_path, broker, client,
     challenger = shadow_bundle(tmp_path / "challenger", operator)
     record_bytes = operator.record(challenger, version=1, created=now(), role="shadow",
                                    self_test=self_test(CHALLENGER))
-    hub = HubProcess(tmp_path / "hub", broker.port, operator.public_pem).start()
+    hub = hub_process(tmp_path / "hub", broker.port, operator.public_pem).start()
     client.publish_all(release_messages(challenger, record_bytes, 1, "shadow"))
     client.wait_status(lambda s: s["shadow"].get("state") == "running", "the shadow running")
     rng, position, kills, peak = random.Random(25), 0, 0, 0.0
