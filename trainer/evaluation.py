@@ -222,6 +222,9 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
     if file_outputs:
         predicted["model"] = file_outputs["forecast"]
     training_target = target[: split.boundaries[0]]
+    model_quantiles = _model_quantiles(bundle, predicted["model"], file_outputs)
+    if model_quantiles is not None:  # computed once: the scores and the fan share them
+        file_outputs = {**file_outputs, "quantiles": model_quantiles}
     return Evaluation(
         data=DataRecord(series.source, series.sha256, series.sha256 == bundle.training["data"]["sha256"]),
         metrics=Metrics.from_dict(score(spec, split.test, predicted)),
@@ -231,7 +234,7 @@ def evaluate_bundle_on_csv(bundle: Bundle, csv_path: Path, folds: int = 0,
         model_forecast=predicted["model"],
         times=list(series.frame.index) if series.interval_seconds else None,
         intervals=probabilistic_scores(bundle, scaler, split, predicted, ridge, training_target, file_outputs),
-        model_quantiles=_model_quantiles(bundle, predicted["model"], file_outputs),
+        model_quantiles=model_quantiles,
         test_history=split.test.x[:, :, 0],
     )
 
