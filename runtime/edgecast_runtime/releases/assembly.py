@@ -231,3 +231,16 @@ class Pending:
         entry = self.release.files.get(key.file)
         return (key.version == self.release.version and entry is not None
                 and (entry.size, entry.sha256) == (key.size, key.sha256))
+
+    def staged_for(self, release: Release) -> set:
+        """The staged files a newer record of the same version lists unchanged: verified
+        against the same sha256, they stay (their chunks have left the store); the others
+        are removed from the staging folder."""
+        kept = set()
+        for name in self.staged:
+            entry, new = self.release.files[name], release.files.get(name)
+            if new is not None and (entry.size, entry.sha256) == (new.size, new.sha256):
+                kept.add(name)
+            else:
+                (self.staging / name).unlink(missing_ok=True)
+        return kept

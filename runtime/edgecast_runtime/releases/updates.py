@@ -261,9 +261,14 @@ class HubUpdater(StatusReporting):
         self._begin(release, digest, record)
 
     def _begin(self, release: Release, digest: str, record: bytes) -> None:
-        """Make `release` the pending one (a newer record supersedes an older one)."""
-        staging = self.folder.staging(release.version)
-        pending = Pending(release, digest, record, staging, time.monotonic())
+        """Make `release` the pending one (a newer record supersedes an older one; of the
+        same version, it keeps the files already staged that it lists unchanged)."""
+        previous = self._pending
+        if previous is not None and previous.release.version == release.version:
+            staging, staged = previous.staging, previous.staged_for(release)
+        else:
+            staging, staged = self.folder.staging(release.version), set()
+        pending = Pending(release, digest, record, staging, time.monotonic(), staged)
         with self._lock:
             previous, self._pending = self._pending, pending
             self._store.drop(lambda key: key.version == release.version and not pending.owns(key))
