@@ -13,7 +13,6 @@ defaults are what results/intervals.md scores, and this is the one option that m
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -22,7 +21,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgecast_cli import edgecast  # noqa: E402  (scripts/ is on sys.path when run)
-from interval_results import ALERT, COVERAGE, HORIZON, LEVELS, ROOT, TARGETS, WEATHER, stations  # noqa: E402
+from interval_results import (  # noqa: E402
+    ALERT,
+    COVERAGE,
+    HORIZON,
+    LEVELS,
+    ROOT,
+    TARGETS,
+    WEATHER,
+    arguments,
+    stations,
+)
 
 from edgecast.base import write_json_atomic  # noqa: E402
 from edgecast_runtime.durable import atomic_write  # noqa: E402
@@ -80,12 +89,7 @@ def markdown(rows: list[dict], without: dict[str, list[float]], found: dict, sec
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / "interval-neighbours")
-    args = parser.parse_args()
-    if not args.data_dir.is_dir():
-        raise SystemExit(f"{args.data_dir} is absent: the real data live in ../shared/data")
+    args = arguments(__doc__, "interval-neighbours")
     without = reference(ROOT / "results" / "intervals.json")
     started, rows = time.perf_counter(), []
     files = stations(args.data_dir)

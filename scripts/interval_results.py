@@ -231,13 +231,20 @@ def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str, models_dir: str) -> argparse.Namespace:
+    """--data-dir (checked) and --models-dir (default build/MODELS_DIR), for this script and
+    scripts/interval_neighbours.py."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / "interval-results")
+    parser.add_argument("--models-dir", type=Path, default=ROOT / "build" / models_dir)
     args = parser.parse_args()
     if not args.data_dir.is_dir():
         raise SystemExit(f"{args.data_dir} is absent: the real data live in ../shared/data")
+    return args
+
+
+def main() -> int:
+    args = arguments(__doc__, "interval-results")
     started = time.perf_counter()
     results = []
     for name, csv in stations(args.data_dir).items():
