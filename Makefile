@@ -50,9 +50,10 @@ test-aarch64: $(RVENV)/.installed
 	bash scripts/test_aarch64.sh
 
 # Speed, memory and size of every backend on three model sizes (about 9 minutes):
-# writes benchmarks/results.json and benchmarks/results.md.
+# writes benchmarks/results.json and benchmarks/results.md. --retrain: a bundle left in
+# build/bench-models by an older tree would otherwise be measured as this tree's model.
 bench: $(VENV)/.installed $(RVENV)/.installed
-	$(VENV)/bin/python benchmarks/run.py
+	$(VENV)/bin/python benchmarks/run.py --retrain
 
 # The ten shared stations on Ray with 1 and 2 workers and as a plain loop of `edgecast train`
 # (about 15 minutes on 2 cores; run it on a quiet machine): writes benchmarks/fleet.json and fleet.md.
