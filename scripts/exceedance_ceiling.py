@@ -4,7 +4,8 @@ itself at each lead, on what the LSTM reads (the station's last 24 h, its weathe
 hand-made tendencies, then with each of: every other station's current reading (the
 network); a week of the station's history; the weather observed over the hours it
 forecasts (a perfect weather forecast, which no hub has: it measures what a
-weather-forecast input would be worth). Scored like results/intervals.md (Brier skill
+weather-forecast input would be worth), and the same with random errors as large as the
+weather's own change over the lead. Scored like results/intervals.md (Brier skill
 against the training split's frequency, on the test split) and set beside the LSTM's
 figures from results/intervals.json. Writes results/exceedance_ceiling.json and .md.
 
@@ -37,7 +38,8 @@ THRESHOLD = 75.0
 LEADS = (6, 24)
 GOALS = {6: 0.55, 24: 0.25}
 MAX_GAP = 6
-COLUMNS = {"lstm": "LSTM", "own": "own", "network": "+ network", "week": "+ a week", "weather_ahead": "+ weather ahead"}
+COLUMNS = {"lstm": "LSTM", "own": "own", "network": "+ network", "week": "+ a week", "weather_ahead": "+ weather ahead",
+           "weather_ahead_errors": "+ weather ahead with errors"}
 COMPASS = "N NNE NE ENE E ESE SE SSE S SSW SW WSW W WNW NW NNW".split()
 
 
@@ -111,6 +113,15 @@ def target_period_weather(frame: pd.DataFrame, lead: int) -> pd.DataFrame:
     return pd.DataFrame(columns, index=frame.index)
 
 
+def with_errors(ahead: pd.DataFrame, lead: int, seed: int) -> pd.DataFrame:
+    """Each column plus independent normal errors whose spread is that of the column's own
+    change over the lead: a forecast as far off as assuming the weather stays as it is,
+    though unbiased. Real forecast errors are correlated in time and with the weather
+    itself, so this is a rough check, not a model of a weather service."""
+    noise = np.random.default_rng(seed)
+    return ahead.apply(lambda column: column + noise.normal(0, (column.shift(-lead) - column).std(), len(column)))
+
+
 def brier_skill(features: pd.DataFrame, target: pd.Series, lead: int, usable: np.ndarray) -> float:
     """Brier skill on the test split of a classifier of target(t + lead) > THRESHOLD, its
     boosting rounds chosen on the validation split."""
@@ -155,7 +166,10 @@ def markdown(rows: list[dict], medians: dict, seconds: float) -> str:
         "daily means, the week's mean and maximum, 72 h dew point and 24 h pressure change;",
         "*+ weather ahead* adds to *own* the weather observed at the target hour and its mean over",
         "the hours up to it: a perfect weather forecast, which the files (and a hub) do not have, so",
-        "it measures what a weather-forecast input would be worth, not what edgecast reaches.",
+        "it measures what a weather-forecast input would be worth, not what edgecast reaches;",
+        "*with errors* adds to each of those columns independent normal errors as large as the",
+        "column's own change over the lead (real forecast errors are correlated in time and with",
+        "the weather, so it is a rough check).",
         "The LSTM column is the issue-23 model (`results/intervals.md`).",
         "",
         "| station | " + " | ".join(f"{name} {lead} h" for lead in LEADS for name in COLUMNS.values()) + " |",
@@ -189,8 +203,11 @@ def main() -> None:
             row[f"network_{lead}"] = round(brier_skill(both, readings[station], lead, usable), 4)
             week = pd.concat([own, week_of_history(frame, readings[station])], axis=1)
             row[f"week_{lead}"] = round(brier_skill(week, readings[station], lead, usable), 4)
-            ahead = pd.concat([own, target_period_weather(frame, lead)], axis=1)
+            weather = target_period_weather(frame, lead)
+            ahead = pd.concat([own, weather], axis=1)
             row[f"weather_ahead_{lead}"] = round(brier_skill(ahead, readings[station], lead, usable), 4)
+            off = pd.concat([own, with_errors(weather, lead, seed=lead)], axis=1)
+            row[f"weather_ahead_errors_{lead}"] = round(brier_skill(off, readings[station], lead, usable), 4)
         print(json.dumps(row), flush=True)
         rows.append(row)
     medians = {"station": "**median**"}
