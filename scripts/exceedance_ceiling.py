@@ -59,15 +59,19 @@ def filled(series: pd.Series) -> pd.Series:
     return series.interpolate(limit=MAX_GAP, limit_area="inside")
 
 
+def wind_vector(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """The wind's u and v components (m/s) from its compass point and speed."""
+    angle = np.deg2rad(frame["wd"].map({point: 22.5 * i for i, point in enumerate(COMPASS)}))
+    return -frame["WSPM"] * np.sin(angle), -frame["WSPM"] * np.cos(angle)
+
+
 def own_features(frame: pd.DataFrame, target: pd.Series) -> pd.DataFrame:
     """The station's last 24 h and weather (what the LSTM reads), wind as a vector, the
     hour, and 3 h / 12 h tendencies of pressure, dew point and temperature."""
     columns = {f"lag{lag}": target.shift(lag) for lag in range(24)}
     for name in ("TEMP", "PRES", "DEWP", "RAIN", "WSPM"):
         columns[name] = filled(frame[name])
-    angle = np.deg2rad(frame["wd"].map({point: 22.5 * i for i, point in enumerate(COMPASS)}))
-    columns["wind_u"] = -frame["WSPM"] * np.sin(angle)
-    columns["wind_v"] = -frame["WSPM"] * np.cos(angle)
+    columns["wind_u"], columns["wind_v"] = wind_vector(frame)
     hour = 2 * np.pi * frame.index.hour / 24
     columns["hour_sin"], columns["hour_cos"] = np.sin(hour), np.cos(hour)
     for name in ("PRES", "DEWP", "TEMP"):
@@ -103,9 +107,7 @@ def target_period_weather(frame: pd.DataFrame, lead: int) -> pd.DataFrame:
     """The weather observed at t + lead and its mean over t+1 .. t+lead: a perfect forecast
     of the period, standing in for the numerical weather forecast a network could feed."""
     weather = {name: filled(frame[name]) for name in ("TEMP", "PRES", "DEWP", "RAIN", "WSPM")}
-    angle = np.deg2rad(frame["wd"].map({point: 22.5 * i for i, point in enumerate(COMPASS)}))
-    weather["wind_u"] = -frame["WSPM"] * np.sin(angle)
-    weather["wind_v"] = -frame["WSPM"] * np.cos(angle)
+    weather["wind_u"], weather["wind_v"] = wind_vector(frame)
     columns = {}
     for name, series in weather.items():
         columns[f"{name}_at_target"] = series.shift(-lead)
