@@ -262,7 +262,8 @@ class HubUpdater(StatusReporting):
 
     def _begin(self, release: Release, digest: str, record: bytes) -> None:
         """Make `release` the pending one (a newer record supersedes an older one; of the
-        same version, it keeps the files already staged that it lists unchanged)."""
+        same version, it keeps the files already staged that it lists unchanged). Runs on
+        the worker, the one thread that sets `_pending`; the lock is for the readers."""
         previous = self._pending
         if previous is not None and previous.release.version == release.version:
             staging, staged = previous.staging, previous.staged_for(release)
@@ -270,7 +271,7 @@ class HubUpdater(StatusReporting):
             staging, staged = self.folder.staging(release.version), set()
         pending = Pending(release, digest, record, staging, time.monotonic(), staged)
         with self._lock:
-            previous, self._pending = self._pending, pending
+            self._pending = pending
             self._store.drop(lambda key: key.version == release.version and not pending.owns(key))
             self._store.keep_only(pending.owns)
         if previous is not None:
