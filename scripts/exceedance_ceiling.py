@@ -1,9 +1,10 @@
 """How far can P(PM2.5 > 75) go on this data? A check beside issue 23's Brier-skill goals
 (median 0.55 at 6 h, 0.25 at 24 h): a gradient-boosted classifier trained on the event
 itself at each lead, on what the LSTM reads (the station's last 24 h, its weather) plus
-hand-made tendencies, then with each of: every other station's current reading (the
-network); a week of the station's history; the weather observed over the hours it
-forecasts (a perfect weather forecast, which no hub has: it measures what a
+hand-made tendencies; the same fitted once on all ten stations pooled (more examples for
+the same inputs); then with each of: the time of year; every other station's current
+reading (the network); a week of the station's history; the weather observed over the
+hours it forecasts (a perfect weather forecast, which no hub has: it measures what a
 weather-forecast input would be worth), and the same with random errors as large as the
 weather's own change over the lead. Scored like results/intervals.md (Brier skill
 against the training split's frequency, on the test split) and set beside the LSTM's
@@ -38,8 +39,10 @@ THRESHOLD = 75.0
 LEADS = (6, 24)
 GOALS = {6: 0.55, 24: 0.25}
 MAX_GAP = 6
-COLUMNS = {"lstm": "LSTM", "own": "own", "network": "+ network", "week": "+ a week", "weather_ahead": "+ weather ahead",
+COLUMNS = {"lstm": "LSTM", "own": "own", "pooled": "own, one model for the network", "season": "+ season",
+           "network": "+ network", "week": "+ a week", "weather_ahead": "+ weather ahead",
            "weather_ahead_errors": "+ weather ahead with errors"}
+Table = pd.DataFrame | np.ndarray  # the classifier reads either
 COMPASS = "N NNE NE ENE E ESE SE SSE S SSW SW WSW W WNW NW NNW".split()
 
 
@@ -124,9 +127,9 @@ def with_errors(ahead: pd.DataFrame, lead: int, seed: int) -> pd.DataFrame:
     return ahead.apply(lambda column: column + noise.normal(0, (column.shift(-lead) - column).std(), len(column)))
 
 
-def brier_skill(features: pd.DataFrame, target: pd.Series, lead: int, usable: np.ndarray) -> float:
-    """Brier skill on the test split of a classifier of target(t + lead) > THRESHOLD, its
-    boosting rounds chosen on the validation split."""
+def event_splits(target: pd.Series, lead: int, usable: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Whether target(t + lead) > THRESHOLD, and the training, validation and test rows:
+    chronological 70/15/15, no window reaching into the next split."""
     future = target.shift(-lead)
     outcome = (future > THRESHOLD).astype(float).to_numpy()
     row = np.arange(len(target))
@@ -134,14 +137,53 @@ def brier_skill(features: pd.DataFrame, target: pd.Series, lead: int, usable: np
     train_end, val_end = int(len(row) * 0.70), int(len(row) * 0.85)
     train = ok & (row < train_end - lead)
     val = ok & (row >= train_end) & (row < val_end - lead)
-    test = ok & (row >= val_end)
+    return outcome, train, val, ok & (row >= val_end)
+
+
+def fitted_classifier(train_x: Table, train_y: np.ndarray, val_x: Table,
+                      val_y: np.ndarray) -> tuple[HistGradientBoostingClassifier, int]:
+    """A gradient-boosted classifier and its number of rounds, chosen on the validation rows."""
     model = HistGradientBoostingClassifier(max_iter=400, learning_rate=0.05, early_stopping=False, random_state=0)
-    model.fit(features[train], outcome[train])
-    val_scores = [np.mean((outcome[val] - p[:, 1]) ** 2) for p in model.staged_predict_proba(features[val])]
-    rounds = int(np.argmin(val_scores))
-    probability = next(p[:, 1] for i, p in enumerate(model.staged_predict_proba(features[test])) if i == rounds)
-    climatology = outcome[train].mean()
-    return float(1 - np.mean((outcome[test] - probability) ** 2) / np.mean((outcome[test] - climatology) ** 2))
+    model.fit(train_x, train_y)
+    val_scores = [np.mean((val_y - p[:, 1]) ** 2) for p in model.staged_predict_proba(val_x)]
+    return model, int(np.argmin(val_scores))
+
+
+def skill(model: HistGradientBoostingClassifier, rounds: int, test_x: Table, test_y: np.ndarray,
+          climatology: float) -> float:
+    """Brier skill of the model after `rounds` rounds against a constant climatology."""
+    probability = next(p[:, 1] for i, p in enumerate(model.staged_predict_proba(test_x)) if i == rounds)
+    return float(1 - np.mean((test_y - probability) ** 2) / np.mean((test_y - climatology) ** 2))
+
+
+def brier_skill(features: pd.DataFrame, target: pd.Series, lead: int, usable: np.ndarray) -> float:
+    """Brier skill on the test split of a classifier of target(t + lead) > THRESHOLD, its
+    boosting rounds chosen on the validation split."""
+    outcome, train, val, test = event_splits(target, lead, usable)
+    model, rounds = fitted_classifier(features[train], outcome[train], features[val], outcome[val])
+    return skill(model, rounds, features[test], outcome[test], outcome[train].mean())
+
+
+def pooled_brier_skills(own: dict[str, pd.DataFrame], readings: pd.DataFrame, lead: int) -> dict[str, float]:
+    """One classifier fitted on every station's own features and splits pooled (the global
+    model's idea: ten times the examples for the same inputs), scored on each station's
+    test split against that station's training frequency."""
+    splits = {station: event_splits(readings[station], lead, features.notna().all(axis=1).to_numpy())
+              for station, features in own.items()}
+
+    def pooled(part: int) -> tuple[np.ndarray, np.ndarray]:
+        return (np.concatenate([own[station].to_numpy()[split[part]] for station, split in splits.items()]),
+                np.concatenate([split[0][split[part]] for split in splits.values()]))
+
+    model, rounds = fitted_classifier(*pooled(1), *pooled(2))
+    return {station: skill(model, rounds, own[station].to_numpy()[test], outcome[test], outcome[train].mean())
+            for station, (outcome, train, _, test) in splits.items()}
+
+
+def season(frame: pd.DataFrame) -> pd.DataFrame:
+    """The day of the year as a point on a circle: heating season and monsoon."""
+    day = 2 * np.pi * frame.index.day_of_year / 365.25
+    return pd.DataFrame({"year_sin": np.sin(day), "year_cos": np.cos(day)}, index=frame.index)
 
 
 def lstm_skills() -> dict[str, dict[int, float]]:
@@ -163,7 +205,9 @@ def markdown(rows: list[dict], medians: dict, seconds: float) -> str:
         f"`scripts/exceedance_ceiling.py`, {datetime.now(timezone.utc):%Y-%m-%d}, {seconds:.0f} s. Brier skill",
         "against the training split's frequency, on the test split. A gradient-boosted classifier",
         "trained on the event at each lead: *own* reads the station's last 24 h, weather, wind",
-        "vector, hour and weather tendencies; *+ network* adds every other station's reading now",
+        "vector, hour and weather tendencies; *own, one model for the network* is the same fitted once",
+        "on all ten stations pooled (ten times the examples), scored per station; *+ season* adds the",
+        "day of the year; *+ network* adds every other station's reading now",
         "and its 3 h change; *+ a week* adds the station's readings 24 h to 7 days back (every 6 h),",
         "daily means, the week's mean and maximum, 72 h dew point and 24 h pressure change;",
         "*+ weather ahead* adds to *own* the weather observed at the target hour and its mean over",
@@ -193,15 +237,20 @@ def main() -> None:
     frames = read_network(args.data_dir)
     readings = pd.DataFrame({name: filled(frame["PM2.5"]) for name, frame in frames.items()})
     lstm = lstm_skills()
+    owns = {station: own_features(frame, readings[station]) for station, frame in frames.items()}
+    pooled = {lead: pooled_brier_skills(owns, readings, lead) for lead in LEADS}
     rows = []
     for station, frame in frames.items():
-        own = own_features(frame, readings[station])
+        own = owns[station]
         both = pd.concat([own, network_features(readings, station)], axis=1)
         usable = own.notna().all(axis=1).to_numpy()
         row = {"station": station}
         for lead in LEADS:
             row[f"lstm_{lead}"] = lstm.get(station, {}).get(lead)
             row[f"own_{lead}"] = round(brier_skill(own, readings[station], lead, usable), 4)
+            row[f"pooled_{lead}"] = round(pooled[lead][station], 4)
+            with_season = pd.concat([own, season(frame)], axis=1)
+            row[f"season_{lead}"] = round(brier_skill(with_season, readings[station], lead, usable), 4)
             row[f"network_{lead}"] = round(brier_skill(both, readings[station], lead, usable), 4)
             week = pd.concat([own, week_of_history(frame, readings[station])], axis=1)
             row[f"week_{lead}"] = round(brier_skill(week, readings[station], lead, usable), 4)
