@@ -228,7 +228,8 @@ def _draw_fan(ax: Axes, fan: Fan, target: str, units: str, step_hours: list[floa
     ax.plot(leads, fan.forecast, color="tab:red", linewidth=1.2, label="forecast")
     ax.set_xlabel("hours from the forecast" if step_hours else "steps from the forecast")
     ax.set_ylabel(f"{target} ({units})")
-    ax.set_title(f"interval fan at the highest test episode (from {fan.origin})", fontsize="medium")
+    # Two lines: beside two reliability diagrams the panel is a third of the figure wide.
+    ax.set_title(f"interval fan at the highest test episode\nfrom {fan.origin}", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="x-small")
 

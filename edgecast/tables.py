@@ -9,7 +9,13 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from edgecast.exporter.reports import AccuracyReport, ArtifactAccuracy, ParityReport
+from edgecast.exporter.reports import (
+    QUANTILE_TOLERANCE_NOTE,
+    AccuracyReport,
+    ArtifactAccuracy,
+    ParityReport,
+    held_to_tolerance,
+)
 from edgecast.trainer.reports import Backtest, Metrics
 from edgecast.trainer.settings import SHOWN_METHODS as METHODS
 
@@ -112,7 +118,9 @@ def _number(value: float | None) -> str:
 
 def parity_table(report: ParityReport) -> Table:
     verdict = "passed" if report.passed else "FAILED"
-    table = Table(title=f"parity against {report.reference}: {verdict} (tolerance {report.tolerance_abs:g} {report.units})")
+    carried = any(not held_to_tolerance(check.artifact) for check in report.checks)
+    table = Table(title=f"parity against {report.reference}: {verdict} (tolerance {report.tolerance_abs:g} {report.units})",
+                  caption=QUANTILE_TOLERANCE_NOTE if carried else None)
     for column in ("artifact", "windows", "n", "batch", "max abs error", "max rel error", "ok"):
         table.add_column(column, justify="right" if column not in ("artifact", "windows") else "left")
     for check in report.checks:

@@ -47,6 +47,12 @@ class ParityReport:
         return max((check.max_abs for check in self.checks if held_to_tolerance(check.artifact)), default=0.0)
 
 
+# Said under every parity table with quantile rows, whose errors may exceed the tolerance.
+QUANTILE_TOLERANCE_NOTE = ("quantile rows are held to the tolerance carried through the interval's transform: "
+                           "in log space an upper quantile q moves (c + q) / (c + forecast) times as far as the "
+                           "forecast, plus float32 rounding")
+
+
 def held_to_tolerance(artifact: str) -> bool:
     """False for a schema-4 file's quantiles ("model.onnx quantiles"): they are held to the
     tolerance carried through their transform (export/distribution.py `_carried`), so an

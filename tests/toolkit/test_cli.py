@@ -82,6 +82,7 @@ def test_train_export_verify_round_trip(tiny_csv, tmp_path):
     assert report["passed"] and {c["artifact"] for c in report["checks"]} == {"model.onnx", "model.tflite"}
     table = run_cli("verify", bundle)
     assert table.returncode == 0 and "max abs error" in table.stdout
+    assert "quantile rows" not in table.stdout  # a plain model has none to explain
 
 
 def test_same_seed_same_numbers(tiny_csv, tmp_path):
