@@ -88,6 +88,12 @@ def interval_families(scorer: Optional[StreamScorer], model: Forecaster) -> Iter
     yield from (coverage, width, offset, brier, raised)
 
 
+# Why these tables' counts differ from the skill table's above them (a station file with
+# a missing hour loses 24 forecasts there, none here).
+COUNTED_PER_LEAD = ("note: coverage and Brier count each lead once its own truth arrives; the skill table "
+                    "counts a forecast only once every lead has its truth")
+
+
 def calibration_text(report: dict) -> List[str]:
     """`score`'s lines for a schema-4 model: coverage and mean width per lead, Brier
     score per alert and lead, alert precision and recall (longest window)."""
@@ -104,6 +110,8 @@ def calibration_text(report: dict) -> List[str]:
         lines.append(f"exceedance ({longest}): alert  lead  scored  Brier  observed frequency")
         lines += [f"  {row['alert']}  {row['lead']:>4}  {row['count']:>6}  {row['brier']:.4f}  "
                   f"{row['frequency']:.3f}" for row in brier if row["window"] == longest]
+    if intervals or brier:
+        lines.append(COUNTED_PER_LEAD)
     skill = report.get("alert_skill") or []
     if skill:
         longest = skill[-1]["window"]
