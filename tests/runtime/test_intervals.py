@@ -286,10 +286,10 @@ def test_score_prints_coverage_width_and_alert_precision_recall(tmp_path):
     text = result.stdout
     assert "interval (30d): lead  scored  coverage  mean width" in text
     # The skill table counts complete forecasts, the interval each lead's truth: the note says so.
-    complete = int(next(line.split()[2] for line in text.splitlines() if line.split()[:2] == ["30d", "1"]))
-    lead_1 = int(next(line.split()[1] for line in text.splitlines()[text.splitlines().index(
-        "interval (30d): lead  scored  coverage  mean width") + 1:] if line.split()[0] == "1"))
-    assert lead_1 > complete and "note: coverage and Brier count each lead once its own truth arrives" in text
+    rows = text.splitlines()
+    complete = next(int(row.split()[2]) for row in rows if row.split()[:2] == ["30d", "1"])
+    lead_1 = rows[rows.index("interval (30d): lead  scored  coverage  mean width") + 1].split()
+    assert lead_1[0] == "1" and int(lead_1[1]) > complete and "note: coverage and Brier count each lead once its own truth arrives" in text
     assert "alert PM2.5>75 (30d" in text and "precision" in text and "recall" in text
     report = json.loads(run_cli("score", INTERVALS, recording, "--json").stdout)
     skill = next(row for row in report["alert_skill"] if row["window"] == "30d" and row["alert"] == "PM2.5>75")
