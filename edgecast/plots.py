@@ -214,7 +214,8 @@ def _distribution_row(distribution: DistributionPanels | None) -> list[str]:
 
 
 def _draw_fan(ax: Axes, fan: Fan, target: str, units: str, step_hours: list[float] | None) -> None:
-    """Nested central bands (widest palest), the forecast, the truth, and the readings before."""
+    """Nested central bands (widest palest), an odd level's middle quantile, the forecast, the
+    truth, and the readings before."""
     leads = np.asarray(step_hours, np.float64) if step_hours else np.arange(1, len(fan.truth) + 1, dtype=np.float64)
     step = leads[0] if len(leads) else 1.0
     before = -step * np.arange(len(fan.history) - 1, -1, -1)
@@ -223,13 +224,18 @@ def _draw_fan(ax: Axes, fan: Fan, target: str, units: str, step_hours: list[floa
         high = len(levels) - 1 - low
         ax.fill_between(leads, fan.quantiles[:, low], fan.quantiles[:, high], color="tab:blue",
                         alpha=0.15 + 0.15 * low, linewidth=0, label=f"{levels[low]:g}–{levels[high]:g}")
+    if len(levels) % 2:  # the middle level (a median, say) has no partner to make a band with
+        middle = len(levels) // 2
+        ax.plot(leads, fan.quantiles[:, middle], color="tab:blue", linestyle=":", linewidth=1.4,
+                label=f"{levels[middle]:g} quantile")
     ax.plot(before, fan.history, color="black", linewidth=1.2, label="readings")
     ax.plot(leads, fan.truth, color="black", linestyle="--", linewidth=1.2, label="actual")
     ax.plot(leads, fan.forecast, color="tab:red", linewidth=1.2, label="forecast")
     ax.set_xlabel("hours from the forecast" if step_hours else "steps from the forecast")
     ax.set_ylabel(f"{target} ({units})")
     # Two lines: beside two reliability diagrams the panel is a third of the figure wide.
-    ax.set_title(f"interval fan at the highest test episode\nfrom {fan.origin}", fontsize="medium")
+    kind = "interval fan" if len(levels) > 1 else "quantile"
+    ax.set_title(f"{kind} at the highest test episode\nfrom {fan.origin}", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="x-small")
 

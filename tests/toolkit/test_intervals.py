@@ -134,6 +134,7 @@ def test_evaluate_draws_the_fan_and_the_reliability_diagrams(exported, tmp_path)
     assert found.returncode == 0, found.stderr
     text = svg.read_text()
     assert "interval fan at the highest test episode" in text
+    assert "0.5 quantile" in text  # the median of 0.05, 0.5, 0.95, drawn as a line between the bands
     assert all(f"reliability of P({escape(name)})" in text for name in ("PM2.5>75", "PM2.5<40"))
     alerts = json.loads(found.stdout)["intervals"]["model"]["alerts"]
     windows = read_bundle(exported).windows()
