@@ -233,8 +233,8 @@ def _draw_fan(ax: Axes, fan: Fan, target: str, units: str, step_hours: list[floa
     ax.plot(leads, fan.forecast, color="tab:red", linewidth=1.2, label="forecast")
     ax.set_xlabel("hours from the forecast" if step_hours else "steps from the forecast")
     ax.set_ylabel(f"{target} ({units})")
-    # Two lines: beside two reliability diagrams the panel is a third of the figure wide.
     kind = "interval fan" if len(levels) > 1 else "quantile"
+    # Two lines: beside two reliability diagrams the panel is a third of the figure wide.
     ax.set_title(f"{kind} at the highest test episode\nfrom {fan.origin}", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="x-small")

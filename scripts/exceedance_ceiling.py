@@ -243,16 +243,16 @@ def main() -> None:
     for station, frame in frames.items():
         own = owns[station]
         both = pd.concat([own, network_features(readings, station)], axis=1)
+        with_season = pd.concat([own, season(frame)], axis=1)
+        week = pd.concat([own, week_of_history(frame, readings[station])], axis=1)
         usable = own.notna().all(axis=1).to_numpy()
         row = {"station": station}
         for lead in LEADS:
             row[f"lstm_{lead}"] = lstm.get(station, {}).get(lead)
             row[f"own_{lead}"] = round(brier_skill(own, readings[station], lead, usable), 4)
             row[f"pooled_{lead}"] = round(pooled[lead][station], 4)
-            with_season = pd.concat([own, season(frame)], axis=1)
             row[f"season_{lead}"] = round(brier_skill(with_season, readings[station], lead, usable), 4)
             row[f"network_{lead}"] = round(brier_skill(both, readings[station], lead, usable), 4)
-            week = pd.concat([own, week_of_history(frame, readings[station])], axis=1)
             row[f"week_{lead}"] = round(brier_skill(week, readings[station], lead, usable), 4)
             weather = target_period_weather(frame, lead)
             ahead = pd.concat([own, weather], axis=1)
