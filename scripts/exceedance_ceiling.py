@@ -6,7 +6,8 @@ the same inputs); then with each of: the time of year; every other station's cur
 reading (the network); a week of the station's history; the weather observed over the
 hours it forecasts (a perfect weather forecast, which no hub has: it measures what a
 weather-forecast input would be worth), and the same with random errors as large as the
-weather's own change over the lead. Scored like results/intervals.md (Brier skill
+weather's own change over the lead; a second table sweeps the size of those errors (and
+lets them drift together) to say how good a weather forecast would have to be. Scored like results/intervals.md (Brier skill
 against the training split's frequency, on the test split) and set beside the LSTM's
 figures from results/intervals.json. Writes results/exceedance_ceiling.json and .md.
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from edgecast.base import write_json_atomic
@@ -42,6 +44,11 @@ MAX_GAP = 6
 COLUMNS = {"lstm": "LSTM", "own": "own", "pooled": "own, one model for the network", "season": "+ season",
            "network": "+ network", "week": "+ a week", "weather_ahead": "+ weather ahead",
            "weather_ahead_errors": "+ weather ahead with errors"}
+# How good must a weather forecast be? The perfect one's columns with errors of these sizes
+# (times the weather's own change over the lead), and with errors that drift together.
+ERROR_SWEEP = {"errors_x0.5": ("0.5×", 0.5, 0.0), "weather_ahead_errors": ("1×", 1.0, 0.0),
+               "errors_x2": ("2×", 2.0, 0.0), "errors_x3": ("3×", 3.0, 0.0),
+               "errors_correlated": ("1×, hour-to-hour correlation 0.9", 1.0, 0.9)}
 Table = pd.DataFrame | np.ndarray  # the classifier reads either
 COMPASS = "N NNE NE ENE E ESE SE SSE S SSW SW WSW W WNW NW NNW".split()
 
@@ -118,13 +125,21 @@ def target_period_weather(frame: pd.DataFrame, lead: int) -> pd.DataFrame:
     return pd.DataFrame(columns, index=frame.index)
 
 
-def with_errors(ahead: pd.DataFrame, lead: int, seed: int) -> pd.DataFrame:
-    """Each column plus independent normal errors whose spread is that of the column's own
-    change over the lead: a forecast as far off as assuming the weather stays as it is,
-    though unbiased. Real forecast errors are correlated in time and with the weather
-    itself, so this is a rough check, not a model of a weather service."""
+def with_errors(ahead: pd.DataFrame, lead: int, seed: int, scale: float = 1.0,
+                correlation: float = 0.0) -> pd.DataFrame:
+    """Each column plus normal errors whose spread is `scale` times that of the column's own
+    change over the lead (at 1, a forecast as far off as assuming the weather stays as it
+    is, though unbiased). With `correlation`, the errors of successive hours' forecasts
+    follow an AR(1) of that hour-to-hour correlation (same spread), as a weather service's
+    runs drift together; real errors also depend on the weather itself, so this stays a
+    rough check, not a model of a weather service."""
     noise = np.random.default_rng(seed)
-    return ahead.apply(lambda column: column + noise.normal(0, (column.shift(-lead) - column).std(), len(column)))
+
+    def errors(column: pd.Series) -> np.ndarray:
+        draws = noise.normal(0, scale * (column.shift(-lead) - column).std(), len(column))
+        return lfilter([np.sqrt(1 - correlation ** 2)], [1, -correlation], draws) if correlation else draws
+
+    return ahead.apply(lambda column: column + errors(column))
 
 
 def event_splits(target: pd.Series, lead: int, usable: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -225,8 +240,28 @@ def markdown(rows: list[dict], medians: dict, seconds: float) -> str:
         cells = [row["station"]] + [f"{row[key]:.3f}" if row.get(key) is not None else "—"
                                     for lead in LEADS for key in (f"{name}_{lead}" for name in COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Goals of issue 23 (median): {GOALS[6]} at 6 h, {GOALS[24]} at 24 h."]
+    lines += ["", f"Goals of issue 23 (median): {GOALS[6]} at 6 h, {GOALS[24]} at 24 h.", ""]
+    lines += sweep_markdown(rows, medians)
     return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(rows: list[dict], medians: dict) -> list[str]:
+    """The second table: the classifier with the weather ahead at each size of error."""
+    lines = [
+        "## How good a weather forecast would have to be",
+        "",
+        "*+ weather ahead* again, with errors of each size (times the weather's own change over",
+        "the lead, as above) added to every weather-ahead column; the last column's errors drift",
+        "together from one hour's forecast to the next (AR(1), correlation 0.9), as a weather",
+        "service's successive runs do.",
+        "",
+        "| station | " + " | ".join(f"{label} {lead} h" for lead in LEADS for label, _, _ in ERROR_SWEEP.values()) + " |",
+        "| --- " * (1 + len(LEADS) * len(ERROR_SWEEP)) + "|",
+    ]
+    for row in rows + [medians]:
+        cells = [row["station"]] + [f"{row[f'{key}_{lead}']:.3f}" for lead in LEADS for key in ERROR_SWEEP]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
@@ -257,8 +292,9 @@ def main() -> None:
             weather = target_period_weather(frame, lead)
             ahead = pd.concat([own, weather], axis=1)
             row[f"weather_ahead_{lead}"] = round(brier_skill(ahead, readings[station], lead, usable), 4)
-            off = pd.concat([own, with_errors(weather, lead, seed=lead)], axis=1)
-            row[f"weather_ahead_errors_{lead}"] = round(brier_skill(off, readings[station], lead, usable), 4)
+            for key, (_, scale, correlation) in ERROR_SWEEP.items():
+                off = pd.concat([own, with_errors(weather, lead, lead, scale, correlation)], axis=1)
+                row[f"{key}_{lead}"] = round(brier_skill(off, readings[station], lead, usable), 4)
         print(json.dumps(row), flush=True)
         rows.append(row)
     medians = {"station": "**median**"}
