@@ -76,13 +76,14 @@ class InputLayout:
     def is_calendar(self, index: int) -> bool:
         return self.kinds[index] == CYCLIC
 
-    # --- directions ---------------------------------------------------------------
+    # --- directions and missing neighbours ------------------------------------------
 
-    def directions_to_degrees(self, data: Any, what: str) -> Any:
+    def to_raw_values(self, data: Any, what: str) -> Any:
         """Nested lists of windows ([look_back][n_features] or a batch of them) with
-        compass strings in direction columns turned into degrees; anything else is
-        returned as it is (the numeric checks come later)."""
-        if not self.directions or not isinstance(data, list):
+        compass strings in direction columns turned into degrees, and JSON null in a
+        neighbour's column into NaN (not arrived, as NaN itself says); anything else
+        is returned as it is (the numeric checks come later)."""
+        if not (self.directions or self.masked) or not isinstance(data, list):
             return data
         return self._convert(data, what, ())
 
@@ -103,6 +104,9 @@ class InputLayout:
                 where = list(position + (index,))
                 converted[index] = direction_degrees(converted[index],
                                                      f"{what} at {where} ({self.features[index]})")
+        for index in self.masked:
+            if converted[index] is None:
+                converted[index] = math.nan
         return converted
 
     # --- calendar -----------------------------------------------------------------

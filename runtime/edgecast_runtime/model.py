@@ -264,11 +264,11 @@ class Forecaster:
 
     def _to_array(self, data: ArrayLike, what: str, shape_ok: Callable[[tuple[int, ...]], bool],
                   expected: str) -> np.ndarray:
-        """`data` as float32, compass points as degrees. When a value cannot be read,
-        a wrong shape is reported first: it is the likelier mistake, and a row of the
-        wrong length leaves its compass points unconverted."""
+        """`data` as float32, compass points as degrees, a neighbour's null as NaN. When a
+        value cannot be read, a wrong shape is reported first: it is the likelier mistake,
+        and a row of the wrong length leaves its compass points unconverted."""
         try:
-            return to_float32(self.layout.directions_to_degrees(data, what), what)
+            return to_float32(self.layout.to_raw_values(data, what), what)
         except InputValueError:
             require_shape(data, shape_ok, expected)
             raise

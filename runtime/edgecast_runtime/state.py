@@ -255,6 +255,9 @@ def lock_state_file(path: Path) -> Optional[IO[bytes]]:
     try:
         fd = os.open(lock_path, flags, PRIVATE_MODE)
     except OSError as exc:
+        if exc.errno == errno.ENOENT and not path.parent.is_dir():  # the lock is the first file made there
+            raise StateError(f"the state file {path} cannot be made: its folder {path.parent} "
+                             f"does not exist (create it first)") from None
         raise StateError(_open_error(lock_path, exc)) from None
     handle = os.fdopen(fd, "a+b")
     try:

@@ -88,6 +88,63 @@ def test_predict_json_from_stdin():
     assert json.loads(result.stdout)["forecast"] == [3.5]
 
 
+def test_predict_options_may_come_before_the_values():
+    """argparse fills a list positional only from the arguments right after the model."""
+    expected = expected_forecast([70, 72, 75, 80])[0]
+    for args in (["--output", "json", "70", "72", "75", "80"], ["--threads", "1", "70", "72", "75", "80"],
+                 ["70", "72", "--threads", "1", "75", "80"]):
+        result = run_cli("predict", ONE, *args)
+        assert result.returncode == 0, (args, result.stderr)
+        forecast = json.loads(result.stdout)["forecast"][0] if "json" in args else float(result.stdout)
+        assert forecast == pytest.approx(expected, rel=1e-6)
+    negative = run_cli("predict", ONE, "--threads", "1", "-5", "-3", "2", "1")
+    assert float(negative.stdout) == pytest.approx(expected_forecast([-5, -3, 2, 1])[0], abs=1e-5)
+    unknown = run_cli("predict", ONE, "--bogus", "70", "72", "75", "80")
+    assert_one_line_error(unknown, USAGE, "unrecognized arguments: --bogus")
+
+
+def test_predict_json_null_is_a_missing_neighbour_as_nan_is():
+    neighbours = FIXTURES / "neighbours" / "model.onnx"  # PM2.5, PM2.5@far, PM2.5@upwind
+    rows = [[50, "{}", 40], [51, 48, 41], [52, 49, 42], [53, 50, 43]]
+    window = json.dumps(rows)
+
+    def with_missing(word):
+        return window.replace('"{}"', word)
+
+    as_nan, as_null = (run_cli("predict", neighbours, "--json", with_missing(word)) for word in ("NaN", "null"))
+    assert as_null.returncode == 0, as_null.stderr
+    assert as_null.stdout == as_nan.stdout
+    batch = run_cli("predict", neighbours, "--json", f"[{with_missing('null')}, {with_missing('7')}]")
+    assert batch.returncode == 0, batch.stderr
+    assert batch.stdout.splitlines()[0] == as_nan.stdout.strip()
+    own = run_cli("predict", neighbours, "--json", window.replace("[50, ", "[null, ").replace('"{}"', "1"))
+    assert_one_line_error(own, INPUT_ERROR, "--json has a missing value (null) at [0, 0]")
+
+
+def test_score_with_every_reading_refused_says_why_and_fails(tmp_path):
+    """A header without the model's column refuses every line: an empty table with exit 0
+    would pass for a model that scored nothing worth noting."""
+    lines = [f"2026-01-01T{h:02d}:00:00Z,{10 + h},3" for h in range(20)]
+    refused = tmp_path / "refused.csv"
+    refused.write_text("\n".join(["timestamp,PM25_other,TEMP", *lines]) + "\n")
+    result = run_cli("score", ONE, refused)
+    assert result.returncode == INPUT_ERROR and result.stdout == "", result
+    *logged, error = result.stderr.splitlines()  # the first refusals are logged (JSON) too
+    assert all(line.startswith("{") for line in logged) and "Traceback" not in result.stderr
+    assert error.startswith("edgecast-runtime: error: ") and error.endswith(
+        "refused.csv: no reading accepted, all 21 lines refused; line 1: CSV header "
+        "['timestamp', 'PM25_other', 'TEMP'] lacks the feature column(s) ['PM2.5']"), error
+    empty = tmp_path / "empty.csv"
+    empty.write_text("timestamp,PM2.5\n")
+    assert_one_line_error(run_cli("score", ONE, empty), INPUT_ERROR, "empty.csv: no readings to score")
+    partly = tmp_path / "partly.csv"
+    partly.write_text("timestamp,PM2.5\n" + "\n".join(line.rsplit(",", 1)[0] for line in lines)
+                      + "\n2026-01-02T00:00:00Z,abc\n")
+    kept = run_cli("score", ONE, partly)
+    assert kept.returncode == 0, kept.stderr
+    assert "20 readings (1 refused)" in kept.stdout
+
+
 @pytest.mark.parametrize("args, code, fragments", [
     (["predict", ONE, "70", "72", "75"], INPUT_ERROR,
      ["expected a window of shape [4, 1]", "got shape [3]"]),

@@ -96,6 +96,17 @@ def test_predict_on_the_command_line_carries_the_interval_and_older_models_do_no
     assert not {"interval", "quantiles", "exceedance"} & set(older)
 
 
+def test_info_text_lists_the_extra_outputs_as_the_json_does():
+    fields = dict(line.split(None, 1) for line in run_cli("info", INTERVALS).stdout.splitlines())
+    assert fields["quantiles"] == "quantiles float32 [batch, 3, 3], levels 0.05, 0.5, 0.95; central interval 0.9"
+    assert fields["exceedance"] == "exceedance float32 [batch, 3, 2], alerts PM2.5>75, PM2.5<10"
+    described = json.loads(run_cli("info", INTERVALS, "--json").stdout)["probabilistic"]
+    assert described["exceedance"]["shape"] == ["batch", 3, 2]
+    older = dict(line.split(None, 1) for line in run_cli("info", ONE).stdout.splitlines())
+    assert not {"quantiles", "exceedance"} & set(older)
+
+
+
 # --- the update rules ---------------------------------------------------------------------
 
 

@@ -94,6 +94,14 @@ def test_state_of_a_model_with_other_inputs_stops_the_command_with_one_line(tmp_
     assert json.loads(state.read_text())["accepted"] == 2
 
 
+def test_state_in_a_folder_that_does_not_exist_is_one_line_naming_the_folder(tmp_path):
+    state = tmp_path / "absent" / "s.json"
+    result = run_cli("stream", ONE, "--state", state, stdin="1\n")
+    assert_one_line_error(result, 5, f"the state file {state} cannot be made: its folder "
+                          f"{state.parent} does not exist")
+    assert not state.parent.exists() and result.stdout == ""
+
+
 def test_opt_in_policy_starts_afresh_on_a_state_of_a_model_with_other_inputs(tmp_path):
     """--on-state-mismatch fresh: an unattended hub whose model changed while it was down
     starts with an empty buffer and says so; the file then belongs to the new model."""

@@ -54,6 +54,7 @@ def show_info(model_path: str | Path, *, threads: int = DEFAULT_THREADS, as_json
                             for name, bounds in info["valid_ranges"].items()) or "any value"),
         ("input", f"{info['input']['name']} float32 [batch, {model.look_back}, {model.n_features}]"),
         ("output", f"{info['output']['name']} float32 [batch, {model.horizon}]"),
+        *_distribution_rows(info["probabilistic"]),
         ("manifest", f"sha256 checked against {info['manifest']}" if info["manifest"]
          else "none beside the model (sha256 not checked)"),
         ("onnxruntime", info["onnxruntime"]),
@@ -61,6 +62,27 @@ def show_info(model_path: str | Path, *, threads: int = DEFAULT_THREADS, as_json
     for key, value in rows:
         print(f"{key:<12} {value}")
     return 0
+
+
+def _distribution_rows(probabilistic: dict | None) -> list[tuple[str, str]]:
+    """A schema-4 model's extra outputs, as `info --json` lists them."""
+    if probabilistic is None:
+        return []
+    rows = []
+    quantiles, exceedance = probabilistic.get("quantiles"), probabilistic.get("exceedance")
+    if quantiles:
+        coverage = probabilistic["interval"]
+        rows.append(("quantiles", f"{_output_text('quantiles', quantiles)}, levels "
+                     f"{', '.join(f'{level:g}' for level in quantiles['levels'])}; "
+                     + (f"central interval {coverage:g}" if coverage is not None else "no interval claimed")))
+    if exceedance:
+        rows.append(("exceedance", f"{_output_text('exceedance', exceedance)}, alerts "
+                     f"{', '.join(alert['name'] for alert in exceedance['alerts'])}"))
+    return rows
+
+
+def _output_text(name: str, output: dict) -> str:
+    return f"{name} {output['dtype']} [{', '.join(str(size) for size in output['shape'])}]"
 
 
 def _range_text(bounds: Sequence[float | None]) -> str:
@@ -127,7 +149,7 @@ def _predict_document(model: Forecaster, document: Any) -> tuple[np.ndarray, boo
     expected = (f"a window of shape [{model.look_back}, {model.n_features}] or "
                 f"[batch, {model.look_back}, {model.n_features}]")
     try:
-        array = to_float32(model.layout.directions_to_degrees(document, "--json"), "--json")
+        array = to_float32(model.layout.to_raw_values(document, "--json"), "--json")
     except InputValueError:
         require_shape(document, accepted, expected, prefix="--json: ")
         raise

@@ -81,7 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = None
     try:
         parser = build_parser()  # its defaults may come from the environment, and be wrong
-        args = parser.parse_args(argv)
+        args = parse_command_line(parser, argv)
         return args.run(args)
     except UsageError as exc:
         return fail(str(exc), USAGE_EXIT)
@@ -128,6 +128,19 @@ def _silence_stdout() -> None:
 # --- argument parsing ------------------------------------------------------------------
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """argparse fills a list positional only from the arguments right after the one before
+    it: `predict MODEL --threads 1 70 72` left 70 72 unrecognized. A command with such a
+    positional (its `intermixed` default) is parsed again with its options anywhere."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unrecognized = parser.parse_known_args(argv)
+    if unrecognized and getattr(args, "intermixed", None):
+        return args.intermixed(argv[1:])  # argv[0] is the command: the top level takes no other
+    if unrecognized:
+        parser.error(f"unrecognized arguments: {' '.join(unrecognized)}")
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
@@ -154,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the window(s) as JSON; '-' reads it from stdin")
     predict.add_argument("--output", choices=commands.OUTPUTS, default=commands.DEFAULT_OUTPUT,
                          help="text: one line of values per window (default); json: an object")
-    predict.set_defaults(run=run_predict)
+    predict.set_defaults(run=run_predict, intermixed=predict.parse_intermixed_args)
 
     stream = subcommands.add_parser(
         "stream", help="readings on stdin (CSV or JSON lines), one JSON answer line each",

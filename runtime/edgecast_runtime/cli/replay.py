@@ -46,7 +46,9 @@ def score_csv(model_path: str | Path, csv_path: str | Path, *, threads: int = DE
     result = {"readings": 0, "refused": 0, "without_timestamp": 0}
     try:
         with open(csv_path, encoding="utf-8") as lines:
-            _replay(streamer, LineParser(model.layout, streamer.clock), lines, result)
+            first_refusal = _replay(streamer, LineParser(model.layout, streamer.clock), lines, result)
+        if not result["readings"]:
+            raise InputError(_nothing_accepted(csv_path, result["refused"], first_refusal))
         report = {"model_name": model.model_name, "model_sha256": model.sha256, **result,
                   **scorer.summary()}
     except OSError as exc:
@@ -59,7 +61,10 @@ def score_csv(model_path: str | Path, csv_path: str | Path, *, threads: int = DE
     return 0
 
 
-def _replay(streamer: StreamingForecaster, parser: LineParser, lines: Iterable[str], result: dict) -> None:
+def _replay(streamer: StreamingForecaster, parser: LineParser, lines: Iterable[str],
+            result: dict) -> Optional[str]:
+    """Counts into `result`; returns why the first refused line was refused (None if none was)."""
+    first_refusal = None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -70,11 +75,20 @@ def _replay(streamer: StreamingForecaster, parser: LineParser, lines: Iterable[s
             streamer.observe_reading(parsed)
         except InputError as exc:
             result["refused"] += 1
+            first_refusal = first_refusal or f"line {number}: {exc}"
             if result["refused"] <= 5:
                 log_event({"event": "reading_refused", "line": number, "error": str(exc)})
             continue
         result["readings"] += 1
         result["without_timestamp"] += parsed.timestamp is None
+    return first_refusal
+
+
+def _nothing_accepted(csv_path: str | Path, refused: int, first_refusal: Optional[str]) -> str:
+    # An empty table with exit 0 would pass for a model that scored nothing worth noting.
+    if first_refusal is None:
+        return f"{csv_path}: no readings to score"
+    return f"{csv_path}: no reading accepted, all {refused} lines refused; {first_refusal}"
 
 
 def skill_text(report: dict) -> str:
