@@ -211,7 +211,7 @@ def _intervals_section(metrics: dict) -> list[str]:
     """A schema-4 model's interval and alert scores per step (metrics.json `intervals`),
     beside persistence's and ridge's conformalized the same way (`interval_baselines`):
     the tables `edgecast evaluate` prints (edgecast/tables.py), in Markdown."""
-    from .tables import alert_grids, interval_grid
+    from .tables import CRPS_NOTE, alert_grids, interval_grid
 
     found = metrics.get("intervals")
     if not found:
@@ -219,10 +219,11 @@ def _intervals_section(metrics: dict) -> list[str]:
     baselines, steps, lines = metrics.get("interval_baselines", {}), metrics["horizon_steps"], []
     grid = interval_grid(found, baselines, steps)
     if grid is not None:
-        lines += [f"## {found['interval']['coverage']:.0%} interval (test split, conformalized on "
-                  f"{found['calibration_windows']} validation windows)", "",
-                  "Interval score: the width plus 2/α times each miss (Winkler); lower is better.", "",
-                  *_markdown_table(*grid)]
+        what = f"{found['interval']['coverage']:.0%} interval" if "interval" in found else "CRPS"
+        lines += [f"## {what} (test split, conformalized on {found['calibration_windows']} validation windows)", "",
+                  *(["Interval score: the width plus 2/α times each miss (Winkler); lower is better."]
+                    if "interval" in found else []),
+                  CRPS_NOTE, "", *_markdown_table(*grid)]
     for name, alert, header, rows in alert_grids(found, baselines, steps):
         lines += [f"## P({escape(name)}) (test split; skill against climatology {alert['climatology']:g}, "
                   f"alert raised at P ≥ {alert['alert_level']:g})", "", *_markdown_table(header, rows)]

@@ -48,14 +48,21 @@ def metrics_table(metrics: Metrics) -> Table:
     return table
 
 
+CRPS_NOTE = ("CRPS: of the calibrated distribution the probabilities are read from (100 quantile levels, not "
+             "only the model's own), in the target's units; lower is better.")
+
+
 def interval_grid(model: dict, baselines: dict, steps: list[int]) -> tuple[list[str], list[list[str]]] | None:
     """A schema-4 model's central interval and CRPS per step (metrics.json `intervals`),
     beside the baselines' interval scores ({method: interval_metrics}, conformalized the
     same way): header and rows, None without an interval. `edgecast evaluate` draws them
-    here, the model card (edgecast/report.py) in Markdown."""
+    here, the model card (edgecast/report.py) in Markdown. Without an interval (quantile
+    levels or alerts alone), the CRPS alone."""
     found = model.get("interval")
     if found is None:
-        return None
+        if "crps_by_lead" not in model:
+            return None
+        return ["step", "CRPS"], [[f"+{step}", _number(model["crps_by_lead"][step - 1])] for step in steps]
     others = [name for name in ("persistence", "ridge") if name in baselines]
     above = [key for key in found if key.startswith("coverage_above_")]
     crps = ["CRPS"] if "crps_by_lead" in model else []
@@ -95,16 +102,19 @@ def probabilistic_tables(intervals: dict, steps: list[int]) -> list[Table]:
     model, tables = intervals["model"], []
     grid = interval_grid(model, intervals, steps)
     if grid is not None:
-        tables.append(_table(f"{model['interval']['coverage']:.0%} interval on the test split ({model['test_windows']} "
-                             f"windows), conformalized on {model['calibration_windows']} validation windows", *grid))
+        what = f"{model['interval']['coverage']:.0%} interval" if "interval" in model else "CRPS"
+        tables.append(_table(f"{what} on the test split ({model['test_windows']} windows), conformalized on "
+                             f"{model['calibration_windows']} validation windows", *grid, caption=CRPS_NOTE))
     for name, found, header, rows in alert_grids(model, intervals, steps):
         tables.append(_table(f"P({name}) on the test split: climatology {found['climatology']:g}, "
                              f"alert raised at P >= {found['alert_level']:g}", header, rows))
     return tables
 
 
-def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
-    table = Table(title=title)
+def _table(title: str, header: list[str], rows: list[list[str]], caption: str | None = None) -> Table:
+    # At least as wide as its title: rich wraps a title to a narrow table's width (the
+    # CRPS-only table has two columns), which read as a column of broken words.
+    table = Table(title=title, caption=caption, min_width=min(len(title), 120))
     for column in header:
         table.add_column(column, justify="left" if column == "step" else "right")
     for row in rows:

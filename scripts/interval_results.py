@@ -4,7 +4,7 @@ with the defaults plus `--horizon 24`, weather covariates, `--interval 0.9` and 
 interval (Winkler) score per lead, before and after the hub's online adjustment (the
 test split replayed through `edgecast-runtime score`), and the alert's Brier skill against
 climatology; beside conformalized persistence (the same method on the persistence
-forecast); CRPS from seven quantile levels, the alert's precision and recall, a reliability
+forecast); the CRPS of the calibrated distribution, the alert's precision and recall, a reliability
 diagram and a fan chart (scripts/interval_plots.py). Writes results/intervals.json,
 results/intervals.md and its two PNGs.
 
@@ -40,7 +40,7 @@ from edgecast_runtime.spec_outputs import Alert  # noqa: E402
 
 WEATHER = "TEMP,PRES,DEWP,RAIN,WSPM,wd,hour_of_day,day_of_week"
 HORIZON, COVERAGE, THRESHOLD = 24, 0.9, 75.0
-LEVELS = "0.1,0.25,0.5,0.75,0.9"  # with the interval's 0.05 and 0.95: seven levels for CRPS and the fan chart
+LEVELS = "0.1,0.25,0.5,0.75,0.9"  # with the interval's 0.05 and 0.95: seven levels for the fan chart
 FAN_STATION = "Dongsi"
 LEADS = (1, 6, 24)
 ALERT = Alert(f"PM2.5>{THRESHOLD:g}", "PM2.5", ">", THRESHOLD)
@@ -177,7 +177,8 @@ def markdown(results: list[dict], checks: dict, seconds: float) -> str:
                 f"{model['interval']['mean_width_by_lead'][k]:.1f} | {score:.1f} | {reference:.1f} | "
                 f"{score / reference:.3f} | {model['alerts'][ALERT.name]['brier_skill_by_lead'][k]:.3f} | "
                 f"{base['brier_skill_by_lead'][k]:.3f} |")
-    lines += ["", f"CRPS (µg/m³, from the seven quantile levels: twice their mean pinball loss), the alert "
+    lines += ["", f"CRPS (µg/m³, of the calibrated distribution the probabilities come from: twice the mean "
+              f"pinball loss of its quantiles at 100 levels), the alert "
               f"raised when P({ALERT.name}) ≥ 0.5, on the test split, and the *ceiling* of the Brier skill: "
               "the skill of the best monotone map from the forecast to a probability, fitted (isotonic) on the "
               "test windows themselves. No recalibration of this forecast can beat it; what separates it from "

@@ -61,6 +61,7 @@ ALERT_LEVEL = 0.5
 RELIABILITY_BINS = np.linspace(0.0, 1.0, 11)  # the reliability diagram's ten probability bins
 MIN_CALIBRATION_WINDOWS = 20  # fewer, and a 90 % interval rests on one or two residuals per lead
 KNOTS = 50
+CRPS_LEVELS = (np.arange(100) + 0.5) / 100  # midpoints: CRPS as the integral of the pinball loss over levels
 LOG, ADDITIVE = "log", "additive"
 OLD_LOG1P = "log1p"  # intervals.json before the shift: log(v + 1) at every lead
 SHIFT_STEPS = tuple(2.0 ** k for k in range(-6, 5))  # times the validation truth's mean
@@ -111,13 +112,14 @@ def requested_levels(interval: float | None, quantiles: tuple[float, ...]) -> tu
 
 
 def parse_alert(text: str, target: str) -> Alert:
-    """'PM2.5>75' (or '<'): the probability that the target passes the threshold."""
+    """'PM2.5>75' (or '<'): the probability that the target passes the threshold. The column
+    matches in any case, as --target does; the alert is named with the file's spelling."""
     match = _ALERT.match(text)
     if match is None:
         raise DataError(f"alert {text!r}: expected TARGET>THRESHOLD or TARGET<THRESHOLD, e.g. '{target}>75'",
                         settings=("alerts",))
     column, op, threshold = match["column"], match["op"], match["threshold"]
-    if column != target:
+    if column.casefold() != target.casefold():
         raise DataError(f"alert {text!r} is on {column!r}; an alert must be on the target {target!r}", settings=("alerts",))
     try:
         value = float(threshold)
@@ -125,7 +127,7 @@ def parse_alert(text: str, target: str) -> Alert:
         value = math.nan
     if not math.isfinite(value):
         raise DataError(f"alert {text!r}: {threshold!r} is not a finite number", settings=("alerts",))
-    return Alert(f"{column}{op}{value:g}", column, op, value)
+    return Alert(f"{target}{op}{value:g}", target, op, value)
 
 
 def probabilistic_part(interval: float | None, quantiles: tuple[float, ...], alerts: tuple[str, ...],
@@ -221,23 +223,47 @@ def exceedance(calibration: Calibration, forecast: np.ndarray, alerts: tuple[Ale
     return np.stack(columns, axis=-1).astype(np.float32)
 
 
+def residual_quantiles(calibration: Calibration, levels: np.ndarray) -> np.ndarray:
+    """`[horizon, L]`: the `levels` quantiles of each lead's smoothed residual CDF (the one
+    the exceedance probabilities read), by inverting it on a fine grid."""
+    rows = []
+    for knots, inverse_width in zip(calibration.knots.astype(np.float64), calibration.inverse_width.astype(np.float64)):
+        half = 0.5 / inverse_width
+        grid = np.linspace(knots.min() - half, knots.max() + half, 4097)
+        cdf = np.clip((grid[:, None] - knots[None]) * inverse_width + 0.5, 0.0, 1.0).mean(axis=1)
+        rows.append(np.interp(levels, cdf, grid))
+    return np.array(rows)
+
+
+def crps(calibration: Calibration, forecast: np.ndarray, truth: np.ndarray, floor: float | None) -> np.ndarray:
+    """`[n, horizon]` CRPS of the distribution the graph's quantiles and probabilities come
+    from, as twice the mean pinball loss over CRPS_LEVELS of its quantiles (Gneiting and
+    Raftery 2007). The model's own few levels would not do: 0.05 and 0.95 alone give a
+    fraction of the CRPS, as tail quantiles' pinball losses are small."""
+    shift = calibration.shift
+    moved = forward(np.asarray(forecast, np.float64), calibration.space, shift)[..., None] \
+        + residual_quantiles(calibration, CRPS_LEVELS)[None]
+    values = backward(moved, calibration.space, shift[:, None])
+    if floor is not None:
+        values = np.maximum(values, floor)
+    error = np.asarray(truth, np.float64)[..., None] - values
+    return 2 * np.maximum(CRPS_LEVELS * error, (CRPS_LEVELS - 1) * error).mean(axis=-1)
+
+
 def interval_metrics(calibration: Calibration, spec: Spec, forecast: np.ndarray, windows: Windows,
                      training_target: np.ndarray, given: dict[str, np.ndarray] | None = None) -> dict:
     """On the test split, per lead: the interval's coverage (also above each `>` alert's
-    threshold), mean width and interval (Winkler) score, CRPS from the quantiles; per alert,
-    the Brier score and its skill against climatology (the training split's frequency of
+    threshold), mean width and interval (Winkler) score, CRPS of the calibrated
+    distribution; per alert, the Brier score and its skill against climatology (the training split's frequency of
     passing the threshold), and precision and recall of an alert raised at ALERT_LEVEL.
     `given`: an exported file's own `quantiles` and `exceedance` for these windows, scored
     instead of those the calibration gives from `forecast`."""
     probabilistic, floor, given = spec.probabilistic, spec.target_min, given or {}
     truth = np.asarray(windows.y, np.float64)
     found: dict = {"calibration_windows": calibration.calibration_windows, "test_windows": int(len(truth))}
-    levels = np.asarray(probabilistic.quantiles, np.float64)
     values = np.asarray(given["quantiles"], np.float64) if "quantiles" in given \
         else quantiles(calibration, forecast, floor).astype(np.float64)
-    if len(levels) > 1:  # CRPS ~ twice the mean pinball loss over the quantile levels (Gneiting and Raftery 2007)
-        error = truth[..., None] - values
-        found["crps_by_lead"] = _rounded(2 * np.maximum(levels * error, (levels - 1) * error).mean(axis=-1), mean=True)
+    found["crps_by_lead"] = _rounded(crps(calibration, forecast, truth, floor), mean=True)
     bounds = probabilistic.interval_indices
     if bounds is not None:
         low, high = values[..., bounds[0]], values[..., bounds[1]]

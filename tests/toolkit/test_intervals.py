@@ -26,7 +26,20 @@ from edgecast.exporter.micro.tflm import output_order, run_tflm
 from edgecast.exporter.oplist import tflite_ops
 from edgecast.exporter.parity import LARGE_BATCH
 from edgecast.trainer.bundle import read_bundle
-from edgecast.trainer.intervals import Calibration, calibrate, exceedance, parse_alert, quantiles
+from edgecast.trainer.intervals import (
+    ADDITIVE,
+    KNOTS,
+    LOG,
+    Calibration,
+    backward,
+    calibrate,
+    crps,
+    exceedance,
+    forward,
+    parse_alert,
+    quantiles,
+    residual_quantiles,
+)
 from edgecast_runtime.spec_outputs import Alert
 
 RUNTIME = Path(sys.executable).parent / "edgecast-runtime"
@@ -160,7 +173,7 @@ def test_metrics_report_coverage_width_and_brier_skill_on_the_test_split(exporte
     assert set(metrics["alerts"]) == {"PM2.5>75", "PM2.5<40"}
     skill = metrics["alerts"]["PM2.5>75"]["brier_skill_by_lead"]
     assert skill[0] > 0.2, metrics  # better than climatology an hour ahead
-    # CRPS from the quantiles: below the interval's mean width, and growing with the lead
+    # CRPS of the calibrated distribution: below the interval's mean width, and growing with the lead
     crps, width = metrics["crps_by_lead"], metrics["interval"]["mean_width_by_lead"]
     assert all(0 < c < w for c, w in zip(crps, width)) and crps[0] <= crps[-1], metrics
     above = metrics["alerts"]["PM2.5>75"]
@@ -208,6 +221,53 @@ def test_calibration_round_trips_and_offsets_never_decrease():
     np.testing.assert_array_equal(again.offsets, calibration.offsets)
     np.testing.assert_array_equal(again.shift, calibration.shift)
     assert parse_alert(" PM2.5 < 35.4 ", "PM2.5").name == "PM2.5<35.4"
+    assert parse_alert("pm2.5>75", "PM2.5") == Alert("PM2.5>75", "PM2.5", ">", 75.0)  # any case, as --target
+
+
+@pytest.mark.parametrize("space", [ADDITIVE, LOG])
+def test_crps_is_that_of_the_distribution_the_probabilities_read(space):
+    """The CRPS metrics.json reports is E|X - y| - E|X - X'| / 2 of the calibrated predictive
+    distribution (knots smoothed by uniform kernels, in the interval's space), checked
+    against 400,000 draws from it; the model's own two levels would give far less."""
+    rng = np.random.default_rng(0)
+    scale = 20.0 if space == ADDITIVE else 0.4
+    knots = np.sort(rng.normal(0, scale, (2, KNOTS)), axis=1).astype(np.float32)
+    shift = np.zeros(2, np.float32) if space == ADDITIVE else np.array([5.0, 10.0], np.float32)
+    calibration = Calibration(space, (0.05, 0.95), np.zeros((2, 2), np.float32), knots,
+                              np.array([4 / scale, 2 / scale], np.float32), 100, shift)
+    forecast, truth = np.array([[50.0, 80.0]]), np.array([[60.0, 40.0]])
+    found = crps(calibration, forecast, truth, None)[0]
+    for lead in range(2):
+        width = 1 / calibration.inverse_width[lead]
+        residual = rng.choice(knots[lead], 400_000) + rng.uniform(-width / 2, width / 2, 400_000)
+        draws = backward(forward(forecast[0, lead], space, shift[lead]) + residual, space, shift[lead])
+        expected = np.abs(draws - truth[0, lead]).mean() - np.abs(draws - rng.permutation(draws)).mean() / 2
+        assert abs(found[lead] - expected) < 0.01 * expected, (lead, found[lead], expected)
+        tails = np.array([0.05, 0.95])  # the distribution's own 0.05 and 0.95 quantiles, as the old rule read them
+        bounds = backward(forward(forecast[0, lead], space, shift[lead]) + residual_quantiles(calibration, tails)[lead],
+                          space, shift[lead])
+        error = truth[0, lead] - bounds
+        two_levels = 2 * np.mean(np.maximum(tails * error, (tails - 1) * error))
+        assert two_levels < 0.7 * found[lead], (two_levels, found[lead])
+
+
+def test_quantiles_alone_get_their_crps_table_and_alerts_match_the_target_in_any_case(tmp_path):
+    """A model with quantile levels and no interval printed no probabilistic table at all,
+    and an alert spelled in another case than the file's column was refused."""
+    pm25(400, seed=2).to_csv(tmp_path / "s.csv", index=False)
+    trained = run_cli("train", tmp_path / "s.csv", *SMALL, "--quantiles", "0.1,0.5,0.9", "--alert", "pm2.5>75",
+                      "--models-dir", tmp_path, "--name", "q")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    alerts = json.loads((tmp_path / "q" / "preprocessing.json").read_text())["probabilistic"]["alerts"]
+    assert [alert["name"] for alert in alerts] == ["PM2.5>75"], alerts
+    shown = run_cli("evaluate", tmp_path / "q", tmp_path / "s.csv")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "CRPS on the test split" in shown.stdout and "P(PM2.5>75) on the test split" in shown.stdout
+    assert "CRPS: of the calibrated distribution" in " ".join(shown.stdout.split())  # the caption, however wrapped
+    card = run_cli("report", tmp_path / "q", "--out", tmp_path / "card.md")
+    assert card.returncode == 0, card.stderr
+    text = (tmp_path / "card.md").read_text()
+    assert "## CRPS (test split, conformalized on" in text and "| step | CRPS |" in text, text
 
 
 def test_the_shift_follows_how_the_errors_grow_with_the_level():
