@@ -107,6 +107,16 @@ class DemoResult:
         return self.spread <= self.tolerance
 
 
+def checked_bundle_name(name: str | None, setting: str = "name") -> None:
+    """A bundle name given by hand is one folder name: '' would silently mean the default,
+    and a path ('../x', 'a/b') would put the bundle outside models_dir."""
+    from edgecast.trainer.errors import DataError
+
+    if name is not None and (name.strip() in ("", ".", "..") or "/" in name or "\\" in name):
+        raise DataError(f"{setting} {name!r} names the bundle's folder: give one folder, no '/', not empty, "
+                        f"'.' or '..'", settings=(setting,))
+
+
 def default_bundle_name(data: str | Path) -> str:
     """The bundle name a data file gives: its name without table and compression suffixes,
     lower case, other characters than letters and digits as dashes."""
@@ -170,6 +180,7 @@ def train(
     given = options.values({**settings, "target": target}, options.TRAIN)
     read = read_options(given)
     config = options.train_config(given)
+    checked_bundle_name(name)
     data = station_file(data, Path(models_dir) / EXPORT_FOLDER, since, until)
     series = load_csv(data, target, list(given["features"]), max_gap=config.max_gap, options=read)
     if neighbours:
@@ -282,11 +293,19 @@ def evaluate(
 
     if plot is not None:  # refused before minutes of work
         plot_format(Path(plot))
+        if not Path(plot).parent.is_dir():
+            raise PlotError(f"{plot}: the folder {Path(plot).parent} does not exist")
+        if plot_steps < 1:
+            raise PlotError(f"plot_steps must be at least 1, got {plot_steps}", settings=("plot_steps",))
         try:
             size = parse_size(plot_size) if isinstance(plot_size, str) else parse_size(f"{plot_size[0]}x{plot_size[1]}")
         except ValueError as exc:
             raise PlotError(str(exc)) from None
     model_bundle = read_bundle(bundle)
+    if artifact is not None:
+        from edgecast.exporter.backends import check_artifact
+
+        check_artifact(Path(artifact), model_bundle.spec)
     evaluation = evaluate_bundle_on_csv(model_bundle, Path(data), backtest,
                                         _artifact_outputs(Path(artifact), model_bundle.spec) if artifact is not None
                                         else None,
@@ -313,6 +332,7 @@ def demo(models_dir: str | Path = MODELS_DIR, *, name: str | None = None, seed: 
     from edgecast import tutorial
     from edgecast.exporter.parity import TOLERANCE
 
+    checked_bundle_name(name)
     trained = train_series(tutorial.series(), tutorial.config(seed), Path(models_dir) / (name or tutorial.DEMO_NAME),
                            progress, on_epoch)
     exported = export(trained.bundle, progress=progress)

@@ -31,6 +31,7 @@ from edgecast.release.cli import fleet_promote, fleet_status, keys_app, release,
 from edgecast.release.retrain_cli import fleet_retrain
 from edgecast.trainer.settings import DEFAULTS, MODELS_DIR
 from edgecast.tutorial import DEMO_NAME
+from edgecast_runtime.contract import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from edgecast.api import TrainResult
@@ -271,7 +272,9 @@ def _print_export(result: ExportResult) -> None:
         out.print(tables.micro_table(result.micro.to_dict()))
         out.print(f"wrote {result.micro.folder}/ ({', '.join(result.micro.files)}, micro.json)", markup=False)
     for path in result.removed:
-        out.print(f"removed {path} (written by an earlier export, not requested this time)", markup=False)
+        why = ("it signed the earlier export's files: run edgecast sign again" if path.name == SIGNATURE_NAME
+               else "written by an earlier export, not requested this time")
+        out.print(f"removed {path} ({why})", markup=False)
     out.print(f"wrote {result.manifest_path}", markup=False)
 
 

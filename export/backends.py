@@ -199,3 +199,63 @@ def timed(predict_many: Callable[[np.ndarray], np.ndarray], windows: np.ndarray,
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return Timing(wall, cpu, np.asarray(forecasts))
+
+
+def check_artifact(path: Path, spec: Spec) -> None:
+    """`evaluate --artifact`: a missing, unreadable or foreign file is refused before the
+    CSV is read, in one line (ExportError)."""
+    from .errors import ExportError
+
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file (artifact)")
+    if path.suffix not in (".onnx", ".tflite"):
+        raise ExportError(f"{path}: an artifact is a .onnx or .tflite file")
+    mismatch = artifact_mismatch(path, spec)
+    if mismatch is not None:
+        raise ExportError(mismatch)
+
+
+def artifact_mismatch(path: Path, spec: Spec, same_spec: bool = True) -> str | None:
+    """Why an exported file cannot be this spec's model, or None: it cannot be opened, it
+    takes other windows than [batch, look_back, n_features], or (ONNX, which carries its
+    spec; with `same_spec`) it was exported from another spec. Checked before running it,
+    so a swapped or foreign file is one line rather than a runtime's shape error mid-run."""
+    from edgecast_runtime.contract import SCHEMA_KEY, SPEC_KEY
+
+    from .errors import ExportError
+
+    expected = [spec.look_back, spec.n_features]
+    try:
+        if path.suffix == ".onnx" or path.name.endswith(".onnx.staged"):
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            taken = list(session.get_inputs()[0].shape[1:])
+            metadata = session.get_modelmeta().custom_metadata_map
+            embedded = (metadata.get(SPEC_KEY), metadata.get(SCHEMA_KEY))
+        else:
+            taken = [int(size) for size in tflite_interpreter(path).get_input_details()[0]["shape"][1:]]
+            embedded = None
+    except ExportError as exc:
+        return str(exc)
+    except Exception as exc:  # onnxruntime's errors derive from Exception only
+        return f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})"
+    if taken != expected:
+        return (f"{path}: takes windows [batch, {', '.join(map(str, taken))}], but the model's spec describes "
+                f"[batch, {', '.join(map(str, expected))}]: it is another model's file")
+    if same_spec and embedded is not None and _parsed(*embedded) != spec.to_dict():
+        return f"{path}: exported from another spec (target, scaler or features differ): it is another model's file"
+    return None
+
+
+def _parsed(text: str | None, version: str | None) -> dict | None:
+    """An ONNX file's embedded spec as the runtime reads it (older schemas filled in), so
+    a file exported by an older edgecast compares equal to its own bundle's spec."""
+    import json
+
+    from edgecast_runtime.spec import Spec as RuntimeSpec
+
+    try:
+        return RuntimeSpec.from_dict(json.loads(text), version).to_dict()
+    except Exception:  # absent, not JSON or not a spec: not this model's
+        return None

@@ -26,6 +26,7 @@ from edgecast_runtime.contract import (
 )
 from edgecast_runtime.durable import atomic_write, fsync_dir
 
+from .backends import artifact_mismatch
 from .errors import ExportError, ParityError
 from .manifest import artifact_entry, integrity_problems, read_manifest, write_manifest
 from .onnx_export import to_onnx
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     import keras
 
     from edgecast.trainer.intervals import Calibration
+    from edgecast_runtime.spec import Spec
 
     from .micro.build import MicroResult
 
@@ -182,7 +184,7 @@ def verify_bundle(bundle_dir: Path) -> VerifyResult:
     model = bundle.load_model()
     held_out = held_out_windows(bundle, model)
     problems = integrity_problems(bundle, manifest)
-    _require_loadable_onnx(exported, problems)
+    _require_runnable(exported, bundle.spec, problems)
     calibration = probabilistic_calibration(bundle)
     parity = check_parity(model, bundle.spec, held_out, floats, calibration)
     accuracy = accuracy_report(model, bundle.spec, bundle.windows(), exported, calibration)
@@ -219,21 +221,15 @@ def held_out_windows(bundle: Bundle, model: keras.Model) -> np.ndarray:
     return test_x
 
 
-def _require_loadable_onnx(artifacts: dict[str, Path], problems: list[str]) -> None:
-    """An ONNX file onnxruntime cannot even open (truncated, overwritten) is one clear error, not a crash."""
-    import onnxruntime as ort
-
-    for name, path in artifacts.items():
-        if not name.endswith(".onnx"):
-            continue
-        try:
-            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's errors derive from Exception only
+def _require_runnable(artifacts: dict[str, Path], spec: Spec, problems: list[str]) -> None:
+    """A file no runtime can open (truncated, overwritten) or that takes other windows
+    (another model's file copied in) is one clear error, not a crash in the parity run.
+    The spec embedded in an ONNX file is the manifest's business (its sha256)."""
+    for path in artifacts.values():
+        mismatch = artifact_mismatch(path, spec, same_spec=False)
+        if mismatch is not None:
             tampered = any(str(path) in problem for problem in problems)
-            raise ExportError(
-                f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})"
-                + ("; its sha256 differs from the manifest" if tampered else "")
-            ) from None
+            raise ExportError(mismatch + ("; its sha256 differs from the manifest" if tampered else ""))
 
 
 def _stage(folder: Path, staged: dict[str, bytes]) -> dict[str, Path]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgecast.trainer.intervals import read_calibration
-from edgecast_runtime.contract import BUILTIN_TFLITE_FILE, ONNX_FILE, TFLITE_FILE
+from edgecast_runtime.contract import BUILTIN_TFLITE_FILE, ONNX_FILE, SIGNATURE_NAME, TFLITE_FILE
 from edgecast_runtime.durable import atomic_write
 
 from .accuracy import accuracy_report
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 # Files only some exports write; one left from an earlier export would no longer be
 # listed in the manifest (and the runtime refuses unlisted models), so it is removed.
-OPTIONAL_FILES = (BUILTIN_TFLITE_FILE, *(mode.file for mode in MODES.values()))
+# model.tflite too: --no-tflite does not write it.
+OPTIONAL_FILES = (TFLITE_FILE, BUILTIN_TFLITE_FILE, *(mode.file for mode in MODES.values()))
 FLOAT_FILES = {"onnx": ONNX_FILE, "tflite": TFLITE_FILE}
 # Largest batch-1 vs batch-256 forecast difference of a batch-independent file: float
 # kernels may reorder sums with the batch size (~1e-5); dynamic int8 moves by ~0.1-1.
@@ -145,9 +146,11 @@ def _entries(written: dict[str, Path], accuracy: AccuracyReport) -> dict:
 
 
 def remove_stale(folder: Path, current: set[str]) -> list[Path]:
-    """Delete optional files an earlier export wrote and this one did not; returns them."""
+    """Delete optional files an earlier export wrote and this one did not, and the
+    signature of the earlier export's files (it no longer matches the new manifest, and
+    `edgecast verify` does not check it); returns them."""
     removed = []
-    for name in OPTIONAL_FILES:
+    for name in (*OPTIONAL_FILES, SIGNATURE_NAME):
         path = Path(folder) / name
         if name not in current and path.is_file():
             path.unlink()

@@ -21,7 +21,7 @@ from edgecast_runtime.spec import Encoding
 
 from . import features as encodings_of
 from . import validity
-from .dialect import Dialect, option_character, sniff
+from .dialect import Dialect, decimal_mark, option_character, sniff
 from .errors import DataError
 from .times import FIRST_DATA_ROW, TimeLine, TimeOptions, read_times
 
@@ -135,7 +135,7 @@ class FileRead:
 def read_file(path: Path, target: str, features: list[str] | tuple[str, ...], options: ReadOptions) -> FileRead:
     """A file's dialect sniffed, its time line read and its columns parsed, impossible readings missing."""
     delimiter = option_character(options.delimiter, "delimiter")
-    decimal = option_character(options.decimal, "decimal")
+    decimal = decimal_mark(options.decimal, delimiter)
     dialect = sniff(path, delimiter, decimal) if path.is_file() else Dialect()
     raw = _read_table(path, dialect)
 

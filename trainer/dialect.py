@@ -49,6 +49,17 @@ def option_character(text: str | None, option: str) -> str | None:
     return character
 
 
+def decimal_mark(text: str | None, delimiter: str | None) -> str | None:
+    """The --decimal setting: '.' or ',' (pandas reads any character, and a letter or the
+    delimiter would turn every number into text), or None to sniff it."""
+    mark = option_character(text, "decimal")
+    if mark is not None and mark not in ".,":
+        raise DataError(f"decimal {text!r} must be '.' or ','", settings=("decimal",))
+    if mark is not None and mark == delimiter:
+        raise DataError(f"decimal {text!r} is also the delimiter", settings=("decimal", "delimiter"))
+    return mark
+
+
 def sniff(path: Path, delimiter: str | None = None, decimal: str | None = None) -> Dialect:
     opener = _OPENERS.get(path.suffix.lower(), open)  # pandas reads compressed files by suffix too
     try:

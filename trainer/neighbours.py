@@ -96,7 +96,7 @@ def add_neighbours(
             loaded[neighbour] = _load_neighbour(series, paths, readings, options, max_gap)
         except (DataError, OSError) as exc:
             if unusable == FAIL:
-                raise DataError(f"neighbour {neighbour!r}: {exc}") from None
+                raise DataError(f"neighbour {neighbour!r}: {exc}", settings=getattr(exc, "settings", ())) from None
             dropped[neighbour] = " ".join(str(exc).split())
     if not loaded:
         reasons = "".join(f"; {s} left out: {why}" for s, why in sorted(dropped.items()))

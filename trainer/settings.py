@@ -62,8 +62,12 @@ class TrainConfig:
         for name in ("look_back", "horizon", "units", "epochs", "batch_size", "layers"):
             if getattr(self, name) < 1:
                 raise DataError(f"{name} must be at least 1, got {getattr(self, name)}", settings=(name,))
-        if self.max_gap < 0:
-            raise DataError(f"max_gap must be 0 or more, got {self.max_gap}", settings=("max_gap",))
+        for name in ("max_gap", "patience"):
+            if getattr(self, name) < 0:
+                raise DataError(f"{name} must be 0 or more, got {getattr(self, name)}", settings=(name,))
+        if not 0 < self.learning_rate < float("inf"):  # 0 never moves, a negative rate climbs the loss
+            raise DataError(f"learning_rate must be a positive number, got {self.learning_rate}",
+                            settings=("learning_rate",))
         if not 0 <= self.dropout < 1:
             raise DataError(f"dropout must be in [0, 1), got {self.dropout}", settings=("dropout",))
         if self.formulation not in (LEVEL, CHANGE):

@@ -188,6 +188,13 @@ def _from_epoch(
         unit = epoch_unit(magnitude)
         notices.append(f"column '{label}': epoch {'milliseconds' if unit == 'ms' else 'seconds'} "
                        f"(by magnitude: {'at least' if unit == 'ms' else 'below'} {MILLISECONDS_FROM:g})")
+    elif magnitude >= SECONDS_FROM and unit != epoch_unit(magnitude):
+        # Read in the other unit, hourly readings would be 3.6 s apart in 1970 or 1000 h apart
+        # beyond the year 5000: a model would train on that without complaint.
+        named = {"s": "seconds", "ms": "milliseconds"}
+        raise DataError(f"{path}: column '{label}' holds numbers around {magnitude:.4g}, epoch "
+                        f"{named[epoch_unit(magnitude)]} by their size, but time_unit says {unit}",
+                        settings=("time_unit",))
     times = pd.to_datetime(numbers, unit=unit, utc=True, errors="coerce")
     _reject_bad_times(path, numbers, times, label)
     return times, TimeFormat(unit)

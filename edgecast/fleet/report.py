@@ -52,6 +52,7 @@ def report(fleet_dir: str | Path, leads: Sequence[int] = DEFAULT_LEADS, without:
     if without is not None and not Path(without).is_dir():
         raise FleetError(f"{without}: no such fleet folder (without)", settings=("without",))
     rows = [_station_row(fleet_dir / name, name, leads, last_run.get(name, {})) for name in names]
+    _check_leads_reached(leads, rows)
     for row in rows:
         _add_comparisons(row, fleet_dir / row["station"], Path(without) / row["station"] if without else None, leads)
     _flag_median_and_worst(rows)
@@ -78,12 +79,22 @@ def _last_run(fleet_dir: Path) -> dict[str, dict]:
         return {}
 
 
+def _check_leads_reached(leads: list[int], rows: list[dict]) -> None:
+    """A lead no station forecasts would give a report of empty columns and no median."""
+    horizons = [row["horizon"] for row in rows if row.get("horizon")]
+    beyond = [lead for lead in leads if horizons and lead > max(horizons)]
+    if beyond:
+        raise FleetError(f"leads {','.join(map(str, beyond))} lie beyond every station's horizon (the longest is "
+                         f"{max(horizons)} steps)", settings=("leads",))
+
+
 def _station_row(bundle: Path, name: str, leads: list[int], run: dict) -> dict:
     row = {"station": name, "status": run.get("status", "bundle"), "error": run.get("error"), "flags": []}
     metrics = _read(bundle / METRICS_FILE)
     if metrics is None:
         return row
     steps = metrics.get("horizon_steps", [])
+    row["horizon"] = max(steps, default=None)
     row["units"] = metrics.get("units")
     row["rmse"] = {method: {str(lead): _at(metrics.get(method, {}).get("rmse"), steps, lead) for lead in leads}
                    for method in METHODS}

@@ -33,6 +33,7 @@ ALERT_OPERATORS = (">", "<")  # an alert asks P(target > threshold) or P(target 
 
 # Beside an exported model: artifacts with their sha256, checked before a model is used.
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "model.sig"  # a release's signature over the bundle's files (edgecast sign)
 
 # The files of a model bundle (models/NAME/), named here once. The trainer writes:
 KERAS_FILE = "model.keras"  # the Keras model, in scaled space

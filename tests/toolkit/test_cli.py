@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import hourly_frame, run_cli
+from conftest import REPO_ROOT, hourly_frame, run_cli
 
 
 def assert_one_line_error(result, *fragments: str, code: int = 2) -> None:
@@ -147,14 +148,17 @@ def test_plain_re_export_names_every_file_it_removes(trained_bundle, tmp_path):
     stale = ["model.int8.onnx", "model.builtin.tflite"]  # left by an earlier export with other options
     for name in stale:
         shutil.copy(copy / ("model.onnx" if name.endswith(".onnx") else "model.tflite"), copy / name)
+    (copy / "model.sig").write_text("{}")  # `edgecast sign` of the earlier export: no longer its files
     result = run_cli("export", copy)
     assert result.returncode == 0, result.stderr
     removed = [line for line in result.stdout.splitlines() if line.startswith("removed ")]
-    assert sorted(removed) == sorted(f"removed {copy / name} (written by an earlier export, not requested this time)"
-                                     for name in stale)
-    assert not any((copy / name).exists() for name in stale)
+    assert sorted(removed) == sorted([*(f"removed {copy / name} (written by an earlier export, not requested this "
+                                        f"time)" for name in stale),
+                                      f"removed {copy / 'model.sig'} (it signed the earlier export's files: run "
+                                      f"edgecast sign again)"])
+    assert not any((copy / name).exists() for name in [*stale, "model.sig"])
     (copy / "model.int8.onnx").write_bytes((copy / "model.onnx").read_bytes())
-    assert export(copy).removed == [copy / "model.int8.onnx"]
+    assert export(copy, tflite=False).removed == [copy / "model.tflite", copy / "model.int8.onnx"]
 
 
 def test_verify_says_when_the_manifest_belongs_to_another_model(trained_bundle, tiny_csv, tmp_path):
@@ -173,3 +177,79 @@ def test_verify_says_when_the_manifest_belongs_to_another_model(trained_bundle, 
     assert len(problems) == 1, result.stderr
     assert f"{copy / 'manifest.json'} belongs to another model ('tiny', trained on {tiny_csv})" in problems[0]
     assert "edgecast export" in problems[0] and "corrupted" not in result.stderr
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--learning-rate", "-1"], "--learning-rate must be a positive number, got -1.0"),
+    (["--learning-rate", "0"], "--learning-rate must be a positive number, got 0.0"),
+    (["--patience", "-1"], "--patience must be 0 or more, got -1"),
+    (["--decimal", "x"], "--decimal 'x' must be '.' or ','"),
+    (["--delimiter", ",", "--decimal", ","], "--decimal ',' is also the --delimiter"),
+    (["--name", "../escape"], "--name '../escape' names the bundle's folder: give one folder"),
+    (["--name", "a/b"], "--name 'a/b' names the bundle's folder"),
+    (["--name", ""], "--name '' names the bundle's folder"),
+])
+def test_bad_training_options_are_one_line_before_any_work(tiny_csv, tmp_path, options, fragment):
+    """Values that used to train anyway: a negative rate (the loss climbs), a negative
+    patience, a decimal mark that is a letter or the delimiter, a name that leaves
+    --models-dir or silently means the default."""
+    result = run_cli("train", tiny_csv, "--target", "PM2.5", *options, "--models-dir", tmp_path / "models")
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "escape").exists()
+
+
+def foreign_spec_copy(model: Path, folder: Path) -> Path:
+    """The model's ONNX file with another scaler in its embedded spec: another model's file
+    of the same window shape."""
+    import onnx
+
+    from edgecast_runtime.contract import SPEC_KEY
+
+    proto = onnx.load(model)
+    entry = next(entry for entry in proto.metadata_props if entry.key == SPEC_KEY)
+    spec = json.loads(entry.value)
+    spec["scaler"]["data_max"] = [value + 1.0 for value in spec["scaler"]["data_max"]]
+    entry.value = json.dumps(spec)
+    onnx.save(proto, folder / "other.onnx")
+    return folder / "other.onnx"
+
+
+def test_evaluate_refuses_a_bad_stretch_or_a_foreign_artifact_in_one_line(trained_bundle, tmp_path):
+    """Each used to end in a traceback (IndexError, onnxruntime's NoSuchFile or shape
+    error, a temporary file's path) or, for another model's file of the same shape, in
+    scores of the wrong model."""
+    csv = trained_bundle.parent / "hourly.csv"
+    seed_model = REPO_ROOT / "models" / "pm25-seed" / "model.onnx"
+    cases = [
+        (["--plot", tmp_path / "e.png", "--plot-steps", "0"], ["--plot-steps must be at least 1, got 0"]),
+        (["--plot", tmp_path / "e.png", "--plot-steps", "-5"], ["--plot-steps must be at least 1, got -5"]),
+        (["--plot", tmp_path / "nodir" / "e.png"], [f"the folder {tmp_path / 'nodir'} does not exist"]),
+        (["--artifact", tmp_path / "absent.onnx"], ["absent.onnx: no such file (artifact)"]),
+        (["--artifact", seed_model], ["takes windows [batch, 4, 1], but the model's spec describes [batch, 6, 2]"]),
+        (["--artifact", foreign_spec_copy(trained_bundle / "model.onnx", tmp_path)],
+         ["other.onnx: exported from another spec"]),
+    ]
+    for options, fragments in cases:
+        assert_one_line_error(run_cli("evaluate", trained_bundle, csv, *options), *fragments)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_verify_names_another_models_file_copied_in(trained_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, copy)
+    shutil.copy(REPO_ROOT / "models" / "pm25-seed" / "model.onnx", copy / "model.onnx")
+    result = run_cli("verify", copy)
+    assert_one_line_error(result, f"{copy / 'model.onnx'}: takes windows [batch, 4, 1]",
+                          "its sha256 differs from the manifest", code=result.returncode)
+    assert result.returncode != 0
+
+
+def test_fleet_report_refuses_leads_no_station_forecasts(trained_bundle, tmp_path):
+    import shutil
+
+    shutil.copytree(trained_bundle, tmp_path / "fleet" / "north")
+    assert_one_line_error(run_cli("fleet", "report", tmp_path / "fleet", "--leads", "1,100"),
+                          "--leads 100 lie beyond every station's horizon (the longest is 2 steps)")
+    assert not (tmp_path / "fleet" / "fleet.md").exists()

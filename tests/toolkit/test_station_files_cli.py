@@ -77,6 +77,11 @@ def test_an_unrecognised_time_column_is_refused_in_one_line_and_the_options_it_n
                      "pass --time-column 'Datum Zeit'", "--dayfirst", "--time-format"):
         assert fragment in lines[0], lines[0]
     assert not (tmp_path / "models").exists()
+    hourly_frame().to_csv(tmp_path / "home.csv", index=False)  # the same file as a neighbour: said as flags too
+    as_neighbour = run_cli("train", tmp_path / "home.csv", *TINY, "--neighbours", path, "--models-dir", tmp_path / "models")
+    lines = [line for line in as_neighbour.stderr.splitlines() if line.strip()]
+    assert as_neighbour.returncode == 2 and len(lines) == 1, as_neighbour.stderr
+    assert "neighbour 'station'" in lines[0] and "pass --time-column 'Datum Zeit' (and --dayfirst" in lines[0], lines[0]
 
     trained = run_cli("train", path, *TINY, "--time-column", "Datum Zeit", "--dayfirst",
                       "--models-dir", tmp_path / "models")
@@ -110,3 +115,19 @@ def test_the_library_names_the_settings_and_keeps_notes_where_a_time_line_is_use
     plain = tmp_path / "plain.csv"
     _readings(frame).assign(station="Aotizhongxin", wd="NNW").to_csv(plain, index=False)
     assert load_csv(plain, "PM2.5").time_columns == []
+
+
+@pytest.mark.parametrize("scale, unit, said", [(1, "ms", "epoch seconds by their size, but --time-unit says ms"),
+                                               (1000, "s", "epoch milliseconds by their size, but --time-unit says s")])
+def test_a_time_unit_the_numbers_contradict_is_refused_in_one_line(scale, unit, said, tmp_path):
+    """Hourly readings read in the other unit were 3.6 s apart in 1970, or 1000 h apart
+    after the year 5000, and trained without complaint."""
+    path = tmp_path / "station.csv"
+    epoch_seconds(path)
+    frame = pd.read_csv(path)
+    frame.assign(ts=frame["ts"] * scale).to_csv(path, index=False)
+    refused = run_cli("train", path, *TINY, "--time-unit", unit, "--models-dir", tmp_path / "models")
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "column 'ts' holds numbers around" in lines[0] and said in lines[0], lines[0]
+    assert not (tmp_path / "models").exists()

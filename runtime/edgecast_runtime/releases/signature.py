@@ -39,13 +39,13 @@ except ImportError:  # the hub installed the runtime without its releases extra
     raise ImportError("signed releases need the 'cryptography' package: "
                       "pip install 'edgecast-runtime[releases]'") from None
 
+from edgecast_runtime.contract import SIGNATURE_NAME
 from edgecast_runtime.errors import SignatureError
 from edgecast_runtime.manifest import file_sha256
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-SIGNATURE_NAME = "model.sig"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
