@@ -67,8 +67,8 @@ def flag_of(name: str) -> str:
 
 def as_flags(message: str, settings: Iterable[str]) -> str:
     """A library message with the settings it names said as flags (`max_gap` -> `--max-gap`)."""
-    for name in settings:
-        message = re.sub(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag_of(name), message)
+    for name in settings:  # the word alone: not inside a path or file name (models/retrain.plan.json)
+        message = re.sub(rf"(?<![\w./-]){re.escape(name)}(?![\w/-])(?!\.\w)", flag_of(name), message)
     return message
 
 
@@ -194,6 +194,8 @@ EXPORT_TARGET = Option("target", str, EXPORT_DEFAULTS.target, f"{' or '.join(TAR
 # and the export options shared with `edgecast export`.
 TRAIN = READING_OPTIONS + TRAINING_OPTIONS + INTERVAL_OPTIONS + NEIGHBOUR_OPTIONS
 FLEET = TRAIN + EXPORT_OPTIONS
+# `fleet retrain`: its challengers are the archive's stations, each on its own readings.
+RETRAIN = READING_OPTIONS + TRAINING_OPTIONS + INTERVAL_OPTIONS + EXPORT_OPTIONS
 EXPORT_COMMAND = EXPORT_OPTIONS + (MAX_RMSE_CHANGE, EXPORT_TARGET)
 TRAIN_CONFIG_FIELDS = frozenset(f.name for f in fields(TrainConfig))
 

@@ -171,8 +171,11 @@ def retrain(config: RetrainSettings, broker: BrokerSettings, training: dict, rul
     """Carry the plan on as far as it goes now; (the round, the promotion's decisions or [])."""
     from .signing import load_private_key
 
-    load_private_key(config.key)  # a missing or wrong key fails now, not after the training
+    if not Path(config.archive).is_dir():  # before the plan: a mistyped archive must not begin a round
+        raise PlanError(f"{config.archive}: no such archive folder (edgecast collect writes one)")
     plan = Round(config.plan, say)
+    _require_the_rounds_archive(plan, config)
+    load_private_key(config.key)  # a missing or wrong key fails now, not after the training
     if plan.data["round"] == 0 or plan.finished:
         plan.begin(config.archive)
     number = plan.data["round"]
@@ -194,6 +197,15 @@ def retrain(config: RetrainSettings, broker: BrokerSettings, training: dict, rul
         elif step == "promote":
             return plan, _promote(plan, config, fleet_dir, broker, rule, release_options, rollout_options, say)
     return plan, []
+
+
+def _require_the_rounds_archive(plan: Round, config: RetrainSettings) -> None:
+    """A round under way goes on with the archive it began with: another one would mix
+    two networks' readings in one round's plan."""
+    begun = plan.data.get("archive")
+    if plan.data["round"] and not plan.finished and begun and Path(begun).resolve() != Path(config.archive).resolve():
+        raise PlanError(f"round {plan.data['round']} of {config.plan} trains on {begun}, not {config.archive}: pass "
+                        f"that archive, or move the plan file aside to start a new round")
 
 
 def _train(plan: Round, config: RetrainSettings, fleet_dir: Path, training: dict, say: Callable[[str], None]) -> None:

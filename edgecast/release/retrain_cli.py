@@ -28,7 +28,7 @@ from .settings import DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEALTHY_SECONDS, DEFAUL
 out = Console(highlight=False)
 
 
-@with_options(*opt.FLEET)
+@with_options(*opt.RETRAIN)
 def fleet_retrain(
     archive: Annotated[Path, typer.Argument(help="The readings archive (edgecast collect --archive).")],
     settings: Settings,

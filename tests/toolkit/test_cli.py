@@ -253,3 +253,21 @@ def test_fleet_report_refuses_leads_no_station_forecasts(trained_bundle, tmp_pat
     assert_one_line_error(run_cli("fleet", "report", tmp_path / "fleet", "--leads", "1,100"),
                           "--leads 100 lie beyond every station's horizon (the longest is 2 steps)")
     assert not (tmp_path / "fleet" / "fleet.md").exists()
+
+
+def test_fleet_retrain_begins_no_round_on_a_missing_archive_nor_mixes_two(tmp_path):
+    """A mistyped archive used to leave a plan naming it, and the next run on the right
+    archive went on with that round; a plan file's name was once said as '--plan' too."""
+    retrain = ["fleet", "retrain", "--target", "PM2.5", "--key", tmp_path / "k.pem", "--broker", "127.0.0.1:1",
+               "--models-dir", tmp_path / "models"]
+    assert_one_line_error(run_cli(*retrain[:2], tmp_path / "absent", *retrain[2:]),
+                          f"{tmp_path / 'absent'}: no such archive folder")
+    assert not (tmp_path / "models").exists()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "other").mkdir()
+    plan = tmp_path / "models" / "retrain.plan.json"
+    plan.write_text(json.dumps({"round": 1, "archive": str(tmp_path / "first"), "started": "", "steps": {}}))
+    assert_one_line_error(run_cli(*retrain[:2], tmp_path / "other", *retrain[2:]),
+                          f"round 1 of {plan} trains on {tmp_path / 'first'}, not {tmp_path / 'other'}")
+    plan.write_text("not json")
+    assert_one_line_error(run_cli(*retrain[:2], tmp_path / "other", *retrain[2:]), f"--plan {plan} cannot be read")
