@@ -137,7 +137,7 @@ def read_file(path: Path, target: str, features: list[str] | tuple[str, ...], op
     delimiter = option_character(options.delimiter, "delimiter")
     decimal = decimal_mark(options.decimal, delimiter)
     dialect = sniff(path, delimiter, decimal) if path.is_file() else Dialect()
-    raw = _read_table(path, dialect)
+    raw, blank_lines = _with_blank_lines(path, dialect, _read_table(path, dialect))
 
     def resolve(name: str) -> str:
         return _resolve(path, raw, name, delimiter)
@@ -160,6 +160,8 @@ def read_file(path: Path, target: str, features: list[str] | tuple[str, ...], op
             invalid[name] = counts
     frame = pd.DataFrame({name: parsed[name][0] for name in read})
     notices = ([dialect.describe()] if dialect.sniffed else []) + line.notices
+    if blank_lines:
+        notices.append(f"{blank_lines} blank line(s) read as missing readings (one column, so a blank line is one)")
     return FileRead(path, frame, line, columns, derived, {n: parsed[n][1] for n in read}, ranges, invalid, notices,
                     len(raw))
 
@@ -204,6 +206,25 @@ def _read_table(path: Path, dialect: Dialect) -> pd.DataFrame:
         raise DataError(f"{path}: the file has a header but no data rows")
     raw.columns = [str(c).strip() for c in raw.columns]
     return raw
+
+
+def _with_blank_lines(path: Path, dialect: Dialect, raw: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """In a one-column file a blank line is a missing reading: pandas skips it, and with
+    no time column every later reading would move one step earlier. Kept as a missing
+    row (trailing ones dropped: nothing follows them); with the number kept."""
+    if len(raw.columns) != 1:
+        return raw, 0
+    kept = pd.read_csv(path, sep=dialect.delimiter, decimal=dialect.decimal, encoding="utf-8-sig",
+                       na_values=["NA", "NaN", "nan", ""], keep_default_na=True, skip_blank_lines=False)
+    kept.columns = raw.columns
+    trailing = _trailing_missing(kept.iloc[:, 0]) - _trailing_missing(raw.iloc[:, 0])  # blank lines at the end
+    kept = kept.iloc[: len(kept) - trailing]
+    return kept, len(kept) - len(raw)
+
+
+def _trailing_missing(values: pd.Series) -> int:
+    present = np.flatnonzero(values.notna().to_numpy())
+    return len(values) - (int(present[-1]) + 1 if len(present) else 0)
 
 
 def _ordered_columns(target: str, features: list[str]) -> list[str]:

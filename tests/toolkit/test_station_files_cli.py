@@ -131,3 +131,18 @@ def test_a_time_unit_the_numbers_contradict_is_refused_in_one_line(scale, unit, 
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr
     assert "column 'ts' holds numbers around" in lines[0] and said in lines[0], lines[0]
     assert not (tmp_path / "models").exists()
+
+
+def test_blank_lines_of_a_one_column_file_are_missing_readings_in_their_place(tmp_path):
+    """With no time column the file's order is its clock: pandas skipped blank lines, so
+    every later reading moved one step earlier without a word. Trailing ones end the file."""
+    values = [f"{value:.1f}" for value in hourly_frame(hours=240)["PM2.5"]]
+    for row in (50, 120, 121):
+        values[row] = ""
+    path = tmp_path / "one.csv"
+    path.write_text("PM2.5\n" + "\n".join(values) + "\n\n\n")
+    trained = run_cli("train", path, "--target", "PM2.5", "--look-back", "6", "--units", "4", "--epochs", "1",
+                      "--models-dir", tmp_path / "models")
+    assert trained.returncode == 0, trained.stderr
+    assert "note: 3 blank line(s) read as missing readings" in trained.stderr, trained.stderr
+    assert "240 steps" in trained.stderr and "3 values interpolated" in trained.stderr, trained.stderr
