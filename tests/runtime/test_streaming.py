@@ -264,7 +264,7 @@ def test_failed_save_keeps_old_state_on_disk_and_in_memory(one, tmp_path, monkey
 
 
 def test_state_folder_that_does_not_exist_is_a_state_error(one, tmp_path):
-    with pytest.raises(StateError, match="cannot open"):
+    with pytest.raises(StateError, match="its folder .*missing does not exist"):
         StreamingForecaster(one, state_path=tmp_path / "missing" / "state.json")
 
 
