@@ -106,7 +106,6 @@ def test_info_text_lists_the_extra_outputs_as_the_json_does():
     assert not {"quantiles", "exceedance"} & set(older)
 
 
-
 # --- the update rules ---------------------------------------------------------------------
 
 
