@@ -254,8 +254,9 @@ def interval_metrics(calibration: Calibration, spec: Spec, forecast: np.ndarray,
                      training_target: np.ndarray, given: dict[str, np.ndarray] | None = None) -> dict:
     """On the test split, per lead: the interval's coverage (also above each `>` alert's
     threshold), mean width and interval (Winkler) score, CRPS of the calibrated
-    distribution; per alert, the Brier score and its skill against climatology (the training split's frequency of
-    passing the threshold), and precision and recall of an alert raised at ALERT_LEVEL.
+    distribution; per alert, the Brier score and its skill against climatology (the
+    training split's frequency of passing the threshold), and precision and recall of an
+    alert raised at ALERT_LEVEL.
     `given`: an exported file's own `quantiles` and `exceedance` for these windows, scored
     instead of those the calibration gives from `forecast`."""
     probabilistic, floor, given = spec.probabilistic, spec.target_min, given or {}
