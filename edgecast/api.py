@@ -107,16 +107,6 @@ class DemoResult:
         return self.spread <= self.tolerance
 
 
-def checked_bundle_name(name: str | None, setting: str = "name") -> None:
-    """A bundle name given by hand is one folder name: '' would silently mean the default,
-    and a path ('../x', 'a/b') would put the bundle outside models_dir."""
-    from edgecast.trainer.errors import DataError
-
-    if name is not None and (name.strip() in ("", ".", "..") or "/" in name or "\\" in name):
-        raise DataError(f"{setting} {name!r} names the bundle's folder: give one folder, no '/', not empty, "
-                        f"'.' or '..'", settings=(setting,))
-
-
 def default_bundle_name(data: str | Path) -> str:
     """The bundle name a data file gives: its name without table and compression suffixes,
     lower case, other characters than letters and digits as dashes."""
@@ -180,7 +170,7 @@ def train(
     given = options.values({**settings, "target": target}, options.TRAIN)
     read = read_options(given)
     config = options.train_config(given)
-    checked_bundle_name(name)
+    options.check_folder_name(name)
     data = station_file(data, Path(models_dir) / EXPORT_FOLDER, since, until)
     series = load_csv(data, target, list(given["features"]), max_gap=config.max_gap, options=read)
     if neighbours:
@@ -332,7 +322,7 @@ def demo(models_dir: str | Path = MODELS_DIR, *, name: str | None = None, seed: 
     from edgecast import tutorial
     from edgecast.exporter.parity import TOLERANCE
 
-    checked_bundle_name(name)
+    options.check_folder_name(name)
     trained = train_series(tutorial.series(), tutorial.config(seed), Path(models_dir) / (name or tutorial.DEMO_NAME),
                            progress, on_epoch)
     exported = export(trained.bundle, progress=progress)

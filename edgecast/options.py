@@ -72,6 +72,16 @@ def as_flags(message: str, settings: Iterable[str]) -> str:
     return message
 
 
+def check_folder_name(name: str | None, setting: str = "name") -> None:
+    """A bundle's or fleet's name given by hand is one folder: '' would silently mean the
+    default, and a path ('../x', 'a/b') would put it outside models_dir."""
+    from edgecast.trainer.errors import DataError
+
+    if name is not None and (name.strip() in ("", ".", "..") or "/" in name or "\\" in name):
+        raise DataError(f"{setting} {name!r} names a folder in models_dir: give one folder, no '/', not empty, "
+                        f"'.' or '..'", settings=(setting,))
+
+
 def split_list(values: Iterable[str]) -> list[str]:
     """Repeated and comma-separated values as one list."""
     return [item.strip() for value in values for item in value.split(",") if item.strip()]

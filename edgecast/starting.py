@@ -12,7 +12,7 @@ from edgecast.trainer.errors import DataError
 from edgecast.trainer.reports import Metrics
 from edgecast.trainer.settings import MODELS_DIR
 
-from .api import EpochHook, Progress, checked_bundle_name, default_bundle_name, read_options
+from .api import EpochHook, Progress, default_bundle_name, read_options
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def start_from(
     if not files and not station:
         raise DataError("give the new station's file, or its station name when it has no history yet",
                         settings=("station",))
-    checked_bundle_name(name) if name is not None else checked_bundle_name(station, "station")
+    options.check_folder_name(name) if name is not None else options.check_folder_name(station, "station")
     out_dir = Path(models_dir) / (name or station or default_bundle_name(files[0]))
     series = None
     if files:

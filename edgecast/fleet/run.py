@@ -134,6 +134,7 @@ def train(
     settings.neighbour_count()  # a bad --neighbours fails here
     from edgecast.archive.reading import station_files  # pandas: not for `edgecast --help`
 
+    options.check_folder_name(name)
     fleet_dir = (Path(models_dir) / name).resolve()
     data = station_files(list(data), fleet_dir / EXPORT_FOLDER, since, until)  # archives: their stations' files
     stations, unnamed = find_stations(data, station_column)  # before any folder is made: a typo makes none

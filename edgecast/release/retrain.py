@@ -169,8 +169,11 @@ def pairs_ready(statuses: dict[str, dict], hubs: dict[str, str], min_pairs: int)
 def retrain(config: RetrainSettings, broker: BrokerSettings, training: dict, rule: Any, release_options: dict,
             rollout_options: dict, say: Callable[[str], None]) -> tuple[Round, list]:
     """Carry the plan on as far as it goes now; (the round, the promotion's decisions or [])."""
+    from edgecast.options import check_folder_name
+
     from .signing import load_private_key
 
+    check_folder_name(config.name)  # it names the plan and the challenger fleets' folders
     if not Path(config.archive).is_dir():  # before the plan: a mistyped archive must not begin a round
         raise PlanError(f"{config.archive}: no such archive folder (edgecast collect writes one)")
     plan = Round(config.plan, say)

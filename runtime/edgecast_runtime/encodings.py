@@ -32,7 +32,7 @@ from edgecast_runtime.contract import (
 )
 from edgecast_runtime.errors import EdgecastRuntimeError, InputValueError
 from edgecast_runtime.formatting import seconds_text
-from edgecast_runtime.inputs import require_finite
+from edgecast_runtime.inputs import require_finite, to_float32
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -78,14 +78,20 @@ class InputLayout:
 
     # --- directions and missing neighbours ------------------------------------------
 
-    def to_raw_values(self, data: Any, what: str) -> Any:
-        """Nested lists of windows ([look_back][n_features] or a batch of them) with
-        compass strings in direction columns turned into degrees, and JSON null in a
-        neighbour's column into NaN (not arrived, as NaN itself says); anything else
-        is returned as it is (the numeric checks come later)."""
-        if not (self.directions or self.masked) or not isinstance(data, list):
-            return data
-        return self._convert(data, what, ())
+    def to_float32(self, data: Any, what: str) -> np.ndarray:
+        """Windows ([look_back][n_features] or a batch of them) as float32, compass strings
+        in direction columns as degrees and JSON null in a neighbour's column as NaN (not
+        arrived, as NaN itself says). Nested lists are walked for directions only: nulls
+        are looked for when the values do not convert, so a full window costs no walk."""
+        try:
+            return to_float32(self._converted(data, what, bool(self.directions)), what)
+        except InputValueError:
+            if not self.masked or not isinstance(data, list):
+                raise
+            return to_float32(self._converted(data, what, True), what)
+
+    def _converted(self, data: Any, what: str, walk: bool) -> Any:
+        return self._convert(data, what, ()) if walk and isinstance(data, list) else data
 
     def _convert(self, data: list, what: str, position: tuple[int, ...]) -> list:
         if data and all(isinstance(item, list) for item in data):

@@ -31,7 +31,7 @@ from edgecast_runtime.errors import (
     SchemaVersionError,
 )
 from edgecast_runtime.fast_path import SingleWindowRun
-from edgecast_runtime.inputs import require_shape, shape_text, to_float32
+from edgecast_runtime.inputs import require_shape, shape_text
 from edgecast_runtime.manifest import check_against_manifest
 from edgecast_runtime.spec import Spec, SpecError
 from edgecast_runtime.trial import (
@@ -268,7 +268,7 @@ class Forecaster:
         value cannot be read, a wrong shape is reported first: it is the likelier mistake,
         and a row of the wrong length leaves its compass points unconverted."""
         try:
-            return to_float32(self.layout.to_raw_values(data, what), what)
+            return self.layout.to_float32(data, what)
         except InputValueError:
             require_shape(data, shape_ok, expected)
             raise

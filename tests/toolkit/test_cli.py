@@ -185,9 +185,9 @@ def test_verify_says_when_the_manifest_belongs_to_another_model(trained_bundle, 
     (["--patience", "-1"], "--patience must be 0 or more, got -1"),
     (["--decimal", "x"], "--decimal 'x' must be '.' or ','"),
     (["--delimiter", ",", "--decimal", ","], "--decimal ',' is also the --delimiter"),
-    (["--name", "../escape"], "--name '../escape' names the bundle's folder: give one folder"),
-    (["--name", "a/b"], "--name 'a/b' names the bundle's folder"),
-    (["--name", ""], "--name '' names the bundle's folder"),
+    (["--name", "../escape"], "--name '../escape' names a folder in models_dir: give one folder"),
+    (["--name", "a/b"], "--name 'a/b' names a folder in models_dir"),
+    (["--name", ""], "--name '' names a folder in models_dir"),
 ])
 def test_bad_training_options_are_one_line_before_any_work(tiny_csv, tmp_path, options, fragment):
     """Values that used to train anyway: a negative rate (the loss climbs), a negative
@@ -271,3 +271,12 @@ def test_fleet_retrain_begins_no_round_on_a_missing_archive_nor_mixes_two(tmp_pa
                           f"round 1 of {plan} trains on {tmp_path / 'first'}, not {tmp_path / 'other'}")
     plan.write_text("not json")
     assert_one_line_error(run_cli(*retrain[:2], tmp_path / "other", *retrain[2:]), f"--plan {plan} cannot be read")
+
+
+def test_a_fleet_or_retrain_name_is_one_folder_too(tiny_csv, tmp_path):
+    fleet = run_cli("fleet", "train", tiny_csv, "--target", "PM2.5", "--name", "../x", "--models-dir", tmp_path / "m")
+    assert_one_line_error(fleet, "--name '../x' names a folder in models_dir")
+    retrain = run_cli("fleet", "retrain", tmp_path, "--target", "PM2.5", "--key", tmp_path / "k.pem",
+                      "--broker", "127.0.0.1:1", "--name", "a/b", "--models-dir", tmp_path / "m")
+    assert_one_line_error(retrain, "--name 'a/b' names a folder in models_dir")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "x").exists()

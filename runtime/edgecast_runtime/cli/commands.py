@@ -11,7 +11,7 @@ from edgecast_runtime.admission import SERVICE_LOADING, ModelLoading
 from edgecast_runtime.distribution import predict_fields
 from edgecast_runtime.errors import InputShapeError, InputValueError
 from edgecast_runtime.formatting import float_list
-from edgecast_runtime.inputs import require_shape, to_float32
+from edgecast_runtime.inputs import require_shape
 from edgecast_runtime.model import DEFAULT_THREADS, Forecaster
 from edgecast_runtime.reload import load_model
 
@@ -149,7 +149,7 @@ def _predict_document(model: Forecaster, document: Any) -> tuple[np.ndarray, boo
     expected = (f"a window of shape [{model.look_back}, {model.n_features}] or "
                 f"[batch, {model.look_back}, {model.n_features}]")
     try:
-        array = to_float32(model.layout.to_raw_values(document, "--json"), "--json")
+        array = model.layout.to_float32(document, "--json")
     except InputValueError:
         require_shape(document, accepted, expected, prefix="--json: ")
         raise
